@@ -1,0 +1,5 @@
+//! The keys family. (Being written.)
+
+use crate::cmd::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

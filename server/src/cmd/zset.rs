@@ -1,0 +1,5 @@
+//! The zset family. (Being written.)
+
+use crate::cmd::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

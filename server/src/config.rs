@@ -1,0 +1,249 @@
+//! Settings: command-line flags, an optional Redis-style config file, and the subset that
+//! CONFIG GET/SET read and change at run time.
+//!
+//! The file holds one `name value` per line (`#` comments), with the same names as the
+//! flags (`port 7001`, `requirepass secret`, `dir ./data`); flags given on the command
+//! line win over the file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// `--appendfsync`: when the log is flushed to disk. Accepted now; the durable log that
+/// honours it is the replicated-log issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppendFsync {
+    Always,
+    Everysec,
+    No,
+}
+
+impl AppendFsync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::Everysec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "always" => Some(AppendFsync::Always),
+            "everysec" => Some(AppendFsync::Everysec),
+            "no" => Some(AppendFsync::No),
+            _ => None,
+        }
+    }
+}
+
+/// Command-line flags of `kelvin-server`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "kelvin-server",
+    version,
+    about = "Kelvin: a Redis-compatible session store"
+)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// TCP port for clients.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Directory for the log and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Password clients must give with AUTH or HELLO.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Most simultaneous client connections.
+    #[arg(long)]
+    pub maxclients: Option<usize>,
+    /// When writes reach the disk: always, everysec or no.
+    #[arg(long, value_enum)]
+    pub appendfsync: Option<AppendFsync>,
+    /// Keyspace notification classes, as Redis's `notify-keyspace-events` (e.g. `Ex`).
+    #[arg(long)]
+    pub notify_keyspace_events: Option<String>,
+    /// A config file of `name value` lines.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Largest bulk string Redis accepts by default (`proto-max-bulk-len`).
+pub const DEFAULT_PROTO_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Default client limit (Redis's `maxclients`).
+pub const DEFAULT_MAXCLIENTS: usize = 10_000;
+
+/// The effective settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub requirepass: Option<String>,
+    pub maxclients: usize,
+    pub appendfsync: AppendFsync,
+    pub notify_flags: u32,
+    pub proto_max_bulk_len: usize,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6379,
+            data_dir: PathBuf::from("./kelvin-data"),
+            requirepass: None,
+            maxclients: DEFAULT_MAXCLIENTS,
+            appendfsync: AppendFsync::Everysec,
+            notify_flags: 0,
+            proto_max_bulk_len: DEFAULT_PROTO_MAX_BULK_LEN,
+            config_file: None,
+        }
+    }
+}
+
+/// A setting that could not be applied, with the reason CONFIG SET reports.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+impl Settings {
+    /// Builds the settings from a config file (if given) and then the flags.
+    pub fn load(args: &Args) -> Result<Settings, SettingError> {
+        let mut s = Settings::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                SettingError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            for (lineno, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (name, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+                let value = value.trim().trim_matches('"');
+                s.set(name, value).map_err(|e| {
+                    SettingError(format!("{}:{}: {}", path.display(), lineno + 1, e.0))
+                })?;
+            }
+            s.config_file = Some(path.clone());
+        }
+        if let Some(v) = args.bind {
+            s.bind = v;
+        }
+        if let Some(v) = args.port {
+            s.port = v;
+        }
+        if let Some(v) = &args.data_dir {
+            s.data_dir = v.clone();
+        }
+        if let Some(v) = &args.requirepass {
+            s.requirepass = Some(v.clone()).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = args.maxclients {
+            s.set("maxclients", &v.to_string())?;
+        }
+        if let Some(v) = args.appendfsync {
+            s.appendfsync = v;
+        }
+        if let Some(v) = &args.notify_keyspace_events {
+            s.set("notify-keyspace-events", v)?;
+        }
+        Ok(s)
+    }
+
+    /// Names CONFIG GET knows, in the order it lists them.
+    pub const NAMES: [&'static str; 15] = [
+        "bind",
+        "port",
+        "dir",
+        "requirepass",
+        "maxclients",
+        "appendonly",
+        "appendfsync",
+        "notify-keyspace-events",
+        "proto-max-bulk-len",
+        "databases",
+        "save",
+        "maxmemory",
+        "maxmemory-policy",
+        "timeout",
+        "cluster-enabled",
+    ];
+
+    /// The value of a setting as CONFIG GET shows it.
+    pub fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "bind" => self.bind.to_string(),
+            "port" => self.port.to_string(),
+            "dir" | "data-dir" => self.data_dir.display().to_string(),
+            "requirepass" => self.requirepass.clone().unwrap_or_default(),
+            "maxclients" => self.maxclients.to_string(),
+            "appendonly" => "yes".into(),
+            "appendfsync" => self.appendfsync.as_str().into(),
+            "notify-keyspace-events" => crate::notify::flags_to_string(self.notify_flags),
+            "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
+            "databases" => crate::store::DATABASES.to_string(),
+            "save" => String::new(),
+            "maxmemory" => "0".into(),
+            "maxmemory-policy" => "noeviction".into(),
+            "timeout" => "0".into(),
+            "cluster-enabled" => "no".into(),
+            _ => return None,
+        })
+    }
+
+    /// Changes a setting (from the config file, a flag, or CONFIG SET).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
+        let bad = |why: &str| SettingError(format!("argument '{value}' for '{name}': {why}"));
+        match name.to_ascii_lowercase().as_str() {
+            "bind" => {
+                self.bind = value
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| bad("not an address"))?
+            }
+            "port" => self.port = value.parse().map_err(|_| bad("not a port"))?,
+            "dir" | "data-dir" => self.data_dir = PathBuf::from(value),
+            "requirepass" => self.requirepass = Some(value.to_string()).filter(|p| !p.is_empty()),
+            "maxclients" => {
+                let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+                if n == 0 {
+                    return Err(bad("must be at least 1"));
+                }
+                self.maxclients = n;
+            }
+            "appendfsync" => {
+                self.appendfsync = AppendFsync::parse(value)
+                    .ok_or_else(|| bad("must be always, everysec or no"))?
+            }
+            "notify-keyspace-events" => {
+                self.notify_flags = crate::notify::parse_flags(value)
+                    .ok_or_else(|| bad("invalid event class character"))?
+            }
+            "proto-max-bulk-len" => {
+                let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+                if n < 1024 * 1024 {
+                    return Err(bad("must be at least 1mb"));
+                }
+                self.proto_max_bulk_len = n;
+            }
+            // Accepted for compatibility with configs written for Redis; no effect.
+            "appendonly" | "save" | "timeout" | "maxmemory-policy" | "daemonize" | "loglevel"
+            | "logfile" | "protected-mode" | "tcp-keepalive" => {}
+            _ => {
+                return Err(SettingError(format!(
+                    "Unknown option or number of arguments for CONFIG SET - '{name}'"
+                )))
+            }
+        }
+        Ok(())
+    }
+}

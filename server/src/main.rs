@@ -1,0 +1,61 @@
+//! `kelvin-server`: `cargo run --release -p kelvin-server` serves on 127.0.0.1:6379 with
+//! data in `./kelvin-data`. See `--help` for the flags.
+
+use anyhow::Context;
+use clap::Parser;
+use kelvin_server::{Args, Settings};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let settings = Settings::load(&args).context("bad configuration")?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = kelvin_server::start(settings.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", settings.bind, settings.port))?;
+        tracing::info!(
+            addr = %server.addr,
+            data_dir = %settings.data_dir.display(),
+            appendfsync = settings.appendfsync.as_str(),
+            "Kelvin ready to accept connections"
+        );
+        let node = server.node.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, shutting down");
+            node.shutdown();
+        });
+        server.task.await??;
+        tracing::info!("bye");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,468 @@
+//! The keyspace: 16 databases, each a table per hash slot.
+//!
+//! How it fits: connections execute commands against a [`Store`] under one lock; every
+//! write is a deterministic function of the store, the command and the time carried by
+//! the command's [`crate::cmd::Exec`] context, so the Raft log (next issue) can carry the
+//! command and replicas reach the same state. Data lives in per-slot tables so resharding
+//! can move, count and drop a slot without walking the rest of the keyspace.
+//!
+//! Expiry is logical on read (an expired key reads as missing and is queued for deletion)
+//! and physical by a delete decided by whoever runs the sweep (the leader, later), so
+//! replicas never expire keys on their own clocks.
+
+use std::collections::{HashMap as StdHashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use hashbrown::{HashMap, HashSet};
+use kelvin_protocol::{key_slot, SLOT_COUNT};
+
+use crate::zset::ZSet;
+
+/// A key or a member of a collection: owned bytes, exactly sized.
+pub type Blob = Box<[u8]>;
+
+/// Number of logical databases (`SELECT 0..15`, Redis's `databases` default).
+pub const DATABASES: usize = 16;
+
+/// A value stored under a key.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Str(Vec<u8>),
+    Hash(Box<HashMap<Blob, Blob>>),
+    Set(Box<HashSet<Blob>>),
+    ZSet(Box<ZSet>),
+    List(Box<VecDeque<Blob>>),
+}
+
+impl Value {
+    /// The name TYPE answers.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+            Value::List(_) => "list",
+        }
+    }
+
+    /// The name OBJECT ENCODING answers (Kelvin has one encoding per type).
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(s) if s.len() <= 20 && kelvin_protocol::request::parse_i64(s).is_some() => {
+                "int"
+            }
+            Value::Str(s) if s.len() <= 44 => "embstr",
+            Value::Str(_) => "raw",
+            Value::Hash(_) => "hashtable",
+            Value::Set(_) => "hashtable",
+            Value::ZSet(_) => "skiplist",
+            Value::List(_) => "quicklist",
+        }
+    }
+
+    /// True for a collection that became empty (Redis deletes those keys).
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+            Value::List(l) => l.is_empty(),
+        }
+    }
+
+    /// Rough bytes held, for INFO memory and `kelvin-cli cluster status` later.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Value::Str(s) => s.capacity(),
+            Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + 32).sum(),
+            Value::Set(s) => s.iter().map(|m| m.len() + 24).sum(),
+            Value::ZSet(z) => z.len() * 64,
+            Value::List(l) => l.iter().map(|e| e.len() + 16).sum(),
+        }
+    }
+}
+
+/// Access heat of a key, in four bytes: the profiler's raw material (see DESIGN.md).
+/// Low 16 bits: minute of the last access (wrapping); high 16 bits: a logarithmic access
+/// counter in the style of Redis's LFU, so a hot key saturates slowly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Heat(u32);
+
+impl Heat {
+    pub fn last_minute(self) -> u16 {
+        self.0 as u16
+    }
+
+    pub fn counter(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+
+    /// Records an access at `now_ms`. Increments the counter with probability
+    /// `1 / (counter + 1)` using the low bits of the time as cheap entropy.
+    pub fn touch(&mut self, now_ms: u64) {
+        let minute = (now_ms / 60_000) as u16;
+        let mut counter = self.counter();
+        let dice = (now_ms.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16;
+        if counter < u16::MAX && (counter < 8 || dice % (counter / 8 + 1) == 0) {
+            counter += 1;
+        }
+        self.0 = (counter as u32) << 16 | minute as u32;
+    }
+}
+
+/// What a key maps to: the value, its absolute expiry in Unix milliseconds (0 = none)
+/// and its heat.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    pub expire_at: u64,
+    pub heat: Heat,
+}
+
+impl Entry {
+    pub fn new(value: Value) -> Self {
+        Entry {
+            value,
+            expire_at: 0,
+            heat: Heat::default(),
+        }
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now_ms
+    }
+}
+
+/// The keys of one hash slot.
+#[derive(Debug, Default)]
+pub struct SlotTable {
+    pub map: HashMap<Blob, Entry>,
+    /// Keys in this slot with an expiry, so the sweep can skip slots without any.
+    pub expires: usize,
+}
+
+/// One logical database: a table per slot plus counters.
+#[derive(Debug)]
+pub struct Keyspace {
+    slots: Vec<SlotTable>,
+    len: usize,
+    expires: usize,
+    /// Next slot the active expiry sweep looks at.
+    pub sweep_slot: usize,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace {
+            slots: (0..SLOT_COUNT).map(|_| SlotTable::default()).collect(),
+            len: 0,
+            expires: 0,
+            sweep_slot: 0,
+        }
+    }
+}
+
+/// A stable 64-bit hash of a key or member, used to order SCAN cursors within a slot or
+/// collection. Fixed keys, so a cursor stays valid while the table grows or shrinks.
+pub fn scan_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl Keyspace {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn expires_count(&self) -> usize {
+        self.expires
+    }
+
+    pub fn slot(&self, slot: usize) -> &SlotTable {
+        &self.slots[slot]
+    }
+
+    pub fn slot_mut(&mut self, slot: usize) -> &mut SlotTable {
+        &mut self.slots[slot]
+    }
+
+    fn table(&self, key: &[u8]) -> &SlotTable {
+        &self.slots[key_slot(key) as usize]
+    }
+
+    /// The entry under `key`, expired or not.
+    pub fn raw_get(&self, key: &[u8]) -> Option<&Entry> {
+        self.table(key).map.get(key)
+    }
+
+    pub fn raw_get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.slots[key_slot(key) as usize].map.get_mut(key)
+    }
+
+    /// The live entry under `key`: `None` if absent or expired at `now_ms`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.raw_get(key).filter(|e| !e.is_expired(now_ms))
+    }
+
+    pub fn get_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
+        self.raw_get_mut(key).filter(|e| !e.is_expired(now_ms))
+    }
+
+    /// Stores `entry` under `key`, replacing what was there; returns the old entry.
+    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let has_ttl = entry.expire_at != 0;
+        let table = &mut self.slots[key_slot(key) as usize];
+        let old = match table.map.get_mut(key) {
+            Some(slot_entry) => Some(std::mem::replace(slot_entry, entry)),
+            None => {
+                table.map.insert(key.into(), entry);
+                None
+            }
+        };
+        let had_ttl = old.as_ref().is_some_and(|e| e.expire_at != 0);
+        if old.is_none() {
+            self.len += 1;
+        }
+        match (had_ttl, has_ttl) {
+            (false, true) => {
+                table.expires += 1;
+                self.expires += 1;
+            }
+            (true, false) => {
+                table.expires -= 1;
+                self.expires -= 1;
+            }
+            _ => {}
+        }
+        old
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let table = &mut self.slots[key_slot(key) as usize];
+        let old = table.map.remove(key)?;
+        self.len -= 1;
+        if old.expire_at != 0 {
+            table.expires -= 1;
+            self.expires -= 1;
+        }
+        Some(old)
+    }
+
+    /// Sets or clears (`0`) the expiry of an existing key. Returns false if absent.
+    pub fn set_expire(&mut self, key: &[u8], expire_at: u64) -> bool {
+        let table = &mut self.slots[key_slot(key) as usize];
+        let Some(entry) = table.map.get_mut(key) else {
+            return false;
+        };
+        match (entry.expire_at != 0, expire_at != 0) {
+            (false, true) => {
+                table.expires += 1;
+                self.expires += 1;
+            }
+            (true, false) => {
+                table.expires -= 1;
+                self.expires -= 1;
+            }
+            _ => {}
+        }
+        entry.expire_at = expire_at;
+        true
+    }
+
+    /// Drops every key.
+    pub fn clear(&mut self) {
+        for table in &mut self.slots {
+            table.map = HashMap::new();
+            table.expires = 0;
+        }
+        self.len = 0;
+        self.expires = 0;
+    }
+
+    /// Keys of `slot` in cursor order from `from_hash` on: at least `count` of them if
+    /// there are, and never splitting keys of equal hash. Returns the keys and the hash
+    /// to resume from (`None` when the slot is done).
+    pub fn scan_slot(
+        &self,
+        slot: usize,
+        from_hash: u64,
+        count: usize,
+    ) -> (Vec<&[u8]>, Option<u64>) {
+        let table = &self.slots[slot];
+        if from_hash == 0 && table.map.len() <= count {
+            return (table.map.keys().map(|k| &k[..]).collect(), None);
+        }
+        let mut keyed: Vec<(u64, &[u8])> = table
+            .map
+            .keys()
+            .map(|k| (scan_hash(k), &k[..]))
+            .filter(|(h, _)| *h >= from_hash)
+            .collect();
+        keyed.sort_unstable_by_key(|(h, _)| *h);
+        if keyed.len() <= count {
+            return (keyed.into_iter().map(|(_, k)| k).collect(), None);
+        }
+        let mut end = count;
+        while end < keyed.len() && keyed[end].0 == keyed[end - 1].0 {
+            end += 1;
+        }
+        let next = keyed.get(end).map(|(h, _)| *h);
+        keyed.truncate(end);
+        (keyed.into_iter().map(|(_, k)| k).collect(), next)
+    }
+
+    /// Iterates over every key (for KEYS, RANDOMKEY, FLUSH accounting).
+    pub fn iter(&self) -> impl Iterator<Item = (&Blob, &Entry)> {
+        self.slots.iter().flat_map(|t| t.map.iter())
+    }
+}
+
+/// All databases plus the state that commands share: who watches which key, which
+/// keyspace notifications are on.
+#[derive(Debug)]
+pub struct Store {
+    dbs: Vec<Option<Box<Keyspace>>>,
+    /// Keys under WATCH: (db, key) -> dirty flags of the watching connections.
+    pub watched: StdHashMap<(usize, Blob), Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
+    /// Parsed `notify-keyspace-events` classes (see [`crate::notify`]).
+    pub notify_flags: u32,
+    /// Source of randomness for SPOP, RANDOMKEY and friends. Seeded, so the Raft log can
+    /// carry a seed per entry and replicas draw the same numbers.
+    pub rng: rand::rngs::SmallRng,
+    /// Keys deleted because they expired (INFO `expired_keys`).
+    pub expired_keys: u64,
+    /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        use rand::SeedableRng;
+        Store {
+            dbs: (0..DATABASES).map(|_| None).collect(),
+            watched: StdHashMap::new(),
+            notify_flags: 0,
+            rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
+            expired_keys: 0,
+            keyspace_hits: 0,
+            keyspace_misses: 0,
+        }
+    }
+}
+
+impl Store {
+    /// Database `db` (created on first use; `db < DATABASES` is checked by SELECT).
+    pub fn db(&mut self, db: usize) -> &mut Keyspace {
+        self.dbs[db].get_or_insert_with(Box::default)
+    }
+
+    /// Database `db` if it was ever used.
+    pub fn db_ref(&self, db: usize) -> Option<&Keyspace> {
+        self.dbs.get(db).and_then(|d| d.as_deref())
+    }
+
+    /// Indices and keyspaces of every database that was used.
+    pub fn dbs(&self) -> impl Iterator<Item = (usize, &Keyspace)> {
+        self.dbs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_deref().map(|k| (i, k)))
+    }
+
+    /// Marks watchers of `key` dirty, so their EXEC fails.
+    pub fn signal_modified(&mut self, db: usize, key: &[u8]) {
+        if self.watched.is_empty() {
+            return;
+        }
+        if let Some(flags) = self.watched.get(&(db, Blob::from(key))) {
+            for f in flags {
+                f.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+    }
+
+    /// Marks every watcher of `db` (all databases if `None`) dirty: FLUSHDB, FLUSHALL.
+    pub fn signal_flush(&mut self, db: Option<usize>) {
+        for ((wdb, _), flags) in &self.watched {
+            if db.is_none_or(|d| d == *wdb) {
+                for f in flags {
+                    f.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Swaps two databases (SWAPDB).
+    pub fn swap_dbs(&mut self, a: usize, b: usize) {
+        self.dbs.swap(a, b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Entry {
+        Entry::new(Value::Str(v.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn counts_follow_inserts_removes_and_ttls() {
+        let mut ks = Keyspace::default();
+        assert!(ks.insert(b"a", s("1")).is_none());
+        assert!(ks.insert(b"a", s("2")).is_some());
+        ks.insert(b"b", s("1"));
+        assert_eq!(ks.len(), 2);
+        assert!(ks.set_expire(b"a", 10));
+        assert_eq!(ks.expires_count(), 1);
+        assert!(ks.get(b"a", 9).is_some());
+        assert!(ks.get(b"a", 10).is_none());
+        ks.insert(b"a", s("3")); // plain SET drops the TTL
+        assert_eq!(ks.expires_count(), 0);
+        ks.set_expire(b"b", 5);
+        ks.remove(b"b");
+        assert_eq!((ks.len(), ks.expires_count()), (1, 0));
+        assert_eq!(ks.slot(key_slot(b"b") as usize).expires, 0);
+    }
+
+    #[test]
+    fn scan_slot_visits_every_key_once_in_pages() {
+        let mut ks = Keyspace::default();
+        // Keys sharing a hash tag share a slot.
+        for i in 0..1000 {
+            ks.insert(format!("{{tag}}:{i}").as_bytes(), s("v"));
+        }
+        let slot = key_slot(b"tag") as usize;
+        let mut seen = std::collections::HashSet::new();
+        let mut from = 0;
+        loop {
+            let (keys, next) = ks.scan_slot(slot, from, 10);
+            for k in keys {
+                assert!(seen.insert(k.to_vec()), "key returned twice");
+            }
+            match next {
+                Some(h) => from = h,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn heat_counts_up_and_records_minute() {
+        let mut h = Heat::default();
+        for i in 0..100u64 {
+            h.touch(120_000 + i);
+        }
+        assert_eq!(h.last_minute(), 2);
+        assert!(h.counter() >= 8 && h.counter() <= 100);
+    }
+}
