@@ -172,6 +172,15 @@ pub fn scan_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Bits of [`scan_hash`] a SCAN cursor keeps: the cursor is `slot << 49 | hash >> 15`,
+/// which fits the 63 bits clients parse as a signed integer.
+pub const CURSOR_HASH_BITS: u32 = 49;
+
+/// The part of a key's [`scan_hash`] that a keyspace SCAN cursor holds.
+pub fn cursor_hash(key: &[u8]) -> u64 {
+    scan_hash(key) >> (64 - CURSOR_HASH_BITS)
+}
+
 impl Keyspace {
     pub fn len(&self) -> usize {
         self.len
@@ -286,30 +295,25 @@ impl Keyspace {
         self.expires = 0;
     }
 
-    /// Keys of `slot` in cursor order from `from_hash` on: at least `count` of them if
-    /// there are, and never splitting keys of equal hash. Returns the keys and the hash
-    /// to resume from (`None` when the slot is done).
-    pub fn scan_slot(
-        &self,
-        slot: usize,
-        from_hash: u64,
-        count: usize,
-    ) -> (Vec<&[u8]>, Option<u64>) {
+    /// Keys of `slot` in cursor order from `from` on: at least `count` of them if there
+    /// are, never splitting keys of equal [`cursor_hash`]. Returns the keys and the
+    /// cursor hash to resume from (`None` when the slot is done).
+    pub fn scan_slot(&self, slot: usize, from: u64, count: usize) -> (Vec<&[u8]>, Option<u64>) {
         let table = &self.slots[slot];
-        if from_hash == 0 && table.map.len() <= count {
+        if from == 0 && table.map.len() <= count {
             return (table.map.keys().map(|k| &k[..]).collect(), None);
         }
         let mut keyed: Vec<(u64, &[u8])> = table
             .map
             .keys()
-            .map(|k| (scan_hash(k), &k[..]))
-            .filter(|(h, _)| *h >= from_hash)
+            .map(|k| (cursor_hash(k), &k[..]))
+            .filter(|(h, _)| *h >= from)
             .collect();
         keyed.sort_unstable_by_key(|(h, _)| *h);
         if keyed.len() <= count {
             return (keyed.into_iter().map(|(_, k)| k).collect(), None);
         }
-        let mut end = count;
+        let mut end = count.max(1);
         while end < keyed.len() && keyed[end].0 == keyed[end - 1].0 {
             end += 1;
         }

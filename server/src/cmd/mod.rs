@@ -346,18 +346,23 @@ impl Exec<'_> {
         let now = self.now_ms;
         let out = &mut *self.out;
         let store = &mut *self.store;
-        let ks = store.db(self.db);
-        let entry = match ks.raw_get_mut(key) {
-            None => None,
+        let live = match store.db(self.db).raw_get(key) {
+            None => false,
             Some(e) if e.is_expired(now) => {
                 self.lazy_expired.push((self.db, key.into()));
-                None
+                false
             }
-            Some(e) => {
-                e.heat.touch(now);
-                Some(e)
-            }
+            Some(_) => true,
         };
+        if !live {
+            store.keyspace_misses += 1;
+            return (None, out);
+        }
+        store.keyspace_hits += 1;
+        let entry = store.db(self.db).raw_get_mut(key).map(|e| {
+            e.heat.touch(now);
+            e
+        });
         (entry, out)
     }
 

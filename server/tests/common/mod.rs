@@ -22,16 +22,30 @@ impl TestServer {
 
     /// A server with settings adjusted by `tweak`.
     pub fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
-        let data = std::env::temp_dir().join(format!("kelvin-test-{}-{}", std::process::id(), rand_suffix()));
-        let mut settings = Settings { port: 0, data_dir: data, ..Settings::default() };
+        let data = std::env::temp_dir().join(format!(
+            "kelvin-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let mut settings = Settings {
+            port: 0,
+            data_dir: data,
+            ..Settings::default()
+        };
         tweak(&mut settings);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("test runtime");
-        let server = runtime.block_on(kelvin_server::start(settings)).expect("server starts");
-        TestServer { addr: server.addr, node: server.node, runtime: Some(runtime) }
+        let server = runtime
+            .block_on(kelvin_server::start(settings))
+            .expect("server starts");
+        TestServer {
+            addr: server.addr,
+            node: server.node,
+            runtime: Some(runtime),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -40,13 +54,17 @@ impl TestServer {
 
     /// A new connection through the `redis` crate.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).expect("client").get_connection().expect("connect")
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connect")
     }
 
     /// A raw TCP connection, for byte-level protocol tests.
     pub fn raw(&self) -> std::net::TcpStream {
         let s = std::net::TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
         s
     }
 }
