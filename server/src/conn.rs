@@ -130,9 +130,7 @@ pub fn delete_lazy_expired(store: &mut Store, client: &mut ClientState, now_ms: 
             events: &mut client.events,
             lazy_expired: &mut scratch,
         };
-        if ex.expire_if_needed(key) {
-            store.expired_keys += 1;
-        }
+        ex.expire_if_needed(key);
     }
 }
 

@@ -252,7 +252,6 @@ impl Node {
                     }
                 }
             }
-            store.expired_keys += deleted as u64;
         }
         self.publish_events(&mut events);
         deleted

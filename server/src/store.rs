@@ -228,10 +228,11 @@ impl Keyspace {
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
         let has_ttl = entry.expire_at != 0;
         let table = &mut self.slots[key_slot(key) as usize];
-        let old = match table.map.get_mut(key) {
-            Some(slot_entry) => Some(std::mem::replace(slot_entry, entry)),
-            None => {
-                table.map.insert(key.into(), entry);
+        // One probe for both cases: replace in place, or insert.
+        let old = match table.map.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), entry)),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                v.insert(entry);
                 None
             }
         };
@@ -328,6 +329,13 @@ impl Keyspace {
     }
 }
 
+/// What [`Store::lookup_for_read`] found.
+pub enum ReadLookup<'a> {
+    Live(&'a mut Entry),
+    Expired,
+    Missing,
+}
+
 /// All databases plus the state that commands share: who watches which key, which
 /// keyspace notifications are on.
 #[derive(Debug)]
@@ -379,6 +387,27 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, d)| d.as_deref().map(|k| (i, k)))
+    }
+
+    /// Looks `key` up for a read in one probe: a live entry (heat touched, counted as a
+    /// hit), an expired one (counted as a miss; the caller queues its deletion), or none.
+    pub fn lookup_for_read(&mut self, db: usize, key: &[u8], now_ms: u64) -> ReadLookup<'_> {
+        let ks = self.dbs[db].get_or_insert_with(Box::default);
+        match ks.raw_get_mut(key) {
+            Some(e) if e.is_expired(now_ms) => {
+                self.keyspace_misses += 1;
+                ReadLookup::Expired
+            }
+            Some(e) => {
+                e.heat.touch(now_ms);
+                self.keyspace_hits += 1;
+                ReadLookup::Live(e)
+            }
+            None => {
+                self.keyspace_misses += 1;
+                ReadLookup::Missing
+            }
+        }
     }
 
     /// Marks watchers of `key` dirty, so their EXEC fails.

@@ -19,7 +19,7 @@ use hashbrown::HashMap;
 use kelvin_protocol::ReplyWriter;
 
 use crate::notify::KeyEvent;
-use crate::store::{Blob, Entry, Keyspace, Store, Value};
+use crate::store::{Blob, Entry, Keyspace, ReadLookup, Store, Value};
 
 pub mod connection;
 pub mod hash;
@@ -343,26 +343,15 @@ impl Exec<'_> {
     /// [`Exec::read`] plus the reply buffer, borrowed apart, so a command can write a
     /// value straight from the store into the reply without copying it first.
     pub fn read_out(&mut self, key: &[u8]) -> (Option<&mut Entry>, &mut ReplyWriter) {
-        let now = self.now_ms;
         let out = &mut *self.out;
-        let store = &mut *self.store;
-        let live = match store.db(self.db).raw_get(key) {
-            None => false,
-            Some(e) if e.is_expired(now) => {
+        let entry = match self.store.lookup_for_read(self.db, key, self.now_ms) {
+            ReadLookup::Live(e) => Some(e),
+            ReadLookup::Expired => {
                 self.lazy_expired.push((self.db, key.into()));
-                false
+                None
             }
-            Some(_) => true,
+            ReadLookup::Missing => None,
         };
-        if !live {
-            store.keyspace_misses += 1;
-            return (None, out);
-        }
-        store.keyspace_hits += 1;
-        let entry = store.db(self.db).raw_get_mut(key).map(|e| {
-            e.heat.touch(now);
-            e
-        });
         (entry, out)
     }
 
@@ -380,6 +369,7 @@ impl Exec<'_> {
         let ks = self.store.db(self.db);
         if ks.raw_get(key).is_some_and(|e| e.is_expired(now)) {
             ks.remove(key);
+            self.store.expired_keys += 1;
             self.notify(crate::notify::EXPIRED, "expired", key);
             return true;
         }

@@ -68,18 +68,26 @@ fn check_str_or_missing(ex: &mut Exec<'_>, key: &[u8]) -> Result<Option<Vec<u8>>
 
 /// Stores a string, replacing any value and (unless `keep_ttl`) any expiry.
 pub fn store_string(ex: &mut Exec<'_>, key: &[u8], value: &[u8], expire_at: u64, keep_ttl: bool) {
-    ex.expire_if_needed(key);
     let now = ex.now_ms;
-    let ks = ex.ks();
-    let expire_at = if keep_ttl {
-        ks.raw_get(key).map_or(0, |e| e.expire_at)
-    } else {
-        expire_at
-    };
     let mut entry = Entry::new(Value::Str(value.to_vec()));
     entry.expire_at = expire_at;
     entry.heat.touch(now);
-    ks.insert(key, entry);
+    let ks = ex.ks();
+    let old = ks.insert(key, entry);
+    let old_live_ttl = match &old {
+        Some(o) if o.is_expired(now) => {
+            // The old value had expired: it goes with its own event, as Redis's
+            // expireIfNeeded would have done before the write.
+            ex.notify(crate::notify::EXPIRED, "expired", key);
+            ex.store.expired_keys += 1;
+            0
+        }
+        Some(o) => o.expire_at,
+        None => 0,
+    };
+    if keep_ttl && old_live_ttl != 0 {
+        ex.ks().set_expire(key, old_live_ttl);
+    }
     ex.notify(STRING, "set", key);
     if expire_at != 0 && !keep_ttl {
         ex.notify(GENERIC, "expire", key);
