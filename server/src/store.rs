@@ -105,7 +105,7 @@ impl Heat {
         let minute = (now_ms / 60_000) as u16;
         let mut counter = self.counter();
         let dice = (now_ms.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16;
-        if counter < u16::MAX && (counter < 8 || dice % (counter / 8 + 1) == 0) {
+        if counter < u16::MAX && (counter < 8 || dice.is_multiple_of(counter / 8 + 1)) {
             counter += 1;
         }
         self.0 = (counter as u32) << 16 | minute as u32;
@@ -230,7 +230,9 @@ impl Keyspace {
         let table = &mut self.slots[key_slot(key) as usize];
         // One probe for both cases: replace in place, or insert.
         let old = match table.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), entry)),
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                Some(std::mem::replace(o.get_mut(), entry))
+            }
             hashbrown::hash_map::EntryRef::Vacant(v) => {
                 v.insert(entry);
                 None

@@ -201,7 +201,7 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
                 }
                 // COUNT bounds the work: stop once enough keys were looked at, and
                 // never walk more than a bounded number of empty slots per call.
-                if visited >= count || (slot % 1024 == 0 && visited > 0) {
+                if visited >= count || (slot.is_multiple_of(1024) && visited > 0) {
                     break;
                 }
             }

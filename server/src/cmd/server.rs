@@ -588,7 +588,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             ctx.out.bulk(value.as_bytes());
         }
     } else if is(sub, "set") {
-        if argv.len() < 4 || argv.len() % 2 != 0 {
+        if argv.len() < 4 || !argv.len().is_multiple_of(2) {
             return Err(CmdError::arity("config|set"));
         }
         // All or nothing: apply to a copy, then swap it in.

@@ -157,19 +157,19 @@ fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, CmdError
             o.get = true;
         } else if is(a, "keepttl") && !has_expire {
             o.keep_ttl = true;
-        } else if (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
-            && !has_expire
-            && !o.keep_ttl
-            && next.is_some()
-        {
+        } else if let (true, Some(value)) = (
+            (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
+                && !has_expire
+                && !o.keep_ttl,
+            next,
+        ) {
             let unit = if is(a, "ex") || is(a, "exat") {
                 1000
             } else {
                 1
             };
             let absolute = is(a, "exat") || is(a, "pxat");
-            // Checked above: `next` is Some.
-            o.expire_at = expire_at_from(next.expect("checked"), unit, absolute, now_ms, "set")?;
+            o.expire_at = expire_at_from(value, unit, absolute, now_ms, "set")?;
             has_expire = true;
             i += 1;
         } else {
@@ -331,7 +331,7 @@ fn mget(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 fn mset(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         return Err(CmdError::arity("mset"));
     }
     for pair in argv[1..].chunks(2) {
@@ -342,7 +342,7 @@ fn mset(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 fn msetnx(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         return Err(CmdError::arity("msetnx"));
     }
     let now = ex.now_ms;
