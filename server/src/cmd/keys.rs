@@ -90,8 +90,9 @@ fn rename_generic(ex: &mut Exec<'_>, argv: &[Bytes], nx: bool) -> CmdResult {
         ex.out.int(0);
         return Ok(());
     }
-    // Present: checked above under the same lock.
-    let entry = ex.ks().remove(src).expect("source checked present");
+    let Some(entry) = ex.ks().remove(src) else {
+        return Err(CmdError::NO_SUCH_KEY);
+    };
     ex.ks().remove(dst);
     ex.ks().insert(dst, entry);
     ex.notify(GENERIC, "rename_from", src);
@@ -470,8 +471,10 @@ fn move_(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         ex.out.int(0);
         return Ok(());
     }
-    // Present: checked above under the same lock.
-    let entry = ex.ks().remove(key).expect("key checked present");
+    let Some(entry) = ex.ks().remove(key) else {
+        ex.out.int(0);
+        return Ok(());
+    };
     ex.notify(GENERIC, "move_from", key);
     ex.db = target;
     ex.ks().insert(key, entry);
