@@ -247,3 +247,40 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let path =
+            std::env::temp_dir().join(format!("kelvin-config-test-{}.conf", std::process::id()));
+        std::fs::write(&path, "# comment\nport 7001\nrequirepass \"s3cret\"\nmaxclients 5\nnotify-keyspace-events Ex\nappendonly yes\n").unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            maxclients: Some(7),
+            ..Args::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.port, 7001);
+        assert_eq!(s.requirepass.as_deref(), Some("s3cret"));
+        assert_eq!(s.maxclients, 7, "flags win over the file");
+        assert_eq!(crate::notify::flags_to_string(s.notify_flags), "xE");
+        std::fs::write(&path, "port 7001\nbogus 1\n").unwrap();
+        let err = Settings::load(&args).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("bogus"), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let mut s = Settings::default();
+        assert!(s.set("maxclients", "0").is_err());
+        assert!(s.set("appendfsync", "sometimes").is_err());
+        assert!(s.set("notify-keyspace-events", "Q").is_err());
+        assert!(s.set("proto-max-bulk-len", "10").is_err());
+        assert!(s.set("appendfsync", "always").is_ok());
+        assert_eq!(s.get("appendfsync").as_deref(), Some("always"));
+    }
+}
