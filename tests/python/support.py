@@ -12,7 +12,9 @@ end of the session (or of the module, for the special-purpose servers).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
 import shutil
 import socket
@@ -34,6 +36,25 @@ HOST = "127.0.0.1"
 # Every socket the suite opens has a timeout: nothing waits forever.
 SOCKET_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 20.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGKILL the server if the test process
+    dies (even by SIGKILL), so that no server outlives the run."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except OSError:
+        pass
+
+
+_RUNNING: "set[ServerProcess]" = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for srv in list(_RUNNING):
+        srv.stop()
 
 
 def kelvin_bin() -> str:
@@ -230,7 +251,8 @@ class ServerProcess:
             env.setdefault("RUST_LOG", "warn")
             self.proc = subprocess.Popen(self.command(), stdout=self._log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env)
+                                         env=env, preexec_fn=_die_with_parent)
+            _RUNNING.add(self)
             if self._wait_ready():
                 return self
             last_error = self.log_tail()
@@ -272,6 +294,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc = None
+        _RUNNING.discard(self)
         if self._log is not None:
             self._log.close()
             self._log = None
