@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 
 import pytest
+import redis
 
 from support import TARGET, RawConn, ServerProcess, running_server
 
@@ -29,6 +31,25 @@ def pytest_runtest_protocol(item, nextitem):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _hide_redis_py_frames() -> None:
+    """Leaves redis-py's own frames out of failure tracebacks (pytest skips frames whose
+    globals set __tracebackhide__): they say nothing about the server, and rendering them
+    costs ~0.1 s each, as pytest parses each frame's (large) module."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == "redis" or name.startswith("redis.")):
+            with contextlib.suppress(Exception):
+                module.__dict__.setdefault("__tracebackhide__", True)
+
+
+_hide_redis_py_frames()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    if call.excinfo is not None:
+        _hide_redis_py_frames()  # modules redis-py imported lazily since
 
 
 @pytest.fixture(scope="session")
