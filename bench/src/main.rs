@@ -1,1 +1,143 @@
-fn main() {}
+//! `kelvin-bench`: side-by-side benchmarks of Kelvin and redis-server on this machine.
+//!
+//! ```text
+//! cargo run --release -p kelvin-bench -- throughput [--quick] [--requests N]
+//! cargo run --release -p kelvin-bench -- memory [--quick] [--keys N]
+//! ```
+//!
+//! Each subcommand starts its own servers on free loopback ports with temporary
+//! directories, kills them when done (or on error), prints a markdown table and writes
+//! it to `bench-results/`.
+
+mod memory;
+mod servers;
+mod throughput;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use servers::{locate_kelvin, locate_program, Programs};
+
+#[derive(Parser)]
+#[command(
+    name = "kelvin-bench",
+    about = "Side-by-side benchmarks of Kelvin and redis-server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// SET/GET throughput with redis-benchmark, pipeline 1 and 16.
+    Throughput(ThroughputArgs),
+    /// Resident memory for 1,000,000 keys of 100-byte values.
+    Memory(MemoryArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The Kelvin server binary (default: target/release/kelvin-server, built if missing).
+    #[arg(long)]
+    kelvin_bin: Option<PathBuf>,
+    /// The redis-server binary (default: from PATH).
+    #[arg(long)]
+    redis_bin: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ThroughputArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// The redis-benchmark binary (default: from PATH).
+    #[arg(long)]
+    redis_benchmark: Option<PathBuf>,
+    /// Requests per run without pipelining (default 200000); pipelined runs (-P 16) use
+    /// five times as many unless --requests-pipelined is given.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Requests per run with -P 16 (default 1000000).
+    #[arg(long)]
+    requests_pipelined: Option<u64>,
+    /// Rounds; the table shows the median (default 3).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Parallel connections (redis-benchmark -c).
+    #[arg(long, default_value_t = 50)]
+    clients: u32,
+    /// Small numbers for a smoke run: 20000/100000 requests, 1 round.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// Keys to load (default 1000000; 100000 with --quick).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Small numbers for a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn programs(args: &ServerArgs) -> Result<Programs> {
+    Ok(Programs {
+        kelvin: locate_kelvin(args.kelvin_bin.clone())?,
+        redis_server: locate_program(args.redis_bin.clone(), "redis-server")?,
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Throughput(args) => {
+            let p1 = args
+                .requests
+                .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+            let p16 = args.requests_pipelined.unwrap_or(match args.requests {
+                Some(n) => n.saturating_mul(5),
+                None if args.quick => 100_000,
+                None => 1_000_000,
+            });
+            let opts = throughput::Options {
+                programs: programs(&args.servers)?,
+                redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
+                requests: vec![(1, p1.max(1)), (16, p16.max(1))],
+                clients: args.clients.max(1),
+                rounds: args
+                    .rounds
+                    .unwrap_or(if args.quick { 1 } else { 3 })
+                    .clamp(1, 100),
+                keyspace: 100_000,
+                tests: "set,get".into(),
+                run_timeout: Duration::from_secs(600),
+            };
+            let report = throughput::run(&opts)?;
+            println!("{report}");
+        }
+        Cmd::Memory(args) => {
+            let opts = memory::Options {
+                programs: programs(&args.servers)?,
+                keys: args
+                    .keys
+                    .unwrap_or(if args.quick { 100_000 } else { 1_000_000 })
+                    .max(1),
+                value_size: args.value_size,
+                chunk: 1000,
+                settle: Duration::from_secs(if args.quick { 1 } else { 2 }),
+            };
+            let report = memory::run(&opts)?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}

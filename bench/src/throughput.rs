@@ -1,0 +1,278 @@
+//! `kelvin-bench throughput`: redis-benchmark against Kelvin and redis-server, same
+//! machine, alternating servers, median of several rounds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::servers::{environment_note, save_result, Kind, Programs, ServerGuard, HOST};
+
+pub struct Options {
+    pub programs: Programs,
+    pub redis_benchmark: PathBuf,
+    /// Requests per run, per pipeline depth.
+    pub requests: Vec<(u32, u64)>,
+    pub clients: u32,
+    pub rounds: u32,
+    pub keyspace: u64,
+    pub tests: String,
+    /// Longest one redis-benchmark run may take before it is killed.
+    pub run_timeout: Duration,
+}
+
+/// ops/s samples per (test, pipeline, server).
+type Samples = BTreeMap<(String, u32, Kind), Vec<f64>>;
+
+pub fn run(opts: &Options) -> Result<String> {
+    let mut kelvin = ServerGuard::start(Kind::Kelvin, &opts.programs)?;
+    let mut redis = ServerGuard::start(Kind::Redis, &opts.programs)?;
+    eprintln!(
+        "Kelvin on port {} (pid {}), Redis on port {} (pid {})",
+        kelvin.port,
+        kelvin.pid(),
+        redis.port,
+        redis.pid()
+    );
+
+    let mut samples = Samples::new();
+    for round in 0..opts.rounds {
+        for &(pipeline, requests) in &opts.requests {
+            // Alternate who goes first, so that neither always runs on a warmer machine.
+            let order = if round % 2 == 0 {
+                [Kind::Kelvin, Kind::Redis]
+            } else {
+                [Kind::Redis, Kind::Kelvin]
+            };
+            for kind in order {
+                let guard = match kind {
+                    Kind::Kelvin => &mut kelvin,
+                    Kind::Redis => &mut redis,
+                };
+                guard.check_alive()?;
+                eprintln!(
+                    "round {}/{}: {} -P {pipeline} -n {requests}",
+                    round + 1,
+                    opts.rounds,
+                    kind.name()
+                );
+                let results = benchmark(opts, guard.port, pipeline, requests)
+                    .with_context(|| format!("redis-benchmark against {}", kind.name()))?;
+                for (test, rps) in results {
+                    eprintln!("    {test}: {rps:.0} ops/s");
+                    samples.entry((test, pipeline, kind)).or_default().push(rps);
+                }
+                guard.check_alive()?;
+            }
+        }
+    }
+
+    let table = render(&samples);
+    let mut report = String::new();
+    report.push_str("# Throughput: Kelvin vs Redis (redis-benchmark)\n\n");
+    report.push_str(&environment_note(&opts.programs));
+    report.push_str(&format!(
+        "- redis-benchmark -h {HOST} -c {} -r {} -t {} --csv; requests per run: {}; \
+         median of {} round(s); Redis with appendonly yes, appendfsync everysec; \
+         Kelvin with --appendfsync everysec\n\n",
+        opts.clients,
+        opts.keyspace,
+        opts.tests,
+        opts.requests
+            .iter()
+            .map(|(p, n)| format!("-P {p}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        opts.rounds
+    ));
+    report.push_str(&table);
+    let path = save_result("throughput", &report)?;
+    eprintln!("written to {}", path.display());
+    drop(kelvin);
+    drop(redis);
+    Ok(report)
+}
+
+/// Runs redis-benchmark once and returns (test, ops/s) pairs.
+fn benchmark(
+    opts: &Options,
+    port: u16,
+    pipeline: u32,
+    requests: u64,
+) -> Result<Vec<(String, f64)>> {
+    let mut child = Command::new(&opts.redis_benchmark)
+        .args(["-h", HOST])
+        .args(["-p", &port.to_string()])
+        .args(["-c", &opts.clients.to_string()])
+        .args(["-n", &requests.to_string()])
+        .args(["-t", &opts.tests])
+        .args(["-P", &pipeline.to_string()])
+        .args(["-r", &opts.keyspace.to_string()])
+        .args(["--csv", "-q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", opts.redis_benchmark.display()))?;
+    // Read the pipes on threads so the child never blocks on a full pipe while we wait.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + opts.run_timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "redis-benchmark took longer than {:?}; killed",
+                opts.run_timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = out_thread.join().unwrap_or_default();
+    let err = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        bail!("redis-benchmark failed ({status}): {err}{out}");
+    }
+    let results = parse_csv(&out);
+    if results.is_empty() {
+        bail!("no results in redis-benchmark output:\n{out}\n{err}");
+    }
+    Ok(results)
+}
+
+/// Parses redis-benchmark `--csv` output: an optional header line `"test","rps",...`
+/// then `"SET","123456.79",...` lines. Other lines (warnings) are skipped.
+pub fn parse_csv(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<String> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"').to_string())
+            .collect();
+        if fields.len() < 2 || fields[0].eq_ignore_ascii_case("test") {
+            continue;
+        }
+        let name = fields[0].clone();
+        if name.is_empty() || !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+            continue;
+        }
+        if let Ok(rps) = fields[1].parse::<f64>() {
+            if rps.is_finite() && rps > 0.0 {
+                // "GET" / "SET"; redis-benchmark may append details ("SET: rps=...")
+                let name = name.split(':').next().unwrap_or(&name).trim().to_string();
+                out.push((name, rps));
+            }
+        }
+    }
+    out
+}
+
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+fn render(samples: &Samples) -> String {
+    let mut rows: BTreeMap<(u32, String), (Option<f64>, Option<f64>)> = BTreeMap::new();
+    for ((test, pipeline, kind), values) in samples {
+        let entry = rows.entry((*pipeline, test.clone())).or_default();
+        match kind {
+            Kind::Kelvin => entry.0 = median(values),
+            Kind::Redis => entry.1 = median(values),
+        }
+    }
+    let mut s = String::from(
+        "| test | pipeline | Kelvin ops/s | Redis ops/s | Kelvin/Redis |\n|---|---:|---:|---:|---:|\n",
+    );
+    // SET before GET within each pipeline depth, as redis-benchmark runs them
+    let mut keys: Vec<&(u32, String)> = rows.keys().collect();
+    keys.sort_by_key(|(p, t)| (*p, if t == "SET" { 0 } else { 1 }, t.clone()));
+    for key in keys {
+        let (k, r) = rows[key];
+        let fmt = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
+        let ratio = match (k, r) {
+            (Some(k), Some(r)) if r > 0.0 => format!("{:.2}", k / r),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            key.1,
+            key.0,
+            fmt(k),
+            fmt(r),
+            ratio
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_redis_benchmark_csv() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\"\n\
+                    \"SET\",\"123456.79\",\"0.200\",\"0.050\"\n\
+                    \"GET\",\"98765.43\",\"0.180\",\"0.040\"\n";
+        assert_eq!(
+            parse_csv(text),
+            vec![
+                ("SET".to_string(), 123456.79),
+                ("GET".to_string(), 98765.43)
+            ]
+        );
+    }
+
+    #[test]
+    fn skips_noise_and_old_format() {
+        let text = "WARNING: Could not fetch server CONFIG\r\n\"SET\",\"1000.00\"\r\n\r\n";
+        assert_eq!(parse_csv(text), vec![("SET".to_string(), 1000.0)]);
+        assert!(parse_csv("").is_empty());
+        assert!(parse_csv("\"SET\",\"n/a\"").is_empty());
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn renders_table() {
+        let mut s = Samples::new();
+        s.insert(("GET".into(), 1, Kind::Kelvin), vec![100.0, 300.0, 200.0]);
+        s.insert(("GET".into(), 1, Kind::Redis), vec![100.0]);
+        s.insert(("SET".into(), 1, Kind::Kelvin), vec![50.0]);
+        let t = render(&s);
+        assert!(t.contains("| SET | 1 | 50 | - | - |"));
+        assert!(t.contains("| GET | 1 | 200 | 100 | 2.00 |"));
+        assert!(t.find("SET").unwrap() < t.find("GET").unwrap());
+    }
+}
