@@ -128,7 +128,12 @@ impl Settings {
                 let (name, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
                 let value = value.trim().trim_matches('"');
                 s.set(name, value).map_err(|e| {
-                    SettingError(format!("{}:{}: {}", path.display(), lineno + 1, e.0))
+                    SettingError(format!(
+                        "{}:{}: '{name} {value}': {}",
+                        path.display(),
+                        lineno + 1,
+                        e.0
+                    ))
                 })?;
             }
             s.config_file = Some(path.clone());
@@ -200,7 +205,8 @@ impl Settings {
 
     /// Changes a setting (from the config file, a flag, or CONFIG SET).
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
-        let bad = |why: &str| SettingError(format!("argument '{value}' for '{name}': {why}"));
+        let bad = |why: &str| SettingError(why.to_string());
+        let not_int = "argument couldn't be parsed into an integer";
         match name.to_ascii_lowercase().as_str() {
             "bind" => {
                 self.bind = value
@@ -210,28 +216,35 @@ impl Settings {
                     .parse()
                     .map_err(|_| bad("not an address"))?
             }
-            "port" => self.port = value.parse().map_err(|_| bad("not a port"))?,
+            "port" => {
+                self.port = value
+                    .parse()
+                    .map_err(|_| bad("argument must be between 0 and 65535 inclusive"))?
+            }
             "dir" | "data-dir" => self.data_dir = PathBuf::from(value),
             "requirepass" => self.requirepass = Some(value.to_string()).filter(|p| !p.is_empty()),
             "maxclients" => {
-                let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-                if n == 0 {
-                    return Err(bad("must be at least 1"));
+                let n: i64 = value.parse().map_err(|_| bad(not_int))?;
+                if !(1..=4_294_967_295).contains(&n) {
+                    return Err(bad("argument must be between 1 and 4294967295 inclusive"));
                 }
-                self.maxclients = n;
+                self.maxclients = n as usize;
             }
             "appendfsync" => {
-                self.appendfsync = AppendFsync::parse(value)
-                    .ok_or_else(|| bad("must be always, everysec or no"))?
+                self.appendfsync = AppendFsync::parse(value).ok_or_else(|| {
+                    bad("argument(s) must be one of the following: always, everysec, no")
+                })?
             }
             "notify-keyspace-events" => {
                 self.notify_flags = crate::notify::parse_flags(value)
-                    .ok_or_else(|| bad("invalid event class character"))?
+                    .ok_or_else(|| bad("Invalid event class character. Use 'Ag$lshzxeKEtmdn'."))?
             }
             "proto-max-bulk-len" => {
-                let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+                let n: usize = value.parse().map_err(|_| bad(not_int))?;
                 if n < 1024 * 1024 {
-                    return Err(bad("must be at least 1mb"));
+                    return Err(bad(
+                        "argument must be between 1048576 and 9223372036854775807 inclusive",
+                    ));
                 }
                 self.proto_max_bulk_len = n;
             }
