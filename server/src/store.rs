@@ -21,6 +21,79 @@ use crate::zset::ZSet;
 /// A key or a member of a collection: owned bytes, exactly sized.
 pub type Blob = Box<[u8]>;
 
+/// Longest key stored inline in its table bucket, without a heap allocation.
+pub const INLINE_KEY_LEN: usize = 22;
+
+/// A key of the keyspace. Keys up to [`INLINE_KEY_LEN`] bytes live inside the hash
+/// table's bucket, so a lookup compares them without another cache miss and stores them
+/// without another allocation; longer keys live on the heap. Hashes and compares as the
+/// `[u8]` it holds, so tables are probed with plain byte slices.
+#[derive(Clone)]
+pub enum Key {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_LEN],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(b: &[u8]) -> Key {
+        if b.len() <= INLINE_KEY_LEN {
+            let mut bytes = [0u8; INLINE_KEY_LEN];
+            bytes[..b.len()].copy_from_slice(b);
+            Key::Inline {
+                len: b.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(b.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly as `[u8]` does: tables are probed with `&[u8]`.
+        self.as_bytes().hash(state)
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// Number of logical databases (`SELECT 0..15`, Redis's `databases` default).
 pub const DATABASES: usize = 16;
 
@@ -138,7 +211,7 @@ impl Entry {
 /// The keys of one hash slot.
 #[derive(Debug, Default)]
 pub struct SlotTable {
-    pub map: HashMap<Blob, Entry>,
+    pub map: HashMap<Key, Entry>,
     /// Keys in this slot with an expiry, so the sweep can skip slots without any.
     pub expires: usize,
 }
@@ -326,7 +399,7 @@ impl Keyspace {
     }
 
     /// Iterates over every key (for KEYS, RANDOMKEY, FLUSH accounting).
-    pub fn iter(&self) -> impl Iterator<Item = (&Blob, &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.slots.iter().flat_map(|t| t.map.iter())
     }
 }
@@ -489,6 +562,21 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn keys_inline_and_heap_behave_as_bytes() {
+        let mut ks = Keyspace::default();
+        let long = vec![b'x'; INLINE_KEY_LEN + 1];
+        let exact = vec![b'y'; INLINE_KEY_LEN];
+        for k in [&b""[..], b"a", &exact, &long] {
+            ks.insert(k, s("v"));
+            assert!(ks.raw_get(k).is_some());
+        }
+        assert!(matches!(Key::from(&exact[..]), Key::Inline { .. }));
+        assert!(matches!(Key::from(&long[..]), Key::Heap(_)));
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(ks.len(), 4);
     }
 
     #[test]
