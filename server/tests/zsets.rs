@@ -446,7 +446,10 @@ fn zrange_all_forms() {
     .is_empty());
     assert!(s(&mut con, &["ZRANGE", "z", "4", "2", "BYSCORE"]).is_empty());
     // LIMIT with the count -1 means "no limit", which a rank range accepts and ignores.
-    assert_eq!(s(&mut con, &["ZRANGE", "z", "0", "1", "LIMIT", "3", "-1"]), ["a", "b"]);
+    assert_eq!(
+        s(&mut con, &["ZRANGE", "z", "0", "1", "LIMIT", "3", "-1"]),
+        ["a", "b"]
+    );
     // BYLEX on equal scores.
     let _: i64 = con
         .zadd_multiple("lex", &[(0, "a"), (0, "b"), (0, "c"), (0, "d"), (0, "e")])

@@ -145,13 +145,18 @@ fn score_arg(arg: &[u8]) -> Result<f64, CmdError> {
 }
 
 /// One end of a score range: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`. Redis reads it
-/// with plain `strtod`, which skips leading white space and lets overflow be infinity.
+/// with plain `strtod`, which skips leading white space, lets overflow be infinity, and
+/// reads an empty string as 0 (so `(` alone is "above 0").
 fn score_bound(arg: &[u8]) -> Result<Bound<f64>, CmdError> {
     let (exclusive, text) = match arg.strip_prefix(b"(") {
         Some(rest) => (true, rest),
         None => (false, arg),
     };
-    let v = parse_f64(text.trim_ascii_start()).ok_or(CmdError::MIN_MAX_NOT_FLOAT)?;
+    let v = if text.is_empty() {
+        0.0
+    } else {
+        parse_f64(text.trim_ascii_start()).ok_or(CmdError::MIN_MAX_NOT_FLOAT)?
+    };
     Ok(if exclusive {
         Bound::Excluded(v)
     } else {
@@ -381,7 +386,7 @@ fn zadd_core(ex: &mut Exec<'_>, key: &[u8], f: AddFlags, pairs: &[Bytes]) -> Cmd
     ex.remove_if_empty(key);
     if f.incr {
         if processed > 0 {
-            ex.out.double(last + 0.0);
+            ex.out.double(last);
         } else {
             ex.out.null();
         }
@@ -1267,6 +1272,9 @@ mod tests {
         assert_eq!(score_bound(b"(1").unwrap(), Bound::Excluded(1.0));
         assert_eq!(score_bound(b" 2").unwrap(), Bound::Included(2.0));
         assert!(score_bound(b"(nan").is_err());
+        assert_eq!(score_bound(b"(").unwrap(), Bound::Excluded(0.0));
+        assert_eq!(score_bound(b"").unwrap(), Bound::Included(0.0));
+        assert!(score_bound(b" ").is_err());
         assert!(lex_bound(b"a").is_err());
         assert!(lex_bound(b"+a").is_err());
         assert!(lex_bound(b"").is_err());
