@@ -58,6 +58,9 @@ impl ZSet {
 
     /// Sets `member`'s score; returns true if the member is new.
     pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        // -0.0 is stored as 0.0: they are one score to Redis, and keeping the sign would
+        // make ZSCORE answer "-0" for a member that compares equal to 0.
+        let score = score + 0.0;
         match self.scores.get_mut(member) {
             Some(old) => {
                 if *old != score {
@@ -86,6 +89,26 @@ impl ZSet {
             }
             None => false,
         }
+    }
+
+    /// Removes and returns the lowest (score, member) pair.
+    pub fn pop_min(&mut self) -> Option<(Blob, f64)> {
+        let (score, member) = self.order.pop_first()?;
+        self.scores.remove(&member);
+        Some((member, score.0))
+    }
+
+    /// Removes and returns the highest (score, member) pair.
+    pub fn pop_max(&mut self) -> Option<(Blob, f64)> {
+        let (score, member) = self.order.pop_last()?;
+        self.scores.remove(&member);
+        Some((member, score.0))
+    }
+
+    /// Members with their scores in no particular order (the member table's order): for
+    /// ZSCAN, which orders by hash itself, and for lookups that do not need ranks.
+    pub fn unordered(&self) -> impl Iterator<Item = (&[u8], f64)> {
+        self.scores.iter().map(|(m, s)| (&m[..], *s))
     }
 
     /// 0-based rank in ascending order.
@@ -135,29 +158,59 @@ impl ZSet {
         Box::new(self.order.range((start, end)).map(|(s, m)| (&m[..], s.0)))
     }
 
-    /// Members with the same score ordered by bytes, within lexicographic bounds
-    /// (ZRANGEBYLEX). Bounds are on member bytes.
+    /// Members within lexicographic bounds on their bytes (ZRANGEBYLEX and friends),
+    /// walking forward from the lowest member, or backward from the highest if `rev`.
+    ///
+    /// Lex ranges are meant for sets whose members all have the same score, where the
+    /// order is the byte order. With mixed scores Redis's answer is "undefined"; this walk
+    /// gives the answer Redis gives for its compact encoding: the range is empty unless
+    /// the last member is >= min and the first <= max; forward, it starts at the first
+    /// member >= min and stops at the first one > max (backward: from the last member
+    /// <= max to the first one < min).
     pub fn range_by_lex<'a>(
         &'a self,
         min: Bound<&'a [u8]>,
         max: Bound<&'a [u8]>,
-    ) -> impl DoubleEndedIterator<Item = (&'a [u8], f64)> + 'a {
-        self.order
-            .iter()
-            .map(|(s, m)| (&m[..], s.0))
-            .filter(move |(m, _)| {
-                let above = match min {
-                    Bound::Included(lo) => *m >= lo,
-                    Bound::Excluded(lo) => *m > lo,
-                    Bound::Unbounded => true,
-                };
-                let below = match max {
-                    Bound::Included(hi) => *m <= hi,
-                    Bound::Excluded(hi) => *m < hi,
-                    Bound::Unbounded => true,
-                };
-                above && below
-            })
+        rev: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], f64)> + 'a> {
+        let above_min = move |m: &[u8]| match min {
+            Bound::Included(lo) => m >= lo,
+            Bound::Excluded(lo) => m > lo,
+            Bound::Unbounded => true,
+        };
+        let below_max = move |m: &[u8]| match max {
+            Bound::Included(hi) => m <= hi,
+            Bound::Excluded(hi) => m < hi,
+            Bound::Unbounded => true,
+        };
+        let empty_by_bounds = match (min, max) {
+            (Bound::Included(lo), Bound::Included(hi)) => lo > hi,
+            (
+                Bound::Included(lo) | Bound::Excluded(lo),
+                Bound::Included(hi) | Bound::Excluded(hi),
+            ) => lo >= hi,
+            _ => false,
+        };
+        let (Some((_, first)), Some((_, last))) = (self.order.first(), self.order.last()) else {
+            return Box::new(std::iter::empty());
+        };
+        if empty_by_bounds || !above_min(last) || !below_max(first) {
+            return Box::new(std::iter::empty());
+        }
+        if rev {
+            Box::new(
+                self.iter()
+                    .rev()
+                    .skip_while(move |(m, _)| !below_max(m))
+                    .take_while(move |(m, _)| above_min(m)),
+            )
+        } else {
+            Box::new(
+                self.iter()
+                    .skip_while(move |(m, _)| !above_min(m))
+                    .take_while(move |(m, _)| below_max(m)),
+            )
+        }
     }
 }
 
@@ -183,5 +236,89 @@ mod tests {
         assert!(z.remove(b"a"));
         assert!(!z.remove(b"a"));
         assert_eq!(z.len(), 2);
+    }
+
+    #[test]
+    fn pops_and_negative_zero() {
+        let mut z = ZSet::default();
+        z.insert(b"x", -0.0);
+        assert!(z.score(b"x").is_some_and(|s| s.is_sign_positive()));
+        z.insert(b"y", 5.0);
+        z.insert(b"w", -5.0);
+        assert_eq!(z.pop_min(), Some((Blob::from(&b"w"[..]), -5.0)));
+        assert_eq!(z.pop_max(), Some((Blob::from(&b"y"[..]), 5.0)));
+        assert_eq!(z.len(), 1);
+        assert_eq!(z.score(b"y"), None);
+        assert_eq!(z.unordered().count(), 1);
+    }
+
+    #[test]
+    fn score_ranges_never_panic_on_odd_bounds() {
+        let mut z = ZSet::default();
+        for (i, m) in [b"a", b"b", b"c"].iter().enumerate() {
+            z.insert(*m, i as f64);
+        }
+        let count = |min, max| z.range_by_score(min, max).count();
+        assert_eq!(count(Bound::Included(2.0), Bound::Included(0.0)), 0);
+        assert_eq!(count(Bound::Excluded(1.0), Bound::Excluded(1.0)), 0);
+        assert_eq!(count(Bound::Excluded(f64::INFINITY), Bound::Unbounded), 0);
+        assert_eq!(
+            count(Bound::Unbounded, Bound::Excluded(f64::NEG_INFINITY)),
+            0
+        );
+        assert_eq!(
+            count(
+                Bound::Included(f64::NEG_INFINITY),
+                Bound::Included(f64::INFINITY)
+            ),
+            3
+        );
+        assert_eq!(count(Bound::Excluded(0.0), Bound::Included(2.0)), 2);
+    }
+
+    #[test]
+    fn lex_ranges() {
+        let mut z = ZSet::default();
+        for m in [b"a", b"b", b"c", b"d"] {
+            z.insert(m, 0.0);
+        }
+        let get = |min, max, rev| -> Vec<&[u8]> {
+            z.range_by_lex(min, max, rev).map(|(m, _)| m).collect()
+        };
+        assert_eq!(
+            get(
+                Bound::Included(&b"b"[..]),
+                Bound::Excluded(&b"d"[..]),
+                false
+            ),
+            [b"b", b"c"]
+        );
+        assert_eq!(
+            get(Bound::Included(&b"b"[..]), Bound::Excluded(&b"d"[..]), true),
+            [b"c", b"b"]
+        );
+        assert_eq!(
+            get(
+                Bound::Excluded(&b"b"[..]),
+                Bound::Excluded(&b"b"[..]),
+                false
+            )
+            .len(),
+            0
+        );
+        assert_eq!(
+            get(
+                Bound::Included(&b"d"[..]),
+                Bound::Included(&b"a"[..]),
+                false
+            )
+            .len(),
+            0
+        );
+        assert_eq!(get(Bound::Unbounded, Bound::Unbounded, true).len(), 4);
+        assert_eq!(
+            get(Bound::Included(&b"e"[..]), Bound::Unbounded, false).len(),
+            0
+        );
     }
 }

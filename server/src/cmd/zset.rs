@@ -1,5 +1,1294 @@
-//! The zset family. (Being written.)
+//! Sorted sets: ZADD and its options, scores and ranks, every form of range query (by
+//! rank, score or lex, forward or reverse, with LIMIT and WITHSCORES), removal by range,
+//! pops, random members, ZSCAN, and the set operations (ZUNION, ZINTER, ZDIFF, their
+//! STORE forms and ZINTERCARD).
+//!
+//! The data structure is [`crate::zset::ZSet`]. Replies follow Redis 7.2: scores are
+//! doubles (bulk strings in RESP2, `,` doubles in RESP3), and WITHSCORES in RESP3 is an
+//! array of `[member, score]` pairs. Spring Session keeps its expiry index in a sorted set
+//! (ZADD, ZREVRANGEBYSCORE ... LIMIT, ZREM), so those paths are the hot ones.
+//!
+//! Every handler parses and checks all its arguments, in the order Redis does (that order
+//! decides which error a bad request gets), before it changes anything.
 
-use crate::cmd::CommandSpec;
+use std::ops::Bound;
 
-pub const COMMANDS: &[CommandSpec] = &[];
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use kelvin_protocol::reply::{format_double, parse_f64};
+use kelvin_protocol::ReplyWriter;
+use rand::Rng;
+
+use crate::cmd::list::positive_arg;
+use crate::cmd::{
+    data, flags::*, int_arg, is, resolve_range, CmdError, CmdResult, CommandSpec, Exec, KeySpec,
+    KEY1, NO_KEYS,
+};
+use crate::notify::{GENERIC, ZSET};
+use crate::store::{scan_hash, Blob, Entry, Value};
+use crate::zset::ZSet;
+
+/// ZRANGESTORE: destination then source.
+const DST_SRC: KeySpec = KeySpec {
+    first: 1,
+    last: 2,
+    step: 1,
+};
+
+pub const COMMANDS: &[CommandSpec] = &[
+    data("zadd", -4, WRITE | DENYOOM | FAST, KEY1, "sorted-set", "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.", zadd),
+    data("zincrby", 4, WRITE | DENYOOM | FAST, KEY1, "sorted-set", "Increments the score of a member in a sorted set.", zincrby),
+    data("zrem", -3, WRITE | FAST, KEY1, "sorted-set", "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.", zrem),
+    data("zscore", 3, READONLY | FAST, KEY1, "sorted-set", "Returns the score of a member in a sorted set.", zscore),
+    data("zmscore", -3, READONLY | FAST, KEY1, "sorted-set", "Returns the score of one or more members in a sorted set.", zmscore),
+    data("zcard", 2, READONLY | FAST, KEY1, "sorted-set", "Returns the number of members in a sorted set.", zcard),
+    data("zcount", 4, READONLY | FAST, KEY1, "sorted-set", "Returns the count of members in a sorted set that have scores within a range.", zcount),
+    data("zlexcount", 4, READONLY | FAST, KEY1, "sorted-set", "Returns the number of members in a sorted set within a lexicographical range.", zlexcount),
+    data("zrank", -3, READONLY | FAST, KEY1, "sorted-set", "Returns the index of a member in a sorted set ordered by ascending scores.", zrank),
+    data("zrevrank", -3, READONLY | FAST, KEY1, "sorted-set", "Returns the index of a member in a sorted set ordered by descending scores.", zrevrank),
+    data("zrange", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a range of indexes.", zrange),
+    data("zrangestore", -5, WRITE | DENYOOM, DST_SRC, "sorted-set", "Stores a range of members from sorted set in a key.", zrangestore),
+    data("zrevrange", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a range of indexes in reverse order.", zrevrange),
+    data("zrangebyscore", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a range of scores.", zrangebyscore),
+    data("zrevrangebyscore", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a range of scores in reverse order.", zrevrangebyscore),
+    data("zrangebylex", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a lexicographical range.", zrangebylex),
+    data("zrevrangebylex", -4, READONLY, KEY1, "sorted-set", "Returns members in a sorted set within a lexicographical range in reverse order.", zrevrangebylex),
+    data("zremrangebyscore", 4, WRITE, KEY1, "sorted-set", "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.", zremrangebyscore),
+    data("zremrangebyrank", 4, WRITE, KEY1, "sorted-set", "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.", zremrangebyrank),
+    data("zremrangebylex", 4, WRITE, KEY1, "sorted-set", "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.", zremrangebylex),
+    data("zpopmin", -2, WRITE | FAST, KEY1, "sorted-set", "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.", zpopmin),
+    data("zpopmax", -2, WRITE | FAST, KEY1, "sorted-set", "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.", zpopmax),
+    data("zrandmember", -2, READONLY, KEY1, "sorted-set", "Returns one or more random members from a sorted set.", zrandmember),
+    data("zscan", -3, READONLY, KEY1, "sorted-set", "Iterates over members and scores of a sorted set.", zscan),
+    // The input keys of the set operations follow `numkeys`, which a first/last/step
+    // spec cannot describe; these rows report what Redis's COMMAND reports.
+    data("zunionstore", -4, WRITE | DENYOOM, KEY1, "sorted-set", "Stores the union of multiple sorted sets in a key.", zunionstore),
+    data("zinterstore", -4, WRITE | DENYOOM, KEY1, "sorted-set", "Stores the intersect of multiple sorted sets in a key.", zinterstore),
+    data("zdiffstore", -4, WRITE | DENYOOM, KEY1, "sorted-set", "Stores the difference of multiple sorted sets in a key.", zdiffstore),
+    data("zunion", -3, READONLY, NO_KEYS, "sorted-set", "Returns the union of multiple sorted sets.", zunion),
+    data("zinter", -3, READONLY, NO_KEYS, "sorted-set", "Returns the intersect of multiple sorted sets.", zinter),
+    data("zdiff", -3, READONLY, NO_KEYS, "sorted-set", "Returns the difference between multiple sorted sets.", zdiff),
+    data("zintercard", -3, READONLY, NO_KEYS, "sorted-set", "Returns the number of members of the intersect of multiple sorted sets.", zintercard),
+];
+
+const RANGE_NOT_LEX: CmdError = CmdError(std::borrow::Cow::Borrowed(
+    "ERR min or max not valid string range item",
+));
+
+/// Largest reply ZRANDMEMBER with a negative count (repetitions allowed) will build.
+/// Redis has no bound and would try to write any count; here a count that cannot
+/// sensibly be answered is refused instead of exhausting memory under the store lock.
+const MAX_RANDOM_REPEATS: u64 = 1 << 24;
+
+/// Up to this many members ZSCAN answers everything at once with cursor 0, as Redis does
+/// for its compact (listpack) encoding, which it keeps up to 128 members.
+const SCAN_ALL_AT_ONCE: usize = 128;
+
+// ---------------------------------------------------------------------------------------
+// Lookups and argument parsing
+// ---------------------------------------------------------------------------------------
+
+/// The sorted set under `key` for a write (an expired key is deleted first).
+fn write_zset<'e>(ex: &'e mut Exec<'_>, key: &[u8]) -> Result<Option<&'e mut ZSet>, CmdError> {
+    match ex.write(key) {
+        None => Ok(None),
+        Some(Entry {
+            value: Value::ZSet(z),
+            ..
+        }) => Ok(Some(z)),
+        Some(_) => Err(CmdError::WRONGTYPE),
+    }
+}
+
+/// The sorted set under `key` for a read, with the reply buffer borrowed apart so
+/// members go straight from the store into the reply.
+fn read_zset_out<'e>(
+    ex: &'e mut Exec<'_>,
+    key: &[u8],
+) -> Result<(Option<&'e ZSet>, &'e mut ReplyWriter), CmdError> {
+    match ex.read_out(key) {
+        (None, out) => Ok((None, out)),
+        (
+            Some(Entry {
+                value: Value::ZSet(z),
+                ..
+            }),
+            out,
+        ) => Ok((Some(z), out)),
+        (Some(_), _) => Err(CmdError::WRONGTYPE),
+    }
+}
+
+/// A float as Redis's `getDoubleFromObject` reads one (scores, increments, weights):
+/// like [`parse_f64`], and also refusing what `strtod` flags as out of range, a number
+/// that overflows to infinity (`1e400`) or underflows to zero (`1e-400`). Spelled
+/// infinities (`inf`, `+inf`, `-inf`) are fine.
+fn strict_float(arg: &[u8]) -> Option<f64> {
+    let v = parse_f64(arg)?;
+    if v.is_infinite() && !arg.iter().any(|b| b.eq_ignore_ascii_case(&b'i')) {
+        return None;
+    }
+    if v == 0.0 {
+        let mantissa = arg
+            .split(|b| *b == b'e' || *b == b'E')
+            .next()
+            .unwrap_or(arg);
+        if mantissa.iter().any(|b| (b'1'..=b'9').contains(b)) {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+fn score_arg(arg: &[u8]) -> Result<f64, CmdError> {
+    strict_float(arg).ok_or(CmdError::NOT_FLOAT)
+}
+
+/// One end of a score range: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`. Redis reads it
+/// with plain `strtod`, which skips leading white space, lets overflow be infinity, and
+/// reads an empty string as 0 (so `(` alone is "above 0").
+fn score_bound(arg: &[u8]) -> Result<Bound<f64>, CmdError> {
+    let (exclusive, text) = match arg.strip_prefix(b"(") {
+        Some(rest) => (true, rest),
+        None => (false, arg),
+    };
+    let v = if text.is_empty() {
+        0.0
+    } else {
+        parse_f64(text.trim_ascii_start()).ok_or(CmdError::MIN_MAX_NOT_FLOAT)?
+    };
+    Ok(if exclusive {
+        Bound::Excluded(v)
+    } else {
+        Bound::Included(v)
+    })
+}
+
+/// One end of a lex range: `-` (below everything), `+` (above everything), `[x`
+/// (inclusive) or `(x` (exclusive).
+#[derive(Debug, Clone, Copy)]
+enum Lex<'a> {
+    Min,
+    Max,
+    Incl(&'a [u8]),
+    Excl(&'a [u8]),
+}
+
+fn lex_bound(arg: &[u8]) -> Result<Lex<'_>, CmdError> {
+    match arg {
+        b"-" => Ok(Lex::Min),
+        b"+" => Ok(Lex::Max),
+        [b'[', rest @ ..] => Ok(Lex::Incl(rest)),
+        [b'(', rest @ ..] => Ok(Lex::Excl(rest)),
+        _ => Err(RANGE_NOT_LEX),
+    }
+}
+
+/// A lex range as bounds on member bytes; `None` when it is empty by construction
+/// (`+` as the minimum or `-` as the maximum).
+type LexRange<'a> = Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)>;
+
+fn lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<LexRange<'a>, CmdError> {
+    let (min, max) = (lex_bound(min)?, lex_bound(max)?);
+    let lo = match min {
+        Lex::Min => Bound::Unbounded,
+        Lex::Max => return Ok(None),
+        Lex::Incl(m) => Bound::Included(m),
+        Lex::Excl(m) => Bound::Excluded(m),
+    };
+    let hi = match max {
+        Lex::Max => Bound::Unbounded,
+        Lex::Min => return Ok(None),
+        Lex::Incl(m) => Bound::Included(m),
+        Lex::Excl(m) => Bound::Excluded(m),
+    };
+    Ok(Some((lo, hi)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------------------
+
+/// Members, optionally with scores: RESP2 a flat array (scores as bulk strings), RESP3
+/// an array of `[member, score]` pairs when scores are asked for.
+fn reply_members<M: AsRef<[u8]>>(out: &mut ReplyWriter, items: &[(M, f64)], withscores: bool) {
+    if !withscores {
+        out.array(items.len());
+        for (m, _) in items {
+            out.bulk(m.as_ref());
+        }
+    } else if out.is_resp3() {
+        out.array(items.len());
+        for (m, s) in items {
+            out.array(2);
+            out.bulk(m.as_ref());
+            out.double(*s);
+        }
+    } else {
+        out.array(items.len() * 2);
+        for (m, s) in items {
+            out.bulk(m.as_ref());
+            out.double(*s);
+        }
+    }
+}
+
+/// Stores `z` under `dst` (replacing any value and TTL) and answers its size; an empty
+/// result deletes `dst` instead, as Redis never keeps an empty sorted set.
+fn store_result(ex: &mut Exec<'_>, dst: &[u8], z: ZSet, event: &'static str) {
+    ex.expire_if_needed(dst);
+    let n = z.len();
+    if n == 0 {
+        if ex.ks().remove(dst).is_some() {
+            ex.notify(GENERIC, "del", dst);
+        }
+    } else {
+        ex.ks().insert(dst, Entry::new(Value::ZSet(Box::new(z))));
+        ex.notify(ZSET, event, dst);
+    }
+    ex.out.int(n as i64);
+}
+
+// ---------------------------------------------------------------------------------------
+// ZADD, ZINCRBY, ZREM
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default, Clone, Copy)]
+struct AddFlags {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+    ch: bool,
+    incr: bool,
+}
+
+fn zadd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let mut f = AddFlags::default();
+    let mut i = 2;
+    while i < argv.len() {
+        let a = &argv[i];
+        if is(a, "nx") {
+            f.nx = true;
+        } else if is(a, "xx") {
+            f.xx = true;
+        } else if is(a, "gt") {
+            f.gt = true;
+        } else if is(a, "lt") {
+            f.lt = true;
+        } else if is(a, "ch") {
+            f.ch = true;
+        } else if is(a, "incr") {
+            f.incr = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let pairs = &argv[i..];
+    if pairs.is_empty() || pairs.len() % 2 == 1 {
+        return Err(CmdError::SYNTAX);
+    }
+    if f.nx && f.xx {
+        return Err(CmdError::err(
+            "XX and NX options at the same time are not compatible",
+        ));
+    }
+    if (f.nx && (f.gt || f.lt)) || (f.gt && f.lt) {
+        return Err(CmdError::err(
+            "GT, LT, and/or NX options at the same time are not compatible",
+        ));
+    }
+    if f.incr && pairs.len() > 2 {
+        return Err(CmdError::err(
+            "INCR option supports a single increment-element pair",
+        ));
+    }
+    zadd_core(ex, &argv[1], f, pairs)
+}
+
+fn zincrby(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let f = AddFlags {
+        incr: true,
+        ..AddFlags::default()
+    };
+    zadd_core(ex, &argv[1], f, &argv[2..4])
+}
+
+/// ZADD after option parsing; `pairs` is score, member, score, member...
+fn zadd_core(ex: &mut Exec<'_>, key: &[u8], f: AddFlags, pairs: &[Bytes]) -> CmdResult {
+    let scores = pairs
+        .chunks(2)
+        .map(|p| score_arg(&p[0]))
+        .collect::<Result<Vec<f64>, CmdError>>()?;
+    // Validate the key's type and, for INCR, the resulting score before any change.
+    match write_zset(ex, key)? {
+        None if f.xx => {
+            if f.incr {
+                ex.out.null();
+            } else {
+                ex.out.int(0);
+            }
+            return Ok(());
+        }
+        // NX never increments an existing member, so it cannot make a NaN.
+        Some(z) if f.incr && !f.nx => {
+            if let Some(cur) = z.score(&pairs[1]) {
+                if (cur + scores[0]).is_nan() {
+                    return Err(CmdError::NAN_SCORE);
+                }
+            }
+        }
+        None | Some(_) => {}
+    }
+    let z = match ex.write_or_create(key, || Value::ZSet(Box::default())) {
+        Value::ZSet(z) => z,
+        // Checked above: the key holds a sorted set or was missing.
+        _ => return Err(CmdError::WRONGTYPE),
+    };
+    let (mut added, mut updated, mut processed) = (0i64, 0i64, 0usize);
+    let mut last = 0.0;
+    for (score, pair) in scores.iter().zip(pairs.chunks(2)) {
+        let member = &pair[1][..];
+        match z.score(member) {
+            Some(cur) => {
+                if f.nx {
+                    continue;
+                }
+                let new = if f.incr { cur + score } else { *score };
+                // GT/LT only let a score move in their direction.
+                if (f.gt && new <= cur) || (f.lt && new >= cur) {
+                    continue;
+                }
+                processed += 1;
+                last = new;
+                if new != cur {
+                    z.insert(member, new);
+                    updated += 1;
+                }
+            }
+            None => {
+                if f.xx {
+                    continue;
+                }
+                z.insert(member, *score);
+                added += 1;
+                processed += 1;
+                last = *score;
+            }
+        }
+    }
+    if added + updated > 0 {
+        ex.notify(ZSET, if f.incr { "zincr" } else { "zadd" }, key);
+    }
+    // Only reachable if nothing was added to a new key, which the loop rules out; kept so
+    // that no empty sorted set can ever stay behind.
+    ex.remove_if_empty(key);
+    if f.incr {
+        if processed > 0 {
+            ex.out.double(last);
+        } else {
+            ex.out.null();
+        }
+    } else {
+        ex.out.int(if f.ch { added + updated } else { added });
+    }
+    Ok(())
+}
+
+fn zrem(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let key = &argv[1];
+    let Some(z) = write_zset(ex, key)? else {
+        ex.out.int(0);
+        return Ok(());
+    };
+    let removed = argv[2..].iter().filter(|m| z.remove(m)).count();
+    if removed > 0 {
+        ex.notify(ZSET, "zrem", key);
+        ex.remove_if_empty(key);
+    }
+    ex.out.int(removed as i64);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Scores, ranks, counts
+// ---------------------------------------------------------------------------------------
+
+fn zscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    match z.and_then(|z| z.score(&argv[2])) {
+        Some(s) => out.double(s),
+        None => out.null(),
+    }
+    Ok(())
+}
+
+fn zmscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    out.array(argv.len() - 2);
+    for m in &argv[2..] {
+        match z.and_then(|z| z.score(m)) {
+            Some(s) => out.double(s),
+            None => out.null(),
+        }
+    }
+    Ok(())
+}
+
+fn zcard(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    out.int(z.map_or(0, |z| z.len() as i64));
+    Ok(())
+}
+
+fn zcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let min = score_bound(&argv[2])?;
+    let max = score_bound(&argv[3])?;
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    out.int(z.map_or(0, |z| z.range_by_score(min, max).count() as i64));
+    Ok(())
+}
+
+fn zlexcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let range = lex_range(&argv[2], &argv[3])?;
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    let n = match (z, range) {
+        (Some(z), Some((lo, hi))) => z.range_by_lex(lo, hi, false).count(),
+        _ => 0,
+    };
+    out.int(n as i64);
+    Ok(())
+}
+
+fn rank_generic(ex: &mut Exec<'_>, argv: &[Bytes], rev: bool, name: &str) -> CmdResult {
+    if argv.len() > 4 {
+        return Err(CmdError::arity(name));
+    }
+    let withscore = match argv.get(3) {
+        Some(a) if is(a, "withscore") => true,
+        Some(_) => return Err(CmdError::SYNTAX),
+        None => false,
+    };
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    let found = z.and_then(|z| {
+        let rank = z.rank(&argv[2])?;
+        let score = z.score(&argv[2])?;
+        Some((if rev { z.len() - 1 - rank } else { rank }, score))
+    });
+    match (found, withscore) {
+        (Some((rank, _)), false) => out.int(rank as i64),
+        (Some((rank, score)), true) => {
+            out.array(2);
+            out.int(rank as i64);
+            out.double(score);
+        }
+        (None, false) => out.null(),
+        (None, true) => out.null_array(),
+    }
+    Ok(())
+}
+
+fn zrank(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    rank_generic(ex, argv, false, "zrank")
+}
+
+fn zrevrank(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    rank_generic(ex, argv, true, "zrevrank")
+}
+
+// ---------------------------------------------------------------------------------------
+// Range queries
+// ---------------------------------------------------------------------------------------
+
+/// What a range is over. `Auto` until ZRANGE's BYSCORE/BYLEX decide (default: rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Auto,
+    Rank,
+    Score,
+    Lex,
+}
+
+/// Direction. `Auto` until ZRANGE's REV decides (default: forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Auto,
+    Forward,
+    Reverse,
+}
+
+enum Bounds<'a> {
+    Rank(i64, i64),
+    Score(Bound<f64>, Bound<f64>),
+    Lex(LexRange<'a>),
+}
+
+/// A parsed range query of the ZRANGE family.
+struct RangeQuery<'a> {
+    bounds: Bounds<'a>,
+    rev: bool,
+    withscores: bool,
+    /// LIMIT offset count; `limit < 0` means no limit.
+    offset: i64,
+    limit: i64,
+}
+
+/// Parses `key min max [options]` with the key at `key_at`, as Redis's
+/// `zrangeGenericCommand`: options first, then conflicts, then the range itself.
+/// `kind`/`dir` are fixed by the legacy commands and `Auto` for ZRANGE/ZRANGESTORE;
+/// `store` (ZRANGESTORE) refuses WITHSCORES.
+fn parse_range(
+    argv: &[Bytes],
+    key_at: usize,
+    store: bool,
+    mut kind: Kind,
+    mut dir: Dir,
+) -> Result<RangeQuery<'_>, CmdError> {
+    let mut withscores = false;
+    let mut limit: Option<(i64, i64)> = None;
+    let mut j = key_at + 3;
+    while j < argv.len() {
+        let a = &argv[j];
+        let left = argv.len() - j - 1;
+        if !store && is(a, "withscores") {
+            withscores = true;
+        } else if is(a, "limit") && left >= 2 {
+            limit = Some((int_arg(&argv[j + 1])?, int_arg(&argv[j + 2])?));
+            j += 2;
+        } else if dir == Dir::Auto && is(a, "rev") {
+            dir = Dir::Reverse;
+        } else if kind == Kind::Auto && is(a, "bylex") {
+            kind = Kind::Lex;
+        } else if kind == Kind::Auto && is(a, "byscore") {
+            kind = Kind::Score;
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+        j += 1;
+    }
+    if kind == Kind::Auto {
+        kind = Kind::Rank;
+    }
+    let rev = dir == Dir::Reverse;
+    // Redis tests the count against its "no limit" value -1, so `LIMIT n -1` passes
+    // (and does nothing) on a rank range.
+    if kind == Kind::Rank && limit.is_some_and(|(_, count)| count != -1) {
+        return Err(CmdError::err(
+            "syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ));
+    }
+    if withscores && kind == Kind::Lex {
+        return Err(CmdError::err(
+            "syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
+    }
+    // Reverse score and lex ranges are written max first.
+    let (mut lo, mut hi) = (&argv[key_at + 1][..], &argv[key_at + 2][..]);
+    if rev && kind != Kind::Rank {
+        std::mem::swap(&mut lo, &mut hi);
+    }
+    let bounds = match kind {
+        Kind::Score => Bounds::Score(
+            score_bound(lo).map_err(|_| CmdError::MIN_MAX_NOT_FLOAT)?,
+            score_bound(hi).map_err(|_| CmdError::MIN_MAX_NOT_FLOAT)?,
+        ),
+        Kind::Lex => Bounds::Lex(lex_range(lo, hi)?),
+        Kind::Rank | Kind::Auto => Bounds::Rank(int_arg(lo)?, int_arg(hi)?),
+    };
+    let (offset, limit) = limit.unwrap_or((0, -1));
+    Ok(RangeQuery {
+        bounds,
+        rev,
+        withscores,
+        offset,
+        limit,
+    })
+}
+
+/// Applies LIMIT: a negative offset selects nothing, a negative count means all.
+fn page<'z>(
+    items: impl Iterator<Item = (&'z [u8], f64)>,
+    offset: i64,
+    limit: i64,
+) -> Vec<(&'z [u8], f64)> {
+    if offset < 0 {
+        return Vec::new();
+    }
+    let items = items.skip(usize::try_from(offset).unwrap_or(usize::MAX));
+    match usize::try_from(limit) {
+        Ok(n) => items.take(n).collect(),
+        Err(_) => items.collect(),
+    }
+}
+
+/// The members a range query selects, in reply order.
+fn select<'z>(z: &'z ZSet, q: &RangeQuery<'z>) -> Vec<(&'z [u8], f64)> {
+    match &q.bounds {
+        Bounds::Rank(start, stop) => {
+            let Some((from, to)) = resolve_range(*start, *stop, z.len()) else {
+                return Vec::new();
+            };
+            let n = to - from + 1;
+            if q.rev {
+                z.iter().rev().skip(from).take(n).collect()
+            } else {
+                z.iter().skip(from).take(n).collect()
+            }
+        }
+        Bounds::Score(min, max) => {
+            let items = z.range_by_score(*min, *max);
+            if q.rev {
+                page(items.rev(), q.offset, q.limit)
+            } else {
+                page(items, q.offset, q.limit)
+            }
+        }
+        Bounds::Lex(None) => Vec::new(),
+        Bounds::Lex(Some((lo, hi))) => page(z.range_by_lex(*lo, *hi, q.rev), q.offset, q.limit),
+    }
+}
+
+fn range_generic(ex: &mut Exec<'_>, argv: &[Bytes], kind: Kind, dir: Dir) -> CmdResult {
+    let q = parse_range(argv, 1, false, kind, dir)?;
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    match z {
+        None => out.array(0),
+        Some(z) => reply_members(out, &select(z, &q), q.withscores),
+    }
+    Ok(())
+}
+
+fn zrange(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Auto, Dir::Auto)
+}
+
+fn zrevrange(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Rank, Dir::Reverse)
+}
+
+fn zrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Score, Dir::Forward)
+}
+
+fn zrevrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Score, Dir::Reverse)
+}
+
+fn zrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Lex, Dir::Forward)
+}
+
+fn zrevrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    range_generic(ex, argv, Kind::Lex, Dir::Reverse)
+}
+
+fn zrangestore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let q = parse_range(argv, 2, true, Kind::Auto, Dir::Auto)?;
+    let mut result = ZSet::default();
+    if let Some(z) = write_zset(ex, &argv[2])? {
+        for (m, s) in select(z, &q) {
+            result.insert(m, s);
+        }
+    }
+    store_result(ex, &argv[1], result, "zrangestore");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Removal by range, pops
+// ---------------------------------------------------------------------------------------
+
+/// Removes `members` from the sorted set under `key`, notifies `event` if any went and
+/// answers how many.
+fn remove_members(ex: &mut Exec<'_>, key: &[u8], members: Vec<Blob>, event: &'static str) {
+    let n = members.len();
+    if n > 0 {
+        if let Ok(Some(z)) = write_zset(ex, key) {
+            for m in &members {
+                z.remove(m);
+            }
+        }
+        ex.notify(ZSET, event, key);
+        ex.remove_if_empty(key);
+    }
+    ex.out.int(n as i64);
+}
+
+fn owned(items: Vec<(&[u8], f64)>) -> Vec<Blob> {
+    items.into_iter().map(|(m, _)| Blob::from(m)).collect()
+}
+
+fn zremrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let min = score_bound(&argv[2])?;
+    let max = score_bound(&argv[3])?;
+    let key = &argv[1];
+    let members = match write_zset(ex, key)? {
+        None => Vec::new(),
+        Some(z) => owned(z.range_by_score(min, max).collect()),
+    };
+    remove_members(ex, key, members, "zremrangebyscore");
+    Ok(())
+}
+
+fn zremrangebyrank(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let start = int_arg(&argv[2])?;
+    let stop = int_arg(&argv[3])?;
+    let key = &argv[1];
+    let members = match write_zset(ex, key)? {
+        None => Vec::new(),
+        Some(z) => match resolve_range(start, stop, z.len()) {
+            None => Vec::new(),
+            Some((from, to)) => owned(z.iter().skip(from).take(to - from + 1).collect()),
+        },
+    };
+    remove_members(ex, key, members, "zremrangebyrank");
+    Ok(())
+}
+
+fn zremrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let range = lex_range(&argv[2], &argv[3])?;
+    let key = &argv[1];
+    let members = match (write_zset(ex, key)?, range) {
+        (Some(z), Some((lo, hi))) => owned(z.range_by_lex(lo, hi, false).collect()),
+        _ => Vec::new(),
+    };
+    remove_members(ex, key, members, "zremrangebylex");
+    Ok(())
+}
+
+fn pop_generic(ex: &mut Exec<'_>, argv: &[Bytes], max: bool) -> CmdResult {
+    if argv.len() > 3 {
+        return Err(CmdError::SYNTAX);
+    }
+    let count = match argv.get(2) {
+        Some(a) => Some(positive_arg(a)?),
+        None => None,
+    };
+    let key = &argv[1];
+    let mut popped: Vec<(Blob, f64)> = Vec::new();
+    if let Some(z) = write_zset(ex, key)? {
+        let n = count.unwrap_or(1).min(z.len());
+        for _ in 0..n {
+            let next = if max { z.pop_max() } else { z.pop_min() };
+            popped.extend(next);
+        }
+    }
+    if !popped.is_empty() {
+        ex.notify(ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
+        ex.remove_if_empty(key);
+    }
+    // RESP3 nests [member, score] pairs when a count was given; otherwise the reply is
+    // flat, as in RESP2.
+    if ex.out.is_resp3() && count.is_some() {
+        reply_members(ex.out, &popped, true);
+    } else {
+        ex.out.array(popped.len() * 2);
+        for (m, s) in &popped {
+            ex.out.bulk(m);
+            ex.out.double(*s);
+        }
+    }
+    Ok(())
+}
+
+fn zpopmin(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    pop_generic(ex, argv, false)
+}
+
+fn zpopmax(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    pop_generic(ex, argv, true)
+}
+
+// ---------------------------------------------------------------------------------------
+// ZRANDMEMBER, ZSCAN
+// ---------------------------------------------------------------------------------------
+
+fn zrandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let key = &argv[1];
+    let Some(count_arg) = argv.get(2) else {
+        // Without a count: one member, nil for a missing key.
+        let len = match read_zset_out(ex, key)?.0 {
+            None => {
+                ex.out.null();
+                return Ok(());
+            }
+            Some(z) => z.len(),
+        };
+        let pick = ex.store.rng.gen_range(0..len.max(1));
+        let (z, out) = read_zset_out(ex, key)?;
+        match z.and_then(|z| z.iter().nth(pick)) {
+            Some((m, _)) => out.bulk(m),
+            None => out.null(),
+        }
+        return Ok(());
+    };
+    let count = int_arg(count_arg)?;
+    if count == i64::MIN {
+        return Err(CmdError::err(
+            "value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        ));
+    }
+    let withscores = match argv.len() {
+        3 => false,
+        4 if is(&argv[3], "withscores") => true,
+        _ => return Err(CmdError::SYNTAX),
+    };
+    if withscores && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+        return Err(CmdError::err("value is out of range"));
+    }
+    let len = match read_zset_out(ex, key)?.0 {
+        None => 0,
+        Some(z) => z.len(),
+    };
+    if len == 0 || count == 0 {
+        ex.out.array(0);
+        return Ok(());
+    }
+    // Draw the indexes first (the rng lives in the store), then read the members.
+    let picks: Option<Vec<usize>> = if count < 0 {
+        if count.unsigned_abs() > MAX_RANDOM_REPEATS {
+            return Err(CmdError::err("value is out of range"));
+        }
+        // Repetitions allowed: `-count` independent draws.
+        let rng = &mut ex.store.rng;
+        Some(
+            (0..count.unsigned_abs())
+                .map(|_| rng.gen_range(0..len))
+                .collect(),
+        )
+    } else if count as u64 >= len as u64 {
+        // The whole set, highest score first, as Redis answers it.
+        None
+    } else {
+        // Distinct members in random order.
+        Some(rand::seq::index::sample(&mut ex.store.rng, len, count as usize).into_vec())
+    };
+    let (z, out) = read_zset_out(ex, key)?;
+    let Some(z) = z else {
+        out.array(0);
+        return Ok(());
+    };
+    let all: Vec<(&[u8], f64)> = z.iter().collect();
+    match picks {
+        None => {
+            let descending: Vec<(&[u8], f64)> = all.iter().rev().copied().collect();
+            reply_members(out, &descending, withscores);
+        }
+        Some(picks) => {
+            let chosen: Vec<(&[u8], f64)> =
+                picks.iter().filter_map(|&i| all.get(i).copied()).collect();
+            reply_members(out, &chosen, withscores);
+        }
+    }
+    Ok(())
+}
+
+/// A SCAN cursor: an unsigned 64-bit number. Like Redis's `strtoul`, a leading minus
+/// wraps (`-1` is the largest cursor).
+fn cursor_arg(arg: &[u8]) -> Result<u64, CmdError> {
+    let invalid = || CmdError::err("invalid cursor");
+    let text = std::str::from_utf8(arg).map_err(|_| invalid())?;
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    Ok(if neg { n.wrapping_neg() } else { n })
+}
+
+fn zscan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let cursor = cursor_arg(&argv[2])?;
+    let (z, out) = read_zset_out(ex, &argv[1])?;
+    let Some(z) = z else {
+        out.array(2);
+        out.bulk(b"0");
+        out.array(0);
+        return Ok(());
+    };
+    // Options are parsed after the lookup, as Redis does: a missing key answers an empty
+    // scan whatever the options.
+    let mut count: usize = 10;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 3;
+    while i < argv.len() {
+        let a = &argv[i];
+        let Some(value) = argv.get(i + 1) else {
+            return Err(CmdError::SYNTAX);
+        };
+        if is(a, "count") {
+            let n = int_arg(value)?;
+            if n < 1 {
+                return Err(CmdError::SYNTAX);
+            }
+            count = usize::try_from(n).unwrap_or(usize::MAX);
+        } else if is(a, "match") {
+            // `*` matches everything; skipping it saves the glob per member.
+            pattern = (&value[..] != b"*").then_some(&value[..]);
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+        i += 2;
+    }
+    let (items, next): (Vec<(&[u8], f64)>, u64) = if z.len() <= SCAN_ALL_AT_ONCE {
+        (z.iter().collect(), 0)
+    } else {
+        // Cursor = the scan hash to resume from: stable while members come and go, so
+        // every member present for the whole scan is returned, as SCAN promises.
+        let mut keyed: Vec<(u64, &[u8], f64)> = z
+            .unordered()
+            .map(|(m, s)| (scan_hash(m), m, s))
+            .filter(|(h, _, _)| *h >= cursor)
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut end = count.min(keyed.len());
+        // Never split members of equal hash across pages.
+        while end < keyed.len() && end > 0 && keyed[end].0 == keyed[end - 1].0 {
+            end += 1;
+        }
+        let next = keyed.get(end).map_or(0, |(h, _, _)| *h);
+        keyed.truncate(end);
+        (keyed.into_iter().map(|(_, m, s)| (m, s)).collect(), next)
+    };
+    let items: Vec<(&[u8], f64)> = match pattern {
+        None => items,
+        Some(p) => items
+            .into_iter()
+            .filter(|(m, _)| kelvin_protocol::glob::glob_match(p, m, false))
+            .collect(),
+    };
+    out.array(2);
+    out.bulk(itoa::Buffer::new().format(next).as_bytes());
+    // Scores are strings here in both protocols, as Redis sends them.
+    out.array(items.len() * 2);
+    for (m, s) in items {
+        out.bulk(m);
+        out.bulk(format_double(s).as_bytes());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// ZUNION, ZINTER, ZDIFF and friends
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetOp {
+    Union,
+    Inter,
+    Diff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aggregate {
+    Sum,
+    Min,
+    Max,
+}
+
+impl Aggregate {
+    fn apply(self, acc: f64, v: f64) -> f64 {
+        match self {
+            // inf + -inf is NaN; Redis makes it 0.
+            Aggregate::Sum => nan_to_zero(acc + v),
+            Aggregate::Min => acc.min(v),
+            Aggregate::Max => acc.max(v),
+        }
+    }
+}
+
+fn nan_to_zero(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// An input of a set operation: a sorted set, or a plain set whose members score 1.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Missing,
+    ZSet(&'a ZSet),
+    Set(&'a HashSet<Blob>),
+}
+
+impl<'a> Source<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Missing => 0,
+            Source::ZSet(z) => z.len(),
+            Source::Set(s) => s.len(),
+        }
+    }
+
+    fn score(&self, member: &[u8]) -> Option<f64> {
+        match self {
+            Source::Missing => None,
+            Source::ZSet(z) => z.score(member),
+            Source::Set(s) => s.contains(member).then_some(1.0),
+        }
+    }
+
+    fn items(&self) -> Box<dyn Iterator<Item = (&'a [u8], f64)> + 'a> {
+        match *self {
+            Source::Missing => Box::new(std::iter::empty()),
+            Source::ZSet(z) => Box::new(z.iter()),
+            Source::Set(s) => Box::new(s.iter().map(|m| (&m[..], 1.0))),
+        }
+    }
+}
+
+/// The parsed options of a set operation.
+struct SetOpArgs<'a> {
+    keys: &'a [Bytes],
+    weights: Vec<f64>,
+    aggregate: Aggregate,
+    withscores: bool,
+    /// ZINTERCARD's LIMIT; 0 is no limit.
+    limit: usize,
+}
+
+/// Parses `numkeys key... [options]` from `argv[numkeys_at]` on, as Redis's
+/// `zunionInterDiffGenericCommand`: the key count, then the keys' types (before the
+/// options), then the options. `store` forbids WITHSCORES, `card` (ZINTERCARD) allows
+/// only LIMIT.
+fn parse_set_op<'a>(
+    ex: &mut Exec<'_>,
+    argv: &'a [Bytes],
+    numkeys_at: usize,
+    op: SetOp,
+    store: bool,
+    card: bool,
+    name: &str,
+) -> Result<SetOpArgs<'a>, CmdError> {
+    let numkeys = int_arg(&argv[numkeys_at])?;
+    if numkeys < 1 {
+        return Err(CmdError::err(format!(
+            "at least 1 input key is needed for '{name}' command"
+        )));
+    }
+    let first = numkeys_at + 1;
+    if numkeys > (argv.len() - first) as i64 {
+        return Err(CmdError::SYNTAX);
+    }
+    let n = numkeys as usize;
+    let keys = &argv[first..first + n];
+    for key in keys {
+        // Writes delete expired inputs first; reads only skip them.
+        let value = if store {
+            ex.write(key).map(|e| &e.value)
+        } else {
+            ex.read_value(key).map(|v| &*v)
+        };
+        if !matches!(value, None | Some(Value::ZSet(_)) | Some(Value::Set(_))) {
+            return Err(CmdError::WRONGTYPE);
+        }
+    }
+    let mut args = SetOpArgs {
+        keys,
+        weights: vec![1.0; n],
+        aggregate: Aggregate::Sum,
+        withscores: false,
+        limit: 0,
+    };
+    let mut j = first + n;
+    while j < argv.len() {
+        let a = &argv[j];
+        let left = argv.len() - j;
+        if op != SetOp::Diff && !card && left > n && is(a, "weights") {
+            for (i, w) in argv[j + 1..=j + n].iter().enumerate() {
+                args.weights[i] =
+                    strict_float(w).ok_or_else(|| CmdError::err("weight value is not a float"))?;
+            }
+            j += n + 1;
+        } else if op != SetOp::Diff && !card && left >= 2 && is(a, "aggregate") {
+            let v = &argv[j + 1];
+            args.aggregate = if is(v, "sum") {
+                Aggregate::Sum
+            } else if is(v, "min") {
+                Aggregate::Min
+            } else if is(v, "max") {
+                Aggregate::Max
+            } else {
+                return Err(CmdError::SYNTAX);
+            };
+            j += 2;
+        } else if !store && !card && is(a, "withscores") {
+            args.withscores = true;
+            j += 1;
+        } else if card && left >= 2 && is(a, "limit") {
+            args.limit =
+                positive_arg(&argv[j + 1]).map_err(|_| CmdError::err("LIMIT can't be negative"))?;
+            j += 2;
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+    }
+    Ok(args)
+}
+
+/// Computes a set operation over the (type-checked) inputs. `stop_at` ends an
+/// intersection early once that many members are found (ZINTERCARD's LIMIT; 0: never).
+fn compute(ex: &mut Exec<'_>, args: &SetOpArgs<'_>, op: SetOp, stop_at: usize) -> ZSet {
+    let now = ex.now_ms;
+    let ks = &*ex.store.db(ex.db);
+    let mut srcs: Vec<(Source<'_>, f64)> = args
+        .keys
+        .iter()
+        .zip(&args.weights)
+        .map(|(key, &w)| {
+            let src = match ks.get(key, now).map(|e| &e.value) {
+                Some(Value::ZSet(z)) => Source::ZSet(z),
+                Some(Value::Set(s)) => Source::Set(s),
+                _ => Source::Missing,
+            };
+            (src, w)
+        })
+        .collect();
+    let mut result = ZSet::default();
+    let agg = args.aggregate;
+    match op {
+        SetOp::Union => {
+            // Smallest inputs first, as Redis, so float sums add up in the same order.
+            srcs.sort_by_key(|(s, _)| s.len());
+            let mut acc: HashMap<&[u8], f64> = HashMap::new();
+            for (src, w) in &srcs {
+                for (m, s) in src.items() {
+                    let v = nan_to_zero(s * w);
+                    acc.entry(m)
+                        .and_modify(|cur| *cur = agg.apply(*cur, v))
+                        .or_insert(v);
+                }
+            }
+            for (m, s) in acc {
+                result.insert(m, s);
+            }
+        }
+        SetOp::Inter => {
+            srcs.sort_by_key(|(s, _)| s.len());
+            let Some(((first, w0), rest)) = srcs.split_first() else {
+                return result;
+            };
+            'members: for (m, s) in first.items() {
+                let mut score = nan_to_zero(s * w0);
+                for (other, w) in rest {
+                    match other.score(m) {
+                        Some(o) => score = agg.apply(score, nan_to_zero(o * w)),
+                        None => continue 'members,
+                    }
+                }
+                result.insert(m, score);
+                if stop_at > 0 && result.len() >= stop_at {
+                    break;
+                }
+            }
+        }
+        SetOp::Diff => {
+            let Some(((first, _), rest)) = srcs.split_first() else {
+                return result;
+            };
+            for (m, s) in first.items() {
+                if rest.iter().all(|(other, _)| other.score(m).is_none()) {
+                    result.insert(m, s);
+                }
+            }
+        }
+    }
+    result
+}
+
+fn set_op_store(ex: &mut Exec<'_>, argv: &[Bytes], op: SetOp, name: &str) -> CmdResult {
+    let args = parse_set_op(ex, argv, 2, op, true, false, name)?;
+    let result = compute(ex, &args, op, 0);
+    let event = match op {
+        SetOp::Union => "zunionstore",
+        SetOp::Inter => "zinterstore",
+        SetOp::Diff => "zdiffstore",
+    };
+    store_result(ex, &argv[1], result, event);
+    Ok(())
+}
+
+fn set_op_reply(ex: &mut Exec<'_>, argv: &[Bytes], op: SetOp, name: &str) -> CmdResult {
+    let args = parse_set_op(ex, argv, 1, op, false, false, name)?;
+    let result = compute(ex, &args, op, 0);
+    let items: Vec<(&[u8], f64)> = result.iter().collect();
+    reply_members(ex.out, &items, args.withscores);
+    Ok(())
+}
+
+fn zunionstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_store(ex, argv, SetOp::Union, "zunionstore")
+}
+
+fn zinterstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_store(ex, argv, SetOp::Inter, "zinterstore")
+}
+
+fn zdiffstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_store(ex, argv, SetOp::Diff, "zdiffstore")
+}
+
+fn zunion(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_reply(ex, argv, SetOp::Union, "zunion")
+}
+
+fn zinter(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_reply(ex, argv, SetOp::Inter, "zinter")
+}
+
+fn zdiff(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    set_op_reply(ex, argv, SetOp::Diff, "zdiff")
+}
+
+fn zintercard(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let args = parse_set_op(ex, argv, 1, SetOp::Inter, false, true, "zintercard")?;
+    let result = compute(ex, &args, SetOp::Inter, args.limit);
+    ex.out.int(result.len() as i64);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_floats_refuse_overflow_and_underflow() {
+        assert_eq!(strict_float(b"1.5"), Some(1.5));
+        assert_eq!(strict_float(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(strict_float(b"0"), Some(0.0));
+        assert_eq!(strict_float(b"0e10"), Some(0.0));
+        assert_eq!(strict_float(b"1e400"), None);
+        assert_eq!(strict_float(b"1e-400"), None);
+        assert_eq!(strict_float(b"nan"), None);
+    }
+
+    #[test]
+    fn range_items() {
+        assert_eq!(score_bound(b"(1").unwrap(), Bound::Excluded(1.0));
+        assert_eq!(score_bound(b" 2").unwrap(), Bound::Included(2.0));
+        assert!(score_bound(b"(nan").is_err());
+        assert_eq!(score_bound(b"(").unwrap(), Bound::Excluded(0.0));
+        assert_eq!(score_bound(b"").unwrap(), Bound::Included(0.0));
+        assert!(score_bound(b" ").is_err());
+        assert!(lex_bound(b"a").is_err());
+        assert!(lex_bound(b"+a").is_err());
+        assert!(lex_bound(b"").is_err());
+        assert!(matches!(lex_bound(b"[").unwrap(), Lex::Incl(b"")));
+        assert!(lex_range(b"+", b"-").unwrap().is_none());
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(cursor_arg(b"0"), Ok(0));
+        assert_eq!(cursor_arg(b"18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(cursor_arg(b"-1"), Ok(u64::MAX));
+        assert!(cursor_arg(b"18446744073709551616").is_err());
+        assert!(cursor_arg(b"x").is_err());
+        assert!(cursor_arg(b"").is_err());
+    }
+}
