@@ -56,6 +56,19 @@ pub struct ClientState {
     pub close: bool,
     pub events: Vec<KeyEvent>,
     pub lazy_expired: Vec<(usize, Blob)>,
+    /// A blocking command waiting for a list write or its timeout.
+    pub blocked: Option<Blocked>,
+    /// Requests that arrived behind a blocked command; they run once it is answered.
+    pub pending: Vec<Vec<Bytes>>,
+}
+
+/// A command parked by BLPOP and friends.
+pub struct Blocked {
+    pub argv: Vec<Bytes>,
+    pub deadline: Option<tokio::time::Instant>,
+    /// Subscribed under the store lock when the command found nothing, so a write that
+    /// lands after that check is never missed.
+    pub ready: tokio::sync::watch::Receiver<u64>,
 }
 
 impl ClientState {
@@ -92,7 +105,8 @@ pub struct ConnCtx<'a> {
 }
 
 /// Runs a data command against the locked store. On error, whatever the command wrote
-/// is taken back and the error is the reply.
+/// is taken back and the error is the reply. Returns how long to wait if a blocking
+/// command found nothing (only when `may_block`).
 pub fn run_data(
     store: &mut Store,
     client: &mut ClientState,
@@ -100,7 +114,8 @@ pub fn run_data(
     handler: fn(&mut Exec<'_>, &[Bytes]) -> cmd::CmdResult,
     argv: &[Bytes],
     now_ms: u64,
-) {
+    may_block: bool,
+) -> Option<cmd::BlockOn> {
     let mark = out.buf.len();
     let mut ex = Exec {
         store,
@@ -109,11 +124,17 @@ pub fn run_data(
         out,
         events: &mut client.events,
         lazy_expired: &mut client.lazy_expired,
+        may_block,
+        block: None,
     };
-    if let Err(err) = handler(&mut ex, argv) {
+    let result = handler(&mut ex, argv);
+    let block = ex.block;
+    if let Err(err) = result {
         out.buf.truncate(mark);
         out.error(&err.0);
+        return None;
     }
+    block
 }
 
 /// Deletes keys that reads found expired (the deletes are writes, decided here).
@@ -129,6 +150,8 @@ pub fn delete_lazy_expired(store: &mut Store, client: &mut ClientState, now_ms: 
             out: &mut out,
             events: &mut client.events,
             lazy_expired: &mut scratch,
+            may_block: false,
+            block: None,
         };
         ex.expire_if_needed(key);
     }
@@ -191,6 +214,8 @@ impl Connection {
             close: false,
             events: Vec::new(),
             lazy_expired: Vec::new(),
+            blocked: None,
+            pending: Vec::new(),
         };
         let mut shutdown = node.shutdown_signal();
         tracing::debug!("connected");
@@ -208,10 +233,42 @@ impl Connection {
                             break;
                         }
                     }
+                    if client.blocked.is_some() {
+                        // Requests behind a blocked command wait in the buffer, bounded.
+                        if inbuf.len() > decoder.limits().max_query_len {
+                            tracing::debug!("query buffer limit reached while blocked, closing");
+                            break;
+                        }
+                        continue;
+                    }
                     let (batch, proto_err) = decode_all(&mut decoder, &mut inbuf);
                     process_batch(&node, &mut client, &mut out, batch);
                     if let Some(err) = proto_err {
                         tracing::debug!(cause = %err, "protocol error, closing");
+                        out.error(&format!("ERR {err}"));
+                        client.close = true;
+                    }
+                }
+                woke = async {
+                    match client.blocked.as_mut() {
+                        Some(blocked) => wait_unblock(blocked).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let mut batch = Vec::new();
+                    if let Some(blocked) = client.blocked.take() {
+                        if woke {
+                            batch.push(blocked.argv);
+                        } else {
+                            // Timed out: the blocking command's nil answer.
+                            out.null_array();
+                        }
+                    }
+                    batch.append(&mut client.pending);
+                    let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
+                    batch.extend(more);
+                    process_batch(&node, &mut client, &mut out, batch);
+                    if let Some(err) = proto_err {
                         out.error(&format!("ERR {err}"));
                         client.close = true;
                     }
@@ -255,6 +312,18 @@ impl Connection {
             client.unwatch(&mut node.store.lock());
         }
         tracing::debug!("disconnected");
+    }
+}
+
+/// Waits until a list write may have made the blocked command runnable (true) or its
+/// timeout passed (false).
+async fn wait_unblock(blocked: &mut Blocked) -> bool {
+    match blocked.deadline {
+        Some(deadline) => tokio::select! {
+            changed = blocked.ready.changed() => changed.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => false,
+        },
+        None => blocked.ready.changed().await.is_ok(),
     }
 }
 
@@ -309,7 +378,8 @@ pub fn process_batch(
     let count = batch.len();
     let mut guard: Option<MutexGuard<'_, Store>> = None;
     let mut last: &'static str = "NULL";
-    for argv in batch {
+    let mut requests = batch.into_iter();
+    while let Some(argv) = requests.next() {
         if client.close {
             break;
         }
@@ -339,7 +409,16 @@ pub fn process_batch(
         match spec.handler {
             Handler::Data(handler) => {
                 let store = guard.get_or_insert_with(|| node.store.lock());
-                run_data(store, client, out, handler, &argv, now_ms);
+                if let Some(block) = run_data(store, client, out, handler, &argv, now_ms, true) {
+                    client.blocked = Some(Blocked {
+                        ready: store.list_ready.subscribe(),
+                        deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),
+                        argv,
+                    });
+                    // Later requests wait behind the blocked one, in order.
+                    client.pending.extend(requests.by_ref());
+                    break;
+                }
             }
             Handler::Conn(handler) => {
                 guard = None;

@@ -245,6 +245,8 @@ impl Node {
                     out: &mut out,
                     events: &mut events,
                     lazy_expired: &mut lazy,
+                    may_block: false,
+                    block: None,
                 };
                 for key in doomed {
                     if exec.expire_if_needed(&key) {

@@ -428,6 +428,8 @@ pub struct Store {
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
+    /// Bumped by every list write; connections blocked in BLPOP and friends wait on it.
+    pub list_ready: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -441,6 +443,7 @@ impl Default for Store {
             expired_keys: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
+            list_ready: tokio::sync::watch::channel(0).0,
         }
     }
 }

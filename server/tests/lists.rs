@@ -757,3 +757,82 @@ fn model_based_random_operations() {
         })
         .unwrap();
 }
+
+#[test]
+fn blocking_pops_wait_for_a_push_or_time_out() {
+    let server = TestServer::start();
+    let mut waiter = server.client();
+    let mut pusher = server.client();
+    // Data already there: no wait.
+    let _: () = redis::cmd("RPUSH")
+        .arg("q")
+        .arg("a")
+        .query(&mut pusher)
+        .unwrap();
+    let got: (String, String) = redis::cmd("BLPOP")
+        .arg("empty")
+        .arg("q")
+        .arg(1)
+        .query(&mut waiter)
+        .unwrap();
+    assert_eq!(got, ("q".to_string(), "a".to_string()));
+    // Nothing there: a push from another client wakes the waiter.
+    let addr = server.url();
+    let pushing = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut c = redis::Client::open(addr).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("LPUSH")
+            .arg("jobs")
+            .arg("j1")
+            .query(&mut c)
+            .unwrap();
+    });
+    let got: (String, String) = redis::cmd("BRPOP")
+        .arg("jobs")
+        .arg(5)
+        .query(&mut waiter)
+        .unwrap();
+    assert_eq!(got, ("jobs".to_string(), "j1".to_string()));
+    pushing.join().unwrap();
+    // Timeout: a null array, and the connection keeps working, in order.
+    let got: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("none")
+        .arg("0.05")
+        .query(&mut waiter)
+        .unwrap();
+    assert_eq!(got, None);
+    let pong: String = redis::cmd("PING").query(&mut waiter).unwrap();
+    assert_eq!(pong, "PONG");
+    // BLMOVE waits too.
+    let _: () = redis::cmd("RPUSH")
+        .arg("src")
+        .arg("x")
+        .query(&mut pusher)
+        .unwrap();
+    let moved: String = redis::cmd("BLMOVE")
+        .arg("src")
+        .arg("dst")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .arg(1)
+        .query(&mut waiter)
+        .unwrap();
+    assert_eq!(moved, "x");
+    // Inside MULTI nothing blocks.
+    let r: (Option<(String, String)>,) = redis::pipe()
+        .atomic()
+        .cmd("BLPOP")
+        .arg("none")
+        .arg(0)
+        .query(&mut waiter)
+        .unwrap();
+    assert_eq!(r.0, None);
+    assert_eq!(
+        common::err_text(&mut waiter, &["BLPOP", "k", "-1"]),
+        "ERR timeout is negative"
+    );
+    assert_eq!(
+        common::err_text(&mut waiter, &["BLPOP", "k", "abc"]),
+        "ERR timeout is not a float or out of range"
+    );
+}

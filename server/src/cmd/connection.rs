@@ -536,7 +536,7 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
         match spec.handler {
             Handler::Data(handler) => {
                 let store = guard.get_or_insert_with(|| ctx.node.store.lock());
-                run_data(store, ctx.client, ctx.out, handler, argv, ctx.now_ms);
+                run_data(store, ctx.client, ctx.out, handler, argv, ctx.now_ms, false);
             }
             Handler::Conn(handler) => {
                 guard = None;

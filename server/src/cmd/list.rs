@@ -46,6 +46,10 @@ pub const COMMANDS: &[CommandSpec] = &[
     data("linsert", 5, WRITE | DENYOOM, KEY1, "list", "Inserts an element before or after another element in a list.", linsert),
     data("lpos", -3, READONLY, KEY1, "list", "Returns the index of matching elements in a list.", lpos),
     data("lmove", 5, WRITE | DENYOOM, SRC_DST, "list", "Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.", lmove),
+    data("blpop", -3, WRITE | BLOCKING, KeySpec { first: 1, last: -2, step: 1 }, "list", "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.", blpop),
+    data("brpop", -3, WRITE | BLOCKING, KeySpec { first: 1, last: -2, step: 1 }, "list", "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.", brpop),
+    data("blmove", 6, WRITE | DENYOOM | BLOCKING, SRC_DST, "list", "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.", blmove),
+    data("brpoplpush", 4, WRITE | DENYOOM | BLOCKING, SRC_DST, "list", "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.", brpoplpush),
     data("rpoplpush", 3, WRITE | DENYOOM, SRC_DST, "list", "Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.", rpoplpush),
 ];
 
@@ -494,6 +498,95 @@ fn lmove(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 
 fn rpoplpush(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     lmove_generic(ex, &argv[1], &argv[2], End::Right, End::Left)
+}
+
+/// A blocking command's timeout in seconds (a float; 0 waits forever), as Redis parses it.
+fn timeout_arg(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
+    let secs = kelvin_protocol::reply::parse_f64(arg)
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;
+    if secs < 0.0 {
+        return Err(CmdError::err("timeout is negative"));
+    }
+    // Bounded so the deadline arithmetic cannot overflow (about 31 years).
+    if secs > 1e9 {
+        return Err(CmdError::err("timeout is out of range"));
+    }
+    Ok((secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs)))
+}
+
+/// BLPOP / BRPOP: pops from the first non-empty list among the keys, or parks the
+/// connection until a list write or the timeout (inside MULTI: answers nil at once).
+fn bpop_generic(ex: &mut Exec<'_>, argv: &[Bytes], end: End) -> CmdResult {
+    let timeout = timeout_arg(&argv[argv.len() - 1])?;
+    let keys = &argv[1..argv.len() - 1];
+    // Type-check every key first: a wrong type is an error even if another key has data.
+    let now = ex.now_ms;
+    for key in keys {
+        if let Some(e) = ex.ks().get(key, now) {
+            if !matches!(e.value, Value::List(_)) {
+                return Err(CmdError::WRONGTYPE);
+            }
+        }
+    }
+    for key in keys {
+        let Some(list) = write_list(ex, key)? else {
+            continue;
+        };
+        let Some(item) = pop_end(list, end) else {
+            continue;
+        };
+        ex.notify(LIST, end.pop_event(), key);
+        ex.remove_if_empty(key);
+        ex.out.array(2);
+        ex.out.bulk(key);
+        ex.out.bulk(&item);
+        return Ok(());
+    }
+    if ex.may_block {
+        ex.block = Some(crate::cmd::BlockOn { timeout });
+    } else {
+        ex.out.null_array();
+    }
+    Ok(())
+}
+
+fn blpop(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    bpop_generic(ex, argv, End::Left)
+}
+
+fn brpop(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    bpop_generic(ex, argv, End::Right)
+}
+
+/// BLMOVE / BRPOPLPUSH: LMOVE, or park until the source has an element.
+fn bmove_generic(
+    ex: &mut Exec<'_>,
+    src: &[u8],
+    dst: &[u8],
+    from: End,
+    to: End,
+    timeout: &[u8],
+) -> CmdResult {
+    let timeout = timeout_arg(timeout)?;
+    let now = ex.now_ms;
+    if ex.ks().get(src, now).is_none() && ex.may_block {
+        // Still type-check the destination, as LMOVE would.
+        write_list(ex, dst)?;
+        ex.block = Some(crate::cmd::BlockOn { timeout });
+        return Ok(());
+    }
+    lmove_generic(ex, src, dst, from, to)
+}
+
+fn blmove(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let from = end_arg(&argv[3])?;
+    let to = end_arg(&argv[4])?;
+    bmove_generic(ex, &argv[1], &argv[2], from, to, &argv[5])
+}
+
+fn brpoplpush(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    bmove_generic(ex, &argv[1], &argv[2], End::Right, End::Left, &argv[3])
 }
 
 #[cfg(test)]

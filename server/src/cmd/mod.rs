@@ -313,6 +313,17 @@ pub struct Exec<'a> {
     pub events: &'a mut Vec<KeyEvent>,
     /// Keys a read found expired; the connection deletes them (a write) afterwards.
     pub lazy_expired: &'a mut Vec<(usize, Blob)>,
+    /// May a blocking command (BLPOP...) wait? Not inside MULTI, as in Redis.
+    pub may_block: bool,
+    /// Set by a blocking command that found nothing: the connection waits for a list
+    /// write or the timeout, then runs the command again.
+    pub block: Option<BlockOn>,
+}
+
+/// How long a blocked command waits; `None` waits forever (a timeout of 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockOn {
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Exec<'_> {
@@ -325,6 +336,12 @@ impl Exec<'_> {
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
+        if class == crate::notify::LIST {
+            // Wake connections blocked in BLPOP and friends; they re-check their keys.
+            self.store
+                .list_ready
+                .send_modify(|v| *v = v.wrapping_add(1));
+        }
         if self.store.notify_flags & class != 0 {
             self.events.push(KeyEvent {
                 db: self.db,
