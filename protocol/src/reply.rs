@@ -168,6 +168,14 @@ impl ReplyWriter {
         }
     }
 
+    /// Array of simple strings (the HELP replies).
+    pub fn simples(&mut self, lines: &[&str]) {
+        self.array(lines.len());
+        for line in lines {
+            self.simple(line);
+        }
+    }
+
     /// Array of bulk strings.
     pub fn bulks<I, T>(&mut self, items: I)
     where

@@ -451,10 +451,7 @@ fn client(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         ctx.out.ok();
     } else if is(sub, "help") {
-        ctx.out.array(CLIENT_HELP.len());
-        for line in CLIENT_HELP {
-            ctx.out.simple(line);
-        }
+        ctx.out.simples(&CLIENT_HELP);
     } else {
         return Err(CmdError::unknown_subcommand(sub, "client"));
     }

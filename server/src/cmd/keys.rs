@@ -503,10 +503,7 @@ fn object(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             "HELP",
             "    Print this help.",
         ];
-        ex.out.array(lines.len());
-        for l in lines {
-            ex.out.simple(l);
-        }
+        ex.out.simples(&lines);
         return Ok(());
     }
     let known = ["encoding", "freq", "idletime", "refcount"];

@@ -212,10 +212,7 @@ fn pubsub(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "HELP",
             "    Print this help.",
         ];
-        ctx.out.array(lines.len());
-        for l in lines {
-            ctx.out.simple(l);
-        }
+        ctx.out.simples(&lines);
     } else {
         return Err(CmdError::unknown_subcommand(sub, "pubsub"));
     }

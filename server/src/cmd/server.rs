@@ -554,10 +554,7 @@ fn command(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "HELP",
             "    Print this help.",
         ];
-        ctx.out.array(lines.len());
-        for l in lines {
-            ctx.out.simple(l);
-        }
+        ctx.out.simples(&lines);
     } else {
         return Err(CmdError::unknown_subcommand(sub, "command"));
     }
@@ -661,10 +658,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "HELP",
             "    Print this help.",
         ];
-        ctx.out.array(lines.len());
-        for l in lines {
-            ctx.out.simple(l);
-        }
+        ctx.out.simples(&lines);
     } else {
         return Err(CmdError::unknown_subcommand(sub, "config"));
     }
