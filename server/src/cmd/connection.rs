@@ -451,7 +451,7 @@ fn client(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         ctx.out.ok();
     } else if is(sub, "help") {
-        ctx.out.simples(&CLIENT_HELP);
+        ctx.out.simples(CLIENT_HELP);
     } else {
         return Err(CmdError::unknown_subcommand(sub, "client"));
     }
