@@ -9,19 +9,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::{err_text, TestServer};
-use redis::{FromRedisValue, Value};
+use redis::Value;
 
-const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+use common::WRONGTYPE;
 
-/// Runs `args` and converts the reply.
-fn q<T: FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(con)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
+use common::q;
 
 /// True if `key` holds nothing: HSET can create a hash there (the hash is left behind).
 fn is_free(con: &mut redis::Connection, key: &str) -> bool {

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redis::{Commands, Value};
 
-const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+use common::WRONGTYPE;
 
 /// True if `key` does not exist (GET answers nil, not WRONGTYPE).
 fn gone(con: &mut redis::Connection, key: &str) -> bool {
@@ -1442,20 +1442,7 @@ fn keyspace_events() {
     ] {
         run(&mut con, args).unwrap();
     }
-    let mut got = Vec::new();
-    loop {
-        let msg = pubsub.get_message().unwrap();
-        let event = msg
-            .get_channel_name()
-            .trim_start_matches("__keyevent@0__:")
-            .to_string();
-        let key: String = msg.get_payload().unwrap();
-        let last = key == "done";
-        got.push(format!("{event} {key}"));
-        if last {
-            break;
-        }
-    }
+    let got = common::keyevents_until_done(&mut pubsub);
     assert_eq!(
         got,
         [

@@ -124,3 +124,34 @@ pub fn raw_exchange(stream: &mut std::net::TcpStream, send: &[u8], expect_len: u
     }
     got
 }
+
+/// The WRONGTYPE error text, as Redis sends it.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// Runs `args` and converts the reply; panics with the command if it fails.
+pub fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(con)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// Reads `__keyevent@0__:*` messages as "event key" until the key `done` arrives.
+pub fn keyevents_until_done(pubsub: &mut redis::PubSub<'_>) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let msg = pubsub.get_message().expect("keyspace event");
+        let event = msg
+            .get_channel_name()
+            .trim_start_matches("__keyevent@0__:")
+            .to_string();
+        let key: String = msg.get_payload().expect("event payload");
+        let last = key == "done";
+        got.push(format!("{event} {key}"));
+        if last {
+            return got;
+        }
+    }
+}
