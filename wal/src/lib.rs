@@ -1,0 +1,1 @@
+//! kelvin-wal: placeholder, filled in by the WAL work.
