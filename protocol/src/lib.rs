@@ -13,6 +13,7 @@
 //! must enforce `proto-max-bulk-len` before buffering a declared bulk.
 
 pub mod glob;
+pub mod log;
 pub mod reply;
 pub mod request;
 pub mod slot;
