@@ -70,6 +70,15 @@ pub struct Args {
     /// A config file of `name value` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Port for node-to-node traffic (Raft). Without it the node is a single-node group.
+    #[arg(long)]
+    pub cluster_port: Option<u16>,
+    /// Shared secret peers prove they know before any Raft message is accepted.
+    #[arg(long)]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret (first line), instead of `--cluster-secret`.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// Largest bulk string Redis accepts by default (`proto-max-bulk-len`).
@@ -89,6 +98,10 @@ pub struct Settings {
     pub notify_flags: u32,
     pub proto_max_bulk_len: usize,
     pub config_file: Option<PathBuf>,
+    /// Node-to-node port; `None` runs the embedded single-node group.
+    pub cluster_port: Option<u16>,
+    /// The secret peers authenticate with.
+    pub cluster_secret: String,
 }
 
 impl Default for Settings {
@@ -103,6 +116,8 @@ impl Default for Settings {
             notify_flags: 0,
             proto_max_bulk_len: DEFAULT_PROTO_MAX_BULK_LEN,
             config_file: None,
+            cluster_port: None,
+            cluster_secret: String::new(),
         }
     }
 }
@@ -159,12 +174,30 @@ impl Settings {
         if let Some(v) = &args.notify_keyspace_events {
             s.set("notify-keyspace-events", v)?;
         }
+        if let Some(v) = args.cluster_port {
+            s.cluster_port = Some(v);
+        }
+        if let Some(v) = &args.cluster_secret {
+            s.cluster_secret = v.clone();
+        }
+        if let Some(path) = &args.cluster_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                SettingError(format!("cannot read cluster secret file {}: {e}", path.display()))
+            })?;
+            s.cluster_secret = text.lines().next().unwrap_or("").trim().to_string();
+        }
+        if s.cluster_port.is_some() && s.cluster_secret.is_empty() {
+            return Err(SettingError(
+                "--cluster-port needs a cluster secret: give --cluster-secret or --cluster-secret-file".into(),
+            ));
+        }
         Ok(s)
     }
 
     /// Names CONFIG GET knows, in the order it lists them.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "bind",
+        "cluster-port",
         "port",
         "dir",
         "requirepass",
@@ -191,6 +224,7 @@ impl Settings {
             "maxclients" => self.maxclients.to_string(),
             "appendonly" => "yes".into(),
             "appendfsync" => self.appendfsync.as_str().into(),
+            "cluster-port" => self.cluster_port.unwrap_or(0).to_string(),
             "notify-keyspace-events" => crate::notify::flags_to_string(self.notify_flags),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "databases" => crate::store::DATABASES.to_string(),

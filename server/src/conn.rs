@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +22,11 @@ use tokio_util::codec::Decoder;
 use tracing::Instrument;
 
 use crate::cmd::{self, flags, CmdError, CommandSpec, Exec, Handler};
+use crate::group::{ProposalResult, Proposal, ProposeError};
 use crate::node::{ClientInfo, Node};
+use crate::relay::Relay;
+use kelvin_protocol::log::LogCommand;
+use tokio::sync::oneshot;
 use crate::notify::KeyEvent;
 use crate::pubsub::{PushMessage, PUSH_QUEUE_LEN};
 use crate::store::{Blob, Store};
@@ -36,10 +41,12 @@ pub struct Multi {
     pub failed: bool,
 }
 
-/// Keys under WATCH and the flag the store sets when one changes.
+/// Keys under WATCH, and the log index they were watched at: EXEC aborts if their slot
+/// was written by a later entry (checked when the transaction's entry is applied, so
+/// every replica decides the same).
 pub struct Watch {
-    pub dirty: Arc<AtomicBool>,
-    pub keys: Vec<(usize, Blob)>,
+    pub since: u64,
+    pub keys: Vec<(u8, Bytes)>,
 }
 
 /// The state of one connection that commands read and change.
@@ -60,6 +67,10 @@ pub struct ClientState {
     pub blocked: Option<Blocked>,
     /// Requests that arrived behind a blocked command; they run once it is answered.
     pub pending: Vec<Vec<Bytes>>,
+    /// A transaction EXEC built, for the connection to propose.
+    pub transaction: Option<LogCommand>,
+    /// The connection to the leader that relays this client's requests.
+    pub relay: Option<Relay>,
 }
 
 /// A command parked by BLPOP and friends.
@@ -78,17 +89,8 @@ impl ClientState {
     }
 
     /// Drops every WATCH of this client.
-    pub fn unwatch(&mut self, store: &mut Store) {
-        if let Some(watch) = self.watch.take() {
-            for key in watch.keys {
-                if let Some(list) = store.watched.get_mut(&key) {
-                    list.retain(|f| !Arc::ptr_eq(f, &watch.dirty));
-                    if list.is_empty() {
-                        store.watched.remove(&key);
-                    }
-                }
-            }
-        }
+    pub fn unwatch(&mut self) {
+        self.watch = None;
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -135,26 +137,6 @@ pub fn run_data(
         return None;
     }
     block
-}
-
-/// Deletes keys that reads found expired (the deletes are writes, decided here).
-pub fn delete_lazy_expired(store: &mut Store, client: &mut ClientState, now_ms: u64) {
-    let mut out = ReplyWriter::default();
-    let keys = std::mem::take(&mut client.lazy_expired);
-    for (db, key) in &keys {
-        let mut scratch = Vec::new();
-        let mut ex = Exec {
-            store,
-            db: *db,
-            now_ms,
-            out: &mut out,
-            events: &mut client.events,
-            lazy_expired: &mut scratch,
-            may_block: false,
-            block: None,
-        };
-        ex.expire_if_needed(key);
-    }
 }
 
 /// Writes a pub/sub message as the client's protocol version wants it.
@@ -216,6 +198,8 @@ impl Connection {
             lazy_expired: Vec::new(),
             blocked: None,
             pending: Vec::new(),
+            transaction: None,
+            relay: None,
         };
         let mut shutdown = node.shutdown_signal();
         tracing::debug!("connected");
@@ -242,7 +226,7 @@ impl Connection {
                         continue;
                     }
                     let (batch, proto_err) = decode_all(&mut decoder, &mut inbuf);
-                    process_batch(&node, &mut client, &mut out, batch);
+                    drive(&node, &mut client, &mut out, batch).await;
                     if let Some(err) = proto_err {
                         tracing::debug!(cause = %err, "protocol error, closing");
                         out.error(&format!("ERR {err}"));
@@ -267,7 +251,7 @@ impl Connection {
                     batch.append(&mut client.pending);
                     let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
                     batch.extend(more);
-                    process_batch(&node, &mut client, &mut out, batch);
+                    drive(&node, &mut client, &mut out, batch).await;
                     if let Some(err) = proto_err {
                         out.error(&format!("ERR {err}"));
                         client.close = true;
@@ -308,9 +292,6 @@ impl Connection {
         let channels: Vec<Bytes> = client.channels.drain().collect();
         let patterns: Vec<Bytes> = client.patterns.drain().collect();
         node.pubsub.remove_client(info.id, &channels, &patterns);
-        if client.watch.is_some() {
-            client.unwatch(&mut node.store.lock());
-        }
         tracing::debug!("disconnected");
     }
 }
@@ -324,6 +305,147 @@ async fn wait_unblock(blocked: &mut Blocked) -> bool {
             _ = tokio::time::sleep_until(deadline) => false,
         },
         None => blocked.ready.changed().await.is_ok(),
+    }
+}
+
+/// How long requests wait for a leader (an election, or a leader that moved) before
+/// they are answered with an error.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// The error a request gets when no leader turned up within [`LEADER_WAIT`].
+pub const NO_LEADER: &str = "CLUSTERDOWN The cluster is down: no leader was elected in time";
+
+/// Runs a batch to its end: proposals are awaited, relays done, elections waited out.
+async fn drive(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    mut batch: Vec<Vec<Bytes>>,
+) {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match process_batch(node, client, out, batch) {
+            Step::Done => return,
+            Step::Propose {
+                rx,
+                retry,
+                replies,
+                blocking,
+                rest,
+            } => {
+                let result = rx.await.unwrap_or(Err(ProposeError::Stopped));
+                match result {
+                    Ok(applied) => {
+                        out.buf.extend_from_slice(&applied.out);
+                        if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            client.blocked = Some(Blocked {
+                                argv,
+                                deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),
+                                ready,
+                            });
+                            client.pending.extend(rest);
+                            return;
+                        }
+                        batch = rest;
+                    }
+                    Err(ProposeError::NotLeader(_))
+                        if !retry.is_empty() && tokio::time::Instant::now() < deadline =>
+                    {
+                        // Nothing was written: run the requests again where the leader is.
+                        wait_leader_change(node, deadline).await;
+                        batch = retry;
+                        batch.extend(rest);
+                    }
+                    Err(err) => {
+                        for _ in 0..replies {
+                            out.error(err.reply_text());
+                        }
+                        batch = rest;
+                    }
+                }
+            }
+            Step::Forward {
+                leader,
+                requests,
+                rest,
+            } => {
+                relay(node, client, out, leader, &requests).await;
+                batch = rest;
+            }
+            Step::AwaitLeader { requests, rest } => {
+                if tokio::time::Instant::now() >= deadline {
+                    for _ in &requests {
+                        out.error(NO_LEADER);
+                    }
+                    batch = rest;
+                } else {
+                    wait_leader_change(node, deadline).await;
+                    batch = requests;
+                    batch.extend(rest);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the group's leader changes, a short while, or `deadline`.
+async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant) {
+    let Some(group) = node.group() else {
+        tokio::time::sleep_until(deadline).await;
+        return;
+    };
+    let mut changed = group.status.subscribe();
+    let nap = tokio::time::Instant::now() + Duration::from_millis(200);
+    let _ = tokio::time::timeout_at(nap.min(deadline), changed.changed()).await;
+}
+
+/// Relays requests to the leader through the client's relay connection.
+async fn relay(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    leader: u64,
+    requests: &[Vec<Bytes>],
+) {
+    if client.relay.as_ref().is_some_and(|r| r.leader != leader) {
+        client.relay = None;
+    }
+    let result = async {
+        if client.relay.is_none() {
+            let addr = node
+                .peer_client_addr(leader)
+                .ok_or_else(|| std::io::Error::other("the leader's address is unknown"))?;
+            let password = node.settings.read().requirepass.clone();
+            client.relay =
+                Some(Relay::connect(leader, addr, password.as_deref(), out.version).await?);
+        }
+        let Some(relay) = client.relay.as_mut() else {
+            return Err(std::io::Error::other("no relay"));
+        };
+        let blocking = requests.iter().any(|r| {
+            cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0)
+        });
+        let mut replies = Vec::new();
+        let fut = relay.forward(client.db, out.version, requests, &mut replies);
+        if blocking {
+            fut.await?;
+        } else {
+            tokio::time::timeout(crate::relay::RELAY_TIMEOUT, fut)
+                .await
+                .map_err(|_| std::io::Error::other("the leader did not answer in time"))??;
+        }
+        Ok::<_, std::io::Error>(replies)
+    }
+    .await;
+    match result {
+        Ok(replies) => out.buf.extend_from_slice(&replies),
+        Err(err) => {
+            tracing::debug!(leader, cause = %err, "relay failed");
+            client.relay = None;
+            for _ in requests {
+                out.error(ProposeError::Unknown.reply_text());
+            }
+        }
     }
 }
 
@@ -364,26 +486,140 @@ fn precheck(
     Ok(())
 }
 
-/// Executes a batch of decoded requests in order.
+/// What the connection must do after [`process_batch`] stopped.
+pub enum Step {
+    /// Every request was answered (or the connection parked in a blocking command).
+    Done,
+    /// Wait for this proposal, write its replies, then go on with `rest`. `retry` holds
+    /// the requests to run again if the node turns out not to be the leader (empty for a
+    /// transaction, which cannot be rebuilt).
+    Propose {
+        rx: oneshot::Receiver<ProposalResult>,
+        retry: Vec<Vec<Bytes>>,
+        replies: usize,
+        blocking: Option<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// Relay these requests to the leader, `leader`, then go on with `rest`.
+    Forward {
+        leader: u64,
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// No leader is known: wait for an election, then run `requests` again (or answer
+    /// them with an error if none comes), then `rest`.
+    AwaitLeader {
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+}
+
+/// Where this node stands for the data commands of a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// This node leads the group: reads run here, writes are proposed here.
+    Leader,
+    /// Another node leads: relay to it.
+    Forward(u64),
+    /// An election is on.
+    NoLeader,
+    /// The node is not part of a formed cluster yet, or its group stopped.
+    Down,
+}
+
+fn route(node: &Node) -> Route {
+    let Some(group) = node.group() else {
+        return Route::Down;
+    };
+    let status = &group.status;
+    if status.is_stopped() {
+        return Route::Down;
+    }
+    match status.leader() {
+        Some(l) if l == status.node_id => Route::Leader,
+        Some(l) => Route::Forward(l),
+        None => Route::NoLeader,
+    }
+}
+
+/// Commands relayed to the leader along with data commands: the transaction commands,
+/// whose state must live where the data is.
+fn forwarded(spec: &CommandSpec) -> bool {
+    matches!(spec.handler, Handler::Data(_))
+        || matches!(spec.name, "multi" | "exec" | "discard" | "watch" | "unwatch")
+}
+
+/// The writes gathered from a pipeline, proposed as one.
+#[derive(Default)]
+struct Segment {
+    commands: Vec<LogCommand>,
+    requests: Vec<Vec<Bytes>>,
+}
+
+impl Segment {
+    fn propose(
+        self,
+        node: &Node,
+        out: &ReplyWriter,
+        blocking: Option<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    ) -> Step {
+        let (tx, rx) = oneshot::channel();
+        let replies = self.requests.len();
+        match node.group() {
+            Some(group) => group.propose(Proposal {
+                commands: self.commands,
+                version: out.version,
+                reply: Some(tx),
+            }),
+            None => {
+                let _ = tx.send(Err(ProposeError::Stopped));
+            }
+        }
+        Step::Propose {
+            rx,
+            retry: self.requests,
+            replies,
+            blocking,
+            rest,
+        }
+    }
+}
+
+/// Executes a batch of decoded requests in order, until one needs to wait: a write (for
+/// its log entry), a request to relay to the leader, or an election.
 pub fn process_batch(
     node: &Arc<Node>,
     client: &mut ClientState,
     out: &mut ReplyWriter,
     batch: Vec<Vec<Bytes>>,
-) {
+) -> Step {
     if batch.is_empty() {
-        return;
+        return Step::Done;
     }
     let now_ms = cmd::unix_ms();
     let count = batch.len();
+    let here = route(node);
+    let local_reads = here == Route::Leader
+        && node
+            .group()
+            .is_some_and(|g| g.status.can_read_locally());
     let mut guard: Option<MutexGuard<'_, Store>> = None;
     let mut last: &'static str = "NULL";
+    let mut segment = Segment::default();
+    let mut forward: Vec<Vec<Bytes>> = Vec::new();
     let mut requests = batch.into_iter();
+    let mut step = Step::Done;
     while let Some(argv) = requests.next() {
         if client.close {
             break;
         }
         let Some(spec) = cmd::lookup(&argv[0]) else {
+            if !forward.is_empty() {
+                step = forward_step(here, forward, argv, &mut requests);
+                forward = Vec::new();
+                break;
+            }
             if let Some(multi) = client.multi.as_mut() {
                 multi.failed = true;
             }
@@ -392,11 +628,35 @@ pub fn process_batch(
         };
         last = spec.name;
         if let Err(err) = precheck(client, out, spec, &argv) {
+            // Replies go out in order: what waits before this request is answered first.
+            if !forward.is_empty() {
+                step = forward_step(here, forward, argv, &mut requests);
+                forward = Vec::new();
+                break;
+            }
+            if !segment.commands.is_empty() {
+                step = segment_step(segment, node, out, argv, &mut requests);
+                segment = Segment::default();
+                break;
+            }
             if let Some(multi) = client.multi.as_mut() {
                 multi.failed = true;
             }
             out.error(&err.0);
             continue;
+        }
+        // Relaying: once a request goes to the leader, the ones after it follow in
+        // order, so its replies come back in order.
+        if let Route::Forward(_) | Route::NoLeader = here {
+            if forwarded(spec) && client.multi.is_none() && segment.commands.is_empty() {
+                forward.push(argv);
+                continue;
+            }
+            if !forward.is_empty() {
+                step = forward_step(here, forward, argv, &mut requests);
+                forward = Vec::new();
+                break;
+            }
         }
         if let Some(multi) = client.multi.as_mut() {
             if spec.flags & flags::NO_MULTI == 0 {
@@ -408,19 +668,40 @@ pub fn process_batch(
         }
         match spec.handler {
             Handler::Data(handler) => {
-                let store = guard.get_or_insert_with(|| node.store.lock());
-                if let Some(block) = run_data(store, client, out, handler, &argv, now_ms, true) {
-                    client.blocked = Some(Blocked {
-                        ready: store.list_ready.subscribe(),
-                        deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),
-                        argv,
-                    });
-                    // Later requests wait behind the blocked one, in order.
-                    client.pending.extend(requests.by_ref());
+                if here == Route::Down {
+                    out.error(CLUSTER_DOWN);
+                    continue;
+                }
+                if !spec.is_write() && local_reads {
+                    if !segment.commands.is_empty() {
+                        // A read after writes waits for them, so it sees them.
+                        step = segment_step(segment, node, out, argv, &mut requests);
+                        segment = Segment::default();
+                        break;
+                    }
+                    let store = guard.get_or_insert_with(|| node.store.lock());
+                    run_data(store, client, out, handler, &argv, now_ms, false);
+                    continue;
+                }
+                // A write, or a read without a lease: through the log.
+                segment.commands.push(LogCommand::Single {
+                    db: client.db as u8,
+                    argv: argv.clone(),
+                });
+                segment.requests.push(argv);
+                if spec.flags & flags::BLOCKING != 0 {
+                    let blocking = segment.requests.last().cloned();
+                    step = segment.propose(node, out, blocking, requests.collect());
+                    segment = Segment::default();
                     break;
                 }
             }
             Handler::Conn(handler) => {
+                if !segment.commands.is_empty() {
+                    step = segment_step(segment, node, out, argv, &mut requests);
+                    segment = Segment::default();
+                    break;
+                }
                 guard = None;
                 let mark = out.buf.len();
                 let mut ctx = ConnCtx {
@@ -433,18 +714,102 @@ pub fn process_batch(
                     out.buf.truncate(mark);
                     out.error(&err.0);
                 }
+                if let Some(tx) = client.transaction.take() {
+                    let seg = Segment {
+                        commands: vec![tx],
+                        requests: Vec::new(),
+                    };
+                    step = seg.propose(node, out, None, requests.collect());
+                    if let Step::Propose { replies, .. } = &mut step {
+                        *replies = 1;
+                    }
+                    break;
+                }
             }
         }
     }
-    if !client.lazy_expired.is_empty() {
-        let store = guard.get_or_insert_with(|| node.store.lock());
-        delete_lazy_expired(store, client, now_ms);
+    if !segment.commands.is_empty() {
+        step = segment.propose(node, out, None, requests.collect());
+    } else if !forward.is_empty() {
+        step = match here {
+            Route::Forward(leader) => Step::Forward {
+                leader,
+                requests: forward,
+                rest: requests.collect(),
+            },
+            _ => Step::AwaitLeader {
+                requests: forward,
+                rest: requests.collect(),
+            },
+        };
     }
     drop(guard);
+    if !client.lazy_expired.is_empty() {
+        propose_expired(node, client);
+    }
     node.stats
         .commands_processed
         .fetch_add(count as u64, Ordering::Relaxed);
     *client.info.last_cmd.lock() = last;
     *client.info.last_active.lock() = std::time::Instant::now();
     node.publish_events(&mut client.events);
+    step
+}
+
+/// The reply to a data command on a node that serves no data yet.
+pub const CLUSTER_DOWN: &str = "CLUSTERDOWN Hash slot not served";
+
+fn segment_step(
+    segment: Segment,
+    node: &Node,
+    out: &ReplyWriter,
+    next: Vec<Bytes>,
+    requests: &mut std::vec::IntoIter<Vec<Bytes>>,
+) -> Step {
+    let mut rest = vec![next];
+    rest.extend(requests.by_ref());
+    segment.propose(node, out, None, rest)
+}
+
+fn forward_step(
+    here: Route,
+    forward: Vec<Vec<Bytes>>,
+    next: Vec<Bytes>,
+    requests: &mut std::vec::IntoIter<Vec<Bytes>>,
+) -> Step {
+    let mut rest = vec![next];
+    rest.extend(requests.by_ref());
+    match here {
+        Route::Forward(leader) => Step::Forward {
+            leader,
+            requests: forward,
+            rest,
+        },
+        _ => Step::AwaitLeader {
+            requests: forward,
+            rest,
+        },
+    }
+}
+
+/// Keys that local reads found expired: the leader proposes their deletion; nobody
+/// waits for it.
+fn propose_expired(node: &Node, client: &mut ClientState) {
+    let keys = std::mem::take(&mut client.lazy_expired);
+    let Some(group) = node.group() else { return };
+    let mut by_db: std::collections::BTreeMap<usize, Vec<Bytes>> = Default::default();
+    for (db, key) in keys {
+        by_db
+            .entry(db)
+            .or_default()
+            .push(Bytes::copy_from_slice(&key));
+    }
+    group.propose(Proposal {
+        commands: by_db
+            .into_iter()
+            .map(|(db, keys)| LogCommand::ExpireKeys { db: db as u8, keys })
+            .collect(),
+        version: RespVersion::Resp2,
+        reply: None,
+    });
 }

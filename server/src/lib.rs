@@ -8,12 +8,17 @@
 //! - [`pubsub`], [`notify`]: channels, patterns, keyspace notifications;
 //! - [`config`]: flags, config file, CONFIG GET/SET.
 
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod group;
+pub mod machine;
 pub mod node;
 pub mod notify;
 pub mod pubsub;
+pub mod raftlog;
+pub mod relay;
 pub mod store;
 pub mod zset;
 

@@ -7,15 +7,18 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use kelvin_protocol::log::LogCommand;
+use tokio::sync::{oneshot, watch, Notify};
 
+use crate::cluster::Membership;
 use crate::config::Settings;
+use crate::group::{GroupConfig, GroupHandle, ProposalResult, RaftSender};
 use crate::pubsub::Hub;
 use crate::store::Store;
 
@@ -137,6 +140,14 @@ pub struct Node {
     pub local_addr: SocketAddr,
     next_client_id: AtomicU64,
     shutdown_tx: watch::Sender<bool>,
+    /// This node's Raft id ([`crate::cluster::EMBEDDED_NODE_ID`] when not clustered).
+    pub node_id: AtomicU64,
+    /// The data group, once the node is part of one.
+    group: OnceLock<Arc<GroupHandle>>,
+    /// The members of the group, for relaying to the leader.
+    pub membership: RwLock<Membership>,
+    /// Where Raft messages go (the cluster transport; nowhere for a single node).
+    pub raft_sender: OnceLock<Arc<dyn RaftSender>>,
 }
 
 impl Node {
@@ -162,6 +173,10 @@ impl Node {
             local_addr,
             next_client_id: AtomicU64::new(1),
             shutdown_tx,
+            node_id: AtomicU64::new(crate::cluster::EMBEDDED_NODE_ID),
+            group: OnceLock::new(),
+            membership: RwLock::new(Membership::default()),
+            raft_sender: OnceLock::new(),
         })
     }
 
@@ -201,12 +216,72 @@ impl Node {
         }
     }
 
-    /// One tick of the active expiry sweep: walks slots with expiring keys from where the
-    /// last tick stopped, deletes what has expired, and stops after [`SWEEP_BUDGET`]
-    /// entries. Returns how many keys it deleted.
-    pub fn sweep_expired(&self, now_ms: u64) -> usize {
-        let mut events = Vec::new();
-        let mut deleted = 0;
+    /// The data group, once the node is part of one.
+    pub fn group(&self) -> Option<&Arc<GroupHandle>> {
+        self.group.get()
+    }
+
+    pub fn id(&self) -> u64 {
+        self.node_id.load(Ordering::Relaxed)
+    }
+
+    /// The client address of member `id`.
+    pub fn peer_client_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.membership.read().member(id).map(|m| m.client_addr())
+    }
+
+    /// Starts this node's replica of the data group with `membership` (the voters of a
+    /// new group; an existing log keeps its own).
+    pub fn start_group(self: &Arc<Self>, membership: Membership) -> Result<(), String> {
+        if self.group.get().is_some() {
+            return Err("this node is already part of a group".into());
+        }
+        let sender = self
+            .raft_sender
+            .get_or_init(|| Arc::new(NoPeers))
+            .clone();
+        for m in &membership.members {
+            if m.id != self.id() {
+                sender.set_peer(m.id, m.cluster_addr());
+            }
+        }
+        let (dir, fsync) = {
+            let s = self.settings.read();
+            (s.data_dir.join("group-0"), s.appendfsync)
+        };
+        let voters = if membership.members.is_empty() {
+            vec![self.id()]
+        } else {
+            membership.voters()
+        };
+        *self.membership.write() = membership;
+        let group = crate::group::start(
+            self.clone(),
+            GroupConfig {
+                node_id: self.id(),
+                group_id: crate::cluster::DATA_GROUP,
+                dir,
+                voters,
+                fsync,
+            },
+            sender,
+        )
+        .map_err(|e| e.to_string())?;
+        self.group
+            .set(group)
+            .map_err(|_| "this node is already part of a group".to_string())
+    }
+
+    /// One tick of the active expiry sweep, on the leader only: walks slots with expiring
+    /// keys from where the last tick stopped, stops after [`SWEEP_BUDGET`] entries, and
+    /// proposes the deletion of what it found expired (replicas delete when the entry is
+    /// applied, never on their own clock). Returns the proposal to wait for, if any.
+    pub fn sweep_expired(&self, now_ms: u64) -> Option<oneshot::Receiver<ProposalResult>> {
+        let group = self.group()?;
+        if !group.status.is_leader() {
+            return None;
+        }
+        let mut commands = Vec::new();
         {
             let mut store = self.store.lock();
             let dbs: Vec<usize> = store
@@ -233,31 +308,35 @@ impl Node {
                             .map
                             .iter()
                             .filter(|(_, e)| e.is_expired(now_ms))
-                            .map(|(k, _)| k.clone()),
+                            .map(|(k, _)| bytes::Bytes::copy_from_slice(k.as_bytes())),
                     );
                 }
-                let mut out = kelvin_protocol::ReplyWriter::default();
-                let mut lazy = Vec::new();
-                let mut exec = crate::cmd::Exec {
-                    store: &mut store,
-                    db,
-                    now_ms,
-                    out: &mut out,
-                    events: &mut events,
-                    lazy_expired: &mut lazy,
-                    may_block: false,
-                    block: None,
-                };
-                for key in doomed {
-                    if exec.expire_if_needed(&key) {
-                        deleted += 1;
-                    }
+                if !doomed.is_empty() {
+                    commands.push(LogCommand::ExpireKeys {
+                        db: db as u8,
+                        keys: doomed,
+                    });
                 }
             }
         }
-        self.publish_events(&mut events);
-        deleted
+        if commands.is_empty() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        group.propose(crate::group::Proposal {
+            commands,
+            version: kelvin_protocol::RespVersion::Resp2,
+            reply: Some(tx),
+        });
+        Some(rx)
     }
+}
+
+/// The sender of a node without peers.
+struct NoPeers;
+
+impl RaftSender for NoPeers {
+    fn send(&self, _group: u64, _msg: raft::eraftpb::Message) {}
 }
 
 /// Accepts connections until shutdown, then waits for them to finish.
@@ -273,7 +352,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> anyhow::Result<()>
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { node.sweep_expired(crate::cmd::unix_ms()); }
+                    _ = tick.tick() => {
+                        // One sweep proposal at a time: the next tick waits for it.
+                        if let Some(done) = node.sweep_expired(crate::cmd::unix_ms()) {
+                            let _ = done.await;
+                        }
+                    }
                     _ = shutdown.changed() => break,
                 }
             }

@@ -10,7 +10,7 @@
 //! and physical by a delete decided by whoever runs the sweep (the leader, later), so
 //! replicas never expire keys on their own clocks.
 
-use std::collections::{HashMap as StdHashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::{HashMap, HashSet};
@@ -224,6 +224,9 @@ pub struct Keyspace {
     expires: usize,
     /// Next slot the active expiry sweep looks at.
     pub sweep_slot: usize,
+    /// Log index of the last write to each slot: what WATCH compares against, the same
+    /// on every replica (see [`Store::written_since`]).
+    written: Vec<u64>,
 }
 
 impl Default for Keyspace {
@@ -233,6 +236,7 @@ impl Default for Keyspace {
             len: 0,
             expires: 0,
             sweep_slot: 0,
+            written: vec![0; SLOT_COUNT],
         }
     }
 }
@@ -416,8 +420,12 @@ pub enum ReadLookup<'a> {
 #[derive(Debug)]
 pub struct Store {
     dbs: Vec<Option<Box<Keyspace>>>,
-    /// Keys under WATCH: (db, key) -> dirty flags of the watching connections.
-    pub watched: StdHashMap<(usize, Blob), Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
+    /// Log index of the entry being applied (the last applied one between entries).
+    pub apply_index: u64,
+    /// `now_ms` of the last applied entry: time as the log sees it never goes backwards.
+    pub last_apply_ms: u64,
+    /// Log index of the last FLUSHDB/FLUSHALL/SWAPDB of each database.
+    flushed: [u64; DATABASES],
     /// Parsed `notify-keyspace-events` classes (see [`crate::notify`]).
     pub notify_flags: u32,
     /// Source of randomness for SPOP, RANDOMKEY and friends. Seeded, so the Raft log can
@@ -437,7 +445,9 @@ impl Default for Store {
         use rand::SeedableRng;
         Store {
             dbs: (0..DATABASES).map(|_| None).collect(),
-            watched: StdHashMap::new(),
+            apply_index: 0,
+            last_apply_ms: 0,
+            flushed: [0; DATABASES],
             notify_flags: 0,
             rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
             expired_keys: 0,
@@ -488,27 +498,36 @@ impl Store {
         }
     }
 
-    /// Marks watchers of `key` dirty, so their EXEC fails.
+    /// Records a write to `key` at the current log index, so an EXEC that watched it
+    /// (or anything in its slot) since an earlier index aborts.
     pub fn signal_modified(&mut self, db: usize, key: &[u8]) {
-        if self.watched.is_empty() {
-            return;
+        let index = self.apply_index;
+        if let Some(ks) = self.dbs[db].as_deref_mut() {
+            ks.written[key_slot(key) as usize] = index;
         }
-        if let Some(flags) = self.watched.get(&(db, Blob::from(key))) {
-            for f in flags {
-                f.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records a write to every key of `db` (all databases if `None`): FLUSHDB, FLUSHALL,
+    /// SWAPDB.
+    pub fn signal_flush(&mut self, db: Option<usize>) {
+        for (i, f) in self.flushed.iter_mut().enumerate() {
+            if db.is_none_or(|d| d == i) {
+                *f = self.apply_index;
             }
         }
     }
 
-    /// Marks every watcher of `db` (all databases if `None`) dirty: FLUSHDB, FLUSHALL.
-    pub fn signal_flush(&mut self, db: Option<usize>) {
-        for ((wdb, _), flags) in &self.watched {
-            if db.is_none_or(|d| d == *wdb) {
-                for f in flags {
-                    f.store(true, std::sync::atomic::Ordering::Release);
-                }
-            }
+    /// Was `slot` of `db` written after log index `since`? Slot granularity: a write to
+    /// another key of the same slot also counts, which can only abort a transaction that
+    /// could have run (clients retry aborted transactions), never run one that must not.
+    pub fn written_since(&self, db: usize, slot: usize, since: u64) -> bool {
+        if db >= DATABASES {
+            return false;
         }
+        self.flushed[db] > since
+            || self
+                .db_ref(db)
+                .is_some_and(|ks| ks.written.get(slot).is_some_and(|&w| w > since))
     }
 
     /// Swaps two databases (SWAPDB).

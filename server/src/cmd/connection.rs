@@ -1,14 +1,15 @@
 //! Connection commands: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, RESET, and the
 //! transaction commands MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kelvin_protocol::RespVersion;
 
 use crate::cmd::{conn, flags::*, int_arg, is, CmdError, CmdResult, CommandSpec, Handler};
-use crate::conn::{run_data, ConnCtx, Multi, Watch};
+use crate::conn::{ConnCtx, Multi, Watch};
+use kelvin_protocol::log::{LogCommand, TxItem};
 
 /// The version HELLO and INFO report. Kelvin answers as Redis 7.2 does.
 pub const REDIS_VERSION: &str = "7.2.4";
@@ -462,7 +463,7 @@ fn reset(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     ctx.client.multi = None;
     *ctx.client.info.multi.lock() = -1;
     if ctx.client.watch.is_some() {
-        ctx.client.unwatch(&mut ctx.node.store.lock());
+        ctx.client.unwatch();
     }
     let channels: Vec<Bytes> = ctx.client.channels.drain().collect();
     let patterns: Vec<Bytes> = ctx.client.patterns.drain().collect();
@@ -498,7 +499,7 @@ fn end_multi(ctx: &mut ConnCtx<'_>) -> Option<Multi> {
     *ctx.client.info.multi.lock() = -1;
     let multi = ctx.client.multi.take();
     if ctx.client.watch.is_some() {
-        ctx.client.unwatch(&mut ctx.node.store.lock());
+        ctx.client.unwatch();
     }
     multi
 }
@@ -507,11 +508,7 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     if ctx.client.multi.is_none() {
         return Err(CmdError::err("EXEC without MULTI"));
     }
-    let dirty = ctx
-        .client
-        .watch
-        .as_ref()
-        .is_some_and(|w| w.dirty.load(Ordering::Acquire));
+    let watch = ctx.client.watch.take();
     let Some(multi) = end_multi(ctx) else {
         return Err(CmdError::err("EXEC without MULTI"));
     };
@@ -520,31 +517,42 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
             "EXECABORT Transaction discarded because of previous errors.",
         ));
     }
-    if dirty {
-        ctx.out.null_array();
-        return Ok(());
-    }
-    ctx.out.array(multi.queue.len());
-    // Data commands run under one hold of the store lock, so no other client's write
-    // lands between them. A connection command inside MULTI (SELECT, PING, PUBLISH)
-    // runs between lock holds: it touches no keys.
-    let mut guard = None;
-    for (spec, argv) in &multi.queue {
+    // The data commands go into one log entry and run there atomically, after the WATCH
+    // check. A connection command queued inside MULTI (SELECT, PING, PUBLISH) runs now,
+    // and its reply travels in the entry to keep its place among the replies.
+    let mut items = Vec::with_capacity(multi.queue.len());
+    for (spec, argv) in multi.queue {
         match spec.handler {
-            Handler::Data(handler) => {
-                let store = guard.get_or_insert_with(|| ctx.node.store.lock());
-                run_data(store, ctx.client, ctx.out, handler, argv, ctx.now_ms, false);
-            }
+            Handler::Data(_) => items.push(TxItem::Data {
+                db: ctx.client.db as u8,
+                argv,
+            }),
             Handler::Conn(handler) => {
-                guard = None;
-                let mark = ctx.out.buf.len();
-                if let Err(err) = handler(ctx, argv) {
-                    ctx.out.buf.truncate(mark);
-                    ctx.out.error(&err.0);
+                let mut reply = kelvin_protocol::ReplyWriter::new(ctx.out.version);
+                let mut inner = ConnCtx {
+                    client: ctx.client,
+                    node: ctx.node,
+                    out: &mut reply,
+                    now_ms: ctx.now_ms,
+                };
+                if let Err(err) = handler(&mut inner, &argv) {
+                    reply.buf.clear();
+                    reply.error(&err.0);
                 }
+                items.push(TxItem::Literal(Bytes::from(reply.buf)));
             }
         }
     }
+    let (watch_since, watch) = match watch {
+        Some(w) => (w.since, w.keys),
+        None => (0, Vec::new()),
+    };
+    // The connection proposes it; the reply comes from the log.
+    ctx.client.transaction = Some(LogCommand::Transaction {
+        watch_since,
+        watch,
+        items,
+    });
     Ok(())
 }
 
@@ -561,23 +569,16 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     if ctx.client.multi.is_some() {
         return Err(CmdError::err("WATCH inside MULTI is not allowed"));
     }
-    let db = ctx.client.db;
+    let db = ctx.client.db as u8;
+    let since = ctx.node.store.lock().apply_index;
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
-        dirty: Arc::new(AtomicBool::new(false)),
+        since,
         keys: Vec::new(),
     });
-    let mut store = ctx.node.store.lock();
     for key in &argv[1..] {
-        let entry = (db, crate::store::Blob::from(&key[..]));
-        if watch.keys.contains(&entry) {
-            continue;
+        if !watch.keys.iter().any(|(d, k)| *d == db && k == key) {
+            watch.keys.push((db, key.clone()));
         }
-        store
-            .watched
-            .entry(entry.clone())
-            .or_default()
-            .push(watch.dirty.clone());
-        watch.keys.push(entry);
     }
     ctx.out.ok();
     Ok(())
@@ -585,7 +586,7 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
 
 fn unwatch(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     if ctx.client.watch.is_some() {
-        ctx.client.unwatch(&mut ctx.node.store.lock());
+        ctx.client.unwatch();
     }
     ctx.out.ok();
     Ok(())

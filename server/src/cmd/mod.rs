@@ -21,6 +21,7 @@ use kelvin_protocol::ReplyWriter;
 use crate::notify::KeyEvent;
 use crate::store::{Blob, Entry, Keyspace, ReadLookup, Store, Value};
 
+pub mod cluster;
 pub mod connection;
 pub mod hash;
 pub mod keys;
@@ -240,7 +241,8 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 9] = [
+    let families: [&'static [CommandSpec]; 10] = [
+        cluster::COMMANDS,
         connection::COMMANDS,
         server::COMMANDS,
         string::COMMANDS,

@@ -1,0 +1,186 @@
+//! Cluster membership as this node knows it, and how a node joins a group.
+//!
+//! How it fits: a node started with `--cluster-port` has an id (random, kept in
+//! `<data-dir>/node-id`) and waits. `kelvin-cli cluster create` asks every node its id
+//! (`CLUSTER MYID`) and cluster port, then sends each the full member list
+//! (`CLUSTER KELVIN-BOOTSTRAP`). Each node writes the list to `<data-dir>/cluster.conf`
+//! and starts the group with those voters; after a restart the file brings it back.
+//! Without `--cluster-port` the node is its own one-voter group, id 1, same code path.
+//!
+//! ```text
+//! cluster.conf:   # comment
+//!                 node <id> <host> <client port> <cluster port>     (one line per member)
+//! ```
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+/// The id of the single node of the embedded default.
+pub const EMBEDDED_NODE_ID: u64 = 1;
+/// The one data group this release has (the cluster issue brings many).
+pub const DATA_GROUP: u64 = 0;
+
+/// Where a member listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub host: IpAddr,
+    pub port: u16,
+    pub cport: u16,
+}
+
+impl Member {
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    pub fn cluster_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.cport)
+    }
+}
+
+/// The members of this node's group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub members: Vec<Member>,
+}
+
+const CONF_FILE: &str = "cluster.conf";
+const ID_FILE: &str = "node-id";
+
+/// A node id as Redis Cluster shows node names: 40 hex characters.
+pub fn node_name(id: u64) -> String {
+    format!("{id:040x}")
+}
+
+/// Parses a node name back into an id.
+pub fn parse_node_name(name: &str) -> Option<u64> {
+    u64::from_str_radix(name, 16).ok().filter(|&id| id != 0)
+}
+
+/// This node's id: read from `<dir>/node-id`, or made up and written there.
+pub fn load_or_create_id(dir: &Path) -> std::io::Result<u64> {
+    let path = dir.join(ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_node_name(text.trim()).ok_or_else(|| {
+            std::io::Error::other(format!("{}: not a node id: {text:?}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Ids are positive and fit raft-rs's u64; 0 means "none" there.
+            let id = (rand::random::<u64>() >> 1).max(2);
+            write_durably(dir, ID_FILE, format!("{}\n", node_name(id)).as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Membership {
+    pub fn voters(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Reads `<dir>/cluster.conf`; `None` if the node never joined a cluster.
+    pub fn load(dir: &Path) -> std::io::Result<Option<Membership>> {
+        let path = dir.join(CONF_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut members = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1));
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 5 || f[0] != "node" {
+                return Err(bad());
+            }
+            members.push(Member {
+                id: parse_node_name(f[1]).ok_or_else(bad)?,
+                host: f[2].parse().map_err(|_| bad())?,
+                port: f[3].parse().map_err(|_| bad())?,
+                cport: f[4].parse().map_err(|_| bad())?,
+            });
+        }
+        Ok(Some(Membership { members }))
+    }
+
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let mut text = String::from("# Kelvin cluster members: node <id> <host> <port> <cluster port>\n");
+        for m in &self.members {
+            text.push_str(&format!(
+                "node {} {} {} {}\n",
+                node_name(m.id),
+                m.host,
+                m.port,
+                m.cport
+            ));
+        }
+        write_durably(dir, CONF_FILE, text.as_bytes())
+    }
+
+    /// Parses the arguments of `CLUSTER KELVIN-BOOTSTRAP`: `<id> <host> <port> <cport>`
+    /// per member.
+    pub fn from_args(args: &[&[u8]]) -> Result<Membership, String> {
+        if args.is_empty() || !args.len().is_multiple_of(4) {
+            return Err("expected <node-id> <host> <port> <cluster-port> per member".into());
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut members = Vec::new();
+        for m in args.chunks(4) {
+            let member = Member {
+                id: parse_node_name(&text(m[0])).ok_or(format!("bad node id '{}'", text(m[0])))?,
+                host: text(m[1]).parse().map_err(|_| format!("bad host '{}'", text(m[1])))?,
+                port: text(m[2]).parse().map_err(|_| format!("bad port '{}'", text(m[2])))?,
+                cport: text(m[3]).parse().map_err(|_| format!("bad cluster port '{}'", text(m[3])))?,
+            };
+            if members.iter().any(|x: &Member| x.id == member.id) {
+                return Err(format!("node {} listed twice", text(m[0])));
+            }
+            members.push(member);
+        }
+        Ok(Membership { members })
+    }
+}
+
+/// Writes `name` in `dir` so that after a crash it is either the old or the new content.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_round_trips_through_its_file() {
+        let dir = std::env::temp_dir().join(format!("kelvin-cluster-conf-{}", std::process::id()));
+        let args: Vec<&[u8]> = vec![
+            b"a1", b"127.0.0.1", b"7001", b"17001", b"b2", b"127.0.0.2", b"7002", b"17002",
+        ];
+        let m = Membership::from_args(&args).unwrap();
+        m.save(&dir).unwrap();
+        assert_eq!(Membership::load(&dir).unwrap(), Some(m.clone()));
+        assert_eq!(m.voters(), vec![0xa1, 0xb2]);
+        let id = load_or_create_id(&dir).unwrap();
+        assert_eq!(load_or_create_id(&dir).unwrap(), id);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(Membership::from_args(&args[..3]).is_err());
+        assert!(Membership::from_args(&[b"zz", b"h", b"1", b"2"]).is_err());
+    }
+}

@@ -1,0 +1,842 @@
+//! One Raft group: the thread that owns its `RawNode`, its log on disk and the order in
+//! which writes reach the keyspace.
+//!
+//! How it fits: connections send [`Proposal`]s (write commands, or reads that need the
+//! log) through [`GroupHandle::propose`]; peers' Raft messages arrive through
+//! [`GroupHandle::step`]. The group thread drains everything that arrived since its last
+//! turn, packs all proposals into ONE log entry (group commit: one append, one fsync for
+//! many clients), and runs raft-rs's ready loop in its exact order: send, apply snapshot,
+//! apply committed, append, persist hard state, fsync (per `appendfsync`), send persisted
+//! messages, advance. A proposal is answered once its entry is committed and applied;
+//! the reply bytes were written by [`crate::machine`] in the client's protocol version.
+//!
+//! The thread is a plain OS thread, not a tokio task: fsync blocks, and a blocked
+//! runtime worker would stall every connection on it.
+//!
+//! Reads: the leader serves reads from its own keyspace while it holds a lease: it asks
+//! for a ReadIndex every other tick, and a quorum's answer to a request sent at `t`
+//! proves no other leader can exist before `t + election timeout` (followers with
+//! `check_quorum` ignore votes while they hear from a leader). The lease is cut short of
+//! that by a margin for clock drift, and only starts once the leader has applied the
+//! first entry of its term. Without a lease, a read goes through the log like a write.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kelvin_protocol::log::{LogBatch, LogCommand};
+use kelvin_protocol::{ReplyWriter, RespVersion};
+use kelvin_wal::{DiskStorage, SnapshotReader, SnapshotWriter, WalOptions};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::{oneshot, watch};
+
+use crate::cmd::BlockOn;
+use crate::config::AppendFsync;
+use crate::node::Node;
+
+/// One Raft tick.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a leader before a follower campaigns (randomised up to twice this).
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between leader heartbeats.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// The read lease: a fraction of the minimum election timeout, the rest is margin for
+/// clock drift between nodes.
+pub const LEASE: Duration = Duration::from_millis(100 * ELECTION_TICKS as u64 * 8 / 10);
+/// Largest log entry the group packs proposals into.
+pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// A proposal whose fate is still unknown after this long is answered with an error.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// With `appendfsync everysec`, the longest the log goes without an fsync.
+pub const EVERYSEC: Duration = Duration::from_secs(1);
+/// Take a snapshot (and compact the log) after this many entries...
+pub const SNAPSHOT_ENTRIES: u64 = 100_000;
+/// ...or this many bytes of log since the last one.
+pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+/// Entries kept after a snapshot, so a follower a little behind catches up from the log.
+pub const KEEP_ENTRIES: u64 = 10_000;
+
+/// Where the group sends its Raft messages: the TCP transport, or an in-memory network
+/// in tests.
+pub trait RaftSender: Send + Sync + 'static {
+    fn send(&self, group: u64, msg: Message);
+    /// Learns (or updates) where peer `id` listens.
+    fn set_peer(&self, _id: u64, _addr: std::net::SocketAddr) {}
+}
+
+/// What a group needs to start.
+pub struct GroupConfig {
+    /// This node's Raft id (non-zero).
+    pub node_id: u64,
+    pub group_id: u64,
+    /// The group's folder (log segments and snapshots).
+    pub dir: PathBuf,
+    /// Voters of a brand-new group; ignored when the log already exists.
+    pub voters: Vec<u64>,
+    pub fsync: AppendFsync,
+}
+
+/// Why a proposal got no reply from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader (the leader's id, if known): nothing was written.
+    NotLeader(Option<u64>),
+    /// Leadership changed and another entry took this one's place: nothing was written.
+    Dropped,
+    /// The entry may or may not have been applied (timeout, snapshot skipped past it).
+    Unknown,
+    /// The group stopped.
+    Stopped,
+}
+
+impl ProposeError {
+    /// The error reply a client gets.
+    pub fn reply_text(&self) -> &'static str {
+        match self {
+            ProposeError::NotLeader(_) | ProposeError::Dropped => {
+                "TRYAGAIN the shard's leader changed before the write was committed; it was not applied"
+            }
+            ProposeError::Unknown => {
+                "ERR the write's outcome is unknown: the shard's leader changed or timed out before answering"
+            }
+            ProposeError::Stopped => "CLUSTERDOWN the shard is not available",
+        }
+    }
+}
+
+/// The answer to a proposal: the replies of its commands, concatenated.
+#[derive(Debug)]
+pub struct Applied {
+    pub out: Vec<u8>,
+    /// The last command blocked (BLPOP found nothing): wait on `ready`, then retry.
+    pub blocked: Option<(BlockOn, watch::Receiver<u64>)>,
+}
+
+pub type ProposalResult = Result<Applied, ProposeError>;
+
+/// Commands one client wants in the log, answered together.
+pub struct Proposal {
+    pub commands: Vec<LogCommand>,
+    pub version: RespVersion,
+    /// `None`: nobody waits (expiry deletes).
+    pub reply: Option<oneshot::Sender<ProposalResult>>,
+}
+
+enum GroupMsg {
+    Propose(Proposal),
+    Raft(Message),
+    SnapshotSent { to: u64, ok: bool },
+    Unreachable { peer: u64 },
+    Stop,
+}
+
+/// What connections can see of the group without asking it.
+pub struct GroupStatus {
+    pub node_id: u64,
+    leader: AtomicU64,
+    /// Nanoseconds since `epoch` until which local reads are linearizable; 0 = no lease.
+    lease_until: AtomicU64,
+    epoch: Instant,
+    stopped: AtomicBool,
+    /// Bumped on every leader change, for connections waiting out an election.
+    changed: watch::Sender<u64>,
+}
+
+impl GroupStatus {
+    fn new(node_id: u64) -> Self {
+        GroupStatus {
+            node_id,
+            leader: AtomicU64::new(0),
+            lease_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stopped: AtomicBool::new(false),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// The leader's id, if there is one.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != 0)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// May this node answer a read from its own keyspace right now?
+    pub fn can_read_locally(&self) -> bool {
+        let until = self.lease_until.load(Ordering::Acquire);
+        until != 0 && (self.epoch.elapsed().as_nanos() as u64) < until && self.is_leader()
+    }
+
+    /// Resolves at the next leader change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn set_leader(&self, leader: u64) {
+        if self.leader.swap(leader, Ordering::AcqRel) != leader {
+            self.lease_until.store(0, Ordering::Release);
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// A running group.
+pub struct GroupHandle {
+    pub group_id: u64,
+    tx: mpsc::Sender<GroupMsg>,
+    pub status: Arc<GroupStatus>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl GroupHandle {
+    /// Queues a proposal. Never blocks. A stopped group answers `Stopped`.
+    pub fn propose(&self, p: Proposal) {
+        if let Err(mpsc::SendError(GroupMsg::Propose(p))) = self.tx.send(GroupMsg::Propose(p)) {
+            if let Some(reply) = p.reply {
+                let _ = reply.send(Err(ProposeError::Stopped));
+            }
+        }
+    }
+
+    /// A Raft message from a peer.
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.send(GroupMsg::Raft(msg));
+    }
+
+    pub fn snapshot_sent(&self, to: u64, ok: bool) {
+        let _ = self.tx.send(GroupMsg::SnapshotSent { to, ok });
+    }
+
+    pub fn unreachable(&self, peer: u64) {
+        let _ = self.tx.send(GroupMsg::Unreachable { peer });
+    }
+
+    /// Stops the thread after it finishes its current turn (fsyncing what it wrote).
+    pub fn stop(&self) {
+        let _ = self.tx.send(GroupMsg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GroupHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Errors that stop a group.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error(transparent)]
+    Wal(#[from] kelvin_wal::WalError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("log entry {index}: {cause}")]
+    Entry { index: u64, cause: String },
+}
+
+/// Opens the group's log, loads its newest snapshot into the node's keyspace, and starts
+/// its thread. Replaying the log after the snapshot happens on the thread, through the
+/// normal apply path, before it answers anything.
+pub fn start(
+    node: Arc<Node>,
+    cfg: GroupConfig,
+    sender: Arc<dyn RaftSender>,
+) -> Result<Arc<GroupHandle>, GroupError> {
+    let started = Instant::now();
+    let mut storage = DiskStorage::open(&cfg.dir, WalOptions::default())?;
+    if !storage.is_initialized() {
+        storage.initialize(ConfState {
+            voters: cfg.voters.clone(),
+            ..Default::default()
+        })?;
+    }
+    let mut applied = 0;
+    if let Some((meta, path)) = storage.snapshot_file() {
+        let keys = load_snapshot(&node, &path)?;
+        applied = meta.index;
+        node.store.lock().apply_index = applied;
+        tracing::info!(group = cfg.group_id, index = applied, keys, file = %path.display(), "snapshot loaded");
+    }
+    let single = storage.conf_state().voters == [cfg.node_id];
+    let config = raft::Config {
+        id: cfg.node_id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    config.validate()?;
+    let logger = crate::raftlog::logger(cfg.group_id);
+    let mut raw = RawNode::new(&config, storage, &logger)?;
+    if single {
+        // One voter: no one to wait for, lead at once.
+        raw.campaign()?;
+    }
+    let status = Arc::new(GroupStatus::new(cfg.node_id));
+    let (tx, rx) = mpsc::channel();
+    let mut group = Group {
+        group_id: cfg.group_id,
+        node,
+        raw,
+        rx,
+        sender,
+        status: status.clone(),
+        fsync: cfg.fsync,
+        last_sync: Instant::now(),
+        batch_seq: rand::random::<u64>() >> 16,
+        pending: BTreeMap::new(),
+        term_start: u64::MAX,
+        lease_asked: None,
+        ticks: 0,
+        encode_buf: Vec::new(),
+        started,
+        replayed: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-{}", cfg.group_id))
+        .spawn(move || {
+            let id = group.group_id;
+            if let Err(err) = group.run() {
+                tracing::error!(group = id, cause = %err, "raft group stopped on an error");
+            }
+            group.status.stopped.store(true, Ordering::Release);
+            group.status.set_leader(0);
+            group.fail_all(ProposeError::Stopped);
+        })
+        .map_err(|e| GroupError::Entry {
+            index: 0,
+            cause: format!("cannot start the group thread: {e}"),
+        })?;
+    Ok(Arc::new(GroupHandle {
+        group_id: cfg.group_id,
+        tx,
+        status,
+        thread: parking_lot::Mutex::new(Some(thread)),
+    }))
+}
+
+/// Clears the keyspace and loads a snapshot file into it. Returns the keys loaded.
+fn load_snapshot(node: &Node, path: &std::path::Path) -> Result<usize, GroupError> {
+    let reader = SnapshotReader::open(path)?;
+    let mut store = node.store.lock();
+    store.clear_all();
+    let mut keys = 0;
+    for chunk in reader.chunks() {
+        keys += crate::snapshot::load_chunk(&mut store, chunk)?;
+    }
+    Ok(keys)
+}
+
+/// One client's share of a log entry.
+struct Waiter {
+    reply: Option<oneshot::Sender<ProposalResult>>,
+    version: RespVersion,
+    commands: usize,
+}
+
+/// A proposed entry waiting to be applied.
+struct PendingEntry {
+    context: Vec<u8>,
+    waiters: Vec<Waiter>,
+    at: Instant,
+}
+
+struct Group {
+    group_id: u64,
+    node: Arc<Node>,
+    raw: RawNode<DiskStorage>,
+    rx: mpsc::Receiver<GroupMsg>,
+    sender: Arc<dyn RaftSender>,
+    status: Arc<GroupStatus>,
+    fsync: AppendFsync,
+    last_sync: Instant,
+    /// Numbers this node's entries; the context of an entry is (node id, number), so an
+    /// applied entry is recognised as ours, or as the one that took our entry's place.
+    batch_seq: u64,
+    /// Our proposed entries by log index.
+    pending: BTreeMap<u64, PendingEntry>,
+    /// Index of the first entry of our term as leader; reads wait until it is applied.
+    term_start: u64,
+    /// When the outstanding lease ReadIndex was asked.
+    lease_asked: Option<Instant>,
+    ticks: u64,
+    encode_buf: Vec<u8>,
+    started: Instant,
+    replayed: bool,
+}
+
+impl Group {
+    fn run(&mut self) -> Result<(), GroupError> {
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = TICK.saturating_sub(last_tick.elapsed());
+            let mut batch = Vec::new();
+            match self.rx.recv_timeout(wait) {
+                Ok(GroupMsg::Stop) => return self.sync_now(),
+                Ok(msg) => self.handle(msg, &mut batch)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.sync_now(),
+            }
+            // Everything that arrived meanwhile joins the same turn: group commit.
+            while let Ok(msg) = self.rx.try_recv() {
+                if let GroupMsg::Stop = msg {
+                    self.propose_batch(batch)?;
+                    self.on_ready()?;
+                    return self.sync_now();
+                }
+                self.handle(msg, &mut batch)?;
+                if self.encode_buf.len() >= MAX_ENTRY_BYTES {
+                    break;
+                }
+            }
+            self.propose_batch(batch)?;
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.raw.tick();
+                self.ticks += 1;
+                self.renew_lease();
+                self.expire_pending();
+            }
+            self.on_ready()?;
+            if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
+                self.sync_now()?;
+            }
+            self.maybe_snapshot()?;
+        }
+    }
+
+    fn handle(&mut self, msg: GroupMsg, batch: &mut Vec<Waiter>) -> Result<(), GroupError> {
+        match msg {
+            GroupMsg::Propose(p) => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0);
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(Err(ProposeError::NotLeader(leader)));
+                    }
+                    return Ok(());
+                }
+                if self.encode_buf.is_empty() {
+                    // Header written when the entry is cut; reserve its room now.
+                    self.encode_buf.resize(BATCH_HEADER, 0);
+                }
+                for c in &p.commands {
+                    c.encode(&mut self.encode_buf);
+                }
+                batch.push(Waiter {
+                    reply: p.reply,
+                    version: p.version,
+                    commands: p.commands.len(),
+                });
+            }
+            GroupMsg::Raft(m) => {
+                if let Err(err) = self.raw.step(m) {
+                    tracing::debug!(group = self.group_id, cause = %err, "raft message ignored");
+                }
+            }
+            GroupMsg::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
+            GroupMsg::Stop => {}
+        }
+        Ok(())
+    }
+
+    /// Cuts the proposals gathered this turn into one entry.
+    fn propose_batch(&mut self, waiters: Vec<Waiter>) -> Result<(), GroupError> {
+        if waiters.is_empty() {
+            return Ok(());
+        }
+        let mut data = std::mem::take(&mut self.encode_buf);
+        let count: usize = waiters.iter().map(|w| w.commands).sum();
+        let now_ms = crate::cmd::unix_ms();
+        data[0] = kelvin_protocol::log::LOG_FORMAT_VERSION;
+        data[1..9].copy_from_slice(&now_ms.to_le_bytes());
+        data[9..13].copy_from_slice(&(count as u32).to_le_bytes());
+        self.batch_seq += 1;
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.status.node_id.to_le_bytes());
+        context.extend_from_slice(&self.batch_seq.to_le_bytes());
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(context.clone(), data) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.pending.insert(
+                    index,
+                    PendingEntry {
+                        context,
+                        waiters,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            _ => {
+                let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0);
+                for w in waiters {
+                    if let Some(reply) = w.reply {
+                        let _ = reply.send(Err(ProposeError::NotLeader(leader)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn renew_lease(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.lease_asked = None;
+            return;
+        }
+        let stale = self
+            .lease_asked
+            .is_none_or(|at| at.elapsed() >= TICK * ELECTION_TICKS as u32);
+        if stale && self.ticks.is_multiple_of(HEARTBEAT_TICKS as u64) || self.lease_asked.is_none() {
+            let at = Instant::now();
+            let ctx = (at - self.status.epoch).as_nanos() as u64;
+            self.raw.read_index(ctx.to_le_bytes().to_vec());
+            self.lease_asked = Some(at);
+        }
+    }
+
+    fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let asked = u64::from_le_bytes(bytes);
+            self.lease_asked = None;
+            if self.raw.raft.state == StateRole::Leader && self.applied() >= self.term_start {
+                let until = asked + LEASE.as_nanos() as u64;
+                self.status.lease_until.fetch_max(until, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn applied(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    /// Answers proposals that have waited too long (a partitioned old leader).
+    fn expire_pending(&mut self) {
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.at.elapsed() >= PROPOSAL_TIMEOUT)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in late {
+            if let Some(p) = self.pending.remove(&i) {
+                fail(p.waiters, ProposeError::Unknown);
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: ProposeError) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            fail(p.waiters, err.clone());
+        }
+    }
+
+    fn sync_now(&mut self) -> Result<(), GroupError> {
+        if self.raw.store().has_unsynced() {
+            self.raw.mut_store().sync()?;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.sender.send(self.group_id, m);
+        }
+    }
+
+    /// raft-rs's ready loop, in its order.
+    fn on_ready(&mut self) -> Result<(), GroupError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.status.set_leader(ss.leader_id);
+            if ss.raft_state == StateRole::Leader {
+                self.term_start = self.raw.raft.raft_log.last_index();
+                tracing::info!(group = self.group_id, term = self.raw.raft.term, "became leader");
+            } else {
+                self.term_start = u64::MAX;
+            }
+        }
+        if !ready.messages().is_empty() {
+            self.send(ready.take_messages());
+        }
+        if *ready.snapshot() != Snapshot::default() {
+            self.install_snapshot(ready.snapshot().clone())?;
+        }
+        self.apply(ready.take_committed_entries())?;
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries())?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone())?;
+        }
+        if self.fsync == AppendFsync::Always || ready.must_sync() && self.fsync != AppendFsync::No
+        {
+            // `must_sync`: a vote or term change is always made durable before it is
+            // announced under `everysec` too; losing one could elect two leaders.
+            self.sync_now()?;
+        }
+        let read_states = ready.take_read_states();
+        if !ready.persisted_messages().is_empty() {
+            self.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(hs)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.on_read_states(read_states);
+        if !self.replayed && self.applied() >= self.raw.raft.raft_log.committed {
+            self.replayed = true;
+            tracing::info!(
+                group = self.group_id,
+                applied = self.applied(),
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "log replayed"
+            );
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), GroupError> {
+        let meta = snap.get_metadata().clone();
+        let name = String::from_utf8_lossy(&snap.data).into_owned();
+        let path = self.raw.store().snapshot_dir().join(&name);
+        let keys = load_snapshot(&self.node, &path)?;
+        self.node.store.lock().apply_index = meta.index;
+        self.raw.mut_store().apply_snapshot(meta.clone(), &path)?;
+        // Anything we proposed at or below the snapshot: we cannot tell its fate.
+        let skipped: Vec<u64> = self.pending.range(..=meta.index).map(|(&i, _)| i).collect();
+        for i in skipped {
+            if let Some(p) = self.pending.remove(&i) {
+                fail(p.waiters, ProposeError::Unknown);
+            }
+        }
+        tracing::info!(group = self.group_id, index = meta.index, keys, "snapshot installed from the leader");
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), GroupError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        let mut answers: Vec<(Waiter, ProposalResult)> = Vec::new();
+        {
+            let node = self.node.clone();
+            let mut store = node.store.lock();
+            for entry in entries {
+                let index = entry.index;
+                // Entries of ours below this one that were never applied lost their place.
+                while let Some((&i, _)) = self.pending.first_key_value() {
+                    if i >= index {
+                        break;
+                    }
+                    if let Some(p) = self.pending.remove(&i) {
+                        fail(p.waiters, ProposeError::Unknown);
+                    }
+                }
+                let mine = match self.pending.remove(&index) {
+                    Some(p) if p.context == entry.context => Some(p.waiters),
+                    Some(p) => {
+                        fail(p.waiters, ProposeError::Dropped);
+                        None
+                    }
+                    None => None,
+                };
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        if entry.data.is_empty() {
+                            store.apply_index = index;
+                            continue;
+                        }
+                        let batch = LogBatch::decode(&entry.data).map_err(|e| GroupError::Entry {
+                            index,
+                            cause: e.to_string(),
+                        })?;
+                        match mine {
+                            None => {
+                                crate::machine::apply_batch(
+                                    &mut store,
+                                    index,
+                                    &batch,
+                                    &mut events,
+                                    |_| None,
+                                );
+                            }
+                            Some(waiters) => {
+                                // One writer per command, grouped back per waiter below.
+                                let mut outs: Vec<ReplyWriter> = waiters
+                                    .iter()
+                                    .flat_map(|w| {
+                                        (0..w.commands).map(move |_| ReplyWriter::new(w.version))
+                                    })
+                                    .collect();
+                                let blocks = {
+                                    let mut slots: Vec<Option<&mut ReplyWriter>> =
+                                        outs.iter_mut().map(Some).collect();
+                                    crate::machine::apply_batch(
+                                        &mut store,
+                                        index,
+                                        &batch,
+                                        &mut events,
+                                        |i| slots.get_mut(i).and_then(|s| s.take()),
+                                    )
+                                };
+                                let mut outs = outs.into_iter();
+                                let mut blocks = blocks.into_iter();
+                                for w in waiters {
+                                    let mut out = Vec::new();
+                                    let mut blocked = None;
+                                    for _ in 0..w.commands {
+                                        if let Some(o) = outs.next() {
+                                            out.extend_from_slice(&o.buf);
+                                        }
+                                        blocked = blocks.next().flatten();
+                                    }
+                                    let blocked = blocked
+                                        .map(|b| (b, store.list_ready.subscribe()));
+                                    answers.push((w, Ok(Applied { out, blocked })));
+                                }
+                            }
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        let mut cc = ConfChange::default();
+                        cc.merge_from_bytes(&entry.data)
+                            .map_err(|e| GroupError::Entry {
+                                index,
+                                cause: e.to_string(),
+                            })?;
+                        let cs = self.raw.apply_conf_change(&cc)?;
+                        self.raw.mut_store().set_conf_state(cs)?;
+                        store.apply_index = index;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let mut cc = ConfChangeV2::default();
+                        cc.merge_from_bytes(&entry.data)
+                            .map_err(|e| GroupError::Entry {
+                                index,
+                                cause: e.to_string(),
+                            })?;
+                        let cs = self.raw.apply_conf_change(&cc)?;
+                        self.raw.mut_store().set_conf_state(cs)?;
+                        store.apply_index = index;
+                    }
+                }
+            }
+        }
+        for (w, result) in answers {
+            if let Some(reply) = w.reply {
+                let _ = reply.send(result);
+            }
+        }
+        self.node.publish_events(&mut events);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the keyspace at the applied index and compacts the log,
+    /// when the log has grown enough or a follower needs one.
+    fn maybe_snapshot(&mut self) -> Result<(), GroupError> {
+        let applied = self.applied();
+        let snap_index = self
+            .raw
+            .store()
+            .snapshot_file()
+            .map(|(m, _)| m.index)
+            .unwrap_or(0);
+        let requested = self.raw.mut_store().take_snapshot_request();
+        let grown = applied.saturating_sub(snap_index) >= SNAPSHOT_ENTRIES
+            || self.raw.store().log_bytes() >= SNAPSHOT_LOG_BYTES;
+        if applied <= snap_index || !(requested || grown) {
+            return Ok(());
+        }
+        // The log must be durable up to what the snapshot covers before the log below it
+        // goes away.
+        self.sync_now()?;
+        let started = Instant::now();
+        let mut meta = raft::eraftpb::SnapshotMetadata {
+            index: applied,
+            term: self.raw.store().term(applied)?,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let dir = self.raw.store().snapshot_dir();
+        let mut writer = SnapshotWriter::create(&dir, &meta)?;
+        let mut encoder = crate::snapshot::SnapshotEncoder::new();
+        let mut chunk = Vec::new();
+        loop {
+            // The lock is taken per chunk, so reads go on meanwhile; nothing is applied
+            // until the snapshot is written (this thread is the only one that applies).
+            let more = encoder.encode_next(&self.node.store.lock(), &mut chunk)?;
+            if !chunk.is_empty() {
+                writer.write_chunk(&chunk)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        let path = writer.finish()?;
+        self.raw.mut_store().set_snapshot(meta, &path)?;
+        self.raw
+            .mut_store()
+            .compact(applied.saturating_sub(KEEP_ENTRIES).max(1))?;
+        tracing::info!(
+            group = self.group_id,
+            index = applied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written, log compacted"
+        );
+        Ok(())
+    }
+}
+
+/// Bytes before the first command of a batch: version, now_ms, count.
+const BATCH_HEADER: usize = 1 + 8 + 4;
+
+fn fail(waiters: Vec<Waiter>, err: ProposeError) {
+    for w in waiters {
+        if let Some(reply) = w.reply {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The state machine: applies committed log entries to the keyspace, identically on
+//! every replica.
+//!
+//! How it fits: the group task hands every committed [`LogBatch`] here, in log order,
+//! under the store lock. The result depends only on the store, the entry and its index:
+//! time is the batch's `now_ms` (never earlier than the previous entry's, so a leader
+//! with a slow clock cannot move time backwards), the rng is reseeded from the index,
+//! and a read inside a transaction that finds an expired key deletes it right there, on
+//! every replica alike. Replies are written only where someone waits for them (the
+//! proposing node); elsewhere they go to a scratch buffer that is thrown away.
+
+use bytes::Bytes;
+use kelvin_protocol::log::{LogBatch, LogCommand, TxItem};
+use kelvin_protocol::{key_slot, ReplyWriter};
+use rand::SeedableRng;
+
+use crate::cmd::{self, BlockOn, Exec, Handler};
+use crate::notify::KeyEvent;
+use crate::store::{Store, DATABASES};
+
+/// Applies `batch`, committed at log `index`. `reply(i)` gives the writer for the reply
+/// of command `i`, or `None` if nobody waits for it. Returns, per command, whether a
+/// blocking command found nothing and wants to wait (only the last command of a
+/// proposal can block; the proposer guarantees that).
+pub fn apply_batch<'w>(
+    store: &mut Store,
+    index: u64,
+    batch: &LogBatch,
+    events: &mut Vec<KeyEvent>,
+    mut reply: impl FnMut(usize) -> Option<&'w mut ReplyWriter>,
+) -> Vec<Option<BlockOn>> {
+    let now_ms = batch.now_ms.max(store.last_apply_ms);
+    store.last_apply_ms = now_ms;
+    store.apply_index = index;
+    let mut scratch = ReplyWriter::default();
+    let mut blocks = Vec::with_capacity(batch.commands.len());
+    for (pos, command) in batch.commands.iter().enumerate() {
+        store.rng = rand::rngs::SmallRng::seed_from_u64(
+            index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos as u64,
+        );
+        let out = match reply(pos) {
+            Some(out) => out,
+            None => {
+                scratch.buf.clear();
+                &mut scratch
+            }
+        };
+        blocks.push(apply_command(store, now_ms, command, out, events));
+    }
+    blocks
+}
+
+fn apply_command(
+    store: &mut Store,
+    now_ms: u64,
+    command: &LogCommand,
+    out: &mut ReplyWriter,
+    events: &mut Vec<KeyEvent>,
+) -> Option<BlockOn> {
+    match command {
+        LogCommand::Single { db, argv } => run(store, *db, now_ms, argv, out, events, true),
+        LogCommand::Transaction {
+            watch_since,
+            watch,
+            items,
+        } => {
+            let touched = watch.iter().any(|(db, key)| {
+                store.written_since(*db as usize, key_slot(key) as usize, *watch_since)
+            });
+            if touched {
+                out.null_array();
+                return None;
+            }
+            out.array(items.len());
+            for item in items {
+                match item {
+                    TxItem::Data { db, argv } => {
+                        run(store, *db, now_ms, argv, out, events, false);
+                    }
+                    TxItem::Literal(reply) => out.buf.extend_from_slice(reply),
+                }
+            }
+            None
+        }
+        LogCommand::ExpireKeys { db, keys } => {
+            if (*db as usize) < DATABASES {
+                let mut lazy = Vec::new();
+                let mut ex = exec(store, *db as usize, now_ms, out, events, &mut lazy, false);
+                for key in keys {
+                    ex.expire_if_needed(key);
+                }
+            }
+            None
+        }
+    }
+}
+
+fn exec<'a>(
+    store: &'a mut Store,
+    db: usize,
+    now_ms: u64,
+    out: &'a mut ReplyWriter,
+    events: &'a mut Vec<KeyEvent>,
+    lazy_expired: &'a mut Vec<(usize, crate::store::Blob)>,
+    may_block: bool,
+) -> Exec<'a> {
+    Exec {
+        store,
+        db,
+        now_ms,
+        out,
+        events,
+        lazy_expired,
+        may_block,
+        block: None,
+    }
+}
+
+/// Runs one data command. An error reply takes back whatever the command wrote.
+fn run(
+    store: &mut Store,
+    db: u8,
+    now_ms: u64,
+    argv: &[Bytes],
+    out: &mut ReplyWriter,
+    events: &mut Vec<KeyEvent>,
+    may_block: bool,
+) -> Option<BlockOn> {
+    let db = db as usize;
+    let handler = match argv.first().and_then(|name| cmd::lookup(name)) {
+        Some(spec) if db < DATABASES && spec.arity_ok(argv.len()) => match spec.handler {
+            Handler::Data(handler) => handler,
+            Handler::Conn(_) => {
+                out.error("ERR command cannot run from the log");
+                return None;
+            }
+        },
+        // Proposers check commands before proposing; an entry from a newer version that
+        // this one does not know is answered, not applied, the same on every replica.
+        _ => {
+            out.error("ERR unknown command in log entry");
+            return None;
+        }
+    };
+    let mark = out.buf.len();
+    let mut lazy = Vec::new();
+    let mut ex = exec(store, db, now_ms, out, events, &mut lazy, may_block);
+    let result = handler(&mut ex, argv);
+    let block = ex.block;
+    if let Err(err) = result {
+        ex.out.buf.truncate(mark);
+        ex.out.error(&err.0);
+    }
+    // Reads inside the log (transactions) delete what they found expired, right here,
+    // the same on every replica.
+    if !lazy.is_empty() {
+        let mut scratch = ReplyWriter::default();
+        let mut none = Vec::new();
+        for (db, key) in std::mem::take(&mut lazy) {
+            exec(store, db, now_ms, &mut scratch, events, &mut none, false).expire_if_needed(&key);
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn single(words: &[&str]) -> LogCommand {
+        LogCommand::Single {
+            db: 0,
+            argv: argv(words),
+        }
+    }
+
+    fn apply(store: &mut Store, index: u64, now_ms: u64, cmds: Vec<LogCommand>) -> Vec<Vec<u8>> {
+        let batch = LogBatch {
+            now_ms,
+            commands: cmds,
+        };
+        let mut outs: Vec<ReplyWriter> = (0..batch.commands.len())
+            .map(|_| ReplyWriter::default())
+            .collect();
+        let mut events = Vec::new();
+        {
+            let mut slots: Vec<Option<&mut ReplyWriter>> = outs.iter_mut().map(Some).collect();
+            apply_batch(store, index, &batch, &mut events, |i| slots[i].take());
+        }
+        outs.into_iter().map(|o| o.buf).collect()
+    }
+
+    #[test]
+    fn replicas_applying_the_same_log_agree_including_randomness() {
+        let log = vec![
+            vec![single(&["SADD", "s", "a", "b", "c", "d", "e", "f"])],
+            vec![single(&["SPOP", "s", "2"]), single(&["INCR", "n"])],
+            vec![single(&["SET", "t", "v", "PX", "10"])],
+        ];
+        let mut a = Store::default();
+        let mut b = Store::default();
+        let mut replies = Vec::new();
+        for (i, cmds) in log.iter().enumerate() {
+            let ra = apply(&mut a, i as u64 + 1, 1000 + i as u64, cmds.clone());
+            let rb = apply(&mut b, i as u64 + 1, 1000 + i as u64, cmds.clone());
+            assert_eq!(ra, rb);
+            replies.push(ra);
+        }
+        assert_eq!(replies[1][1], b":1\r\n");
+        let members = |s: &mut Store| match s.db(0).raw_get(b"s").map(|e| e.value.clone()) {
+            Some(crate::store::Value::Set(set)) => {
+                let mut v: Vec<_> = set.iter().map(|m| m.to_vec()).collect();
+                v.sort();
+                v
+            }
+            _ => Vec::new(),
+        };
+        assert_eq!(members(&mut a), members(&mut b));
+        assert_eq!(members(&mut a).len(), 4);
+    }
+
+    #[test]
+    fn time_never_goes_backwards_across_entries() {
+        let mut s = Store::default();
+        apply(&mut s, 1, 5000, vec![single(&["SET", "k", "v", "PX", "100"])]);
+        // A leader with a clock 10 s behind: the key is still expired at 5100.
+        apply(&mut s, 2, 0, vec![single(&["SET", "other", "x"])]);
+        let r = apply(&mut s, 3, 5100, vec![single(&["GET", "k"])]);
+        assert_eq!(r[0], b"$-1\r\n");
+    }
+
+    #[test]
+    fn a_watched_slot_written_after_watch_aborts_the_transaction() {
+        let mut s = Store::default();
+        apply(&mut s, 1, 1, vec![single(&["SET", "w", "1"])]);
+        let tx = |since| LogCommand::Transaction {
+            watch_since: since,
+            watch: vec![(0, Bytes::from_static(b"w"))],
+            items: vec![
+                TxItem::Data {
+                    db: 0,
+                    argv: argv(&["INCR", "w"]),
+                },
+                TxItem::Literal(Bytes::from_static(b"+PONG\r\n")),
+            ],
+        };
+        // Watched at index 1, nothing written since: runs.
+        let r = apply(&mut s, 2, 2, vec![tx(1)]);
+        assert_eq!(r[0], b"*2\r\n:2\r\n+PONG\r\n");
+        // Watched at index 1, but index 2 wrote `w`: aborts, nothing applied.
+        let r = apply(&mut s, 3, 3, vec![tx(1)]);
+        assert_eq!(r[0], b"*-1\r\n");
+        let r = apply(&mut s, 4, 4, vec![single(&["GET", "w"])]);
+        assert_eq!(r[0], b"$1\r\n2\r\n");
+    }
+
+    #[test]
+    fn expire_keys_deletes_only_what_is_still_expired() {
+        let mut s = Store::default();
+        apply(&mut s, 1, 100, vec![single(&["SET", "a", "1", "PX", "10"])]);
+        apply(&mut s, 2, 100, vec![single(&["SET", "b", "1"])]);
+        let keys = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        apply(&mut s, 3, 200, vec![LogCommand::ExpireKeys { db: 0, keys }]);
+        assert!(s.db(0).raw_get(b"a").is_none());
+        assert!(s.db(0).raw_get(b"b").is_some());
+        assert_eq!(s.expired_keys, 1);
+    }
+}
