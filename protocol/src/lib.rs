@@ -5,7 +5,8 @@
 //! the inline commands a person types into `nc`), executes each command and writes its
 //! answer through [`ReplyWriter`], which speaks RESP2 or RESP3 as the connection chose
 //! with `HELLO`. [`slot`] maps keys to the 16384 Redis Cluster hash slots, and [`glob`]
-//! is Redis's pattern matcher (KEYS, SCAN MATCH, PSUBSCRIBE).
+//! is Redis's pattern matcher (KEYS, SCAN MATCH, PSUBSCRIBE). [`peer`] holds the
+//! node-to-node frames (handshake, Raft messages, snapshot chunks) the transport speaks.
 //!
 //! The general-purpose frame codec for the client side (`kelvin-cli`, tests) is the
 //! `redis-protocol` crate, re-exported as [`frames`]; the server's request path uses the
@@ -14,6 +15,7 @@
 
 pub mod glob;
 pub mod log;
+pub mod peer;
 pub mod reply;
 pub mod request;
 pub mod slot;

@@ -6,7 +6,8 @@
 //! - [`cmd`]: the command table, one family per file;
 //! - [`store`]: 16 databases of per-slot tables, deterministic writes;
 //! - [`pubsub`], [`notify`]: channels, patterns, keyspace notifications;
-//! - [`config`]: flags, config file, CONFIG GET/SET.
+//! - [`config`]: flags, config file, CONFIG GET/SET;
+//! - [`transport`]: the authenticated node-to-node channel for Raft messages and snapshots.
 
 pub mod cluster;
 pub mod cmd;
@@ -20,6 +21,7 @@ pub mod pubsub;
 pub mod raftlog;
 pub mod relay;
 pub mod store;
+pub mod transport;
 pub mod zset;
 
 use std::sync::Arc;
