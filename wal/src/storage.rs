@@ -1,0 +1,715 @@
+//! [`DiskStorage`]: the Raft log, hard state and conf state on a segmented WAL.
+
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use protobuf::Message;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use crate::record::{self, Record, Scan};
+use crate::WalError;
+
+/// Tuning knobs of the WAL.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Roll to a new segment once the active one has at least this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The log state, shared by live operation and replay so both evolve identically.
+#[derive(Default)]
+struct LogState {
+    hs: HardState,
+    cs: ConfState,
+    /// Newest snapshot file: its metadata and file name inside `snap/`.
+    snapshot: Option<(SnapshotMetadata, String)>,
+    /// Index and term of the entry just before the first one held (0, 0 if none dropped).
+    truncated: (u64, u64),
+    /// Invariant: `entries[i].index == truncated.0 + 1 + i`.
+    entries: Vec<Entry>,
+}
+
+impl LogState {
+    fn first_index(&self) -> u64 {
+        self.truncated.0 + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.entries.last().map_or(self.truncated.0, |e| e.index)
+    }
+
+    /// Places `ents` (contiguous, `first_index <= ents[0].index <= last_index + 1`).
+    fn splice(&mut self, ents: &[Entry]) {
+        let keep = (ents[0].index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(ents);
+    }
+
+    /// Drops entries `<= index`; `term` is the term of `index`.
+    fn compact(&mut self, index: u64, term: u64) {
+        let n = index.saturating_sub(self.truncated.0);
+        let n = usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        self.entries.drain(..n);
+        self.truncated = (index, term);
+    }
+
+    /// Like `MemStorageCore::apply_snapshot` after its out-of-date check.
+    fn apply_snapshot(&mut self, meta: &SnapshotMetadata) {
+        self.entries.clear();
+        self.truncated = (meta.index, meta.term);
+        self.hs.term = self.hs.term.max(meta.term);
+        self.hs.commit = meta.index;
+        self.cs = meta.get_conf_state().clone();
+    }
+
+    /// The records that start every segment and recreate this state on their own.
+    fn put_header(&self, buf: &mut Vec<u8>) -> Result<(), WalError> {
+        record::put_hard_state(buf, &self.hs)?;
+        record::put_conf_state(buf, &self.cs)?;
+        if let Some((meta, name)) = &self.snapshot {
+            record::put_snapshot(buf, record::SNAP_CREATED, meta, name)?;
+        }
+        record::put_compact(buf, self.truncated.0, self.truncated.1)
+    }
+}
+
+struct Segment {
+    /// Number in the file name; segments are ordered by it.
+    name: u64,
+    path: PathBuf,
+    /// Highest entry index written to this segment that is still live (0: none).
+    max_index: u64,
+    bytes: u64,
+}
+
+/// Replay bookkeeping for a log whose older segments were deleted: the first entries batch
+/// may then start past `truncated + 1`; a later Compact/Snapshot record must cover the gap.
+#[derive(Default)]
+struct Replay {
+    seen_batch: bool,
+    gap: Option<u64>,
+}
+
+impl Replay {
+    fn apply(&mut self, st: &mut LogState, rec: Record, seg_max: &mut u64) -> Result<(), String> {
+        match rec {
+            Record::Entries(ents) => {
+                let ents: Vec<Entry> = ents
+                    .into_iter()
+                    .filter(|e| e.index > st.truncated.0)
+                    .collect();
+                let Some(first) = ents.first().map(|e| e.index) else {
+                    return Ok(());
+                };
+                if first > st.last_index() + 1 {
+                    if self.seen_batch || self.gap.is_some() {
+                        return Err(format!(
+                            "entries start at {first} but the log ends at {}",
+                            st.last_index()
+                        ));
+                    }
+                    st.entries.clear();
+                    st.truncated = (first - 1, 0);
+                    self.gap = Some(first - 1);
+                }
+                self.seen_batch = true;
+                st.splice(&ents);
+                *seg_max = (*seg_max).max(st.last_index());
+            }
+            Record::HardState(hs) => st.hs = hs,
+            Record::ConfState(cs) => st.cs = cs,
+            Record::Snapshot { kind, meta, name } => {
+                if kind == record::SNAP_APPLIED {
+                    st.apply_snapshot(&meta);
+                    self.close_gap(meta.index);
+                }
+                st.snapshot = Some((meta, name));
+            }
+            Record::Compact { index, term } => {
+                if index > st.truncated.0 || self.gap == Some(index) {
+                    st.compact(index, term);
+                }
+                self.close_gap(index);
+            }
+        }
+        Ok(())
+    }
+
+    fn close_gap(&mut self, index: u64) {
+        if self.gap.is_some_and(|g| index >= g) {
+            self.gap = None;
+        }
+    }
+}
+
+/// Durable [`raft::Storage`]: see the crate docs for the format and durability contract.
+pub struct DiskStorage {
+    wal_dir: PathBuf,
+    snap_dir: PathBuf,
+    opts: WalOptions,
+    st: LogState,
+    /// Oldest first; the last one is the active segment.
+    segments: Vec<Segment>,
+    active: File,
+    buf: Vec<u8>,
+    unsynced: bool,
+    dir_unsynced: bool,
+    poisoned: bool,
+    snapshot_requested: Cell<bool>,
+}
+
+fn segment_path(wal_dir: &Path, name: u64) -> PathBuf {
+    wal_dir.join(format!("{name:020}.log"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(WalError::io(dir))
+}
+
+/// Creates segment `name` holding just the header for `st`.
+fn create_segment(
+    wal_dir: &Path,
+    name: u64,
+    st: &LogState,
+    buf: &mut Vec<u8>,
+) -> Result<(File, Segment), WalError> {
+    let path = segment_path(wal_dir, name);
+    buf.clear();
+    st.put_header(buf)?;
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(WalError::io(&path))?;
+    file.write_all(buf).map_err(WalError::io(&path))?;
+    let seg = Segment {
+        name,
+        path,
+        max_index: 0,
+        bytes: buf.len() as u64,
+    };
+    Ok((file, seg))
+}
+
+/// Parses `<term>-<index>.snap`.
+fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
+    let (term, index) = name.strip_suffix(".snap")?.split_once('-')?;
+    Some((term.parse().ok()?, index.parse().ok()?))
+}
+
+impl DiskStorage {
+    /// Opens or creates the storage in `dir`, replaying the WAL (see the crate docs).
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<DiskStorage, WalError> {
+        let wal_dir = dir.join("wal");
+        let snap_dir = dir.join("snap");
+        for d in [dir, &wal_dir, &snap_dir] {
+            if !d.is_dir() {
+                fs::create_dir_all(d).map_err(WalError::io(d))?;
+                if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        // Leftovers of snapshots interrupted by a crash.
+        for (path, name) in list_dir(&snap_dir)? {
+            if name.ends_with(".snap.tmp") {
+                fs::remove_file(&path).map_err(WalError::io(&path))?;
+            }
+        }
+        let mut names: Vec<u64> = list_dir(&wal_dir)?
+            .into_iter()
+            .filter_map(|(_, n)| n.strip_suffix(".log")?.parse().ok())
+            .collect();
+        names.sort_unstable();
+
+        let mut st = LogState::default();
+        let mut replay = Replay::default();
+        let mut segments = Vec::with_capacity(names.len());
+        let mut torn = false;
+        for (i, &name) in names.iter().enumerate() {
+            let path = segment_path(&wal_dir, name);
+            let data = fs::read(&path).map_err(WalError::io(&path))?;
+            let mut off = 0;
+            let mut max_index = 0;
+            loop {
+                match record::scan(&data, off) {
+                    Scan::End => break,
+                    Scan::Record { ty, payload, end } => {
+                        record::decode(ty, payload)
+                            .and_then(|rec| replay.apply(&mut st, rec, &mut max_index))
+                            .map_err(|reason| WalError::corrupt(&path, off, reason))?;
+                        off = end;
+                    }
+                    Scan::Bad { reason, torn: true } if i + 1 == names.len() => {
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = off,
+                            %reason,
+                            "truncating torn tail of the WAL"
+                        );
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(WalError::io(&path))?;
+                        f.set_len(off as u64)
+                            .and_then(|()| f.sync_all())
+                            .map_err(WalError::io(&path))?;
+                        torn = true;
+                        break;
+                    }
+                    Scan::Bad { reason, .. } => return Err(WalError::corrupt(&path, off, reason)),
+                }
+            }
+            segments.push(Segment {
+                name,
+                path,
+                max_index,
+                bytes: off as u64,
+            });
+        }
+        if let Some(g) = replay.gap {
+            let file = segments.first().map(|s| s.path.clone()).unwrap_or_default();
+            return Err(WalError::corrupt(
+                file,
+                0,
+                format!("entries up to {g} are missing and no compaction record covers them"),
+            ));
+        }
+        if let Some((_, name)) = &st.snapshot {
+            let path = snap_dir.join(name);
+            if !path.is_file() {
+                return Err(WalError::MissingSnapshot { path });
+            }
+        }
+
+        // The active segment must start with a complete header: start a new one if the
+        // last segment is missing, empty, or lost part of its records.
+        let mut buf = Vec::new();
+        let reuse = !torn && segments.last().is_some_and(|s| s.bytes > 0);
+        let active = if reuse {
+            let path = &segments[segments.len() - 1].path;
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(WalError::io(path))?
+        } else {
+            if let Some(s) = segments.last().filter(|s| s.bytes == 0) {
+                fs::remove_file(&s.path).map_err(WalError::io(&s.path))?;
+                segments.pop();
+            }
+            let name = (st.last_index() + 1).max(segments.last().map_or(0, |s| s.name + 1));
+            let (file, seg) = create_segment(&wal_dir, name, &st, &mut buf)?;
+            file.sync_data().map_err(WalError::io(&seg.path))?;
+            sync_dir(&wal_dir)?;
+            segments.push(seg);
+            file
+        };
+        Ok(DiskStorage {
+            wal_dir,
+            snap_dir,
+            opts,
+            st,
+            segments,
+            active,
+            buf,
+            unsynced: false,
+            dir_unsynced: false,
+            poisoned: false,
+            snapshot_requested: Cell::new(false),
+        })
+    }
+
+    /// Whether there is any hard state, conf state, log entry or snapshot.
+    pub fn is_initialized(&self) -> bool {
+        self.st.hs != HardState::default()
+            || self.st.cs != ConfState::default()
+            || !self.st.entries.is_empty()
+            || self.st.snapshot.is_some()
+            || self.st.truncated.0 > 0
+    }
+
+    /// Bootstraps a brand-new group with `cs` (synced), like
+    /// `MemStorage::initialize_with_conf_state`.
+    pub fn initialize(&mut self, cs: ConfState) -> Result<(), WalError> {
+        if self.is_initialized() {
+            return Err(WalError::Invalid("storage is already initialized".into()));
+        }
+        self.set_conf_state(cs)?;
+        self.sync()
+    }
+
+    /// Appends entries like `MemStorage::append`: an entry at an index `<= last_index`
+    /// replaces that entry and everything after it. One `write`, no fsync.
+    pub fn append(&mut self, ents: &[Entry]) -> Result<(), WalError> {
+        let (Some(first), Some(last)) = (ents.first(), ents.last()) else {
+            return Ok(());
+        };
+        if first.index < self.st.first_index() {
+            return Err(WalError::Invalid(format!(
+                "append at {} overwrites compacted entries (first index {})",
+                first.index,
+                self.st.first_index()
+            )));
+        }
+        if first.index > self.st.last_index() + 1 {
+            return Err(WalError::Invalid(format!(
+                "append at {} leaves a gap after last index {}",
+                first.index,
+                self.st.last_index()
+            )));
+        }
+        if ents.windows(2).any(|w| w[1].index != w[0].index + 1) {
+            return Err(WalError::Invalid(
+                "appended entries are not contiguous".into(),
+            ));
+        }
+        self.buf.clear();
+        record::put_entries(&mut self.buf, ents)?;
+        self.write_buf()?;
+        self.st.splice(ents);
+        if let Some(seg) = self.segments.last_mut() {
+            seg.max_index = seg.max_index.max(last.index);
+        }
+        self.maybe_roll()
+    }
+
+    /// Records the hard state in the WAL (no fsync).
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), WalError> {
+        if hs == self.st.hs {
+            return Ok(());
+        }
+        self.buf.clear();
+        record::put_hard_state(&mut self.buf, &hs)?;
+        self.write_buf()?;
+        self.st.hs = hs;
+        Ok(())
+    }
+
+    /// Records the conf state in the WAL (no fsync).
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), WalError> {
+        if cs == self.st.cs {
+            return Ok(());
+        }
+        self.buf.clear();
+        record::put_conf_state(&mut self.buf, &cs)?;
+        self.write_buf()?;
+        self.st.cs = cs;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        if self.unsynced {
+            let path = &self.segments[self.segments.len() - 1].path;
+            self.active.sync_data().map_err(WalError::io(path))?;
+            self.unsynced = false;
+        }
+        if self.dir_unsynced {
+            sync_dir(&self.wal_dir)?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Whether [`DiskStorage::sync`] has anything to do.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced || self.dir_unsynced
+    }
+
+    /// Drops the entries `<= index` (the term of `index` is kept for [`Storage::term`]) and
+    /// deletes the oldest segments whose entries are all `<= index` (never the active one).
+    /// A no-op if `index` is already compacted; an error if `index > last_index`.
+    pub fn compact(&mut self, index: u64) -> Result<(), WalError> {
+        if index <= self.st.truncated.0 {
+            return Ok(());
+        }
+        if index > self.st.last_index() {
+            return Err(WalError::Invalid(format!(
+                "compact to {index} beyond last index {}",
+                self.st.last_index()
+            )));
+        }
+        let term = self.st.entries[(index - self.st.first_index()) as usize].term;
+        self.buf.clear();
+        record::put_compact(&mut self.buf, index, term)?;
+        self.write_buf()?;
+        self.st.compact(index, term);
+
+        let dead = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| s.max_index <= index)
+            .count();
+        if dead > 0 {
+            // Replay of the remaining segments relies on the Compact record.
+            self.sync()?;
+            for seg in self.segments.drain(..dead) {
+                fs::remove_file(&seg.path).map_err(WalError::io(&seg.path))?;
+                tracing::debug!(file = %seg.path.display(), "deleted compacted WAL segment");
+            }
+            self.dir_unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// The directory snapshot files live in (`<dir>/snap`).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snap_dir.clone()
+    }
+
+    /// Records `file` (written by [`crate::SnapshotWriter`] into [`DiskStorage::snapshot_dir`])
+    /// as the newest snapshot, durably, and deletes all but the 2 newest snapshot files.
+    pub fn set_snapshot(&mut self, meta: SnapshotMetadata, file: &Path) -> Result<(), WalError> {
+        self.record_snapshot(record::SNAP_CREATED, meta, file)
+    }
+
+    /// A snapshot from the leader was loaded by the application: like
+    /// `MemStorage::apply_snapshot` (entries cleared, commit and term raised, conf state
+    /// replaced), recorded durably as the newest snapshot.
+    pub fn apply_snapshot(&mut self, meta: SnapshotMetadata, file: &Path) -> Result<(), WalError> {
+        if self.st.first_index() > meta.index {
+            return Err(WalError::SnapshotOutOfDate {
+                index: meta.index,
+                first_index: self.st.first_index(),
+            });
+        }
+        self.record_snapshot(record::SNAP_APPLIED, meta, file)
+    }
+
+    fn record_snapshot(
+        &mut self,
+        kind: u8,
+        meta: SnapshotMetadata,
+        file: &Path,
+    ) -> Result<(), WalError> {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| self.snap_dir.join(n).is_file())
+            .ok_or_else(|| {
+                WalError::Invalid(format!(
+                    "snapshot {} is not a file in {}",
+                    file.display(),
+                    self.snap_dir.display()
+                ))
+            })?
+            .to_owned();
+        self.buf.clear();
+        record::put_snapshot(&mut self.buf, kind, &meta, &name)?;
+        self.write_buf()?;
+        if kind == record::SNAP_APPLIED {
+            self.st.apply_snapshot(&meta);
+            // Every entry written so far is dead: old segments hold nothing live.
+            for seg in &mut self.segments {
+                seg.max_index = 0;
+            }
+        }
+        self.st.snapshot = Some((meta, name));
+        self.sync()?;
+        self.prune_snapshots()
+    }
+
+    /// Keeps the 2 newest `*.snap` files (and always the recorded one).
+    fn prune_snapshots(&mut self) -> Result<(), WalError> {
+        let current = self.st.snapshot.as_ref().map(|(_, n)| n.as_str());
+        let mut snaps: Vec<((u64, u64), PathBuf, String)> = list_dir(&self.snap_dir)?
+            .into_iter()
+            .filter_map(|(p, n)| parse_snap_name(&n).map(|(t, i)| ((i, t), p, n)))
+            .collect();
+        snaps.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let mut removed = false;
+        for (_, path, name) in snaps.into_iter().skip(2) {
+            if Some(name.as_str()) != current {
+                fs::remove_file(&path).map_err(WalError::io(&path))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.snap_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot file and its metadata.
+    pub fn snapshot_file(&self) -> Option<(SnapshotMetadata, PathBuf)> {
+        let (meta, name) = self.st.snapshot.as_ref()?;
+        Some((meta.clone(), self.snap_dir.join(name)))
+    }
+
+    /// Whether raft asked for a snapshot newer than the newest file since the last call.
+    pub fn take_snapshot_request(&mut self) -> bool {
+        self.snapshot_requested.replace(false)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.st.hs
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.st.cs
+    }
+
+    /// Number of entries held (after the compaction point).
+    pub fn entries_len(&self) -> usize {
+        self.st.entries.len()
+    }
+
+    /// Total size of the WAL segment files.
+    pub fn log_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    fn check_poisoned(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            Err(WalError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Hands `self.buf` to the OS in one write.
+    fn write_buf(&mut self) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let seg = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| WalError::Invalid("no active segment".into()))?;
+        if let Err(e) = self.active.write_all(&self.buf) {
+            self.poisoned = true;
+            return Err(WalError::io(&seg.path)(e));
+        }
+        seg.bytes += self.buf.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn maybe_roll(&mut self) -> Result<(), WalError> {
+        let Some(cur) = self.segments.last() else {
+            return Ok(());
+        };
+        if cur.bytes < self.opts.segment_bytes {
+            return Ok(());
+        }
+        let name = (self.st.last_index() + 1).max(cur.name + 1);
+        // Older segments are always complete: only the last one may have a torn tail.
+        self.sync()?;
+        let (file, seg) = create_segment(&self.wal_dir, name, &self.st, &mut self.buf)?;
+        tracing::debug!(file = %seg.path.display(), "rolled to a new WAL segment");
+        self.active = file;
+        self.segments.push(seg);
+        self.unsynced = true;
+        self.dir_unsynced = true;
+        Ok(())
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, WalError> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(dir).map_err(WalError::io(dir))? {
+        let ent = ent.map_err(WalError::io(dir))?;
+        if let Ok(name) = ent.file_name().into_string() {
+            out.push((ent.path(), name));
+        }
+    }
+    Ok(out)
+}
+
+/// How many of `ents` `raft::util::limit_size` would keep.
+fn limited_len(ents: &[Entry], max: Option<u64>) -> usize {
+    let max = match max {
+        Some(max) if max != u64::MAX && ents.len() > 1 => max,
+        _ => return ents.len(),
+    };
+    let mut size = 0u64;
+    ents.iter()
+        .take_while(|e| {
+            let first = size == 0;
+            size += u64::from(e.compute_size());
+            first || size <= max
+        })
+        .count()
+}
+
+impl Storage for DiskStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.st.hs.clone(), self.st.cs.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let first = self.st.first_index();
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.st.last_index() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let ents = &self.st.entries[(low - first) as usize..(high - first) as usize];
+        Ok(ents[..limited_len(ents, max_size.into())].to_vec())
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (t_index, t_term) = self.st.truncated;
+        if idx == t_index {
+            return Ok(t_term);
+        }
+        if idx < t_index {
+            // Like MemStorage, the snapshot's own index keeps its term (0 for "no snapshot").
+            let snap = self.st.snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
+            if idx == snap.0 {
+                return Ok(snap.1);
+            }
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.st.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.st.entries[(idx - t_index - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.st.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.st.last_index())
+    }
+
+    /// The newest snapshot file, `data` = its file name in [`DiskStorage::snapshot_dir`].
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &self.st.snapshot {
+            Some((meta, name)) if meta.index >= request_index => {
+                let mut snap = Snapshot::default();
+                snap.set_metadata(meta.clone());
+                snap.data = name.clone().into_bytes().into();
+                Ok(snap)
+            }
+            _ => {
+                self.snapshot_requested.set(true);
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        }
+    }
+}
