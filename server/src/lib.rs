@@ -38,12 +38,78 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Binds the listener from `settings` (port 0 picks a free one) and serves in the
-/// background.
+/// Binds the listener from `settings` (port 0 picks a free one), opens the data group
+/// (loading its snapshot; the log replays on the group's thread) and serves in the
+/// background. With a cluster port, the node-to-node transport starts too, and the group
+/// only if this node already belongs to a cluster (`cluster.conf`); otherwise it waits
+/// for `CLUSTER KELVIN-BOOTSTRAP`.
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let listener = TcpListener::bind((settings.bind, settings.port)).await?;
     let addr = listener.local_addr()?;
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let cluster = settings
+        .cluster_port
+        .map(|p| (p, settings.cluster_secret.clone(), settings.bind));
     let node = Node::new(settings, addr);
+    match cluster {
+        None => {
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || {
+                node.start_group(cluster::Membership::default())
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display()))?;
+        }
+        Some((cport, secret, bind)) => {
+            let id = cluster::load_or_create_id(&data_dir)?;
+            node.node_id
+                .store(id, std::sync::atomic::Ordering::Relaxed);
+            let (tx, rx) = tokio::sync::mpsc::channel(transport::INBOUND_QUEUE_LEN);
+            let group_dir = data_dir.join("group-0");
+            let transport = transport::Transport::start(
+                transport::TransportConfig {
+                    node_id: id,
+                    listen: std::net::SocketAddr::new(bind, cport),
+                    secret: secret.into_bytes(),
+                    snapshot_dir: std::sync::Arc::new(move |_group| group_dir.join("snap")),
+                },
+                tx,
+            )
+            .await?;
+            let _ = node.raft_sender.set(Arc::new(transport));
+            tokio::spawn(deliver_inbound(node.clone(), rx));
+            if let Some(m) = cluster::Membership::load(&data_dir)? {
+                let node = node.clone();
+                tokio::task::spawn_blocking(move || node.start_group(m))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display()))?;
+            }
+        }
+    }
     let task = tokio::spawn(node::serve(node.clone(), listener));
     Ok(Server { addr, node, task })
+}
+
+/// Hands what the transport received to the group.
+async fn deliver_inbound(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<transport::Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        let Some(group) = node.group() else { continue };
+        match msg {
+            transport::Inbound::Raft { msg, .. } => group.step(msg),
+            transport::Inbound::SnapshotSent { to, ok, .. } => group.snapshot_sent(to, ok),
+            transport::Inbound::Unreachable { peer } => group.unreachable(peer),
+        }
+    }
+}
+
+impl group::RaftSender for transport::Transport {
+    fn send(&self, group: u64, msg: raft::eraftpb::Message) {
+        transport::Transport::send(self, group, msg)
+    }
+
+    fn set_peer(&self, id: u64, addr: std::net::SocketAddr) {
+        transport::Transport::set_peer(self, id, addr)
+    }
 }

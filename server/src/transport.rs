@@ -64,6 +64,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 /// Messages waiting for one peer's writer. Past this, [`Transport::send`] drops (and
 /// counts) instead of waiting: Raft retransmits, and a stalled peer must not stall the
 /// group tasks or grow memory without bound.
+/// Inbound messages buffered between the transport and the groups.
+pub const INBOUND_QUEUE_LEN: usize = 4096;
 pub const PEER_QUEUE_LEN: usize = 4096;
 
 /// First wait before reconnecting to a peer after a failure; doubles per failure.
