@@ -14,6 +14,7 @@ pub mod conn;
 pub mod node;
 pub mod notify;
 pub mod pubsub;
+pub mod snapshot;
 pub mod store;
 pub mod zset;
 
