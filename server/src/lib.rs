@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pubsub;
 pub mod raftlog;
 pub mod relay;
+pub mod snapshot;
 pub mod store;
 pub mod transport;
 pub mod zset;

@@ -172,6 +172,16 @@ impl Heat {
         (self.0 >> 16) as u16
     }
 
+    /// The four bytes as one word, for snapshots.
+    pub fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// The heat [`Heat::to_bits`] returned.
+    pub fn from_bits(bits: u32) -> Heat {
+        Heat(bits)
+    }
+
     /// Records an access at `now_ms`. Increments the counter with probability
     /// `1 / (counter + 1)` using the low bits of the time as cheap entropy.
     pub fn touch(&mut self, now_ms: u64) {
@@ -528,6 +538,13 @@ impl Store {
             || self
                 .db_ref(db)
                 .is_some_and(|ks| ks.written.get(slot).is_some_and(|&w| w > since))
+    }
+
+    /// Drops every database, before a snapshot is installed. Watchers are signalled as by
+    /// FLUSHALL; the rng, notification flags and INFO counters stay.
+    pub fn clear_all(&mut self) {
+        self.signal_flush(None);
+        self.dbs.iter_mut().for_each(|db| *db = None);
     }
 
     /// Swaps two databases (SWAPDB).

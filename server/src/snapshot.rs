@@ -1,0 +1,388 @@
+//! State-machine snapshots: the keyspace cut into self-contained chunks.
+//!
+//! How it fits: the Raft group periodically asks a [`SnapshotEncoder`] for chunks while
+//! no write is applied, and another crate writes them to the snapshot file, each with its
+//! own CRC. To install a snapshot (restart, or a follower catching up) the caller empties
+//! the store ([`Store::clear_all`]) and hands every chunk of the mmapped file to
+//! [`load_chunk`]. Chunks are independent: any order loads the same store.
+//!
+//! # Chunk layout
+//!
+//! A chunk is one [rkyv] archive (validated with bytecheck on load, so a corrupt chunk
+//! is an error, never a panic) of:
+//!
+//! ```text
+//! Chunk {
+//!     version: u16,               // FORMAT_VERSION
+//!     db: u8,                     // one database per chunk
+//!     runs: [SlotRun { slot: u16, keys: u32 }],  // consecutive keys sharing a slot
+//!     keys: [Key {
+//!         key: [u8], expire_at: u64 (unix ms, 0 = none), heat: u32,
+//!         value: Str([u8]) | Hash([{field, value}]) | Set([member])
+//!              | ZSet([{member, score: f64}]) | List([element])  // list in order
+//!     }],
+//! }
+//! ```
+//!
+//! The encoder walks databases, then slots, in order, and cuts a chunk once it holds about
+//! [`CHUNK_TARGET_BYTES`]; a chunk never spans two databases, may end in the middle of a
+//! slot, and never splits a key (a single huge key makes a chunk as large as it needs).
+//! `runs` lets the loader size each slot's table once before inserting its keys, so a
+//! load never rehashes a table while it grows; the slot of each key is still recomputed
+//! on insert, so a wrong run costs a reservation, never a misplaced key.
+//!
+//! Archived integers are little-endian and offsets 32-bit (rkyv's defaults), so one
+//! archive is at most 2 GiB. The loader needs the chunk 16-byte aligned; a chunk that is
+//! not (an arbitrary offset inside an mmapped file) is first copied into an aligned
+//! buffer, a memcpy that costs a few percent of the load.
+
+use std::collections::VecDeque;
+
+use hashbrown::{HashMap, HashSet};
+use kelvin_protocol::SLOT_COUNT;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::with::{InlineAsBox, Map};
+use rkyv::{Archive, Serialize};
+
+use crate::store::{Blob, Entry, Heat, Store, Value, DATABASES};
+use crate::zset::ZSet;
+
+/// About how many bytes the encoder puts into one chunk.
+pub const CHUNK_TARGET_BYTES: usize = 1 << 20;
+
+/// The chunk format; bumped on any change to the archived types.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Alignment the loader needs a chunk at (rkyv's `AlignedVec` default, and more than the
+/// largest archived field, a `u64`).
+const CHUNK_ALIGN: usize = AlignedVec::<16>::ALIGNMENT;
+
+/// Rough archived bytes of a key besides its key and value bytes (offsets, lengths,
+/// expiry, heat, value tag), for cutting chunks near the target.
+const KEY_OVERHEAD: usize = 40;
+/// Rough archived bytes of a collection element besides its own bytes.
+const ELEMENT_OVERHEAD: usize = 16;
+
+/// Why a snapshot chunk could not be encoded or loaded.
+#[derive(thiserror::Error, Debug)]
+pub enum SnapshotError {
+    #[error("snapshot chunk could not be encoded: {0}")]
+    Encode(#[source] rancor::Error),
+    #[error("corrupt snapshot chunk: {0}")]
+    Corrupt(#[source] rancor::Error),
+    #[error("snapshot chunk format {0} is not supported (expected {FORMAT_VERSION})")]
+    Version(u16),
+    #[error("inconsistent snapshot chunk: {0}")]
+    Inconsistent(&'static str),
+    #[error("snapshot chunk repeats key {key:?} of db {db}")]
+    DuplicateKey { db: usize, key: String },
+}
+
+/// One chunk, borrowing the store (only ever serialized; loads read the archive).
+#[derive(Archive, Serialize)]
+struct Chunk<'a> {
+    version: u16,
+    db: u8,
+    runs: Vec<SlotRun>,
+    keys: Vec<KeyOut<'a>>,
+}
+
+/// `keys` consecutive keys of the chunk live in `slot`.
+#[derive(Archive, Serialize)]
+struct SlotRun {
+    slot: u16,
+    keys: u32,
+}
+
+#[derive(Archive, Serialize)]
+struct KeyOut<'a> {
+    #[rkyv(with = InlineAsBox)]
+    key: &'a [u8],
+    expire_at: u64,
+    heat: u32,
+    value: ValueOut<'a>,
+}
+
+#[derive(Archive, Serialize)]
+enum ValueOut<'a> {
+    Str(#[rkyv(with = InlineAsBox)] &'a [u8]),
+    Hash(Vec<FieldOut<'a>>),
+    Set(#[rkyv(with = Map<InlineAsBox>)] Vec<&'a [u8]>),
+    ZSet(Vec<MemberOut<'a>>),
+    List(#[rkyv(with = Map<InlineAsBox>)] Vec<&'a [u8]>),
+}
+
+#[derive(Archive, Serialize)]
+struct FieldOut<'a> {
+    #[rkyv(with = InlineAsBox)]
+    field: &'a [u8],
+    #[rkyv(with = InlineAsBox)]
+    value: &'a [u8],
+}
+
+#[derive(Archive, Serialize)]
+struct MemberOut<'a> {
+    #[rkyv(with = InlineAsBox)]
+    member: &'a [u8],
+    score: f64,
+}
+
+/// The value in archivable form, and about how many bytes it archives to.
+fn value_out(value: &Value) -> (ValueOut<'_>, usize) {
+    match value {
+        Value::Str(s) => (ValueOut::Str(s), s.len()),
+        Value::Hash(h) => {
+            let mut bytes = 0;
+            let fields = h
+                .iter()
+                .map(|(f, v)| {
+                    bytes += f.len() + v.len() + 2 * ELEMENT_OVERHEAD;
+                    FieldOut { field: f, value: v }
+                })
+                .collect();
+            (ValueOut::Hash(fields), bytes)
+        }
+        Value::Set(s) => {
+            let mut bytes = 0;
+            let members = s
+                .iter()
+                .map(|m| {
+                    bytes += m.len() + ELEMENT_OVERHEAD;
+                    &m[..]
+                })
+                .collect();
+            (ValueOut::Set(members), bytes)
+        }
+        Value::ZSet(z) => {
+            let mut bytes = 0;
+            let members = z
+                .unordered()
+                .map(|(member, score)| {
+                    bytes += member.len() + ELEMENT_OVERHEAD;
+                    MemberOut { member, score }
+                })
+                .collect();
+            (ValueOut::ZSet(members), bytes)
+        }
+        Value::List(l) => {
+            let mut bytes = 0;
+            let elements = l
+                .iter()
+                .map(|e| {
+                    bytes += e.len() + ELEMENT_OVERHEAD;
+                    &e[..]
+                })
+                .collect();
+            (ValueOut::List(elements), bytes)
+        }
+    }
+}
+
+/// Walks the store (db, slot) in order and cuts it into chunks of about
+/// [`CHUNK_TARGET_BYTES`]. The caller may release the store lock between chunks but must
+/// apply no write until the last chunk: the cursor is a plain position in the tables.
+#[derive(Debug)]
+pub struct SnapshotEncoder {
+    db: usize,
+    slot: usize,
+    /// Keys of `slot` already written (tables iterate in a fixed order while unchanged).
+    done_in_slot: usize,
+    target: usize,
+}
+
+impl Default for SnapshotEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotEncoder {
+    pub fn new() -> Self {
+        SnapshotEncoder {
+            db: 0,
+            slot: 0,
+            done_in_slot: 0,
+            target: CHUNK_TARGET_BYTES,
+        }
+    }
+
+    /// An encoder cutting chunks of about `target` bytes (tests use tiny ones).
+    #[cfg(test)]
+    fn with_target(target: usize) -> Self {
+        SnapshotEncoder {
+            target,
+            ..Self::new()
+        }
+    }
+
+    /// Encodes the next chunk into `out` (cleared first). Returns false, with `out`
+    /// empty, once the whole store has been written.
+    pub fn encode_next(&mut self, store: &Store, out: &mut Vec<u8>) -> Result<bool, SnapshotError> {
+        out.clear();
+        while self.db < DATABASES {
+            let db = self.db;
+            let Some(ks) = store.db_ref(db).filter(|ks| !ks.is_empty()) else {
+                self.next_db();
+                continue;
+            };
+            let mut runs: Vec<SlotRun> = Vec::new();
+            let mut keys: Vec<KeyOut<'_>> = Vec::new();
+            let mut bytes = 0;
+            while self.slot < SLOT_COUNT && bytes < self.target {
+                let map = &ks.slot(self.slot).map;
+                let first = keys.len();
+                for (key, entry) in map.iter().skip(self.done_in_slot) {
+                    let (value, value_bytes) = value_out(&entry.value);
+                    bytes += key.len() + value_bytes + KEY_OVERHEAD;
+                    keys.push(KeyOut {
+                        key,
+                        expire_at: entry.expire_at,
+                        heat: entry.heat.to_bits(),
+                        value,
+                    });
+                    self.done_in_slot += 1;
+                    if bytes >= self.target {
+                        break;
+                    }
+                }
+                if keys.len() > first {
+                    runs.push(SlotRun {
+                        // Slots are below SLOT_COUNT (16384) and a chunk holds fewer than
+                        // 2^32 keys (its offsets are 32-bit), so neither cast truncates.
+                        slot: self.slot as u16,
+                        keys: (keys.len() - first) as u32,
+                    });
+                }
+                if self.done_in_slot >= map.len() {
+                    self.slot += 1;
+                    self.done_in_slot = 0;
+                }
+            }
+            if self.slot == SLOT_COUNT {
+                self.next_db();
+            }
+            if keys.is_empty() {
+                continue;
+            }
+            let chunk = Chunk {
+                version: FORMAT_VERSION,
+                // `db < DATABASES` (16), so the cast does not truncate.
+                db: db as u8,
+                runs,
+                keys,
+            };
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(&chunk, &mut *out)
+                .map_err(SnapshotError::Encode)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn next_db(&mut self) {
+        self.db += 1;
+        self.slot = 0;
+        self.done_in_slot = 0;
+    }
+}
+
+/// Decodes one chunk, validating it first, and inserts its keys into `store`. Returns
+/// how many keys it inserted. A chunk whose archive, version, db or slot runs are bad
+/// inserts nothing; a bad value (NaN score, repeated member) or a key already loaded is
+/// found while inserting, so on any error the caller should discard the partly loaded
+/// store ([`Store::clear_all`]).
+pub fn load_chunk(store: &mut Store, chunk: &[u8]) -> Result<usize, SnapshotError> {
+    let copy: AlignedVec;
+    let bytes = if chunk.as_ptr().align_offset(CHUNK_ALIGN) == 0 {
+        chunk
+    } else {
+        let mut aligned = AlignedVec::with_capacity(chunk.len());
+        aligned.extend_from_slice(chunk);
+        copy = aligned;
+        &copy[..]
+    };
+    let archived = rkyv::access::<ArchivedChunk<'static>, rancor::Error>(bytes)
+        .map_err(SnapshotError::Corrupt)?;
+    let version = archived.version.to_native();
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let db = archived.db as usize;
+    if db >= DATABASES {
+        return Err(SnapshotError::Inconsistent("database index out of range"));
+    }
+    let mut covered = 0usize;
+    for run in archived.runs.iter() {
+        if run.slot.to_native() as usize >= SLOT_COUNT {
+            return Err(SnapshotError::Inconsistent("slot out of range"));
+        }
+        covered = covered.saturating_add(run.keys.to_native() as usize);
+    }
+    if covered != archived.keys.len() {
+        return Err(SnapshotError::Inconsistent("slot runs do not cover the keys"));
+    }
+    let ks = store.db(db);
+    let mut keys = archived.keys.iter();
+    for run in archived.runs.iter() {
+        let n = run.keys.to_native() as usize;
+        ks.slot_mut(run.slot.to_native() as usize).map.reserve(n);
+        for k in keys.by_ref().take(n) {
+            let entry = Entry {
+                value: load_value(&k.value)?,
+                expire_at: k.expire_at.to_native(),
+                heat: Heat::from_bits(k.heat.to_native()),
+            };
+            if ks.insert(&k.key, entry).is_some() {
+                return Err(SnapshotError::DuplicateKey {
+                    db,
+                    key: String::from_utf8_lossy(&k.key).into_owned(),
+                });
+            }
+        }
+    }
+    Ok(covered)
+}
+
+fn load_value(v: &ArchivedValueOut<'static>) -> Result<Value, SnapshotError> {
+    const DUPLICATE: SnapshotError = SnapshotError::Inconsistent("collection repeats a member");
+    Ok(match v {
+        ArchivedValueOut::Str(s) => Value::Str(s.to_vec()),
+        ArchivedValueOut::Hash(fields) => {
+            let mut h = HashMap::with_capacity(fields.len());
+            for f in fields.iter() {
+                h.insert(Blob::from(&*f.field), Blob::from(&*f.value));
+            }
+            if h.len() != fields.len() {
+                return Err(DUPLICATE);
+            }
+            Value::Hash(Box::new(h))
+        }
+        ArchivedValueOut::Set(members) => {
+            let mut s = HashSet::with_capacity(members.len());
+            for m in members.iter() {
+                s.insert(Blob::from(&**m));
+            }
+            if s.len() != members.len() {
+                return Err(DUPLICATE);
+            }
+            Value::Set(Box::new(s))
+        }
+        ArchivedValueOut::ZSet(members) => {
+            let mut z = ZSet::default();
+            for m in members.iter() {
+                let score = m.score.to_native();
+                if score.is_nan() {
+                    return Err(SnapshotError::Inconsistent("sorted set score is NaN"));
+                }
+                z.insert(&m.member, score);
+            }
+            if z.len() != members.len() {
+                return Err(DUPLICATE);
+            }
+            Value::ZSet(Box::new(z))
+        }
+        ArchivedValueOut::List(elements) => Value::List(Box::new(
+            elements.iter().map(|e| Blob::from(&**e)).collect::<VecDeque<_>>(),
+        )),
+    })
+}
