@@ -99,7 +99,9 @@ impl Membership {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1));
+            let bad = || {
+                std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1))
+            };
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() != 5 || f[0] != "node" {
                 return Err(bad());
@@ -115,7 +117,8 @@ impl Membership {
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let mut text = String::from("# Kelvin cluster members: node <id> <host> <port> <cluster port>\n");
+        let mut text =
+            String::from("# Kelvin cluster members: node <id> <host> <port> <cluster port>\n");
         for m in &self.members {
             text.push_str(&format!(
                 "node {} {} {} {}\n",
@@ -139,9 +142,15 @@ impl Membership {
         for m in args.chunks(4) {
             let member = Member {
                 id: parse_node_name(&text(m[0])).ok_or(format!("bad node id '{}'", text(m[0])))?,
-                host: text(m[1]).parse().map_err(|_| format!("bad host '{}'", text(m[1])))?,
-                port: text(m[2]).parse().map_err(|_| format!("bad port '{}'", text(m[2])))?,
-                cport: text(m[3]).parse().map_err(|_| format!("bad cluster port '{}'", text(m[3])))?,
+                host: text(m[1])
+                    .parse()
+                    .map_err(|_| format!("bad host '{}'", text(m[1])))?,
+                port: text(m[2])
+                    .parse()
+                    .map_err(|_| format!("bad port '{}'", text(m[2])))?,
+                cport: text(m[3])
+                    .parse()
+                    .map_err(|_| format!("bad cluster port '{}'", text(m[3])))?,
             };
             if members.iter().any(|x: &Member| x.id == member.id) {
                 return Err(format!("node {} listed twice", text(m[0])));
@@ -171,7 +180,14 @@ mod tests {
     fn membership_round_trips_through_its_file() {
         let dir = std::env::temp_dir().join(format!("kelvin-cluster-conf-{}", std::process::id()));
         let args: Vec<&[u8]> = vec![
-            b"a1", b"127.0.0.1", b"7001", b"17001", b"b2", b"127.0.0.2", b"7002", b"17002",
+            b"a1",
+            b"127.0.0.1",
+            b"7001",
+            b"17001",
+            b"b2",
+            b"127.0.0.2",
+            b"7002",
+            b"17002",
         ];
         let m = Membership::from_args(&args).unwrap();
         m.save(&dir).unwrap();

@@ -182,7 +182,10 @@ impl Settings {
         }
         if let Some(path) = &args.cluster_secret_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                SettingError(format!("cannot read cluster secret file {}: {e}", path.display()))
+                SettingError(format!(
+                    "cannot read cluster secret file {}: {e}",
+                    path.display()
+                ))
             })?;
             s.cluster_secret = text.lines().next().unwrap_or("").trim().to_string();
         }

@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kelvin_protocol::{ReplyWriter, RequestDecoder, RequestLimits, RespVersion};
@@ -22,14 +22,14 @@ use tokio_util::codec::Decoder;
 use tracing::Instrument;
 
 use crate::cmd::{self, flags, CmdError, CommandSpec, Exec, Handler};
-use crate::group::{ProposalResult, Proposal, ProposeError};
+use crate::group::{Proposal, ProposalResult, ProposeError};
 use crate::node::{ClientInfo, Node};
-use crate::relay::Relay;
-use kelvin_protocol::log::LogCommand;
-use tokio::sync::oneshot;
 use crate::notify::KeyEvent;
 use crate::pubsub::{PushMessage, PUSH_QUEUE_LEN};
+use crate::relay::Relay;
 use crate::store::{Blob, Store};
+use kelvin_protocol::log::LogCommand;
+use tokio::sync::oneshot;
 
 /// Bytes the read buffer keeps free before each read.
 const READ_RESERVE: usize = 16 * 1024;
@@ -422,9 +422,9 @@ async fn relay(
         let Some(relay) = client.relay.as_mut() else {
             return Err(std::io::Error::other("no relay"));
         };
-        let blocking = requests.iter().any(|r| {
-            cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0)
-        });
+        let blocking = requests
+            .iter()
+            .any(|r| cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0));
         let mut replies = Vec::new();
         let fut = relay.forward(client.db, out.version, requests, &mut replies);
         if blocking {
@@ -546,7 +546,10 @@ fn route(node: &Node) -> Route {
 /// whose state must live where the data is.
 fn forwarded(spec: &CommandSpec) -> bool {
     matches!(spec.handler, Handler::Data(_))
-        || matches!(spec.name, "multi" | "exec" | "discard" | "watch" | "unwatch")
+        || matches!(
+            spec.name,
+            "multi" | "exec" | "discard" | "watch" | "unwatch"
+        )
 }
 
 /// The writes gathered from a pipeline, proposed as one.
@@ -600,10 +603,8 @@ pub fn process_batch(
     let now_ms = cmd::unix_ms();
     let count = batch.len();
     let here = route(node);
-    let local_reads = here == Route::Leader
-        && node
-            .group()
-            .is_some_and(|g| g.status.can_read_locally());
+    let local_reads =
+        here == Route::Leader && node.group().is_some_and(|g| g.status.can_read_locally());
     let mut guard: Option<MutexGuard<'_, Store>> = None;
     let mut last: &'static str = "NULL";
     let mut segment = Segment::default();
@@ -691,7 +692,7 @@ pub fn process_batch(
                 segment.requests.push(argv);
                 if spec.flags & flags::BLOCKING != 0 {
                     let blocking = segment.requests.last().cloned();
-                    step = segment.propose(node, out, blocking, requests.collect());
+                    step = segment.propose(node, out, blocking, requests.by_ref().collect());
                     segment = Segment::default();
                     break;
                 }
@@ -719,7 +720,7 @@ pub fn process_batch(
                         commands: vec![tx],
                         requests: Vec::new(),
                     };
-                    step = seg.propose(node, out, None, requests.collect());
+                    step = seg.propose(node, out, None, requests.by_ref().collect());
                     if let Step::Propose { replies, .. } = &mut step {
                         *replies = 1;
                     }
@@ -729,17 +730,17 @@ pub fn process_batch(
         }
     }
     if !segment.commands.is_empty() {
-        step = segment.propose(node, out, None, requests.collect());
+        step = segment.propose(node, out, None, requests.by_ref().collect());
     } else if !forward.is_empty() {
         step = match here {
             Route::Forward(leader) => Step::Forward {
                 leader,
                 requests: forward,
-                rest: requests.collect(),
+                rest: requests.by_ref().collect(),
             },
             _ => Step::AwaitLeader {
                 requests: forward,
-                rest: requests.collect(),
+                rest: requests.by_ref().collect(),
             },
         };
     }

@@ -516,7 +516,8 @@ impl Group {
         let stale = self
             .lease_asked
             .is_none_or(|at| at.elapsed() >= TICK * ELECTION_TICKS as u32);
-        if stale && self.ticks.is_multiple_of(HEARTBEAT_TICKS as u64) || self.lease_asked.is_none() {
+        if stale && self.ticks.is_multiple_of(HEARTBEAT_TICKS as u64) || self.lease_asked.is_none()
+        {
             let at = Instant::now();
             let ctx = (at - self.status.epoch).as_nanos() as u64;
             self.raw.read_index(ctx.to_le_bytes().to_vec());
@@ -587,7 +588,11 @@ impl Group {
             self.status.set_leader(ss.leader_id);
             if ss.raft_state == StateRole::Leader {
                 self.term_start = self.raw.raft.raft_log.last_index();
-                tracing::info!(group = self.group_id, term = self.raw.raft.term, "became leader");
+                tracing::info!(
+                    group = self.group_id,
+                    term = self.raw.raft.term,
+                    "became leader"
+                );
             } else {
                 self.term_start = u64::MAX;
             }
@@ -605,8 +610,7 @@ impl Group {
         if let Some(hs) = ready.hs() {
             self.raw.mut_store().set_hard_state(hs.clone())?;
         }
-        if self.fsync == AppendFsync::Always || ready.must_sync() && self.fsync != AppendFsync::No
-        {
+        if self.fsync == AppendFsync::Always || ready.must_sync() && self.fsync != AppendFsync::No {
             // `must_sync`: a vote or term change is always made durable before it is
             // announced under `everysec` too; losing one could elect two leaders.
             self.sync_now()?;
@@ -651,7 +655,12 @@ impl Group {
                 fail(p.waiters, ProposeError::Unknown);
             }
         }
-        tracing::info!(group = self.group_id, index = meta.index, keys, "snapshot installed from the leader");
+        tracing::info!(
+            group = self.group_id,
+            index = meta.index,
+            keys,
+            "snapshot installed from the leader"
+        );
         Ok(())
     }
 
@@ -689,10 +698,11 @@ impl Group {
                             store.apply_index = index;
                             continue;
                         }
-                        let batch = LogBatch::decode(&entry.data).map_err(|e| GroupError::Entry {
-                            index,
-                            cause: e.to_string(),
-                        })?;
+                        let batch =
+                            LogBatch::decode(&entry.data).map_err(|e| GroupError::Entry {
+                                index,
+                                cause: e.to_string(),
+                            })?;
                         match mine {
                             None => {
                                 crate::machine::apply_batch(
@@ -733,8 +743,8 @@ impl Group {
                                         }
                                         blocked = blocks.next().flatten();
                                     }
-                                    let blocked = blocked
-                                        .map(|b| (b, store.list_ready.subscribe()));
+                                    let blocked =
+                                        blocked.map(|b| (b, store.list_ready.subscribe()));
                                     answers.push((w, Ok(Applied { out, blocked })));
                                 }
                             }

@@ -57,16 +57,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     match cluster {
         None => {
             let node = node.clone();
-            tokio::task::spawn_blocking(move || {
-                node.start_group(cluster::Membership::default())
-            })
-            .await?
-            .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display()))?;
+            tokio::task::spawn_blocking(move || node.start_group(cluster::Membership::default()))
+                .await?
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display())
+                })?;
         }
         Some((cport, secret, bind)) => {
             let id = cluster::load_or_create_id(&data_dir)?;
-            node.node_id
-                .store(id, std::sync::atomic::Ordering::Relaxed);
+            node.node_id.store(id, std::sync::atomic::Ordering::Relaxed);
             let (tx, rx) = tokio::sync::mpsc::channel(transport::INBOUND_QUEUE_LEN);
             let group_dir = data_dir.join("group-0");
             let transport = transport::Transport::start(
@@ -85,7 +84,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
                 let node = node.clone();
                 tokio::task::spawn_blocking(move || node.start_group(m))
                     .await?
-                    .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display()))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display())
+                    })?;
             }
         }
     }

@@ -229,7 +229,12 @@ mod tests {
     #[test]
     fn time_never_goes_backwards_across_entries() {
         let mut s = Store::default();
-        apply(&mut s, 1, 5000, vec![single(&["SET", "k", "v", "PX", "100"])]);
+        apply(
+            &mut s,
+            1,
+            5000,
+            vec![single(&["SET", "k", "v", "PX", "100"])],
+        );
         // A leader with a clock 10 s behind: the key is still expired at 5100.
         apply(&mut s, 2, 0, vec![single(&["SET", "other", "x"])]);
         let r = apply(&mut s, 3, 5100, vec![single(&["GET", "k"])]);

@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
+use kelvin_protocol::log::LogCommand;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
-use kelvin_protocol::log::LogCommand;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::cluster::Membership;
@@ -236,10 +236,7 @@ impl Node {
         if self.group.get().is_some() {
             return Err("this node is already part of a group".into());
         }
-        let sender = self
-            .raft_sender
-            .get_or_init(|| Arc::new(NoPeers))
-            .clone();
+        let sender = self.raft_sender.get_or_init(|| Arc::new(NoPeers)).clone();
         for m in &membership.members {
             if m.id != self.id() {
                 sender.set_peer(m.id, m.cluster_addr());

@@ -33,7 +33,7 @@ impl slog::Drain for TracingDrain {
         }
         let mut text = record.msg().to_string();
         let mut kv = KvText(&mut text);
-        let _ = slog::KV::serialize(record.kv(), record, &mut kv);
+        let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
         let _ = slog::KV::serialize(values, record, &mut kv);
         match level {
             tracing::Level::ERROR => tracing::error!(target: "raft", "{text}"),

@@ -52,9 +52,7 @@ impl Relay {
             db: 0,
         };
         if let Some(pass) = password {
-            relay
-                .call(&[b"AUTH".as_slice(), pass.as_bytes()])
-                .await?;
+            relay.call(&[b"AUTH".as_slice(), pass.as_bytes()]).await?;
         }
         relay.set_version(version).await?;
         Ok(relay)
@@ -62,7 +60,11 @@ impl Relay {
 
     async fn set_version(&mut self, version: RespVersion) -> std::io::Result<()> {
         if version != self.version {
-            let v: &[u8] = if version == RespVersion::Resp3 { b"3" } else { b"2" };
+            let v: &[u8] = if version == RespVersion::Resp3 {
+                b"3"
+            } else {
+                b"2"
+            };
             self.version = version;
             self.call(&[b"HELLO".as_slice(), v]).await?;
         }

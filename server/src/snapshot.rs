@@ -319,7 +319,9 @@ pub fn load_chunk(store: &mut Store, chunk: &[u8]) -> Result<usize, SnapshotErro
         covered = covered.saturating_add(run.keys.to_native() as usize);
     }
     if covered != archived.keys.len() {
-        return Err(SnapshotError::Inconsistent("slot runs do not cover the keys"));
+        return Err(SnapshotError::Inconsistent(
+            "slot runs do not cover the keys",
+        ));
     }
     let ks = store.db(db);
     let mut keys = archived.keys.iter();
@@ -382,7 +384,10 @@ fn load_value(v: &ArchivedValueOut<'static>) -> Result<Value, SnapshotError> {
             Value::ZSet(Box::new(z))
         }
         ArchivedValueOut::List(elements) => Value::List(Box::new(
-            elements.iter().map(|e| Blob::from(&**e)).collect::<VecDeque<_>>(),
+            elements
+                .iter()
+                .map(|e| Blob::from(&**e))
+                .collect::<VecDeque<_>>(),
         )),
     })
 }

@@ -210,9 +210,10 @@ fn spop() {
 
 #[test]
 fn spop_is_deterministic() {
-    // Two servers start with the same seed; members added in different orders lay out
-    // their tables differently, yet the same SPOPs must pop the same members (the Raft
-    // log replays writes on replicas).
+    // Randomness is seeded from the log index. Two servers whose logs have the same
+    // length, with members added in different orders (so their tables are laid out
+    // differently), must pop the same members: that is what a replica replaying the log
+    // does.
     let a = TestServer::start();
     let b = TestServer::start();
     let mut ca = a.client();
@@ -220,9 +221,9 @@ fn spop_is_deterministic() {
     let items: Vec<String> = (0..200).map(|i| format!("member-{i}")).collect();
     let forward: Vec<&str> = items.iter().map(String::as_str).collect();
     let backward: Vec<&str> = forward.iter().rev().copied().collect();
-    sadd(&mut ca, "s", &forward);
-    for chunk in backward.chunks(7) {
-        sadd(&mut cb, "s", chunk);
+    for (fa, fb) in forward.chunks(7).zip(backward.chunks(7)) {
+        sadd(&mut ca, "s", fa);
+        sadd(&mut cb, "s", fb);
     }
     for _ in 0..5 {
         let pa: String = q(&mut ca, &["SPOP", "s"]);

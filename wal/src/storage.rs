@@ -675,7 +675,11 @@ impl Storage for DiskStorage {
         }
         if idx < t_index {
             // Like MemStorage, the snapshot's own index keeps its term (0 for "no snapshot").
-            let snap = self.st.snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
+            let snap = self
+                .st
+                .snapshot
+                .as_ref()
+                .map_or((0, 0), |(m, _)| (m.index, m.term));
             if idx == snap.0 {
                 return Ok(snap.1);
             }

@@ -56,7 +56,12 @@ fn check(s: &DiskStorage, m: &Model) {
     assert_eq!(s.conf_state(), &m.cs);
     assert_eq!(s.term(m.truncated.0).unwrap(), m.truncated.1);
     let got = s
-        .entries(m.first(), m.last() + 1, None, GetEntriesContext::empty(false))
+        .entries(
+            m.first(),
+            m.last() + 1,
+            None,
+            GetEntriesContext::empty(false),
+        )
         .unwrap();
     assert_eq!(got, m.entries);
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::cluster::{node_name, Membership};
-use crate::cmd::{conn, flags::*, is, CmdError, CmdResult, CommandSpec};
+use crate::cmd::{conn, is, CmdError, CmdResult, CommandSpec};
 use crate::conn::ConnCtx;
 
 pub static COMMANDS: &[CommandSpec] = &[conn(

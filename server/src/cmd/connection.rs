@@ -2,7 +2,6 @@
 //! transaction commands MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use kelvin_protocol::RespVersion;
