@@ -128,3 +128,20 @@ proptest! {
         run(ops);
     }
 }
+
+#[test]
+fn regression_compact_to_last_then_reopen() {
+    use Op::*;
+    run(vec![
+        Append { back: 0, len: 1, term: 1 },
+        Compact { pick: 0 },
+        Append { back: 0, len: 5, term: 1 },
+        Append { back: 12821, len: 2, term: 1 },
+        Append { back: 52459, len: 3, term: 1 },
+        Append { back: 10177, len: 1, term: 1 },
+        Compact { pick: 24811 },
+        Append { back: 33432, len: 1, term: 1 },
+        Compact { pick: 0 },
+        Sync,
+    ]);
+}
