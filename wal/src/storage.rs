@@ -527,7 +527,7 @@ impl DiskStorage {
             .into_iter()
             .filter_map(|(p, n)| parse_snap_name(&n).map(|(t, i)| ((i, t), p, n)))
             .collect();
-        snaps.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        snaps.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
         let mut removed = false;
         for (_, path, name) in snaps.into_iter().skip(2) {
             if Some(name.as_str()) != current {
@@ -671,7 +671,11 @@ impl Storage for DiskStorage {
         }
         if idx < t_index {
             // Like MemStorage, the snapshot's own index keeps its term (0 for "no snapshot").
-            let snap = self.st.snapshot.as_ref().map_or((0, 0), |(m, _)| (m.index, m.term));
+            let snap = self
+                .st
+                .snapshot
+                .as_ref()
+                .map_or((0, 0), |(m, _)| (m.index, m.term));
             if idx == snap.0 {
                 return Ok(snap.1);
             }
@@ -707,5 +711,47 @@ impl Storage for DiskStorage {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limited_len_matches_raft_limit_size() {
+        let ents: Vec<Entry> = (1..=8u64)
+            .map(|i| Entry {
+                index: i,
+                data: vec![0; (i * 13 % 40) as usize].into(),
+                ..Default::default()
+            })
+            .collect();
+        for n in 0..ents.len() {
+            for max in [
+                None,
+                Some(0),
+                Some(1),
+                Some(20),
+                Some(45),
+                Some(100),
+                Some(u64::MAX),
+            ] {
+                let mut expect = ents[..n].to_vec();
+                raft::util::limit_size(&mut expect, max);
+                assert_eq!(
+                    limited_len(&ents[..n], max),
+                    expect.len(),
+                    "n={n} max={max:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_names() {
+        assert_eq!(parse_snap_name("3-42.snap"), Some((3, 42)));
+        assert_eq!(parse_snap_name("3-42.snap.tmp"), None);
+        assert_eq!(parse_snap_name("x-42.snap"), None);
     }
 }

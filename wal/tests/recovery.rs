@@ -26,7 +26,8 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 fn all_entries(s: &DiskStorage) -> Vec<raft::eraftpb::Entry> {
     let (lo, hi) = (s.first_index().unwrap(), s.last_index().unwrap() + 1);
-    s.entries(lo, hi, None, GetEntriesContext::empty(false)).unwrap()
+    s.entries(lo, hi, None, GetEntriesContext::empty(false))
+        .unwrap()
 }
 
 /// Runs `f` with a subscriber capturing log output as text.
@@ -67,9 +68,11 @@ fn torn_setup() -> Torn {
     let mut s = open(dir.path());
     let header = s.log_bytes();
     s.append(&ents(1..=5, 1)).unwrap();
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = 3;
+    let hs = HardState {
+        term: 1,
+        commit: 3,
+        ..Default::default()
+    };
     s.set_hard_state(hs).unwrap();
     let last_start = s.log_bytes();
     s.append(&ents(6..=8, 1)).unwrap();
@@ -94,7 +97,12 @@ fn torn_tail_is_truncated_at_every_offset() {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(t.dir.path(), copy.path());
         let seg = copy.path().join("wal").join(t.seg.file_name().unwrap());
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
 
         let (s, logs) = capture_logs(|| DiskStorage::open(copy.path(), WalOptions::default()));
         let mut s = s.unwrap();
@@ -151,7 +159,10 @@ fn bad_crc_before_the_tail_is_corruption() {
         e => panic!("unexpected {e}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(&t.seg.display().to_string()) && msg.contains(&format!("offset {}", t.header)), "{msg}");
+    assert!(
+        msg.contains(&t.seg.display().to_string()) && msg.contains(&format!("offset {}", t.header)),
+        "{msg}"
+    );
     // Garbage (not zeros) after a bad record is not a torn tail either.
     let t = torn_setup();
     let mut data = fs::read(&t.seg).unwrap();
@@ -175,7 +186,12 @@ fn damaged_older_segment_is_corruption_not_a_torn_tail() {
     let segs = segments(dir.path());
     assert!(segs.len() > 2);
     let len = fs::metadata(&segs[0]).unwrap().len();
-    OpenOptions::new().write(true).open(&segs[0]).unwrap().set_len(len - 1).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
     match DiskStorage::open(dir.path(), WalOptions { segment_bytes: 512 }) {
         Err(WalError::Corrupt { file, .. }) => assert_eq!(file, segs[0]),
         Err(e) => panic!("unexpected {e}"),
@@ -201,7 +217,10 @@ fn segments_roll_and_compaction_deletes_them() {
     let after = segments(dir.path()).len();
     assert!(after < before / 3, "{before} -> {after}");
     assert!(s.log_bytes() < bytes / 3);
-    assert_eq!(s.entries(400, 401, None, GetEntriesContext::empty(false)), Err(raft::Error::Store(StorageError::Compacted)));
+    assert_eq!(
+        s.entries(400, 401, None, GetEntriesContext::empty(false)),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
     drop(s);
 
     let mut s = open_small(dir.path(), 1024);
@@ -223,8 +242,14 @@ fn append_contract_violations_are_errors() {
     let mut s = open(dir.path());
     s.append(&ents(1..=10, 1)).unwrap();
     s.compact(5).unwrap();
-    assert!(matches!(s.append(&ents(3..=4, 1)), Err(WalError::Invalid(_))));
-    assert!(matches!(s.append(&ents(12..=13, 1)), Err(WalError::Invalid(_))));
+    assert!(matches!(
+        s.append(&ents(3..=4, 1)),
+        Err(WalError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.append(&ents(12..=13, 1)),
+        Err(WalError::Invalid(_))
+    ));
     assert!(matches!(s.compact(11), Err(WalError::Invalid(_))));
     let mut gap = ents(11..=12, 1);
     gap[1].index = 13;
@@ -239,7 +264,8 @@ fn initialize_and_initial_state() {
     let mut s = open(dir.path());
     assert!(!s.is_initialized());
     assert!(!s.initial_state().unwrap().initialized());
-    s.initialize(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![]))).unwrap();
+    s.initialize(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])))
+        .unwrap();
     assert!(!s.has_unsynced());
     drop(s);
     let s = open(dir.path());
@@ -265,7 +291,11 @@ fn snapshot_file_round_trip() {
     w.write_chunk(&big).unwrap();
     let path = w.finish().unwrap();
     assert_eq!(path, dir.path().join("3-42.snap"));
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "tmp file left behind");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "tmp file left behind"
+    );
     let r = SnapshotReader::open(&path).unwrap();
     assert_eq!(r.meta(), &meta(42, 3, &[1, 2]));
     let chunks: Vec<&[u8]> = r.chunks().collect();
@@ -312,7 +342,9 @@ fn snapshot_records_pruning_and_requests() {
     s.append(&ents(1..=30, 1)).unwrap();
     assert!(matches!(
         s.snapshot(1, 2),
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
     ));
     assert!(s.take_snapshot_request());
     assert!(!s.take_snapshot_request());
@@ -363,13 +395,22 @@ fn apply_snapshot_is_durable_and_checked() {
     assert!(!s.has_unsynced());
     let old = meta(40, 4, &[1]);
     let f_old = write_snapshot(&s.snapshot_dir(), &old);
-    assert!(matches!(s.apply_snapshot(old, &f_old), Err(WalError::SnapshotOutOfDate { .. })));
+    assert!(matches!(
+        s.apply_snapshot(old, &f_old),
+        Err(WalError::SnapshotOutOfDate { .. })
+    ));
     let elsewhere = tempfile::tempdir().unwrap();
     let f2 = write_snapshot(elsewhere.path(), &meta(60, 4, &[1]));
-    assert!(matches!(s.apply_snapshot(meta(60, 4, &[1]), &f2), Err(WalError::Invalid(_))));
+    assert!(matches!(
+        s.apply_snapshot(meta(60, 4, &[1]), &f2),
+        Err(WalError::Invalid(_))
+    ));
     drop(s);
     let s = open(dir.path());
-    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (51, 50));
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (51, 50)
+    );
     assert_eq!(s.term(50).unwrap(), 4);
     assert_eq!(s.hard_state().commit, 50);
     assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
