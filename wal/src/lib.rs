@@ -52,6 +52,17 @@
 //! * [`DiskStorage::initialize`], [`DiskStorage::compact`] (when it deletes segments),
 //!   [`DiskStorage::set_snapshot`] and [`DiskStorage::apply_snapshot`] sync before returning.
 //!
+//! # Differences from `raft::storage::MemStorage`
+//!
+//! * [`DiskStorage::compact`]`(i)` drops entries `<= i` (MemStorage's `compact(i + 1)`), and
+//!   `term(i)` keeps answering afterwards, as the [`raft::Storage::term`] contract asks.
+//!   Compacting the whole log keeps `first_index = i + 1` (MemStorage falls back to its
+//!   snapshot index).
+//! * [`raft::Storage::snapshot`] returns the newest snapshot *file* (`data` = its file name)
+//!   or `SnapshotTemporarilyUnavailable` plus [`DiskStorage::take_snapshot_request`].
+//! * Contract violations (gaps, overwriting compacted entries) are [`WalError::Invalid`]
+//!   instead of panics.
+//!
 //! # Snapshot files
 //!
 //! ```text

@@ -95,35 +95,34 @@ struct Segment {
     bytes: u64,
 }
 
-/// Replay bookkeeping for a log whose older segments were deleted: the first entries batch
-/// may then start past `truncated + 1`; a later Compact/Snapshot record must cover the gap.
+/// Replay bookkeeping. Once compaction deleted old segments, the first segment left may
+/// hold batches that start past its header's compaction point, or that overwrite entries
+/// whose segments are gone. Until a Compact (or applied Snapshot) record at or above what is
+/// held arrives, replay is *rebasing*: a batch that does not fit replaces everything held.
+/// That is exact for every index above the batch start, and the compaction that deleted the
+/// segments was synced before they were, so it always arrives.
 #[derive(Default)]
 struct Replay {
     seen_batch: bool,
-    gap: Option<u64>,
+    rebasing: bool,
 }
 
 impl Replay {
     fn apply(&mut self, st: &mut LogState, rec: Record, seg_max: &mut u64) -> Result<(), String> {
         match rec {
             Record::Entries(ents) => {
-                let ents: Vec<Entry> = ents
-                    .into_iter()
-                    .filter(|e| e.index > st.truncated.0)
-                    .collect();
-                let Some(first) = ents.first().map(|e| e.index) else {
-                    return Ok(());
-                };
-                if first > st.last_index() + 1 {
-                    if self.seen_batch || self.gap.is_some() {
+                let first = ents[0].index;
+                if first <= st.truncated.0 || first > st.last_index() + 1 {
+                    if !self.rebasing && self.seen_batch {
                         return Err(format!(
-                            "entries start at {first} but the log ends at {}",
+                            "entries start at {first} but the log holds {}..={}",
+                            st.first_index(),
                             st.last_index()
                         ));
                     }
                     st.entries.clear();
                     st.truncated = (first - 1, 0);
-                    self.gap = Some(first - 1);
+                    self.rebasing = true;
                 }
                 self.seen_batch = true;
                 st.splice(&ents);
@@ -134,24 +133,18 @@ impl Replay {
             Record::Snapshot { kind, meta, name } => {
                 if kind == record::SNAP_APPLIED {
                     st.apply_snapshot(&meta);
-                    self.close_gap(meta.index);
+                    self.rebasing = false;
                 }
                 st.snapshot = Some((meta, name));
             }
             Record::Compact { index, term } => {
-                if index > st.truncated.0 || self.gap == Some(index) {
+                if index > st.truncated.0 || (self.rebasing && index == st.truncated.0) {
                     st.compact(index, term);
+                    self.rebasing = false;
                 }
-                self.close_gap(index);
             }
         }
         Ok(())
-    }
-
-    fn close_gap(&mut self, index: u64) {
-        if self.gap.is_some_and(|g| index >= g) {
-            self.gap = None;
-        }
     }
 }
 
@@ -282,12 +275,15 @@ impl DiskStorage {
                 bytes: off as u64,
             });
         }
-        if let Some(g) = replay.gap {
+        if replay.rebasing {
             let file = segments.first().map(|s| s.path.clone()).unwrap_or_default();
             return Err(WalError::corrupt(
                 file,
                 0,
-                format!("entries up to {g} are missing and no compaction record covers them"),
+                format!(
+                    "entries up to {} are missing and no compaction record covers them",
+                    st.truncated.0
+                ),
             ));
         }
         if let Some((_, name)) = &st.snapshot {
@@ -531,7 +527,7 @@ impl DiskStorage {
             .into_iter()
             .filter_map(|(p, n)| parse_snap_name(&n).map(|(t, i)| ((i, t), p, n)))
             .collect();
-        snaps.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        snaps.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
         let mut removed = false;
         for (_, path, name) in snaps.into_iter().skip(2) {
             if Some(name.as_str()) != current {
@@ -715,5 +711,47 @@ impl Storage for DiskStorage {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limited_len_matches_raft_limit_size() {
+        let ents: Vec<Entry> = (1..=8u64)
+            .map(|i| Entry {
+                index: i,
+                data: vec![0; (i * 13 % 40) as usize].into(),
+                ..Default::default()
+            })
+            .collect();
+        for n in 0..ents.len() {
+            for max in [
+                None,
+                Some(0),
+                Some(1),
+                Some(20),
+                Some(45),
+                Some(100),
+                Some(u64::MAX),
+            ] {
+                let mut expect = ents[..n].to_vec();
+                raft::util::limit_size(&mut expect, max);
+                assert_eq!(
+                    limited_len(&ents[..n], max),
+                    expect.len(),
+                    "n={n} max={max:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_names() {
+        assert_eq!(parse_snap_name("3-42.snap"), Some((3, 42)));
+        assert_eq!(parse_snap_name("3-42.snap.tmp"), None);
+        assert_eq!(parse_snap_name("x-42.snap"), None);
     }
 }

@@ -129,6 +129,9 @@ impl Store for Disk {
     }
 }
 
+/// `entries(lo, hi, max_size)` and its result.
+type EntriesObs = (u64, u64, Option<u64>, Result<Vec<Entry>, String>);
+
 #[derive(Debug, PartialEq)]
 struct Obs {
     first: u64,
@@ -136,7 +139,7 @@ struct Obs {
     hs: HardState,
     cs: ConfState,
     terms: Vec<(u64, Result<u64, String>)>,
-    entries: Vec<(u64, u64, Option<u64>, Result<Vec<Entry>, String>)>,
+    entries: Vec<EntriesObs>,
 }
 
 fn observe<S: Store>(s: &mut S) -> Obs {
@@ -209,11 +212,12 @@ fn compaction<S: Store>(s: &mut S, obs: &mut Vec<Obs>) {
 }
 
 fn snapshots<S: Store>(s: &mut S, obs: &mut Vec<Obs>) {
-    let mut hs = HardState::default();
-    hs.term = 2;
-    hs.vote = 1;
-    hs.commit = 4;
-    s.set_hard_state(hs);
+    s.set_hard_state(HardState {
+        term: 2,
+        vote: 1,
+        commit: 4,
+        ..Default::default()
+    });
     s.append(&ents(1..=10, 1));
     obs.push(observe(s));
     let r = s.apply_snapshot(meta(15, 3, &[1, 2, 3]));

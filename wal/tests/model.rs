@@ -81,10 +81,12 @@ fn run(ops: Vec<Op>) {
                 m.entries.extend(new);
             }
             Op::HardState { term, vote, commit } => {
-                let mut hs = HardState::default();
-                hs.term = term.into();
-                hs.vote = vote.into();
-                hs.commit = commit.into();
+                let hs = HardState {
+                    term: term.into(),
+                    vote: vote.into(),
+                    commit: commit.into(),
+                    ..Default::default()
+                };
                 s.set_hard_state(hs.clone()).unwrap();
                 m.hs = hs;
             }
@@ -132,4 +134,45 @@ proptest! {
     fn wal_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         run(ops);
     }
+}
+
+#[test]
+fn regression_compact_to_last_then_reopen() {
+    use Op::*;
+    run(vec![
+        Append {
+            back: 0,
+            len: 1,
+            term: 1,
+        },
+        Compact { pick: 0 },
+        Append {
+            back: 0,
+            len: 5,
+            term: 1,
+        },
+        Append {
+            back: 12821,
+            len: 2,
+            term: 1,
+        },
+        Append {
+            back: 52459,
+            len: 3,
+            term: 1,
+        },
+        Append {
+            back: 10177,
+            len: 1,
+            term: 1,
+        },
+        Compact { pick: 24811 },
+        Append {
+            back: 33432,
+            len: 1,
+            term: 1,
+        },
+        Compact { pick: 0 },
+        Sync,
+    ]);
 }

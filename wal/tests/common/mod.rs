@@ -7,11 +7,12 @@ use raft::eraftpb::{ConfState, Entry, SnapshotMetadata};
 
 /// An entry whose data length varies with the index (exercises max_size).
 pub fn ent(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = vec![index as u8; (index % 7 * 9) as usize].into();
-    e
+    Entry {
+        index,
+        term,
+        data: vec![index as u8; (index % 7 * 9) as usize].into(),
+        ..Default::default()
+    }
 }
 
 pub fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -19,9 +20,11 @@ pub fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 }
 
 pub fn meta(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata {
-    let mut m = SnapshotMetadata::default();
-    m.index = index;
-    m.term = term;
+    let mut m = SnapshotMetadata {
+        index,
+        term,
+        ..Default::default()
+    };
     m.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
     m
 }
