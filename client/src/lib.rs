@@ -2,6 +2,8 @@
 //! commands) use to talk to a node. Replies are decoded by the `redis-protocol` crate's
 //! RESP3 decoder, which also reads RESP2 (a subset).
 
+pub mod admin;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! ```text
 //! kelvin-cli -p 6379 SET k v          one command, reply printed, exit code 1 on error
 //! kelvin-cli -p 6379                  interactive: one command per line
+//! kelvin-cli cluster create 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 --replicas 3 --yes
 //! ```
 
 use std::io::{BufRead, Write};
@@ -60,6 +61,12 @@ fn is_shutdown(args: &[impl AsRef<[u8]>]) -> bool {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.command.len() >= 2
+        && cli.command[0].eq_ignore_ascii_case("cluster")
+        && cli.command[1].eq_ignore_ascii_case("create")
+    {
+        return kelvin_client::admin::cluster(&cli.command[1..], cli.pass.as_deref());
+    }
     let addr = format!("{}:{}", cli.host, cli.port);
     let mut client = Client::connect(&addr, None)
         .map_err(|e| anyhow::anyhow!("Could not connect to {addr}: {e}"))?;

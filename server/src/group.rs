@@ -143,6 +143,9 @@ pub struct GroupStatus {
     lease_until: AtomicU64,
     epoch: Instant,
     stopped: AtomicBool,
+    /// Current term and applied index, for INFO.
+    pub term: AtomicU64,
+    pub applied: AtomicU64,
     /// Bumped on every leader change, for connections waiting out an election.
     changed: watch::Sender<u64>,
 }
@@ -155,6 +158,8 @@ impl GroupStatus {
             lease_until: AtomicU64::new(0),
             epoch: Instant::now(),
             stopped: AtomicBool::new(false),
+            term: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             changed: watch::channel(0).0,
         }
     }
@@ -389,6 +394,8 @@ struct Group {
 impl Group {
     fn run(&mut self) -> Result<(), GroupError> {
         let mut last_tick = Instant::now();
+        // A single voter campaigned before the thread started: act on it at once.
+        self.on_ready()?;
         loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
             let mut batch = Vec::new();
@@ -628,6 +635,10 @@ impl Group {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.status
+            .term
+            .store(self.raw.raft.term, Ordering::Relaxed);
+        self.status.applied.store(self.applied(), Ordering::Relaxed);
         self.on_read_states(read_states);
         if !self.replayed && self.applied() >= self.raw.raft.raft_log.committed {
             self.replayed = true;

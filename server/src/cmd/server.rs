@@ -227,7 +227,36 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Sections INFO prints without arguments (`default`), in Redis's order.
-const DEFAULT_SECTIONS: [&str; 9] = [
+/// The `# Raft` section: this node's place in its group.
+fn raft_info(node: &crate::node::Node) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = crate::cluster::node_name;
+    let mut text = format!("# Raft\r\nraft_node_id:{}\r\n", name(node.id()));
+    match node.group() {
+        None => text.push_str("raft_role:none\r\n"),
+        Some(g) => {
+            let s = &g.status;
+            let role = match s.leader() {
+                _ if s.is_stopped() => "stopped",
+                Some(l) if l == s.node_id => "leader",
+                Some(_) => "follower",
+                None => "candidate",
+            };
+            text.push_str(&format!(
+                "raft_group:{}\r\nraft_role:{role}\r\nraft_leader_id:{}\r\nraft_term:{}\r\nraft_applied_index:{}\r\nraft_voters:{}\r\n",
+                g.group_id,
+                s.leader().map(name).unwrap_or_default(),
+                s.term.load(Relaxed),
+                s.applied.load(Relaxed),
+                node.membership.read().members.len().max(1),
+            ));
+        }
+    }
+    text.push_str("\r\n");
+    text
+}
+
+const DEFAULT_SECTIONS: [&str; 10] = [
     "server",
     "clients",
     "memory",
@@ -237,6 +266,7 @@ const DEFAULT_SECTIONS: [&str; 9] = [
     "cpu",
     "cluster",
     "keyspace",
+    "raft",
 ];
 
 fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
@@ -336,7 +366,14 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     if want("replication") {
-        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        let leader = node.group().is_none_or(|g| g.status.is_leader());
+        let role = if leader { "master" } else { "slave" };
+        text.push_str(&format!(
+            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\n\r\n"
+        ));
+    }
+    if want("raft") {
+        text.push_str(&raft_info(node));
     }
     if want("cpu") {
         text.push_str("# CPU\r\n\r\n");
