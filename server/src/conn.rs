@@ -71,6 +71,8 @@ pub struct ClientState {
     pub transaction: Option<LogCommand>,
     /// The connection to the leader that relays this client's requests.
     pub relay: Option<Relay>,
+    /// READONLY: reads run on this node's replica, whatever its role.
+    pub readonly: bool,
 }
 
 /// A command parked by BLPOP and friends.
@@ -200,6 +202,7 @@ impl Connection {
             pending: Vec::new(),
             transaction: None,
             relay: None,
+            readonly: false,
         };
         let mut shutdown = node.shutdown_signal();
         tracing::debug!("connected");
@@ -369,8 +372,22 @@ async fn drive(
                 requests,
                 rest,
             } => {
-                relay(node, client, out, leader, &requests).await;
-                batch = rest;
+                match relay(node, client, out, leader, &requests).await {
+                    Relayed::Done => batch = rest,
+                    // The leader could not be reached: nothing was sent, so the requests
+                    // wait for the next leader like during an election.
+                    Relayed::NotSent if tokio::time::Instant::now() < deadline => {
+                        wait_leader_change(node, deadline).await;
+                        batch = requests;
+                        batch.extend(rest);
+                    }
+                    Relayed::NotSent => {
+                        for _ in &requests {
+                            out.error(NO_LEADER);
+                        }
+                        batch = rest;
+                    }
+                }
             }
             Step::AwaitLeader { requests, rest } => {
                 if tokio::time::Instant::now() >= deadline {
@@ -399,6 +416,14 @@ async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant) {
     let _ = tokio::time::timeout_at(nap.min(deadline), changed.changed()).await;
 }
 
+/// How a relay went.
+enum Relayed {
+    /// Replies (or errors for an unknown outcome) are in `out`.
+    Done,
+    /// The leader could not be reached; nothing was sent.
+    NotSent,
+}
+
 /// Relays requests to the leader through the client's relay connection.
 async fn relay(
     node: &Arc<Node>,
@@ -406,45 +431,74 @@ async fn relay(
     out: &mut ReplyWriter,
     leader: u64,
     requests: &[Vec<Bytes>],
-) {
+) -> Relayed {
     if client.relay.as_ref().is_some_and(|r| r.leader != leader) {
         client.relay = None;
     }
-    let result = async {
-        if client.relay.is_none() {
-            let addr = node
-                .peer_client_addr(leader)
-                .ok_or_else(|| std::io::Error::other("the leader's address is unknown"))?;
-            let password = node.settings.read().requirepass.clone();
-            client.relay =
-                Some(Relay::connect(leader, addr, password.as_deref(), out.version).await?);
-        }
-        let Some(relay) = client.relay.as_mut() else {
-            return Err(std::io::Error::other("no relay"));
+    if client.relay.is_none() {
+        let Some(addr) = node.peer_client_addr(leader) else {
+            return Relayed::NotSent;
         };
-        let blocking = requests
-            .iter()
-            .any(|r| cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0));
-        let mut replies = Vec::new();
-        let fut = relay.forward(client.db, out.version, requests, &mut replies);
-        if blocking {
-            fut.await?;
-        } else {
-            tokio::time::timeout(crate::relay::RELAY_TIMEOUT, fut)
-                .await
-                .map_err(|_| std::io::Error::other("the leader did not answer in time"))??;
+        let password = node.settings.read().requirepass.clone();
+        match Relay::connect(leader, addr, password.as_deref(), out.version).await {
+            Ok(r) => client.relay = Some(r),
+            Err(err) => {
+                tracing::debug!(leader, cause = %err, "leader unreachable");
+                return Relayed::NotSent;
+            }
         }
-        Ok::<_, std::io::Error>(replies)
     }
-    .await;
+    let Some(relay) = client.relay.as_mut() else {
+        return Relayed::NotSent;
+    };
+    let blocking = requests
+        .iter()
+        .any(|r| cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0));
+    let mut replies = Vec::new();
+    let fut = relay.forward(client.db, out.version, requests, &mut replies);
+    let result = if blocking {
+        fut.await
+    } else {
+        tokio::time::timeout(crate::relay::RELAY_TIMEOUT, fut)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the leader did not answer in time")))
+    };
     match result {
-        Ok(replies) => out.buf.extend_from_slice(&replies),
+        Ok(()) => out.buf.extend_from_slice(&replies),
         Err(err) => {
             tracing::debug!(leader, cause = %err, "relay failed");
             client.relay = None;
-            for _ in requests {
+            // Replies that did arrive are good; the rest may or may not have happened.
+            out.buf.extend_from_slice(&replies);
+            let answered = count_replies(&replies, out.version);
+            for _ in answered..requests.len() {
                 out.error(ProposeError::Unknown.reply_text());
             }
+        }
+    }
+    Relayed::Done
+}
+
+/// Complete replies at the start of `buf`.
+fn count_replies(mut buf: &[u8], version: RespVersion) -> usize {
+    let mut n = 0;
+    loop {
+        let used = match version {
+            RespVersion::Resp2 => kelvin_protocol::frames::resp2::decode::decode(buf)
+                .ok()
+                .flatten()
+                .map(|(_, u)| u),
+            RespVersion::Resp3 => kelvin_protocol::frames::resp3::decode::complete::decode(buf)
+                .ok()
+                .flatten()
+                .map(|(_, u)| u),
+        };
+        match used {
+            Some(u) if u > 0 => {
+                buf = &buf[u..];
+                n += 1;
+            }
+            _ => return n,
         }
     }
 }
@@ -552,6 +606,10 @@ fn forwarded(spec: &CommandSpec) -> bool {
         )
 }
 
+fn is_read(spec: &CommandSpec) -> bool {
+    matches!(spec.handler, Handler::Data(_)) && !spec.is_write()
+}
+
 /// The writes gathered from a pipeline, proposed as one.
 #[derive(Default)]
 struct Segment {
@@ -649,7 +707,12 @@ pub fn process_batch(
         // Relaying: once a request goes to the leader, the ones after it follow in
         // order, so its replies come back in order.
         if let Route::Forward(_) | Route::NoLeader = here {
-            if forwarded(spec) && client.multi.is_none() && segment.commands.is_empty() {
+            let stale_read_ok = client.readonly && is_read(spec);
+            if forwarded(spec)
+                && !stale_read_ok
+                && client.multi.is_none()
+                && segment.commands.is_empty()
+            {
                 forward.push(argv);
                 continue;
             }
@@ -673,7 +736,7 @@ pub fn process_batch(
                     out.error(CLUSTER_DOWN);
                     continue;
                 }
-                if !spec.is_write() && local_reads {
+                if !spec.is_write() && (local_reads || client.readonly) {
                     if !segment.commands.is_empty() {
                         // A read after writes waits for them, so it sees them.
                         step = segment_step(segment, node, out, argv, &mut requests);

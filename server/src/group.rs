@@ -67,6 +67,8 @@ pub trait RaftSender: Send + Sync + 'static {
     fn send(&self, group: u64, msg: Message);
     /// Learns (or updates) where peer `id` listens.
     fn set_peer(&self, _id: u64, _addr: std::net::SocketAddr) {}
+    /// Stops sending and receiving (node shutdown).
+    fn shutdown(&self) {}
 }
 
 /// What a group needs to start.
@@ -130,8 +132,15 @@ pub struct Proposal {
 enum GroupMsg {
     Propose(Proposal),
     Raft(Message),
-    SnapshotSent { to: u64, ok: bool },
-    Unreachable { peer: u64 },
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    Unreachable {
+        peer: u64,
+    },
+    /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
+    Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
     Stop,
 }
 
@@ -227,11 +236,30 @@ impl GroupHandle {
         let _ = self.tx.send(GroupMsg::Unreachable { peer });
     }
 
+    /// Asks for a snapshot now (BGSAVE), or waits for it (SAVE, when `wait`): the log
+    /// index it covers.
+    pub fn snapshot(&self, wait: Option<Duration>) -> Result<u64, String> {
+        let Some(timeout) = wait else {
+            let _ = self.tx.send(GroupMsg::Snapshot(None));
+            return Ok(0);
+        };
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(GroupMsg::Snapshot(Some(tx)))
+            .map_err(|_| "the group is stopped".to_string())?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| "the snapshot did not finish in time".to_string())?
+    }
+
     /// Stops the thread after it finishes its current turn (fsyncing what it wrote).
     pub fn stop(&self) {
         let _ = self.tx.send(GroupMsg::Stop);
         if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
+            // The thread itself may drop the last handle (it holds the node); it is
+            // finishing then, and cannot wait for itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -470,6 +498,12 @@ impl Group {
                 self.raw.report_snapshot(to, status);
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
+            GroupMsg::Snapshot(reply) => {
+                let result = self.snapshot_now().map_err(|e| e.to_string());
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
             GroupMsg::Stop => {}
         }
         Ok(())
@@ -811,6 +845,21 @@ impl Group {
         if applied <= snap_index || !(requested || grown) {
             return Ok(());
         }
+        self.snapshot_now().map(|_| ())
+    }
+
+    /// Writes a snapshot at the applied index (unless one exists there already) and
+    /// compacts the log below it. Returns the index.
+    fn snapshot_now(&mut self) -> Result<u64, GroupError> {
+        let applied = self.applied();
+        if self
+            .raw
+            .store()
+            .snapshot_file()
+            .is_some_and(|(m, _)| m.index >= applied)
+        {
+            return Ok(applied);
+        }
         // The log must be durable up to what the snapshot covers before the log below it
         // goes away.
         self.sync_now()?;
@@ -847,7 +896,7 @@ impl Group {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot written, log compacted"
         );
-        Ok(())
+        Ok(applied)
     }
 }
 

@@ -114,4 +114,8 @@ impl group::RaftSender for transport::Transport {
     fn set_peer(&self, id: u64, addr: std::net::SocketAddr) {
         transport::Transport::set_peer(self, id, addr)
     }
+
+    fn shutdown(&self) {
+        transport::Transport::shutdown(self)
+    }
 }

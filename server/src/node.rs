@@ -187,6 +187,14 @@ impl Node {
     /// Starts a graceful shutdown (SHUTDOWN, SIGTERM, SIGINT).
     pub fn shutdown(&self) {
         self.shutdown_tx.send_replace(true);
+        // The group's thread holds the node: stop it here, or neither would ever go.
+        // Stopping fsyncs what the log holds and answers what still waits.
+        if let Some(group) = self.group() {
+            group.stop();
+        }
+        if let Some(sender) = self.raft_sender.get() {
+            sender.shutdown();
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

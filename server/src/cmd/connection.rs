@@ -15,6 +15,22 @@ pub const REDIS_VERSION: &str = "7.2.4";
 
 pub const COMMANDS: &[CommandSpec] = &[
     conn(
+        "readonly",
+        1,
+        LOADING | STALE | FAST,
+        "cluster",
+        "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        readonly,
+    ),
+    conn(
+        "readwrite",
+        1,
+        LOADING | STALE | FAST,
+        "cluster",
+        "Enables read-write queries for a connection to a Redis Cluster replica node.",
+        readwrite,
+    ),
+    conn(
         "ping",
         -1,
         FAST | SUBSCRIBED_OK,
@@ -587,6 +603,20 @@ fn unwatch(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     if ctx.client.watch.is_some() {
         ctx.client.unwatch();
     }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// READONLY: reads on this connection are served from this node's replica even when it
+/// is a follower, as Redis Cluster replicas do: possibly stale, never relayed.
+fn readonly(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
+    ctx.client.readonly = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn readwrite(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
+    ctx.client.readonly = false;
     ctx.out.ok();
     Ok(())
 }

@@ -89,6 +89,22 @@ pub const COMMANDS: &[CommandSpec] = &[
         role,
     ),
     conn(
+        "save",
+        1,
+        ADMIN | NOSCRIPT,
+        "server",
+        "Synchronously saves the database(s) to disk.",
+        save,
+    ),
+    conn(
+        "bgsave",
+        -1,
+        ADMIN | NOSCRIPT,
+        "server",
+        "Asynchronously saves the database(s) to disk.",
+        bgsave,
+    ),
+    conn(
         "lastsave",
         1,
         LOADING | STALE | FAST,
@@ -172,6 +188,34 @@ fn role(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     ctx.out.bulk(b"master");
     ctx.out.int(0);
     ctx.out.array(0);
+    Ok(())
+}
+
+/// How long SAVE waits for the snapshot.
+const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// SAVE: a snapshot of the keyspace at the last applied log entry, and the log
+/// compacted below it. Like Redis's SAVE it blocks this connection until it is written.
+fn save(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
+    let group = ctx
+        .node
+        .group()
+        .ok_or_else(|| CmdError::raw(crate::conn::CLUSTER_DOWN))?;
+    tokio::task::block_in_place(|| group.snapshot(Some(SAVE_TIMEOUT))).map_err(CmdError::err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn bgsave(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
+    if argv.len() > 2 || (argv.len() == 2 && !cmd::is(&argv[1], "schedule")) {
+        return Err(CmdError::SYNTAX);
+    }
+    let group = ctx
+        .node
+        .group()
+        .ok_or_else(|| CmdError::raw(crate::conn::CLUSTER_DOWN))?;
+    let _ = group.snapshot(None);
+    ctx.out.simple("Background saving started");
     Ok(())
 }
 
