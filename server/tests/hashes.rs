@@ -66,9 +66,9 @@ fn hset_hget_and_friends() {
     assert_eq!(all, want);
     assert!(q::<HashMap<String, String>>(&mut con, &["HGETALL", "nokey"]).is_empty());
     let keys: HashSet<String> = q(&mut con, &["HKEYS", "h"]);
-    assert_eq!(keys, want.keys().cloned().collect());
+    assert_eq!(keys, want.keys().cloned().collect::<HashSet<_>>());
     let vals: HashSet<String> = q(&mut con, &["HVALS", "h"]);
-    assert_eq!(vals, want.values().cloned().collect());
+    assert_eq!(vals, want.values().cloned().collect::<HashSet<_>>());
     assert!(q::<Vec<String>>(&mut con, &["HKEYS", "nokey"]).is_empty());
     assert!(q::<Vec<String>>(&mut con, &["HVALS", "nokey"]).is_empty());
 
@@ -400,7 +400,7 @@ fn hrandfield() {
     let all: Vec<String> = q(&mut con, &["HRANDFIELD", "h", "100"]);
     assert_eq!(
         all.into_iter().collect::<HashSet<_>>(),
-        fields.keys().cloned().collect()
+        fields.keys().cloned().collect::<HashSet<_>>()
     );
 
     // Negative count: exactly that many, repeats allowed.
@@ -517,7 +517,7 @@ fn hscan() {
     let (_, items): (String, Vec<String>) = q(&mut con, &["HSCAN", "small", "0", "NOVALUES"]);
     assert_eq!(
         items.into_iter().collect::<HashSet<_>>(),
-        ["a", "b", "c"].map(String::from).into()
+        HashSet::from(["a", "b", "c"].map(String::from))
     );
 
     // A big one takes several calls; every field comes exactly once with its value.
