@@ -730,13 +730,13 @@ mod tests {
         // file's per-chunk CRC catches. Either way: no panic, a consistent store.
         let chunk = small_chunk();
         let mut rejected = 0;
+        // One bit of every byte (each load builds a 16384-slot keyspace: all 8 bits of
+        // every byte take most of a minute in debug builds).
         for byte in 0..chunk.len() {
-            for bit in 0..8 {
-                let mut c = chunk.clone();
-                c[byte] ^= 1 << bit;
-                if !load_corrupt(&c) {
-                    rejected += 1;
-                }
+            let mut c = chunk.clone();
+            c[byte] ^= 1 << (byte * 5 % 8);
+            if !load_corrupt(&c) {
+                rejected += 1;
             }
         }
         assert!(rejected > 0);
@@ -801,11 +801,13 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn random_stores_round_trip(
             keys in prop::collection::vec(
                 (
-                    0..DATABASES,
+                    // Few databases: building a 16384-slot keyspace is slow in debug.
+                    0..4usize,
                     prop::collection::vec(any::<u8>(), 0..40),
                     value_strategy(),
                     prop_oneof![Just(0u64), any::<u64>()],
@@ -880,7 +882,13 @@ mod tests {
             rkyv::access::<ArchivedChunk<'static>, rancor::Error>(&buf).unwrap();
         }
         println!("copy+validate {:>7.1} ms", t.elapsed().as_secs_f64() * 1e3);
-        for (label, aligned) in [("load aligned", true), ("load unaligned", false)] {
+        // Load times vary mostly with how much of the ~250 MiB the store grows to must be
+        // faulted in fresh (the aligned run's copies take fresh pages of their own).
+        for (label, aligned) in [
+            ("load (cold)", false),
+            ("load aligned", true),
+            ("load unaligned", false),
+        ] {
             let owned: Vec<AlignedVec> = if aligned {
                 slices()
                     .map(|c| {
