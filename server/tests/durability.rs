@@ -97,7 +97,11 @@ impl WriterLog {
                 },
                 2 => {
                     let e = format!("elem:{tag}");
-                    match redis::cmd("RPUSH").arg(&list).arg(&e).query::<i64>(&mut con) {
+                    match redis::cmd("RPUSH")
+                        .arg(&list)
+                        .arg(&e)
+                        .query::<i64>(&mut con)
+                    {
                         Ok(_) => {
                             self.list.push(e);
                             true
@@ -197,7 +201,11 @@ impl WriterLog {
         for (f, v) in &hash {
             let known = self.hash.iter().any(|(af, _)| af == f)
                 || self.hash_unknown.iter().any(|(uf, uv)| uf == f && uv == v);
-            assert!(known, "{when}: {} has a field never sent: {f}", self.hash_key());
+            assert!(
+                known,
+                "{when}: {} has a field never sent: {f}",
+                self.hash_key()
+            );
         }
     }
 }
@@ -397,7 +405,11 @@ fn corrupt_wal_refuses_to_start_and_torn_tail_is_repaired() {
     let seg = newest_segment(&server);
     let mut data = std::fs::read(&seg).unwrap();
     let records = wal_records(&data);
-    assert!(records.len() > 50, "expected many records in {}", seg.display());
+    assert!(
+        records.len() > 50,
+        "expected many records in {}",
+        seg.display()
+    );
     let victim = records[records.len() / 3..records.len() - 10]
         .iter()
         .find(|r| r.ty == WalRecord::ENTRIES && r.len > 4)
