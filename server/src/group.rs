@@ -446,6 +446,8 @@ impl Group {
                 }
             }
             self.propose_batch(batch)?;
+            // CONFIG SET appendfsync takes effect at the next turn.
+            self.fsync = self.node.settings.read().appendfsync;
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.raw.tick();
@@ -528,14 +530,16 @@ impl Group {
         match self.raw.propose(context.clone(), data) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {
                 let index = self.raw.raft.raft_log.last_index();
-                self.pending.insert(
-                    index,
-                    PendingEntry {
-                        context,
-                        waiters,
-                        at: Instant::now(),
-                    },
-                );
+                let entry = PendingEntry {
+                    context,
+                    waiters,
+                    at: Instant::now(),
+                };
+                // An older proposal of ours at this index was cut off the log by another
+                // leader before we applied that index: it will never be applied.
+                if let Some(old) = self.pending.insert(index, entry) {
+                    fail(old.waiters, ProposeError::Dropped);
+                }
             }
             _ => {
                 let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0);
@@ -648,12 +652,15 @@ impl Group {
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(ready.entries())?;
         }
+        let mut vote_changed = false;
         if let Some(hs) = ready.hs() {
+            let before = self.raw.store().hard_state();
+            vote_changed = hs.term != before.term || hs.vote != before.vote;
             self.raw.mut_store().set_hard_state(hs.clone())?;
         }
-        if self.fsync == AppendFsync::Always || ready.must_sync() && self.fsync != AppendFsync::No {
-            // `must_sync`: a vote or term change is always made durable before it is
-            // announced under `everysec` too; losing one could elect two leaders.
+        if self.fsync == AppendFsync::Always || vote_changed {
+            // A vote or term change is made durable before it is announced, whatever the
+            // policy: forgetting a vote could elect two leaders in one term.
             self.sync_now()?;
         }
         let read_states = ready.take_read_states();

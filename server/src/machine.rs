@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn replicas_applying_the_same_log_agree_including_randomness() {
-        let log = vec![
+        let log = [
             vec![single(&["SADD", "s", "a", "b", "c", "d", "e", "f"])],
             vec![single(&["SPOP", "s", "2"]), single(&["INCR", "n"])],
             vec![single(&["SET", "t", "v", "PX", "10"])],

@@ -446,7 +446,6 @@ fn corrupt_wal_refuses_to_start_and_torn_tail_is_repaired() {
 /// complete, valid records follow it, so it is corruption and the node must refuse to
 /// start rather than drop every acknowledged write after it.
 #[test]
-#[ignore = "server bug: kelvin-wal takes a damaged length field mid-segment for a torn tail, truncates there and starts without every acknowledged write after it"]
 fn corrupt_length_mid_segment_is_not_a_torn_tail() {
     let mut server = ServerProc::single("corrupt-len", "always");
     server.start();

@@ -139,12 +139,14 @@ pub(crate) fn scan(data: &[u8], off: usize) -> Scan<'_> {
     };
     let end = HEADER_LEN.saturating_add(len as usize);
     if end > rest.len() {
+        // An interrupted final write leaves nothing valid behind it; a damaged length
+        // in the middle of the file has intact records after it, which must not be cut.
         return Scan::Bad {
             reason: format!(
                 "record of {len} bytes extends past end of file ({} bytes left)",
                 rest.len()
             ),
-            torn: true,
+            torn: !intact_record_after(rest, 1),
         };
     }
     let actual = crc32fast::hash(&rest[8..end]);
@@ -159,6 +161,19 @@ pub(crate) fn scan(data: &[u8], off: usize) -> Scan<'_> {
         payload: &rest[HEADER_LEN..end],
         end: off + end,
     }
+}
+
+/// Is there a record with a valid CRC at any offset from `from` on? Used only on the
+/// rare damaged record found at open, to tell a torn tail from corruption.
+fn intact_record_after(rest: &[u8], from: usize) -> bool {
+    (from..rest.len()).any(|p| {
+        let r = &rest[p..];
+        let (Some(len), Some(crc), Some(&ty)) = (le_u32(r, 0), le_u32(r, 4), r.get(8)) else {
+            return false;
+        };
+        let end = HEADER_LEN.saturating_add(len as usize);
+        (ENTRIES..=COMPACT).contains(&ty) && end <= r.len() && crc32fast::hash(&r[8..end]) == crc
+    })
 }
 
 fn parse_msg<M: Message>(data: &[u8], what: &str) -> Result<M, String> {
@@ -274,6 +289,12 @@ mod tests {
                 "{cut}"
             );
         }
+        // A damaged length in the middle (records intact after it) is corruption, not a
+        // torn tail, even though the record now seems to run past the end of the file.
+        let mut long = buf.clone();
+        let mid = records(&buf)[1].1;
+        long[mid + 3] = 0x7f;
+        assert!(matches!(scan(&long, mid), Scan::Bad { torn: false, .. }));
         // Bad CRC on the final record: torn. The same record followed by data: corrupt.
         let mut flipped = buf.clone();
         flipped[last + HEADER_LEN] ^= 1;
