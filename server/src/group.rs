@@ -10,8 +10,11 @@
 //! messages, advance. A proposal is answered once its entry is committed and applied;
 //! the reply bytes were written by [`crate::machine`] in the client's protocol version.
 //!
-//! The thread is a plain OS thread, not a tokio task: fsync blocks, and a blocked
-//! runtime worker would stall every connection on it.
+//! The group is a task on the node's runtime: a proposal, its entry and its reply pass
+//! between tasks, often on one worker, without waking OS threads (an OS thread per group
+//! cost a context switch each way and halved write throughput). The blocking steps,
+//! fsync and snapshots, step aside with `block_in_place`, so the worker's other tasks
+//! move on meanwhile.
 //!
 //! Reads: the leader serves reads from its own keyspace while it holds a lease: it asks
 //! for a ReadIndex every other tick, and a quorum's answer to a request sent at `t`
@@ -33,6 +36,8 @@ use kelvin_wal::{DiskStorage, SnapshotReader, SnapshotWriter, WalOptions};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
+use tokio::sync::mpsc::error::SendError;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{oneshot, watch};
 
 use crate::cmd::BlockOn;
@@ -208,15 +213,16 @@ impl GroupStatus {
 /// A running group.
 pub struct GroupHandle {
     pub group_id: u64,
-    tx: mpsc::Sender<GroupMsg>,
+    tx: UnboundedSender<GroupMsg>,
     pub status: Arc<GroupStatus>,
-    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Signalled when the group's task has finished (and fsynced).
+    done: parking_lot::Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 impl GroupHandle {
     /// Queues a proposal. Never blocks. A stopped group answers `Stopped`.
     pub fn propose(&self, p: Proposal) {
-        if let Err(mpsc::SendError(GroupMsg::Propose(p))) = self.tx.send(GroupMsg::Propose(p)) {
+        if let Err(SendError(GroupMsg::Propose(p))) = self.tx.send(GroupMsg::Propose(p)) {
             if let Some(reply) = p.reply {
                 let _ = reply.send(Err(ProposeError::Stopped));
             }
@@ -251,15 +257,14 @@ impl GroupHandle {
             .map_err(|_| "the snapshot did not finish in time".to_string())?
     }
 
-    /// Stops the thread after it finishes its current turn (fsyncing what it wrote).
+    /// Stops the group after it finishes its current turn (fsyncing what it wrote), and
+    /// waits for that (bounded).
     pub fn stop(&self) {
         let _ = self.tx.send(GroupMsg::Stop);
-        if let Some(t) = self.thread.lock().take() {
-            // The thread itself may drop the last handle (it holds the node); it is
-            // finishing then, and cannot wait for itself.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
+        if let Some(done) = self.done.lock().take() {
+            // The task signals before it lets go of the node, so a handle dropped by the
+            // task itself finds the signal already there.
+            let _ = blocking(|| done.recv_timeout(STOP_WAIT));
         }
     }
 }
@@ -327,12 +332,11 @@ pub fn start(
         raw.campaign()?;
     }
     let status = Arc::new(GroupStatus::new(cfg.node_id));
-    let (tx, rx) = mpsc::channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut group = Group {
         group_id: cfg.group_id,
         node,
         raw,
-        rx,
         sender,
         status: status.clone(),
         fsync: cfg.fsync,
@@ -346,27 +350,64 @@ pub fn start(
         started,
         replayed: false,
     };
-    let thread = std::thread::Builder::new()
-        .name(format!("raft-{}", cfg.group_id))
-        .spawn(move || {
-            let id = group.group_id;
-            if let Err(err) = group.run() {
-                tracing::error!(group = id, cause = %err, "raft group stopped on an error");
-            }
-            group.status.stopped.store(true, Ordering::Release);
-            group.status.set_leader(0);
-            group.fail_all(ProposeError::Stopped);
-        })
-        .map_err(|e| GroupError::Entry {
-            index: 0,
-            cause: format!("cannot start the group thread: {e}"),
-        })?;
+    let (done_tx, done_rx) = mpsc::channel();
+    let task = async move {
+        let id = group.group_id;
+        if let Err(err) = group.run(&mut rx).await {
+            tracing::error!(group = id, cause = %err, "raft group stopped on an error");
+        }
+        group.status.stopped.store(true, Ordering::Release);
+        group.status.set_leader(0);
+        group.fail_all(ProposeError::Stopped);
+        let _ = done_tx.send(());
+    };
+    // On the node's runtime, so that a proposal, its entry and its reply pass between
+    // tasks without waking OS threads; fsync and snapshots step aside with
+    // `block_in_place`. Without a runtime (some tests), on a thread of its own.
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(task);
+        }
+        Err(_) => {
+            std::thread::Builder::new()
+                .name(format!("raft-{}", cfg.group_id))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(task),
+                        Err(err) => {
+                            tracing::error!(cause = %err, "cannot start the group's runtime")
+                        }
+                    }
+                })
+                .map_err(|e| GroupError::Entry {
+                    index: 0,
+                    cause: format!("cannot start the group thread: {e}"),
+                })?;
+        }
+    }
     Ok(Arc::new(GroupHandle {
         group_id: cfg.group_id,
         tx,
         status,
-        thread: parking_lot::Mutex::new(Some(thread)),
+        done: parking_lot::Mutex::new(Some(done_rx)),
     }))
+}
+
+/// How long `stop` waits for the group to finish its turn.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs blocking work (fsync, snapshots) from the group's task without stalling the
+/// other tasks of its runtime worker.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Clears the keyspace and loads a snapshot file into it. Returns the keys loaded.
@@ -399,7 +440,6 @@ struct Group {
     group_id: u64,
     node: Arc<Node>,
     raw: RawNode<DiskStorage>,
-    rx: mpsc::Receiver<GroupMsg>,
     sender: Arc<dyn RaftSender>,
     status: Arc<GroupStatus>,
     fsync: AppendFsync,
@@ -420,21 +460,26 @@ struct Group {
 }
 
 impl Group {
-    fn run(&mut self) -> Result<(), GroupError> {
-        let mut last_tick = Instant::now();
-        // A single voter campaigned before the thread started: act on it at once.
+    async fn run(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<GroupMsg>,
+    ) -> Result<(), GroupError> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A single voter campaigned before the task started: act on it at once.
         self.on_ready()?;
         loop {
-            let wait = TICK.saturating_sub(last_tick.elapsed());
             let mut batch = Vec::new();
-            match self.rx.recv_timeout(wait) {
-                Ok(GroupMsg::Stop) => return self.sync_now(),
-                Ok(msg) => self.handle(msg, &mut batch)?,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return self.sync_now(),
+            let mut tick = false;
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None | Some(GroupMsg::Stop) => return self.sync_now(),
+                    Some(msg) => self.handle(msg, &mut batch)?,
+                },
+                _ = ticker.tick() => tick = true,
             }
             // Everything that arrived meanwhile joins the same turn: group commit.
-            while let Ok(msg) = self.rx.try_recv() {
+            while let Ok(msg) = rx.try_recv() {
                 if let GroupMsg::Stop = msg {
                     self.propose_batch(batch)?;
                     self.on_ready()?;
@@ -448,8 +493,7 @@ impl Group {
             self.propose_batch(batch)?;
             // CONFIG SET appendfsync takes effect at the next turn.
             self.fsync = self.node.settings.read().appendfsync;
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
+            if tick {
                 self.raw.tick();
                 self.ticks += 1;
                 self.renew_lease();
@@ -501,7 +545,7 @@ impl Group {
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
             GroupMsg::Snapshot(reply) => {
-                let result = self.snapshot_now().map_err(|e| e.to_string());
+                let result = blocking(|| self.snapshot_now()).map_err(|e| e.to_string());
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
@@ -611,7 +655,8 @@ impl Group {
 
     fn sync_now(&mut self) -> Result<(), GroupError> {
         if self.raw.store().has_unsynced() {
-            self.raw.mut_store().sync()?;
+            let store = self.raw.mut_store();
+            blocking(|| store.sync())?;
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -646,7 +691,8 @@ impl Group {
             self.send(ready.take_messages());
         }
         if *ready.snapshot() != Snapshot::default() {
-            self.install_snapshot(ready.snapshot().clone())?;
+            let snap = ready.snapshot().clone();
+            blocking(|| self.install_snapshot(snap))?;
         }
         self.apply(ready.take_committed_entries())?;
         if !ready.entries().is_empty() {
@@ -852,7 +898,7 @@ impl Group {
         if applied <= snap_index || !(requested || grown) {
             return Ok(());
         }
-        self.snapshot_now().map(|_| ())
+        blocking(|| self.snapshot_now()).map(|_| ())
     }
 
     /// Writes a snapshot at the applied index (unless one exists there already) and
