@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::memory::{key, value};
+use crate::memory::key;
 use crate::servers::{
     command, connect, environment_note, free_port, info_field, push_command, save_result, Kind,
     Programs, ServerGuard, Spec,
@@ -100,7 +100,7 @@ pub fn run(opts: &Options) -> Result<String> {
     report.push_str("# Restart: Kelvin vs Redis\n\n");
     report.push_str(&environment_note(&opts.programs));
     report.push_str(&format!(
-        "- {} keys `key:0000000001`.., {}-byte values, loaded with MSET of {} keys over {} \
+        "- {} keys `key:0000000001`.., {}-byte pseudo-random hex values, loaded with MSET of {} keys over {} \
          connections; stopped with SHUTDOWN; restart time is from spawn until DBSIZE \
          returns {} (polled every 10 ms); median of {} round(s); Kelvin with \
          `--appendfsync everysec`, Redis with `--appendonly yes --appendfsync everysec \
@@ -282,6 +282,28 @@ fn rewrite_aof(port: u16, timeout: Duration) -> Result<()> {
     }
 }
 
+/// A value of `size` pseudo-random hex digits derived from `i` (splitmix64): unlike
+/// repeated digits, it does not shrink under Redis's RDB (LZF) compression, so both
+/// servers write about the same bytes.
+pub fn random_value(i: u64, size: usize) -> Vec<u8> {
+    let mut state = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        for nibble in 0..16 {
+            if out.len() == size {
+                break;
+            }
+            out.push(b"0123456789abcdef"[((z >> (nibble * 4)) & 0xf) as usize]);
+        }
+    }
+    out
+}
+
 /// Bytes of all files under `dir`.
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -336,7 +358,7 @@ fn load_range(port: u16, opts: &Options, first: u64, last: u64) -> Result<()> {
         while sent < DEPTH && next <= last {
             let end = (next + opts.chunk - 1).min(last);
             let pairs: Vec<(String, Vec<u8>)> = (next..=end)
-                .map(|i| (key(i), value(i, opts.value_size)))
+                .map(|i| (key(i), random_value(i, opts.value_size)))
                 .collect();
             let mut args: Vec<&[u8]> = vec![b"MSET"];
             for (k, v) in &pairs {
@@ -359,4 +381,17 @@ fn load_range(port: u16, opts: &Options, first: u64, last: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_values() {
+        assert_eq!(random_value(1, 100).len(), 100);
+        assert_eq!(random_value(1, 7), random_value(1, 7));
+        assert_ne!(random_value(1, 100), random_value(2, 100));
+        assert!(random_value(3, 100).iter().all(u8::is_ascii_hexdigit));
+    }
 }
