@@ -348,7 +348,8 @@ fn render(samples: &Samples) -> String {
             _ => Row::Always,
         };
         let r = get(redis_row, Kind::Redis);
-        if k.is_none() && r.is_none() {
+        let group_row = matches!(row, Row::GroupLeader | Row::GroupFollower);
+        if k.is_none() && (r.is_none() || group_row) {
             continue;
         }
         let fmt = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
@@ -356,9 +357,10 @@ fn render(samples: &Samples) -> String {
             (Some(k), Some(r)) if r > 0.0 => format!("{:.2}", k / r),
             _ => "-".into(),
         };
-        let redis = match row {
-            Row::GroupLeader | Row::GroupFollower => format!("{} (single, `always`)", fmt(r)),
-            _ => fmt(r),
+        let redis = if group_row {
+            format!("{} (single, `always`)", fmt(r))
+        } else {
+            fmt(r)
         };
         s.push_str(&format!(
             "| {} | {} | {} | {} |\n",
