@@ -104,7 +104,7 @@ pub fn run(opts: &Options) -> Result<String> {
          connections; stopped with SHUTDOWN; restart time is from spawn until DBSIZE \
          returns {} (polled every 10 ms); median of {} round(s); Kelvin with \
          `--appendfsync everysec`, Redis with `--appendonly yes --appendfsync everysec \
-         --save ''` (and `--auto-aof-rewrite-percentage 0` for the log-replay row)\n\n",
+         --save '' --auto-aof-rewrite-percentage 0` (no automatic rewrites)\n\n",
         opts.keys, opts.value_size, opts.chunk, opts.connections, opts.keys, opts.rounds
     ));
     report.push_str(&render(&samples));
