@@ -3,13 +3,17 @@
 //! ```text
 //! cargo run --release -p kelvin-bench -- throughput [--quick] [--requests N]
 //! cargo run --release -p kelvin-bench -- memory [--quick] [--keys N]
+//! cargo run --release -p kelvin-bench -- durable [--quick] [--requests N]
+//! cargo run --release -p kelvin-bench -- restart [--quick] [--keys N]
 //! ```
 //!
 //! Each subcommand starts its own servers on free loopback ports with temporary
 //! directories, kills them when done (or on error), prints a markdown table and writes
 //! it to `bench-results/`.
 
+mod durable;
 mod memory;
+mod restart;
 mod servers;
 mod throughput;
 
@@ -19,7 +23,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use servers::{locate_kelvin, locate_program, Programs};
+use servers::{locate_kelvin, locate_kelvin_cli, locate_program, Programs};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +41,10 @@ enum Cmd {
     Throughput(ThroughputArgs),
     /// Resident memory for 1,000,000 keys of 100-byte values.
     Memory(MemoryArgs),
+    /// SET throughput with appendfsync always/everysec, single node and 3-node group.
+    Durable(DurableArgs),
+    /// Restart time with 1,000,000 keys, after a snapshot and from the log.
+    Restart(RestartArgs),
 }
 
 #[derive(Args)]
@@ -47,6 +55,48 @@ struct ServerArgs {
     /// The redis-server binary (default: from PATH).
     #[arg(long)]
     redis_bin: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DurableArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// The kelvin-cli binary (default: next to kelvin-server, built if missing).
+    #[arg(long)]
+    kelvin_cli: Option<PathBuf>,
+    /// The redis-benchmark binary (default: from PATH).
+    #[arg(long)]
+    redis_benchmark: Option<PathBuf>,
+    /// SET requests per run (default 100000; 20000 with --quick).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Rounds; the table shows the median (default 3; 1 with --quick).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Parallel connections (redis-benchmark -c).
+    #[arg(long, default_value_t = 50)]
+    clients: u32,
+    /// Small numbers for a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct RestartArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// Keys to load (default 1000000; 200000 with --quick).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Rounds; the table shows the median (default 3; 1 with --quick).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Small numbers for a smoke run.
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args)]
@@ -93,7 +143,12 @@ fn programs(args: &ServerArgs) -> Result<Programs> {
     Ok(Programs {
         kelvin: locate_kelvin(args.kelvin_bin.clone())?,
         redis_server: locate_program(args.redis_bin.clone(), "redis-server")?,
+        kelvin_cli: None,
     })
+}
+
+fn rounds(given: Option<u32>, quick: bool) -> u32 {
+    given.unwrap_or(if quick { 1 } else { 3 }).clamp(1, 100)
 }
 
 fn main() -> Result<()> {
@@ -136,6 +191,41 @@ fn main() -> Result<()> {
                 settle: Duration::from_secs(if args.quick { 1 } else { 2 }),
             };
             let report = memory::run(&opts)?;
+            println!("{report}");
+        }
+        Cmd::Durable(args) => {
+            let mut programs = programs(&args.servers)?;
+            programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
+            let opts = durable::Options {
+                programs,
+                redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
+                requests: args
+                    .requests
+                    .unwrap_or(if args.quick { 20_000 } else { 100_000 })
+                    .max(1),
+                clients: args.clients.max(1),
+                rounds: rounds(args.rounds, args.quick),
+                keyspace: 100_000,
+                value_size: 100,
+                run_timeout: Duration::from_secs(600),
+            };
+            let report = durable::run(&opts)?;
+            println!("{report}");
+        }
+        Cmd::Restart(args) => {
+            let opts = restart::Options {
+                programs: programs(&args.servers)?,
+                keys: args
+                    .keys
+                    .unwrap_or(if args.quick { 200_000 } else { 1_000_000 })
+                    .max(1),
+                value_size: args.value_size,
+                chunk: 1000,
+                connections: 4,
+                rounds: rounds(args.rounds, args.quick),
+                timeout: Duration::from_secs(600),
+            };
+            let report = restart::run(&opts)?;
             println!("{report}");
         }
     }

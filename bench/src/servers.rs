@@ -38,14 +38,59 @@ impl Kind {
 pub struct Programs {
     pub kelvin: PathBuf,
     pub redis_server: PathBuf,
+    /// `kelvin-cli`, for the benchmarks that form a Kelvin group (`cluster create`).
+    pub kelvin_cli: Option<PathBuf>,
 }
 
-/// A running server. Dropping it kills the process and removes its directory.
+impl Programs {
+    pub fn kelvin_cli(&self) -> Result<&Path> {
+        self.kelvin_cli
+            .as_deref()
+            .context("this benchmark needs kelvin-cli (pass --kelvin-cli)")
+    }
+}
+
+/// How to start a server: its kind, when it fsyncs, and (Kelvin only) whether it takes
+/// part in a Raft group.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub kind: Kind,
+    /// `always`, `everysec` or `no`: Kelvin's `--appendfsync`; Redis's too, with
+    /// `--appendonly yes`.
+    pub appendfsync: &'static str,
+    /// Kelvin: start with `--cluster-port` (a free one) and this `--cluster-secret`.
+    pub cluster_secret: Option<String>,
+    /// Redis: `--auto-aof-rewrite-percentage 0`, so that the AOF is never rewritten
+    /// behind the benchmark's back.
+    pub no_auto_rewrite: bool,
+}
+
+impl Spec {
+    /// The settings of the throughput and memory benchmarks: `appendfsync everysec`.
+    pub fn new(kind: Kind) -> Spec {
+        Spec {
+            kind,
+            appendfsync: "everysec",
+            cluster_secret: None,
+            no_auto_rewrite: false,
+        }
+    }
+
+    pub fn appendfsync(mut self, policy: &'static str) -> Spec {
+        self.appendfsync = policy;
+        self
+    }
+}
+
+/// A running server. Dropping it kills the process and removes its directory (unless
+/// [`ServerGuard::shutdown`] handed the directory on).
 pub struct ServerGuard {
     pub kind: Kind,
     pub port: u16,
+    pub cluster_port: Option<u16>,
     pub dir: PathBuf,
     child: Child,
+    keep_dir: bool,
 }
 
 impl ServerGuard {
@@ -55,10 +100,21 @@ impl ServerGuard {
 
     /// Starts `kind` on a free port and waits until it answers PING.
     pub fn start(kind: Kind, programs: &Programs) -> Result<ServerGuard> {
+        ServerGuard::start_spec(&Spec::new(kind), programs)
+    }
+
+    /// Starts a server as `spec` says on a free port, in a new temporary directory, and
+    /// waits until it answers PING.
+    pub fn start_spec(spec: &Spec, programs: &Programs) -> Result<ServerGuard> {
         let mut last_err = None;
         // A port found free can be taken before the server binds it: a few tries.
         for _ in 0..5 {
-            match ServerGuard::try_start(kind, programs) {
+            let attempt = temp_dir(spec.kind).and_then(|dir| {
+                let mut guard = ServerGuard::spawn_in(spec, programs, dir, free_port()?)?;
+                guard.wait_ready()?;
+                Ok(guard)
+            });
+            match attempt {
                 Ok(guard) => return Ok(guard),
                 Err(e) => last_err = Some(e),
             }
@@ -66,10 +122,20 @@ impl ServerGuard {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn try_start(kind: Kind, programs: &Programs) -> Result<ServerGuard> {
-        let port = free_port()?;
-        let dir = temp_dir(kind)?;
-        let log = File::create(dir.join("server.log"))?;
+    /// Spawns a server in `dir` (kept from an earlier run, or new) on `port` and returns
+    /// at once, without waiting for it to answer. The guard owns `dir` from now on.
+    pub fn spawn_in(
+        spec: &Spec,
+        programs: &Programs,
+        dir: PathBuf,
+        port: u16,
+    ) -> Result<ServerGuard> {
+        let kind = spec.kind;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))?;
+        let mut cluster_port = None;
         let mut cmd = match kind {
             Kind::Kelvin => {
                 let mut c = Command::new(&programs.kelvin);
@@ -80,8 +146,16 @@ impl ServerGuard {
                     .arg("--data-dir")
                     .arg(dir.join("data"))
                     .arg("--appendfsync")
-                    .arg("everysec")
+                    .arg(spec.appendfsync)
                     .env("RUST_LOG", "warn");
+                if let Some(secret) = &spec.cluster_secret {
+                    let cport = free_port()?;
+                    cluster_port = Some(cport);
+                    c.arg("--cluster-port")
+                        .arg(cport.to_string())
+                        .arg("--cluster-secret")
+                        .arg(secret);
+                }
                 c
             }
             Kind::Redis => {
@@ -94,8 +168,11 @@ impl ServerGuard {
                     .arg(&dir)
                     .args(["--save", ""])
                     .args(["--appendonly", "yes"])
-                    .args(["--appendfsync", "everysec"])
+                    .args(["--appendfsync", spec.appendfsync])
                     .args(["--daemonize", "no"]);
+                if spec.no_auto_rewrite {
+                    c.args(["--auto-aof-rewrite-percentage", "0"]);
+                }
                 c
             }
         };
@@ -103,20 +180,66 @@ impl ServerGuard {
             .stdout(log.try_clone()?)
             .stderr(log);
         die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} ({:?})", kind.name(), cmd.get_program()))?;
-        let mut guard = ServerGuard {
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot start {} ({:?})",
+                    kind.name(),
+                    cmd.get_program()
+                )));
+            }
+        };
+        Ok(ServerGuard {
             kind,
             port,
+            cluster_port,
             dir,
             child,
-        };
-        guard.wait_ready()?;
-        Ok(guard)
+            keep_dir: false,
+        })
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    /// Sends SHUTDOWN, waits up to `timeout` for the process to exit (kills it after
+    /// that) and returns its directory, which is no longer removed: pass it to
+    /// [`ServerGuard::spawn_in`] to start again on the same data.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<PathBuf> {
+        // Like Redis, a successful SHUTDOWN closes the connection without a reply.
+        if let Ok(mut stream) = connect(self.port, Duration::from_secs(5)) {
+            let _ = stream.write_all(b"*1\r\n$8\r\nSHUTDOWN\r\n");
+            let mut buf = [0u8; 256];
+            let _ = stream.set_read_timeout(Some(timeout));
+            let _ = stream.read(&mut buf);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    eprintln!(
+                        "    {} exited with {status} after SHUTDOWN; log:\n{}",
+                        self.kind.name(),
+                        self.log_tail()
+                    );
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                let tail = self.log_tail();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "{} did not exit within {timeout:?} of SHUTDOWN; killed; log:\n{tail}",
+                    self.kind.name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.keep_dir = true;
+        Ok(self.dir.clone())
+    }
+
+    pub fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -162,7 +285,9 @@ impl Drop for ServerGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -193,7 +318,7 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn temp_dir(kind: Kind) -> Result<PathBuf> {
+pub fn temp_dir(kind: Kind) -> Result<PathBuf> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -264,29 +389,138 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The Kelvin binary: the given path, or `target/release/kelvin-server`, built with
-/// cargo if it is not there yet.
+/// The Kelvin binary: the given path, or `kelvin-server` from the cargo target directory
+/// (built with cargo if it is not there yet).
 pub fn locate_kelvin(given: Option<PathBuf>) -> Result<PathBuf> {
+    locate_workspace_bin(given, "kelvin-server", "kelvin-server")
+}
+
+/// `kelvin-cli`: the given path, or from the cargo target directory (built if missing).
+pub fn locate_kelvin_cli(given: Option<PathBuf>) -> Result<PathBuf> {
+    locate_workspace_bin(given, "kelvin-cli", "kelvin-client")
+}
+
+/// Where cargo puts release binaries: next to this program when it was built with
+/// `--release`, else `$CARGO_TARGET_DIR/release`, else `<root>/target/release`.
+fn release_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        if dir.file_name().is_some_and(|n| n == "release") {
+            dirs.push(dir);
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        let target = PathBuf::from(target);
+        let target = if target.is_absolute() {
+            target
+        } else {
+            workspace_root().join(target)
+        };
+        dirs.push(target.join("release"));
+    }
+    dirs.push(workspace_root().join("target/release"));
+    dirs
+}
+
+fn locate_workspace_bin(given: Option<PathBuf>, bin: &str, package: &str) -> Result<PathBuf> {
     if let Some(path) = given {
         if !path.is_file() {
-            bail!("--kelvin-bin {} does not exist", path.display());
+            bail!("{} does not exist", path.display());
         }
         return Ok(path);
     }
-    let root = workspace_root();
-    let path = root.join("target/release/kelvin-server");
-    if !path.is_file() {
-        eprintln!("{} is missing: building it", path.display());
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "kelvin-server"])
-            .current_dir(&root)
-            .status()
-            .context("cannot run cargo; pass --kelvin-bin")?;
-        if !status.success() || !path.is_file() {
-            bail!("cargo build --release -p kelvin-server failed; pass --kelvin-bin");
-        }
+    let find = || {
+        release_dirs()
+            .into_iter()
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    };
+    if let Some(path) = find() {
+        return Ok(path);
     }
-    Ok(path)
+    eprintln!("{bin} is missing: building it");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", package])
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run cargo; pass the path of {bin}"))?;
+    match find() {
+        Some(path) if status.success() => Ok(path),
+        _ => bail!("cargo build --release -p {package} failed; pass the path of {bin}"),
+    }
+}
+
+/// Sends one command and reads one reply (simple, error, integer or bulk string; not
+/// arrays). Errors come back as `Err`.
+pub fn command(stream: &mut TcpStream, args: &[&str]) -> Result<String> {
+    let mut buf = Vec::new();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    push_command(&mut buf, &args);
+    stream.write_all(&buf)?;
+    read_reply(stream)
+}
+
+/// Appends one RESP command to `buf`.
+pub fn push_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
+    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Reads one non-array reply byte by byte (no buffering, so that nothing is lost
+/// between calls on the same stream).
+pub fn read_reply(stream: &mut TcpStream) -> Result<String> {
+    let line = read_line(stream)?;
+    let (tag, rest) = line.split_at(1.min(line.len()));
+    match tag {
+        "+" | ":" => Ok(rest.to_string()),
+        "-" => bail!("{rest}"),
+        "$" => {
+            let len: i64 = rest
+                .parse()
+                .with_context(|| format!("bad reply {line:?}"))?;
+            if len < 0 {
+                return Ok(String::new());
+            }
+            let mut data = vec![0u8; len as usize + 2];
+            stream.read_exact(&mut data)?;
+            data.truncate(len as usize);
+            Ok(String::from_utf8_lossy(&data).into_owned())
+        }
+        _ => bail!("unexpected reply {line:?}"),
+    }
+}
+
+fn read_line(stream: &mut TcpStream) -> Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte)? == 0 {
+            bail!("connection closed by the server");
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// A `name:value` field of an INFO reply.
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
 }
 
 /// A program given by flag or found on PATH.

@@ -2,7 +2,7 @@
 //! machine, alternating servers, median of several rounds.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -102,20 +102,39 @@ fn benchmark(
     pipeline: u32,
     requests: u64,
 ) -> Result<Vec<(String, f64)>> {
-    let mut child = Command::new(&opts.redis_benchmark)
+    let args = [
+        "-c".to_string(),
+        opts.clients.to_string(),
+        "-n".into(),
+        requests.to_string(),
+        "-t".into(),
+        opts.tests.clone(),
+        "-P".into(),
+        pipeline.to_string(),
+        "-r".into(),
+        opts.keyspace.to_string(),
+    ];
+    redis_benchmark(&opts.redis_benchmark, port, &args, opts.run_timeout)
+}
+
+/// Runs `redis-benchmark -h 127.0.0.1 -p PORT ARGS... --csv -q` once, kills it after
+/// `timeout`, and returns (test, ops/s) pairs.
+pub fn redis_benchmark(
+    program: &Path,
+    port: u16,
+    args: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, f64)>> {
+    let mut child = Command::new(program)
         .args(["-h", HOST])
         .args(["-p", &port.to_string()])
-        .args(["-c", &opts.clients.to_string()])
-        .args(["-n", &requests.to_string()])
-        .args(["-t", &opts.tests])
-        .args(["-P", &pipeline.to_string()])
-        .args(["-r", &opts.keyspace.to_string()])
+        .args(args)
         .args(["--csv", "-q"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot run {}", opts.redis_benchmark.display()))?;
+        .with_context(|| format!("cannot run {}", program.display()))?;
     // Read the pipes on threads so the child never blocks on a full pipe while we wait.
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -129,7 +148,7 @@ fn benchmark(
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
-    let deadline = Instant::now() + opts.run_timeout;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -137,10 +156,7 @@ fn benchmark(
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "redis-benchmark took longer than {:?}; killed",
-                opts.run_timeout
-            );
+            bail!("redis-benchmark took longer than {timeout:?}; killed");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
