@@ -63,8 +63,9 @@ pub const EVERYSEC: Duration = Duration::from_secs(1);
 pub const SNAPSHOT_ENTRIES: u64 = 100_000;
 /// ...or this many bytes of log since the last one.
 pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
-/// Entries kept after a snapshot, so a follower a little behind catches up from the log.
-pub const KEEP_ENTRIES: u64 = 10_000;
+/// Entries kept after an automatic snapshot, so a follower a little behind catches up
+/// from the log. (SAVE keeps none: it is asked for to free the disk.)
+pub const KEEP_ENTRIES: u64 = 1_000;
 
 /// Where the group sends its Raft messages: the TCP transport, or an in-memory network
 /// in tests.
@@ -545,7 +546,7 @@ impl Group {
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
             GroupMsg::Snapshot(reply) => {
-                let result = blocking(|| self.snapshot_now()).map_err(|e| e.to_string());
+                let result = blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string());
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
@@ -898,12 +899,12 @@ impl Group {
         if applied <= snap_index || !(requested || grown) {
             return Ok(());
         }
-        blocking(|| self.snapshot_now()).map(|_| ())
+        blocking(|| self.snapshot_now(KEEP_ENTRIES)).map(|_| ())
     }
 
     /// Writes a snapshot at the applied index (unless one exists there already) and
-    /// compacts the log below it. Returns the index.
-    fn snapshot_now(&mut self) -> Result<u64, GroupError> {
+    /// compacts the log below it, keeping the last `keep` entries. Returns the index.
+    fn snapshot_now(&mut self, keep: u64) -> Result<u64, GroupError> {
         let applied = self.applied();
         if self
             .raw
@@ -911,6 +912,9 @@ impl Group {
             .snapshot_file()
             .is_some_and(|(m, _)| m.index >= applied)
         {
+            self.raw
+                .mut_store()
+                .compact(applied.saturating_sub(keep).max(1))?;
             return Ok(applied);
         }
         // The log must be durable up to what the snapshot covers before the log below it
@@ -942,7 +946,7 @@ impl Group {
         self.raw.mut_store().set_snapshot(meta, &path)?;
         self.raw
             .mut_store()
-            .compact(applied.saturating_sub(KEEP_ENTRIES).max(1))?;
+            .compact(applied.saturating_sub(keep).max(1))?;
         tracing::info!(
             group = self.group_id,
             index = applied,
