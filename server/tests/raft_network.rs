@@ -1,0 +1,710 @@
+//! Raft-level tests of the data group: several nodes in one process, their groups joined
+//! by an in-memory network that can cut links, isolate nodes and drop messages (in the
+//! manner of raft-rs's `harness/src/network.rs`).
+//!
+//! Each node is a real [`Node`] with its own keyspace and its own group started by
+//! [`group::start`] on its own temp dir; nothing goes through TCP. Snapshots travel the
+//! way the TCP transport carries them: the file named by `msg.snapshot.data` is copied
+//! from the sender's `<group dir>/snap/` to the receiver's, then the message is delivered
+//! and the sender's group is told the snapshot was sent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kelvin_protocol::log::LogCommand;
+use kelvin_protocol::RespVersion;
+use kelvin_server::config::AppendFsync;
+use kelvin_server::group::{self, GroupConfig, GroupHandle, Proposal, ProposeError, RaftSender};
+use kelvin_server::store::Value;
+use kelvin_server::{Node, Settings};
+use parking_lot::{Mutex, RwLock};
+use raft::eraftpb::{Message, MessageType};
+use rand::{Rng, SeedableRng};
+
+const GROUP: u64 = 0;
+/// Longest any wait in these tests may take before it is a failure.
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// The network
+// ---------------------------------------------------------------------------------------
+
+/// An in-memory [`RaftSender`] shared by every group of a cluster.
+struct Network {
+    handles: RwLock<HashMap<u64, Arc<GroupHandle>>>,
+    /// Group dir of each node (snapshot files live in `<dir>/snap`).
+    dirs: HashMap<u64, PathBuf>,
+    /// Directed links that drop everything.
+    cut: Mutex<HashSet<(u64, u64)>>,
+    /// Percentage of messages dropped at random (on links that are not cut).
+    drop_pct: AtomicU32,
+    rng: Mutex<rand::rngs::StdRng>,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    snapshots_sent: AtomicU64,
+}
+
+impl Network {
+    fn new(dirs: HashMap<u64, PathBuf>, seed: u64) -> Arc<Network> {
+        Arc::new(Network {
+            handles: RwLock::new(HashMap::new()),
+            dirs,
+            cut: Mutex::new(HashSet::new()),
+            drop_pct: AtomicU32::new(0),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            snapshots_sent: AtomicU64::new(0),
+        })
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    fn cut(&self, a: u64, b: u64) {
+        let mut cut = self.cut.lock();
+        cut.insert((a, b));
+        cut.insert((b, a));
+    }
+
+    /// Cuts every link of `n`.
+    fn isolate(&self, n: u64) {
+        let ids: Vec<u64> = self.dirs.keys().copied().collect();
+        for other in ids {
+            if other != n {
+                self.cut(n, other);
+            }
+        }
+    }
+
+    /// Restores every link and stops dropping messages.
+    fn heal(&self) {
+        self.cut.lock().clear();
+        self.drop_pct.store(0, Ordering::Relaxed);
+    }
+
+    fn set_drop(&self, pct: u32) {
+        self.drop_pct.store(pct, Ordering::Relaxed);
+    }
+
+    fn passes(&self, from: u64, to: u64) -> bool {
+        if self.cut.lock().contains(&(from, to)) {
+            return false;
+        }
+        let pct = self.drop_pct.load(Ordering::Relaxed);
+        pct == 0 || self.rng.lock().gen_range(0..100) >= pct
+    }
+
+    /// What the transport does before delivering a `MsgSnapshot`: puts the file it names
+    /// into the receiver's snapshot dir.
+    fn copy_snapshot(&self, msg: &Message) -> std::io::Result<()> {
+        let name = String::from_utf8_lossy(msg.get_snapshot().get_data()).into_owned();
+        let missing = |id| std::io::Error::other(format!("no node {id}"));
+        let src = self.dirs.get(&msg.from).ok_or_else(|| missing(msg.from))?;
+        let dst = self.dirs.get(&msg.to).ok_or_else(|| missing(msg.to))?;
+        let dst_dir = dst.join("snap");
+        std::fs::create_dir_all(&dst_dir)?;
+        let part = dst_dir.join(format!("{name}.part"));
+        std::fs::copy(src.join("snap").join(&name), &part)?;
+        std::fs::rename(part, dst_dir.join(&name))
+    }
+}
+
+impl RaftSender for Network {
+    fn send(&self, group: u64, msg: Message) {
+        assert_eq!(group, GROUP, "one group per node in these tests");
+        let (from, to) = (msg.from, msg.to);
+        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let handles = self.handles.read();
+        let (Some(dst), sender) = (handles.get(&to), handles.get(&from)) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.passes(from, to) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if is_snapshot {
+                if let Some(s) = sender {
+                    s.snapshot_sent(to, false);
+                }
+            }
+            return;
+        }
+        if is_snapshot {
+            let ok = self.copy_snapshot(&msg).is_ok();
+            if let Some(s) = sender {
+                s.snapshot_sent(to, ok);
+            }
+            if !ok {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        dst.step(msg);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------
+
+struct Cluster {
+    net: Arc<Network>,
+    nodes: BTreeMap<u64, Arc<Node>>,
+    /// For the oneshot replies (timeouts).
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` nodes, ids 1..=n, all voters of one new group.
+    fn start(n: u64, seed: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids: Vec<u64> = (1..=n).collect();
+        let dirs: HashMap<u64, PathBuf> = ids
+            .iter()
+            .map(|&id| (id, dir.path().join(format!("node-{id}")).join("group-0")))
+            .collect();
+        let net = Network::new(dirs.clone(), seed);
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let data_dir = dir.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&data_dir).expect("data dir");
+            let settings = Settings {
+                port: 0,
+                data_dir,
+                appendfsync: AppendFsync::No,
+                ..Settings::default()
+            };
+            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let node = Node::new(settings, addr);
+            node.node_id.store(id, Ordering::Relaxed);
+            let handle = group::start(
+                node.clone(),
+                GroupConfig {
+                    node_id: id,
+                    group_id: GROUP,
+                    dir: dirs[&id].clone(),
+                    voters: ids.clone(),
+                    fsync: AppendFsync::No,
+                },
+                net.clone(),
+            )
+            .expect("group starts");
+            net.handles.write().insert(id, handle);
+            nodes.insert(id, node);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        Cluster {
+            net,
+            nodes,
+            rt,
+            _dir: dir,
+        }
+    }
+
+    fn handle(&self, id: u64) -> Arc<GroupHandle> {
+        self.net.handles.read()[&id].clone()
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    fn applied(&self, id: u64) -> u64 {
+        self.handle(id).status.applied.load(Ordering::Relaxed)
+    }
+
+    fn term(&self, id: u64) -> u64 {
+        self.handle(id).status.term.load(Ordering::Relaxed)
+    }
+
+    /// Nodes (among `among`) that think they lead.
+    fn leaders(&self, among: &[u64]) -> Vec<u64> {
+        among
+            .iter()
+            .copied()
+            .filter(|&id| self.handle(id).status.is_leader())
+            .collect()
+    }
+
+    /// Waits until exactly one of `among` leads and the others follow it; returns it.
+    fn wait_leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leaders = self.leaders(among);
+            if let [l] = leaders[..] {
+                let agreed = among
+                    .iter()
+                    .all(|&id| self.handle(id).status.leader() == Some(l));
+                if agreed {
+                    return l;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single agreed leader among {among:?} after {WAIT:?}: leaders {leaders:?}, views {:?}",
+                among
+                    .iter()
+                    .map(|&id| (id, self.handle(id).status.leader()))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `argv` (db 0) to node `id`'s group without waiting for the answer.
+    fn propose_async(
+        &self,
+        id: u64,
+        argv: &[&str],
+    ) -> tokio::sync::oneshot::Receiver<group::ProposalResult> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handle(id).propose(Proposal {
+            commands: vec![LogCommand::Single {
+                db: 0,
+                argv: argv
+                    .iter()
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .collect(),
+            }],
+            version: RespVersion::Resp2,
+            reply: Some(tx),
+        });
+        rx
+    }
+
+    /// Waits up to `timeout` for the answer of a proposal: `None` if it did not come.
+    fn wait_reply(
+        &self,
+        rx: tokio::sync::oneshot::Receiver<group::ProposalResult>,
+        timeout: Duration,
+    ) -> Option<Result<Vec<u8>, ProposeError>> {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, rx).await })
+        {
+            Ok(Ok(result)) => Some(result.map(|a| a.out)),
+            Ok(Err(_)) => Some(Err(ProposeError::Stopped)),
+            Err(_) => None,
+        }
+    }
+
+    /// Proposes `argv` at node `id` and waits (up to `timeout`) for the reply bytes.
+    fn propose(
+        &self,
+        id: u64,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Option<Result<Vec<u8>, ProposeError>> {
+        let rx = self.propose_async(id, argv);
+        self.wait_reply(rx, timeout)
+    }
+
+    /// SET through the current leader of `among`, retrying (SET is idempotent) until
+    /// it is acknowledged with `+OK`.
+    fn set_acked(&self, among: &[u64], key: &str, value: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self.wait_leader(among);
+            match self.propose(leader, &["SET", key, value], Duration::from_secs(3)) {
+                Some(Ok(out)) => {
+                    assert_eq!(out, b"+OK\r\n", "SET {key} at {leader}");
+                    return;
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "SET {key} not acknowledged within {WAIT:?}; last answer {other:?}"
+                ),
+            }
+        }
+    }
+
+    /// Database 0 of node `id`, every value rendered as a string.
+    fn dump(&self, id: u64) -> BTreeMap<String, String> {
+        let store = self.nodes[&id].store.lock();
+        let mut out = BTreeMap::new();
+        for (db, ks) in store.dbs() {
+            for (key, entry) in ks.iter() {
+                let key = String::from_utf8_lossy(key.as_bytes()).into_owned();
+                let value = match &entry.value {
+                    Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
+                    other => format!("<{}>", other.type_name()),
+                };
+                let key = if db == 0 {
+                    key
+                } else {
+                    format!("db{db}:{key}")
+                };
+                out.insert(key, value);
+            }
+        }
+        out
+    }
+
+    /// Waits until every node of `among` applied the same index (and it holds still for
+    /// a moment), then checks their keyspaces are identical; returns that keyspace.
+    fn wait_converged(&self, among: &[u64]) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + WAIT;
+        let mut stable_since: Option<(Vec<u64>, Instant)> = None;
+        loop {
+            let applied: Vec<u64> = among.iter().map(|&id| self.applied(id)).collect();
+            let same = applied.windows(2).all(|w| w[0] == w[1]);
+            if same {
+                match &stable_since {
+                    Some((prev, at)) if *prev == applied => {
+                        if at.elapsed() >= Duration::from_millis(300) {
+                            let first = self.dump(among[0]);
+                            let all_same = among[1..].iter().all(|&id| self.dump(id) == first);
+                            if all_same {
+                                return first;
+                            }
+                            assert!(
+                                Instant::now() < deadline,
+                                "stores differ at applied index {applied:?}: {}",
+                                among
+                                    .iter()
+                                    .map(|&id| format!("\n node {id}: {:?}", self.dump(id)))
+                                    .collect::<String>()
+                            );
+                        }
+                    }
+                    _ => stable_since = Some((applied.clone(), Instant::now())),
+                }
+            } else {
+                stable_since = None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "applied indexes never matched within {WAIT:?}: {:?}",
+                among
+                    .iter()
+                    .map(|&id| (id, self.applied(id), self.term(id)))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops every group (the group threads hold the nodes).
+    fn stop(&self) {
+        let handles: Vec<Arc<GroupHandle>> = self.net.handles.read().values().cloned().collect();
+        for h in &handles {
+            h.stop();
+        }
+        for node in self.nodes.values() {
+            node.shutdown();
+        }
+        self.net.handles.write().clear();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn assert_contains_all(store: &BTreeMap<String, String>, acked: &BTreeMap<String, String>) {
+    for (k, v) in acked {
+        assert_eq!(
+            store.get(k),
+            Some(v),
+            "acknowledged write {k}={v} is missing from the converged store"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// Three nodes elect one leader; 100 SETs through it reach every node.
+#[test]
+fn three_nodes_elect_one_leader_and_replicate() {
+    let c = Cluster::start(3, 1);
+    let ids = c.ids();
+    let leader = c.wait_leader(&ids);
+    // Hold for a few election timeouts: still exactly one leader, same one.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.leaders(&ids), vec![leader], "a second leader appeared");
+
+    let mut acked = BTreeMap::new();
+    for i in 0..100 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        let out = c
+            .propose(leader, &["SET", &k, &v], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("SET {k} got no answer in 5 s"))
+            .unwrap_or_else(|e| panic!("SET {k} failed on a healthy cluster: {e:?}"));
+        assert_eq!(out, b"+OK\r\n");
+        acked.insert(k, v);
+    }
+    // A reply the machine writes: INCR on a replicated key.
+    let out = c
+        .propose(leader, &["INCR", "counter"], Duration::from_secs(5))
+        .expect("INCR answered")
+        .expect("INCR applied");
+    assert_eq!(out, b":1\r\n");
+    acked.insert("counter".into(), "1".into());
+
+    // A follower refuses proposals, naming the leader.
+    let follower = *ids.iter().find(|&&id| id != leader).unwrap();
+    let err = c
+        .propose(follower, &["SET", "x", "y"], Duration::from_secs(5))
+        .expect("follower answers at once");
+    assert_eq!(err, Err(ProposeError::NotLeader(Some(leader))));
+
+    let store = c.wait_converged(&ids);
+    assert_eq!(store, acked);
+    assert_eq!(c.leaders(&ids), vec![leader]);
+}
+
+/// The leader is isolated: the majority elects another and goes on; what the old leader
+/// accepted meanwhile never succeeds; after healing it follows and converges.
+#[test]
+fn isolated_leader_is_replaced_and_converges() {
+    let c = Cluster::start(3, 2);
+    let ids = c.ids();
+    let old = c.wait_leader(&ids);
+    let mut acked = BTreeMap::new();
+    for i in 0..20 {
+        let (k, v) = (format!("before{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    c.wait_converged(&ids);
+
+    c.net.isolate(old);
+    // Proposed at once, before check_quorum makes it step down: appended to its log,
+    // never committed.
+    let doomed: Vec<_> = (0..5)
+        .map(|i| {
+            let k = format!("doomed{i}");
+            c.propose_async(old, &["SET", &k, "lost"])
+        })
+        .collect();
+
+    let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != old).collect();
+    let new = c.wait_leader(&rest);
+    assert_ne!(new, old);
+    for i in 0..20 {
+        let (k, v) = (format!("during{i}"), format!("v{i}"));
+        c.set_acked(&rest, &k, &v);
+        acked.insert(k, v);
+    }
+    // The old leader stepped down on its own (check_quorum), and refuses writes.
+    let deadline = Instant::now() + WAIT;
+    while c.handle(old).status.is_leader() {
+        assert!(
+            Instant::now() < deadline,
+            "isolated old leader {old} never stepped down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match c.propose(old, &["SET", "doomed-late", "lost"], Duration::from_secs(2)) {
+        Some(Ok(out)) => panic!(
+            "isolated old leader acknowledged a write: {}",
+            String::from_utf8_lossy(&out)
+        ),
+        Some(Err(_)) | None => {}
+    }
+
+    c.net.heal();
+    let leader = c.wait_leader(&ids);
+    assert_ne!(
+        leader, old,
+        "the old leader came back as leader without the others' log"
+    );
+    for i in 0..5 {
+        let (k, v) = (format!("after{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    // Every doomed proposal ends in an error (Dropped / Unknown / NotLeader), never OK.
+    for (i, rx) in doomed.into_iter().enumerate() {
+        match c.wait_reply(rx, Duration::from_secs(15)) {
+            Some(Ok(out)) => panic!(
+                "doomed{i}, proposed at the isolated leader, was acknowledged: {}",
+                String::from_utf8_lossy(&out)
+            ),
+            Some(Err(_)) => {}
+            None => panic!("doomed{i} was never answered (PROPOSAL_TIMEOUT is 10 s)"),
+        }
+    }
+    let store = c.wait_converged(&ids);
+    assert_contains_all(&store, &acked);
+    let stray: Vec<&String> = store.keys().filter(|k| k.starts_with("doomed")).collect();
+    assert!(stray.is_empty(), "unacknowledged writes applied: {stray:?}");
+    assert_eq!(store, acked);
+}
+
+/// A follower cut off while the leader writes more than KEEP_ENTRIES entries and
+/// compacts its log catches up from a snapshot once the link is back.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let c = Cluster::start(3, 3);
+    let ids = c.ids();
+    let leader = c.wait_leader(&ids);
+    let lagger = *ids.iter().find(|&&id| id != leader).unwrap();
+    let mut acked = BTreeMap::new();
+    c.set_acked(&ids, "first", "1");
+    acked.insert("first".to_string(), "1".to_string());
+    c.wait_converged(&ids);
+    let lagger_applied = c.applied(lagger);
+
+    c.net.isolate(lagger);
+    let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != lagger).collect();
+    // One proposal at a time: one entry each (concurrent ones would share entries).
+    let entries = group::KEEP_ENTRIES + 500;
+    let started = Instant::now();
+    let mut leader = c.wait_leader(&rest);
+    for i in 0..entries {
+        let (k, v) = (format!("k{}", i % 2000), format!("v{i}"));
+        loop {
+            match c.propose(leader, &["SET", &k, &v], Duration::from_secs(5)) {
+                Some(Ok(_)) => break,
+                _ => leader = c.wait_leader(&rest),
+            }
+        }
+        acked.insert(k, v);
+    }
+    eprintln!("{entries} sequential entries in {:?}", started.elapsed());
+    let leader = c.wait_leader(&rest);
+    let snap_index = c
+        .handle(leader)
+        .snapshot(Some(Duration::from_secs(10)))
+        .expect("leader snapshot");
+    assert!(
+        snap_index >= lagger_applied + group::KEEP_ENTRIES,
+        "snapshot at {snap_index} does not compact past the lagger's {lagger_applied}"
+    );
+    assert_eq!(
+        c.applied(lagger),
+        lagger_applied,
+        "isolated node applied entries"
+    );
+
+    c.net.heal();
+    let store = c.wait_converged(&ids);
+    assert!(
+        c.net.snapshots_sent.load(Ordering::Relaxed) >= 1,
+        "the lagger caught up without a snapshot (the log was not compacted enough?)"
+    );
+    let snaps: Vec<_> = std::fs::read_dir(c.net.dirs[&lagger].join("snap"))
+        .expect("lagger snap dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".snap"))
+        .collect();
+    assert!(!snaps.is_empty(), "no snapshot file on the lagger");
+    assert_contains_all(&store, &acked);
+    assert_eq!(store, acked);
+
+    // And it keeps following from the log after the snapshot.
+    let leader = c.wait_leader(&ids);
+    c.set_acked(&ids, "after-snapshot", "yes");
+    let store = c.wait_converged(&ids);
+    assert_eq!(
+        store.get("after-snapshot").map(String::as_str),
+        Some("yes"),
+        "leader {leader}"
+    );
+}
+
+/// 20% of messages dropped at random: writes still get through, and once the network is
+/// healthy every node holds every acknowledged write.
+#[test]
+fn lossy_network_makes_progress_and_converges() {
+    let c = Cluster::start(3, 4);
+    let ids = c.ids();
+    c.wait_leader(&ids);
+    c.net.set_drop(20);
+    let mut acked = BTreeMap::new();
+    let started = Instant::now();
+    for i in 0..100 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    eprintln!(
+        "100 writes under 20% loss in {:?} ({} delivered, {} dropped)",
+        started.elapsed(),
+        c.net.delivered.load(Ordering::Relaxed),
+        c.net.dropped.load(Ordering::Relaxed)
+    );
+    assert!(
+        c.net.dropped.load(Ordering::Relaxed) > 0,
+        "nothing was dropped"
+    );
+    c.net.heal();
+    let store = c.wait_converged(&ids);
+    assert_contains_all(&store, &acked);
+    assert_eq!(store, acked);
+}
+
+/// A minority cut from the majority (2 of 5 nodes) cannot commit; the majority can.
+#[test]
+fn minority_partition_cannot_commit() {
+    let c = Cluster::start(5, 5);
+    let ids = c.ids();
+    let leader = c.wait_leader(&ids);
+    // Put the leader in the minority with one other node.
+    let buddy = *ids.iter().find(|&&id| id != leader).unwrap();
+    let minority = [leader, buddy];
+    let majority: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !minority.contains(id))
+        .collect();
+    for &a in &minority {
+        for &b in &majority {
+            c.net.cut(a, b);
+        }
+    }
+    let doomed = c.propose_async(leader, &["SET", "minority", "lost"]);
+    let new = c.wait_leader(&majority);
+    assert!(majority.contains(&new));
+    let mut acked = BTreeMap::new();
+    c.set_acked(&majority, "majority", "won");
+    acked.insert("majority".to_string(), "won".to_string());
+    // The minority never elects a leader of its own that can commit.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Some(l) = c.leaders(&minority).first() {
+            if let Some(Ok(out)) = c.propose(
+                *l,
+                &["SET", "minority2", "lost"],
+                Duration::from_millis(300),
+            ) {
+                panic!(
+                    "minority node {l} acknowledged a write: {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.net.heal();
+    let leader = c.wait_leader(&ids);
+    assert!(
+        majority.contains(&leader),
+        "minority node {leader} (log missing committed entries) won after healing"
+    );
+    match c.wait_reply(doomed, Duration::from_secs(15)) {
+        Some(Ok(out)) => panic!(
+            "write at the minority leader acknowledged: {}",
+            String::from_utf8_lossy(&out)
+        ),
+        Some(Err(_)) => {}
+        None => panic!("write at the minority leader never answered"),
+    }
+    let store = c.wait_converged(&ids);
+    assert_eq!(store, acked);
+}
