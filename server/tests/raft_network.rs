@@ -157,6 +157,7 @@ struct Cluster {
     nodes: BTreeMap<u64, Arc<Node>>,
     /// For the oneshot replies (timeouts).
     rt: tokio::runtime::Runtime,
+    voters: Vec<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -169,45 +170,69 @@ impl Cluster {
             .iter()
             .map(|&id| (id, dir.path().join(format!("node-{id}")).join("group-0")))
             .collect();
-        let net = Network::new(dirs.clone(), seed);
-        let mut nodes = BTreeMap::new();
-        for &id in &ids {
-            let data_dir = dir.path().join(format!("node-{id}"));
-            std::fs::create_dir_all(&data_dir).expect("data dir");
-            let settings = Settings {
-                port: 0,
-                data_dir,
-                appendfsync: AppendFsync::No,
-                ..Settings::default()
-            };
-            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let node = Node::new(settings, addr);
-            node.node_id.store(id, Ordering::Relaxed);
-            let handle = group::start(
-                node.clone(),
-                GroupConfig {
-                    node_id: id,
-                    group_id: GROUP,
-                    dir: dirs[&id].clone(),
-                    voters: ids.clone(),
-                    fsync: AppendFsync::No,
-                },
-                net.clone(),
-            )
-            .expect("group starts");
-            net.handles.write().insert(id, handle);
-            nodes.insert(id, node);
-        }
+        let net = Network::new(dirs, seed);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .expect("runtime");
-        Cluster {
+        let mut c = Cluster {
             net,
-            nodes,
+            nodes: BTreeMap::new(),
             rt,
+            voters: ids.clone(),
             _dir: dir,
+        };
+        for id in ids {
+            c.start_node(id);
         }
+        c
+    }
+
+    /// Starts node `id` (a new `Node`, its group on its dir: a restart if the dir holds a
+    /// log).
+    fn start_node(&mut self, id: u64) {
+        let group_dir = self.net.dirs[&id].clone();
+        let data_dir = group_dir.parent().expect("node dir").to_path_buf();
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let settings = Settings {
+            port: 0,
+            data_dir,
+            appendfsync: AppendFsync::No,
+            ..Settings::default()
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let node = Node::new(settings, addr);
+        node.node_id.store(id, Ordering::Relaxed);
+        let handle = group::start(
+            node.clone(),
+            GroupConfig {
+                node_id: id,
+                group_id: GROUP,
+                dir: group_dir,
+                voters: self.voters.clone(),
+                fsync: AppendFsync::No,
+            },
+            self.net.clone(),
+        )
+        .expect("group starts");
+        self.net.handles.write().insert(id, handle);
+        self.nodes.insert(id, node);
+    }
+
+    /// Stops node `id` (its group fsyncs and exits); messages to it are dropped.
+    fn stop_node(&mut self, id: u64) {
+        let handle = self.net.handles.write().remove(&id);
+        if let Some(h) = handle {
+            h.stop();
+        }
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown();
+        }
+    }
+
+    fn restart_node(&mut self, id: u64) {
+        self.stop_node(id);
+        self.start_node(id);
     }
 
     fn handle(&self, id: u64) -> Arc<GroupHandle> {
@@ -534,7 +559,7 @@ fn isolated_leader_is_replaced_and_converges() {
                 "doomed{i}, proposed at the isolated leader, was acknowledged: {}",
                 String::from_utf8_lossy(&out)
             ),
-            Some(Err(_)) => {}
+            Some(Err(e)) => eprintln!("doomed{i}: {e:?}"),
             None => panic!("doomed{i} was never answered (PROPOSAL_TIMEOUT is 10 s)"),
         }
     }
@@ -707,4 +732,99 @@ fn minority_partition_cannot_commit() {
     }
     let store = c.wait_converged(&ids);
     assert_eq!(store, acked);
+}
+
+/// Nodes restart on their own dirs (log replay, hard state): a follower while the others
+/// write, then a follower that caught up by snapshot (snapshot file + log after it), then
+/// the whole cluster at once.
+#[test]
+fn restarted_nodes_keep_their_state() {
+    let mut c = Cluster::start(3, 6);
+    let ids = c.ids();
+    let leader = c.wait_leader(&ids);
+    let mut acked = BTreeMap::new();
+    for i in 0..30 {
+        let (k, v) = (format!("a{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    c.wait_converged(&ids);
+
+    // A follower restarts while writes go on without it.
+    let follower = *ids.iter().find(|&&id| id != leader).unwrap();
+    c.stop_node(follower);
+    let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != follower).collect();
+    for i in 0..30 {
+        let (k, v) = (format!("b{i}"), format!("v{i}"));
+        c.set_acked(&rest, &k, &v);
+        acked.insert(k, v);
+    }
+    c.start_node(follower);
+    let store = c.wait_converged(&ids);
+    assert_eq!(store, acked, "after restarting follower {follower}");
+
+    // A follower catches up by snapshot, then restarts: it must come back from the
+    // snapshot it installed plus the log after it.
+    let leader = c.wait_leader(&ids);
+    let lagger = *ids.iter().find(|&&id| id != leader).unwrap();
+    c.net.isolate(lagger);
+    let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != lagger).collect();
+    let mut leader = c.wait_leader(&rest);
+    for i in 0..group::KEEP_ENTRIES + 200 {
+        let (k, v) = (format!("c{}", i % 500), format!("v{i}"));
+        loop {
+            match c.propose(leader, &["SET", &k, &v], Duration::from_secs(5)) {
+                Some(Ok(_)) => break,
+                _ => leader = c.wait_leader(&rest),
+            }
+        }
+        acked.insert(k, v);
+    }
+    c.handle(leader)
+        .snapshot(Some(Duration::from_secs(10)))
+        .expect("leader snapshot");
+    let sent = c.net.snapshots_sent.load(Ordering::Relaxed);
+    c.net.heal();
+    c.wait_converged(&ids);
+    assert!(
+        c.net.snapshots_sent.load(Ordering::Relaxed) > sent,
+        "no snapshot was sent"
+    );
+    for i in 0..10 {
+        let (k, v) = (format!("d{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    c.wait_converged(&ids);
+    c.restart_node(lagger);
+    let store = c.wait_converged(&ids);
+    assert_eq!(
+        store, acked,
+        "after restarting {lagger}, which installed a snapshot"
+    );
+    assert_eq!(c.dump(lagger), acked);
+
+    // The leader, which compacted its log, restarts too.
+    let leader = c.wait_leader(&ids);
+    c.restart_node(leader);
+    for i in 0..10 {
+        let (k, v) = (format!("e{i}"), format!("v{i}"));
+        c.set_acked(&ids, &k, &v);
+        acked.insert(k, v);
+    }
+    let store = c.wait_converged(&ids);
+    assert_eq!(store, acked, "after restarting the old leader {leader}");
+
+    // Everyone at once.
+    for &id in &ids {
+        c.stop_node(id);
+    }
+    for &id in &ids {
+        c.start_node(id);
+    }
+    c.wait_leader(&ids);
+    c.set_acked(&ids, "f", "after-full-restart");
+    acked.insert("f".into(), "after-full-restart".into());
+    let store = c.wait_converged(&ids);
+    assert_eq!(store, acked, "after restarting the whole cluster");
 }
