@@ -828,3 +828,125 @@ fn restarted_nodes_keep_their_state() {
     let store = c.wait_converged(&ids);
     assert_eq!(store, acked, "after restarting the whole cluster");
 }
+
+/// Random partitions, isolations and message loss while clients RPUSH unique values at
+/// random nodes. Afterwards: every acknowledged value is in the list exactly once, at the
+/// position its reply (the list length) said; a proposal answered NotLeader or Dropped
+/// ("nothing was written") is not in the list at all; no value appears twice.
+#[test]
+fn chaos_rpush_outcomes_match_replies() {
+    // CHAOS_SEEDS=100 for a longer hunt.
+    let seeds: u64 = std::env::var("CHAOS_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for seed in 11..11 + seeds {
+        chaos_round(seed);
+    }
+}
+
+fn chaos_round(seed: u64) {
+    let c = Cluster::start(3, seed);
+    let ids = c.ids();
+    c.wait_leader(&ids);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut pending = Vec::new();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        // Heal about every 1.5 s, so partitions outlast election timeouts.
+        match rng.gen_range(0..50) {
+            0 => c.net.heal(),
+            1 => c.net.isolate(ids[rng.gen_range(0..ids.len())]),
+            2 => {
+                let a = ids[rng.gen_range(0..ids.len())];
+                let b = ids[rng.gen_range(0..ids.len())];
+                if a != b {
+                    c.net.cut(a, b);
+                }
+            }
+            3 => c.net.set_drop(rng.gen_range(0..40)),
+            _ => {}
+        }
+        for _ in 0..3 {
+            // Mostly at a node that thinks it leads (two may, across a partition).
+            let leaders = c.leaders(&ids);
+            let at = if !leaders.is_empty() && rng.gen_bool(0.8) {
+                leaders[rng.gen_range(0..leaders.len())]
+            } else {
+                ids[rng.gen_range(0..ids.len())]
+            };
+            let value = format!("v{n}");
+            n += 1;
+            pending.push((
+                value.clone(),
+                at,
+                c.propose_async(at, &["RPUSH", "log", &value]),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    c.net.heal();
+    c.wait_leader(&ids);
+    let mut outcomes = BTreeMap::new();
+    for (value, at, rx) in pending {
+        let got = c
+            .wait_reply(rx, group::PROPOSAL_TIMEOUT + Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{value} (at node {at}) never answered"));
+        outcomes.insert(value, got);
+    }
+    c.wait_converged(&ids);
+    let list: Vec<String> = {
+        let store = c.nodes[&ids[0]].store.lock();
+        match store
+            .db_ref(0)
+            .and_then(|ks| ks.raw_get(b"log"))
+            .map(|e| &e.value)
+        {
+            Some(Value::List(l)) => l
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+            None => Vec::new(),
+            Some(other) => panic!("log is a {}", other.type_name()),
+        }
+    };
+    let mut positions = BTreeMap::new();
+    for (i, v) in list.iter().enumerate() {
+        if let Some(prev) = positions.insert(v.clone(), i) {
+            panic!("seed {seed}: {v} applied twice (positions {prev} and {i})");
+        }
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (value, got) in &outcomes {
+        let pos = positions.get(value);
+        match got {
+            Ok(out) => {
+                *counts.entry("ok").or_default() += 1;
+                let pos = pos.unwrap_or_else(|| {
+                    panic!("seed {seed}: {value} was acknowledged but is not in the list")
+                });
+                let expected = format!(":{}\r\n", pos + 1);
+                assert_eq!(
+                    String::from_utf8_lossy(out),
+                    expected,
+                    "seed {seed}: RPUSH {value} answered a length that does not match its position"
+                );
+            }
+            Err(e @ (ProposeError::NotLeader(_) | ProposeError::Dropped)) => {
+                *counts.entry("not written").or_default() += 1;
+                assert!(
+                    pos.is_none(),
+                    "seed {seed}: {value} was answered {e:?} (nothing written) but is in the list at {pos:?}"
+                );
+            }
+            Err(_) => *counts.entry("unknown").or_default() += 1,
+        }
+    }
+    eprintln!(
+        "seed {seed}: {} proposals, {counts:?}, list length {}, {} msgs dropped",
+        outcomes.len(),
+        list.len(),
+        c.net.dropped.load(Ordering::Relaxed)
+    );
+}
