@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::Path;
 
 use common::TestServer;
 use kelvin_server::config::AppendFsync;
@@ -319,8 +319,8 @@ fn run(con: &mut redis::Connection, args: &[String]) -> redis::RedisResult<redis
     cmd.query(con)
 }
 
-fn start(dir: &PathBuf) -> (TestServer, redis::Connection) {
-    let dir = dir.clone();
+fn start(dir: &Path) -> (TestServer, redis::Connection) {
+    let dir = dir.to_path_buf();
     let server = TestServer::start_with(move |s| {
         s.data_dir = dir;
         s.appendfsync = AppendFsync::Always;
