@@ -519,6 +519,14 @@ fn isolated_leader_is_replaced_and_converges() {
     let rest: Vec<u64> = ids.iter().copied().filter(|&id| id != old).collect();
     let new = c.wait_leader(&rest);
     assert_ne!(new, old);
+    // Stale reads: once the new leader commits a write, the old one's read lease must
+    // be over (or it would serve reads missing that write).
+    c.set_acked(&rest, "lease-probe", "1");
+    acked.insert("lease-probe".to_string(), "1".to_string());
+    assert!(
+        !c.handle(old).status.can_read_locally(),
+        "the isolated old leader {old} still holds a read lease after {new} committed a write"
+    );
     for i in 0..20 {
         let (k, v) = (format!("during{i}"), format!("v{i}"));
         c.set_acked(&rest, &k, &v);
