@@ -74,13 +74,29 @@ impl LogBatch {
         }
     }
 
-    pub fn decode(mut buf: &[u8]) -> Result<LogBatch, LogDecodeError> {
-        let r = &mut buf;
-        if take_u8(r)? != LOG_FORMAT_VERSION {
+    /// Decodes a batch, copying its arguments out.
+    pub fn decode(buf: &[u8]) -> Result<LogBatch, LogDecodeError> {
+        Self::decode_from(buf, None)
+    }
+
+    /// Decodes a batch whose bytes are shared: the arguments are slices of `buf`, no copy.
+    pub fn decode_shared(buf: &Bytes) -> Result<LogBatch, LogDecodeError> {
+        Self::decode_from(buf, Some(buf))
+    }
+
+    fn decode_from<'a>(
+        mut buf: &'a [u8],
+        shared: Option<&'a Bytes>,
+    ) -> Result<LogBatch, LogDecodeError> {
+        let r = &mut Reader {
+            rest: &mut buf,
+            shared,
+        };
+        if r.u8()? != LOG_FORMAT_VERSION {
             return Err(LogDecodeError("unknown format version"));
         }
-        let now_ms = take_u64(r)?;
-        let n = take_count(r, 2)?;
+        let now_ms = r.u64()?;
+        let n = r.count(2)?;
         let mut commands = Vec::with_capacity(n);
         for _ in 0..n {
             commands.push(LogCommand::decode(r)?);
@@ -137,35 +153,35 @@ impl LogCommand {
         }
     }
 
-    fn decode(r: &mut &[u8]) -> Result<LogCommand, LogDecodeError> {
-        match take_u8(r)? {
+    fn decode(r: &mut Reader<'_, '_>) -> Result<LogCommand, LogDecodeError> {
+        match r.u8()? {
             1 => {
-                let db = take_u8(r)?;
+                let db = r.u8()?;
                 Ok(LogCommand::Single {
                     db,
-                    argv: take_argv(r)?,
+                    argv: r.argv()?,
                 })
             }
             2 => {
-                let watch_since = take_u64(r)?;
-                let n = take_count(r, 5)?;
+                let watch_since = r.u64()?;
+                let n = r.count(5)?;
                 let mut watch = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let db = take_u8(r)?;
-                    watch.push((db, take_bytes(r)?));
+                    let db = r.u8()?;
+                    watch.push((db, r.bytes()?));
                 }
-                let n = take_count(r, 5)?;
+                let n = r.count(5)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(match take_u8(r)? {
+                    items.push(match r.u8()? {
                         1 => {
-                            let db = take_u8(r)?;
+                            let db = r.u8()?;
                             TxItem::Data {
                                 db,
-                                argv: take_argv(r)?,
+                                argv: r.argv()?,
                             }
                         }
-                        2 => TxItem::Literal(take_bytes(r)?),
+                        2 => TxItem::Literal(r.bytes()?),
                         _ => return Err(LogDecodeError("unknown transaction item")),
                     });
                 }
@@ -176,10 +192,10 @@ impl LogCommand {
                 })
             }
             3 => {
-                let db = take_u8(r)?;
+                let db = r.u8()?;
                 Ok(LogCommand::ExpireKeys {
                     db,
-                    keys: take_argv(r)?,
+                    keys: r.argv()?,
                 })
             }
             _ => Err(LogDecodeError("unknown command kind")),
@@ -204,53 +220,70 @@ fn put_argv(out: &mut Vec<u8>, argv: &[Bytes]) {
     }
 }
 
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], LogDecodeError> {
-    if r.len() < n {
-        return Err(LogDecodeError("truncated"));
+/// A cursor over an encoded batch. With `shared`, byte strings are cut out of it
+/// (reference-counted slices) instead of copied.
+struct Reader<'a, 'b> {
+    rest: &'b mut &'a [u8],
+    shared: Option<&'a Bytes>,
+}
+
+impl<'a> Reader<'a, '_> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LogDecodeError> {
+        if self.rest.len() < n {
+            return Err(LogDecodeError("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        *self.rest = tail;
+        Ok(head)
     }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
 
-fn take_u8(r: &mut &[u8]) -> Result<u8, LogDecodeError> {
-    Ok(take(r, 1)?[0])
-}
-
-fn take_u32(r: &mut &[u8]) -> Result<u32, LogDecodeError> {
-    let b = take(r, 4)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn take_u64(r: &mut &[u8]) -> Result<u64, LogDecodeError> {
-    let b = take(r, 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
-}
-
-/// A count of items each at least `min_item` bytes long: more than the input can hold is
-/// corrupt, which also bounds the allocation.
-fn take_count(r: &mut &[u8], min_item: usize) -> Result<usize, LogDecodeError> {
-    let n = take_u32(r)? as usize;
-    if n.saturating_mul(min_item) > r.len() {
-        return Err(LogDecodeError("count larger than the entry"));
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
-    Ok(n)
-}
 
-fn take_bytes(r: &mut &[u8]) -> Result<Bytes, LogDecodeError> {
-    let n = take_u32(r)? as usize;
-    Ok(Bytes::copy_from_slice(take(r, n)?))
-}
-
-fn take_argv(r: &mut &[u8]) -> Result<Vec<Bytes>, LogDecodeError> {
-    let n = take_count(r, 4)?;
-    let mut argv = Vec::with_capacity(n);
-    for _ in 0..n {
-        argv.push(take_bytes(r)?);
+    fn u8(&mut self) -> Result<u8, LogDecodeError> {
+        Ok(self.take(1)?[0])
     }
-    Ok(argv)
+
+    fn u32(&mut self) -> Result<u32, LogDecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, LogDecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// A count of items each at least `min_item` bytes long: more than the input can
+    /// hold is corrupt, which also bounds the allocation.
+    fn count(&mut self, min_item: usize) -> Result<usize, LogDecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.rest.len() {
+            return Err(LogDecodeError("count larger than the entry"));
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, LogDecodeError> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        Ok(match self.shared {
+            Some(base) => base.slice_ref(b),
+            None => Bytes::copy_from_slice(b),
+        })
+    }
+
+    fn argv(&mut self) -> Result<Vec<Bytes>, LogDecodeError> {
+        let n = self.count(4)?;
+        let mut argv = Vec::with_capacity(n);
+        for _ in 0..n {
+            argv.push(self.bytes()?);
+        }
+        Ok(argv)
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +323,10 @@ mod tests {
         };
         let mut out = Vec::new();
         batch.encode(&mut out);
+        assert_eq!(
+            LogBatch::decode_shared(&Bytes::from(out.clone())),
+            Ok(batch.clone())
+        );
         assert_eq!(LogBatch::decode(&out), Ok(batch));
     }
 

@@ -60,7 +60,7 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// With `appendfsync everysec`, the longest the log goes without an fsync.
 pub const EVERYSEC: Duration = Duration::from_secs(1);
 /// Take a snapshot (and compact the log) after this many entries...
-pub const SNAPSHOT_ENTRIES: u64 = 100_000;
+pub const SNAPSHOT_ENTRIES: u64 = 500_000;
 /// ...or this many bytes of log since the last one.
 pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
 /// Entries kept after an automatic snapshot, so a follower a little behind catches up
@@ -348,6 +348,7 @@ pub fn start(
         lease_asked: None,
         ticks: 0,
         encode_buf: Vec::new(),
+        turn_commands: Vec::new(),
         started,
         replayed: false,
     };
@@ -430,10 +431,12 @@ struct Waiter {
     commands: usize,
 }
 
-/// A proposed entry waiting to be applied.
+/// A proposed entry waiting to be applied. It keeps the commands it was made of, so
+/// the proposer applies them without decoding its own entry.
 struct PendingEntry {
     context: Vec<u8>,
     waiters: Vec<Waiter>,
+    batch: LogBatch,
     at: Instant,
 }
 
@@ -456,6 +459,8 @@ struct Group {
     lease_asked: Option<Instant>,
     ticks: u64,
     encode_buf: Vec<u8>,
+    /// The commands encoded into `encode_buf` this turn.
+    turn_commands: Vec<LogCommand>,
     started: Instant,
     replayed: bool,
 }
@@ -468,23 +473,29 @@ impl Group {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A single voter campaigned before the task started: act on it at once.
-        self.on_ready()?;
+        self.on_ready().await?;
         loop {
             let mut batch = Vec::new();
             let mut tick = false;
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    None | Some(GroupMsg::Stop) => return self.sync_now(),
+                    None | Some(GroupMsg::Stop) => return self.sync_now().await,
                     Some(msg) => self.handle(msg, &mut batch)?,
                 },
                 _ = ticker.tick() => tick = true,
+            }
+            if !batch.is_empty() {
+                // Let the connections that are ready to run first: their proposals join
+                // this entry. (A woken task otherwise runs next on its worker, one
+                // proposal per entry, ping-pong.)
+                tokio::task::yield_now().await;
             }
             // Everything that arrived meanwhile joins the same turn: group commit.
             while let Ok(msg) = rx.try_recv() {
                 if let GroupMsg::Stop = msg {
                     self.propose_batch(batch)?;
-                    self.on_ready()?;
-                    return self.sync_now();
+                    self.on_ready().await?;
+                    return self.sync_now().await;
                 }
                 self.handle(msg, &mut batch)?;
                 if self.encode_buf.len() >= MAX_ENTRY_BYTES {
@@ -500,9 +511,9 @@ impl Group {
                 self.renew_lease();
                 self.expire_pending();
             }
-            self.on_ready()?;
+            self.on_ready().await?;
             if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
-                self.sync_now()?;
+                self.sync_now().await?;
             }
             self.maybe_snapshot()?;
         }
@@ -530,6 +541,7 @@ impl Group {
                     version: p.version,
                     commands: p.commands.len(),
                 });
+                self.turn_commands.extend(p.commands);
             }
             GroupMsg::Raft(m) => {
                 if let Err(err) = self.raw.step(m) {
@@ -562,6 +574,7 @@ impl Group {
             return Ok(());
         }
         let mut data = std::mem::take(&mut self.encode_buf);
+        let commands = std::mem::take(&mut self.turn_commands);
         let count: usize = waiters.iter().map(|w| w.commands).sum();
         let now_ms = crate::cmd::unix_ms();
         data[0] = kelvin_protocol::log::LOG_FORMAT_VERSION;
@@ -578,6 +591,7 @@ impl Group {
                 let entry = PendingEntry {
                     context,
                     waiters,
+                    batch: LogBatch { now_ms, commands },
                     at: Instant::now(),
                 };
                 // An older proposal of ours at this index was cut off the log by another
@@ -654,11 +668,28 @@ impl Group {
         }
     }
 
-    fn sync_now(&mut self) -> Result<(), GroupError> {
-        if self.raw.store().has_unsynced() {
-            let store = self.raw.mut_store();
-            blocking(|| store.sync())?;
+    /// Makes everything written to the log durable. The fdatasync runs on the blocking
+    /// pool while this task waits, so the worker goes on serving connections (whose
+    /// proposals make the next entry).
+    async fn sync_now(&mut self) -> Result<(), GroupError> {
+        if let Some(pending) = self.raw.mut_store().begin_sync()? {
+            match tokio::task::spawn_blocking(move || pending.run()).await {
+                Ok(result) => result?,
+                Err(e) => {
+                    return Err(GroupError::Entry {
+                        index: 0,
+                        cause: format!("the fsync task failed: {e}"),
+                    })
+                }
+            }
         }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// [`Group::sync_now`] for code already off the async path (snapshots).
+    fn sync_blocking(&mut self) -> Result<(), GroupError> {
+        self.raw.mut_store().sync()?;
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -670,7 +701,7 @@ impl Group {
     }
 
     /// raft-rs's ready loop, in its order.
-    fn on_ready(&mut self) -> Result<(), GroupError> {
+    async fn on_ready(&mut self) -> Result<(), GroupError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -708,7 +739,7 @@ impl Group {
         if self.fsync == AppendFsync::Always || vote_changed {
             // A vote or term change is made durable before it is announced, whatever the
             // policy: forgetting a vote could elect two leaders in one term.
-            self.sync_now()?;
+            self.sync_now().await?;
         }
         let read_states = ready.take_read_states();
         if !ready.persisted_messages().is_empty() {
@@ -784,7 +815,7 @@ impl Group {
                     }
                 }
                 let mine = match self.pending.remove(&index) {
-                    Some(p) if p.context == entry.context => Some(p.waiters),
+                    Some(p) if p.context == entry.context => Some(p),
                     Some(p) => {
                         fail(p.waiters, ProposeError::Dropped);
                         None
@@ -797,54 +828,58 @@ impl Group {
                             store.apply_index = index;
                             continue;
                         }
-                        let batch =
-                            LogBatch::decode(&entry.data).map_err(|e| GroupError::Entry {
-                                index,
-                                cause: e.to_string(),
-                            })?;
                         match mine {
                             None => {
+                                let batch = LogBatch::decode_shared(&entry.data).map_err(|e| {
+                                    GroupError::Entry {
+                                        index,
+                                        cause: e.to_string(),
+                                    }
+                                })?;
                                 crate::machine::apply_batch(
                                     &mut store,
                                     index,
                                     &batch,
                                     &mut events,
-                                    |_| None,
+                                    None,
                                 );
                             }
-                            Some(waiters) => {
-                                // One writer per command, grouped back per waiter below.
-                                let mut outs: Vec<ReplyWriter> = waiters
+                            Some(p) => {
+                                // Our own entry: its context matched, so its data is
+                                // exactly the commands we kept.
+                                let mut writers: Vec<ReplyWriter> = p
+                                    .waiters
                                     .iter()
-                                    .flat_map(|w| {
-                                        (0..w.commands).map(move |_| ReplyWriter::new(w.version))
-                                    })
+                                    .map(|w| ReplyWriter::new(w.version))
                                     .collect();
-                                let blocks = {
-                                    let mut slots: Vec<Option<&mut ReplyWriter>> =
-                                        outs.iter_mut().map(Some).collect();
-                                    crate::machine::apply_batch(
-                                        &mut store,
-                                        index,
-                                        &batch,
-                                        &mut events,
-                                        |i| slots.get_mut(i).and_then(|s| s.take()),
-                                    )
-                                };
-                                let mut outs = outs.into_iter();
+                                let owner: Vec<usize> = p
+                                    .waiters
+                                    .iter()
+                                    .enumerate()
+                                    .flat_map(|(i, w)| std::iter::repeat_n(i, w.commands))
+                                    .collect();
+                                let blocks = crate::machine::apply_batch(
+                                    &mut store,
+                                    index,
+                                    &p.batch,
+                                    &mut events,
+                                    Some(crate::machine::Replies {
+                                        writers: &mut writers,
+                                        owner: &owner,
+                                    }),
+                                );
                                 let mut blocks = blocks.into_iter();
-                                for w in waiters {
-                                    let mut out = Vec::new();
-                                    let mut blocked = None;
-                                    for _ in 0..w.commands {
-                                        if let Some(o) = outs.next() {
-                                            out.extend_from_slice(&o.buf);
-                                        }
-                                        blocked = blocks.next().flatten();
-                                    }
+                                for (w, out) in p.waiters.into_iter().zip(writers) {
+                                    let blocked = blocks.by_ref().take(w.commands).last().flatten();
                                     let blocked =
                                         blocked.map(|b| (b, store.list_ready.subscribe()));
-                                    answers.push((w, Ok(Applied { out, blocked })));
+                                    answers.push((
+                                        w,
+                                        Ok(Applied {
+                                            out: out.buf,
+                                            blocked,
+                                        }),
+                                    ));
                                 }
                             }
                         }
@@ -919,7 +954,7 @@ impl Group {
         }
         // The log must be durable up to what the snapshot covers before the log below it
         // goes away.
-        self.sync_now()?;
+        self.sync_blocking()?;
         let started = Instant::now();
         let mut meta = raft::eraftpb::SnapshotMetadata {
             index: applied,

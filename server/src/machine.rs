@@ -18,16 +18,23 @@ use crate::cmd::{self, BlockOn, Exec, Handler};
 use crate::notify::KeyEvent;
 use crate::store::{Store, DATABASES};
 
-/// Applies `batch`, committed at log `index`. `reply(i)` gives the writer for the reply
-/// of command `i`, or `None` if nobody waits for it. Returns, per command, whether a
-/// blocking command found nothing and wants to wait (only the last command of a
-/// proposal can block; the proposer guarantees that).
-pub fn apply_batch<'w>(
+/// Where the replies of an entry's commands go: `writers[owner[i]]` takes the reply of
+/// command `i` (one writer per waiting client, its commands' replies in order).
+pub struct Replies<'a> {
+    pub writers: &'a mut [ReplyWriter],
+    pub owner: &'a [usize],
+}
+
+/// Applies `batch`, committed at log `index`. `replies` is `None` where nobody waits
+/// (the replies are written to a scratch buffer and dropped). Returns, per command,
+/// whether a blocking command found nothing and wants to wait (only the last command of
+/// a proposal can block; the proposer guarantees that).
+pub fn apply_batch(
     store: &mut Store,
     index: u64,
     batch: &LogBatch,
     events: &mut Vec<KeyEvent>,
-    mut reply: impl FnMut(usize) -> Option<&'w mut ReplyWriter>,
+    mut replies: Option<Replies<'_>>,
 ) -> Vec<Option<BlockOn>> {
     let now_ms = batch.now_ms.max(store.last_apply_ms);
     store.last_apply_ms = now_ms;
@@ -38,9 +45,12 @@ pub fn apply_batch<'w>(
         store.rng = rand::rngs::SmallRng::seed_from_u64(
             index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos as u64,
         );
-        let out = match reply(pos) {
-            Some(out) => out,
-            None => {
+        let out = match replies
+            .as_mut()
+            .and_then(|r| r.owner.get(pos).copied().map(|w| (w, &mut *r.writers)))
+        {
+            Some((w, writers)) if w < writers.len() => &mut writers[w],
+            _ => {
                 scratch.buf.clear();
                 &mut scratch
             }
@@ -186,15 +196,21 @@ mod tests {
             now_ms,
             commands: cmds,
         };
-        let mut outs: Vec<ReplyWriter> = (0..batch.commands.len())
-            .map(|_| ReplyWriter::default())
-            .collect();
+        let n = batch.commands.len();
+        let mut writers: Vec<ReplyWriter> = (0..n).map(|_| ReplyWriter::default()).collect();
+        let owner: Vec<usize> = (0..n).collect();
         let mut events = Vec::new();
-        {
-            let mut slots: Vec<Option<&mut ReplyWriter>> = outs.iter_mut().map(Some).collect();
-            apply_batch(store, index, &batch, &mut events, |i| slots[i].take());
-        }
-        outs.into_iter().map(|o| o.buf).collect()
+        apply_batch(
+            store,
+            index,
+            &batch,
+            &mut events,
+            Some(Replies {
+                writers: &mut writers,
+                owner: &owner,
+            }),
+        );
+        writers.into_iter().map(|o| o.buf).collect()
     }
 
     #[test]

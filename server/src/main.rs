@@ -17,16 +17,25 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let server = kelvin_server::start(settings.clone())
             .await
-            .with_context(|| format!("cannot listen on {}:{}", settings.bind, settings.port))?;
+            .with_context(|| {
+                format!(
+                    "cannot start on {}:{} with data in {}",
+                    settings.bind,
+                    settings.port,
+                    settings.data_dir.display()
+                )
+            })?;
         tracing::info!(
             addr = %server.addr,
             data_dir = %settings.data_dir.display(),
             appendfsync = settings.appendfsync.as_str(),
+            threads = settings.threads,
             "Kelvin ready to accept connections"
         );
         let node = server.node.clone();

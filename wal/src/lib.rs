@@ -82,7 +82,7 @@ mod storage;
 use std::path::PathBuf;
 
 pub use snapshot::{snapshot_file_name, SnapshotReader, SnapshotWriter};
-pub use storage::{DiskStorage, WalOptions};
+pub use storage::{DiskStorage, PendingSync, WalOptions};
 
 /// Errors of the WAL and snapshot files.
 #[derive(Debug, thiserror::Error)]

@@ -423,6 +423,27 @@ impl DiskStorage {
         Ok(())
     }
 
+    /// [`DiskStorage::sync`] in two halves, so the owner can run the slow part elsewhere
+    /// (a blocking pool) while it does not touch the log: takes what needs syncing now
+    /// and counts it as synced; the caller must run the returned [`PendingSync`] before it
+    /// relies on the data being durable, and treat its failure as fatal for the log.
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, WalError> {
+        self.check_poisoned()?;
+        if !self.has_unsynced() {
+            return Ok(None);
+        }
+        let path = self.segments[self.segments.len() - 1].path.clone();
+        let file = if self.unsynced {
+            Some(self.active.try_clone().map_err(WalError::io(&path))?)
+        } else {
+            None
+        };
+        let dir = self.dir_unsynced.then(|| self.wal_dir.clone());
+        self.unsynced = false;
+        self.dir_unsynced = false;
+        Ok(Some(PendingSync { file, path, dir }))
+    }
+
     /// Whether [`DiskStorage::sync`] has anything to do.
     pub fn has_unsynced(&self) -> bool {
         self.unsynced || self.dir_unsynced
@@ -711,6 +732,26 @@ impl Storage for DiskStorage {
                 ))
             }
         }
+    }
+}
+
+/// The slow half of a sync, taken by [`DiskStorage::begin_sync`]: fdatasync of the active
+/// segment (through its own descriptor) and of the directory if files came or went.
+pub struct PendingSync {
+    file: Option<File>,
+    path: PathBuf,
+    dir: Option<PathBuf>,
+}
+
+impl PendingSync {
+    pub fn run(self) -> Result<(), WalError> {
+        if let Some(file) = &self.file {
+            file.sync_data().map_err(WalError::io(&self.path))?;
+        }
+        if let Some(dir) = &self.dir {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 }
 
