@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use kelvin_protocol::log::{LogBatch, LogCommand};
 use kelvin_protocol::{ReplyWriter, RespVersion};
 use kelvin_wal::{DiskStorage, SnapshotReader, SnapshotWriter, WalOptions};
-use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::mpsc::error::SendError;
@@ -885,23 +884,13 @@ impl Group {
                         }
                     }
                     EntryType::EntryConfChange => {
-                        let mut cc = ConfChange::default();
-                        cc.merge_from_bytes(&entry.data)
-                            .map_err(|e| GroupError::Entry {
-                                index,
-                                cause: e.to_string(),
-                            })?;
+                        let cc = decode_pb::<ConfChange>(index, &entry.data)?;
                         let cs = self.raw.apply_conf_change(&cc)?;
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
                     }
                     EntryType::EntryConfChangeV2 => {
-                        let mut cc = ConfChangeV2::default();
-                        cc.merge_from_bytes(&entry.data)
-                            .map_err(|e| GroupError::Entry {
-                                index,
-                                cause: e.to_string(),
-                            })?;
+                        let cc = decode_pb::<ConfChangeV2>(index, &entry.data)?;
                         let cs = self.raw.apply_conf_change(&cc)?;
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
@@ -994,6 +983,16 @@ impl Group {
 
 /// Bytes before the first command of a batch: version, now_ms, count.
 const BATCH_HEADER: usize = 1 + 8 + 4;
+
+/// Decodes a protobuf payload of the entry at `index` (a membership change).
+fn decode_pb<M: protobuf::Message + Default>(index: u64, data: &[u8]) -> Result<M, GroupError> {
+    let mut m = M::default();
+    m.merge_from_bytes(data).map_err(|e| GroupError::Entry {
+        index,
+        cause: e.to_string(),
+    })?;
+    Ok(m)
+}
 
 fn fail(waiters: Vec<Waiter>, err: ProposeError) {
     for w in waiters {
