@@ -144,6 +144,8 @@ enum GroupMsg {
     Unreachable {
         peer: u64,
     },
+    /// A detached fsync finished (`appendfsync always`).
+    Synced(Result<(), String>),
     /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
     Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
     Stop,
@@ -348,6 +350,10 @@ pub fn start(
         ticks: 0,
         encode_buf: Vec::new(),
         turn_commands: Vec::new(),
+        unsynced_readies: Vec::new(),
+        syncing_readies: None,
+        held: Vec::new(),
+        self_tx: tx.clone(),
         started,
         replayed: false,
     };
@@ -460,6 +466,16 @@ struct Group {
     encode_buf: Vec<u8>,
     /// The commands encoded into `encode_buf` this turn.
     turn_commands: Vec<LogCommand>,
+    /// `appendfsync always`: readies written to the log whose fsync has not started, and
+    /// those the running fsync covers, each with the messages that may go out only once
+    /// it is durable. The group goes on (new entries are written, committed ones applied)
+    /// while an fsync runs; the next fsync covers everything written meanwhile.
+    unsynced_readies: Vec<(u64, Vec<Message>)>,
+    syncing_readies: Option<Vec<(u64, Vec<Message>)>>,
+    /// Proposals gathered while an fsync runs, for the next entry.
+    held: Vec<Waiter>,
+    /// Sends to the group's own queue (the fsync's completion).
+    self_tx: UnboundedSender<GroupMsg>,
     started: Instant,
     replayed: bool,
 }
@@ -474,11 +490,11 @@ impl Group {
         // A single voter campaigned before the task started: act on it at once.
         self.on_ready().await?;
         loop {
-            let mut batch = Vec::new();
+            let mut batch = std::mem::take(&mut self.held);
             let mut tick = false;
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    None | Some(GroupMsg::Stop) => return self.sync_now().await,
+                    None | Some(GroupMsg::Stop) => return self.sync_on_stop(),
                     Some(msg) => self.handle(msg, &mut batch)?,
                 },
                 _ = ticker.tick() => tick = true,
@@ -494,14 +510,20 @@ impl Group {
                 if let GroupMsg::Stop = msg {
                     self.propose_batch(batch)?;
                     self.on_ready().await?;
-                    return self.sync_now().await;
+                    return self.sync_on_stop();
                 }
                 self.handle(msg, &mut batch)?;
                 if self.encode_buf.len() >= MAX_ENTRY_BYTES {
                     break;
                 }
             }
-            self.propose_batch(batch)?;
+            if self.syncing_readies.is_some() {
+                // An fsync is running: everything that arrives until it ends makes one
+                // entry then (the writes could not commit before it anyway).
+                self.held = batch;
+            } else {
+                self.propose_batch(batch)?;
+            }
             // CONFIG SET appendfsync takes effect at the next turn.
             self.fsync = self.node.settings.read().appendfsync;
             if tick {
@@ -511,6 +533,7 @@ impl Group {
                 self.expire_pending();
             }
             self.on_ready().await?;
+            self.start_sync()?;
             if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
                 self.sync_now().await?;
             }
@@ -556,6 +579,15 @@ impl Group {
                 self.raw.report_snapshot(to, status);
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
+            GroupMsg::Synced(result) => {
+                result.map_err(|cause| GroupError::Entry { index: 0, cause })?;
+                for (number, msgs) in self.syncing_readies.take().unwrap_or_default() {
+                    self.raw.on_persist_ready(number);
+                    self.send(msgs);
+                }
+                // The next fsync starts at the end of this turn, after the entry made of
+                // the proposals held meanwhile is written.
+            }
             GroupMsg::Snapshot(reply) => {
                 let result = blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string());
                 if let Some(reply) = reply {
@@ -735,12 +767,25 @@ impl Group {
             vote_changed = hs.term != before.term || hs.vote != before.vote;
             self.raw.mut_store().set_hard_state(hs.clone())?;
         }
+        let read_states = ready.take_read_states();
+        if self.fsync == AppendFsync::Always && !vote_changed {
+            // Durable later: the fsync runs detached and covers this ready and whatever
+            // is written meanwhile (see `Group::start_sync`).
+            let number = ready.number();
+            let persisted = ready.take_persisted_messages();
+            self.raw.advance_append_async(ready);
+            self.unsynced_readies.push((number, persisted));
+            self.start_sync()?;
+            self.raw.advance_apply();
+            self.after_ready(read_states);
+            return Ok(());
+        }
         if self.fsync == AppendFsync::Always || vote_changed {
             // A vote or term change is made durable before it is announced, whatever the
             // policy: forgetting a vote could elect two leaders in one term.
             self.sync_now().await?;
+            self.complete_unsynced();
         }
-        let read_states = ready.take_read_states();
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
         }
@@ -753,6 +798,14 @@ impl Group {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        // Readies left from `always` (the policy changed since): as durable as the policy
+        // now says.
+        self.complete_unsynced();
+        self.after_ready(read_states);
+        Ok(())
+    }
+
+    fn after_ready(&mut self, read_states: Vec<raft::ReadState>) {
         self.status
             .term
             .store(self.raw.raft.term, Ordering::Relaxed);
@@ -767,6 +820,46 @@ impl Group {
                 "log replayed"
             );
         }
+    }
+
+    /// Starts a detached fsync of everything written so far, unless one is running.
+    fn start_sync(&mut self) -> Result<(), GroupError> {
+        if self.syncing_readies.is_some() || self.unsynced_readies.is_empty() {
+            return Ok(());
+        }
+        match self.raw.mut_store().begin_sync()? {
+            Some(pending) => {
+                self.syncing_readies = Some(std::mem::take(&mut self.unsynced_readies));
+                let tx = self.self_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(GroupMsg::Synced(pending.run().map_err(|e| e.to_string())));
+                });
+                self.last_sync = Instant::now();
+            }
+            // Nothing was written (a ready with only messages): durable already.
+            None => self.complete_unsynced(),
+        }
+        Ok(())
+    }
+
+    /// Readies written before a completed synchronous fsync are durable.
+    fn complete_unsynced(&mut self) {
+        if self.syncing_readies.is_some() {
+            // A detached fsync is still running for earlier readies; persistence is
+            // reported in order, so these wait for its completion and the next fsync
+            // (which finds nothing left to write and completes them at once).
+            return;
+        }
+        for (number, msgs) in std::mem::take(&mut self.unsynced_readies) {
+            self.raw.on_persist_ready(number);
+            self.send(msgs);
+        }
+    }
+
+    /// Stopping: whatever a detached fsync was doing, make the whole log durable now.
+    fn sync_on_stop(&mut self) -> Result<(), GroupError> {
+        let store = self.raw.mut_store();
+        blocking(|| store.sync_all())?;
         Ok(())
     }
 

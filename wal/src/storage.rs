@@ -444,6 +444,14 @@ impl DiskStorage {
         Ok(Some(PendingSync { file, path, dir }))
     }
 
+    /// fdatasync of the active segment and the directory, whatever [`DiskStorage::begin_sync`]
+    /// already took (for shutdown, when a detached sync may still be running).
+    pub fn sync_all(&mut self) -> Result<(), WalError> {
+        self.unsynced = true;
+        self.dir_unsynced = true;
+        self.sync()
+    }
+
     /// Whether [`DiskStorage::sync`] has anything to do.
     pub fn has_unsynced(&self) -> bool {
         self.unsynced || self.dir_unsynced
