@@ -60,11 +60,12 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVERYSEC: Duration = Duration::from_secs(1);
 /// Take a snapshot (and compact the log) after this many entries...
 pub const SNAPSHOT_ENTRIES: u64 = 500_000;
-/// ...or this many bytes of log since the last one.
-pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+/// ...or this many bytes of log written since the last one.
+pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// Entries kept after an automatic snapshot, so a follower a little behind catches up
 /// from the log. (SAVE keeps none: it is asked for to free the disk.)
-pub const KEEP_ENTRIES: u64 = 1_000;
+/// Counted in entries, which group commit makes up to `MAX_ENTRY_BYTES` each, so few.
+pub const KEEP_ENTRIES: u64 = 100;
 
 /// Where the group sends its Raft messages: the TCP transport, or an in-memory network
 /// in tests.
@@ -353,6 +354,7 @@ pub fn start(
         unsynced_readies: Vec::new(),
         syncing_readies: None,
         held: Vec::new(),
+        log_bytes_after_snapshot: 0,
         self_tx: tx.clone(),
         started,
         replayed: false,
@@ -474,6 +476,9 @@ struct Group {
     syncing_readies: Option<Vec<(u64, Vec<Message>)>>,
     /// Proposals gathered while an fsync runs, for the next entry.
     held: Vec<Waiter>,
+    /// Log bytes on disk right after the last snapshot's compaction (the active segment
+    /// stays): growth beyond it is what triggers the next snapshot.
+    log_bytes_after_snapshot: u64,
     /// Sends to the group's own queue (the fsync's completion).
     self_tx: UnboundedSender<GroupMsg>,
     started: Instant,
@@ -1012,7 +1017,12 @@ impl Group {
             .unwrap_or(0);
         let requested = self.raw.mut_store().take_snapshot_request();
         let grown = applied.saturating_sub(snap_index) >= SNAPSHOT_ENTRIES
-            || self.raw.store().log_bytes() >= SNAPSHOT_LOG_BYTES;
+            || self
+                .raw
+                .store()
+                .log_bytes()
+                .saturating_sub(self.log_bytes_after_snapshot)
+                >= SNAPSHOT_LOG_BYTES;
         if applied <= snap_index || !(requested || grown) {
             return Ok(());
         }
@@ -1064,6 +1074,8 @@ impl Group {
         self.raw
             .mut_store()
             .compact(applied.saturating_sub(keep).max(1))?;
+        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
+        release_free_memory();
         tracing::info!(
             group = self.group_id,
             index = applied,
@@ -1076,6 +1088,16 @@ impl Group {
 
 /// Bytes before the first command of a batch: version, now_ms, count.
 const BATCH_HEADER: usize = 1 + 8 + 4;
+
+/// Hands memory freed by a compaction (the log's entries, the snapshot's buffers) back
+/// to the OS: glibc keeps freed heap otherwise, and RSS would stay at its high-water mark.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Decodes a protobuf payload of the entry at `index` (a membership change).
 fn decode_pb<M: protobuf::Message + Default>(index: u64, data: &[u8]) -> Result<M, GroupError> {
