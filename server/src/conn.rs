@@ -205,6 +205,14 @@ impl Connection {
             readonly: false,
         };
         let mut shutdown = node.shutdown_signal();
+        // Made once, not per turn of the loop: a killed client or a node shutting down.
+        let stop = async {
+            tokio::select! {
+                _ = info.killed() => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        tokio::pin!(stop);
         tracing::debug!("connected");
         loop {
             if inbuf.capacity() - inbuf.len() < READ_RESERVE / 4 {
@@ -271,8 +279,7 @@ impl Connection {
                         }
                     }
                 }
-                _ = info.killed() => break,
-                _ = shutdown.changed() => break,
+                _ = &mut stop => break,
             }
             if !out.buf.is_empty() {
                 if let Err(err) = stream.write_all(&out.buf).await {
