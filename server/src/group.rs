@@ -146,7 +146,7 @@ enum GroupMsg {
         peer: u64,
     },
     /// A detached fsync finished (`appendfsync always`).
-    Synced(Result<(), String>),
+    Synced(u64, Result<(), String>),
     /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
     Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
     Stop,
@@ -352,7 +352,8 @@ pub fn start(
         encode_buf: Vec::new(),
         turn_commands: Vec::new(),
         unsynced_readies: Vec::new(),
-        syncing_readies: None,
+        syncing_readies: std::collections::VecDeque::new(),
+        sync_seq: 0,
         held: Vec::new(),
         log_bytes_after_snapshot: 0,
         self_tx: tx.clone(),
@@ -472,8 +473,10 @@ struct Group {
     /// those the running fsync covers, each with the messages that may go out only once
     /// it is durable. The group goes on (new entries are written, committed ones applied)
     /// while an fsync runs; the next fsync covers everything written meanwhile.
-    unsynced_readies: Vec<(u64, Vec<Message>)>,
-    syncing_readies: Option<Vec<(u64, Vec<Message>)>>,
+    unsynced_readies: Vec<WrittenReady>,
+    /// Running fsyncs, oldest first: (job number, readies written before it started).
+    syncing_readies: std::collections::VecDeque<(u64, Vec<WrittenReady>)>,
+    sync_seq: u64,
     /// Proposals gathered while an fsync runs, for the next entry.
     held: Vec<Waiter>,
     /// Log bytes on disk right after the last snapshot's compaction (the active segment
@@ -522,7 +525,7 @@ impl Group {
                     break;
                 }
             }
-            if self.syncing_readies.is_some() {
+            if self.syncing_readies.len() >= MAX_SYNCS_IN_FLIGHT {
                 // An fsync is running: everything that arrives until it ends makes one
                 // entry then (the writes could not commit before it anyway).
                 self.held = batch;
@@ -584,11 +587,17 @@ impl Group {
                 self.raw.report_snapshot(to, status);
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
-            GroupMsg::Synced(result) => {
+            GroupMsg::Synced(job, result) => {
                 result.map_err(|cause| GroupError::Entry { index: 0, cause })?;
-                for (number, msgs) in self.syncing_readies.take().unwrap_or_default() {
-                    self.raw.on_persist_ready(number);
-                    self.send(msgs);
+                // An fdatasync that ends makes durable everything written before it
+                // started, which includes what older, still running ones cover.
+                while self.syncing_readies.front().is_some_and(|(j, _)| *j <= job) {
+                    if let Some((_, readies)) = self.syncing_readies.pop_front() {
+                        for (number, msgs) in readies {
+                            self.raw.on_persist_ready(number);
+                            self.send(msgs);
+                        }
+                    }
                 }
                 // The next fsync starts at the end of this turn, after the entry made of
                 // the proposals held meanwhile is written.
@@ -829,15 +838,21 @@ impl Group {
 
     /// Starts a detached fsync of everything written so far, unless one is running.
     fn start_sync(&mut self) -> Result<(), GroupError> {
-        if self.syncing_readies.is_some() || self.unsynced_readies.is_empty() {
+        if self.syncing_readies.len() >= MAX_SYNCS_IN_FLIGHT || self.unsynced_readies.is_empty() {
             return Ok(());
         }
         match self.raw.mut_store().begin_sync()? {
             Some(pending) => {
-                self.syncing_readies = Some(std::mem::take(&mut self.unsynced_readies));
+                self.sync_seq += 1;
+                let job = self.sync_seq;
+                self.syncing_readies
+                    .push_back((job, std::mem::take(&mut self.unsynced_readies)));
                 let tx = self.self_tx.clone();
                 tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(GroupMsg::Synced(pending.run().map_err(|e| e.to_string())));
+                    let _ = tx.send(GroupMsg::Synced(
+                        job,
+                        pending.run().map_err(|e| e.to_string()),
+                    ));
                 });
                 self.last_sync = Instant::now();
             }
@@ -849,7 +864,7 @@ impl Group {
 
     /// Readies written before a completed synchronous fsync are durable.
     fn complete_unsynced(&mut self) {
-        if self.syncing_readies.is_some() {
+        if !self.syncing_readies.is_empty() {
             // A detached fsync is still running for earlier readies; persistence is
             // reported in order, so these wait for its completion and the next fsync
             // (which finds nothing left to write and completes them at once).
@@ -1085,6 +1100,15 @@ impl Group {
         Ok(applied)
     }
 }
+
+/// A ready written to the log but not yet known durable: its number, and the messages
+/// that may go out only once it is.
+type WrittenReady = (u64, Vec<Message>);
+
+/// `appendfsync always`: fdatasyncs that may run at once. A second one started while the
+/// first runs covers the entries written meanwhile, so they need not wait a whole extra
+/// fsync; proposals beyond that wait for the next entry.
+const MAX_SYNCS_IN_FLIGHT: usize = 2;
 
 /// Bytes before the first command of a batch: version, now_ms, count.
 const BATCH_HEADER: usize = 1 + 8 + 4;
