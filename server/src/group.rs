@@ -87,6 +87,9 @@ pub struct GroupConfig {
     /// Voters of a brand-new group; ignored when the log already exists.
     pub voters: Vec<u64>,
     pub fsync: AppendFsync,
+    /// Log bytes written since the last snapshot that trigger the next
+    /// ([`SNAPSHOT_LOG_BYTES`]; tests make it small).
+    pub snapshot_log_bytes: u64,
 }
 
 /// Why a proposal got no reply from the log.
@@ -163,6 +166,8 @@ pub struct GroupStatus {
     /// Current term and applied index, for INFO.
     pub term: AtomicU64,
     pub applied: AtomicU64,
+    /// Snapshots this group wrote since it started.
+    pub snapshots: AtomicU64,
     /// Bumped on every leader change, for connections waiting out an election.
     changed: watch::Sender<u64>,
 }
@@ -177,6 +182,7 @@ impl GroupStatus {
             stopped: AtomicBool::new(false),
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
             changed: watch::channel(0).0,
         }
     }
@@ -356,6 +362,7 @@ pub fn start(
         sync_seq: 0,
         held: Vec::new(),
         log_bytes_after_snapshot: 0,
+        snapshot_log_bytes: cfg.snapshot_log_bytes,
         self_tx: tx.clone(),
         started,
         replayed: false,
@@ -482,6 +489,7 @@ struct Group {
     /// Log bytes on disk right after the last snapshot's compaction (the active segment
     /// stays): growth beyond it is what triggers the next snapshot.
     log_bytes_after_snapshot: u64,
+    snapshot_log_bytes: u64,
     /// Sends to the group's own queue (the fsync's completion).
     self_tx: UnboundedSender<GroupMsg>,
     started: Instant,
@@ -1037,7 +1045,7 @@ impl Group {
                 .store()
                 .log_bytes()
                 .saturating_sub(self.log_bytes_after_snapshot)
-                >= SNAPSHOT_LOG_BYTES;
+                >= self.snapshot_log_bytes;
         if applied <= snap_index || !(requested || grown) {
             return Ok(());
         }
@@ -1090,6 +1098,7 @@ impl Group {
             .mut_store()
             .compact(applied.saturating_sub(keep).max(1))?;
         self.log_bytes_after_snapshot = self.raw.store().log_bytes();
+        self.status.snapshots.fetch_add(1, Ordering::Relaxed);
         release_free_memory();
         tracing::info!(
             group = self.group_id,

@@ -268,6 +268,7 @@ impl Node {
                 dir,
                 voters,
                 fsync,
+                snapshot_log_bytes: crate::group::SNAPSHOT_LOG_BYTES,
             },
             sender,
         )

@@ -158,12 +158,18 @@ struct Cluster {
     /// For the oneshot replies (timeouts).
     rt: tokio::runtime::Runtime,
     voters: Vec<u64>,
+    snapshot_log_bytes: u64,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `n` nodes, ids 1..=n, all voters of one new group.
     fn start(n: u64, seed: u64) -> Cluster {
+        Cluster::start_with(n, seed, group::SNAPSHOT_LOG_BYTES)
+    }
+
+    /// [`Cluster::start`] with a snapshot taken every `snapshot_log_bytes` of log.
+    fn start_with(n: u64, seed: u64, snapshot_log_bytes: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ids: Vec<u64> = (1..=n).collect();
         let dirs: HashMap<u64, PathBuf> = ids
@@ -180,6 +186,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             rt,
             voters: ids.clone(),
+            snapshot_log_bytes,
             _dir: dir,
         };
         for id in ids {
@@ -211,6 +218,7 @@ impl Cluster {
                 dir: group_dir,
                 voters: self.voters.clone(),
                 fsync: AppendFsync::No,
+                snapshot_log_bytes: self.snapshot_log_bytes,
             },
             self.net.clone(),
         )
@@ -957,4 +965,25 @@ fn chaos_round(seed: u64) {
         list.len(),
         c.net.dropped.load(Ordering::Relaxed)
     );
+}
+
+/// Regression: the snapshot trigger once compared the whole log on disk (the active
+/// segment always stays) with the threshold, so past it every turn wrote a full snapshot
+/// (a 1M-key load took 198 s instead of 3). Now it counts the log written since the last
+/// snapshot: 200 writes of 1 KiB with a 32 KiB threshold make a handful of snapshots.
+#[test]
+fn snapshots_follow_log_growth_not_log_size() {
+    let c = Cluster::start_with(1, 7, 32 << 10);
+    let leader = c.wait_leader(&[1]);
+    let value = "v".repeat(1024);
+    for i in 0..200 {
+        c.set_acked(&[leader], &format!("k{i}"), &value);
+    }
+    let snapshots = c.handle(1).status.snapshots.load(Ordering::Relaxed);
+    assert!(
+        (2..=20).contains(&snapshots),
+        "{snapshots} snapshots for ~200 KiB of log at a 32 KiB threshold"
+    );
+    assert_eq!(c.dump(1).len(), 200);
+    c.stop();
 }

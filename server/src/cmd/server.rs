@@ -287,12 +287,13 @@ fn raft_info(node: &crate::node::Node) -> String {
                 None => "candidate",
             };
             text.push_str(&format!(
-                "raft_group:{}\r\nraft_role:{role}\r\nraft_leader_id:{}\r\nraft_term:{}\r\nraft_applied_index:{}\r\nraft_voters:{}\r\n",
+                "raft_group:{}\r\nraft_role:{role}\r\nraft_leader_id:{}\r\nraft_term:{}\r\nraft_applied_index:{}\r\nraft_voters:{}\r\nraft_snapshots:{}\r\n",
                 g.group_id,
                 s.leader().map(name).unwrap_or_default(),
                 s.term.load(Relaxed),
                 s.applied.load(Relaxed),
                 node.membership.read().members.len().max(1),
+                s.snapshots.load(Relaxed),
             ));
         }
     }
