@@ -151,13 +151,18 @@ fn rounds(given: Option<u32>, quick: bool) -> u32 {
     given.unwrap_or(if quick { 1 } else { 3 }).clamp(1, 100)
 }
 
+/// A size flag: the value given, or the quick or the full default; at least 1.
+fn sized(given: Option<u64>, quick: bool, quick_default: u64, full_default: u64) -> u64 {
+    given
+        .unwrap_or(if quick { quick_default } else { full_default })
+        .max(1)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Throughput(args) => {
-            let p1 = args
-                .requests
-                .unwrap_or(if args.quick { 20_000 } else { 200_000 });
+            let p1 = sized(args.requests, args.quick, 20_000, 200_000);
             let p16 = args.requests_pipelined.unwrap_or(match args.requests {
                 Some(n) => n.saturating_mul(5),
                 None if args.quick => 100_000,
@@ -166,12 +171,9 @@ fn main() -> Result<()> {
             let opts = throughput::Options {
                 programs: programs(&args.servers)?,
                 redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
-                requests: vec![(1, p1.max(1)), (16, p16.max(1))],
+                requests: vec![(1, p1), (16, p16.max(1))],
                 clients: args.clients.max(1),
-                rounds: args
-                    .rounds
-                    .unwrap_or(if args.quick { 1 } else { 3 })
-                    .clamp(1, 100),
+                rounds: rounds(args.rounds, args.quick),
                 keyspace: 100_000,
                 tests: "set,get".into(),
                 run_timeout: Duration::from_secs(600),
@@ -182,10 +184,7 @@ fn main() -> Result<()> {
         Cmd::Memory(args) => {
             let opts = memory::Options {
                 programs: programs(&args.servers)?,
-                keys: args
-                    .keys
-                    .unwrap_or(if args.quick { 100_000 } else { 1_000_000 })
-                    .max(1),
+                keys: sized(args.keys, args.quick, 100_000, 1_000_000),
                 value_size: args.value_size,
                 chunk: 1000,
                 settle: Duration::from_secs(if args.quick { 1 } else { 2 }),
@@ -199,10 +198,7 @@ fn main() -> Result<()> {
             let opts = durable::Options {
                 programs,
                 redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
-                requests: args
-                    .requests
-                    .unwrap_or(if args.quick { 20_000 } else { 100_000 })
-                    .max(1),
+                requests: sized(args.requests, args.quick, 20_000, 100_000),
                 clients: args.clients.max(1),
                 rounds: rounds(args.rounds, args.quick),
                 keyspace: 100_000,
@@ -215,10 +211,7 @@ fn main() -> Result<()> {
         Cmd::Restart(args) => {
             let opts = restart::Options {
                 programs: programs(&args.servers)?,
-                keys: args
-                    .keys
-                    .unwrap_or(if args.quick { 200_000 } else { 1_000_000 })
-                    .max(1),
+                keys: sized(args.keys, args.quick, 200_000, 1_000_000),
                 value_size: args.value_size,
                 chunk: 1000,
                 connections: 4,

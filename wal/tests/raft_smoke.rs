@@ -18,6 +18,17 @@ fn config(applied: u64) -> Config {
     c
 }
 
+/// The log on `dir`, with small segments so the test rolls and deletes them.
+fn open(dir: &std::path::Path) -> DiskStorage {
+    DiskStorage::open(
+        dir,
+        WalOptions {
+            segment_bytes: 4096,
+        },
+    )
+    .unwrap()
+}
+
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
@@ -61,13 +72,7 @@ fn elect(node: &mut RawNode<DiskStorage>, applied: &mut Vec<Vec<u8>>) {
 #[test]
 fn single_voter_commits_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = DiskStorage::open(
-        dir.path(),
-        WalOptions {
-            segment_bytes: 4096,
-        },
-    )
-    .unwrap();
+    let mut store = open(dir.path());
     store
         .initialize(ConfState::from((vec![1], vec![])))
         .unwrap();
@@ -84,13 +89,7 @@ fn single_voter_commits_and_recovers() {
     assert_eq!(commit, 101, "1 empty leader entry + 100 proposals");
     drop(node);
 
-    let store = DiskStorage::open(
-        dir.path(),
-        WalOptions {
-            segment_bytes: 4096,
-        },
-    )
-    .unwrap();
+    let store = open(dir.path());
     assert_eq!(store.hard_state().commit, commit);
     assert_eq!(store.last_index().unwrap(), 101);
     let ents = store
@@ -117,13 +116,7 @@ fn single_voter_commits_and_recovers() {
     assert_eq!(node.raft.raft_log.committed, 112);
     node.mut_store().compact(100).unwrap();
     drop(node);
-    let store = DiskStorage::open(
-        dir.path(),
-        WalOptions {
-            segment_bytes: 4096,
-        },
-    )
-    .unwrap();
+    let store = open(dir.path());
     assert_eq!(
         (store.first_index().unwrap(), store.last_index().unwrap()),
         (101, 112)
