@@ -148,8 +148,6 @@ enum GroupMsg {
     Unreachable {
         peer: u64,
     },
-    /// A detached fsync finished (`appendfsync always`).
-    Synced(u64, Result<(), String>),
     /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
     Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
     Stop,
@@ -357,13 +355,8 @@ pub fn start(
         ticks: 0,
         encode_buf: Vec::new(),
         turn_commands: Vec::new(),
-        unsynced_readies: Vec::new(),
-        syncing_readies: std::collections::VecDeque::new(),
-        sync_seq: 0,
-        held: Vec::new(),
         log_bytes_after_snapshot: 0,
         snapshot_log_bytes: cfg.snapshot_log_bytes,
-        self_tx: tx.clone(),
         started,
         replayed: false,
     };
@@ -476,22 +469,10 @@ struct Group {
     encode_buf: Vec<u8>,
     /// The commands encoded into `encode_buf` this turn.
     turn_commands: Vec<LogCommand>,
-    /// `appendfsync always`: readies written to the log whose fsync has not started, and
-    /// those the running fsync covers, each with the messages that may go out only once
-    /// it is durable. The group goes on (new entries are written, committed ones applied)
-    /// while an fsync runs; the next fsync covers everything written meanwhile.
-    unsynced_readies: Vec<WrittenReady>,
-    /// Running fsyncs, oldest first: (job number, readies written before it started).
-    syncing_readies: std::collections::VecDeque<(u64, Vec<WrittenReady>)>,
-    sync_seq: u64,
-    /// Proposals gathered while an fsync runs, for the next entry.
-    held: Vec<Waiter>,
     /// Log bytes on disk right after the last snapshot's compaction (the active segment
     /// stays): growth beyond it is what triggers the next snapshot.
     log_bytes_after_snapshot: u64,
     snapshot_log_bytes: u64,
-    /// Sends to the group's own queue (the fsync's completion).
-    self_tx: UnboundedSender<GroupMsg>,
     started: Instant,
     replayed: bool,
 }
@@ -506,7 +487,7 @@ impl Group {
         // A single voter campaigned before the task started: act on it at once.
         self.on_ready().await?;
         loop {
-            let mut batch = std::mem::take(&mut self.held);
+            let mut batch = Vec::new();
             let mut tick = false;
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -515,31 +496,36 @@ impl Group {
                 },
                 _ = ticker.tick() => tick = true,
             }
-            if !batch.is_empty() {
-                // Let the connections that are ready to run first: their proposals join
-                // this entry. (A woken task otherwise runs next on its worker, one
-                // proposal per entry, ping-pong.)
-                tokio::task::yield_now().await;
-            }
-            // Everything that arrived meanwhile joins the same turn: group commit.
-            while let Ok(msg) = rx.try_recv() {
-                if let GroupMsg::Stop = msg {
-                    self.propose_batch(batch)?;
-                    self.on_ready().await?;
-                    return self.sync_on_stop();
+            // Group commit: everything that arrives meanwhile joins the same entry. While
+            // proposals keep coming, let the connections that are ready run first (a
+            // woken task otherwise runs next on its worker: one proposal per entry,
+            // ping-pong), for a few rounds at most.
+            let mut rounds = 0;
+            'gather: loop {
+                let before = batch.len();
+                if !batch.is_empty() {
+                    if rounds == GATHER_ROUNDS {
+                        break;
+                    }
+                    rounds += 1;
+                    tokio::task::yield_now().await;
                 }
-                self.handle(msg, &mut batch)?;
-                if self.encode_buf.len() >= MAX_ENTRY_BYTES {
+                while let Ok(msg) = rx.try_recv() {
+                    if let GroupMsg::Stop = msg {
+                        self.propose_batch(batch)?;
+                        self.on_ready().await?;
+                        return self.sync_on_stop();
+                    }
+                    self.handle(msg, &mut batch)?;
+                    if self.encode_buf.len() >= MAX_ENTRY_BYTES {
+                        break 'gather;
+                    }
+                }
+                if batch.len() == before {
                     break;
                 }
             }
-            if self.syncing_readies.len() >= MAX_SYNCS_IN_FLIGHT {
-                // An fsync is running: everything that arrives until it ends makes one
-                // entry then (the writes could not commit before it anyway).
-                self.held = batch;
-            } else {
-                self.propose_batch(batch)?;
-            }
+            self.propose_batch(batch)?;
             // CONFIG SET appendfsync takes effect at the next turn.
             self.fsync = self.node.settings.read().appendfsync;
             if tick {
@@ -549,7 +535,6 @@ impl Group {
                 self.expire_pending();
             }
             self.on_ready().await?;
-            self.start_sync()?;
             if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
                 self.sync_now().await?;
             }
@@ -595,21 +580,6 @@ impl Group {
                 self.raw.report_snapshot(to, status);
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
-            GroupMsg::Synced(job, result) => {
-                result.map_err(|cause| GroupError::Entry { index: 0, cause })?;
-                // An fdatasync that ends makes durable everything written before it
-                // started, which includes what older, still running ones cover.
-                while self.syncing_readies.front().is_some_and(|(j, _)| *j <= job) {
-                    if let Some((_, readies)) = self.syncing_readies.pop_front() {
-                        for (number, msgs) in readies {
-                            self.raw.on_persist_ready(number);
-                            self.send(msgs);
-                        }
-                    }
-                }
-                // The next fsync starts at the end of this turn, after the entry made of
-                // the proposals held meanwhile is written.
-            }
             GroupMsg::Snapshot(reply) => {
                 let result = blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string());
                 if let Some(reply) = reply {
@@ -740,6 +710,17 @@ impl Group {
         Ok(())
     }
 
+    /// Makes everything written to the log durable before the turn goes on
+    /// (`appendfsync always`, votes): the fdatasync blocks this worker thread, as Redis's
+    /// does its event loop. Connections on this worker wait meanwhile, and their requests
+    /// make the next entry, one fsync for all of them; measured here, this beats running
+    /// the fsync on a helper thread (two thread switches per fsync, smaller entries).
+    fn sync_in_turn(&mut self) -> Result<(), GroupError> {
+        self.raw.mut_store().sync()?;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
     /// [`Group::sync_now`] for code already off the async path (snapshots).
     fn sync_blocking(&mut self) -> Result<(), GroupError> {
         self.raw.mut_store().sync()?;
@@ -790,23 +771,10 @@ impl Group {
             self.raw.mut_store().set_hard_state(hs.clone())?;
         }
         let read_states = ready.take_read_states();
-        if self.fsync == AppendFsync::Always && !vote_changed {
-            // Durable later: the fsync runs detached and covers this ready and whatever
-            // is written meanwhile (see `Group::start_sync`).
-            let number = ready.number();
-            let persisted = ready.take_persisted_messages();
-            self.raw.advance_append_async(ready);
-            self.unsynced_readies.push((number, persisted));
-            self.start_sync()?;
-            self.raw.advance_apply();
-            self.after_ready(read_states);
-            return Ok(());
-        }
         if self.fsync == AppendFsync::Always || vote_changed {
             // A vote or term change is made durable before it is announced, whatever the
             // policy: forgetting a vote could elect two leaders in one term.
-            self.sync_now().await?;
-            self.complete_unsynced();
+            self.sync_in_turn()?;
         }
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
@@ -820,9 +788,6 @@ impl Group {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
-        // Readies left from `always` (the policy changed since): as durable as the policy
-        // now says.
-        self.complete_unsynced();
         self.after_ready(read_states);
         Ok(())
     }
@@ -844,47 +809,7 @@ impl Group {
         }
     }
 
-    /// Starts a detached fsync of everything written so far, unless one is running.
-    fn start_sync(&mut self) -> Result<(), GroupError> {
-        if self.syncing_readies.len() >= MAX_SYNCS_IN_FLIGHT || self.unsynced_readies.is_empty() {
-            return Ok(());
-        }
-        match self.raw.mut_store().begin_sync()? {
-            Some(pending) => {
-                self.sync_seq += 1;
-                let job = self.sync_seq;
-                self.syncing_readies
-                    .push_back((job, std::mem::take(&mut self.unsynced_readies)));
-                let tx = self.self_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(GroupMsg::Synced(
-                        job,
-                        pending.run().map_err(|e| e.to_string()),
-                    ));
-                });
-                self.last_sync = Instant::now();
-            }
-            // Nothing was written (a ready with only messages): durable already.
-            None => self.complete_unsynced(),
-        }
-        Ok(())
-    }
-
-    /// Readies written before a completed synchronous fsync are durable.
-    fn complete_unsynced(&mut self) {
-        if !self.syncing_readies.is_empty() {
-            // A detached fsync is still running for earlier readies; persistence is
-            // reported in order, so these wait for its completion and the next fsync
-            // (which finds nothing left to write and completes them at once).
-            return;
-        }
-        for (number, msgs) in std::mem::take(&mut self.unsynced_readies) {
-            self.raw.on_persist_ready(number);
-            self.send(msgs);
-        }
-    }
-
-    /// Stopping: whatever a detached fsync was doing, make the whole log durable now.
+    /// Stopping: make the whole log durable now, whatever the policy.
     fn sync_on_stop(&mut self) -> Result<(), GroupError> {
         let store = self.raw.mut_store();
         blocking(|| store.sync_all())?;
@@ -1110,14 +1035,11 @@ impl Group {
     }
 }
 
-/// A ready written to the log but not yet known durable: its number, and the messages
-/// that may go out only once it is.
-type WrittenReady = (u64, Vec<Message>);
-
-/// `appendfsync always`: fdatasyncs that may run at once. A second one started while the
-/// first runs covers the entries written meanwhile, so they need not wait a whole extra
-/// fsync; proposals beyond that wait for the next entry.
-const MAX_SYNCS_IN_FLIGHT: usize = 2;
+/// Group commit: how many times a turn lets the connections run before it cuts the
+/// entry, while each round brings more proposals. Measured with 50 clients under
+/// `appendfsync always` (with the WAL's zeros ahead): 1 round ran at about 0.8 of Redis's
+/// throughput, 3 to 8 rounds at about parity, 5 a little ahead of the others.
+const GATHER_ROUNDS: usize = 5;
 
 /// Bytes before the first command of a batch: version, now_ms, count.
 const BATCH_HEADER: usize = 1 + 8 + 4;

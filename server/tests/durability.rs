@@ -365,14 +365,15 @@ fn corrupt_wal_refuses_to_start_and_torn_tail_is_repaired() {
     let mut server = ServerProc::single("corrupt", "always");
     server.start();
 
-    // (a1) The last record lost its last bytes (a write cut short by the crash).
+    // (a1) The last record lost its last bytes (a write cut short by the crash): in the
+    // preallocated segment, they read as zeros.
     set_keys(&server, 0..200);
     server.kill();
     let seg = newest_segment(&server);
-    let len = std::fs::metadata(&seg).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.set_len(len - 3).unwrap();
-    drop(f);
+    let mut data = std::fs::read(&seg).unwrap();
+    let last = *wal_records(&data).last().expect("records");
+    data[last.end() - last.len / 2 - 1..last.end()].fill(0);
+    std::fs::write(&seg, &data).unwrap();
     server.start();
     assert!(
         server.last_run_log().contains("truncating torn tail"),
@@ -388,7 +389,8 @@ fn corrupt_wal_refuses_to_start_and_torn_tail_is_repaired() {
     server.kill();
     let seg = newest_segment(&server);
     let mut data = std::fs::read(&seg).unwrap();
-    data.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x42]);
+    let end = wal_records(&data).last().expect("records").end();
+    data[end..end + 5].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x42]);
     std::fs::write(&seg, &data).unwrap();
     server.start();
     assert!(

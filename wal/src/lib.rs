@@ -34,8 +34,13 @@
 //! Every segment starts with the full state (HardState, ConfState, Snapshot kind 0 if any,
 //! Compact), so any prefix of segments can be deleted once all its entries are compacted.
 //!
+//! A segment may end in zeros: with [`WalOptions::preallocate`] (the default) the log keeps
+//! [`ZERO_AHEAD`] bytes of zeros written after its last record, so appends overwrite blocks
+//! the file already has. No record starts with a zero header (types start at 1): replay
+//! stops at the first offset from which the rest of the file is zeros.
+//!
 //! On open, the log is replayed. A damaged *last* record of the *last* segment (cut short,
-//! bad CRC with nothing after it, or followed only by zero bytes) is a torn write: it is
+//! or a bad CRC, with nothing or only zeros after it) is a torn write: it is
 //! truncated off with a warning. Any other damage is [`WalError::Corrupt`] naming file and
 //! offset; committed entries are never dropped silently.
 //!
@@ -82,7 +87,7 @@ mod storage;
 use std::path::PathBuf;
 
 pub use snapshot::{snapshot_file_name, SnapshotReader, SnapshotWriter};
-pub use storage::{DiskStorage, PendingSync, WalOptions};
+pub use storage::{DiskStorage, PendingSync, WalOptions, ZERO_AHEAD};
 
 /// Errors of the WAL and snapshot files.
 #[derive(Debug, thiserror::Error)]

@@ -127,10 +127,11 @@ pub(crate) enum Scan<'a> {
 
 pub(crate) fn scan(data: &[u8], off: usize) -> Scan<'_> {
     let rest = &data[off.min(data.len())..];
-    if rest.is_empty() {
+    // The end of the file, or of the records in a preallocated segment: only zeros
+    // follow (no record is all zeros: a record's type is never 0).
+    if rest.iter().all(|&b| b == 0) {
         return Scan::End;
     }
-    let zero_tail = rest.iter().all(|&b| b == 0);
     let (Some(len), Some(crc), Some(&ty)) = (le_u32(rest, 0), le_u32(rest, 4), rest.get(8)) else {
         return Scan::Bad {
             reason: format!("record header cut short ({} bytes left)", rest.len()),
@@ -153,7 +154,8 @@ pub(crate) fn scan(data: &[u8], off: usize) -> Scan<'_> {
     if actual != crc {
         return Scan::Bad {
             reason: format!("CRC mismatch (stored {crc:#010x}, computed {actual:#010x})"),
-            torn: end == rest.len() || zero_tail,
+            // A final write cut short in a preallocated segment leaves zeros after it.
+            torn: rest[end..].iter().all(|&b| b == 0),
         };
     }
     Scan::Record {
@@ -302,10 +304,31 @@ mod tests {
         let mut middle = buf.clone();
         middle[HEADER_LEN] ^= 1;
         assert!(matches!(scan(&middle, 0), Scan::Bad { torn: false, .. }));
-        // Zeros to the end of the file: torn.
-        let mut zeros = buf[..last].to_vec();
+        // Zeros to the end of the file: the unused tail of a preallocated segment.
+        let mut zeros = buf.clone();
         zeros.extend_from_slice(&[0; 64]);
-        assert!(matches!(scan(&zeros, last), Scan::Bad { torn: true, .. }));
+        assert!(matches!(scan(&zeros, buf.len()), Scan::End));
+        // The final record cut short (or with a bad CRC) and zeros after it: a torn write
+        // into a preallocated segment.
+        // (A cut that only loses zero bytes leaves the record whole.)
+        for cut in (last + 1..buf.len()).filter(|&c| buf[c..].iter().any(|&b| b != 0)) {
+            let mut torn = buf[..cut].to_vec();
+            torn.resize(buf.len() + 64, 0);
+            assert!(
+                matches!(scan(&torn, last), Scan::Bad { torn: true, .. }),
+                "{cut}"
+            );
+        }
+        let mut flipped_then_zeros = flipped.clone();
+        flipped_then_zeros.extend_from_slice(&[0; 64]);
+        assert!(matches!(
+            scan(&flipped_then_zeros, last),
+            Scan::Bad { torn: true, .. }
+        ));
+        // A zeroed block in the middle with records after it: corrupt.
+        let mut hole = buf.clone();
+        hole[mid..last].fill(0);
+        assert!(matches!(scan(&hole, mid), Scan::Bad { torn: false, .. }));
     }
 
     #[test]

@@ -66,9 +66,12 @@ fn check(s: &DiskStorage, m: &Model) {
     assert_eq!(got, m.entries);
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, preallocate: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WalOptions { segment_bytes: 300 };
+    let opts = WalOptions {
+        segment_bytes: 300,
+        preallocate,
+    };
     let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
     let mut m = Model::default();
     for op in ops {
@@ -131,15 +134,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn wal_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops);
+    fn wal_matches_model(ops in proptest::collection::vec(op(), 1..60), preallocate: bool) {
+        run(ops, preallocate);
     }
 }
 
 #[test]
 fn regression_compact_to_last_then_reopen() {
     use Op::*;
-    run(vec![
+    let ops = vec![
         Append {
             back: 0,
             len: 1,
@@ -174,5 +177,7 @@ fn regression_compact_to_last_then_reopen() {
         },
         Compact { pick: 0 },
         Sync,
-    ]);
+    ];
+    run(ops.clone(), false);
+    run(ops, true);
 }

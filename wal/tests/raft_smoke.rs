@@ -24,6 +24,7 @@ fn open(dir: &std::path::Path) -> DiskStorage {
         dir,
         WalOptions {
             segment_bytes: 4096,
+            ..Default::default()
         },
     )
     .unwrap()

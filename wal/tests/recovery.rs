@@ -60,12 +60,36 @@ struct Torn {
     header: u64,
     last_start: u64,
     end: u64,
+    preallocate: bool,
 }
 
-/// One segment: header, entries 1..=5, hard state (commit 3), entries 6..=8 (last record).
-fn torn_setup() -> Torn {
+impl Torn {
+    /// The segment as a crash during the write of its bytes from `cut` on leaves it: cut
+    /// short, or (preallocated) with zeros from there on.
+    fn cut(&self, seg: &Path, cut: u64) {
+        let f = OpenOptions::new().write(true).open(seg).unwrap();
+        if self.preallocate {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&vec![0; (self.end - cut) as usize], cut)
+                .unwrap();
+        } else {
+            f.set_len(cut).unwrap();
+        }
+    }
+}
+
+fn torn_opts(preallocate: bool) -> WalOptions {
+    WalOptions {
+        segment_bytes: 4096,
+        preallocate,
+    }
+}
+
+/// One segment: header, entries 1..=5, hard state (commit 3), entries 6..=8 (last record);
+/// written to a 4 KiB preallocated segment or one that grows as written.
+fn torn_setup(preallocate: bool) -> Torn {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = open(dir.path());
+    let mut s = DiskStorage::open(dir.path(), torn_opts(preallocate)).unwrap();
     let header = s.log_bytes();
     s.append(&ents(1..=5, 1)).unwrap();
     let hs = HardState {
@@ -80,33 +104,50 @@ fn torn_setup() -> Torn {
     s.sync().unwrap();
     drop(s);
     let seg = segments(dir.path()).remove(0);
-    assert_eq!(fs::metadata(&seg).unwrap().len(), end);
+    let data = fs::read(&seg).unwrap();
+    if preallocate {
+        // At least half of 4 KiB of zeros ahead (the segment size caps ZERO_AHEAD).
+        assert!(data.len() as u64 >= end + 2048, "{} {end}", data.len());
+        assert!(data[end as usize..].iter().all(|&b| b == 0));
+    } else {
+        assert_eq!(data.len() as u64, end);
+    }
     Torn {
         dir,
         seg,
         header,
         last_start,
         end,
+        preallocate,
     }
 }
 
 #[test]
 fn torn_tail_is_truncated_at_every_offset() {
-    let t = torn_setup();
+    for preallocate in [false, true] {
+        torn_tail_is_truncated_at_every_offset_of(torn_setup(preallocate));
+    }
+}
+
+fn torn_tail_is_truncated_at_every_offset_of(t: Torn) {
+    let data = fs::read(&t.seg).unwrap();
     for cut in t.last_start..t.end {
+        if t.preallocate && data[cut as usize..t.end as usize].iter().all(|&b| b == 0) {
+            continue; // zeroing zeros loses nothing
+        }
         let copy = tempfile::tempdir().unwrap();
         copy_dir(t.dir.path(), copy.path());
         let seg = copy.path().join("wal").join(t.seg.file_name().unwrap());
-        OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        t.cut(&seg, cut);
 
-        let (s, logs) = capture_logs(|| DiskStorage::open(copy.path(), WalOptions::default()));
+        let (s, logs) = capture_logs(|| DiskStorage::open(copy.path(), torn_opts(t.preallocate)));
         let mut s = s.unwrap();
-        assert_eq!(s.last_index().unwrap(), 5, "cut at {cut}");
+        assert_eq!(
+            s.last_index().unwrap(),
+            5,
+            "cut at {cut}, preallocated {}",
+            t.preallocate
+        );
         assert_eq!(all_entries(&s), ents(1..=5, 1));
         assert_eq!(s.hard_state().commit, 3);
         if cut > t.last_start {
@@ -117,34 +158,46 @@ fn torn_tail_is_truncated_at_every_offset() {
         s.append(&ents(6..=7, 2)).unwrap();
         s.sync().unwrap();
         drop(s);
-        let s = open(copy.path());
+        let s = DiskStorage::open(copy.path(), torn_opts(t.preallocate)).unwrap();
         assert_eq!(all_entries(&s), [ents(1..=5, 1), ents(6..=7, 2)].concat());
     }
 }
 
 #[test]
 fn bad_crc_on_last_record_is_torn() {
-    let t = torn_setup();
-    let mut data = fs::read(&t.seg).unwrap();
-    *data.last_mut().unwrap() ^= 0x40;
-    fs::write(&t.seg, data).unwrap();
-    let s = open(t.dir.path());
-    assert_eq!(s.last_index().unwrap(), 5);
+    for preallocate in [false, true] {
+        let t = torn_setup(preallocate);
+        let mut data = fs::read(&t.seg).unwrap();
+        data[t.end as usize - 1] ^= 0x40;
+        fs::write(&t.seg, data).unwrap();
+        let s = open(t.dir.path());
+        assert_eq!(s.last_index().unwrap(), 5, "preallocated {preallocate}");
+    }
 }
 
 #[test]
-fn zero_filled_tail_is_torn() {
-    let t = torn_setup();
+fn zeros_after_the_last_record_are_the_end() {
+    let t = torn_setup(false);
     let mut f = OpenOptions::new().append(true).open(&t.seg).unwrap();
     f.write_all(&[0; 100]).unwrap();
     drop(f);
-    let s = open(t.dir.path());
+    let (s, logs) = capture_logs(|| open(t.dir.path()));
     assert_eq!(all_entries(&s), ents(1..=8, 1));
+    assert!(!logs.contains("torn tail"), "{logs}");
+    // A preallocated segment reopened is written on from the end of its records.
+    let t = torn_setup(true);
+    let mut s = DiskStorage::open(t.dir.path(), torn_opts(true)).unwrap();
+    s.append(&ents(9..=9, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (s, logs) = capture_logs(|| open(t.dir.path()));
+    assert_eq!(all_entries(&s), ents(1..=9, 1));
+    assert!(!logs.contains("torn tail"), "{logs}");
 }
 
 #[test]
 fn bad_crc_before_the_tail_is_corruption() {
-    let t = torn_setup();
+    let t = torn_setup(true);
     let mut data = fs::read(&t.seg).unwrap();
     data[t.header as usize + 20] ^= 0x01; // inside the 1..=5 batch
     fs::write(&t.seg, data).unwrap();
@@ -164,7 +217,7 @@ fn bad_crc_before_the_tail_is_corruption() {
         "{msg}"
     );
     // Garbage (not zeros) after a bad record is not a torn tail either.
-    let t = torn_setup();
+    let t = torn_setup(true);
     let mut data = fs::read(&t.seg).unwrap();
     data[t.last_start as usize + 12] ^= 0x01;
     data.extend_from_slice(b"garbage");
@@ -177,26 +230,46 @@ fn bad_crc_before_the_tail_is_corruption() {
 
 #[test]
 fn damaged_older_segment_is_corruption_not_a_torn_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = open_small(dir.path(), 512);
-    for i in 0..20 {
-        s.append(&ents(i * 5 + 1..=i * 5 + 5, 1)).unwrap();
+    for preallocate in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 512,
+            preallocate,
+        };
+        let mut s = DiskStorage::open(dir.path(), opts.clone()).unwrap();
+        for i in 0..20 {
+            s.append(&ents(i * 5 + 1..=i * 5 + 5, 1)).unwrap();
+        }
+        drop(s);
+        let segs = segments(dir.path());
+        assert!(segs.len() > 2);
+        // The oldest segment loses its last byte: cut off, or zero in its preallocated tail.
+        let data = fs::read(&segs[0]).unwrap();
+        let end = records_end(&data);
+        let f = OpenOptions::new().write(true).open(&segs[0]).unwrap();
+        if preallocate {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&[0], end - 1).unwrap();
+        } else {
+            f.set_len(end - 1).unwrap();
+        }
+        drop(f);
+        match DiskStorage::open(dir.path(), opts) {
+            Err(WalError::Corrupt { file, .. }) => assert_eq!(file, segs[0]),
+            Err(e) => panic!("preallocated {preallocate}: unexpected {e}"),
+            Ok(_) => panic!("preallocated {preallocate}: opened a log with a hole"),
+        }
     }
-    drop(s);
-    let segs = segments(dir.path());
-    assert!(segs.len() > 2);
-    let len = fs::metadata(&segs[0]).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&segs[0])
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
-    match DiskStorage::open(dir.path(), WalOptions { segment_bytes: 512 }) {
-        Err(WalError::Corrupt { file, .. }) => assert_eq!(file, segs[0]),
-        Err(e) => panic!("unexpected {e}"),
-        Ok(_) => panic!("opened a log with a hole"),
+}
+
+/// Where the records of a segment end: the first header of zeros, or the end of the file.
+fn records_end(data: &[u8]) -> u64 {
+    let mut off = 0;
+    while off + 9 <= data.len() && data[off..off + 9].iter().any(|&b| b != 0) {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        off += 9 + len;
     }
+    off as u64
 }
 
 #[test]

@@ -335,11 +335,13 @@ impl WalRecord {
     }
 }
 
-/// The complete records of a segment, in order.
+/// The complete records of a segment, in order (up to the zeros of a preallocated tail).
 pub fn wal_records(data: &[u8]) -> Vec<WalRecord> {
     let mut out = Vec::new();
     let mut off = 0;
-    while off + WalRecord::HEADER <= data.len() {
+    while off + WalRecord::HEADER <= data.len()
+        && data[off..off + WalRecord::HEADER].iter().any(|&b| b != 0)
+    {
         let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
         let rec = WalRecord {
             offset: off,

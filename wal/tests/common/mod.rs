@@ -42,7 +42,14 @@ pub fn open(dir: &Path) -> DiskStorage {
 }
 
 pub fn open_small(dir: &Path, segment_bytes: u64) -> DiskStorage {
-    DiskStorage::open(dir, WalOptions { segment_bytes }).unwrap()
+    DiskStorage::open(
+        dir,
+        WalOptions {
+            segment_bytes,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Sorted segment files of a storage directory.
