@@ -21,6 +21,8 @@ struct NodeInfo {
     port: u16,
     id: String,
     cport: u16,
+    /// Its `--redirect-port`, 0 if none.
+    rport: u16,
 }
 
 fn connect(addr: &str, pass: Option<&str>) -> anyhow::Result<Client> {
@@ -92,15 +94,8 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("[ERR] {addr}: expected HOST:PORT"))?;
         let mut c = connect(addr, pass)?;
         let id = text(c.call(&["CLUSTER", "MYID"])?, addr, "CLUSTER MYID")?;
-        let cport = match c.call(&["CONFIG", "GET", "cluster-port"])? {
-            Frame::Array(v) if v.len() == 2 => text(v[1].clone(), addr, "CONFIG GET")?
-                .parse::<u16>()
-                .unwrap_or(0),
-            Frame::Map(v) if v.len() == 1 => text(v[0].1.clone(), addr, "CONFIG GET")?
-                .parse::<u16>()
-                .unwrap_or(0),
-            _ => 0,
-        };
+        let cport = config_port(&mut c, addr, "cluster-port")?;
+        let rport = config_port(&mut c, addr, "redirect-port")?;
         if cport == 0 {
             anyhow::bail!("[ERR] Node {addr} has no cluster port: start it with --cluster-port PORT --cluster-secret SECRET");
         }
@@ -113,6 +108,7 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             port,
             id,
             cport,
+            rport,
         });
     }
     println!(
@@ -120,7 +116,14 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         nodes.len()
     );
     for n in &nodes {
-        println!("M: {} {} (cluster port {})", n.id, n.addr, n.cport);
+        if n.rport != 0 {
+            println!(
+                "M: {} {} (cluster port {}, redirect port {})",
+                n.id, n.addr, n.cport, n.rport
+            );
+        } else {
+            println!("M: {} {} (cluster port {})", n.id, n.addr, n.cport);
+        }
     }
     if !yes {
         print!("Can I set the above configuration? (type 'yes' to accept): ");
@@ -138,6 +141,7 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             n.host.clone(),
             n.port.to_string(),
             n.cport.to_string(),
+            n.rport.to_string(),
         ]);
     }
     for n in &nodes {
@@ -170,4 +174,17 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A port setting of a node (`CONFIG GET name`); 0 if it has none.
+fn config_port(c: &mut Client, addr: &str, name: &str) -> anyhow::Result<u16> {
+    Ok(match c.call(&["CONFIG", "GET", name])? {
+        Frame::Array(v) if v.len() == 2 => text(v[1].clone(), addr, "CONFIG GET")?
+            .parse::<u16>()
+            .unwrap_or(0),
+        Frame::Map(v) if v.len() == 1 => text(v[0].1.clone(), addr, "CONFIG GET")?
+            .parse::<u16>()
+            .unwrap_or(0),
+        _ => 0,
+    })
 }

@@ -28,6 +28,8 @@ pub struct Member {
     pub host: IpAddr,
     pub port: u16,
     pub cport: u16,
+    /// Its `--redirect-port` (0: none).
+    pub rport: u16,
 }
 
 impl Member {
@@ -37,6 +39,16 @@ impl Member {
 
     pub fn cluster_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.cport)
+    }
+
+    /// The port cluster-aware clients are sent to: the redirect port if it has one, else
+    /// the main port (which forwards, so the client still gets its answers).
+    pub fn advertised_port(&self) -> u16 {
+        if self.rport != 0 {
+            self.rport
+        } else {
+            self.port
+        }
     }
 }
 
@@ -103,7 +115,8 @@ impl Membership {
                 std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1))
             };
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() != 5 || f[0] != "node" {
+            // (The redirect port came later: lines without it have none.)
+            if !(f.len() == 5 || f.len() == 6) || f[0] != "node" {
                 return Err(bad());
             }
             members.push(Member {
@@ -111,21 +124,27 @@ impl Membership {
                 host: f[2].parse().map_err(|_| bad())?,
                 port: f[3].parse().map_err(|_| bad())?,
                 cport: f[4].parse().map_err(|_| bad())?,
+                rport: match f.get(5) {
+                    Some(p) => p.parse().map_err(|_| bad())?,
+                    None => 0,
+                },
             });
         }
         Ok(Some(Membership { members }))
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let mut text =
-            String::from("# Kelvin cluster members: node <id> <host> <port> <cluster port>\n");
+        let mut text = String::from(
+            "# Kelvin cluster members: node <id> <host> <port> <cluster port> <redirect port>\n",
+        );
         for m in &self.members {
             text.push_str(&format!(
-                "node {} {} {} {}\n",
+                "node {} {} {} {} {}\n",
                 node_name(m.id),
                 m.host,
                 m.port,
-                m.cport
+                m.cport,
+                m.rport
             ));
         }
         write_durably(dir, CONF_FILE, text.as_bytes())
@@ -134,12 +153,14 @@ impl Membership {
     /// Parses the arguments of `CLUSTER KELVIN-BOOTSTRAP`: `<id> <host> <port> <cport>`
     /// per member.
     pub fn from_args(args: &[&[u8]]) -> Result<Membership, String> {
-        if args.is_empty() || !args.len().is_multiple_of(4) {
-            return Err("expected <node-id> <host> <port> <cluster-port> per member".into());
+        if args.is_empty() || !args.len().is_multiple_of(5) {
+            return Err(
+                "expected <node-id> <host> <port> <cluster-port> <redirect-port> per member".into(),
+            );
         }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut members = Vec::new();
-        for m in args.chunks(4) {
+        for m in args.chunks(5) {
             let member = Member {
                 id: parse_node_name(&text(m[0])).ok_or(format!("bad node id '{}'", text(m[0])))?,
                 host: text(m[1])
@@ -151,6 +172,9 @@ impl Membership {
                 cport: text(m[3])
                     .parse()
                     .map_err(|_| format!("bad cluster port '{}'", text(m[3])))?,
+                rport: text(m[4])
+                    .parse()
+                    .map_err(|_| format!("bad redirect port '{}'", text(m[4])))?,
             };
             if members.iter().any(|x: &Member| x.id == member.id) {
                 return Err(format!("node {} listed twice", text(m[0])));
@@ -184,10 +208,12 @@ mod tests {
             b"127.0.0.1",
             b"7001",
             b"17001",
+            b"27001",
             b"b2",
             b"127.0.0.2",
             b"7002",
             b"17002",
+            b"0",
         ];
         let m = Membership::from_args(&args).unwrap();
         m.save(&dir).unwrap();
@@ -197,6 +223,14 @@ mod tests {
         assert_eq!(load_or_create_id(&dir).unwrap(), id);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(Membership::from_args(&args[..3]).is_err());
-        assert!(Membership::from_args(&[b"zz", b"h", b"1", b"2"]).is_err());
+        assert!(Membership::from_args(&[b"zz", b"h", b"1", b"2", b"0"]).is_err());
+        assert_eq!(m.members[0].advertised_port(), 27001);
+        assert_eq!(m.members[1].advertised_port(), 7002);
+        // A cluster.conf written before redirect ports: none.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(CONF_FILE), "node a1 127.0.0.1 7001 17001\n").unwrap();
+        let old = Membership::load(&dir).unwrap().unwrap();
+        assert_eq!(old.members[0].rport, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -76,6 +76,11 @@ pub struct Args {
     /// Shared secret peers prove they know before any Raft message is accepted.
     #[arg(long)]
     pub cluster_secret: Option<String>,
+    /// A second client port that speaks Redis Cluster redirection: a keyed command for a
+    /// slot this node does not lead gets `-MOVED`. CLUSTER SLOTS/SHARDS/NODES advertise it,
+    /// so cluster-aware clients end up there; the main `--port` forwards instead.
+    #[arg(long)]
+    pub redirect_port: Option<u16>,
     /// A file holding the cluster secret (first line), instead of `--cluster-secret`.
     #[arg(long)]
     pub cluster_secret_file: Option<PathBuf>,
@@ -104,6 +109,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Node-to-node port; `None` runs the embedded single-node group.
     pub cluster_port: Option<u16>,
+    /// The client port with Redis Cluster redirection (`--redirect-port`).
+    pub redirect_port: Option<u16>,
     /// The secret peers authenticate with.
     pub cluster_secret: String,
     /// Runtime worker threads (see [`default_threads`]).
@@ -133,6 +140,7 @@ impl Default for Settings {
             proto_max_bulk_len: DEFAULT_PROTO_MAX_BULK_LEN,
             config_file: None,
             cluster_port: None,
+            redirect_port: None,
             cluster_secret: String::new(),
             threads: default_threads(),
         }
@@ -194,6 +202,9 @@ impl Settings {
         if let Some(v) = args.cluster_port {
             s.cluster_port = Some(v);
         }
+        if let Some(v) = args.redirect_port {
+            s.redirect_port = Some(v);
+        }
         if let Some(v) = args.threads {
             if v == 0 || v > 1024 {
                 return Err(SettingError("--threads must be between 1 and 1024".into()));
@@ -212,6 +223,11 @@ impl Settings {
             })?;
             s.cluster_secret = text.lines().next().unwrap_or("").trim().to_string();
         }
+        if s.redirect_port.is_some() && s.cluster_port.is_none() {
+            return Err(SettingError(
+                "--redirect-port needs --cluster-port: a single node owns every slot and never redirects".into(),
+            ));
+        }
         if s.cluster_port.is_some() && s.cluster_secret.is_empty() {
             return Err(SettingError(
                 "--cluster-port needs a cluster secret: give --cluster-secret or --cluster-secret-file".into(),
@@ -221,9 +237,10 @@ impl Settings {
     }
 
     /// Names CONFIG GET knows, in the order it lists them.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "bind",
         "cluster-port",
+        "redirect-port",
         "port",
         "dir",
         "requirepass",
@@ -251,6 +268,7 @@ impl Settings {
             "appendonly" => "yes".into(),
             "appendfsync" => self.appendfsync.as_str().into(),
             "cluster-port" => self.cluster_port.unwrap_or(0).to_string(),
+            "redirect-port" => self.redirect_port.unwrap_or(0).to_string(),
             "notify-keyspace-events" => crate::notify::flags_to_string(self.notify_flags),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "databases" => crate::store::DATABASES.to_string(),
@@ -258,7 +276,12 @@ impl Settings {
             "maxmemory" => "0".into(),
             "maxmemory-policy" => "noeviction".into(),
             "timeout" => "0".into(),
-            "cluster-enabled" => "no".into(),
+            "cluster-enabled" => if self.cluster_port.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
             _ => return None,
         })
     }

@@ -73,6 +73,9 @@ pub struct ClientState {
     pub relay: Option<Relay>,
     /// READONLY: reads run on this node's replica, whatever its role.
     pub readonly: bool,
+    /// Connected to the redirect port: keyed commands for slots this node does not lead
+    /// get `-MOVED` instead of being relayed, as in Redis Cluster.
+    pub redirect: bool,
 }
 
 /// A command parked by BLPOP and friends.
@@ -203,6 +206,7 @@ impl Connection {
             transaction: None,
             relay: None,
             readonly: false,
+            redirect: node.settings.read().redirect_port == Some(info.laddr.port()),
         };
         let mut shutdown = node.shutdown_signal();
         // Made once, not per turn of the loop: a killed client or a node shutting down.
@@ -603,6 +607,40 @@ fn route(node: &Node) -> Route {
     }
 }
 
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// On the redirect port, as Redis Cluster's `getNodeByQuery`: keys in different slots are
+/// `-CROSSSLOT`; a slot another node leads is `-MOVED slot host:port` (the leader's
+/// advertised port), unless this is a READONLY connection reading its replica. `None`: run
+/// it here (keyless, led here, or no leader yet: the request waits for one like any other).
+fn redirection(
+    node: &Node,
+    client: &ClientState,
+    spec: &CommandSpec,
+    argv: &[Bytes],
+    here: Route,
+) -> Option<String> {
+    let mut slot = None;
+    for p in spec.key_positions(argv.len()) {
+        let s = kelvin_protocol::key_slot(&argv[p]);
+        match slot {
+            None => slot = Some(s),
+            Some(first) if first != s => return Some(CROSSSLOT.to_string()),
+            Some(_) => {}
+        }
+    }
+    let slot = slot?;
+    let Route::Forward(leader) = here else {
+        return None;
+    };
+    if client.readonly && is_read(spec) {
+        return None;
+    }
+    let membership = node.membership.read();
+    let m = membership.member(leader)?;
+    Some(format!("MOVED {slot} {}:{}", m.host, m.advertised_port()))
+}
+
 /// Commands relayed to the leader along with data commands: the transaction commands,
 /// whose state must live where the data is.
 fn forwarded(spec: &CommandSpec) -> bool {
@@ -693,7 +731,12 @@ pub fn process_batch(
             continue;
         };
         last = spec.name;
-        if let Err(err) = precheck(client, out, spec, &argv) {
+        let checked = precheck(client, out, spec, &argv).and_then(|()| match client.redirect {
+            true => redirection(node, client, spec, &argv, here)
+                .map_or(Ok(()), |e| Err(CmdError::raw(e))),
+            false => Ok(()),
+        });
+        if let Err(err) = checked {
             // Replies go out in order: what waits before this request is answered first.
             if !forward.is_empty() {
                 step = forward_step(here, forward, argv, &mut requests);
@@ -712,8 +755,9 @@ pub fn process_batch(
             continue;
         }
         // Relaying: once a request goes to the leader, the ones after it follow in
-        // order, so its replies come back in order.
-        if let Route::Forward(_) | Route::NoLeader = here {
+        // order, so its replies come back in order. (Not on the redirect port: there
+        // the client is told where to go.)
+        if let (Route::Forward(_) | Route::NoLeader, false) = (here, client.redirect) {
             let stale_read_ok = client.readonly && is_read(spec);
             if forwarded(spec)
                 && !stale_read_ok

@@ -47,6 +47,16 @@ pub struct Server {
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let listener = TcpListener::bind((settings.bind, settings.port)).await?;
     let addr = listener.local_addr()?;
+    let mut settings = settings;
+    let redirect = match settings.redirect_port {
+        Some(p) => {
+            let l = TcpListener::bind((settings.bind, p)).await?;
+            // Port 0 picked a free one: remember which.
+            settings.redirect_port = Some(l.local_addr()?.port());
+            Some(l)
+        }
+        None => None,
+    };
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
@@ -90,7 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             }
         }
     }
-    let task = tokio::spawn(node::serve(node.clone(), listener));
+    let task = tokio::spawn(node::serve(node.clone(), listener, redirect));
     Ok(Server { addr, node, task })
 }
 

@@ -346,7 +346,12 @@ impl RaftSender for NoPeers {
 }
 
 /// Accepts connections until shutdown, then waits for them to finish.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) -> anyhow::Result<()> {
+/// Accepts on the main listener and, if given, the redirect listener (`--redirect-port`).
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    redirect: Option<TcpListener>,
+) -> anyhow::Result<()> {
     let mut shutdown = node.shutdown_signal();
     let active = Arc::new(AtomicUsize::new(0));
     let all_done = Arc::new(Notify::new());
@@ -373,6 +378,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> anyhow::Result<()>
     loop {
         let accepted = tokio::select! {
             res = listener.accept() => res,
+            res = async {
+                match &redirect {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => res,
             _ = shutdown.changed() => break,
         };
         let (socket, addr) = match accepted {

@@ -18,10 +18,15 @@ const MAX_OPS: u64 = 200_000;
 
 /// Starts three cluster-mode nodes and forms the group; returns them once every node
 /// agrees on one leader.
-fn form_group() -> Vec<ServerProc> {
-    let ports = process::free_ports(6);
+fn form_group(redirect: bool) -> Vec<ServerProc> {
+    let ports = process::free_ports(9);
     let mut nodes: Vec<ServerProc> = (0..3)
-        .map(|i| ServerProc::clustered(&format!("node{i}"), ports[i], ports[3 + i], "always"))
+        .map(|i| {
+            let mut n =
+                ServerProc::clustered(&format!("node{i}"), ports[i], ports[3 + i], "always");
+            n.rport = redirect.then_some(ports[6 + i]);
+            n
+        })
         .collect();
     for n in &mut nodes {
         n.start();
@@ -36,6 +41,7 @@ fn form_group() -> Vec<ServerProc> {
             "127.0.0.1".to_string(),
             n.port.to_string(),
             n.cport.unwrap().to_string(),
+            n.rport.unwrap_or(0).to_string(),
         ]);
     }
     for n in &nodes {
@@ -173,7 +179,7 @@ fn applied_indexes(nodes: &[ServerProc]) -> Vec<Option<u64>> {
 #[test]
 fn three_node_group_survives_leader_kill() {
     let t0 = Instant::now();
-    let mut nodes = form_group();
+    let mut nodes = form_group(false);
     eprintln!("group formed in {:?}", t0.elapsed());
     let load = Arc::new(Load {
         urls: nodes.iter().map(|n| n.url()).collect(),
@@ -290,5 +296,77 @@ fn three_node_group_survives_leader_kill() {
             "{}: DBSIZE {size}, {acked} acknowledged, {sent} sent",
             n.name
         );
+    }
+}
+
+/// The `redis` crate's cluster client, seeded with a main port, learns the redirect ports
+/// from CLUSTER SLOTS, follows `-MOVED`, and keeps working after the leader is killed.
+#[test]
+fn redis_crate_cluster_client_follows_the_leader() {
+    let mut nodes = form_group(true);
+    let seed = format!("redis://127.0.0.1:{}/", nodes[0].port);
+    let client = redis::cluster::ClusterClient::builder(vec![seed])
+        .retries(30)
+        .build()
+        .expect("cluster client");
+    let mut con = client.get_connection().expect("cluster connection");
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("SET k{i}: {e}"));
+    }
+    let leader = wait_for_leader(&nodes, Duration::from_secs(15));
+    // A follower's redirect port answers MOVED to the leader's.
+    let follower = (leader + 1) % 3;
+    let url = format!("redis://127.0.0.1:{}/", nodes[follower].rport.unwrap());
+    let mut plain = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let err = redis::cmd("GET")
+        .arg("k1")
+        .query::<Option<String>>(&mut plain)
+        .unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::Moved, "{err}");
+    assert_eq!(
+        err.redirect_node(),
+        Some((
+            format!("127.0.0.1:{}", nodes[leader].rport.unwrap()).as_str(),
+            12706
+        )),
+        "{err}"
+    );
+
+    nodes[leader].kill();
+    // The crate's synchronous cluster connection keeps retrying a master whose port
+    // refuses connections (it refreshes its slot map on -MOVED, not on a refused
+    // connection), so a new one is made, seeded with every node, as an application
+    // reconnecting would.
+    let seeds: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut con = loop {
+        let attempt = redis::cluster::ClusterClient::new(seeds.clone())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut con| {
+                redis::cmd("SET")
+                    .arg("after")
+                    .arg("1")
+                    .query::<()>(&mut con)?;
+                Ok(con)
+            });
+        match attempt {
+            Ok(con) => break con,
+            Err(e) => assert!(Instant::now() < deadline, "no write within 20 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for i in 0..300 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, Some(i), "k{i} after the leader was killed");
     }
 }

@@ -4,11 +4,13 @@ redis-py clients on every node. Kelvin only: Redis has no such command."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 
 import pytest
 import redis
+import redis.cluster
 
 from support import TARGET, ServerProcess, free_port, kelvin_bin, wait_for
 
@@ -25,10 +27,10 @@ def raft_info(srv: ServerProcess) -> dict[str, str]:
     return {k: str(v) for k, v in srv.client().info("raft").items()}
 
 
-@pytest.fixture
-def trio():
+def three_nodes(**extra):
     nodes = [ServerProcess(cluster_port=free_port(), cluster_secret=SECRET,
-                           appendfsync="always") for _ in range(3)]
+                           appendfsync="always", **{k: v() for k, v in extra.items()})
+             for _ in range(3)]
     try:
         for n in nodes:
             n.start()
@@ -36,6 +38,11 @@ def trio():
     finally:
         for n in nodes:
             n.cleanup()
+
+
+@pytest.fixture
+def trio():
+    yield from three_nodes()
 
 
 def create(nodes, *extra) -> subprocess.CompletedProcess:
@@ -103,3 +110,122 @@ def test_writes_resume_after_the_leader_is_killed(trio):
         c = n.client()
         assert c.get("after") == "1"
         assert all(c.get(f"before:{i}") == str(i) for i in range(50))
+
+
+@pytest.fixture
+def trio_redirect():
+    """Three nodes that also listen on a redirect port (Redis Cluster's -MOVED)."""
+    yield from three_nodes(redirect_port=free_port)
+
+
+def rport(n: ServerProcess) -> int:
+    return int(n.options["redirect_port"])
+
+
+def raw_reply(port: int, *args: str) -> str:
+    """The first line of the reply to one command, as the server wrote it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"*{len(args)}\r\n".encode()
+                  + b"".join(f"${len(a)}\r\n{a}\r\n".encode() for a in args))
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n")[0].decode()
+
+
+def test_cluster_aware_and_plain_clients_on_every_node(trio_redirect):
+    nodes = trio_redirect
+    done = create(nodes, "--replicas", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_for(lambda: sum(raft_info(n)["raft_role"] == "leader" for n in nodes) == 1)
+    leader = next(n for n in nodes if raft_info(n)["raft_role"] == "leader")
+    followers = [n for n in nodes if n is not leader]
+
+    # Every node advertises the redirect ports, the leader as master of all slots.
+    for n in nodes:
+        c = n.client()
+        assert c.info("cluster")["cluster_enabled"] == 1
+        slots = c.execute_command("CLUSTER", "SLOTS")
+        assert len(slots) == 1 and slots[0][0] == 0 and slots[0][1] == 16383
+        assert slots[0][2][1] == rport(leader)
+        assert sorted(s[1] for s in slots[0][2:]) == sorted(rport(m) for m in nodes)
+        info = c.execute_command("CLUSTER", "INFO")
+        info = info.decode() if isinstance(info, bytes) else info
+        assert "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
+
+    # A cluster-aware client, seeded with any main port, writes and reads everything.
+    rc = redis.cluster.RedisCluster(host="127.0.0.1", port=followers[0].port,
+                                    decode_responses=True)
+    # redis-py's own parser reads CLUSTER NODES.
+    parsed = rc.cluster_nodes()
+    assert sorted(parsed) == sorted(f"127.0.0.1:{rport(n)}" for n in nodes)
+    masters = [v for v in parsed.values() if "master" in v["flags"]]
+    assert len(masters) == 1 and masters[0]["slots"] == [["0", "16383"]]
+    assert all(v["master_id"] == masters[0]["node_id"]
+               for v in parsed.values() if "slave" in v["flags"])
+    for i in range(200):
+        assert rc.set(f"user:{i}", f"v{i}")
+    assert [rc.get(f"user:{i}") for i in range(200)] == [f"v{i}" for i in range(200)]
+    assert rc.hset("{s1}:h", mapping={"a": "1"}) == 1
+    assert rc.mget("{s1}:a", "{s1}:b") == [None, None]
+
+    # On a follower's redirect port: MOVED to the leader, exactly as Redis writes it.
+    slot = int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", "user:1"))
+    assert raw_reply(rport(followers[0]), "GET", "user:1") == \
+        f"-MOVED {slot} 127.0.0.1:{rport(leader)}"
+    assert raw_reply(rport(followers[0]), "MGET", "a", "b") == \
+        "-CROSSSLOT Keys in request don't hash to the same slot"
+    assert raw_reply(rport(followers[0]), "SELECT", "1") == \
+        "-ERR SELECT is not allowed in cluster mode"
+    raw = redis.Redis(host="127.0.0.1", port=rport(followers[0]), decode_responses=True)
+    # READONLY reads the follower's replica instead.
+    assert raw.execute_command("READONLY")
+    wait_for(lambda: raw.get("user:1") == "v1")
+    # The leader's redirect port serves.
+    assert redis.Redis(port=rport(leader), decode_responses=True).get("user:1") == "v1"
+
+    # A plain client on any main port just works (the node relays to the leader).
+    for n in nodes:
+        c = n.client()
+        assert c.get("user:7") == "v7"
+        assert c.mget("user:1", "user:2") == ["v1", "v2"]
+
+    # The slot key counts are this node's own.
+    c = leader.client()
+    assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) >= 1
+    keys = c.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+    assert "user:1" in [k if isinstance(k, str) else k.decode() for k in keys]
+    with pytest.raises(redis.exceptions.ResponseError, match="Invalid slot"):
+        c.execute_command("CLUSTER", "COUNTKEYSINSLOT", 16384)
+    with pytest.raises(redis.exceptions.ResponseError, match="Invalid slot or number of keys"):
+        c.execute_command("CLUSTER", "GETKEYSINSLOT", 1, -1)
+
+    # Kill the leader: the cluster-aware client follows the new one, nothing is lost.
+    leader.proc.kill()
+    leader.proc.wait(timeout=5)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if rc.set("after", "1"):
+                break
+        except redis.RedisError:
+            pass
+        assert time.monotonic() < deadline, "no write accepted within 20 s of the kill"
+        time.sleep(0.2)
+    assert [rc.get(f"user:{i}") for i in range(200)] == [f"v{i}" for i in range(200)]
+    for n in followers:
+        assert n.client().get("after") == "1"
+
+
+def test_topology_commands_need_cluster_mode():
+    n = ServerProcess().start()
+    try:
+        with pytest.raises(redis.exceptions.ResponseError,
+                           match="This instance has cluster support disabled"):
+            n.client().execute_command("CLUSTER", "SLOTS")
+        assert n.client().info("cluster")["cluster_enabled"] == 0
+    finally:
+        n.cleanup()

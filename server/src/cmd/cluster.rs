@@ -1,25 +1,262 @@
-//! CLUSTER: what this node knows of its group, and how `kelvin-cli cluster create` forms
-//! one. (The Redis Cluster subcommands clients use for routing come with the cluster
-//! issue; KEYSLOT is here already because it needs nothing but the key.)
+//! CLUSTER: the Redis Cluster view of this node's topology (SLOTS, SHARDS, NODES, INFO,
+//! the slot key counts), and how `kelvin-cli cluster create` forms a cluster.
+//!
+//! Today the cluster is one Raft group replicated on every member, owning all 16384
+//! slots: Redis Cluster's "master" of the slots is the group's leader, the other members
+//! its replicas. Endpoints are the members' advertised ports (`--redirect-port` where
+//! given), so cluster-aware clients connect where they are told `-MOVED`.
 
 use bytes::Bytes;
 
-use crate::cluster::{node_name, Membership};
-use crate::cmd::{conn, is, CmdError, CmdResult, CommandSpec};
+use crate::cluster::{node_name, Member, Membership};
+use crate::cmd::{conn, int_arg, is, CmdError, CmdResult, CommandSpec};
 use crate::conn::ConnCtx;
+use crate::node::Node;
 
-pub static COMMANDS: &[CommandSpec] = &[conn(
-    "cluster",
-    -2,
-    0,
-    "cluster",
-    "A container for Redis Cluster commands.",
-    cluster,
-)];
+pub static COMMANDS: &[CommandSpec] = &[
+    conn(
+        "cluster",
+        -2,
+        0,
+        "cluster",
+        "A container for Redis Cluster commands.",
+        cluster,
+    ),
+    conn(
+        "asking",
+        1,
+        crate::cmd::flags::FAST,
+        "cluster",
+        "Sent by cluster clients after an -ASK redirect.",
+        asking,
+    ),
+];
+
+/// Slots in Redis Cluster.
+const SLOTS: i64 = 16384;
+
+/// ASKING: accepted; nothing is migrating yet, so it changes nothing.
+fn asking(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
+    if ctx.node.settings.read().cluster_port.is_none() {
+        return Err(CmdError::err("This instance has cluster support disabled"));
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// The members as Redis Cluster shows them: the leader of the group (the slots' master)
+/// first, then the replicas in id order. Empty until the cluster is formed.
+fn shard(node: &Node) -> (Vec<Member>, u64) {
+    let mut members = node.membership.read().members.clone();
+    members.sort_by_key(|m| m.id);
+    let (leader, term) = match node.group() {
+        Some(g) => (
+            g.status.leader(),
+            g.status.term.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        None => (None, 0),
+    };
+    if let Some(pos) = leader.and_then(|l| members.iter().position(|m| m.id == l)) {
+        let m = members.remove(pos);
+        members.insert(0, m);
+    }
+    (members, term)
+}
+
+fn cluster_enabled(node: &Node) -> Result<(), CmdError> {
+    match node.settings.read().cluster_port {
+        Some(_) => Ok(()),
+        None => Err(CmdError::err("This instance has cluster support disabled")),
+    }
+}
+
+fn slot_arg(arg: &[u8], err: &str) -> Result<usize, CmdError> {
+    let slot = int_arg(arg)?;
+    if !(0..SLOTS).contains(&slot) {
+        return Err(CmdError::err(err));
+    }
+    Ok(slot as usize)
+}
+
+/// CLUSTER SLOTS: `[start, end, master, replicas...]`, each node `[host, port, id, {}]`.
+fn slots(ctx: &mut ConnCtx<'_>) {
+    let (members, _) = shard(ctx.node);
+    if members.is_empty() {
+        ctx.out.array(0);
+        return;
+    }
+    ctx.out.array(1);
+    ctx.out.array(2 + members.len());
+    ctx.out.int(0);
+    ctx.out.int(SLOTS - 1);
+    for m in &members {
+        ctx.out.array(4);
+        ctx.out.bulk(m.host.to_string().as_bytes());
+        ctx.out.int(m.advertised_port() as i64);
+        ctx.out.bulk(node_name(m.id).as_bytes());
+        ctx.out.map(0);
+    }
+}
+
+/// CLUSTER SHARDS: `[{slots: [start, end], nodes: [{id, port, ip, endpoint, role,
+/// replication-offset, health}]}]`.
+fn shards(ctx: &mut ConnCtx<'_>) {
+    let (members, _) = shard(ctx.node);
+    if members.is_empty() {
+        ctx.out.array(0);
+        return;
+    }
+    let applied = ctx.node.group().map_or(0, |g| {
+        g.status.applied.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    ctx.out.array(1);
+    ctx.out.map(2);
+    ctx.out.bulk(b"slots");
+    ctx.out.array(2);
+    ctx.out.int(0);
+    ctx.out.int(SLOTS - 1);
+    ctx.out.bulk(b"nodes");
+    ctx.out.array(members.len());
+    for (i, m) in members.iter().enumerate() {
+        let host = m.host.to_string();
+        ctx.out.map(7);
+        ctx.out.bulk(b"id");
+        ctx.out.bulk(node_name(m.id).as_bytes());
+        ctx.out.bulk(b"port");
+        ctx.out.int(m.advertised_port() as i64);
+        ctx.out.bulk(b"ip");
+        ctx.out.bulk(host.as_bytes());
+        ctx.out.bulk(b"endpoint");
+        ctx.out.bulk(host.as_bytes());
+        ctx.out.bulk(b"role");
+        ctx.out
+            .bulk(if i == 0 { &b"master"[..] } else { b"replica" });
+        ctx.out.bulk(b"replication-offset");
+        // Only this node's own applied index is known here.
+        ctx.out.int(if m.id == ctx.node.id() {
+            applied as i64
+        } else {
+            0
+        });
+        ctx.out.bulk(b"health");
+        ctx.out.bulk(b"online");
+    }
+}
+
+/// CLUSTER NODES, in Redis's text format (one line per node, each ending in `\n`):
+/// `<id> <ip:port@cport> <flags> <master> <ping-sent> <pong-recv> <config-epoch>
+/// <link-state> <slot-range>...`.
+fn nodes_text(node: &Node) -> String {
+    let (members, term) = shard(node);
+    let me = node.id();
+    let now = crate::cmd::unix_ms();
+    let mut text = String::new();
+    if members.is_empty() {
+        // Not formed yet: just this node, a master without slots, as Redis shows itself.
+        let s = node.settings.read();
+        text.push_str(&format!(
+            "{} {}:{}@{} myself,master - 0 0 0 connected\n",
+            node_name(me),
+            s.bind,
+            s.redirect_port.unwrap_or(s.port),
+            s.cluster_port.unwrap_or(0)
+        ));
+        return text;
+    }
+    let master = node_name(members[0].id);
+    for (i, m) in members.iter().enumerate() {
+        let role = if i == 0 { "master" } else { "slave" };
+        let flags = if m.id == me {
+            format!("myself,{role}")
+        } else {
+            role.to_string()
+        };
+        let of = if i == 0 { "-" } else { master.as_str() };
+        text.push_str(&format!(
+            "{} {}:{}@{} {flags} {of} 0 {now} {term} connected{}\n",
+            node_name(m.id),
+            m.host,
+            m.advertised_port(),
+            m.cport,
+            if i == 0 { " 0-16383" } else { "" },
+        ));
+    }
+    text
+}
+
+/// CLUSTER INFO, Redis's fields.
+fn info_text(node: &Node) -> String {
+    let (members, term) = shard(node);
+    let led = node.group().is_some_and(|g| g.status.leader().is_some());
+    let assigned = if members.is_empty() { 0 } else { SLOTS };
+    let ok = if led { assigned } else { 0 };
+    let fields = [
+        (
+            "cluster_state",
+            if ok == SLOTS { "ok" } else { "fail" }.to_string(),
+        ),
+        ("cluster_slots_assigned", assigned.to_string()),
+        ("cluster_slots_ok", ok.to_string()),
+        ("cluster_slots_pfail", "0".into()),
+        ("cluster_slots_fail", (assigned - ok).to_string()),
+        ("cluster_known_nodes", members.len().max(1).to_string()),
+        (
+            "cluster_size",
+            if members.is_empty() { "0" } else { "1" }.into(),
+        ),
+        ("cluster_current_epoch", term.to_string()),
+        ("cluster_my_epoch", term.to_string()),
+        ("cluster_stats_messages_sent", "0".into()),
+        ("cluster_stats_messages_received", "0".into()),
+        ("total_cluster_links_buffer_limit_exceeded", "0".into()),
+    ];
+    fields.iter().map(|(k, v)| format!("{k}:{v}\r\n")).collect()
+}
 
 fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let sub = &argv[1];
-    if is(sub, "myid") && argv.len() == 2 {
+    let topology = [
+        "slots",
+        "shards",
+        "nodes",
+        "info",
+        "countkeysinslot",
+        "getkeysinslot",
+    ];
+    if topology.iter().any(|s| is(sub, s)) {
+        cluster_enabled(ctx.node)?;
+    }
+    if is(sub, "slots") && argv.len() == 2 {
+        slots(ctx);
+    } else if is(sub, "shards") && argv.len() == 2 {
+        shards(ctx);
+    } else if is(sub, "nodes") && argv.len() == 2 {
+        ctx.out.verbatim("txt", nodes_text(ctx.node).as_bytes());
+    } else if is(sub, "info") && argv.len() == 2 {
+        ctx.out.verbatim("txt", info_text(ctx.node).as_bytes());
+    } else if is(sub, "countkeysinslot") && argv.len() == 3 {
+        let slot = slot_arg(&argv[2], "Invalid slot")?;
+        let n = ctx.node.store.lock().db(0).slot(slot).map.len();
+        ctx.out.int(n as i64);
+    } else if is(sub, "getkeysinslot") && argv.len() == 4 {
+        let err = "Invalid slot or number of keys";
+        let slot = int_arg(&argv[2])?;
+        let count = int_arg(&argv[3])?;
+        if !(0..SLOTS).contains(&slot) || count < 0 {
+            return Err(CmdError::err(err));
+        }
+        let mut store = ctx.node.store.lock();
+        let keys: Vec<Bytes> = store
+            .db(0)
+            .slot(slot as usize)
+            .map
+            .keys()
+            .take(count as usize)
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
+        drop(store);
+        ctx.out.bulks(keys.iter().map(|k| &k[..]));
+    } else if is(sub, "myid") && argv.len() == 2 {
         ctx.out.bulk(node_name(ctx.node.id()).as_bytes());
     } else if is(sub, "keyslot") && argv.len() == 3 {
         ctx.out.int(kelvin_protocol::key_slot(&argv[2]) as i64);
@@ -28,17 +265,30 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     } else if is(sub, "help") && argv.len() == 2 {
         ctx.out.simples(&[
             "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "COUNTKEYSINSLOT <slot>",
+            "    Return the number of keys in <slot>.",
+            "GETKEYSINSLOT <slot> <count>",
+            "    Return key names stored by current node in a slot.",
+            "INFO",
+            "    Return information about the cluster.",
             "MYID",
             "    Return the node id.",
+            "NODES",
+            "    Return cluster configuration seen by node.",
+            "SHARDS",
+            "    Return information about slot range mappings and the nodes associated with them.",
+            "SLOTS",
+            "    Return information about slots range mappings.",
             "KEYSLOT <key>",
             "    Return the hash slot for <key>.",
-            "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> [...]",
+            "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "HELP",
             "    Print this help.",
         ]);
     } else if ["myid", "keyslot", "kelvin-bootstrap", "help"]
         .iter()
+        .chain(topology.iter())
         .any(|s| is(sub, s))
     {
         return Err(CmdError::arity(&format!(

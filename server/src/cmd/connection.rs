@@ -284,6 +284,9 @@ fn hello(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
 
 fn select(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let db = int_arg(&argv[1])?;
+    if ctx.client.redirect && db != 0 {
+        return Err(CmdError::err("SELECT is not allowed in cluster mode"));
+    }
     if !(0..crate::store::DATABASES as i64).contains(&db) {
         return Err(CmdError::err("DB index is out of range"));
     }

@@ -424,7 +424,8 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         text.push_str("# CPU\r\n\r\n");
     }
     if want("cluster") {
-        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let enabled = u8::from(node.settings.read().cluster_port.is_some());
+        text.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n"));
     }
     if want("keyspace") {
         text.push_str("# Keyspace\r\n");

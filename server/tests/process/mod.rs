@@ -35,6 +35,8 @@ pub struct ServerProc {
     pub port: u16,
     /// `Some` in cluster mode.
     pub cport: Option<u16>,
+    /// `--redirect-port`, if set before the first start.
+    pub rport: Option<u16>,
     pub appendfsync: &'static str,
     pub secret: String,
     tmp: tempfile::TempDir,
@@ -63,6 +65,7 @@ impl ServerProc {
             name: name.to_string(),
             port,
             cport,
+            rport: None,
             appendfsync,
             secret: "kelvin-test-secret".to_string(),
             tmp,
@@ -117,6 +120,9 @@ impl ServerProc {
                 .arg(cport.to_string())
                 .arg("--cluster-secret")
                 .arg(&self.secret);
+        }
+        if let Some(rport) = self.rport {
+            cmd.arg("--redirect-port").arg(rport.to_string());
         }
         cmd.env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
