@@ -360,45 +360,47 @@ fn newest_segment(server: &ServerProc) -> std::path::PathBuf {
         .expect("at least one WAL segment")
 }
 
+/// Writes `keys`, kills the server, damages the newest segment around its last record
+/// with `damage`, restarts, and checks that the start repaired a torn tail.
+fn damage_tail(
+    server: &mut ServerProc,
+    keys: std::ops::Range<u32>,
+    what: &str,
+    damage: impl FnOnce(&mut Vec<u8>, WalRecord),
+) {
+    set_keys(server, keys);
+    server.kill();
+    let seg = newest_segment(server);
+    let mut data = std::fs::read(&seg).unwrap();
+    let last = *wal_records(&data).last().expect("records");
+    damage(&mut data, last);
+    std::fs::write(&seg, &data).unwrap();
+    server.start();
+    assert!(
+        server.last_run_log().contains("truncating torn tail"),
+        "no torn-tail warning after {what} in {}; log:\n{}",
+        seg.display(),
+        server.last_run_log()
+    );
+}
+
 #[test]
 fn corrupt_wal_refuses_to_start_and_torn_tail_is_repaired() {
     let mut server = ServerProc::single("corrupt", "always");
     server.start();
 
     // (a1) The last record lost its last bytes (a write cut short by the crash): in the
-    // preallocated segment, they read as zeros.
-    set_keys(&server, 0..200);
-    server.kill();
-    let seg = newest_segment(&server);
-    let mut data = std::fs::read(&seg).unwrap();
-    let last = *wal_records(&data).last().expect("records");
-    data[last.end() - last.len / 2 - 1..last.end()].fill(0);
-    std::fs::write(&seg, &data).unwrap();
-    server.start();
-    assert!(
-        server.last_run_log().contains("truncating torn tail"),
-        "no torn-tail warning after cutting {}; log:\n{}",
-        seg.display(),
-        server.last_run_log()
-    );
-    // The cut record may have been the last SET's entry.
+    // preallocated segment, they read as zeros. The cut record may have been the last
+    // SET's entry.
+    damage_tail(&mut server, 0..200, "cutting the tail", |data, last| {
+        data[last.end() - last.len / 2 - 1..last.end()].fill(0)
+    });
     check_keys(&server, 0..200, &[199], "after cutting the tail");
 
     // (a2) Garbage after the last complete record (a write that never finished).
-    set_keys(&server, 200..400);
-    server.kill();
-    let seg = newest_segment(&server);
-    let mut data = std::fs::read(&seg).unwrap();
-    let end = wal_records(&data).last().expect("records").end();
-    data[end..end + 5].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x42]);
-    std::fs::write(&seg, &data).unwrap();
-    server.start();
-    assert!(
-        server.last_run_log().contains("truncating torn tail"),
-        "no torn-tail warning after appending garbage to {}; log:\n{}",
-        seg.display(),
-        server.last_run_log()
-    );
+    damage_tail(&mut server, 200..400, "appending garbage", |data, last| {
+        data[last.end()..last.end() + 5].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x42])
+    });
     check_keys(&server, 0..400, &[199], "after appending garbage");
 
     // (b) A flipped byte well before the tail: corruption, not a torn write.
