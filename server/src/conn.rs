@@ -794,7 +794,11 @@ pub fn process_batch(
                         segment = Segment::default();
                         break;
                     }
-                    let store = guard.get_or_insert_with(|| node.store.lock());
+                    let Some(group) = node.group() else {
+                        out.error(CLUSTER_DOWN);
+                        continue;
+                    };
+                    let store = guard.get_or_insert_with(|| group.store.lock());
                     run_data(store, client, out, handler, &argv, now_ms, false);
                     continue;
                 }

@@ -42,6 +42,8 @@ use tokio::sync::{oneshot, watch};
 use crate::cmd::BlockOn;
 use crate::config::AppendFsync;
 use crate::node::Node;
+use crate::store::Store;
+use parking_lot::Mutex;
 
 /// One Raft tick.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -220,6 +222,9 @@ impl GroupStatus {
 /// A running group.
 pub struct GroupHandle {
     pub group_id: u64,
+    /// The group's state machine: the keyspace of the slots it owns. Connections read it
+    /// (under the lock) where the group may serve reads; only the group's task writes.
+    pub store: Arc<Mutex<Store>>,
     tx: UnboundedSender<GroupMsg>,
     pub status: Arc<GroupStatus>,
     /// Signalled when the group's task has finished (and fsynced).
@@ -311,11 +316,16 @@ pub fn start(
             ..Default::default()
         })?;
     }
+    let store = {
+        let mut s = Store::default();
+        s.notify_flags = node.settings.read().notify_flags;
+        Arc::new(Mutex::new(s))
+    };
     let mut applied = 0;
     if let Some((meta, path)) = storage.snapshot_file() {
-        let keys = load_snapshot(&node, &path)?;
+        let keys = load_snapshot(&store, &path)?;
         applied = meta.index;
-        node.store.lock().apply_index = applied;
+        store.lock().apply_index = applied;
         tracing::info!(group = cfg.group_id, index = applied, keys, file = %path.display(), "snapshot loaded");
     }
     let single = storage.conf_state().voters == [cfg.node_id];
@@ -343,6 +353,7 @@ pub fn start(
     let mut group = Group {
         group_id: cfg.group_id,
         node,
+        store: store.clone(),
         raw,
         sender,
         status: status.clone(),
@@ -400,6 +411,7 @@ pub fn start(
     }
     Ok(Arc::new(GroupHandle {
         group_id: cfg.group_id,
+        store,
         tx,
         status,
         done: parking_lot::Mutex::new(Some(done_rx)),
@@ -421,9 +433,9 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Clears the keyspace and loads a snapshot file into it. Returns the keys loaded.
-fn load_snapshot(node: &Node, path: &std::path::Path) -> Result<usize, GroupError> {
+fn load_snapshot(store: &Mutex<Store>, path: &std::path::Path) -> Result<usize, GroupError> {
     let reader = SnapshotReader::open(path)?;
-    let mut store = node.store.lock();
+    let mut store = store.lock();
     store.clear_all();
     let mut keys = 0;
     for chunk in reader.chunks() {
@@ -451,6 +463,7 @@ struct PendingEntry {
 struct Group {
     group_id: u64,
     node: Arc<Node>,
+    store: Arc<Mutex<Store>>,
     raw: RawNode<DiskStorage>,
     sender: Arc<dyn RaftSender>,
     status: Arc<GroupStatus>,
@@ -820,8 +833,8 @@ impl Group {
         let meta = snap.get_metadata().clone();
         let name = String::from_utf8_lossy(&snap.data).into_owned();
         let path = self.raw.store().snapshot_dir().join(&name);
-        let keys = load_snapshot(&self.node, &path)?;
-        self.node.store.lock().apply_index = meta.index;
+        let keys = load_snapshot(&self.store, &path)?;
+        self.store.lock().apply_index = meta.index;
         self.raw.mut_store().apply_snapshot(meta.clone(), &path)?;
         // Anything we proposed at or below the snapshot: we cannot tell its fate.
         let skipped: Vec<u64> = self.pending.range(..=meta.index).map(|(&i, _)| i).collect();
@@ -846,8 +859,8 @@ impl Group {
         let mut events = Vec::new();
         let mut answers: Vec<(Waiter, ProposalResult)> = Vec::new();
         {
-            let node = self.node.clone();
-            let mut store = node.store.lock();
+            let shared = self.store.clone();
+            let mut store = shared.lock();
             for entry in entries {
                 let index = entry.index;
                 // Entries of ours below this one that were never applied lost their place.
@@ -1009,7 +1022,7 @@ impl Group {
         loop {
             // The lock is taken per chunk, so reads go on meanwhile; nothing is applied
             // until the snapshot is written (this thread is the only one that applies).
-            let more = encoder.encode_next(&self.node.store.lock(), &mut chunk)?;
+            let more = encoder.encode_next(&self.store.lock(), &mut chunk)?;
             if !chunk.is_empty() {
                 writer.write_chunk(&chunk)?;
             }

@@ -20,7 +20,6 @@ use crate::cluster::Membership;
 use crate::config::Settings;
 use crate::group::{GroupConfig, GroupHandle, ProposalResult, RaftSender};
 use crate::pubsub::Hub;
-use crate::store::Store;
 
 /// How often the active expiry sweep runs (Redis's `hz 10`).
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -129,7 +128,6 @@ pub struct Stats {
 
 /// Everything the connections of one node share.
 pub struct Node {
-    pub store: Mutex<Store>,
     pub settings: RwLock<Settings>,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub pubsub: Hub,
@@ -153,8 +151,6 @@ pub struct Node {
 impl Node {
     pub fn new(settings: Settings, local_addr: SocketAddr) -> Arc<Node> {
         use rand::Rng;
-        let mut store = Store::default();
-        store.notify_flags = settings.notify_flags;
         let run_id: String = {
             let mut rng = rand::thread_rng();
             (0..40)
@@ -163,7 +159,6 @@ impl Node {
         };
         let (shutdown_tx, _) = watch::channel(false);
         Arc::new(Node {
-            store: Mutex::new(store),
             settings: RwLock::new(settings),
             clients: Mutex::new(HashMap::new()),
             pubsub: Hub::default(),
@@ -210,7 +205,7 @@ impl Node {
             events.clear();
             return;
         }
-        let flags = self.store.lock().notify_flags;
+        let flags = self.settings.read().notify_flags;
         for ev in events.drain(..) {
             if flags & crate::notify::KEYSPACE != 0 {
                 let mut channel = format!("__keyspace@{}__:", ev.db).into_bytes();
@@ -289,7 +284,7 @@ impl Node {
         }
         let mut commands = Vec::new();
         {
-            let mut store = self.store.lock();
+            let mut store = group.store.lock();
             let dbs: Vec<usize> = store
                 .dbs()
                 .filter(|(_, k)| k.expires_count() > 0)

@@ -362,7 +362,8 @@ impl Cluster {
 
     /// Database 0 of node `id`, every value rendered as a string.
     fn dump(&self, id: u64) -> BTreeMap<String, String> {
-        let store = self.nodes[&id].store.lock();
+        let store = self.net.handles.read()[&id].store.clone();
+        let store = store.lock();
         let mut out = BTreeMap::new();
         for (db, ks) in store.dbs() {
             for (key, entry) in ks.iter() {
@@ -913,7 +914,8 @@ fn chaos_round(seed: u64) {
     }
     c.wait_converged(&ids);
     let list: Vec<String> = {
-        let store = c.nodes[&ids[0]].store.lock();
+        let store = c.net.handles.read()[&ids[0]].store.clone();
+        let store = store.lock();
         match store
             .db_ref(0)
             .and_then(|ks| ks.raw_get(b"log"))

@@ -236,7 +236,10 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         ctx.out.verbatim("txt", info_text(ctx.node).as_bytes());
     } else if is(sub, "countkeysinslot") && argv.len() == 3 {
         let slot = slot_arg(&argv[2], "Invalid slot")?;
-        let n = ctx.node.store.lock().db(0).slot(slot).map.len();
+        let n = ctx
+            .node
+            .group()
+            .map_or(0, |g| g.store.lock().db(0).slot(slot).map.len());
         ctx.out.int(n as i64);
     } else if is(sub, "getkeysinslot") && argv.len() == 4 {
         let err = "Invalid slot or number of keys";
@@ -245,7 +248,11 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         if !(0..SLOTS).contains(&slot) || count < 0 {
             return Err(CmdError::err(err));
         }
-        let mut store = ctx.node.store.lock();
+        let Some(group) = ctx.node.group() else {
+            ctx.out.array(0);
+            return Ok(());
+        };
+        let mut store = group.store.lock();
         let keys: Vec<Bytes> = store
             .db(0)
             .slot(slot as usize)

@@ -588,7 +588,7 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         return Err(CmdError::err("WATCH inside MULTI is not allowed"));
     }
     let db = ctx.client.db as u8;
-    let since = ctx.node.store.lock().apply_index;
+    let since = ctx.node.group().map_or(0, |g| g.store.lock().apply_index);
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
         since,
         keys: Vec::new(),

@@ -356,25 +356,29 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             pubsub
         );
     }
-    let (keyspace_lines, hits, misses, expired) = {
-        let store = node.store.lock();
-        let lines: Vec<String> = store
-            .dbs()
-            .filter(|(_, k)| !k.is_empty())
-            .map(|(i, k)| {
-                format!(
-                    "db{i}:keys={},expires={},avg_ttl=0",
-                    k.len(),
-                    k.expires_count()
-                )
-            })
-            .collect();
-        (
-            lines,
-            store.keyspace_hits,
-            store.keyspace_misses,
-            store.expired_keys,
-        )
+    let (keyspace_lines, hits, misses, expired) = match node.group() {
+        // Not part of a formed cluster yet: no keyspace.
+        None => (Vec::new(), 0, 0, 0),
+        Some(g) => {
+            let store = g.store.lock();
+            let lines: Vec<String> = store
+                .dbs()
+                .filter(|(_, k)| !k.is_empty())
+                .map(|(i, k)| {
+                    format!(
+                        "db{i}:keys={},expires={},avg_ttl=0",
+                        k.len(),
+                        k.expires_count()
+                    )
+                })
+                .collect();
+            (
+                lines,
+                store.keyspace_hits,
+                store.keyspace_misses,
+                store.expired_keys,
+            )
+        }
     };
     if want("memory") {
         let rss = rss_bytes();
@@ -696,7 +700,9 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
                 ))
             })?;
         }
-        ctx.node.store.lock().notify_flags = next.notify_flags;
+        if let Some(g) = ctx.node.group() {
+            g.store.lock().notify_flags = next.notify_flags;
+        }
         *ctx.node.settings.write() = next;
         ctx.out.ok();
     } else if is(sub, "resetstat") {
@@ -706,10 +712,12 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         s.rejected_connections.store(0, Ordering::Relaxed);
         s.net_input_bytes.store(0, Ordering::Relaxed);
         s.net_output_bytes.store(0, Ordering::Relaxed);
-        let mut store = ctx.node.store.lock();
-        store.keyspace_hits = 0;
-        store.keyspace_misses = 0;
-        store.expired_keys = 0;
+        if let Some(g) = ctx.node.group() {
+            let mut store = g.store.lock();
+            store.keyspace_hits = 0;
+            store.keyspace_misses = 0;
+            store.expired_keys = 0;
+        }
         ctx.out.ok();
     } else if is(sub, "rewrite") {
         let settings = ctx.node.settings.read().clone();
