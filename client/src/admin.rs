@@ -6,6 +6,13 @@
 //! asks every node its id (`CLUSTER MYID`) and cluster port (`CONFIG GET cluster-port`),
 //! shows the plan, sends each node the member list (`CLUSTER KELVIN-BOOTSTRAP`), and
 //! waits until the group has elected a leader.
+//!
+//! ```text
+//! kelvin-cli cluster status 127.0.0.1:7001
+//! ```
+//! reads the topology from the seed (`CLUSTER SHARDS`), asks every node it names for the
+//! groups it hosts (`CLUSTER KELVIN-GROUPS`), and prints a table of groups (slots, leader,
+//! replicas up, term, applied index, keys, bytes, health) and one of nodes.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -52,7 +59,10 @@ fn text(frame: Frame, addr: &str, what: &str) -> anyhow::Result<String> {
 pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
     match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("create") => create(&args[1..], pass),
-        _ => anyhow::bail!("usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--yes]"),
+        Some("status") if args.len() == 2 => status(&args[1], pass),
+        _ => anyhow::bail!(
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--yes]\n       kelvin-cli cluster status HOST:PORT"
+        ),
     }
 }
 
@@ -187,4 +197,184 @@ fn config_port(c: &mut Client, addr: &str, name: &str) -> anyhow::Result<u16> {
             .unwrap_or(0),
         _ => 0,
     })
+}
+
+/// A map reply (RESP2: a flat array of pairs) as name -> value.
+fn fields(frame: &Frame) -> Vec<(String, Frame)> {
+    let name = |f: &Frame| match f {
+        Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        Frame::Simple(s) => s.clone(),
+        other => format_frame(other),
+    };
+    match frame {
+        Frame::Map(pairs) => pairs.iter().map(|(k, v)| (name(k), v.clone())).collect(),
+        Frame::Array(items) => items
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (name(&c[0]), c[1].clone()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn field<'a>(fields: &'a [(String, Frame)], name: &str) -> Option<&'a Frame> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn field_text(fields: &[(String, Frame)], name: &str) -> String {
+    match field(fields, name) {
+        Some(Frame::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Frame::Simple(s)) => s.clone(),
+        Some(Frame::Integer(i)) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn field_int(fields: &[(String, Frame)], name: &str) -> i64 {
+    match field(fields, name) {
+        Some(Frame::Integer(i)) => *i,
+        _ => 0,
+    }
+}
+
+fn human_bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    match n {
+        n if n >= (1u64 << 30) as f64 => format!("{:.1} GiB", n / (1u64 << 30) as f64),
+        n if n >= (1u64 << 20) as f64 => format!("{:.1} MiB", n / (1u64 << 20) as f64),
+        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// One node as CLUSTER SHARDS names it, and what it said of its groups.
+struct StatusNode {
+    id: String,
+    addr: String,
+    /// `None`: unreachable.
+    groups: Option<Vec<Vec<(String, Frame)>>>,
+}
+
+/// `kelvin-cli cluster status SEED`.
+fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+    let mut c = connect(seed, pass)?;
+    let shards = match c.call(&["CLUSTER", "SHARDS"])? {
+        Frame::Array(s) => s,
+        Frame::Error(e) => anyhow::bail!("[ERR] {seed}: CLUSTER SHARDS: {e}"),
+        other => anyhow::bail!(
+            "[ERR] {seed}: unexpected CLUSTER SHARDS reply {}",
+            format_frame(&other)
+        ),
+    };
+    if shards.is_empty() {
+        anyhow::bail!(
+            "[ERR] {seed} is not part of a formed cluster: run kelvin-cli cluster create first"
+        );
+    }
+    let mut covered = 0i64;
+    let mut nodes: Vec<StatusNode> = Vec::new();
+    for shard in &shards {
+        let f = fields(shard);
+        if let Some(Frame::Array(ranges)) = field(&f, "slots") {
+            for r in ranges.chunks(2) {
+                if let [Frame::Integer(a), Frame::Integer(b)] = r {
+                    covered += b - a + 1;
+                }
+            }
+        }
+        if let Some(Frame::Array(list)) = field(&f, "nodes") {
+            for n in list {
+                let nf = fields(n);
+                let id = field_text(&nf, "id");
+                if nodes.iter().any(|x| x.id == id) {
+                    continue;
+                }
+                let addr = format!("{}:{}", field_text(&nf, "ip"), field_text(&nf, "port"));
+                let groups = connect(&addr, pass)
+                    .and_then(|mut c| c.call(&["CLUSTER", "KELVIN-GROUPS"]))
+                    .ok()
+                    .and_then(|r| match r {
+                        Frame::Array(gs) => Some(gs.iter().map(fields).collect()),
+                        _ => None,
+                    });
+                nodes.push(StatusNode { id, addr, groups });
+            }
+        }
+    }
+    let mut group_ids: Vec<i64> = nodes
+        .iter()
+        .flat_map(|n| n.groups.iter().flatten())
+        .map(|g| field_int(g, "group"))
+        .collect();
+    group_ids.sort_unstable();
+    group_ids.dedup();
+    println!(
+        ">>> {} nodes, {} group(s), {covered}/16384 slots covered",
+        nodes.len(),
+        group_ids.len()
+    );
+    println!(
+        "{:<6} {:<12} {:<22} {:<9} {:>5} {:>9} {:>9} {:>10}  HEALTH",
+        "GROUP", "SLOTS", "LEADER", "REPLICAS", "TERM", "APPLIED", "KEYS", "BYTES"
+    );
+    let mut healthy = true;
+    for gid in &group_ids {
+        let reports: Vec<(&StatusNode, &Vec<(String, Frame)>)> = nodes
+            .iter()
+            .filter_map(|n| {
+                n.groups
+                    .as_ref()?
+                    .iter()
+                    .find(|g| field_int(g, "group") == *gid)
+                    .map(|g| (n, g))
+            })
+            .collect();
+        // Every node named in the shard replicates the group; the unreachable count as down.
+        let total = nodes.len();
+        let up = reports.len();
+        let leader = reports
+            .iter()
+            .find(|(_, g)| field_text(g, "role") == "leader");
+        let health = match leader {
+            Some(_) if up == total => "ok",
+            Some(_) => "degraded: replicas down",
+            None => "down: no leader",
+        };
+        healthy &= health == "ok";
+        let (addr, term, applied, keys, bytes, slots) = match leader {
+            Some((n, g)) => (
+                n.addr.clone(),
+                field_int(g, "term"),
+                field_int(g, "applied"),
+                field_int(g, "keys"),
+                field_int(g, "bytes"),
+                field_text(g, "slots"),
+            ),
+            None => ("-".to_string(), 0, 0, 0, 0, String::from("?")),
+        };
+        println!(
+            "{gid:<6} {slots:<12} {addr:<22} {:<9} {term:>5} {applied:>9} {keys:>9} {:>10}  {health}",
+            format!("{up}/{total} up"),
+            human_bytes(bytes)
+        );
+    }
+    println!("{:<40} {:<22} STATE", "NODE", "ADDRESS");
+    for n in &nodes {
+        let state = match &n.groups {
+            None => "unreachable".to_string(),
+            Some(gs) => gs
+                .iter()
+                .map(|g| format!("group {} {}", field_int(g, "group"), field_text(g, "role")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        healthy &= n.groups.is_some();
+        println!("{:<40} {:<22} {state}", n.id, n.addr);
+    }
+    if healthy && covered == 16384 {
+        println!("[OK] All 16384 slots covered, every group has a leader and all its replicas.");
+        Ok(())
+    } else {
+        anyhow::bail!("[WARN] The cluster is not fully healthy (see above).")
+    }
 }

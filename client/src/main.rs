@@ -4,6 +4,7 @@
 //! kelvin-cli -p 6379 SET k v          one command, reply printed, exit code 1 on error
 //! kelvin-cli -p 6379                  interactive: one command per line
 //! kelvin-cli cluster create 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 --replicas 3 --yes
+//! kelvin-cli cluster status 127.0.0.1:7001
 //! ```
 
 use std::io::{BufRead, Write};
@@ -63,7 +64,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.command.len() >= 2
         && cli.command[0].eq_ignore_ascii_case("cluster")
-        && cli.command[1].eq_ignore_ascii_case("create")
+        && ["create", "status"]
+            .iter()
+            .any(|sub| cli.command[1].eq_ignore_ascii_case(sub))
     {
         return kelvin_client::admin::cluster(&cli.command[1..], cli.pass.as_deref());
     }

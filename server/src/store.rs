@@ -145,7 +145,7 @@ impl Value {
         }
     }
 
-    /// Rough bytes held, for INFO memory and `kelvin-cli cluster status` later.
+    /// Rough bytes held (`kelvin-cli cluster status`).
     pub fn approx_bytes(&self) -> usize {
         match self {
             Value::Str(s) => s.capacity(),
@@ -415,6 +415,13 @@ impl Keyspace {
     /// Iterates over every key (for KEYS, RANDOMKEY, FLUSH accounting).
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.slots.iter().flat_map(|t| t.map.iter())
+    }
+
+    /// Rough bytes of keys and values (a walk over every key: for admin commands only).
+    pub fn approx_bytes(&self) -> usize {
+        self.iter()
+            .map(|(k, e)| k.len() + e.value.approx_bytes())
+            .sum()
     }
 }
 

@@ -203,6 +203,14 @@ def test_cluster_aware_and_plain_clients_on_every_node(trio_redirect):
     with pytest.raises(redis.exceptions.ResponseError, match="Invalid slot or number of keys"):
         c.execute_command("CLUSTER", "GETKEYSINSLOT", 1, -1)
 
+    # kelvin-cli cluster status: one group, its leader, all replicas up.
+    st = subprocess.run([kelvin_cli(), "cluster", "status", f"127.0.0.1:{nodes[0].port}"],
+                        capture_output=True, text=True, timeout=30)
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert "3 nodes, 1 group(s), 16384/16384 slots covered" in st.stdout
+    row = next(line for line in st.stdout.splitlines() if line.startswith("0 "))
+    assert f"127.0.0.1:{rport(leader)}" in row and "3/3 up" in row and row.endswith("ok")
+
     # Kill the leader: the cluster-aware client follows the new one, nothing is lost.
     leader.proc.kill()
     leader.proc.wait(timeout=5)
@@ -218,6 +226,11 @@ def test_cluster_aware_and_plain_clients_on_every_node(trio_redirect):
     assert [rc.get(f"user:{i}") for i in range(200)] == [f"v{i}" for i in range(200)]
     for n in followers:
         assert n.client().get("after") == "1"
+    st = subprocess.run([kelvin_cli(), "cluster", "status", f"127.0.0.1:{followers[0].port}"],
+                        capture_output=True, text=True, timeout=30)
+    assert st.returncode == 1, st.stdout + st.stderr
+    assert "2/3 up" in st.stdout and "degraded: replicas down" in st.stdout
+    assert "unreachable" in st.stdout
 
 
 def test_topology_commands_need_cluster_mode():

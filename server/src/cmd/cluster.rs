@@ -184,6 +184,61 @@ fn nodes_text(node: &Node) -> String {
     text
 }
 
+/// CLUSTER KELVIN-GROUPS (for `kelvin-cli cluster status`): per group this node hosts, a
+/// map of `group`, `slots`, `role`, `leader` (node id, empty if none), `term`, `applied`,
+/// `keys` (all databases) and `bytes` (a rough count of keys and values held).
+fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
+    let Some(group) = ctx.node.group() else {
+        ctx.out.array(0);
+        return;
+    };
+    let status = &group.status;
+    let (keys, bytes) = {
+        let mut store = group.store.lock();
+        let dbs: Vec<usize> = store.dbs().map(|(i, _)| i).collect();
+        let mut keys = 0;
+        let mut bytes = 0;
+        for db in dbs {
+            let ks = store.db(db);
+            keys += ks.len();
+            bytes += ks.approx_bytes();
+        }
+        (keys, bytes)
+    };
+    let role = if status.is_stopped() {
+        "stopped"
+    } else if status.is_leader() {
+        "leader"
+    } else {
+        "follower"
+    };
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    ctx.out.array(1);
+    ctx.out.map(8);
+    ctx.out.bulk(b"group");
+    ctx.out.int(group.group_id as i64);
+    ctx.out.bulk(b"slots");
+    ctx.out.bulk(b"0-16383");
+    ctx.out.bulk(b"role");
+    ctx.out.bulk(role.as_bytes());
+    ctx.out.bulk(b"leader");
+    ctx.out.bulk(
+        status
+            .leader()
+            .map(node_name)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    ctx.out.bulk(b"term");
+    ctx.out.int(status.term.load(relaxed) as i64);
+    ctx.out.bulk(b"applied");
+    ctx.out.int(status.applied.load(relaxed) as i64);
+    ctx.out.bulk(b"keys");
+    ctx.out.int(keys as i64);
+    ctx.out.bulk(b"bytes");
+    ctx.out.int(bytes as i64);
+}
+
 /// CLUSTER INFO, Redis's fields.
 fn info_text(node: &Node) -> String {
     let (members, term) = shard(node);
@@ -263,6 +318,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             .collect();
         drop(store);
         ctx.out.bulks(keys.iter().map(|k| &k[..]));
+    } else if is(sub, "kelvin-groups") && argv.len() == 2 {
+        kelvin_groups(ctx);
     } else if is(sub, "myid") && argv.len() == 2 {
         ctx.out.bulk(node_name(ctx.node.id()).as_bytes());
     } else if is(sub, "keyslot") && argv.len() == 3 {
@@ -288,15 +345,23 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    Return information about slots range mappings.",
             "KEYSLOT <key>",
             "    Return the hash slot for <key>.",
+            "KELVIN-GROUPS",
+            "    The Raft groups this node hosts: id, slots, role, leader, term, applied index, keys, bytes.",
             "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "HELP",
             "    Print this help.",
         ]);
-    } else if ["myid", "keyslot", "kelvin-bootstrap", "help"]
-        .iter()
-        .chain(topology.iter())
-        .any(|s| is(sub, s))
+    } else if [
+        "myid",
+        "keyslot",
+        "kelvin-bootstrap",
+        "kelvin-groups",
+        "help",
+    ]
+    .iter()
+    .chain(topology.iter())
+    .any(|s| is(sub, s))
     {
         return Err(CmdError::arity(&format!(
             "cluster|{}",
