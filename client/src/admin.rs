@@ -69,6 +69,7 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
 fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
     let mut addrs = Vec::new();
     let mut replicas = None;
+    let mut groups = 1usize;
     let mut yes = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -80,6 +81,15 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("[ERR] --replicas needs a number"))?;
                 replicas = Some(n);
             }
+            "--groups" => {
+                groups = it
+                    .next()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|g| (1..=16384).contains(g))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("[ERR] --groups needs a number from 1 to 16384")
+                    })?;
+            }
             "--yes" => yes = true,
             _ if a.starts_with("--") => anyhow::bail!("[ERR] unknown option {a}"),
             _ => addrs.push(a.clone()),
@@ -89,9 +99,10 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("[ERR] give the nodes: kelvin-cli cluster create HOST:PORT... --replicas N");
     }
     let replicas = replicas.unwrap_or(addrs.len());
-    if replicas != addrs.len() {
+    if replicas == 0 || replicas > addrs.len() {
         anyhow::bail!(
-            "[ERR] --replicas {replicas} with {} nodes: this release forms one group replicated on every node; give --replicas {}",
+            "[ERR] --replicas {replicas} with {} nodes: each group needs from 1 to {} replicas (one per node); give --replicas {} or fewer, or more nodes",
+            addrs.len(),
             addrs.len(),
             addrs.len()
         );
@@ -135,6 +146,14 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             println!("M: {} {} (cluster port {})", n.id, n.addr, n.cport);
         }
     }
+    let plan = plan_groups(nodes.len(), groups, replicas);
+    for (g, (a, b), reps) in &plan {
+        let names: Vec<&str> = reps.iter().map(|&i| nodes[i].addr.as_str()).collect();
+        println!(
+            "Group {g}: slots {a}-{b}, replicas {} (first stands for leader)",
+            names.join(" ")
+        );
+    }
     if !yes {
         print!("Can I set the above configuration? (type 'yes' to accept): ");
         std::io::stdout().flush()?;
@@ -154,6 +173,15 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             n.rport.to_string(),
         ]);
     }
+    for (g, (a, b), reps) in &plan {
+        let ids: Vec<&str> = reps.iter().map(|&i| nodes[i].id.as_str()).collect();
+        members.extend([
+            "GROUP".to_string(),
+            g.to_string(),
+            format!("{a}-{b}"),
+            ids.join(","),
+        ]);
+    }
     for n in &nodes {
         let mut c = connect(&n.addr, pass)?;
         let mut cmd = vec!["CLUSTER".to_string(), "KELVIN-BOOTSTRAP".to_string()];
@@ -162,25 +190,32 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             anyhow::bail!("[ERR] Node {}: {e}", n.addr);
         }
     }
-    println!(">>> Waiting for the group to elect a leader");
+    println!(">>> Waiting for every group to elect a leader");
     let deadline = Instant::now() + ELECTION_WAIT;
+    let mut led: std::collections::BTreeMap<i64, String> = Default::default();
     loop {
         for n in &nodes {
-            let Ok(mut c) = connect(&n.addr, pass) else {
+            let Ok(Frame::Array(gs)) =
+                connect(&n.addr, pass).and_then(|mut c| c.call(&["CLUSTER", "KELVIN-GROUPS"]))
+            else {
                 continue;
             };
-            let Ok(info) = c.call(&["INFO", "raft"]) else {
-                continue;
-            };
-            let info = text(info, &n.addr, "INFO").unwrap_or_default();
-            if info.lines().any(|l| l.trim() == "raft_role:leader") {
-                println!("[OK] Leader elected: {} {}", n.id, n.addr);
-                println!("[OK] All 16384 slots covered.");
-                return Ok(());
+            for g in gs.iter().map(fields) {
+                if field_text(&g, "role") == "leader" {
+                    led.entry(field_int(&g, "group"))
+                        .or_insert_with(|| n.addr.clone());
+                }
             }
         }
+        if led.len() == plan.len() {
+            for (g, addr) in &led {
+                println!("[OK] Group {g}: leader {addr}");
+            }
+            println!("[OK] All 16384 slots covered.");
+            return Ok(());
+        }
         if Instant::now() >= deadline {
-            anyhow::bail!("[ERR] No leader after {ELECTION_WAIT:?}: check that the nodes reach each other's cluster ports and share the cluster secret");
+            anyhow::bail!("[ERR] {} of {} groups without a leader after {ELECTION_WAIT:?}: check that the nodes reach each other's cluster ports and share the cluster secret", plan.len() - led.len(), plan.len());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -273,19 +308,27 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
     }
     let mut covered = 0i64;
     let mut nodes: Vec<StatusNode> = Vec::new();
+    // Per shard (group): its first slot and its replicas' ids.
+    let mut shard_replicas: Vec<(i64, Vec<String>)> = Vec::new();
     for shard in &shards {
         let f = fields(shard);
+        let mut first = -1;
         if let Some(Frame::Array(ranges)) = field(&f, "slots") {
             for r in ranges.chunks(2) {
                 if let [Frame::Integer(a), Frame::Integer(b)] = r {
                     covered += b - a + 1;
+                    if first < 0 {
+                        first = *a;
+                    }
                 }
             }
         }
+        let mut ids = Vec::new();
         if let Some(Frame::Array(list)) = field(&f, "nodes") {
             for n in list {
                 let nf = fields(n);
                 let id = field_text(&nf, "id");
+                ids.push(id.clone());
                 if nodes.iter().any(|x| x.id == id) {
                     continue;
                 }
@@ -300,6 +343,7 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                 nodes.push(StatusNode { id, addr, groups });
             }
         }
+        shard_replicas.push((first, ids));
     }
     let mut group_ids: Vec<i64> = nodes
         .iter()
@@ -329,8 +373,22 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                     .map(|g| (n, g))
             })
             .collect();
-        // Every node named in the shard replicates the group; the unreachable count as down.
-        let total = nodes.len();
+        // The group's replicas are the nodes of its shard (found by its first slot); the
+        // unreachable count as down.
+        let first_slot: i64 = reports
+            .first()
+            .and_then(|(_, g)| {
+                field_text(g, "slots")
+                    .split(['-', ','])
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(-1);
+        let total = shard_replicas
+            .iter()
+            .find(|(first, _)| *first == first_slot)
+            .map_or(nodes.len(), |(_, ids)| ids.len());
         let up = reports.len();
         let leader = reports
             .iter()
@@ -376,5 +434,48 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("[WARN] The cluster is not fully healthy (see above).")
+    }
+}
+
+/// Splits the 16384 slots into `groups` contiguous ranges (the remainder spread over the
+/// first ones, as `redis-cli --cluster create` does) and gives group `g` the `replicas`
+/// nodes from `g` on (round robin), so each node is listed first, and so stands for leader,
+/// in as many groups as the others. Returns (group id, slot range, node indexes).
+fn plan_groups(
+    nodes: usize,
+    groups: usize,
+    replicas: usize,
+) -> Vec<(usize, (usize, usize), Vec<usize>)> {
+    let per = 16384 / groups;
+    let extra = 16384 % groups;
+    let mut start = 0;
+    (0..groups)
+        .map(|g| {
+            let len = per + usize::from(g < extra);
+            let range = (start, start + len - 1);
+            start += len;
+            let reps = (0..replicas).map(|k| (g + k) % nodes).collect();
+            (g, range, reps)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_groups;
+
+    #[test]
+    fn groups_cover_every_slot_once_and_spread_their_first_replica() {
+        let plan = plan_groups(3, 3, 3);
+        assert_eq!(plan[0].1, (0, 5461));
+        assert_eq!(plan[1].1, (5462, 10922));
+        assert_eq!(plan[2].1, (10923, 16383));
+        let firsts: Vec<usize> = plan.iter().map(|p| p.2[0]).collect();
+        assert_eq!(firsts, vec![0, 1, 2]);
+        let plan = plan_groups(5, 7, 2);
+        let covered: usize = plan.iter().map(|p| p.1 .1 - p.1 .0 + 1).sum();
+        assert_eq!(covered, 16384);
+        assert!(plan.iter().all(|p| p.2.len() == 2 && p.2[0] != p.2[1]));
+        assert_eq!(plan_groups(1, 1, 1), vec![(0, (0, 16383), vec![0])]);
     }
 }

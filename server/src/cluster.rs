@@ -3,14 +3,19 @@
 //! How it fits: a node started with `--cluster-port` has an id (random, kept in
 //! `<data-dir>/node-id`) and waits. `kelvin-cli cluster create` asks every node its id
 //! (`CLUSTER MYID`) and cluster port, then sends each the full member list
-//! (`CLUSTER KELVIN-BOOTSTRAP`). Each node writes the list to `<data-dir>/cluster.conf`
-//! and starts the group with those voters; after a restart the file brings it back.
+//! and the groups (slot ranges and replicas) with `CLUSTER KELVIN-BOOTSTRAP`. Each node
+//! writes them to `<data-dir>/cluster.conf` and starts a replica of each group it belongs
+//! to; after a restart the file brings them back.
 //! Without `--cluster-port` the node is its own one-voter group, id 1, same code path.
 //!
 //! ```text
 //! cluster.conf:   # comment
-//!                 node <id> <host> <client port> <cluster port>     (one line per member)
+//!                 node <id> <host> <client port> <cluster port> <redirect port>   (per member)
+//!                 group <id> <slot ranges a-b,c-d> <replica ids id,id,...>          (per group)
 //! ```
+//!
+//! A file without `group` lines (written before groups existed) means one group, 0, over
+//! all slots, replicated on every member.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +23,8 @@ use std::path::Path;
 
 /// The id of the single node of the embedded default.
 pub const EMBEDDED_NODE_ID: u64 = 1;
-/// The one data group this release has (the cluster issue brings many).
+/// Group 0: the embedded node's only group, and the one group of a `cluster.conf` written
+/// before groups existed.
 pub const DATA_GROUP: u64 = 0;
 
 /// Where a member listens.
@@ -53,9 +59,60 @@ impl Member {
 }
 
 /// The members of this node's group.
+/// A data group: the slots it owns and the members that replicate it (its voters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub id: u64,
+    /// Inclusive slot ranges, ascending.
+    pub slots: Vec<(u16, u16)>,
+    pub replicas: Vec<u64>,
+}
+
+impl GroupSpec {
+    /// `0-5460,5461-10922` (a single slot as `7`).
+    pub fn slots_text(&self) -> String {
+        self.slots
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn parse(id: &str, slots: &str, replicas: &str) -> Result<GroupSpec, String> {
+        let id = id.parse().map_err(|_| format!("bad group id '{id}'"))?;
+        let mut ranges = Vec::new();
+        for r in slots.split(',') {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b): (u16, u16) = match (a.parse(), b.parse()) {
+                (Ok(a), Ok(b)) if a <= b && (b as usize) < kelvin_protocol::SLOT_COUNT => (a, b),
+                _ => return Err(format!("bad slot range '{r}' in group {id}")),
+            };
+            ranges.push((a, b));
+        }
+        let replicas = replicas
+            .split(',')
+            .map(|n| parse_node_name(n).ok_or(format!("bad replica id '{n}' in group {id}")))
+            .collect::<Result<Vec<u64>, String>>()?;
+        Ok(GroupSpec {
+            id,
+            slots: ranges,
+            replicas,
+        })
+    }
+}
+
+/// The members and the data groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {
     pub members: Vec<Member>,
+    /// Empty for the embedded node (one group 0 of itself, see [`Membership::groups`]).
+    pub groups: Vec<GroupSpec>,
 }
 
 const CONF_FILE: &str = "cluster.conf";
@@ -93,6 +150,65 @@ impl Membership {
         self.members.iter().map(|m| m.id).collect()
     }
 
+    /// One group 0 over all slots replicated on every member: the topology of a cluster
+    /// formed before groups existed.
+    fn one_group(&mut self) {
+        if self.groups.is_empty() && !self.members.is_empty() {
+            self.groups.push(GroupSpec {
+                id: DATA_GROUP,
+                slots: vec![(0, (kelvin_protocol::SLOT_COUNT - 1) as u16)],
+                replicas: self.voters(),
+            });
+        }
+    }
+
+    /// Checks that every slot belongs to exactly one group, that group ids are unique and
+    /// that every replica is a member.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut owner = vec![None; kelvin_protocol::SLOT_COUNT];
+        for (i, g) in self.groups.iter().enumerate() {
+            if self.groups[..i].iter().any(|h| h.id == g.id) {
+                return Err(format!("group {} listed twice", g.id));
+            }
+            if g.replicas.is_empty() {
+                return Err(format!("group {} has no replicas", g.id));
+            }
+            if let Some(r) = g.replicas.iter().find(|r| self.member(**r).is_none()) {
+                return Err(format!(
+                    "group {}: replica {} is not a member",
+                    g.id,
+                    node_name(*r)
+                ));
+            }
+            for &(a, b) in &g.slots {
+                for s in a..=b {
+                    if let Some(other) = owner[s as usize].replace(g.id) {
+                        return Err(format!("slot {s} is in groups {other} and {}", g.id));
+                    }
+                }
+            }
+        }
+        if let Some(s) = owner.iter().position(|o| o.is_none()) {
+            return Err(format!("slot {s} belongs to no group"));
+        }
+        Ok(())
+    }
+
+    /// The group owning each slot (after [`Membership::validate`]).
+    pub fn slot_groups(&self) -> Vec<u64> {
+        let mut owner = vec![DATA_GROUP; kelvin_protocol::SLOT_COUNT];
+        for g in &self.groups {
+            for &(a, b) in &g.slots {
+                owner[a as usize..=b as usize].fill(g.id);
+            }
+        }
+        owner
+    }
+
+    pub fn group(&self, id: u64) -> Option<&GroupSpec> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
     pub fn member(&self, id: u64) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
@@ -106,6 +222,7 @@ impl Membership {
             Err(e) => return Err(e),
         };
         let mut members = Vec::new();
+        let mut groups = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -115,6 +232,12 @@ impl Membership {
                 std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1))
             };
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 4 && f[0] == "group" {
+                groups.push(GroupSpec::parse(f[1], f[2], f[3]).map_err(|e| {
+                    std::io::Error::other(format!("{}:{}: {e}", path.display(), n + 1))
+                })?);
+                continue;
+            }
             // (The redirect port came later: lines without it have none.)
             if !(f.len() == 5 || f.len() == 6) || f[0] != "node" {
                 return Err(bad());
@@ -130,7 +253,11 @@ impl Membership {
                 },
             });
         }
-        Ok(Some(Membership { members }))
+        let mut m = Membership { members, groups };
+        m.one_group();
+        m.validate()
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(Some(m))
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
@@ -147,12 +274,37 @@ impl Membership {
                 m.rport
             ));
         }
+        for g in &self.groups {
+            let replicas: Vec<String> = g.replicas.iter().map(|&r| node_name(r)).collect();
+            text.push_str(&format!(
+                "group {} {} {}\n",
+                g.id,
+                g.slots_text(),
+                replicas.join(",")
+            ));
+        }
         write_durably(dir, CONF_FILE, text.as_bytes())
     }
 
     /// Parses the arguments of `CLUSTER KELVIN-BOOTSTRAP`: `<id> <host> <port> <cport>`
     /// per member.
     pub fn from_args(args: &[&[u8]]) -> Result<Membership, String> {
+        // Members first, then `GROUP <id> <slot ranges> <replica ids>` per group.
+        let split = args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"group"))
+            .unwrap_or(args.len());
+        let (args, group_args) = args.split_at(split);
+        let mut groups = Vec::new();
+        for g in group_args.chunks(4) {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            match g {
+                [kw, id, slots, replicas] if kw.eq_ignore_ascii_case(b"group") => {
+                    groups.push(GroupSpec::parse(&text(id), &text(slots), &text(replicas))?)
+                }
+                _ => return Err("expected GROUP <id> <slot ranges> <replica ids> per group".into()),
+            }
+        }
         if args.is_empty() || !args.len().is_multiple_of(5) {
             return Err(
                 "expected <node-id> <host> <port> <cluster-port> <redirect-port> per member".into(),
@@ -181,7 +333,10 @@ impl Membership {
             }
             members.push(member);
         }
-        Ok(Membership { members })
+        let mut m = Membership { members, groups };
+        m.one_group();
+        m.validate()?;
+        Ok(m)
     }
 }
 
@@ -232,5 +387,57 @@ mod tests {
         let old = Membership::load(&dir).unwrap().unwrap();
         assert_eq!(old.members[0].rport, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn groups_round_trip_and_must_cover_every_slot_once() {
+        let dir = std::env::temp_dir().join(format!("kelvin-groups-conf-{}", std::process::id()));
+        let mut args: Vec<&[u8]> = vec![
+            b"a1",
+            b"127.0.0.1",
+            b"7001",
+            b"17001",
+            b"0",
+            b"b2",
+            b"127.0.0.1",
+            b"7002",
+            b"17002",
+            b"0",
+        ];
+        args.extend_from_slice(&[b"GROUP", b"0", b"0-8000", b"a1,b2"]);
+        args.extend_from_slice(&[b"GROUP", b"1", b"8001-16382,16383", b"b2"]);
+        let m = Membership::from_args(&args).unwrap();
+        assert_eq!(m.groups.len(), 2);
+        assert_eq!(m.groups[1].slots_text(), "8001-16382,16383");
+        let owner = m.slot_groups();
+        assert_eq!(
+            (owner[0], owner[8000], owner[8001], owner[16383]),
+            (0, 0, 1, 1)
+        );
+        m.save(&dir).unwrap();
+        assert_eq!(Membership::load(&dir).unwrap(), Some(m));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut gap = args[..10].to_vec();
+        gap.extend_from_slice(&[b"GROUP", b"0", b"0-100", b"a1"]);
+        assert!(Membership::from_args(&gap)
+            .unwrap_err()
+            .contains("slot 101 belongs to no group"));
+        let mut twice = args[..10].to_vec();
+        twice.extend_from_slice(&[
+            b"GROUP", b"0", b"0-16383", b"a1", b"GROUP", b"1", b"5", b"a1",
+        ]);
+        assert!(Membership::from_args(&twice)
+            .unwrap_err()
+            .contains("slot 5 is in groups 0 and 1"));
+        let mut stranger = args[..10].to_vec();
+        stranger.extend_from_slice(&[b"GROUP", b"0", b"0-16383", b"c3"]);
+        assert!(Membership::from_args(&stranger)
+            .unwrap_err()
+            .contains("not a member"));
+        // Without GROUP: one group of everyone (clusters formed before groups).
+        let one = Membership::from_args(&args[..10]).unwrap();
+        assert_eq!(one.groups.len(), 1);
+        assert_eq!(one.groups[0].replicas, vec![0xa1, 0xb2]);
     }
 }

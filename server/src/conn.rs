@@ -592,9 +592,22 @@ enum Route {
     Down,
 }
 
-fn route(node: &Node) -> Route {
-    let Some(group) = node.group() else {
+/// Where this node stands for group `gid`. A group it does not replicate is reached
+/// through one of its replicas (which relays or redirects again if it does not lead).
+fn route(node: &Node, gid: u64) -> Route {
+    let Some(groups) = node.groups() else {
         return Route::Down;
+    };
+    let Some(group) = groups.hosted.get(&gid) else {
+        return match node
+            .membership
+            .read()
+            .group(gid)
+            .and_then(|g| g.replicas.first())
+        {
+            Some(&r) => Route::Forward(r),
+            None => Route::Down,
+        };
     };
     let status = &group.status;
     if status.is_stopped() {
@@ -608,6 +621,45 @@ fn route(node: &Node) -> Route {
 }
 
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+/// A command whose keys live in different groups, on the main port.
+pub const CROSSSLOT_GROUPS: &str =
+    "CROSSSLOT Keys in request belong to different groups of this cluster: use keys with the same {hash tag}";
+
+/// An error reply to a request that did not run; inside MULTI it also dooms the
+/// transaction (EXEC answers EXECABORT), as in Redis.
+fn refuse(client: &mut ClientState, out: &mut ReplyWriter, err: &str) {
+    if let Some(multi) = client.multi.as_mut() {
+        multi.failed = true;
+    }
+    out.error(err);
+}
+
+/// Replies go out in order: what waits before `next` (requests gathered to relay, writes
+/// gathered to propose) goes out first, then `next` and the rest run (`Ok`). With nothing
+/// waiting, `next` comes back (`Err`) to run now.
+fn flush_before(
+    here: Route,
+    forward: &mut Vec<Vec<Bytes>>,
+    segment: &mut Segment,
+    node: &Node,
+    out: &ReplyWriter,
+    next: Vec<Bytes>,
+    requests: &mut std::vec::IntoIter<Vec<Bytes>>,
+) -> Result<Step, Vec<Bytes>> {
+    if !forward.is_empty() {
+        return Ok(forward_step(here, std::mem::take(forward), next, requests));
+    }
+    if !segment.commands.is_empty() {
+        return Ok(segment_step(
+            std::mem::take(segment),
+            node,
+            out,
+            next,
+            requests,
+        ));
+    }
+    Err(next)
+}
 
 /// On the redirect port, as Redis Cluster's `getNodeByQuery`: keys in different slots are
 /// `-CROSSSLOT`; a slot another node leads is `-MOVED slot host:port` (the leader's
@@ -655,9 +707,69 @@ fn is_read(spec: &CommandSpec) -> bool {
     matches!(spec.handler, Handler::Data(_)) && !spec.is_write()
 }
 
-/// The writes gathered from a pipeline, proposed as one.
+/// The group a command goes to: the owner of its keys' slots; for a keyless command,
+/// `current` (the group the batch is already talking to). Keys in different groups cannot
+/// be served by one group: `None`.
+fn command_group(node: &Node, spec: &CommandSpec, argv: &[Bytes], current: u64) -> Option<u64> {
+    let Some(groups) = node.groups() else {
+        return Some(current);
+    };
+    let mut group = None;
+    for p in spec.key_positions(argv.len()) {
+        let g = groups
+            .for_slot(kelvin_protocol::key_slot(&argv[p]) as usize)
+            .0;
+        if *group.get_or_insert(g) != g {
+            return None;
+        }
+    }
+    Some(group.unwrap_or(current))
+}
+
+/// The group of a transaction: that of its first key (the rest must share it).
+fn transaction_group(node: &Node, tx: &LogCommand, current: u64) -> Result<u64, CmdError> {
+    let LogCommand::Transaction { items, .. } = tx else {
+        return Ok(current);
+    };
+    let mut group = None;
+    for item in items {
+        let kelvin_protocol::log::TxItem::Data { argv, .. } = item else {
+            continue;
+        };
+        let Some(spec) = cmd::lookup(&argv[0]) else {
+            continue;
+        };
+        if spec.key_positions(argv.len()).is_empty() {
+            continue;
+        }
+        let g = command_group(node, spec, argv, current).ok_or(CmdError::raw(CROSSSLOT))?;
+        if *group.get_or_insert(g) != g {
+            return Err(CmdError::raw(CROSSSLOT));
+        }
+    }
+    Ok(group.unwrap_or(current))
+}
+
+/// The group keyless data commands (DBSIZE, KEYS, SCAN, RANDOMKEY, FLUSHALL...) act on:
+/// the lowest-numbered group this node leads, else the lowest it replicates. (Redis Cluster
+/// clients send those to every master; with leaders spread one group per node, that covers
+/// every group. A node leading several groups answers for one of them.)
+fn default_group(node: &Node) -> u64 {
+    let Some(groups) = node.groups() else {
+        return crate::cluster::DATA_GROUP;
+    };
+    groups
+        .hosted
+        .values()
+        .find(|g| g.status.is_leader())
+        .or_else(|| groups.hosted.values().next())
+        .map_or(crate::cluster::DATA_GROUP, |g| g.group_id)
+}
+
+/// The writes gathered from a pipeline, proposed as one, to `group`.
 #[derive(Default)]
 struct Segment {
+    group: u64,
     commands: Vec<LogCommand>,
     requests: Vec<Vec<Bytes>>,
 }
@@ -672,7 +784,7 @@ impl Segment {
     ) -> Step {
         let (tx, rx) = oneshot::channel();
         let replies = self.requests.len();
-        match node.group() {
+        match node.hosted(self.group) {
             Some(group) => group.propose(Proposal {
                 commands: self.commands,
                 version: out.version,
@@ -705,32 +817,72 @@ pub fn process_batch(
     }
     let now_ms = cmd::unix_ms();
     let count = batch.len();
-    let here = route(node);
-    let local_reads =
-        here == Route::Leader && node.group().is_some_and(|g| g.status.can_read_locally());
+    // The group the batch is talking to; it changes when a command's key is in another
+    // group, once what is gathered for this one has gone out.
+    let mut gid = default_group(node);
+    let mut here = route(node, gid);
+    let mut local_reads = here == Route::Leader
+        && node
+            .hosted(gid)
+            .is_some_and(|g| g.status.can_read_locally());
     let mut guard: Option<MutexGuard<'_, Store>> = None;
     let mut last: &'static str = "NULL";
     let mut segment = Segment::default();
     let mut forward: Vec<Vec<Bytes>> = Vec::new();
     let mut requests = batch.into_iter();
     let mut step = Step::Done;
+    // What waits before `$argv` goes out first and ends the batch there (see
+    // `flush_before`); with nothing waiting, evaluates to `$argv`.
+    macro_rules! flush_or_continue {
+        ($argv:expr) => {
+            match flush_before(
+                here,
+                &mut forward,
+                &mut segment,
+                node,
+                out,
+                $argv,
+                &mut requests,
+            ) {
+                Ok(s) => {
+                    step = s;
+                    break;
+                }
+                Err(argv) => argv,
+            }
+        };
+    }
     while let Some(argv) = requests.next() {
         if client.close {
             break;
         }
         let Some(spec) = cmd::lookup(&argv[0]) else {
-            if !forward.is_empty() {
-                step = forward_step(here, forward, argv, &mut requests);
-                forward = Vec::new();
-                break;
-            }
-            if let Some(multi) = client.multi.as_mut() {
-                multi.failed = true;
-            }
-            out.error(&cmd::unknown_command(&argv).0);
+            let argv = flush_or_continue!(argv);
+            refuse(client, out, &cmd::unknown_command(&argv).0);
             continue;
         };
         last = spec.name;
+        // Keys in several groups: no one group can run it (on the redirect port, keys in
+        // different slots are CROSSSLOT already).
+        let target = command_group(node, spec, &argv, gid);
+        let argv = if target == Some(gid) {
+            argv
+        } else {
+            // Replies go out in order: what is gathered for this group goes first.
+            let argv = flush_or_continue!(argv);
+            let Some(target) = target else {
+                refuse(client, out, CROSSSLOT_GROUPS);
+                continue;
+            };
+            guard = None;
+            gid = target;
+            here = route(node, gid);
+            local_reads = here == Route::Leader
+                && node
+                    .hosted(gid)
+                    .is_some_and(|g| g.status.can_read_locally());
+            argv
+        };
         let checked = precheck(client, out, spec, &argv).and_then(|()| match client.redirect {
             true => redirection(node, client, spec, &argv, here)
                 .map_or(Ok(()), |e| Err(CmdError::raw(e))),
@@ -738,20 +890,8 @@ pub fn process_batch(
         });
         if let Err(err) = checked {
             // Replies go out in order: what waits before this request is answered first.
-            if !forward.is_empty() {
-                step = forward_step(here, forward, argv, &mut requests);
-                forward = Vec::new();
-                break;
-            }
-            if !segment.commands.is_empty() {
-                step = segment_step(segment, node, out, argv, &mut requests);
-                segment = Segment::default();
-                break;
-            }
-            if let Some(multi) = client.multi.as_mut() {
-                multi.failed = true;
-            }
-            out.error(&err.0);
+            let _argv = flush_or_continue!(argv);
+            refuse(client, out, &err.0);
             continue;
         }
         // Relaying: once a request goes to the leader, the ones after it follow in
@@ -794,7 +934,7 @@ pub fn process_batch(
                         segment = Segment::default();
                         break;
                     }
-                    let Some(group) = node.group() else {
+                    let Some(group) = node.hosted(gid) else {
                         out.error(CLUSTER_DOWN);
                         continue;
                     };
@@ -803,6 +943,7 @@ pub fn process_batch(
                     continue;
                 }
                 // A write, or a read without a lease: through the log.
+                segment.group = gid;
                 segment.commands.push(LogCommand::Single {
                     db: client.db as u8,
                     argv: argv.clone(),
@@ -834,7 +975,16 @@ pub fn process_batch(
                     out.error(&err.0);
                 }
                 if let Some(tx) = client.transaction.take() {
+                    let group = match transaction_group(node, &tx, gid) {
+                        Ok(g) => g,
+                        Err(err) => {
+                            out.buf.truncate(mark);
+                            out.error(&err.0);
+                            continue;
+                        }
+                    };
                     let seg = Segment {
+                        group,
                         commands: vec![tx],
                         requests: Vec::new(),
                     };
@@ -915,20 +1065,32 @@ fn forward_step(
 /// waits for it.
 fn propose_expired(node: &Node, client: &mut ClientState) {
     let keys = std::mem::take(&mut client.lazy_expired);
-    let Some(group) = node.group() else { return };
-    let mut by_db: std::collections::BTreeMap<usize, Vec<Bytes>> = Default::default();
+    let Some(groups) = node.groups() else { return };
+    // By group, then by database.
+    let mut by_group: std::collections::BTreeMap<
+        u64,
+        std::collections::BTreeMap<usize, Vec<Bytes>>,
+    > = Default::default();
     for (db, key) in keys {
-        by_db
+        let (gid, _) = groups.for_slot(kelvin_protocol::key_slot(&key) as usize);
+        by_group
+            .entry(gid)
+            .or_default()
             .entry(db)
             .or_default()
             .push(Bytes::copy_from_slice(&key));
     }
-    group.propose(Proposal {
-        commands: by_db
-            .into_iter()
-            .map(|(db, keys)| LogCommand::ExpireKeys { db: db as u8, keys })
-            .collect(),
-        version: RespVersion::Resp2,
-        reply: None,
-    });
+    for (gid, by_db) in by_group {
+        let Some(group) = groups.hosted.get(&gid) else {
+            continue;
+        };
+        group.propose(Proposal {
+            commands: by_db
+                .into_iter()
+                .map(|(db, keys)| LogCommand::ExpireKeys { db: db as u8, keys })
+                .collect(),
+            version: RespVersion::Resp2,
+            reply: None,
+        });
+    }
 }

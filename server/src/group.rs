@@ -310,7 +310,8 @@ pub fn start(
 ) -> Result<Arc<GroupHandle>, GroupError> {
     let started = Instant::now();
     let mut storage = DiskStorage::open(&cfg.dir, WalOptions::default())?;
-    if !storage.is_initialized() {
+    let fresh = !storage.is_initialized();
+    if fresh {
         storage.initialize(ConfState {
             voters: cfg.voters.clone(),
             ..Default::default()
@@ -344,8 +345,10 @@ pub fn start(
     config.validate()?;
     let logger = crate::raftlog::logger(cfg.group_id);
     let mut raw = RawNode::new(&config, storage, &logger)?;
-    if single {
-        // One voter: no one to wait for, lead at once.
+    if single || (fresh && cfg.voters.first() == Some(&cfg.node_id)) {
+        // One voter: no one to wait for, lead at once. A new group of several: its first
+        // replica stands first, so that groups listing different nodes first start with
+        // their leaders spread (if the others are not up yet, a normal election follows).
         raw.campaign()?;
     }
     let status = Arc::new(GroupStatus::new(cfg.node_id));

@@ -77,13 +77,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             let id = cluster::load_or_create_id(&data_dir)?;
             node.node_id.store(id, std::sync::atomic::Ordering::Relaxed);
             let (tx, rx) = tokio::sync::mpsc::channel(transport::INBOUND_QUEUE_LEN);
-            let group_dir = data_dir.join("group-0");
+            let snap_root = data_dir.clone();
             let transport = transport::Transport::start(
                 transport::TransportConfig {
                     node_id: id,
                     listen: std::net::SocketAddr::new(bind, cport),
                     secret: secret.into_bytes(),
-                    snapshot_dir: std::sync::Arc::new(move |_group| group_dir.join("snap")),
+                    snapshot_dir: std::sync::Arc::new(move |group| {
+                        node::group_dir(&snap_root, group).join("snap")
+                    }),
                 },
                 tx,
             )
@@ -107,11 +109,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
 /// Hands what the transport received to the group.
 async fn deliver_inbound(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<transport::Inbound>) {
     while let Some(msg) = rx.recv().await {
-        let Some(group) = node.group() else { continue };
+        let Some(groups) = node.groups() else {
+            continue;
+        };
         match msg {
-            transport::Inbound::Raft { msg, .. } => group.step(msg),
-            transport::Inbound::SnapshotSent { to, ok, .. } => group.snapshot_sent(to, ok),
-            transport::Inbound::Unreachable { peer } => group.unreachable(peer),
+            transport::Inbound::Raft { group, msg } => {
+                if let Some(g) = groups.hosted.get(&group) {
+                    g.step(msg);
+                }
+            }
+            transport::Inbound::SnapshotSent { group, to, ok } => {
+                if let Some(g) = groups.hosted.get(&group) {
+                    g.snapshot_sent(to, ok);
+                }
+            }
+            transport::Inbound::Unreachable { peer } => {
+                for g in groups.hosted.values() {
+                    g.unreachable(peer);
+                }
+            }
         }
     }
 }

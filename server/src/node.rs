@@ -126,6 +126,22 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
 }
 
+/// The data groups a node takes part in, and which group owns each slot.
+pub struct Groups {
+    /// This node's replicas, by group id.
+    pub hosted: std::collections::BTreeMap<u64, Arc<GroupHandle>>,
+    /// The group owning each slot.
+    pub slot_group: Vec<u64>,
+}
+
+impl Groups {
+    /// The group owning `slot`, and this node's replica of it if it has one.
+    pub fn for_slot(&self, slot: usize) -> (u64, Option<&Arc<GroupHandle>>) {
+        let id = self.slot_group.get(slot).copied().unwrap_or(0);
+        (id, self.hosted.get(&id))
+    }
+}
+
 /// Everything the connections of one node share.
 pub struct Node {
     pub settings: RwLock<Settings>,
@@ -140,9 +156,9 @@ pub struct Node {
     shutdown_tx: watch::Sender<bool>,
     /// This node's Raft id ([`crate::cluster::EMBEDDED_NODE_ID`] when not clustered).
     pub node_id: AtomicU64,
-    /// The data group, once the node is part of one.
-    group: OnceLock<Arc<GroupHandle>>,
-    /// The members of the group, for relaying to the leader.
+    /// The data groups this node replicates, once it is part of a cluster.
+    groups: OnceLock<Groups>,
+    /// The members and groups of the cluster, for relaying and redirecting.
     pub membership: RwLock<Membership>,
     /// Where Raft messages go (the cluster transport; nowhere for a single node).
     pub raft_sender: OnceLock<Arc<dyn RaftSender>>,
@@ -169,7 +185,7 @@ impl Node {
             next_client_id: AtomicU64::new(1),
             shutdown_tx,
             node_id: AtomicU64::new(crate::cluster::EMBEDDED_NODE_ID),
-            group: OnceLock::new(),
+            groups: OnceLock::new(),
             membership: RwLock::new(Membership::default()),
             raft_sender: OnceLock::new(),
         })
@@ -219,9 +235,20 @@ impl Node {
         }
     }
 
-    /// The data group, once the node is part of one.
+    /// The lowest-numbered group this node replicates (the only one while a cluster is a
+    /// single group): what keyless commands and INFO use.
     pub fn group(&self) -> Option<&Arc<GroupHandle>> {
-        self.group.get()
+        self.groups.get()?.hosted.values().next()
+    }
+
+    /// The data groups, once the node is part of a cluster.
+    pub fn groups(&self) -> Option<&Groups> {
+        self.groups.get()
+    }
+
+    /// This node's replica of group `id`.
+    pub fn hosted(&self, id: u64) -> Option<&Arc<GroupHandle>> {
+        self.groups.get()?.hosted.get(&id)
     }
 
     pub fn id(&self) -> u64 {
@@ -233,10 +260,11 @@ impl Node {
         self.membership.read().member(id).map(|m| m.client_addr())
     }
 
-    /// Starts this node's replica of the data group with `membership` (the voters of a
-    /// new group; an existing log keeps its own).
+    /// Starts this node's replica of every group of `membership` it belongs to (the
+    /// voters of a new group; an existing log keeps its own). The embedded node (no
+    /// members) is the one voter of group 0, owning every slot.
     pub fn start_group(self: &Arc<Self>, membership: Membership) -> Result<(), String> {
-        if self.group.get().is_some() {
+        if self.groups.get().is_some() {
             return Err("this node is already part of a group".into());
         }
         let sender = self.raft_sender.get_or_init(|| Arc::new(NoPeers)).clone();
@@ -245,40 +273,64 @@ impl Node {
                 sender.set_peer(m.id, m.cluster_addr());
             }
         }
-        let (dir, fsync) = {
+        let (data_dir, fsync) = {
             let s = self.settings.read();
-            (s.data_dir.join("group-0"), s.appendfsync)
+            (s.data_dir.clone(), s.appendfsync)
         };
-        let voters = if membership.members.is_empty() {
-            vec![self.id()]
+        let mine: Vec<(u64, Vec<u64>)> = if membership.members.is_empty() {
+            vec![(crate::cluster::DATA_GROUP, vec![self.id()])]
         } else {
-            membership.voters()
+            membership
+                .groups
+                .iter()
+                .filter(|g| g.replicas.contains(&self.id()))
+                .map(|g| (g.id, g.replicas.clone()))
+                .collect()
         };
+        let slot_group = membership.slot_groups();
         *self.membership.write() = membership;
-        let group = crate::group::start(
-            self.clone(),
-            GroupConfig {
-                node_id: self.id(),
-                group_id: crate::cluster::DATA_GROUP,
-                dir,
-                voters,
-                fsync,
-                snapshot_log_bytes: crate::group::SNAPSHOT_LOG_BYTES,
-            },
-            sender,
-        )
-        .map_err(|e| e.to_string())?;
-        self.group
-            .set(group)
+        let mut hosted = std::collections::BTreeMap::new();
+        for (id, voters) in mine {
+            let group = crate::group::start(
+                self.clone(),
+                GroupConfig {
+                    node_id: self.id(),
+                    group_id: id,
+                    dir: group_dir(&data_dir, id),
+                    voters,
+                    fsync,
+                    snapshot_log_bytes: crate::group::SNAPSHOT_LOG_BYTES,
+                },
+                sender.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            hosted.insert(id, group);
+        }
+        self.groups
+            .set(Groups { hosted, slot_group })
             .map_err(|_| "this node is already part of a group".to_string())
     }
 
     /// One tick of the active expiry sweep, on the leader only: walks slots with expiring
     /// keys from where the last tick stopped, stops after [`SWEEP_BUDGET`] entries, and
     /// proposes the deletion of what it found expired (replicas delete when the entry is
-    /// applied, never on their own clock). Returns the proposal to wait for, if any.
-    pub fn sweep_expired(&self, now_ms: u64) -> Option<oneshot::Receiver<ProposalResult>> {
-        let group = self.group()?;
+    /// applied, never on their own clock). Each group this node leads is swept. Returns
+    /// the proposals to wait for.
+    pub fn sweep_expired(&self, now_ms: u64) -> Vec<oneshot::Receiver<ProposalResult>> {
+        let Some(groups) = self.groups() else {
+            return Vec::new();
+        };
+        groups
+            .hosted
+            .values()
+            .filter_map(|g| sweep_group(g, now_ms))
+            .collect()
+    }
+}
+
+/// [`Node::sweep_expired`] for one group.
+fn sweep_group(group: &GroupHandle, now_ms: u64) -> Option<oneshot::Receiver<ProposalResult>> {
+    {
         if !group.status.is_leader() {
             return None;
         }
@@ -360,7 +412,7 @@ pub async fn serve(
                 tokio::select! {
                     _ = tick.tick() => {
                         // One sweep proposal at a time: the next tick waits for it.
-                        if let Some(done) = node.sweep_expired(crate::cmd::unix_ms()) {
+                        for done in node.sweep_expired(crate::cmd::unix_ms()) {
                             let _ = done.await;
                         }
                     }
@@ -433,4 +485,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     sweeper.abort();
     Ok(())
+}
+
+/// Where group `id` keeps its log and snapshots: `<data-dir>/group-<id>`.
+pub fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
+    data_dir.join(format!("group-{id}"))
 }

@@ -242,10 +242,13 @@ class ServerProcess:
         return [binary, "--bind", HOST, "--port", str(self.port),
                 "--data-dir", os.path.join(self.dir, "data"), *opts]
 
-    def start(self) -> "ServerProcess":
+    def start(self, keep_port: bool = False) -> "ServerProcess":
+        """Starts on a free port, or on the same port as before with `keep_port` (a
+        cluster member's address is in its peers' cluster.conf)."""
         last_error = ""
         for _attempt in range(5):  # a free port can be taken between probe and bind
-            self.port = free_port()
+            if not (keep_port and self.port):
+                self.port = free_port()
             self._log = open(self.log_path, "ab")
             env = dict(os.environ)
             env.setdefault("RUST_LOG", "warn")

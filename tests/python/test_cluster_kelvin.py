@@ -54,7 +54,7 @@ def create(nodes, *extra) -> subprocess.CompletedProcess:
 def test_cluster_create_forms_one_group_that_plain_clients_use_on_every_node(trio):
     if not os.path.exists(kelvin_cli()):
         pytest.fail(f"{kelvin_cli()} missing: build it with cargo build --release -p kelvin-client")
-    bad = create(trio, "--replicas", "2", "--yes")
+    bad = create(trio, "--replicas", "4", "--yes")
     assert bad.returncode != 0 and "give --replicas 3" in bad.stderr
 
     done = create(trio, "--replicas", "3", "--yes")
@@ -242,3 +242,116 @@ def test_topology_commands_need_cluster_mode():
         assert n.client().info("cluster")["cluster_enabled"] == 0
     finally:
         n.cleanup()
+
+
+def group_rows(status_out: str) -> dict[int, str]:
+    """The group table of `kelvin-cli cluster status`, by group id."""
+    rows = {}
+    for line in status_out.splitlines():
+        first = line.split(" ", 1)[0]
+        if first.isdigit():
+            rows[int(first)] = line
+    return rows
+
+
+def test_three_groups_spread_over_three_nodes(trio_redirect):
+    nodes = trio_redirect
+    done = create(nodes, "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[OK] All 16384 slots covered." in done.stdout
+
+    def status(n):
+        return subprocess.run([kelvin_cli(), "cluster", "status", f"127.0.0.1:{n.port}"],
+                              capture_output=True, text=True, timeout=30)
+    wait_for(lambda: status(nodes[0]).returncode == 0)
+    rows = group_rows(status(nodes[0]).stdout)
+    assert sorted(rows) == [0, 1, 2]
+    # Each group's first replica stood first: one leader per node.
+    leaders = {row.split()[2] for row in rows.values()}
+    assert len(leaders) == 3, rows
+
+    # Redis Cluster's view: three masters, each with its slot range.
+    rc = redis.cluster.RedisCluster(host="127.0.0.1", port=nodes[1].port,
+                                    decode_responses=True)
+    masters = [v for v in rc.cluster_nodes().values() if "master" in v["flags"]]
+    assert sorted(m["slots"][0][0] for m in masters) == ["0", "10923", "5462"]
+    for i in range(300):
+        assert rc.set(f"user:{i}", f"v{i}")
+    assert [rc.get(f"user:{i}") for i in range(300)] == [f"v{i}" for i in range(300)]
+    assert rc.mset_nonatomic({"{t}a": "1", "{t}b": "2"}) is not None
+    assert rc.mget("{t}a", "{t}b") == ["1", "2"]
+
+    # Plain clients on every main port reach every group.
+    for n in nodes:
+        c = n.client()
+        assert all(c.get(f"user:{i}") == f"v{i}" for i in range(0, 300, 7))
+        assert c.mget("{t}a", "{t}b") == ["1", "2"]
+        # Keys in different groups cannot run as one command on one group.
+        with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
+            c.mget("user:1", "user:2", "user:3", "user:4")
+
+    # Kill the leader of group 1: groups 0 and 2 keep serving at once, group 1 within
+    # seconds, nothing acknowledged is lost.
+    g1_addr = rows[1].split()[2]
+    victim = next(n for n in nodes if f"127.0.0.1:{rport(n)}" == g1_addr)
+    survivors = [n for n in nodes if n is not victim]
+    victim.proc.kill()
+    victim.proc.wait(timeout=5)
+    c = survivors[0].client()
+    by_group = {}
+    for i in range(300):
+        s = int(c.execute_command("CLUSTER", "KEYSLOT", f"user:{i}"))
+        by_group.setdefault(0 if s <= 5461 else 1 if s <= 10922 else 2, f"user:{i}")
+    # Groups 0 and 2 lead elsewhere: their writes succeed on the first try.
+    for g in (0, 2):
+        assert c.set(by_group[g], "during"), g
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if c.set(by_group[1], "after"):
+                break
+        except redis.RedisError:
+            pass
+        assert time.monotonic() < deadline, "group 1 accepted no write within 20 s"
+        time.sleep(0.2)
+    changed = {by_group[0]: "during", by_group[1]: "after", by_group[2]: "during"}
+    for n in survivors:
+        c = n.client()
+        for i in range(300):
+            k = f"user:{i}"
+            assert c.get(k) == changed.get(k, f"v{i}"), (n.port, k)
+    st = status(survivors[0])
+    assert st.returncode == 1 and "2/3 up" in st.stdout
+
+
+def test_groups_on_two_of_three_nodes_survive_a_full_restart(trio_redirect):
+    nodes = trio_redirect
+    done = create(nodes, "--replicas", "2", "--groups", "4", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = nodes[0].client()
+    for i in range(100):
+        assert c.set(f"k{i}", f"v{i}")
+
+    def status():
+        return subprocess.run([kelvin_cli(), "cluster", "status", f"127.0.0.1:{nodes[2].port}"],
+                              capture_output=True, text=True, timeout=30)
+    st = status()
+    assert st.returncode == 0, st.stdout + st.stderr
+    rows = group_rows(st.stdout)
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert all("2/2 up" in r for r in rows.values()), rows
+    # Every node replicates the groups the plan gave it, and only those.
+    for n in nodes:
+        hosted = n.client().execute_command("CLUSTER", "KELVIN-GROUPS")
+        assert len(hosted) in (2, 3), hosted
+
+    # Stop every node, start them again: cluster.conf brings the groups back.
+    for n in nodes:
+        n.proc.kill()
+        n.proc.wait(timeout=5)
+    for n in nodes:
+        n.start(keep_port=True)
+    wait_for(lambda: status().returncode == 0)
+    for n in nodes:
+        c = n.client()
+        assert [c.get(f"k{i}") for i in range(100)] == [f"v{i}" for i in range(100)]

@@ -19,6 +19,23 @@ def test_unknown_command_text(raw):
     assert c.call("PING") == "PONG"  # the connection stays usable
 
 
+def test_errors_keep_their_place_in_a_pipeline(raw):
+    # An unknown command, a wrong arity and a wrongtype between writes: each reply in the
+    # order of the requests (Kelvin once answered the unknown command before the write
+    # queued ahead of it).
+    c = raw()
+    c.send_raw(c.encode("SET", "order:a", "1") + c.encode("NOSUCHCMD") + c.encode("INCR", "order:a")
+               + c.encode("GET") + c.encode("SET", "order:b", "2") + c.encode("LPUSH", "order:a", "x")
+               + c.encode("GET", "order:a"))
+    assert c.read_reply() == "OK"
+    assert str(c.read_reply()).startswith("ERR unknown command 'NOSUCHCMD'")
+    assert c.read_reply() == 2
+    assert str(c.read_reply()) == "ERR wrong number of arguments for 'get' command"
+    assert c.read_reply() == "OK"
+    assert str(c.read_reply()).startswith("WRONGTYPE")
+    assert c.read_reply() == "2"
+
+
 def test_unknown_command_inline(raw):
     c = raw()
     c.send_raw(b"foo a b\r\n")

@@ -44,23 +44,54 @@ fn asking(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// The members as Redis Cluster shows them: the leader of the group (the slots' master)
-/// first, then the replicas in id order. Empty until the cluster is formed.
-fn shard(node: &Node) -> (Vec<Member>, u64) {
-    let mut members = node.membership.read().members.clone();
-    members.sort_by_key(|m| m.id);
-    let (leader, term) = match node.group() {
-        Some(g) => (
-            g.status.leader(),
-            g.status.term.load(std::sync::atomic::Ordering::Relaxed),
-        ),
-        None => (None, 0),
-    };
-    if let Some(pos) = leader.and_then(|l| members.iter().position(|m| m.id == l)) {
-        let m = members.remove(pos);
-        members.insert(0, m);
+/// A group as Redis Cluster shows a shard: its master (the group's leader if this node
+/// knows it: it replicates the group; otherwise the first replica, which redirects on)
+/// first, then the other replicas in id order.
+struct Shard {
+    group: u64,
+    slots: Vec<(u16, u16)>,
+    members: Vec<Member>,
+    /// The group's Raft term, if this node replicates it (Redis's config epoch).
+    term: u64,
+    leader_known: bool,
+}
+
+/// Every group of the cluster, by id. Empty until the cluster is formed.
+fn shards_of(node: &Node) -> Vec<Shard> {
+    let membership = node.membership.read();
+    let mut shards = Vec::new();
+    for g in &membership.groups {
+        let mut members: Vec<Member> = g
+            .replicas
+            .iter()
+            .filter_map(|&r| membership.member(r).cloned())
+            .collect();
+        members.sort_by_key(|m| m.id);
+        let (leader, term) = match node.hosted(g.id) {
+            Some(h) => (
+                h.status.leader(),
+                h.status.term.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            None => (None, 0),
+        };
+        if let Some(pos) = leader.and_then(|l| members.iter().position(|m| m.id == l)) {
+            let m = members.remove(pos);
+            members.insert(0, m);
+        }
+        shards.push(Shard {
+            group: g.id,
+            slots: g.slots.clone(),
+            members,
+            term,
+            leader_known: leader.is_some() || node.hosted(g.id).is_none(),
+        });
     }
-    (members, term)
+    shards.sort_by_key(|s| s.group);
+    shards
+}
+
+fn slots_count(slots: &[(u16, u16)]) -> i64 {
+    slots.iter().map(|&(a, b)| (b - a) as i64 + 1).sum()
 }
 
 fn cluster_enabled(node: &Node) -> Result<(), CmdError> {
@@ -78,79 +109,84 @@ fn slot_arg(arg: &[u8], err: &str) -> Result<usize, CmdError> {
     Ok(slot as usize)
 }
 
-/// CLUSTER SLOTS: `[start, end, master, replicas...]`, each node `[host, port, id, {}]`.
+/// CLUSTER SLOTS: `[start, end, master, replicas...]` per slot range, each node
+/// `[host, port, id, {}]`.
 fn slots(ctx: &mut ConnCtx<'_>) {
-    let (members, _) = shard(ctx.node);
-    if members.is_empty() {
-        ctx.out.array(0);
-        return;
-    }
-    ctx.out.array(1);
-    ctx.out.array(2 + members.len());
-    ctx.out.int(0);
-    ctx.out.int(SLOTS - 1);
-    for m in &members {
-        ctx.out.array(4);
-        ctx.out.bulk(m.host.to_string().as_bytes());
-        ctx.out.int(m.advertised_port() as i64);
-        ctx.out.bulk(node_name(m.id).as_bytes());
-        ctx.out.map(0);
+    let shards = shards_of(ctx.node);
+    let ranges: usize = shards.iter().map(|s| s.slots.len()).sum();
+    ctx.out.array(ranges);
+    for shard in &shards {
+        for &(a, b) in &shard.slots {
+            ctx.out.array(2 + shard.members.len());
+            ctx.out.int(a as i64);
+            ctx.out.int(b as i64);
+            for m in &shard.members {
+                ctx.out.array(4);
+                ctx.out.bulk(m.host.to_string().as_bytes());
+                ctx.out.int(m.advertised_port() as i64);
+                ctx.out.bulk(node_name(m.id).as_bytes());
+                ctx.out.map(0);
+            }
+        }
     }
 }
 
-/// CLUSTER SHARDS: `[{slots: [start, end], nodes: [{id, port, ip, endpoint, role,
-/// replication-offset, health}]}]`.
+/// CLUSTER SHARDS: per group `{slots: [start, end, ...], nodes: [{id, port, ip, endpoint,
+/// role, replication-offset, health}]}`.
 fn shards(ctx: &mut ConnCtx<'_>) {
-    let (members, _) = shard(ctx.node);
-    if members.is_empty() {
-        ctx.out.array(0);
-        return;
-    }
-    let applied = ctx.node.group().map_or(0, |g| {
-        g.status.applied.load(std::sync::atomic::Ordering::Relaxed)
-    });
-    ctx.out.array(1);
-    ctx.out.map(2);
-    ctx.out.bulk(b"slots");
-    ctx.out.array(2);
-    ctx.out.int(0);
-    ctx.out.int(SLOTS - 1);
-    ctx.out.bulk(b"nodes");
-    ctx.out.array(members.len());
-    for (i, m) in members.iter().enumerate() {
-        let host = m.host.to_string();
-        ctx.out.map(7);
-        ctx.out.bulk(b"id");
-        ctx.out.bulk(node_name(m.id).as_bytes());
-        ctx.out.bulk(b"port");
-        ctx.out.int(m.advertised_port() as i64);
-        ctx.out.bulk(b"ip");
-        ctx.out.bulk(host.as_bytes());
-        ctx.out.bulk(b"endpoint");
-        ctx.out.bulk(host.as_bytes());
-        ctx.out.bulk(b"role");
-        ctx.out
-            .bulk(if i == 0 { &b"master"[..] } else { b"replica" });
-        ctx.out.bulk(b"replication-offset");
-        // Only this node's own applied index is known here.
-        ctx.out.int(if m.id == ctx.node.id() {
-            applied as i64
-        } else {
-            0
+    let shards = shards_of(ctx.node);
+    ctx.out.array(shards.len());
+    for shard in &shards {
+        let applied = ctx.node.hosted(shard.group).map_or(0, |g| {
+            g.status.applied.load(std::sync::atomic::Ordering::Relaxed)
         });
-        ctx.out.bulk(b"health");
-        ctx.out.bulk(b"online");
+        ctx.out.map(2);
+        ctx.out.bulk(b"slots");
+        ctx.out.array(2 * shard.slots.len());
+        for &(a, b) in &shard.slots {
+            ctx.out.int(a as i64);
+            ctx.out.int(b as i64);
+        }
+        ctx.out.bulk(b"nodes");
+        ctx.out.array(shard.members.len());
+        for (i, m) in shard.members.iter().enumerate() {
+            let host = m.host.to_string();
+            ctx.out.map(7);
+            ctx.out.bulk(b"id");
+            ctx.out.bulk(node_name(m.id).as_bytes());
+            ctx.out.bulk(b"port");
+            ctx.out.int(m.advertised_port() as i64);
+            ctx.out.bulk(b"ip");
+            ctx.out.bulk(host.as_bytes());
+            ctx.out.bulk(b"endpoint");
+            ctx.out.bulk(host.as_bytes());
+            ctx.out.bulk(b"role");
+            ctx.out
+                .bulk(if i == 0 { &b"master"[..] } else { b"replica" });
+            ctx.out.bulk(b"replication-offset");
+            // Only this node's own applied index is known here.
+            ctx.out.int(if m.id == ctx.node.id() {
+                applied as i64
+            } else {
+                0
+            });
+            ctx.out.bulk(b"health");
+            ctx.out.bulk(b"online");
+        }
     }
 }
 
 /// CLUSTER NODES, in Redis's text format (one line per node, each ending in `\n`):
 /// `<id> <ip:port@cport> <flags> <master> <ping-sent> <pong-recv> <config-epoch>
-/// <link-state> <slot-range>...`.
+/// <link-state> <slot-range>...`. A node that is the master of some groups shows as a
+/// master of their slots; one that leads none, as a replica of the master of the first
+/// group it replicates.
 fn nodes_text(node: &Node) -> String {
-    let (members, term) = shard(node);
+    let shards = shards_of(node);
     let me = node.id();
     let now = crate::cmd::unix_ms();
     let mut text = String::new();
+    let members = node.membership.read().members.clone();
     if members.is_empty() {
         // Not formed yet: just this node, a master without slots, as Redis shows itself.
         let s = node.settings.read();
@@ -163,22 +199,42 @@ fn nodes_text(node: &Node) -> String {
         ));
         return text;
     }
-    let master = node_name(members[0].id);
-    for (i, m) in members.iter().enumerate() {
-        let role = if i == 0 { "master" } else { "slave" };
+    for m in &members {
+        let led: Vec<&Shard> = shards.iter().filter(|s| s.members[0].id == m.id).collect();
+        let (role, of, epoch, slots) = if !led.is_empty() {
+            let slots: String = led
+                .iter()
+                .flat_map(|s| s.slots.iter())
+                .map(|&(a, b)| {
+                    if a == b {
+                        format!(" {a}")
+                    } else {
+                        format!(" {a}-{b}")
+                    }
+                })
+                .collect();
+            let epoch = led.iter().map(|s| s.term).max().unwrap_or(0);
+            ("master", "-".to_string(), epoch, slots)
+        } else {
+            match shards
+                .iter()
+                .find(|s| s.members.iter().any(|x| x.id == m.id))
+            {
+                Some(s) => ("slave", node_name(s.members[0].id), s.term, String::new()),
+                None => ("master", "-".to_string(), 0, String::new()),
+            }
+        };
         let flags = if m.id == me {
             format!("myself,{role}")
         } else {
             role.to_string()
         };
-        let of = if i == 0 { "-" } else { master.as_str() };
         text.push_str(&format!(
-            "{} {}:{}@{} {flags} {of} 0 {now} {term} connected{}\n",
+            "{} {}:{}@{} {flags} {of} 0 {now} {epoch} connected{slots}\n",
             node_name(m.id),
             m.host,
             m.advertised_port(),
             m.cport,
-            if i == 0 { " 0-16383" } else { "" },
         ));
     }
     text
@@ -188,63 +244,75 @@ fn nodes_text(node: &Node) -> String {
 /// map of `group`, `slots`, `role`, `leader` (node id, empty if none), `term`, `applied`,
 /// `keys` (all databases) and `bytes` (a rough count of keys and values held).
 fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
-    let Some(group) = ctx.node.group() else {
+    let Some(groups) = ctx.node.groups() else {
         ctx.out.array(0);
         return;
     };
-    let status = &group.status;
-    let (keys, bytes) = {
-        let mut store = group.store.lock();
-        let dbs: Vec<usize> = store.dbs().map(|(i, _)| i).collect();
-        let mut keys = 0;
-        let mut bytes = 0;
-        for db in dbs {
-            let ks = store.db(db);
-            keys += ks.len();
-            bytes += ks.approx_bytes();
-        }
-        (keys, bytes)
-    };
-    let role = if status.is_stopped() {
-        "stopped"
-    } else if status.is_leader() {
-        "leader"
-    } else {
-        "follower"
-    };
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
-    ctx.out.array(1);
-    ctx.out.map(8);
-    ctx.out.bulk(b"group");
-    ctx.out.int(group.group_id as i64);
-    ctx.out.bulk(b"slots");
-    ctx.out.bulk(b"0-16383");
-    ctx.out.bulk(b"role");
-    ctx.out.bulk(role.as_bytes());
-    ctx.out.bulk(b"leader");
-    ctx.out.bulk(
-        status
-            .leader()
-            .map(node_name)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    ctx.out.bulk(b"term");
-    ctx.out.int(status.term.load(relaxed) as i64);
-    ctx.out.bulk(b"applied");
-    ctx.out.int(status.applied.load(relaxed) as i64);
-    ctx.out.bulk(b"keys");
-    ctx.out.int(keys as i64);
-    ctx.out.bulk(b"bytes");
-    ctx.out.int(bytes as i64);
+    let membership = ctx.node.membership.read().clone();
+    ctx.out.array(groups.hosted.len());
+    for (id, group) in &groups.hosted {
+        let status = &group.status;
+        let (keys, bytes) = {
+            let mut store = group.store.lock();
+            let dbs: Vec<usize> = store.dbs().map(|(i, _)| i).collect();
+            let mut keys = 0;
+            let mut bytes = 0;
+            for db in dbs {
+                let ks = store.db(db);
+                keys += ks.len();
+                bytes += ks.approx_bytes();
+            }
+            (keys, bytes)
+        };
+        let role = if status.is_stopped() {
+            "stopped"
+        } else if status.is_leader() {
+            "leader"
+        } else {
+            "follower"
+        };
+        let slots = membership
+            .group(*id)
+            .map_or_else(|| "0-16383".to_string(), |g| g.slots_text());
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        ctx.out.map(8);
+        ctx.out.bulk(b"group");
+        ctx.out.int(*id as i64);
+        ctx.out.bulk(b"slots");
+        ctx.out.bulk(slots.as_bytes());
+        ctx.out.bulk(b"role");
+        ctx.out.bulk(role.as_bytes());
+        ctx.out.bulk(b"leader");
+        ctx.out.bulk(
+            status
+                .leader()
+                .map(node_name)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        ctx.out.bulk(b"term");
+        ctx.out.int(status.term.load(relaxed) as i64);
+        ctx.out.bulk(b"applied");
+        ctx.out.int(status.applied.load(relaxed) as i64);
+        ctx.out.bulk(b"keys");
+        ctx.out.int(keys as i64);
+        ctx.out.bulk(b"bytes");
+        ctx.out.int(bytes as i64);
+    }
 }
 
 /// CLUSTER INFO, Redis's fields.
 fn info_text(node: &Node) -> String {
-    let (members, term) = shard(node);
-    let led = node.group().is_some_and(|g| g.status.leader().is_some());
-    let assigned = if members.is_empty() { 0 } else { SLOTS };
-    let ok = if led { assigned } else { 0 };
+    let shards = shards_of(node);
+    let members = node.membership.read().members.len();
+    let assigned: i64 = shards.iter().map(|s| slots_count(&s.slots)).sum();
+    // Groups this node does not replicate are taken as served (it cannot see them).
+    let ok: i64 = shards
+        .iter()
+        .filter(|s| s.leader_known)
+        .map(|s| slots_count(&s.slots))
+        .sum();
+    let epoch = shards.iter().map(|s| s.term).max().unwrap_or(0);
     let fields = [
         (
             "cluster_state",
@@ -254,13 +322,10 @@ fn info_text(node: &Node) -> String {
         ("cluster_slots_ok", ok.to_string()),
         ("cluster_slots_pfail", "0".into()),
         ("cluster_slots_fail", (assigned - ok).to_string()),
-        ("cluster_known_nodes", members.len().max(1).to_string()),
-        (
-            "cluster_size",
-            if members.is_empty() { "0" } else { "1" }.into(),
-        ),
-        ("cluster_current_epoch", term.to_string()),
-        ("cluster_my_epoch", term.to_string()),
+        ("cluster_known_nodes", members.max(1).to_string()),
+        ("cluster_size", shards.len().to_string()),
+        ("cluster_current_epoch", epoch.to_string()),
+        ("cluster_my_epoch", epoch.to_string()),
         ("cluster_stats_messages_sent", "0".into()),
         ("cluster_stats_messages_received", "0".into()),
         ("total_cluster_links_buffer_limit_exceeded", "0".into()),
@@ -293,7 +358,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         let slot = slot_arg(&argv[2], "Invalid slot")?;
         let n = ctx
             .node
-            .group()
+            .groups()
+            .and_then(|gs| gs.for_slot(slot).1)
             .map_or(0, |g| g.store.lock().db(0).slot(slot).map.len());
         ctx.out.int(n as i64);
     } else if is(sub, "getkeysinslot") && argv.len() == 4 {
@@ -303,7 +369,11 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         if !(0..SLOTS).contains(&slot) || count < 0 {
             return Err(CmdError::err(err));
         }
-        let Some(group) = ctx.node.group() else {
+        let Some(group) = ctx
+            .node
+            .groups()
+            .and_then(|gs| gs.for_slot(slot as usize).1)
+        else {
             ctx.out.array(0);
             return Ok(());
         };
@@ -388,7 +458,7 @@ fn bootstrap(ctx: &mut ConnCtx<'_>, args: &[Bytes]) -> CmdResult {
             node_name(node.id())
         )));
     }
-    if node.group().is_some() {
+    if node.groups().is_some() {
         return Err(CmdError::err(
             "Node is not empty. It already belongs to a cluster (see INFO raft); start it with an empty --data-dir to form a new one",
         ));

@@ -588,7 +588,12 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         return Err(CmdError::err("WATCH inside MULTI is not allowed"));
     }
     let db = ctx.client.db as u8;
-    let since = ctx.node.group().map_or(0, |g| g.store.lock().apply_index);
+    // The index is that of the keys' group (a transaction stays within one group).
+    let since = ctx
+        .node
+        .groups()
+        .and_then(|gs| gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize).1)
+        .map_or(0, |g| g.store.lock().apply_index);
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
         since,
         keys: Vec::new(),

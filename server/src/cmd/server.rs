@@ -271,7 +271,8 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Sections INFO prints without arguments (`default`), in Redis's order.
-/// The `# Raft` section: this node's place in its group.
+/// The `# Raft` section: this node's place in its lowest-numbered group (`raft_groups`: how
+/// many it replicates; `kelvin-cli cluster status` shows them all).
 fn raft_info(node: &crate::node::Node) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let name = crate::cluster::node_name;
@@ -287,7 +288,8 @@ fn raft_info(node: &crate::node::Node) -> String {
                 None => "candidate",
             };
             text.push_str(&format!(
-                "raft_group:{}\r\nraft_role:{role}\r\nraft_leader_id:{}\r\nraft_term:{}\r\nraft_applied_index:{}\r\nraft_voters:{}\r\nraft_snapshots:{}\r\n",
+                "raft_groups:{}\r\nraft_group:{}\r\nraft_role:{role}\r\nraft_leader_id:{}\r\nraft_term:{}\r\nraft_applied_index:{}\r\nraft_voters:{}\r\nraft_snapshots:{}\r\n",
+                node.groups().map_or(0, |gs| gs.hosted.len()),
                 g.group_id,
                 s.leader().map(name).unwrap_or_default(),
                 s.term.load(Relaxed),
@@ -356,29 +358,27 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             pubsub
         );
     }
-    let (keyspace_lines, hits, misses, expired) = match node.group() {
-        // Not part of a formed cluster yet: no keyspace.
-        None => (Vec::new(), 0, 0, 0),
-        Some(g) => {
+    // Summed over the groups this node replicates.
+    let (keyspace_lines, hits, misses, expired) = {
+        let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
+        let (mut hits, mut misses, mut expired) = (0, 0, 0);
+        for g in node.groups().into_iter().flat_map(|gs| gs.hosted.values()) {
             let store = g.store.lock();
-            let lines: Vec<String> = store
-                .dbs()
-                .filter(|(_, k)| !k.is_empty())
-                .map(|(i, k)| {
-                    format!(
-                        "db{i}:keys={},expires={},avg_ttl=0",
-                        k.len(),
-                        k.expires_count()
-                    )
-                })
-                .collect();
-            (
-                lines,
-                store.keyspace_hits,
-                store.keyspace_misses,
-                store.expired_keys,
-            )
+            for (i, k) in store.dbs() {
+                keys[i].0 += k.len();
+                keys[i].1 += k.expires_count();
+            }
+            hits += store.keyspace_hits;
+            misses += store.keyspace_misses;
+            expired += store.expired_keys;
         }
+        let lines: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(i, (n, e))| format!("db{i}:keys={n},expires={e},avg_ttl=0"))
+            .collect();
+        (lines, hits, misses, expired)
     };
     if want("memory") {
         let rss = rss_bytes();
@@ -700,7 +700,12 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
                 ))
             })?;
         }
-        if let Some(g) = ctx.node.group() {
+        for g in ctx
+            .node
+            .groups()
+            .into_iter()
+            .flat_map(|gs| gs.hosted.values())
+        {
             g.store.lock().notify_flags = next.notify_flags;
         }
         *ctx.node.settings.write() = next;
@@ -712,7 +717,12 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         s.rejected_connections.store(0, Ordering::Relaxed);
         s.net_input_bytes.store(0, Ordering::Relaxed);
         s.net_output_bytes.store(0, Ordering::Relaxed);
-        if let Some(g) = ctx.node.group() {
+        for g in ctx
+            .node
+            .groups()
+            .into_iter()
+            .flat_map(|gs| gs.hosted.values())
+        {
             let mut store = g.store.lock();
             store.keyspace_hits = 0;
             store.keyspace_misses = 0;
