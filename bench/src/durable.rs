@@ -8,21 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::servers::{
-    command, connect, environment_note, info_field, save_result, temp_dir, Kind, Programs,
-    ServerGuard, Spec, HOST,
-};
-use crate::throughput::{median, redis_benchmark};
+use crate::group::Group;
+use crate::servers::{environment_note, save_result, Kind, Programs, ServerGuard, Spec, HOST};
+use crate::throughput::{load_args, median, ops_cell, ratio_cell, redis_benchmark, samples_list};
 
 pub struct Options {
     pub programs: Programs,
     pub redis_benchmark: PathBuf,
-    /// SET requests per redis-benchmark run.
+    /// Requests per test of one redis-benchmark run.
     pub requests: u64,
     pub clients: u32,
     pub rounds: u32,
@@ -56,125 +53,6 @@ impl Row {
 /// compared with the Redis samples of [`Row::Always`].
 type Samples = BTreeMap<(Row, Kind), Vec<f64>>;
 
-/// A 3-node Kelvin group; dropping it stops all three.
-struct Group {
-    nodes: Vec<ServerGuard>,
-}
-
-impl Group {
-    fn start(programs: &Programs, policy: &'static str) -> Result<Group> {
-        let secret = format!("kelvin-bench-{}", std::process::id());
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let spec = Spec {
-                cluster_secret: Some(secret.clone()),
-                ..Spec::new(Kind::Kelvin).appendfsync(policy)
-            };
-            nodes.push(ServerGuard::start_spec(&spec, programs)?);
-        }
-        let group = Group { nodes };
-        let cli = programs.kelvin_cli()?;
-        let mut cmd = Command::new(cli);
-        cmd.arg("cluster").arg("create");
-        for n in &group.nodes {
-            cmd.arg(format!("{HOST}:{}", n.port));
-        }
-        cmd.args(["--replicas", "3", "--yes"]);
-        let output = run_with_timeout(&mut cmd, Duration::from_secs(60))
-            .context("kelvin-cli cluster create")?;
-        if !output.0 {
-            bail!(
-                "kelvin-cli cluster create failed:\n{}\nnode logs:\n{}",
-                output.1,
-                group.log_tails()
-            );
-        }
-        group.leader(Duration::from_secs(30))?;
-        Ok(group)
-    }
-
-    /// The index of the node that reports `raft_role:leader`, waiting up to `timeout`.
-    fn leader(&self, timeout: Duration) -> Result<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            for (i, n) in self.nodes.iter().enumerate() {
-                if role(n.port).ok().as_deref() == Some("leader") {
-                    return Ok(i);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no node of the group reports raft_role:leader after {timeout:?}; logs:\n{}",
-                    self.log_tails()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        for n in &mut self.nodes {
-            n.check_alive()?;
-        }
-        Ok(())
-    }
-
-    fn log_tails(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- node on port {} (cluster port {}):\n{}",
-                    n.port,
-                    n.cluster_port.unwrap_or(0),
-                    n.log_tail()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-/// `raft_role` from `INFO raft`.
-fn role(port: u16) -> Result<String> {
-    let mut s = connect(port, Duration::from_secs(2))?;
-    let info = command(&mut s, &["INFO", "raft"])?;
-    info_field(&info, "raft_role")
-        .map(str::to_string)
-        .context("no raft_role in INFO raft")
-}
-
-/// Runs `cmd` to completion (killed after `timeout`); returns (success, stdout+stderr).
-fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, String)> {
-    let dir = temp_dir(Kind::Kelvin)?;
-    let out_path = dir.join("out");
-    let out = std::fs::File::create(&out_path)?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
-    match status {
-        Some(status) => Ok((status.success(), text)),
-        None => bail!("did not finish within {timeout:?}; killed; output:\n{text}"),
-    }
-}
-
 pub fn run(opts: &Options) -> Result<String> {
     let mut kelvin_always = ServerGuard::start_spec(
         &Spec::new(Kind::Kelvin).appendfsync("always"),
@@ -193,7 +71,11 @@ pub fn run(opts: &Options) -> Result<String> {
         &opts.programs,
     )?;
     eprintln!("starting a 3-node Kelvin group (appendfsync always)");
-    let mut group = Group::start(&opts.programs, "always")?;
+    let mut group = Group::start_kelvin(
+        &opts.programs,
+        &Spec::new(Kind::Kelvin).appendfsync("always"),
+        3,
+    )?;
     eprintln!(
         "Kelvin always :{}, Redis always :{}, Kelvin everysec :{}, Redis everysec :{}, group :{}",
         kelvin_always.port,
@@ -208,28 +90,18 @@ pub fn run(opts: &Options) -> Result<String> {
             .join(",:")
     );
 
-    let args = [
-        "-t".to_string(),
-        "set".into(),
-        "-c".into(),
-        opts.clients.to_string(),
-        "-n".into(),
-        opts.requests.to_string(),
-        "-r".into(),
-        opts.keyspace.to_string(),
-        "-d".into(),
-        opts.value_size.to_string(),
-    ];
+    let args = load_args(
+        "set",
+        opts.clients,
+        opts.requests,
+        opts.keyspace,
+        opts.value_size,
+    );
     let mut samples = Samples::new();
     let mut leader_changes = Vec::new();
     let mut last_leader = None;
     for round in 0..opts.rounds {
-        // Alternate who goes first, so that neither always runs on a warmer machine.
-        let order = if round % 2 == 0 {
-            [Kind::Kelvin, Kind::Redis]
-        } else {
-            [Kind::Redis, Kind::Kelvin]
-        };
+        let order = Kind::alternating(round);
         for row in [Row::Always, Row::Everysec] {
             for kind in order {
                 let guard = match (row, kind) {
@@ -296,19 +168,9 @@ pub fn run(opts: &Options) -> Result<String> {
         opts.clients, opts.requests, opts.keyspace, opts.value_size, opts.rounds
     ));
     report.push_str(&render(&samples));
-    report.push_str("\nAll samples (ops/s, in round order):\n\n");
-    for ((row, kind), values) in &samples {
-        report.push_str(&format!(
-            "- {} {}: {}\n",
-            kind.name(),
-            row.label(),
-            values
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    report.push_str(&samples_list(samples.iter().map(|((row, kind), v)| {
+        (format!("{} {}", kind.name(), row.label()), v)
+    })));
     for change in &leader_changes {
         report.push_str(&format!("- {change}\n"));
     }
@@ -352,22 +214,17 @@ fn render(samples: &Samples) -> String {
         if k.is_none() && (r.is_none() || group_row) {
             continue;
         }
-        let fmt = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
-        let ratio = match (k, r) {
-            (Some(k), Some(r)) if r > 0.0 => format!("{:.2}", k / r),
-            _ => "-".into(),
-        };
         let redis = if group_row {
-            format!("{} (single, `always`)", fmt(r))
+            format!("{} (single, `always`)", ops_cell(r))
         } else {
-            fmt(r)
+            ops_cell(r)
         };
         s.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             row.label(),
-            fmt(k),
+            ops_cell(k),
             redis,
-            ratio
+            ratio_cell(k, r)
         ));
     }
     s

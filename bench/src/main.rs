@@ -5,13 +5,16 @@
 //! cargo run --release -p kelvin-bench -- memory [--quick] [--keys N]
 //! cargo run --release -p kelvin-bench -- durable [--quick] [--requests N]
 //! cargo run --release -p kelvin-bench -- restart [--quick] [--keys N]
+//! cargo run --release -p kelvin-bench -- cluster [--quick] [--requests N]
 //! ```
 //!
 //! Each subcommand starts its own servers on free loopback ports with temporary
 //! directories, kills them when done (or on error), prints a markdown table and writes
 //! it to `bench-results/`.
 
+mod cluster;
 mod durable;
+mod group;
 mod memory;
 mod restart;
 mod servers;
@@ -42,9 +45,12 @@ enum Cmd {
     /// Resident memory for 1,000,000 keys of 100-byte values.
     Memory(MemoryArgs),
     /// SET throughput with appendfsync always/everysec, single node and 3-node group.
-    Durable(DurableArgs),
+    Durable(LoadArgs),
     /// Restart time with 1,000,000 keys, after a snapshot and from the log.
     Restart(RestartArgs),
+    /// SET/GET with redis-benchmark --cluster: 3-node Kelvin cluster vs 3-master Redis
+    /// Cluster, appendfsync everysec and always.
+    Cluster(ClusterArgs),
 }
 
 #[derive(Args)]
@@ -57,8 +63,9 @@ struct ServerArgs {
     redis_bin: Option<PathBuf>,
 }
 
+/// The flags of the benchmarks that form groups and load them with redis-benchmark.
 #[derive(Args)]
-struct DurableArgs {
+struct LoadArgs {
     #[command(flatten)]
     servers: ServerArgs,
     /// The kelvin-cli binary (default: next to kelvin-server, built if missing).
@@ -67,7 +74,8 @@ struct DurableArgs {
     /// The redis-benchmark binary (default: from PATH).
     #[arg(long)]
     redis_benchmark: Option<PathBuf>,
-    /// SET requests per run (default 100000; 20000 with --quick).
+    /// Requests per test of one redis-benchmark run (default: durable 100000, 20000 with
+    /// --quick; cluster 500000, 50000 with --quick).
     #[arg(long)]
     requests: Option<u64>,
     /// Rounds; the table shows the median (default 3; 1 with --quick).
@@ -79,6 +87,15 @@ struct DurableArgs {
     /// Small numbers for a smoke run.
     #[arg(long)]
     quick: bool,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The redis-cli binary, to form the Redis Cluster (default: from PATH).
+    #[arg(long)]
+    redis_cli: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -147,6 +164,28 @@ fn programs(args: &ServerArgs) -> Result<Programs> {
     })
 }
 
+/// The options of `durable`, and of `cluster` beside its own: [`programs`] with
+/// kelvin-cli, redis-benchmark, and SET (and GET) loads of 100-byte values over 100000
+/// keys, `requests` (given, or the quick or the full default) per test.
+fn load_options(
+    args: LoadArgs,
+    quick_requests: u64,
+    full_requests: u64,
+) -> Result<durable::Options> {
+    let mut programs = programs(&args.servers)?;
+    programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
+    Ok(durable::Options {
+        programs,
+        redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
+        requests: sized(args.requests, args.quick, quick_requests, full_requests),
+        clients: args.clients.max(1),
+        rounds: rounds(args.rounds, args.quick),
+        keyspace: 100_000,
+        value_size: 100,
+        run_timeout: Duration::from_secs(600),
+    })
+}
+
 fn rounds(given: Option<u32>, quick: bool) -> u32 {
     given.unwrap_or(if quick { 1 } else { 3 }).clamp(1, 100)
 }
@@ -193,19 +232,7 @@ fn main() -> Result<()> {
             println!("{report}");
         }
         Cmd::Durable(args) => {
-            let mut programs = programs(&args.servers)?;
-            programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
-            let opts = durable::Options {
-                programs,
-                redis_benchmark: locate_program(args.redis_benchmark, "redis-benchmark")?,
-                requests: sized(args.requests, args.quick, 20_000, 100_000),
-                clients: args.clients.max(1),
-                rounds: rounds(args.rounds, args.quick),
-                keyspace: 100_000,
-                value_size: 100,
-                run_timeout: Duration::from_secs(600),
-            };
-            let report = durable::run(&opts)?;
+            let report = durable::run(&load_options(args, 20_000, 100_000)?)?;
             println!("{report}");
         }
         Cmd::Restart(args) => {
@@ -219,6 +246,16 @@ fn main() -> Result<()> {
                 timeout: Duration::from_secs(600),
             };
             let report = restart::run(&opts)?;
+            println!("{report}");
+        }
+        Cmd::Cluster(ClusterArgs { load, redis_cli }) => {
+            let opts = cluster::Options {
+                load: load_options(load, 50_000, 500_000)?,
+                redis_cli: locate_program(redis_cli, "redis-cli")?,
+                nodes: 3,
+                threads: 3,
+            };
+            let report = cluster::run(&opts)?;
             println!("{report}");
         }
     }

@@ -31,6 +31,16 @@ impl Kind {
             Kind::Redis => "Redis",
         }
     }
+
+    /// Who runs first in round `round` (0-based): Kelvin in even rounds, Redis in odd
+    /// ones, so that neither always runs on a warmer machine.
+    pub fn alternating(round: u32) -> [Kind; 2] {
+        if round.is_multiple_of(2) {
+            [Kind::Kelvin, Kind::Redis]
+        } else {
+            [Kind::Redis, Kind::Kelvin]
+        }
+    }
 }
 
 /// Paths of the programs the benchmarks run.
@@ -60,6 +70,12 @@ pub struct Spec {
     pub appendfsync: &'static str,
     /// Kelvin: start with `--cluster-port` (a free one) and this `--cluster-secret`.
     pub cluster_secret: Option<String>,
+    /// Kelvin, with `cluster_secret`: also a `--redirect-port` (a free one), the client
+    /// port that speaks Redis Cluster redirection and that CLUSTER NODES advertises.
+    pub redirect_port: bool,
+    /// Redis: `--cluster-enabled yes --cluster-config-file nodes.conf` (in its `--dir`)
+    /// and `--cluster-port` (a free one).
+    pub cluster_enabled: bool,
     /// Redis: `--auto-aof-rewrite-percentage 0`, so that the AOF is never rewritten
     /// behind the benchmark's back.
     pub no_auto_rewrite: bool,
@@ -72,6 +88,8 @@ impl Spec {
             kind,
             appendfsync: "everysec",
             cluster_secret: None,
+            redirect_port: false,
+            cluster_enabled: false,
             no_auto_rewrite: false,
         }
     }
@@ -88,6 +106,8 @@ pub struct ServerGuard {
     pub kind: Kind,
     pub port: u16,
     pub cluster_port: Option<u16>,
+    /// Kelvin's `--redirect-port`, if it was started with one.
+    pub redirect_port: Option<u16>,
     pub dir: PathBuf,
     child: Child,
     keep_dir: bool,
@@ -136,6 +156,7 @@ impl ServerGuard {
             .append(true)
             .open(dir.join("server.log"))?;
         let mut cluster_port = None;
+        let mut redirect_port = None;
         let mut cmd = match kind {
             Kind::Kelvin => {
                 let mut c = Command::new(&programs.kelvin);
@@ -155,6 +176,11 @@ impl ServerGuard {
                         .arg(cport.to_string())
                         .arg("--cluster-secret")
                         .arg(secret);
+                    if spec.redirect_port {
+                        let rport = free_port()?;
+                        redirect_port = Some(rport);
+                        c.arg("--redirect-port").arg(rport.to_string());
+                    }
                 }
                 c
             }
@@ -172,6 +198,16 @@ impl ServerGuard {
                     .args(["--daemonize", "no"]);
                 if spec.no_auto_rewrite {
                     c.args(["--auto-aof-rewrite-percentage", "0"]);
+                }
+                if spec.cluster_enabled {
+                    // The bus port is given: the default, port + 10000, can be taken or
+                    // out of range for a port from the ephemeral range.
+                    let cport = free_port()?;
+                    cluster_port = Some(cport);
+                    c.args(["--cluster-enabled", "yes"])
+                        .args(["--cluster-config-file", "nodes.conf"])
+                        .arg("--cluster-port")
+                        .arg(cport.to_string());
                 }
                 c
             }
@@ -195,6 +231,7 @@ impl ServerGuard {
             kind,
             port,
             cluster_port,
+            redirect_port,
             dir,
             child,
             keep_dir: false,

@@ -40,13 +40,7 @@ pub fn run(opts: &Options) -> Result<String> {
     let mut samples = Samples::new();
     for round in 0..opts.rounds {
         for &(pipeline, requests) in &opts.requests {
-            // Alternate who goes first, so that neither always runs on a warmer machine.
-            let order = if round % 2 == 0 {
-                [Kind::Kelvin, Kind::Redis]
-            } else {
-                [Kind::Redis, Kind::Kelvin]
-            };
-            for kind in order {
+            for kind in Kind::alternating(round) {
                 let guard = match kind {
                     Kind::Kelvin => &mut kelvin,
                     Kind::Redis => &mut redis,
@@ -213,6 +207,66 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// `-t TESTS -c CLIENTS -n REQUESTS -r KEYSPACE -d VALUE_SIZE`, for [`redis_benchmark`].
+pub fn load_args(
+    tests: &str,
+    clients: u32,
+    requests: u64,
+    keyspace: u64,
+    value_size: usize,
+) -> Vec<String> {
+    [
+        "-t",
+        tests,
+        "-c",
+        &clients.to_string(),
+        "-n",
+        &requests.to_string(),
+        "-r",
+        &keyspace.to_string(),
+        "-d",
+        &value_size.to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// A markdown table row: the `labels` cells, then Kelvin's and Redis's ops/s and their
+/// ratio.
+pub fn table_row(labels: &[&str], kelvin: Option<f64>, redis: Option<f64>) -> String {
+    format!(
+        "| {} | {} | {} | {} |\n",
+        labels.join(" | "),
+        ops_cell(kelvin),
+        ops_cell(redis),
+        ratio_cell(kelvin, redis)
+    )
+}
+
+/// A table cell for a median ops/s figure: whole numbers, `-` for none.
+pub fn ops_cell(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
+}
+
+/// A table cell for Kelvin/Redis: two decimals, `-` if either is missing.
+pub fn ratio_cell(kelvin: Option<f64>, redis: Option<f64>) -> String {
+    match (kelvin, redis) {
+        (Some(k), Some(r)) if r > 0.0 => format!("{:.2}", k / r),
+        _ => "-".into(),
+    }
+}
+
+/// The "All samples" part of a report: one `- LABEL: v1, v2, ...` line per series.
+pub fn samples_list<'a>(series: impl Iterator<Item = (String, &'a Vec<f64>)>) -> String {
+    let mut s = String::from("\nAll samples (ops/s, in round order):\n\n");
+    for (label, values) in series {
+        let values: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+        s.push_str(&format!("- {label}: {}\n", values.join(", ")));
+    }
+    s
+}
+
 fn render(samples: &Samples) -> String {
     let mut rows: BTreeMap<(u32, String), (Option<f64>, Option<f64>)> = BTreeMap::new();
     for ((test, pipeline, kind), values) in samples {
@@ -230,19 +284,7 @@ fn render(samples: &Samples) -> String {
     keys.sort_by_key(|(p, t)| (*p, if t == "SET" { 0 } else { 1 }, t.clone()));
     for key in keys {
         let (k, r) = rows[key];
-        let fmt = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
-        let ratio = match (k, r) {
-            (Some(k), Some(r)) if r > 0.0 => format!("{:.2}", k / r),
-            _ => "-".into(),
-        };
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            key.1,
-            key.0,
-            fmt(k),
-            fmt(r),
-            ratio
-        ));
+        s.push_str(&table_row(&[&key.1, &key.0.to_string()], k, r));
     }
     s
 }
