@@ -7,19 +7,15 @@
 //! what `--cluster` takes by itself for 3 masters; it is given to both sides so that
 //! both run the same client and are timed alike (threaded, redis-benchmark rounds each
 //! test's duration up to a multiple of its 250 ms timer). The two sides are not
-//! alike: Kelvin's nodes hold one Raft group replicated on all of them (a write is
-//! answered once a majority has it), Redis's masters each own a third of the slots and
-//! replicate nothing. The report says so above the table.
-//!
-//! redis-benchmark 7.0 refuses a cluster that has one master ("Invalid cluster: 1
-//! node(s)."), which is what Kelvin's CLUSTER NODES shows while the whole keyspace is one
-//! group. Then the run goes without `--cluster` to that master's advertised address,
-//! where `--cluster` would have sent every client anyway, and the report says so.
+//! alike: Kelvin's cluster is formed with `--groups <nodes> --replicas <nodes>`, so each
+//! node leads one Raft group (one master each in CLUSTER NODES) and replicates the others
+//! (a write is answered once a majority of its group has it); Redis's masters each own a
+//! third of the slots and replicate nothing. The report says so above the table.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::durable;
 use crate::group::{Group, Master};
@@ -39,19 +35,8 @@ pub struct Options {
 /// The fsync policies compared, in the order they run and show.
 const POLICIES: [&str; 2] = ["everysec", "always"];
 
-/// What redis-benchmark 7.0 says, and exits 1, when CLUSTER NODES shows one master.
-const ONE_MASTER: &str = "Invalid cluster: 1 node(s)";
-
 /// ops/s samples per (policy, test, server).
 type Samples = BTreeMap<(&'static str, String, Kind), Vec<f64>>;
-
-/// How one side is loaded: through `--cluster` from a seed, or (one master, which
-/// redis-benchmark 7.0 refuses in cluster mode) straight at that master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Cluster,
-    OneMaster,
-}
 
 pub fn run(opts: &Options) -> Result<String> {
     let mut samples = Samples::new();
@@ -70,6 +55,7 @@ pub fn run(opts: &Options) -> Result<String> {
                 redirect_port: true,
                 ..Spec::new(Kind::Kelvin).appendfsync(policy)
             },
+            opts.nodes,
             opts.nodes,
         )?;
         let mut redis = Group::start_redis(
@@ -94,12 +80,11 @@ pub fn run(opts: &Options) -> Result<String> {
             note(&mut notes, policy, line);
             topology.entry(group.kind).or_insert(masters);
         }
-        let mut modes = [Mode::Cluster; 2];
         for round in 0..opts.load.rounds {
             for kind in Kind::alternating(round) {
-                let (group, mode) = match kind {
-                    Kind::Kelvin => (&mut kelvin, &mut modes[0]),
-                    Kind::Redis => (&mut redis, &mut modes[1]),
+                let group = match kind {
+                    Kind::Kelvin => &mut kelvin,
+                    Kind::Redis => &mut redis,
                 };
                 group.check_alive()?;
                 eprintln!(
@@ -108,25 +93,13 @@ pub fn run(opts: &Options) -> Result<String> {
                     opts.load.rounds,
                     kind.name()
                 );
-                let was = *mode;
-                let results = load(opts, group, mode).with_context(|| {
+                let results = load(opts, group).with_context(|| {
                     format!(
                         "{} cluster, appendfsync {policy}; node logs:\n{}",
                         kind.name(),
                         group.log_tails()
                     )
                 })?;
-                if was == Mode::Cluster && *mode == Mode::OneMaster {
-                    let line = format!(
-                        "{}: redis-benchmark --cluster refused the cluster \
-                         (\"{ONE_MASTER}.\": redis-benchmark 7.0 wants at least 2 masters), \
-                         so its runs went without --cluster to the one master's advertised \
-                         address, where --cluster would have sent all {} clients",
-                        kind.name(),
-                        opts.load.clients
-                    );
-                    note(&mut notes, policy, line);
-                }
                 group.check_alive()?;
                 for (test, rps) in results {
                     eprintln!("    {test}: {rps:.0} ops/s");
@@ -160,55 +133,21 @@ pub fn run(opts: &Options) -> Result<String> {
     Ok(report)
 }
 
-/// One redis-benchmark run (SET and GET) against `group`; returns (test, ops/s) pairs.
-fn load(opts: &Options, group: &Group, mode: &mut Mode) -> Result<Vec<(String, f64)>> {
-    let mut args = load_args(
+/// One redis-benchmark --cluster run (SET and GET) seeded with `group`'s first node;
+/// returns (test, ops/s) pairs.
+fn load(opts: &Options, group: &Group) -> Result<Vec<(String, f64)>> {
+    let mut args = vec!["--cluster".to_string()];
+    args.extend(load_args(
         "set,get",
         opts.load.clients,
         opts.load.requests,
         opts.load.keyspace,
         opts.load.value_size,
-    );
+    ));
     args.extend(["--threads".to_string(), opts.threads.to_string()]);
-    let seed = group.nodes[0].port;
-    if *mode == Mode::Cluster {
-        let mut cluster_args = vec!["--cluster".to_string()];
-        cluster_args.extend(args.iter().cloned());
-        match redis_benchmark(
-            &opts.load.redis_benchmark,
-            seed,
-            &cluster_args,
-            opts.load.run_timeout,
-        ) {
-            Err(e) if format!("{e:#}").contains(ONE_MASTER) => {
-                eprintln!("    redis-benchmark --cluster: \"{ONE_MASTER}.\"; going to the master");
-                *mode = Mode::OneMaster;
-            }
-            result => return result,
-        }
-    }
-    // Looked up for every run: an election can move the master between runs.
-    let masters = group.masters()?;
-    let [master] = masters.as_slice() else {
-        bail!(
-            "redis-benchmark refused --cluster for one master, but CLUSTER NODES now shows {}",
-            describe(&masters, true)
-        );
-    };
-    if master.host != HOST {
-        bail!(
-            "the master advertises {}:{}, not {HOST}",
-            master.host,
-            master.port
-        );
-    }
-    eprintln!(
-        "    (without --cluster, at the master {HOST}:{})",
-        master.port
-    );
     redis_benchmark(
         &opts.load.redis_benchmark,
-        master.port,
+        group.nodes[0].port,
         &args,
         opts.load.run_timeout,
     )
@@ -227,8 +166,10 @@ fn header(opts: &Options, kelvin: &[Master], redis: &[Master]) -> String {
     let n = opts.nodes;
     format!(
         "- Kelvin: {n} nodes (`--cluster-port`, `--redirect-port`, `--appendfsync POLICY`), \
-         formed with `kelvin-cli cluster create ... --replicas {n} --yes`: {} Raft group(s) \
-         (the masters of CLUSTER NODES) holding the 16384 slots, replicated on {} nodes; \
+         formed with `kelvin-cli cluster create ... --replicas {n} --groups {n} --yes`: {} Raft \
+         group(s) (the masters of CLUSTER NODES) holding the 16384 slots, each replicated on \
+         all {n} nodes (CLUSTER NODES, one line per node, cannot show a node that leads one \
+         group and follows the others: it shows masters only); \
          every write is answered only once a majority of its group has it in its log \
          (fsynced there first with `always`)\n\
          - Redis: {} masters with no replicas (`--cluster-enabled yes --appendonly yes \
@@ -245,7 +186,6 @@ fn header(opts: &Options, kelvin: &[Master], redis: &[Master]) -> String {
          250 ms timer, so each duration is rounded up to a multiple of 250 ms (hence the \
          repeated figures); a test lasts seconds to keep that small\n",
         kelvin.len(),
-        spread(kelvin.iter().map(|m| m.replicas + 1)),
         redis.len(),
         spread(redis.iter().map(|m| m.slots as usize)),
         opts.load.clients,

@@ -75,6 +75,7 @@ pub fn run(opts: &Options) -> Result<String> {
         &opts.programs,
         &Spec::new(Kind::Kelvin).appendfsync("always"),
         3,
+        1,
     )?;
     eprintln!(
         "Kelvin always :{}, Redis always :{}, Kelvin everysec :{}, Redis everysec :{}, group :{}",

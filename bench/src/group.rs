@@ -24,19 +24,25 @@ pub struct Group {
 impl Group {
     /// `size` Kelvin nodes started as `spec` says, each with a `--cluster-port` and one
     /// shared `--cluster-secret`, formed with `kelvin-cli cluster create ... --replicas
-    /// <size> --yes`. Returns once every node reports `cluster_state:ok` and one reports
+    /// <size> --groups <groups> --yes` (each group replicated on every node, leaders
+    /// spread). Returns once every node reports `cluster_state:ok` and one reports
     /// `raft_role:leader`.
-    pub fn start_kelvin(programs: &Programs, spec: &Spec, size: usize) -> Result<Group> {
+    pub fn start_kelvin(
+        programs: &Programs,
+        spec: &Spec,
+        size: usize,
+        groups: usize,
+    ) -> Result<Group> {
         let spec = Spec {
             cluster_secret: Some(format!("kelvin-bench-{}", std::process::id())),
             ..spec.clone()
         };
         let group = Group::start_nodes(programs, &spec, size)?;
-        let replicas = size.to_string();
+        let (replicas, groups) = (size.to_string(), groups.to_string());
         group.form(
             programs.kelvin_cli()?,
             &["cluster", "create"],
-            &["--replicas", &replicas, "--yes"],
+            &["--replicas", &replicas, "--groups", &groups, "--yes"],
         )?;
         group.wait_cluster_ok(FORM_TIMEOUT)?;
         group.leader(FORM_TIMEOUT)?;
