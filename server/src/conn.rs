@@ -412,8 +412,81 @@ async fn drive(
                     batch.extend(rest);
                 }
             }
+            Step::Split { parts, merge, rest } => {
+                // Each part goes to its own group like any request; their replies are
+                // then merged into the one reply the client expects.
+                let mut sub = ReplyWriter::new(out.version);
+                Box::pin(drive(node, client, &mut sub, parts)).await;
+                merge.write(&sub.buf, out);
+                batch = rest;
+            }
         }
     }
+}
+
+/// How the replies of a multi-key command split across groups become one.
+pub enum Merge {
+    /// MGET, split into one single-key MGET per key: an array of their elements.
+    Elements(usize),
+    /// DEL, UNLINK, EXISTS, TOUCH, split by group: the sum of their integers.
+    Sum,
+    /// MSET, split by group: OK if every part said OK.
+    Ok,
+}
+
+impl Merge {
+    /// Writes the merged reply of `parts` (the parts' replies, in order) to `out`; the
+    /// first error among them, if any, is the reply.
+    fn write(&self, parts: &[u8], out: &mut ReplyWriter) {
+        let replies = split_replies(parts, out.version);
+        if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+            out.buf.extend_from_slice(err);
+            return;
+        }
+        match self {
+            Merge::Elements(n) => {
+                out.array(*n);
+                for r in &replies {
+                    // Each is `*1\r\n<element>`.
+                    out.buf.extend_from_slice(r.get(4..).unwrap_or_default());
+                }
+            }
+            Merge::Sum => {
+                let sum: i64 = replies
+                    .iter()
+                    .filter_map(|r| std::str::from_utf8(r.get(1..r.len().saturating_sub(2))?).ok())
+                    .filter_map(|n| n.parse::<i64>().ok())
+                    .sum();
+                out.int(sum);
+            }
+            Merge::Ok => out.ok(),
+        }
+    }
+}
+
+/// The complete replies in `buf`, each as its bytes.
+fn split_replies(mut buf: &[u8], version: RespVersion) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some(used) = reply_len(buf, version) {
+        out.push(&buf[..used]);
+        buf = &buf[used..];
+    }
+    out
+}
+
+/// The length of the complete reply at the start of `buf`, if there is one.
+fn reply_len(buf: &[u8], version: RespVersion) -> Option<usize> {
+    let used = match version {
+        RespVersion::Resp2 => kelvin_protocol::frames::resp2::decode::decode(buf)
+            .ok()
+            .flatten()
+            .map(|(_, u)| u),
+        RespVersion::Resp3 => kelvin_protocol::frames::resp3::decode::complete::decode(buf)
+            .ok()
+            .flatten()
+            .map(|(_, u)| u),
+    };
+    used.filter(|&u| u > 0)
 }
 
 /// Waits until the group's leader changes, a short while, or `deadline`.
@@ -491,27 +564,8 @@ async fn relay(
 }
 
 /// Complete replies at the start of `buf`.
-fn count_replies(mut buf: &[u8], version: RespVersion) -> usize {
-    let mut n = 0;
-    loop {
-        let used = match version {
-            RespVersion::Resp2 => kelvin_protocol::frames::resp2::decode::decode(buf)
-                .ok()
-                .flatten()
-                .map(|(_, u)| u),
-            RespVersion::Resp3 => kelvin_protocol::frames::resp3::decode::complete::decode(buf)
-                .ok()
-                .flatten()
-                .map(|(_, u)| u),
-        };
-        match used {
-            Some(u) if u > 0 => {
-                buf = &buf[u..];
-                n += 1;
-            }
-            _ => return n,
-        }
-    }
+fn count_replies(buf: &[u8], version: RespVersion) -> usize {
+    split_replies(buf, version).len()
 }
 
 /// Drains the decoder into a batch; a protocol error ends the batch.
@@ -577,6 +631,13 @@ pub enum Step {
         requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
     },
+    /// A multi-key command whose keys are in several groups, on the main port: run
+    /// `parts` (one per group or key), merge their replies, then go on with `rest`.
+    Split {
+        parts: Vec<Vec<Bytes>>,
+        merge: Merge,
+        rest: Vec<Vec<Bytes>>,
+    },
 }
 
 /// Where this node stands for the data commands of a batch.
@@ -624,6 +685,46 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 /// A command whose keys live in different groups, on the main port.
 pub const CROSSSLOT_GROUPS: &str =
     "CROSSSLOT Keys in request belong to different groups of this cluster: use keys with the same {hash tag}";
+
+/// A plain client's MGET, DEL, UNLINK, EXISTS, TOUCH or MSET over keys in several groups,
+/// cut into parts each group can run (not atomically, as Redis Cluster proxies do): MGET
+/// one key at a time, the others one command per group. `None` for anything else (and on
+/// the redirect port or inside MULTI, where it is CROSSSLOT).
+fn split(node: &Node, client: &ClientState, argv: &[Bytes]) -> Option<(Vec<Vec<Bytes>>, Merge)> {
+    if client.redirect || client.multi.is_some() {
+        return None;
+    }
+    let groups = node.groups()?;
+    let group_of = |k: &[u8]| groups.for_slot(kelvin_protocol::key_slot(k) as usize).0;
+    let name = cmd::lookup(&argv[0])?.name;
+    let by_group = |step: usize| {
+        let mut parts: Vec<(u64, Vec<Bytes>)> = Vec::new();
+        for chunk in argv[1..].chunks(step) {
+            let g = group_of(&chunk[0]);
+            match parts.iter_mut().find(|(pg, _)| *pg == g) {
+                Some((_, part)) => part.extend(chunk.iter().cloned()),
+                None => {
+                    let mut part = vec![argv[0].clone()];
+                    part.extend(chunk.iter().cloned());
+                    parts.push((g, part));
+                }
+            }
+        }
+        parts.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+    };
+    match name {
+        "mget" => Some((
+            argv[1..]
+                .iter()
+                .map(|k| vec![argv[0].clone(), k.clone()])
+                .collect(),
+            Merge::Elements(argv.len() - 1),
+        )),
+        "del" | "unlink" | "exists" | "touch" => Some((by_group(1), Merge::Sum)),
+        "mset" if argv.len() % 2 == 1 => Some((by_group(2), Merge::Ok)),
+        _ => None,
+    }
+}
 
 /// An error reply to a request that did not run; inside MULTI it also dooms the
 /// transaction (EXEC answers EXECABORT), as in Redis.
@@ -871,6 +972,14 @@ pub fn process_batch(
             // Replies go out in order: what is gathered for this group goes first.
             let argv = flush_or_continue!(argv);
             let Some(target) = target else {
+                if let Some((parts, merge)) = split(node, client, &argv) {
+                    step = Step::Split {
+                        parts,
+                        merge,
+                        rest: requests.by_ref().collect(),
+                    };
+                    break;
+                }
                 refuse(client, out, CROSSSLOT_GROUPS);
                 continue;
             };

@@ -281,14 +281,31 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     assert rc.mset_nonatomic({"{t}a": "1", "{t}b": "2"}) is not None
     assert rc.mget("{t}a", "{t}b") == ["1", "2"]
 
-    # Plain clients on every main port reach every group.
+    # Plain clients on every main port reach every group, and multi-key commands over
+    # several groups are split and merged (not atomically, as proxies do).
+    keys = [f"user:{i}" for i in range(12)]
     for n in nodes:
         c = n.client()
         assert all(c.get(f"user:{i}") == f"v{i}" for i in range(0, 300, 7))
         assert c.mget("{t}a", "{t}b") == ["1", "2"]
-        # Keys in different groups cannot run as one command on one group.
-        with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
-            c.mget("user:1", "user:2", "user:3", "user:4")
+        assert c.mget(*keys, "nosuchkey") == [f"v{i}" for i in range(12)] + [None]
+        assert c.exists(*keys, "nosuchkey", "user:0") == 13
+    c = nodes[2].client()
+    assert c.mset({f"m:{i}": str(i) for i in range(20)})
+    assert c.mget(*[f"m:{i}" for i in range(20)]) == [str(i) for i in range(20)]
+    assert c.delete(*[f"m:{i}" for i in range(20)], "nosuchkey") == 20
+    assert c.exists(*[f"m:{i}" for i in range(20)]) == 0
+    pipe = c.pipeline(transaction=False)
+    pipe.set("p1", "a").mget("p1", *keys[:3]).get("p1")
+    assert pipe.execute() == [True, ["a", "v0", "v1", "v2"], "a"]
+    # Inside MULTI, or for commands that cannot be split, keys in several groups are
+    # refused, as on Redis Cluster.
+    with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
+        c.sinterstore("dst", *keys[:4])
+    with pytest.raises(redis.exceptions.ResponseError):
+        tx = c.pipeline(transaction=True)
+        tx.mget(*keys[:4])
+        tx.execute()
 
     # Kill the leader of group 1: groups 0 and 2 keep serving at once, group 1 within
     # seconds, nothing acknowledged is lost.
