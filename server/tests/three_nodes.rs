@@ -16,9 +16,10 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 /// Most operations a writer sends, so no loop is unbounded.
 const MAX_OPS: u64 = 200_000;
 
-/// Starts three cluster-mode nodes and forms the group; returns them once every node
-/// agrees on one leader.
-fn form_group(redirect: bool) -> Vec<ServerProc> {
+/// Starts three cluster-mode nodes and forms the cluster: `groups` groups, each over all
+/// three nodes, its first replica rotating (as `kelvin-cli cluster create --groups`
+/// plans it); returns them once every node agrees on one leader of group 0.
+fn form_group(redirect: bool, groups: usize) -> Vec<ServerProc> {
     let ports = process::free_ports(9);
     let mut nodes: Vec<ServerProc> = (0..3)
         .map(|i| {
@@ -43,6 +44,24 @@ fn form_group(redirect: bool) -> Vec<ServerProc> {
             n.cport.unwrap().to_string(),
             n.rport.unwrap_or(0).to_string(),
         ]);
+    }
+    if groups > 1 {
+        let ids: Vec<String> = (0..3).map(|i| args[5 * i].clone()).collect();
+        let per = 16384 / groups;
+        for g in 0..groups {
+            let end = if g + 1 == groups {
+                16383
+            } else {
+                (g + 1) * per - 1
+            };
+            let replicas: Vec<&str> = (0..3).map(|k| ids[(g + k) % 3].as_str()).collect();
+            args.extend([
+                "GROUP".to_string(),
+                g.to_string(),
+                format!("{}-{end}", g * per),
+                replicas.join(","),
+            ]);
+        }
     }
     for n in &nodes {
         let mut con = n.client();
@@ -163,23 +182,51 @@ fn writer(id: usize, load: Arc<Load>) -> Written {
     out
 }
 
-fn applied_indexes(nodes: &[ServerProc]) -> Vec<Option<u64>> {
+/// Per node, the (group, applied index, keys) of every group it replicates (CLUSTER
+/// KELVIN-GROUPS); `None` if it does not answer.
+fn group_states(nodes: &[ServerProc]) -> Vec<Option<Vec<(i64, i64, i64)>>> {
     nodes
         .iter()
         .map(|n| {
-            n.info_raft()
-                .ok()?
-                .get("raft_applied_index")?
-                .parse::<u64>()
-                .ok()
+            let mut con = redis::Client::open(n.url()).ok()?.get_connection().ok()?;
+            let groups: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+                .arg("KELVIN-GROUPS")
+                .query(&mut con)
+                .ok()?;
+            groups
+                .iter()
+                .map(|g| {
+                    let field = |name: &str| {
+                        let at = g.iter().position(
+                            |v| matches!(v, redis::Value::BulkString(b) if b == name.as_bytes()),
+                        )?;
+                        match g.get(at + 1)? {
+                            redis::Value::Int(i) => Some(*i),
+                            _ => None,
+                        }
+                    };
+                    Some((field("group")?, field("applied")?, field("keys")?))
+                })
+                .collect()
         })
         .collect()
 }
 
 #[test]
 fn three_node_group_survives_leader_kill() {
+    survives_leader_kill(1);
+}
+
+/// The same with three groups, leaders spread: the node killed leads group 0 (and
+/// replicates the other two, whose leaders stay up).
+#[test]
+fn three_groups_survive_a_node_kill() {
+    survives_leader_kill(3);
+}
+
+fn survives_leader_kill(groups: usize) {
     let t0 = Instant::now();
-    let mut nodes = form_group(false);
+    let mut nodes = form_group(false, groups);
     eprintln!("group formed in {:?}", t0.elapsed());
     let load = Arc::new(Load {
         urls: nodes.iter().map(|n| n.url()).collect(),
@@ -244,21 +291,22 @@ fn three_node_group_survives_leader_kill() {
     let errors: u64 = written.iter().map(|w| w.errors).sum();
     eprintln!("{acked} writes acknowledged, {errors} failed");
 
-    // All three replicas converge on the same applied index.
+    // All three replicas of every group converge on the same applied index.
     let deadline = Instant::now() + Duration::from_secs(20);
     let converged = loop {
-        let idx = applied_indexes(&nodes);
-        if idx.iter().all(|i| i.is_some() && *i == idx[0]) {
-            break idx[0].unwrap();
+        let states = group_states(&nodes);
+        if states.iter().all(|s| s.is_some() && *s == states[0]) {
+            break states[0].clone().unwrap_or_default();
         }
         assert!(
             Instant::now() < deadline,
-            "replicas did not converge within 20 s: applied indexes {idx:?}"
+            "replicas did not converge within 20 s: (group, applied, keys) {states:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert_eq!(converged.len(), groups, "{converged:?}");
     eprintln!(
-        "replicas converged at applied index {converged}; test took {:?}",
+        "replicas converged at (group, applied index, keys) {converged:?}; test took {:?}",
         t0.elapsed()
     );
 
@@ -286,7 +334,8 @@ fn three_node_group_survives_leader_kill() {
                 );
             }
         }
-        let size: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        // Keys over all groups (DBSIZE counts one group).
+        let size: i64 = converged.iter().map(|(_, _, keys)| keys).sum();
         let sent: usize = written
             .iter()
             .map(|w| w.acked.len() + w.unknown.len())
@@ -303,7 +352,7 @@ fn three_node_group_survives_leader_kill() {
 /// from CLUSTER SLOTS, follows `-MOVED`, and keeps working after the leader is killed.
 #[test]
 fn redis_crate_cluster_client_follows_the_leader() {
-    let mut nodes = form_group(true);
+    let mut nodes = form_group(true, 1);
     let seed = format!("redis://127.0.0.1:{}/", nodes[0].port);
     let client = redis::cluster::ClusterClient::builder(vec![seed])
         .retries(30)
