@@ -60,8 +60,9 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
     match args.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("create") => create(&args[1..], pass),
         Some("status") if args.len() == 2 => status(&args[1], pass),
+        Some("rebalance") if args.len() == 2 => rebalance(&args[1], pass),
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--yes]\n       kelvin-cli cluster status HOST:PORT"
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT"
         ),
     }
 }
@@ -290,8 +291,15 @@ struct StatusNode {
     groups: Option<Vec<Vec<(String, Frame)>>>,
 }
 
-/// `kelvin-cli cluster status SEED`.
-fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+/// What a cluster looks like from `seed`: the slots covered, every node CLUSTER SHARDS
+/// names (with what it says of its groups), and each shard's first slot and replica ids.
+struct Survey {
+    covered: i64,
+    nodes: Vec<StatusNode>,
+    shard_replicas: Vec<(i64, Vec<String>)>,
+}
+
+fn survey(seed: &str, pass: Option<&str>) -> anyhow::Result<Survey> {
     let mut c = connect(seed, pass)?;
     let shards = match c.call(&["CLUSTER", "SHARDS"])? {
         Frame::Array(s) => s,
@@ -345,6 +353,20 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
         }
         shard_replicas.push((first, ids));
     }
+    Ok(Survey {
+        covered,
+        nodes,
+        shard_replicas,
+    })
+}
+
+/// `kelvin-cli cluster status SEED`.
+fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+    let Survey {
+        covered,
+        nodes,
+        shard_replicas,
+    } = survey(seed, pass)?;
     let mut group_ids: Vec<i64> = nodes
         .iter()
         .flat_map(|n| n.groups.iter().flatten())
@@ -458,6 +480,94 @@ fn plan_groups(
             (g, range, reps)
         })
         .collect()
+}
+
+/// How long `rebalance` waits for one group's leadership to move.
+const TRANSFER_WAIT: Duration = Duration::from_secs(10);
+
+/// `kelvin-cli cluster rebalance SEED`: hands the leadership of every group back to its
+/// preferred replica (the first of its replicas, as `create` planned them, so leaders are
+/// spread over the nodes), one group at a time, through `CLUSTER KELVIN-TRANSFER` on the
+/// current leader.
+fn rebalance(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+    let mut moved = 0;
+    let first = survey(seed, pass)?;
+    let mut groups: Vec<(i64, String)> = Vec::new();
+    for g in first.nodes.iter().flat_map(|n| n.groups.iter().flatten()) {
+        let id = field_int(g, "group");
+        let preferred = field_text(g, "replicas")
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !groups.iter().any(|(x, _)| *x == id) {
+            groups.push((id, preferred));
+        }
+    }
+    groups.sort();
+    for (gid, preferred) in &groups {
+        let now = survey(seed, pass)?;
+        let leader = now.nodes.iter().find(|n| {
+            n.groups
+                .iter()
+                .flatten()
+                .any(|g| field_int(g, "group") == *gid && field_text(g, "role") == "leader")
+        });
+        let Some(leader) = leader else {
+            println!("[WARN] Group {gid} has no leader now: skipped");
+            continue;
+        };
+        if &leader.id == preferred {
+            continue;
+        }
+        let Some(target) = now.nodes.iter().find(|n| &n.id == preferred) else {
+            println!("[WARN] Group {gid}: its preferred replica {preferred} is not in the cluster");
+            continue;
+        };
+        if target.groups.is_none() {
+            println!(
+                "[WARN] Group {gid}: its preferred replica {} is unreachable: skipped",
+                target.addr
+            );
+            continue;
+        }
+        println!(
+            ">>> Group {gid}: leadership {} -> {}",
+            leader.addr, target.addr
+        );
+        let mut c = connect(&leader.addr, pass)?;
+        if let Frame::Error(e) =
+            c.call(&["CLUSTER", "KELVIN-TRANSFER", &gid.to_string(), preferred])?
+        {
+            anyhow::bail!("[ERR] {}: {e}", leader.addr);
+        }
+        let deadline = Instant::now() + TRANSFER_WAIT;
+        loop {
+            let led = connect(&target.addr, pass)
+                .and_then(|mut c| c.call(&["CLUSTER", "KELVIN-GROUPS"]))
+                .ok()
+                .and_then(|r| match r {
+                    Frame::Array(gs) => Some(gs.iter().map(fields).any(|g| {
+                        field_int(&g, "group") == *gid && field_text(&g, "role") == "leader"
+                    })),
+                    _ => None,
+                })
+                .unwrap_or(false);
+            if led {
+                moved += 1;
+                break;
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "[ERR] Group {gid}: {} did not take over within {TRANSFER_WAIT:?}",
+                    target.addr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("[OK] {moved} group(s) moved; every group is led by its preferred replica.");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! kelvin-cli -p 6379                  interactive: one command per line
 //! kelvin-cli cluster create 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 --replicas 3 --yes
 //! kelvin-cli cluster status 127.0.0.1:7001
+//! kelvin-cli cluster rebalance 127.0.0.1:7001
 //! ```
 
 use std::io::{BufRead, Write};
@@ -64,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.command.len() >= 2
         && cli.command[0].eq_ignore_ascii_case("cluster")
-        && ["create", "status"]
+        && ["create", "status", "rebalance"]
             .iter()
             .any(|sub| cli.command[1].eq_ignore_ascii_case(sub))
     {

@@ -1203,3 +1203,46 @@ fn propose_expired(node: &Node, client: &mut ClientState) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(merge: Merge, version: RespVersion, parts: &[u8]) -> Vec<u8> {
+        let mut out = ReplyWriter::new(version);
+        merge.write(parts, &mut out);
+        out.buf.to_vec()
+    }
+
+    #[test]
+    fn split_command_replies_merge_into_one() {
+        let v2 = RespVersion::Resp2;
+        assert_eq!(
+            merged(
+                Merge::Elements(3),
+                v2,
+                b"*1\r\n$1\r\na\r\n*1\r\n$-1\r\n*1\r\n$2\r\nbc\r\n"
+            ),
+            b"*3\r\n$1\r\na\r\n$-1\r\n$2\r\nbc\r\n"
+        );
+        assert_eq!(
+            merged(
+                Merge::Elements(2),
+                RespVersion::Resp3,
+                b"*1\r\n_\r\n*1\r\n$1\r\nx\r\n"
+            ),
+            b"*2\r\n_\r\n$1\r\nx\r\n"
+        );
+        assert_eq!(merged(Merge::Sum, v2, b":2\r\n:0\r\n:5\r\n"), b":7\r\n");
+        assert_eq!(merged(Merge::Ok, v2, b"+OK\r\n+OK\r\n"), b"+OK\r\n");
+        // The first error among the parts is the reply.
+        assert_eq!(
+            merged(Merge::Sum, v2, b":1\r\n-ERR boom\r\n-ERR two\r\n"),
+            b"-ERR boom\r\n"
+        );
+        assert_eq!(
+            count_replies(b":1\r\n$3\r\nabc\r\n*2\r\n:1\r\n:2\r\n$5\r\nab", v2),
+            3
+        );
+    }
+}

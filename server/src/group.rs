@@ -150,6 +150,8 @@ enum GroupMsg {
     Unreachable {
         peer: u64,
     },
+    /// Hand leadership to this replica (if this one leads).
+    TransferLeader(u64),
     /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
     Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
     Stop,
@@ -252,6 +254,12 @@ impl GroupHandle {
 
     pub fn unreachable(&self, peer: u64) {
         let _ = self.tx.send(GroupMsg::Unreachable { peer });
+    }
+
+    /// Asks the group, if this replica leads it, to hand leadership to replica `to`
+    /// (raft-rs's leader transfer: `to` is brought up to date, then campaigns at once).
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.tx.send(GroupMsg::TransferLeader(to));
     }
 
     /// Asks for a snapshot now (BGSAVE), or waits for it (SAVE, when `wait`): the log
@@ -596,6 +604,12 @@ impl Group {
                 self.raw.report_snapshot(to, status);
             }
             GroupMsg::Unreachable { peer } => self.raw.report_unreachable(peer),
+            GroupMsg::TransferLeader(to) => {
+                if self.raw.raft.state == StateRole::Leader && to != self.raw.raft.id {
+                    tracing::info!(group = self.group_id, to, "transferring leadership");
+                    self.raw.transfer_leader(to);
+                }
+            }
             GroupMsg::Snapshot(reply) => {
                 let result = blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string());
                 if let Some(reply) = reply {

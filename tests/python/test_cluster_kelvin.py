@@ -340,6 +340,20 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     st = status(survivors[0])
     assert st.returncode == 1 and "2/3 up" in st.stdout
 
+    # The killed node comes back on its data and ports; group 1 is led elsewhere now
+    # until `cluster rebalance` hands it back to its first replica: one leader per node.
+    victim.start(keep_port=True)
+    wait_for(lambda: status(victim).returncode == 0)
+    assert group_rows(status(victim).stdout)[1].split()[2] != g1_addr
+    rb = subprocess.run([kelvin_cli(), "cluster", "rebalance", f"127.0.0.1:{nodes[0].port}"],
+                        capture_output=True, text=True, timeout=60)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert "Group 1: leadership" in rb.stdout
+    rows = group_rows(status(victim).stdout)
+    assert rows[1].split()[2] == g1_addr
+    assert len({row.split()[2] for row in rows.values()}) == 3, rows
+    assert victim.client().get(by_group[1]) == "after"
+
 
 def test_groups_on_two_of_three_nodes_survive_a_full_restart(trio_redirect):
     nodes = trio_redirect

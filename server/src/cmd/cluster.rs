@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::cluster::{node_name, Member, Membership};
+use crate::cluster::{node_name, parse_node_name, Member, Membership};
 use crate::cmd::{conn, int_arg, is, CmdError, CmdResult, CommandSpec};
 use crate::conn::ConnCtx;
 use crate::node::Node;
@@ -241,7 +241,8 @@ fn nodes_text(node: &Node) -> String {
 }
 
 /// CLUSTER KELVIN-GROUPS (for `kelvin-cli cluster status`): per group this node hosts, a
-/// map of `group`, `slots`, `role`, `leader` (node id, empty if none), `term`, `applied`,
+/// map of `group`, `slots`, `replicas` (node ids, the preferred leader first), `role`,
+/// `leader` (node id, empty if none), `term`, `applied`,
 /// `keys` (all databases) and `bytes` (a rough count of keys and values held).
 fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
     let Some(groups) = ctx.node.groups() else {
@@ -275,11 +276,17 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
             .group(*id)
             .map_or_else(|| "0-16383".to_string(), |g| g.slots_text());
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        ctx.out.map(8);
+        let replicas: Vec<String> = membership
+            .group(*id)
+            .map(|g| g.replicas.iter().map(|&r| node_name(r)).collect())
+            .unwrap_or_else(|| vec![node_name(ctx.node.id())]);
+        ctx.out.map(9);
         ctx.out.bulk(b"group");
         ctx.out.int(*id as i64);
         ctx.out.bulk(b"slots");
         ctx.out.bulk(slots.as_bytes());
+        ctx.out.bulk(b"replicas");
+        ctx.out.bulk(replicas.join(",").as_bytes());
         ctx.out.bulk(b"role");
         ctx.out.bulk(role.as_bytes());
         ctx.out.bulk(b"leader");
@@ -299,6 +306,44 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
         ctx.out.bulk(b"bytes");
         ctx.out.int(bytes as i64);
     }
+}
+
+/// CLUSTER KELVIN-TRANSFER <group> <node-id> (`kelvin-cli cluster rebalance`): asks the
+/// group, which this node must lead, to hand leadership to that replica. Answers once
+/// asked; the new leader takes over within an election's time.
+fn kelvin_transfer(ctx: &mut ConnCtx<'_>, group: &[u8], to: &[u8]) -> CmdResult {
+    let gid = u64::try_from(int_arg(group)?).map_err(|_| CmdError::err("bad group id"))?;
+    let to = parse_node_name(&String::from_utf8_lossy(to))
+        .ok_or_else(|| CmdError::err("bad node id"))?;
+    let Some(handle) = ctx.node.hosted(gid) else {
+        return Err(CmdError::err(format!(
+            "this node does not replicate group {gid}"
+        )));
+    };
+    let is_replica = ctx
+        .node
+        .membership
+        .read()
+        .group(gid)
+        .is_some_and(|g| g.replicas.contains(&to));
+    if !is_replica {
+        return Err(CmdError::err(format!(
+            "node {} is not a replica of group {gid}",
+            node_name(to)
+        )));
+    }
+    if !handle.status.is_leader() {
+        let leader = handle
+            .status
+            .leader()
+            .map_or_else(|| "none yet".to_string(), node_name);
+        return Err(CmdError::err(format!(
+            "this node does not lead group {gid} (its leader: {leader}): ask the leader"
+        )));
+    }
+    handle.transfer_leader(to);
+    ctx.out.ok();
+    Ok(())
 }
 
 /// CLUSTER INFO, Redis's fields.
@@ -390,6 +435,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         ctx.out.bulks(keys.iter().map(|k| &k[..]));
     } else if is(sub, "kelvin-groups") && argv.len() == 2 {
         kelvin_groups(ctx);
+    } else if is(sub, "kelvin-transfer") && argv.len() == 4 {
+        kelvin_transfer(ctx, &argv[2], &argv[3])?;
     } else if is(sub, "myid") && argv.len() == 2 {
         ctx.out.bulk(node_name(ctx.node.id()).as_bytes());
     } else if is(sub, "keyslot") && argv.len() == 3 {
@@ -416,7 +463,9 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "KEYSLOT <key>",
             "    Return the hash slot for <key>.",
             "KELVIN-GROUPS",
-            "    The Raft groups this node hosts: id, slots, role, leader, term, applied index, keys, bytes.",
+            "    The Raft groups this node hosts: id, slots, replicas, role, leader, term, applied index, keys, bytes.",
+            "KELVIN-TRANSFER <group> <node-id>",
+            "    Hand the leadership of <group>, which this node leads, to replica <node-id>.",
             "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "HELP",
@@ -427,6 +476,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "keyslot",
         "kelvin-bootstrap",
         "kelvin-groups",
+        "kelvin-transfer",
         "help",
     ]
     .iter()
