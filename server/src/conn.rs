@@ -774,7 +774,7 @@ fn redirection(
     here: Route,
 ) -> Option<String> {
     let mut slot = None;
-    for p in spec.key_positions(argv.len()) {
+    for p in spec.keys_in(argv) {
         let s = kelvin_protocol::key_slot(&argv[p]);
         match slot {
             None => slot = Some(s),
@@ -816,7 +816,7 @@ fn command_group(node: &Node, spec: &CommandSpec, argv: &[Bytes], current: u64) 
         return Some(current);
     };
     let mut group = None;
-    for p in spec.key_positions(argv.len()) {
+    for p in spec.keys_in(argv) {
         let g = groups
             .for_slot(kelvin_protocol::key_slot(&argv[p]) as usize)
             .0;
@@ -840,7 +840,7 @@ fn transaction_group(node: &Node, tx: &LogCommand, current: u64) -> Result<u64, 
         let Some(spec) = cmd::lookup(&argv[0]) else {
             continue;
         };
-        if spec.key_positions(argv.len()).is_empty() {
+        if spec.keys_in(argv).is_empty() {
             continue;
         }
         let g = command_group(node, spec, argv, current).ok_or(CmdError::raw(CROSSSLOT))?;

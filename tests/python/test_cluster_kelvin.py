@@ -178,6 +178,8 @@ def test_cluster_aware_and_plain_clients_on_every_node(trio_redirect):
         f"-MOVED {slot} 127.0.0.1:{rport(leader)}"
     assert raw_reply(rport(followers[0]), "MGET", "a", "b") == \
         "-CROSSSLOT Keys in request don't hash to the same slot"
+    assert raw_reply(rport(followers[0]), "ZUNION", "2", "a", "b") == \
+        "-CROSSSLOT Keys in request don't hash to the same slot"
     assert raw_reply(rport(followers[0]), "SELECT", "1") == \
         "-ERR SELECT is not allowed in cluster mode"
     raw = redis.Redis(host="127.0.0.1", port=rport(followers[0]), decode_responses=True)
@@ -302,6 +304,13 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     # refused, as on Redis Cluster.
     with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
         c.sinterstore("dst", *keys[:4])
+    # numkeys commands too: their keys are found past `numkeys`.
+    c.zadd("{z}1", {"a": 1})
+    c.zadd("{z}2", {"a": 2, "b": 1})
+    assert c.zunionstore("{z}dst", ["{z}1", "{z}2"]) == 2
+    assert [tuple(x) for x in c.zunion(["{z}1", "{z}2"], withscores=True)] == [("b", 1.0), ("a", 3.0)]
+    with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
+        c.zunion(["{z}1", *keys[:4]])
     with pytest.raises(redis.exceptions.ResponseError):
         tx = c.pipeline(transaction=True)
         tx.mget(*keys[:4])

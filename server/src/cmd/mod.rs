@@ -181,6 +181,28 @@ impl CommandSpec {
         }
     }
 
+    /// Positions of the keys in `argv`, the `numkeys` commands (ZUNION, SINTERCARD,
+    /// ZUNIONSTORE...) included, whose key spec cannot say where their keys end: what
+    /// cluster routing uses. Positions are within `argv`.
+    pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
+        // Where `numkeys` is, for the commands that have one.
+        let numkeys_at = match self.name {
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => Some(1),
+            "zunionstore" | "zinterstore" | "zdiffstore" => Some(2),
+            _ => None,
+        };
+        let Some(at) = numkeys_at else {
+            return self.key_positions(argv.len());
+        };
+        let mut keys: Vec<usize> = (1..at).collect();
+        let n = argv
+            .get(at)
+            .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        keys.extend((at + 1..argv.len()).take(n));
+        keys
+    }
+
     /// Positions of the keys in `argv` according to the key spec.
     pub fn key_positions(&self, argc: usize) -> Vec<usize> {
         if self.keys.first <= 0 {

@@ -615,7 +615,7 @@ fn command(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
                 "Invalid number of arguments specified for command",
             ));
         }
-        let positions = spec.key_positions(target.len());
+        let positions = spec.keys_in(target);
         if positions.is_empty() {
             return Err(CmdError::err("The command has no key arguments"));
         }
