@@ -815,6 +815,9 @@ fn command_group(node: &Node, spec: &CommandSpec, argv: &[Bytes], current: u64) 
     let Some(groups) = node.groups() else {
         return Some(current);
     };
+    if let Some(only) = groups.only {
+        return Some(only);
+    }
     let mut group = None;
     for p in spec.keys_in(argv) {
         let g = groups

@@ -132,6 +132,9 @@ pub struct Groups {
     pub hosted: std::collections::BTreeMap<u64, Arc<GroupHandle>>,
     /// The group owning each slot.
     pub slot_group: Vec<u64>,
+    /// The group owning every slot, when there is only one (the embedded node, a cluster
+    /// of one group): routing needs no slot then.
+    pub only: Option<u64>,
 }
 
 impl Groups {
@@ -288,6 +291,7 @@ impl Node {
                 .collect()
         };
         let slot_group = membership.slot_groups();
+        let only = Some(slot_group[0]).filter(|g| slot_group.iter().all(|s| s == g));
         *self.membership.write() = membership;
         let mut hosted = std::collections::BTreeMap::new();
         for (id, voters) in mine {
@@ -307,7 +311,11 @@ impl Node {
             hosted.insert(id, group);
         }
         self.groups
-            .set(Groups { hosted, slot_group })
+            .set(Groups {
+                hosted,
+                slot_group,
+                only,
+            })
             .map_err(|_| "this node is already part of a group".to_string())
     }
 
