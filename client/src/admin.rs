@@ -483,7 +483,10 @@ fn plan_groups(
 }
 
 /// How long `rebalance` waits for one group's leadership to move.
-const TRANSFER_WAIT: Duration = Duration::from_secs(10);
+const TRANSFER_WAIT: Duration = Duration::from_secs(20);
+/// How often `rebalance` asks again: raft-rs gives a transfer up after an election
+/// timeout if the target has not caught up by then (a node just restarted may not have).
+const TRANSFER_RETRY: Duration = Duration::from_secs(2);
 
 /// `kelvin-cli cluster rebalance SEED`: hands the leadership of every group back to its
 /// preferred replica (the first of its replicas, as `create` planned them, so leaders are
@@ -535,14 +538,19 @@ fn rebalance(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
             ">>> Group {gid}: leadership {} -> {}",
             leader.addr, target.addr
         );
-        let mut c = connect(&leader.addr, pass)?;
-        if let Frame::Error(e) =
-            c.call(&["CLUSTER", "KELVIN-TRANSFER", &gid.to_string(), preferred])?
-        {
-            anyhow::bail!("[ERR] {}: {e}", leader.addr);
-        }
         let deadline = Instant::now() + TRANSFER_WAIT;
+        let mut asked: Option<Instant> = None;
         loop {
+            if asked.is_none_or(|at| at.elapsed() >= TRANSFER_RETRY) {
+                asked = Some(Instant::now());
+                let mut c = connect(&leader.addr, pass)?;
+                match c.call(&["CLUSTER", "KELVIN-TRANSFER", &gid.to_string(), preferred])? {
+                    // It moved meanwhile (the old leader no longer leads): wait and see.
+                    Frame::Error(e) if e.contains("does not lead") => {}
+                    Frame::Error(e) => anyhow::bail!("[ERR] {}: {e}", leader.addr),
+                    _ => {}
+                }
+            }
             let led = connect(&target.addr, pass)
                 .and_then(|mut c| c.call(&["CLUSTER", "KELVIN-GROUPS"]))
                 .ok()

@@ -70,7 +70,10 @@ pub struct ClientState {
     /// A transaction EXEC built, for the connection to propose.
     pub transaction: Option<LogCommand>,
     /// The connection to the leader that relays this client's requests.
-    pub relay: Option<Relay>,
+    /// The connections to leaders that relay this client's requests, one per leader
+    /// (several when its keys live in groups led by different nodes); each keeps the
+    /// client's transaction state there.
+    pub relays: Vec<Relay>,
     /// READONLY: reads run on this node's replica, whatever its role.
     pub readonly: bool,
     /// Connected to the redirect port: keyed commands for slots this node does not lead
@@ -204,7 +207,7 @@ impl Connection {
             blocked: None,
             pending: Vec::new(),
             transaction: None,
-            relay: None,
+            relays: Vec::new(),
             readonly: false,
             redirect: node.settings.read().redirect_port == Some(info.laddr.port()),
         };
@@ -516,25 +519,24 @@ async fn relay(
     leader: u64,
     requests: &[Vec<Bytes>],
 ) -> Relayed {
-    if client.relay.as_ref().is_some_and(|r| r.leader != leader) {
-        client.relay = None;
-    }
-    if client.relay.is_none() {
-        let Some(addr) = node.peer_client_addr(leader) else {
-            return Relayed::NotSent;
-        };
-        let password = node.settings.read().requirepass.clone();
-        match Relay::connect(leader, addr, password.as_deref(), out.version).await {
-            Ok(r) => client.relay = Some(r),
-            Err(err) => {
-                tracing::debug!(leader, cause = %err, "leader unreachable");
+    let at = match client.relays.iter().position(|r| r.leader == leader) {
+        Some(at) => at,
+        None => {
+            let Some(addr) = node.peer_client_addr(leader) else {
                 return Relayed::NotSent;
+            };
+            let password = node.settings.read().requirepass.clone();
+            match Relay::connect(leader, addr, password.as_deref(), out.version).await {
+                Ok(r) => client.relays.push(r),
+                Err(err) => {
+                    tracing::debug!(leader, cause = %err, "leader unreachable");
+                    return Relayed::NotSent;
+                }
             }
+            client.relays.len() - 1
         }
-    }
-    let Some(relay) = client.relay.as_mut() else {
-        return Relayed::NotSent;
     };
+    let relay = &mut client.relays[at];
     let blocking = requests
         .iter()
         .any(|r| cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0));
@@ -551,7 +553,7 @@ async fn relay(
         Ok(()) => out.buf.extend_from_slice(&replies),
         Err(err) => {
             tracing::debug!(leader, cause = %err, "relay failed");
-            client.relay = None;
+            client.relays.remove(at);
             // Replies that did arrive are good; the rest may or may not have happened.
             out.buf.extend_from_slice(&replies);
             let answered = count_replies(&replies, out.version);
