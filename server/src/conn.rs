@@ -832,12 +832,21 @@ fn command_group(node: &Node, spec: &CommandSpec, argv: &[Bytes], current: u64) 
     Some(group.unwrap_or(current))
 }
 
-/// The group of a transaction: that of its first key (the rest must share it).
+/// The group of a transaction: that of its first key (the rest, watched keys included,
+/// must share it: a watch is checked against its group's writes only).
 fn transaction_group(node: &Node, tx: &LogCommand, current: u64) -> Result<u64, CmdError> {
-    let LogCommand::Transaction { items, .. } = tx else {
+    let LogCommand::Transaction { items, watch, .. } = tx else {
         return Ok(current);
     };
     let mut group = None;
+    if let Some(groups) = node.groups() {
+        for (_, key) in watch {
+            let g = groups.for_slot(kelvin_protocol::key_slot(key) as usize).0;
+            if *group.get_or_insert(g) != g {
+                return Err(CmdError::raw(CROSSSLOT));
+            }
+        }
+    }
     for item in items {
         let kelvin_protocol::log::TxItem::Data { argv, .. } = item else {
             continue;
@@ -854,6 +863,25 @@ fn transaction_group(node: &Node, tx: &LogCommand, current: u64) -> Result<u64, 
         }
     }
     Ok(group.unwrap_or(current))
+}
+
+/// Whether the cluster has more than one group (routing then looks at every key).
+fn several_groups(node: &Node) -> bool {
+    node.groups().is_some_and(|g| g.only.is_none())
+}
+
+/// EXEC's answer on the main port when the transaction's group is led by another node.
+fn foreign_transaction(node: &Node, group: u64) -> String {
+    let leader = match route(node, group) {
+        Route::Forward(l) => node
+            .peer_client_addr(l)
+            .map(|a| format!(" (its leader: {a})"))
+            .unwrap_or_default(),
+        _ => " (no leader yet)".to_string(),
+    };
+    format!(
+        "EXECABORT Transaction discarded: its keys are in group {group}, which this node does not lead{leader}; send it there, or use a cluster client on the redirect port"
+    )
 }
 
 /// The group keyless data commands (DBSIZE, KEYS, SCAN, RANDOMKEY, FLUSHALL...) act on:
@@ -1013,8 +1041,12 @@ pub fn process_batch(
         // the client is told where to go.)
         if let (Route::Forward(_) | Route::NoLeader, false) = (here, client.redirect) {
             let stale_read_ok = client.readonly && is_read(spec);
+            // With several groups the transaction's group is known only from its keys:
+            // MULTI, EXEC and WATCH stay here (see the EXEC case below).
+            let local_tx = several_groups(node) && !matches!(spec.handler, Handler::Data(_));
             if forwarded(spec)
                 && !stale_read_ok
+                && !local_tx
                 && client.multi.is_none()
                 && segment.commands.is_empty()
             {
@@ -1097,6 +1129,13 @@ pub fn process_batch(
                             continue;
                         }
                     };
+                    if several_groups(node) && route(node, group) != Route::Leader {
+                        // Its watch and queue live here, its group is led elsewhere: it
+                        // cannot run as one unit here (a known limit of the main port).
+                        out.buf.truncate(mark);
+                        out.error(&foreign_transaction(node, group));
+                        continue;
+                    }
                     let seg = Segment {
                         group,
                         commands: vec![tx],

@@ -27,13 +27,25 @@ def raft_info(srv: ServerProcess) -> dict[str, str]:
     return {k: str(v) for k, v in srv.client().info("raft").items()}
 
 
-def three_nodes(**extra):
-    nodes = [ServerProcess(cluster_port=free_port(), cluster_secret=SECRET,
-                           appendfsync="always", **{k: v() for k, v in extra.items()})
+def three_nodes(*port_options):
+    """Three cluster-mode nodes. Every port (main, cluster, and each of `port_options`)
+    is picked up front and distinct: a port picked for a node not started yet must not be
+    handed to another node meanwhile."""
+    taken = set()
+
+    def fresh():
+        while (p := free_port()) in taken:
+            pass
+        taken.add(p)
+        return p
+    nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync="always",
+                           **{name: fresh() for name in port_options})
              for _ in range(3)]
+    for n in nodes:
+        n.port = fresh()
     try:
         for n in nodes:
-            n.start()
+            n.start(keep_port=True)
         yield nodes
     finally:
         for n in nodes:
@@ -115,7 +127,7 @@ def test_writes_resume_after_the_leader_is_killed(trio):
 @pytest.fixture
 def trio_redirect():
     """Three nodes that also listen on a redirect port (Redis Cluster's -MOVED)."""
-    yield from three_nodes(redirect_port=free_port)
+    yield from three_nodes("redirect_port")
 
 
 def rport(n: ServerProcess) -> int:
@@ -311,6 +323,36 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     assert [tuple(x) for x in c.zunion(["{z}1", "{z}2"], withscores=True)] == [("b", 1.0), ("a", 3.0)]
     with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
         c.zunion(["{z}1", *keys[:4]])
+
+    # A transaction on the main port runs where its group is led, as one unit; elsewhere
+    # EXEC says where to send it.
+    by_group = {}
+    for i in range(300):
+        s = int(c.execute_command("CLUSTER", "KEYSLOT", f"user:{i}"))
+        by_group.setdefault(0 if s <= 5461 else 1 if s <= 10922 else 2, f"user:{i}")
+    leader_of = {g: row.split()[2] for g, row in rows.items()}
+    here = next(g for g, a in leader_of.items() if a == f"127.0.0.1:{rport(nodes[2])}")
+    other = (here + 1) % 3
+    tx = c.pipeline(transaction=True)
+    tx.set(by_group[here], "tx").get(by_group[here])
+    assert tx.execute() == [True, "tx"]
+    with c.pipeline(transaction=True) as tx:
+        tx.watch(by_group[here])
+        tx.multi()
+        tx.set(by_group[here], "watched")
+        assert tx.execute() == [True]
+    tx = c.pipeline(transaction=True)
+    tx.set(by_group[other], "no")
+    with pytest.raises(redis.exceptions.ResponseError, match="Transaction discarded.*does not lead"):
+        tx.execute()
+    assert c.get(by_group[other]) != "no"
+    with c.pipeline(transaction=True) as tx:
+        tx.watch(by_group[other])
+        tx.multi()
+        tx.set(by_group[here], "x")
+        with pytest.raises(redis.exceptions.ResponseError, match="don't hash to the same slot"):
+            tx.execute()
+    c.set(by_group[here], f"v{by_group[here].split(':')[1]}")
     with pytest.raises(redis.exceptions.ResponseError):
         tx = c.pipeline(transaction=True)
         tx.mget(*keys[:4])
@@ -324,10 +366,6 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     victim.proc.kill()
     victim.proc.wait(timeout=5)
     c = survivors[0].client()
-    by_group = {}
-    for i in range(300):
-        s = int(c.execute_command("CLUSTER", "KEYSLOT", f"user:{i}"))
-        by_group.setdefault(0 if s <= 5461 else 1 if s <= 10922 else 2, f"user:{i}")
     # Groups 0 and 2 lead elsewhere: their writes succeed on the first try.
     for g in (0, 2):
         assert c.set(by_group[g], "during"), g
