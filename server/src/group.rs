@@ -741,18 +741,12 @@ impl Group {
     }
 
     /// Makes everything written to the log durable before the turn goes on
-    /// (`appendfsync always`, votes): the fdatasync blocks this worker thread, as Redis's
-    /// does its event loop. Connections on this worker wait meanwhile, and their requests
-    /// make the next entry, one fsync for all of them; measured here, this beats running
-    /// the fsync on a helper thread (two thread switches per fsync, smaller entries).
+    /// (`appendfsync always`, votes, before a snapshot): the fdatasync blocks this worker
+    /// thread, as Redis's blocks its event loop. Connections on this worker wait meanwhile,
+    /// and their requests make the next entry, one fsync for all of them; measured here,
+    /// this beats running the fsync on a helper thread (two thread switches per fsync,
+    /// smaller entries).
     fn sync_in_turn(&mut self) -> Result<(), GroupError> {
-        self.raw.mut_store().sync()?;
-        self.last_sync = Instant::now();
-        Ok(())
-    }
-
-    /// [`Group::sync_now`] for code already off the async path (snapshots).
-    fn sync_blocking(&mut self) -> Result<(), GroupError> {
         self.raw.mut_store().sync()?;
         self.last_sync = Instant::now();
         Ok(())
@@ -1024,7 +1018,7 @@ impl Group {
         }
         // The log must be durable up to what the snapshot covers before the log below it
         // goes away.
-        self.sync_blocking()?;
+        self.sync_in_turn()?;
         let started = Instant::now();
         let mut meta = raft::eraftpb::SnapshotMetadata {
             index: applied,
