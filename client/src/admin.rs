@@ -32,7 +32,7 @@ struct NodeInfo {
     rport: u16,
 }
 
-fn connect(addr: &str, pass: Option<&str>) -> anyhow::Result<Client> {
+pub(crate) fn connect(addr: &str, pass: Option<&str>) -> anyhow::Result<Client> {
     let mut c = Client::connect(addr, Some(Duration::from_secs(5)))
         .map_err(|e| anyhow::anyhow!("[ERR] Could not connect to {addr}: {e}"))?;
     if let Some(p) = pass {
@@ -44,7 +44,7 @@ fn connect(addr: &str, pass: Option<&str>) -> anyhow::Result<Client> {
     Ok(c)
 }
 
-fn text(frame: Frame, addr: &str, what: &str) -> anyhow::Result<String> {
+pub(crate) fn text(frame: Frame, addr: &str, what: &str) -> anyhow::Result<String> {
     match frame {
         Frame::Bulk(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Frame::Simple(s) => Ok(s),
@@ -61,10 +61,58 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         Some("create") => create(&args[1..], pass),
         Some("status") if args.len() == 2 => status(&args[1], pass),
         Some("rebalance") if args.len() == 2 => rebalance(&args[1], pass),
+        Some("add-node") if args.len() >= 3 => {
+            confirm(args, &format!("Add {} to the cluster of {}?", args[1], args[2]))?;
+            admin(&args[2], pass).add_node(&args[1])
+        }
+        Some("remove-node") if args.len() >= 3 => {
+            confirm(
+                args,
+                &format!(
+                    "Move {}'s replicas away, remove it from the cluster of {} and shut it down?",
+                    args[1], args[2]
+                ),
+            )?;
+            admin(&args[2], pass).remove_node(&args[1])
+        }
+        Some("add-replica") if args.len() >= 4 => {
+            admin(&args[3], pass).add_replica(group_number(&args[1])?, &args[2])
+        }
+        Some("remove-replica") if args.len() >= 4 => {
+            admin(&args[3], pass).remove_replica(group_number(&args[1])?, &args[2])
+        }
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT"
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
         ),
     }
+}
+
+fn admin<'a>(seed: &str, pass: Option<&'a str>) -> crate::members::Admin<'a> {
+    crate::members::Admin {
+        seed: seed.to_string(),
+        pass,
+    }
+}
+
+fn group_number(arg: &str) -> anyhow::Result<u64> {
+    arg.parse().map_err(|_| {
+        anyhow::anyhow!("[ERR] {arg}: expected a group number (see kelvin-cli cluster status)")
+    })
+}
+
+/// Asks before a change, unless `--yes` is among `args`.
+fn confirm(args: &[String], question: &str) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "--yes") {
+        return Ok(());
+    }
+    print!("{question} (type 'yes' to accept): ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "yes" {
+        anyhow::bail!("[ERR] Aborted");
+    }
+    Ok(())
 }
 
 fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
@@ -223,7 +271,7 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// A port setting of a node (`CONFIG GET name`); 0 if it has none.
-fn config_port(c: &mut Client, addr: &str, name: &str) -> anyhow::Result<u16> {
+pub(crate) fn config_port(c: &mut Client, addr: &str, name: &str) -> anyhow::Result<u16> {
     Ok(match c.call(&["CONFIG", "GET", name])? {
         Frame::Array(v) if v.len() == 2 => text(v[1].clone(), addr, "CONFIG GET")?
             .parse::<u16>()
@@ -236,7 +284,7 @@ fn config_port(c: &mut Client, addr: &str, name: &str) -> anyhow::Result<u16> {
 }
 
 /// A map reply (RESP2: a flat array of pairs) as name -> value.
-fn fields(frame: &Frame) -> Vec<(String, Frame)> {
+pub(crate) fn fields(frame: &Frame) -> Vec<(String, Frame)> {
     let name = |f: &Frame| match f {
         Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
         Frame::Simple(s) => s.clone(),
@@ -257,7 +305,7 @@ fn field<'a>(fields: &'a [(String, Frame)], name: &str) -> Option<&'a Frame> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-fn field_text(fields: &[(String, Frame)], name: &str) -> String {
+pub(crate) fn field_text(fields: &[(String, Frame)], name: &str) -> String {
     match field(fields, name) {
         Some(Frame::Bulk(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(Frame::Simple(s)) => s.clone(),

@@ -65,9 +65,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.command.len() >= 2
         && cli.command[0].eq_ignore_ascii_case("cluster")
-        && ["create", "status", "rebalance"]
-            .iter()
-            .any(|sub| cli.command[1].eq_ignore_ascii_case(sub))
+        && [
+            "create",
+            "status",
+            "rebalance",
+            "add-node",
+            "remove-node",
+            "add-replica",
+            "remove-replica",
+        ]
+        .iter()
+        .any(|sub| cli.command[1].eq_ignore_ascii_case(sub))
     {
         return kelvin_client::admin::cluster(&cli.command[1..], cli.pass.as_deref());
     }

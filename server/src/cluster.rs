@@ -26,6 +26,9 @@ pub const EMBEDDED_NODE_ID: u64 = 1;
 /// Group 0: the embedded node's only group, and the one group of a `cluster.conf` written
 /// before groups existed.
 pub const DATA_GROUP: u64 = 0;
+/// The meta group: the Raft group of every member that holds the topology (this file's
+/// content, with its epoch). Kept in `<data-dir>/meta`.
+pub const META_GROUP: u64 = u64::MAX;
 
 /// Where a member listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,9 @@ impl GroupSpec {
 /// The members and the data groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {
+    /// Bumped by every change of the topology (the meta group accepts a change only on
+    /// top of the epoch it was made from). 0: a file from before the meta group.
+    pub epoch: u64,
     pub members: Vec<Member>,
     /// Empty for the embedded node (one group 0 of itself, see [`Membership::groups`]).
     pub groups: Vec<GroupSpec>,
@@ -221,28 +227,39 @@ impl Membership {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        Membership::parse(&text)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses the text of `cluster.conf` (also what the meta group stores), and checks it.
+    pub fn parse(text: &str) -> Result<Membership, String> {
         let mut members = Vec::new();
         let mut groups = Vec::new();
+        let mut epoch = 0;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || {
-                std::io::Error::other(format!("{}:{}: bad line {line:?}", path.display(), n + 1))
-            };
+            let bad = || format!("line {}: bad line {line:?}", n + 1);
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 2 && f[0] == "epoch" {
+                epoch = f[1].parse().map_err(|_| bad())?;
+                continue;
+            }
             if f.len() == 4 && f[0] == "group" {
-                groups.push(GroupSpec::parse(f[1], f[2], f[3]).map_err(|e| {
-                    std::io::Error::other(format!("{}:{}: {e}", path.display(), n + 1))
-                })?);
+                groups.push(
+                    GroupSpec::parse(f[1], f[2], f[3])
+                        .map_err(|e| format!("line {}: {e}", n + 1))?,
+                );
                 continue;
             }
             // (The redirect port came later: lines without it have none.)
             if !(f.len() == 5 || f.len() == 6) || f[0] != "node" {
                 return Err(bad());
             }
-            members.push(Member {
+            let member = Member {
                 id: parse_node_name(f[1]).ok_or_else(bad)?,
                 host: f[2].parse().map_err(|_| bad())?,
                 port: f[3].parse().map_err(|_| bad())?,
@@ -251,19 +268,28 @@ impl Membership {
                     Some(p) => p.parse().map_err(|_| bad())?,
                     None => 0,
                 },
-            });
+            };
+            if members.iter().any(|m: &Member| m.id == member.id) {
+                return Err(format!("node {} listed twice", f[1]));
+            }
+            members.push(member);
         }
-        let mut m = Membership { members, groups };
+        let mut m = Membership {
+            epoch,
+            members,
+            groups,
+        };
         m.one_group();
-        m.validate()
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-        Ok(Some(m))
+        m.validate()?;
+        Ok(m)
     }
 
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    /// The text of `cluster.conf`.
+    pub fn render(&self) -> String {
         let mut text = String::from(
-            "# Kelvin cluster members: node <id> <host> <port> <cluster port> <redirect port>\n",
+            "# Kelvin cluster topology: epoch, node <id> <host> <port> <cluster port> <redirect port>, group <id> <slots> <replicas>\n",
         );
+        text.push_str(&format!("epoch {}\n", self.epoch));
         for m in &self.members {
             text.push_str(&format!(
                 "node {} {} {} {} {}\n",
@@ -283,7 +309,11 @@ impl Membership {
                 replicas.join(",")
             ));
         }
-        write_durably(dir, CONF_FILE, text.as_bytes())
+        text
+    }
+
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_durably(dir, CONF_FILE, self.render().as_bytes())
     }
 
     /// Parses the arguments of `CLUSTER KELVIN-BOOTSTRAP`: `<id> <host> <port> <cport>`
@@ -333,11 +363,65 @@ impl Membership {
             }
             members.push(member);
         }
-        let mut m = Membership { members, groups };
+        let mut m = Membership {
+            epoch: 1,
+            members,
+            groups,
+        };
         m.one_group();
         m.validate()?;
         Ok(m)
     }
+}
+
+/// The key of the meta group's keyspace (database 0) that holds the topology text.
+pub const TOPOLOGY_KEY: &[u8] = b"topology";
+
+/// The topology the meta group holds, if it holds one yet.
+pub fn stored_topology(store: &mut crate::store::Store) -> Option<Result<Membership, String>> {
+    let entry = store.db(0).raw_get(TOPOLOGY_KEY)?;
+    let crate::store::Value::Str(text) = &entry.value else {
+        return Some(Err("the stored topology is not a string".into()));
+    };
+    Some(Membership::parse(&String::from_utf8_lossy(text)))
+}
+
+/// The meta group's state machine: `KELVIN.TOPOLOGY <expected epoch> <text>` replaces the
+/// topology if its epoch is still `expected` (0: none yet) and the new one parses, checks,
+/// and has a higher epoch. Deterministic: every replica decides alike.
+pub fn apply_topology(
+    store: &mut crate::store::Store,
+    argv: &[bytes::Bytes],
+) -> Result<(), String> {
+    let [_, expected, text] = argv else {
+        return Err("wrong number of arguments for KELVIN.TOPOLOGY".into());
+    };
+    let expected: u64 = std::str::from_utf8(expected)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .ok_or("bad epoch")?;
+    let current = match stored_topology(store) {
+        None => 0,
+        Some(Ok(m)) => m.epoch,
+        Some(Err(e)) => return Err(e),
+    };
+    if current != expected {
+        return Err(format!(
+            "the topology changed meanwhile: its epoch is {current}, not {expected}; read it again"
+        ));
+    }
+    let new = Membership::parse(&String::from_utf8_lossy(text))?;
+    if new.epoch <= current {
+        return Err(format!(
+            "the new topology's epoch {} must be above {current}",
+            new.epoch
+        ));
+    }
+    store.db(0).insert(
+        TOPOLOGY_KEY,
+        crate::store::Entry::new(crate::store::Value::Str(new.render().into_bytes())),
+    );
+    Ok(())
 }
 
 /// Writes `name` in `dir` so that after a crash it is either the old or the new content.

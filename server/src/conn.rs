@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kelvin_protocol::{ReplyWriter, RequestDecoder, RequestLimits, RespVersion};
-use parking_lot::MutexGuard;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -959,7 +958,7 @@ pub fn process_batch(
         && node
             .hosted(gid)
             .is_some_and(|g| g.status.can_read_locally());
-    let mut guard: Option<MutexGuard<'_, Store>> = None;
+    let mut guard: Option<parking_lot::ArcMutexGuard<parking_lot::RawMutex, Store>> = None;
     let mut last: &'static str = "NULL";
     let mut segment = Segment::default();
     let mut forward: Vec<Vec<Bytes>> = Vec::new();
@@ -1084,7 +1083,7 @@ pub fn process_batch(
                         out.error(CLUSTER_DOWN);
                         continue;
                     };
-                    let store = guard.get_or_insert_with(|| group.store.lock());
+                    let store = guard.get_or_insert_with(|| group.store.lock_arc());
                     run_data(store, client, out, handler, &argv, now_ms, false);
                     continue;
                 }

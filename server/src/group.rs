@@ -154,7 +154,40 @@ enum GroupMsg {
     TransferLeader(u64),
     /// SAVE/BGSAVE: write a snapshot now; the answer is its log index.
     Snapshot(Option<std::sync::mpsc::Sender<Result<u64, String>>>),
+    /// Propose a membership change (if this replica leads); the answer says whether it
+    /// was proposed, not applied ([`GroupStatus::conf`] shows that).
+    ConfChange(ConfOp, std::sync::mpsc::Sender<Result<(), String>>),
     Stop,
+}
+
+/// A change to a group's Raft membership, one step at a time, as `kelvin-cli cluster
+/// add-node`/`add-replica`/`remove-*` drive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfOp {
+    /// Add a replica that receives the log but does not vote (it starts empty and gets a
+    /// snapshot, then the entries after it).
+    AddLearner(u64),
+    /// Make a learner a voter, through joint consensus: the group enters the joint
+    /// configuration (old voters and new voters must both agree), then leaves it.
+    Promote(u64),
+    /// Take a replica out (a voter through joint consensus, a learner at once).
+    Remove(u64),
+    /// Leave a joint configuration (raft-rs leaves on its own, unless the leader changed
+    /// before it could).
+    LeaveJoint,
+}
+
+/// A group's membership as its leader sees it, for `CLUSTER KELVIN-RAFT`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfView {
+    pub voters: Vec<u64>,
+    /// The old voters while in a joint configuration (empty otherwise).
+    pub voters_outgoing: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// The leader's last log index, and how far each replica's log matches it (leader
+    /// only; empty on followers).
+    pub last_index: u64,
+    pub matched: Vec<(u64, u64)>,
 }
 
 /// What connections can see of the group without asking it.
@@ -172,6 +205,8 @@ pub struct GroupStatus {
     pub snapshots: AtomicU64,
     /// Bumped on every leader change, for connections waiting out an election.
     changed: watch::Sender<u64>,
+    /// The membership and the replicas' progress, refreshed every tick.
+    pub conf: parking_lot::Mutex<ConfView>,
 }
 
 impl GroupStatus {
@@ -186,6 +221,7 @@ impl GroupStatus {
             applied: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
             changed: watch::channel(0).0,
+            conf: parking_lot::Mutex::new(ConfView::default()),
         }
     }
 
@@ -260,6 +296,17 @@ impl GroupHandle {
     /// (raft-rs's leader transfer: `to` is brought up to date, then campaigns at once).
     pub fn transfer_leader(&self, to: u64) {
         let _ = self.tx.send(GroupMsg::TransferLeader(to));
+    }
+
+    /// Asks the group, if this replica leads it, to propose a membership change. Waits
+    /// (bounded) for the group to say whether it did.
+    pub fn change_conf(&self, op: ConfOp) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(GroupMsg::ConfChange(op, tx))
+            .map_err(|_| "the group is stopped".to_string())?;
+        blocking(|| rx.recv_timeout(STOP_WAIT))
+            .map_err(|_| "the group did not answer in time".to_string())?
     }
 
     /// Asks for a snapshot now (BGSAVE), or waits for it (SAVE, when `wait`): the log
@@ -510,6 +557,7 @@ impl Group {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A single voter campaigned before the task started: act on it at once.
         self.on_ready().await?;
+        self.publish_conf();
         loop {
             let mut batch = Vec::new();
             let mut tick = false;
@@ -557,6 +605,7 @@ impl Group {
                 self.ticks += 1;
                 self.renew_lease();
                 self.expire_pending();
+                self.publish_conf();
             }
             self.on_ready().await?;
             if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
@@ -610,6 +659,13 @@ impl Group {
                     self.raw.transfer_leader(to);
                 }
             }
+            GroupMsg::ConfChange(op, reply) => {
+                let result = self.change_conf(op);
+                if let Err(err) = &result {
+                    tracing::info!(group = self.group_id, ?op, cause = %err, "membership change refused");
+                }
+                let _ = reply.send(result);
+            }
             GroupMsg::Snapshot(reply) => {
                 let result = blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string());
                 if let Some(reply) = reply {
@@ -619,6 +675,113 @@ impl Group {
             GroupMsg::Stop => {}
         }
         Ok(())
+    }
+
+    /// Proposes one membership change, if it is needed and may be made now.
+    fn change_conf(&mut self, op: ConfOp) -> Result<(), String> {
+        use raft::eraftpb::{ConfChangeTransition, ConfChangeType};
+        if self.raw.raft.state != StateRole::Leader {
+            let leader = self.raw.raft.leader_id;
+            return Err(format!(
+                "this replica does not lead group {} (leader: {})",
+                self.group_id,
+                if leader == 0 {
+                    "none yet".to_string()
+                } else {
+                    crate::cluster::node_name(leader)
+                }
+            ));
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err("a membership change is still being applied: try again".into());
+        }
+        let cs = self.raw.store().conf_state().clone();
+        let joint = !cs.voters_outgoing.is_empty();
+        let is_voter = |id: u64| cs.voters.contains(&id);
+        let is_learner = |id: u64| cs.learners.contains(&id);
+        let single = |id, ty| {
+            let mut c = raft::eraftpb::ConfChangeSingle {
+                node_id: id,
+                ..Default::default()
+            };
+            c.set_change_type(ty);
+            c
+        };
+        let mut cc = ConfChangeV2::default();
+        match op {
+            ConfOp::LeaveJoint if !joint => return Ok(()),
+            ConfOp::LeaveJoint => {}
+            _ if joint => {
+                return Err("the group is in a joint configuration: leave it first".into())
+            }
+            ConfOp::AddLearner(id) => {
+                if is_voter(id) || is_learner(id) {
+                    return Ok(());
+                }
+                // The new replica starts empty: it must get a snapshot (which carries the
+                // membership), never the log from index 1 (which does not).
+                if self.raw.raft.raft_log.first_index() <= 1 {
+                    blocking(|| self.snapshot_now(0)).map_err(|e| e.to_string())?;
+                }
+                cc.set_changes(vec![single(id, ConfChangeType::AddLearnerNode)].into());
+            }
+            ConfOp::Promote(id) => {
+                if is_voter(id) {
+                    return Ok(());
+                }
+                if !is_learner(id) {
+                    return Err(format!(
+                        "{} is not a learner of group {}: add it first",
+                        crate::cluster::node_name(id),
+                        self.group_id
+                    ));
+                }
+                cc.set_transition(ConfChangeTransition::Implicit);
+                cc.set_changes(vec![single(id, ConfChangeType::AddNode)].into());
+            }
+            ConfOp::Remove(id) => {
+                if !is_voter(id) && !is_learner(id) {
+                    return Ok(());
+                }
+                if id == self.raw.raft.id {
+                    return Err("the leader cannot remove itself: transfer leadership first".into());
+                }
+                if is_voter(id) {
+                    if cs.voters.len() <= 1 {
+                        return Err("cannot remove the last voter".into());
+                    }
+                    cc.set_transition(ConfChangeTransition::Implicit);
+                }
+                cc.set_changes(vec![single(id, ConfChangeType::RemoveNode)].into());
+            }
+        }
+        tracing::info!(group = self.group_id, ?op, "proposing a membership change");
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|e| format!("raft refused the change: {e}"))
+    }
+
+    /// Refreshes [`GroupStatus::conf`].
+    fn publish_conf(&self) {
+        let cs = self.raw.store().conf_state();
+        let mut view = ConfView {
+            voters: cs.voters.clone(),
+            voters_outgoing: cs.voters_outgoing.clone(),
+            learners: cs.learners.clone(),
+            ..Default::default()
+        };
+        if self.raw.raft.state == StateRole::Leader {
+            view.last_index = self.raw.raft.raft_log.last_index();
+            view.matched = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(&id, pr)| (id, pr.matched))
+                .collect();
+            view.matched.sort_unstable();
+        }
+        *self.status.conf.lock() = view;
     }
 
     /// Cuts the proposals gathered this turn into one entry.
@@ -860,6 +1023,9 @@ impl Group {
             keys,
             "snapshot installed from the leader"
         );
+        if self.group_id == crate::cluster::META_GROUP {
+            self.node.topology_changed();
+        }
         Ok(())
     }
 
@@ -869,6 +1035,7 @@ impl Group {
         }
         let mut events = Vec::new();
         let mut answers: Vec<(Waiter, ProposalResult)> = Vec::new();
+        let mut conf_changed = false;
         {
             let shared = self.store.clone();
             let mut store = shared.lock();
@@ -958,12 +1125,15 @@ impl Group {
                         let cs = self.raw.apply_conf_change(&cc)?;
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
+                        conf_changed = true;
                     }
                     EntryType::EntryConfChangeV2 => {
                         let cc = decode_pb::<ConfChangeV2>(index, &entry.data)?;
                         let cs = self.raw.apply_conf_change(&cc)?;
+                        tracing::info!(group = self.group_id, index, conf = ?cs, "membership changed");
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
+                        conf_changed = true;
                     }
                 }
             }
@@ -974,6 +1144,13 @@ impl Group {
             }
         }
         self.node.publish_events(&mut events);
+        if conf_changed {
+            self.publish_conf();
+        }
+        if self.group_id == crate::cluster::META_GROUP {
+            // The topology may have changed: the node compares epochs and catches up.
+            self.node.topology_changed();
+        }
         Ok(())
     }
 

@@ -109,23 +109,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
 /// Hands what the transport received to the group.
 async fn deliver_inbound(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<transport::Inbound>) {
     while let Some(msg) = rx.recv().await {
-        let Some(groups) = node.groups() else {
-            continue;
-        };
         match msg {
             transport::Inbound::Raft { group, msg } => {
-                if let Some(g) = groups.hosted.get(&group) {
+                if let Some(g) = node.hosted(group) {
                     g.step(msg);
                 }
             }
             transport::Inbound::SnapshotSent { group, to, ok } => {
-                if let Some(g) = groups.hosted.get(&group) {
+                if let Some(g) = node.hosted(group) {
                     g.snapshot_sent(to, ok);
                 }
             }
             transport::Inbound::Unreachable { peer } => {
-                for g in groups.hosted.values() {
-                    g.unreachable(peer);
+                if let Some(groups) = node.groups() {
+                    for g in groups.hosted.values() {
+                        g.unreachable(peer);
+                    }
+                }
+                if let Some(meta) = node.meta() {
+                    meta.unreachable(peer);
                 }
             }
         }

@@ -60,6 +60,10 @@ pub fn apply_batch(
     blocks
 }
 
+/// `KELVIN.TOPOLOGY <expected epoch> <cluster.conf text>`: see
+/// [`crate::cluster::apply_topology`].
+pub const META_TOPOLOGY: &[u8] = b"KELVIN.TOPOLOGY";
+
 fn apply_command(
     store: &mut Store,
     now_ms: u64,
@@ -68,6 +72,15 @@ fn apply_command(
     events: &mut Vec<KeyEvent>,
 ) -> Option<BlockOn> {
     match command {
+        LogCommand::Single { argv, .. } if argv.first().is_some_and(|a| a == META_TOPOLOGY) => {
+            // The meta group's one command. Clients cannot send it (it is not in the
+            // command table); only the node proposes it, and only to the meta group.
+            match crate::cluster::apply_topology(store, argv) {
+                Ok(()) => out.ok(),
+                Err(e) => out.error(&format!("ERR {e}")),
+            }
+            None
+        }
         LogCommand::Single { db, argv } => run(store, *db, now_ms, argv, out, events, true),
         LogCommand::Transaction {
             watch_since,

@@ -138,6 +138,16 @@ pub struct Groups {
 }
 
 impl Groups {
+    fn new(hosted: std::collections::BTreeMap<u64, Arc<GroupHandle>>, m: &Membership) -> Groups {
+        let slot_group = m.slot_groups();
+        let only = Some(slot_group[0]).filter(|g| slot_group.iter().all(|s| s == g));
+        Groups {
+            hosted,
+            slot_group,
+            only,
+        }
+    }
+
     /// The group owning `slot`, and this node's replica of it if it has one.
     pub fn for_slot(&self, slot: usize) -> (u64, Option<&Arc<GroupHandle>>) {
         let id = self.slot_group.get(slot).copied().unwrap_or(0);
@@ -159,8 +169,13 @@ pub struct Node {
     shutdown_tx: watch::Sender<bool>,
     /// This node's Raft id ([`crate::cluster::EMBEDDED_NODE_ID`] when not clustered).
     pub node_id: AtomicU64,
-    /// The data groups this node replicates, once it is part of a cluster.
-    groups: OnceLock<Groups>,
+    /// The data groups this node replicates, once it is part of a cluster: replaced as a
+    /// whole when the topology changes.
+    groups: RwLock<Option<Arc<Groups>>>,
+    /// This node's replica of the meta group, which holds the topology (clustered nodes).
+    meta: OnceLock<Arc<GroupHandle>>,
+    /// Held while the node starts or changes the groups it hosts.
+    reconciling: Mutex<()>,
     /// The members and groups of the cluster, for relaying and redirecting.
     pub membership: RwLock<Membership>,
     /// Where Raft messages go (the cluster transport; nowhere for a single node).
@@ -188,7 +203,9 @@ impl Node {
             next_client_id: AtomicU64::new(1),
             shutdown_tx,
             node_id: AtomicU64::new(crate::cluster::EMBEDDED_NODE_ID),
-            groups: OnceLock::new(),
+            groups: RwLock::new(None),
+            meta: OnceLock::new(),
+            reconciling: Mutex::new(()),
             membership: RwLock::new(Membership::default()),
             raft_sender: OnceLock::new(),
         })
@@ -201,10 +218,15 @@ impl Node {
     /// Starts a graceful shutdown (SHUTDOWN, SIGTERM, SIGINT).
     pub fn shutdown(&self) {
         self.shutdown_tx.send_replace(true);
-        // The group's thread holds the node: stop it here, or neither would ever go.
+        // The groups' tasks hold the node: stop them here, or neither would ever go.
         // Stopping fsyncs what the log holds and answers what still waits.
-        if let Some(group) = self.group() {
-            group.stop();
+        if let Some(groups) = self.groups() {
+            for group in groups.hosted.values() {
+                group.stop();
+            }
+        }
+        if let Some(meta) = self.meta.get() {
+            meta.stop();
         }
         if let Some(sender) = self.raft_sender.get() {
             sender.shutdown();
@@ -240,18 +262,26 @@ impl Node {
 
     /// The lowest-numbered group this node replicates (the only one while a cluster is a
     /// single group): what keyless commands and INFO use.
-    pub fn group(&self) -> Option<&Arc<GroupHandle>> {
-        self.groups.get()?.hosted.values().next()
+    pub fn group(&self) -> Option<Arc<GroupHandle>> {
+        self.groups.read().as_ref()?.hosted.values().next().cloned()
     }
 
     /// The data groups, once the node is part of a cluster.
-    pub fn groups(&self) -> Option<&Groups> {
-        self.groups.get()
+    pub fn groups(&self) -> Option<Arc<Groups>> {
+        self.groups.read().clone()
     }
 
-    /// This node's replica of group `id`.
-    pub fn hosted(&self, id: u64) -> Option<&Arc<GroupHandle>> {
-        self.groups.get()?.hosted.get(&id)
+    /// This node's replica of group `id` (the meta group included).
+    pub fn hosted(&self, id: u64) -> Option<Arc<GroupHandle>> {
+        if id == crate::cluster::META_GROUP {
+            return self.meta.get().cloned();
+        }
+        self.groups.read().as_ref()?.hosted.get(&id).cloned()
+    }
+
+    /// This node's replica of the meta group.
+    pub fn meta(&self) -> Option<&Arc<GroupHandle>> {
+        self.meta.get()
     }
 
     pub fn id(&self) -> u64 {
@@ -263,11 +293,24 @@ impl Node {
         self.membership.read().member(id).map(|m| m.client_addr())
     }
 
-    /// Starts this node's replica of every group of `membership` it belongs to (the
-    /// voters of a new group; an existing log keeps its own). The embedded node (no
-    /// members) is the one voter of group 0, owning every slot.
+    /// Starts the embedded node's group, or this node's replica of every group of
+    /// `membership` it belongs to (the voters of a new group; an existing log keeps its
+    /// own) and of the meta group.
     pub fn start_group(self: &Arc<Self>, membership: Membership) -> Result<(), String> {
-        if self.groups.get().is_some() {
+        self.start_cluster(membership, false)
+    }
+
+    /// As [`Node::start_group`]; `joining`: this node is being added to a running cluster
+    /// (`kelvin-cli cluster add-node`): its meta replica starts empty, and waits for the
+    /// leader to add it and send it a snapshot; it hosts no data group until the topology
+    /// gives it one.
+    pub fn start_cluster(
+        self: &Arc<Self>,
+        membership: Membership,
+        joining: bool,
+    ) -> Result<(), String> {
+        let _busy = self.reconciling.lock();
+        if self.groups.read().is_some() {
             return Err("this node is already part of a group".into());
         }
         let sender = self.raft_sender.get_or_init(|| Arc::new(NoPeers)).clone();
@@ -276,12 +319,19 @@ impl Node {
                 sender.set_peer(m.id, m.cluster_addr());
             }
         }
-        let (data_dir, fsync) = {
-            let s = self.settings.read();
-            (s.data_dir.clone(), s.appendfsync)
-        };
+        if !membership.members.is_empty() {
+            let voters = if joining {
+                Vec::new()
+            } else {
+                membership.voters()
+            };
+            let meta = self.open_group(crate::cluster::META_GROUP, voters)?;
+            let _ = self.meta.set(meta);
+        }
         let mine: Vec<(u64, Vec<u64>)> = if membership.members.is_empty() {
             vec![(crate::cluster::DATA_GROUP, vec![self.id()])]
+        } else if joining {
+            Vec::new()
         } else {
             membership
                 .groups
@@ -290,33 +340,172 @@ impl Node {
                 .map(|g| (g.id, g.replicas.clone()))
                 .collect()
         };
-        let slot_group = membership.slot_groups();
-        let only = Some(slot_group[0]).filter(|g| slot_group.iter().all(|s| s == g));
-        *self.membership.write() = membership;
         let mut hosted = std::collections::BTreeMap::new();
         for (id, voters) in mine {
-            let group = crate::group::start(
-                self.clone(),
-                GroupConfig {
-                    node_id: self.id(),
-                    group_id: id,
-                    dir: group_dir(&data_dir, id),
-                    voters,
-                    fsync,
-                    snapshot_log_bytes: crate::group::SNAPSHOT_LOG_BYTES,
-                },
-                sender.clone(),
-            )
-            .map_err(|e| e.to_string())?;
-            hosted.insert(id, group);
+            hosted.insert(id, self.open_group(id, voters)?);
         }
-        self.groups
-            .set(Groups {
-                hosted,
-                slot_group,
-                only,
-            })
-            .map_err(|_| "this node is already part of a group".to_string())
+        let groups = Groups::new(hosted, &membership);
+        *self.membership.write() = membership;
+        *self.groups.write() = Some(Arc::new(groups));
+        Ok(())
+    }
+
+    /// Opens (or creates, with `voters`) this node's replica of group `id`.
+    fn open_group(self: &Arc<Self>, id: u64, voters: Vec<u64>) -> Result<Arc<GroupHandle>, String> {
+        let sender = self.raft_sender.get_or_init(|| Arc::new(NoPeers)).clone();
+        let (data_dir, fsync) = {
+            let s = self.settings.read();
+            (s.data_dir.clone(), s.appendfsync)
+        };
+        crate::group::start(
+            self.clone(),
+            GroupConfig {
+                node_id: self.id(),
+                group_id: id,
+                dir: group_dir(&data_dir, id),
+                voters,
+                fsync,
+                snapshot_log_bytes: crate::group::SNAPSHOT_LOG_BYTES,
+            },
+            sender,
+        )
+        .map_err(|e| format!("group {id}: {e}"))
+    }
+
+    /// The meta group applied something: catch up with the topology it holds, off the
+    /// group's task (starting and stopping groups does file I/O and waits).
+    pub fn topology_changed(self: &Arc<Self>) {
+        let node = self.clone();
+        let run = move || node.reconcile();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(run)),
+            Err(_) => drop(std::thread::spawn(run)),
+        }
+    }
+
+    /// Brings the groups this node hosts, its peers and `cluster.conf` in line with the
+    /// topology the meta group holds, if that is newer than what the node runs:
+    /// - a group the topology now gives this node starts (empty if it never ran here: the
+    ///   group's leader adds it as a learner and sends it a snapshot);
+    /// - a group it no longer gives this node stops, and its folder is deleted (its
+    ///   leader removed this replica from the group's Raft membership first);
+    /// - the slot map and the addresses of members follow.
+    pub fn reconcile(self: &Arc<Self>) {
+        let _busy = self.reconciling.lock();
+        let Some(meta) = self.meta.get() else {
+            return;
+        };
+        let new = match crate::cluster::stored_topology(&mut meta.store.lock()) {
+            None => return,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::error!(cause = %e, "the meta group holds a topology that does not parse");
+                return;
+            }
+        };
+        let Some(current) = self.groups() else {
+            return;
+        };
+        if new.epoch <= self.membership.read().epoch.max(1) {
+            return;
+        }
+        let sender = self.raft_sender.get_or_init(|| Arc::new(NoPeers)).clone();
+        for m in &new.members {
+            if m.id != self.id() {
+                sender.set_peer(m.id, m.cluster_addr());
+            }
+        }
+        let mut hosted = std::collections::BTreeMap::new();
+        for g in new
+            .groups
+            .iter()
+            .filter(|g| g.replicas.contains(&self.id()))
+        {
+            let handle = match current.hosted.get(&g.id) {
+                Some(h) => h.clone(),
+                None => match self.open_group(g.id, Vec::new()) {
+                    Ok(h) => {
+                        tracing::info!(
+                            group = g.id,
+                            epoch = new.epoch,
+                            "replica added to this node"
+                        );
+                        h
+                    }
+                    Err(e) => {
+                        // Retried at the next change or restart; meanwhile the group is
+                        // reached through its other replicas.
+                        tracing::error!(group = g.id, cause = %e, "cannot start a replica the topology gives this node");
+                        continue;
+                    }
+                },
+            };
+            hosted.insert(g.id, handle);
+        }
+        let removed: Vec<Arc<GroupHandle>> = current
+            .hosted
+            .iter()
+            .filter(|(id, _)| !hosted.contains_key(id))
+            .map(|(_, h)| h.clone())
+            .collect();
+        let groups = Groups::new(hosted, &new);
+        let data_dir = self.settings.read().data_dir.clone();
+        if let Err(e) = new.save(&data_dir) {
+            tracing::error!(cause = %e, "cannot write cluster.conf");
+        }
+        tracing::info!(epoch = new.epoch, "topology changed");
+        *self.membership.write() = new;
+        *self.groups.write() = Some(Arc::new(groups));
+        for h in removed {
+            h.stop();
+            let dir = group_dir(&data_dir, h.group_id);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(group = h.group_id, "replica removed from this node"),
+                Err(e) => {
+                    tracing::warn!(group = h.group_id, cause = %e, "cannot delete the removed replica's folder")
+                }
+            }
+        }
+    }
+
+    /// Once the meta group has a leader here and holds no topology yet (a new cluster, or
+    /// one formed before the meta group existed), proposes this node's: the first to be
+    /// applied wins, the others find the epoch taken. Also catches up with a topology the
+    /// node missed (a snapshot loaded at start).
+    pub fn meta_housekeeping(self: &Arc<Self>) {
+        let Some(meta) = self.meta.get() else {
+            return;
+        };
+        let stored = crate::cluster::stored_topology(&mut meta.store.lock());
+        match stored {
+            Some(Ok(m)) if m.epoch > self.membership.read().epoch.max(1) => self.topology_changed(),
+            Some(_) => {}
+            None if meta.status.is_leader() && self.groups.read().is_some() => {
+                let mut m = self.membership.read().clone();
+                m.epoch = m.epoch.max(1);
+                self.propose_topology(0, &m);
+            }
+            None => {}
+        }
+    }
+
+    /// Proposes `KELVIN.TOPOLOGY expected <m>` to the meta group (this node must lead it).
+    /// Nobody waits for the answer: callers read the topology back.
+    pub fn propose_topology(&self, expected: u64, m: &Membership) {
+        if let Some(meta) = self.meta.get() {
+            meta.propose(crate::group::Proposal {
+                commands: vec![LogCommand::Single {
+                    db: 0,
+                    argv: vec![
+                        bytes::Bytes::from_static(crate::machine::META_TOPOLOGY),
+                        bytes::Bytes::from(expected.to_string()),
+                        bytes::Bytes::from(m.render()),
+                    ],
+                }],
+                version: kelvin_protocol::RespVersion::Resp2,
+                reply: None,
+            });
+        }
     }
 
     /// One tick of the active expiry sweep, on the leader only: walks slots with expiring
@@ -419,6 +608,7 @@ pub async fn serve(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        node.meta_housekeeping();
                         // One sweep proposal at a time: the next tick waits for it.
                         for done in node.sweep_expired(crate::cmd::unix_ms()) {
                             let _ = done.await;
@@ -495,7 +685,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Where group `id` keeps its log and snapshots: `<data-dir>/group-<id>`.
+/// Where group `id` keeps its log and snapshots: `<data-dir>/group-<id>`, and
+/// `<data-dir>/meta` for the meta group.
 pub fn group_dir(data_dir: &std::path::Path, id: u64) -> std::path::PathBuf {
+    if id == crate::cluster::META_GROUP {
+        return data_dir.join("meta");
+    }
     data_dir.join(format!("group-{id}"))
 }

@@ -69,6 +69,9 @@ fn write_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<(), WalEr
 struct LogState {
     hs: HardState,
     cs: ConfState,
+    /// The first non-empty conf state recorded (the group's voters at creation): where
+    /// Raft starts over on restart when there is no snapshot (see `initial_state`).
+    first_cs: Option<ConfState>,
     /// Newest snapshot file: its metadata and file name inside `snap/`.
     snapshot: Option<(SnapshotMetadata, String)>,
     /// Index and term of the entry just before the first one held (0, 0 if none dropped).
@@ -166,7 +169,12 @@ impl Replay {
                 *seg_max = (*seg_max).max(st.last_index());
             }
             Record::HardState(hs) => st.hs = hs,
-            Record::ConfState(cs) => st.cs = cs,
+            Record::ConfState(cs) => {
+                if st.first_cs.is_none() && cs != ConfState::default() {
+                    st.first_cs = Some(cs.clone());
+                }
+                st.cs = cs
+            }
             Record::Snapshot { kind, meta, name } => {
                 if kind == record::SNAP_APPLIED {
                     st.apply_snapshot(&meta);
@@ -455,6 +463,9 @@ impl DiskStorage {
         self.buf.clear();
         record::put_conf_state(&mut self.buf, &cs)?;
         self.write_buf()?;
+        if self.st.first_cs.is_none() && cs != ConfState::default() {
+            self.st.first_cs = Some(cs.clone());
+        }
         self.st.cs = cs;
         Ok(())
     }
@@ -738,8 +749,16 @@ fn limited_len(ents: &[Entry], max: Option<u64>) -> usize {
 }
 
 impl Storage for DiskStorage {
+    /// The conf state as of the newest snapshot (or of creation), not the latest one:
+    /// Raft restarts from the snapshot's index and re-applies the membership changes
+    /// committed after it, so it must start from the configuration they were made
+    /// against (re-applying "enter joint" to a joint configuration is an error).
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.st.hs.clone(), self.st.cs.clone()))
+        let cs = match &self.st.snapshot {
+            Some((meta, _)) => meta.get_conf_state().clone(),
+            None => self.st.first_cs.clone().unwrap_or_default(),
+        };
+        Ok(RaftState::new(self.st.hs.clone(), cs))
     }
 
     fn entries(
@@ -792,9 +811,20 @@ impl Storage for DiskStorage {
     }
 
     /// The newest snapshot file, `data` = its file name in [`DiskStorage::snapshot_dir`].
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The newest snapshot, if it is recent enough and its membership includes `to` (a
+    /// replica just added must find itself in the snapshot it starts from, or raft-rs
+    /// ignores it); otherwise a new one is asked for.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let knows = |cs: &ConfState| {
+            cs.voters.contains(&to)
+                || cs.learners.contains(&to)
+                || cs.voters_outgoing.contains(&to)
+                || cs.learners_next.contains(&to)
+        };
         match &self.st.snapshot {
-            Some((meta, name)) if meta.index >= request_index => {
+            Some((meta, name))
+                if meta.index >= request_index && (to == 0 || knows(meta.get_conf_state())) =>
+            {
                 let mut snap = Snapshot::default();
                 snap.set_metadata(meta.clone());
                 snap.data = name.clone().into_bytes().into();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use kelvin_wal::{DiskStorage, SnapshotReader, SnapshotWriter, WalError, WalOptions};
-use raft::eraftpb::HardState;
+use raft::eraftpb::{ConfState, HardState};
 use raft::{GetEntriesContext, Storage, StorageError};
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -422,7 +422,7 @@ fn snapshot_records_pruning_and_requests() {
     assert!(s.take_snapshot_request());
     assert!(!s.take_snapshot_request());
     for i in [10, 20, 30] {
-        let m = meta(i, 1, &[1]);
+        let m = meta(i, 1, &[1, 2]);
         let f = write_snapshot(&s.snapshot_dir(), &m);
         s.set_snapshot(m, &f).unwrap();
     }
@@ -433,9 +433,13 @@ fn snapshot_records_pruning_and_requests() {
     names.sort();
     assert_eq!(names, ["1-20.snap", "1-30.snap"]);
     let snap = s.snapshot(25, 2).unwrap();
-    assert_eq!(snap.get_metadata(), &meta(30, 1, &[1]));
+    assert_eq!(snap.get_metadata(), &meta(30, 1, &[1, 2]));
     assert_eq!(&snap.data[..], b"1-30.snap");
     assert!(!s.take_snapshot_request());
+    // A replica the snapshot's membership does not know (just added) needs a newer one:
+    // raft-rs would ignore this one.
+    assert!(s.snapshot(25, 3).is_err());
+    assert!(s.take_snapshot_request());
     assert!(s.snapshot(31, 2).is_err());
     assert!(s.take_snapshot_request());
     // The log is untouched by set_snapshot.
@@ -488,4 +492,46 @@ fn apply_snapshot_is_durable_and_checked() {
     assert_eq!(s.hard_state().commit, 50);
     assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
     assert_eq!(s.snapshot_file().unwrap().1, f);
+}
+
+/// Raft restarts from the newest snapshot (or from creation) and re-applies the
+/// membership changes committed after it: `initial_state` must give the membership as of
+/// that point, not the latest one (re-entering a joint configuration from a joint one is
+/// an error in raft-rs, and would stop the group at every restart).
+#[test]
+fn initial_state_gives_the_membership_replay_starts_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.initialize(ConfState::from((vec![1, 2, 3], vec![]))).unwrap();
+    s.append(&ents(1..=5, 1)).unwrap();
+    // Entry 4 added learner 4, entry 5 entered a joint configuration promoting it.
+    s.set_conf_state(ConfState::from((vec![1, 2, 3], vec![4])))
+        .unwrap();
+    let mut joint = ConfState::from((vec![1, 2, 3, 4], vec![]));
+    joint.voters_outgoing = vec![1, 2, 3];
+    joint.auto_leave = true;
+    s.set_conf_state(joint.clone()).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.conf_state(), &joint);
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.conf_state(), &joint, "the latest membership survives");
+    assert_eq!(
+        s.initial_state().unwrap().conf_state,
+        ConfState::from((vec![1, 2, 3], vec![])),
+        "no snapshot: replay starts from the group's creation"
+    );
+    drop(s);
+    // A snapshot at 4 (learner added): replay starts there.
+    let mut s = open(dir.path());
+    let mut m = meta(4, 1, &[1, 2, 3]);
+    m.mut_conf_state().learners = vec![4];
+    let f = write_snapshot(&s.snapshot_dir(), &m);
+    s.set_snapshot(m.clone(), &f).unwrap();
+    s.compact(4).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.initial_state().unwrap().conf_state, *m.get_conf_state());
+    assert_eq!(s.conf_state(), &joint);
 }

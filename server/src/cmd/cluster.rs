@@ -308,24 +308,202 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
     }
 }
 
+/// A group argument: a data group's number, or `meta`.
+fn group_arg(arg: &[u8]) -> Result<u64, CmdError> {
+    if arg.eq_ignore_ascii_case(b"meta") {
+        return Ok(crate::cluster::META_GROUP);
+    }
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .filter(|&g| g != crate::cluster::META_GROUP)
+        .ok_or_else(|| CmdError::err("bad group: give a group number or META"))
+}
+
+fn node_arg(arg: &[u8]) -> Result<u64, CmdError> {
+    parse_node_name(&String::from_utf8_lossy(arg)).ok_or_else(|| CmdError::err("bad node id"))
+}
+
+/// CLUSTER KELVIN-TOPOLOGY: the topology the meta group holds (the text of
+/// `cluster.conf`, with its epoch); this node's own while the meta group holds none yet.
+fn kelvin_topology(ctx: &mut ConnCtx<'_>) -> CmdResult {
+    cluster_enabled(ctx.node)?;
+    let stored = ctx
+        .node
+        .meta()
+        .and_then(|m| crate::cluster::stored_topology(&mut m.store.lock()));
+    let text = match stored {
+        Some(Ok(m)) => m.render(),
+        Some(Err(e)) => return Err(CmdError::err(e)),
+        None => ctx.node.membership.read().render(),
+    };
+    ctx.out.bulk(text.as_bytes());
+    Ok(())
+}
+
+/// CLUSTER KELVIN-TOPOLOGY SET <expected epoch> <text>: proposes a new topology to the
+/// meta group, which this node must lead. It is applied only if the topology's epoch is
+/// still `expected` (a compare-and-set: two admins cannot overwrite each other). Answers
+/// once proposed; read the topology back to see it applied.
+fn kelvin_topology_set(ctx: &mut ConnCtx<'_>, expected: &[u8], text: &[u8]) -> CmdResult {
+    let expected = u64::try_from(int_arg(expected)?).map_err(|_| CmdError::err("bad epoch"))?;
+    let new = Membership::parse(&String::from_utf8_lossy(text)).map_err(CmdError::err)?;
+    if new.epoch <= expected {
+        return Err(CmdError::err(format!(
+            "the new topology's epoch must be above {expected}"
+        )));
+    }
+    let Some(meta) = ctx.node.meta() else {
+        return Err(CmdError::err("this node is not part of a cluster yet"));
+    };
+    if !meta.status.is_leader() {
+        return Err(not_leader(ctx.node, "meta", meta.status.leader()));
+    }
+    ctx.node.propose_topology(expected, &new);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// "this node does not lead ..." naming the leader's client address.
+fn not_leader(node: &crate::node::Node, group: &str, leader: Option<u64>) -> CmdError {
+    let at = leader
+        .and_then(|l| node.peer_client_addr(l))
+        .map(|a| format!("its leader is {a}"))
+        .unwrap_or_else(|| "it has no leader yet, try again".into());
+    CmdError::err(format!("this node does not lead group {group}: {at}"))
+}
+
+/// CLUSTER KELVIN-RAFT <group|META>: the group's Raft membership as this replica sees it:
+/// role, leader, voters, outgoing voters (joint configuration), learners, and on the
+/// leader its last index and each replica's matched index.
+fn kelvin_raft(ctx: &mut ConnCtx<'_>, group: &[u8]) -> CmdResult {
+    let gid = group_arg(group)?;
+    let Some(handle) = ctx.node.hosted(gid) else {
+        return Err(CmdError::err("this node does not replicate that group"));
+    };
+    let status = &handle.status;
+    let view = status.conf.lock().clone();
+    let ids = |v: &[u64]| {
+        v.iter()
+            .map(|&i| node_name(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let role = if status.is_stopped() {
+        "stopped"
+    } else if status.is_leader() {
+        "leader"
+    } else {
+        "follower"
+    };
+    let matched: Vec<String> = view
+        .matched
+        .iter()
+        .map(|(id, m)| format!("{}={m}", node_name(*id)))
+        .collect();
+    ctx.out.map(8);
+    ctx.out.bulk(b"role");
+    ctx.out.bulk(role.as_bytes());
+    ctx.out.bulk(b"leader");
+    ctx.out.bulk(
+        status
+            .leader()
+            .map(node_name)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    ctx.out.bulk(b"applied");
+    ctx.out
+        .int(status.applied.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    ctx.out.bulk(b"voters");
+    ctx.out.bulk(ids(&view.voters).as_bytes());
+    ctx.out.bulk(b"voters_outgoing");
+    ctx.out.bulk(ids(&view.voters_outgoing).as_bytes());
+    ctx.out.bulk(b"learners");
+    ctx.out.bulk(ids(&view.learners).as_bytes());
+    ctx.out.bulk(b"last_index");
+    ctx.out.int(view.last_index as i64);
+    ctx.out.bulk(b"matched");
+    ctx.out.bulk(matched.join(",").as_bytes());
+    Ok(())
+}
+
+/// CLUSTER KELVIN-CONF <group|META> ADD-LEARNER|PROMOTE|REMOVE <node-id> | LEAVE-JOINT:
+/// proposes one Raft membership change to the group, which this node must lead.
+/// Answers once proposed; `KELVIN-RAFT` shows it applied.
+fn kelvin_conf(ctx: &mut ConnCtx<'_>, args: &[Bytes]) -> CmdResult {
+    use crate::group::ConfOp;
+    let gid = group_arg(&args[0])?;
+    let op = match (&args[1][..], args.get(2)) {
+        (o, Some(n)) if o.eq_ignore_ascii_case(b"add-learner") => ConfOp::AddLearner(node_arg(n)?),
+        (o, Some(n)) if o.eq_ignore_ascii_case(b"promote") => ConfOp::Promote(node_arg(n)?),
+        (o, Some(n)) if o.eq_ignore_ascii_case(b"remove") => ConfOp::Remove(node_arg(n)?),
+        (o, None) if o.eq_ignore_ascii_case(b"leave-joint") => ConfOp::LeaveJoint,
+        _ => {
+            return Err(CmdError::err(
+                "expected ADD-LEARNER <node>, PROMOTE <node>, REMOVE <node> or LEAVE-JOINT",
+            ))
+        }
+    };
+    let Some(handle) = ctx.node.hosted(gid) else {
+        return Err(CmdError::err("this node does not replicate that group"));
+    };
+    if !handle.status.is_leader() {
+        let name = if gid == crate::cluster::META_GROUP {
+            "meta".to_string()
+        } else {
+            gid.to_string()
+        };
+        return Err(not_leader(ctx.node, &name, handle.status.leader()));
+    }
+    handle.change_conf(op).map_err(CmdError::err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// CLUSTER KELVIN-JOIN <topology text> (`kelvin-cli cluster add-node`): this empty node
+/// joins a running cluster whose topology already lists it. Its meta replica starts
+/// empty; the meta leader then adds it as a learner and promotes it.
+fn kelvin_join(ctx: &mut ConnCtx<'_>, text: &[u8]) -> CmdResult {
+    let node = ctx.node;
+    if node.settings.read().cluster_port.is_none() {
+        return Err(CmdError::err(
+            "This instance has cluster support disabled: start it with --cluster-port",
+        ));
+    }
+    let m = Membership::parse(&String::from_utf8_lossy(text)).map_err(CmdError::err)?;
+    if m.member(node.id()).is_none() {
+        return Err(CmdError::err(format!(
+            "this node ({}) is not among the members",
+            node_name(node.id())
+        )));
+    }
+    if node.groups().is_some() {
+        return Err(CmdError::err(
+            "Node is not empty. It already belongs to a cluster (see INFO raft); start it with an empty --data-dir to add it",
+        ));
+    }
+    let dir = node.settings.read().data_dir.clone();
+    m.save(&dir)
+        .map_err(|e| CmdError::err(format!("cannot write cluster.conf: {e}")))?;
+    node.start_cluster(m, true).map_err(CmdError::err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
 /// CLUSTER KELVIN-TRANSFER <group> <node-id> (`kelvin-cli cluster rebalance`): asks the
 /// group, which this node must lead, to hand leadership to that replica. Answers once
 /// asked; the new leader takes over within an election's time.
 fn kelvin_transfer(ctx: &mut ConnCtx<'_>, group: &[u8], to: &[u8]) -> CmdResult {
-    let gid = u64::try_from(int_arg(group)?).map_err(|_| CmdError::err("bad group id"))?;
-    let to = parse_node_name(&String::from_utf8_lossy(to))
-        .ok_or_else(|| CmdError::err("bad node id"))?;
+    let gid = group_arg(group)?;
+    let to = node_arg(to)?;
     let Some(handle) = ctx.node.hosted(gid) else {
         return Err(CmdError::err(format!(
             "this node does not replicate group {gid}"
         )));
     };
-    let is_replica = ctx
-        .node
-        .membership
-        .read()
-        .group(gid)
-        .is_some_and(|g| g.replicas.contains(&to));
+    // A voter, as the group itself sees it (the meta group's voters are the members).
+    let is_replica = handle.status.conf.lock().voters.contains(&to);
     if !is_replica {
         return Err(CmdError::err(format!(
             "node {} is not a replica of group {gid}",
@@ -404,7 +582,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         let n = ctx
             .node
             .groups()
-            .and_then(|gs| gs.for_slot(slot).1)
+            .and_then(|gs| gs.for_slot(slot).1.cloned())
             .map_or(0, |g| g.store.lock().db(0).slot(slot).map.len());
         ctx.out.int(n as i64);
     } else if is(sub, "getkeysinslot") && argv.len() == 4 {
@@ -417,7 +595,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         let Some(group) = ctx
             .node
             .groups()
-            .and_then(|gs| gs.for_slot(slot as usize).1)
+            .and_then(|gs| gs.for_slot(slot as usize).1.cloned())
         else {
             ctx.out.array(0);
             return Ok(());
@@ -435,6 +613,16 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         ctx.out.bulks(keys.iter().map(|k| &k[..]));
     } else if is(sub, "kelvin-groups") && argv.len() == 2 {
         kelvin_groups(ctx);
+    } else if is(sub, "kelvin-topology") && argv.len() == 2 {
+        kelvin_topology(ctx)?;
+    } else if is(sub, "kelvin-topology") && argv.len() == 5 && is(&argv[2], "set") {
+        kelvin_topology_set(ctx, &argv[3], &argv[4])?;
+    } else if is(sub, "kelvin-raft") && argv.len() == 3 {
+        kelvin_raft(ctx, &argv[2])?;
+    } else if is(sub, "kelvin-conf") && (argv.len() == 4 || argv.len() == 5) {
+        kelvin_conf(ctx, &argv[2..])?;
+    } else if is(sub, "kelvin-join") && argv.len() == 3 {
+        kelvin_join(ctx, &argv[2])?;
     } else if is(sub, "kelvin-transfer") && argv.len() == 4 {
         kelvin_transfer(ctx, &argv[2], &argv[3])?;
     } else if is(sub, "myid") && argv.len() == 2 {
@@ -468,6 +656,14 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    Hand the leadership of <group>, which this node leads, to replica <node-id>.",
             "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
+            "KELVIN-TOPOLOGY [SET <expected-epoch> <text>]",
+            "    Return the topology the meta group holds, or propose a new one (on the meta leader).",
+            "KELVIN-RAFT <group|META>",
+            "    Return the group's Raft membership and, on its leader, each replica's progress.",
+            "KELVIN-CONF <group|META> ADD-LEARNER|PROMOTE|REMOVE <node-id> | LEAVE-JOINT",
+            "    Propose a membership change to the group, which this node leads.",
+            "KELVIN-JOIN <topology>",
+            "    Join a running cluster whose topology lists this node (kelvin-cli cluster add-node sends it).",
             "HELP",
             "    Print this help.",
         ]);
@@ -476,6 +672,10 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "keyslot",
         "kelvin-bootstrap",
         "kelvin-groups",
+        "kelvin-topology",
+        "kelvin-raft",
+        "kelvin-conf",
+        "kelvin-join",
         "kelvin-transfer",
         "help",
     ]

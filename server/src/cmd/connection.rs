@@ -592,7 +592,11 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let since = ctx
         .node
         .groups()
-        .and_then(|gs| gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize).1)
+        .and_then(|gs| {
+            gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize)
+                .1
+                .cloned()
+        })
         .map_or(0, |g| g.store.lock().apply_index);
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
         since,

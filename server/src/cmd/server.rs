@@ -362,7 +362,11 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     let (keyspace_lines, hits, misses, expired) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
         let (mut hits, mut misses, mut expired) = (0, 0, 0);
-        for g in node.groups().into_iter().flat_map(|gs| gs.hosted.values()) {
+        for g in node
+            .groups()
+            .map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             let store = g.store.lock();
             for (i, k) in store.dbs() {
                 keys[i].0 += k.len();
@@ -704,7 +708,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             .node
             .groups()
             .into_iter()
-            .flat_map(|gs| gs.hosted.values())
+            .flat_map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
         {
             g.store.lock().notify_flags = next.notify_flags;
         }
@@ -721,7 +725,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             .node
             .groups()
             .into_iter()
-            .flat_map(|gs| gs.hosted.values())
+            .flat_map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
         {
             let mut store = g.store.lock();
             store.keyspace_hits = 0;
