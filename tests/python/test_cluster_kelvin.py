@@ -28,7 +28,11 @@ def raft_info(srv: ServerProcess) -> dict[str, str]:
 
 
 def three_nodes(*port_options):
-    """Three cluster-mode nodes. Every port (main, cluster, and each of `port_options`)
+    yield from cluster_nodes(3, *port_options)
+
+
+def cluster_nodes(count, *port_options):
+    """`count` cluster-mode nodes. Every port (main, cluster, and each of `port_options`)
     is picked up front and distinct: a port picked for a node not started yet must not be
     handed to another node meanwhile."""
     taken = set()
@@ -40,7 +44,7 @@ def three_nodes(*port_options):
         return p
     nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync="always",
                            **{name: fresh() for name in port_options})
-             for _ in range(3)]
+             for _ in range(count)]
     for n in nodes:
         n.port = fresh()
     try:

@@ -502,7 +502,8 @@ fn apply_snapshot_is_durable_and_checked() {
 fn initial_state_gives_the_membership_replay_starts_from() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(dir.path());
-    s.initialize(ConfState::from((vec![1, 2, 3], vec![]))).unwrap();
+    s.initialize(ConfState::from((vec![1, 2, 3], vec![])))
+        .unwrap();
     s.append(&ents(1..=5, 1)).unwrap();
     // Entry 4 added learner 4, entry 5 entered a joint configuration promoting it.
     s.set_conf_state(ConfState::from((vec![1, 2, 3], vec![4])))
