@@ -7,9 +7,13 @@
 //! writes them to `<data-dir>/cluster.conf` and starts a replica of each group it belongs
 //! to; after a restart the file brings them back.
 //! Without `--cluster-port` the node is its own one-voter group, id 1, same code path.
+//! Every member also runs a replica of the meta group ([`META_GROUP`]), which holds the
+//! same text as the topology's truth; `cluster.conf` is the node's cache of it (see
+//! `Node::reconcile`).
 //!
 //! ```text
 //! cluster.conf:   # comment
+//!                 epoch <n>                                                       (bumped by every change)
 //!                 node <id> <host> <client port> <cluster port> <redirect port>   (per member)
 //!                 group <id> <slot ranges a-b,c-d> <replica ids id,id,...>          (per group)
 //! ```
