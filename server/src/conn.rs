@@ -869,20 +869,6 @@ fn several_groups(node: &Node) -> bool {
     node.groups().is_some_and(|g| g.only.is_none())
 }
 
-/// EXEC's answer on the main port when the transaction's group is led by another node.
-fn foreign_transaction(node: &Node, group: u64) -> String {
-    let leader = match route(node, group) {
-        Route::Forward(l) => node
-            .peer_client_addr(l)
-            .map(|a| format!(" (its leader: {a})"))
-            .unwrap_or_default(),
-        _ => " (no leader yet)".to_string(),
-    };
-    format!(
-        "EXECABORT Transaction discarded: its keys are in group {group}, which this node does not lead{leader}; send it there, or use a cluster client on the redirect port"
-    )
-}
-
 /// The group keyless data commands (DBSIZE, KEYS, SCAN, RANDOMKEY, FLUSHALL...) act on:
 /// the lowest-numbered group this node leads, else the lowest it replicates. (Redis Cluster
 /// clients send those to every master; with leaders spread one group per node, that covers
@@ -1128,12 +1114,30 @@ pub fn process_batch(
                             continue;
                         }
                     };
-                    if several_groups(node) && route(node, group) != Route::Leader {
-                        // Its watch and queue live here, its group is led elsewhere: it
-                        // cannot run as one unit here (a known limit of the main port).
-                        out.buf.truncate(mark);
-                        out.error(&foreign_transaction(node, group));
-                        continue;
+                    match route(node, group) {
+                        Route::Leader => {}
+                        // Its watch and queue live here, its group is led elsewhere: the
+                        // whole transaction goes to the leader as one request.
+                        Route::Forward(leader) => {
+                            step = Step::Forward {
+                                leader,
+                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                rest: requests.by_ref().collect(),
+                            };
+                            break;
+                        }
+                        Route::NoLeader => {
+                            step = Step::AwaitLeader {
+                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                rest: requests.by_ref().collect(),
+                            };
+                            break;
+                        }
+                        Route::Down => {
+                            out.buf.truncate(mark);
+                            out.error(CLUSTER_DOWN);
+                            continue;
+                        }
                     }
                     let seg = Segment {
                         group,

@@ -328,8 +328,8 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
         c.zunion(["{z}1", *keys[:4]])
 
-    # A transaction on the main port runs where its group is led, as one unit; elsewhere
-    # EXEC says where to send it.
+    # A transaction on the main port runs as one unit where its group is led: here, or
+    # relayed whole (queue and watch) to the leader.
     by_group = {}
     for i in range(300):
         s = int(c.execute_command("CLUSTER", "KEYSLOT", f"user:{i}"))
@@ -346,10 +346,27 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
         tx.set(by_group[here], "watched")
         assert tx.execute() == [True]
     tx = c.pipeline(transaction=True)
-    tx.set(by_group[other], "no")
-    with pytest.raises(redis.exceptions.ResponseError, match="Transaction discarded.*does not lead"):
-        tx.execute()
-    assert c.get(by_group[other]) != "no"
+    tx.set(by_group[other], "relayed").get(by_group[other]).incr("{%s}n" % by_group[other])
+    assert tx.execute() == [True, "relayed", 1]
+    with c.pipeline(transaction=True) as tx:
+        tx.watch(by_group[other])
+        tx.multi()
+        tx.set(by_group[other], "watched")
+        assert tx.execute() == [True]
+    assert nodes[0].client().get(by_group[other]) == "watched"
+    # The watch holds across the relay: a write from another node in between aborts it.
+    with c.pipeline(transaction=True) as tx:
+        tx.watch(by_group[other])
+        assert nodes[0].client().set(by_group[other], "meanwhile")
+        tx.multi()
+        tx.set(by_group[other], "lost")
+        with pytest.raises(redis.exceptions.WatchError):
+            tx.execute()
+    assert c.get(by_group[other]) == "meanwhile"
+    c.set(by_group[other], f"v{by_group[other].split(':')[1]}")
+    c.delete("{%s}n" % by_group[other])
+    with pytest.raises(redis.exceptions.ResponseError, match="not a transaction"):
+        c.execute_command("KELVIN.EXEC", "\x01garbage")
     with c.pipeline(transaction=True) as tx:
         tx.watch(by_group[other])
         tx.multi()

@@ -134,6 +134,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Forgets about watched keys of a transaction.",
         unwatch,
     ),
+    conn(
+        "kelvin.exec",
+        2,
+        NO_MULTI | NOSCRIPT | LOADING | STALE,
+        "transactions",
+        "Runs a transaction queued on another node (Kelvin: a plain client's MULTI/EXEC relayed to its group's leader).",
+        kelvin_exec,
+    ),
 ];
 
 fn ping(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
@@ -572,6 +580,36 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
         items,
     });
     Ok(())
+}
+
+/// KELVIN.EXEC <transaction>: what a node sends the leader of a transaction's group when
+/// a plain client's MULTI/EXEC was queued on it (the queue and the watch live where the
+/// client is connected; the group is led elsewhere). The argument is the encoded
+/// `LogCommand::Transaction`, watch index included: log indexes are the same on every
+/// replica of a group, and the sender's, being a follower's, is at most the leader's, so
+/// the watch check can only err towards aborting. Runs like the EXEC it came from (the
+/// reply is EXEC's); anything but one transaction is refused.
+fn kelvin_exec(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
+    let batch = kelvin_protocol::log::LogBatch::decode(&argv[1])
+        .map_err(|e| CmdError::err(format!("KELVIN.EXEC: not a transaction: {e}")))?;
+    match <[LogCommand; 1]>::try_from(batch.commands) {
+        Ok([tx @ LogCommand::Transaction { .. }]) => {
+            ctx.client.transaction = Some(tx);
+            Ok(())
+        }
+        _ => Err(CmdError::err("KELVIN.EXEC takes one encoded transaction")),
+    }
+}
+
+/// The request that relays `tx` (see [`kelvin_exec`]).
+pub fn kelvin_exec_request(tx: LogCommand) -> Vec<Bytes> {
+    let mut buf = Vec::new();
+    kelvin_protocol::log::LogBatch {
+        now_ms: 0,
+        commands: vec![tx],
+    }
+    .encode(&mut buf);
+    vec![Bytes::from_static(b"KELVIN.EXEC"), Bytes::from(buf)]
 }
 
 fn discard(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
