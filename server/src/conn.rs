@@ -426,14 +426,37 @@ async fn drive(
     }
 }
 
+impl Step {
+    /// This step with `tail` run after everything it holds; `Err(tail)` if it holds
+    /// nothing more to do (`Done`).
+    fn then(self, tail: Vec<Vec<Bytes>>) -> Result<Step, Vec<Vec<Bytes>>> {
+        let mut step = self;
+        match &mut step {
+            Step::Done => return Err(tail),
+            Step::Propose { rest, .. }
+            | Step::Forward { rest, .. }
+            | Step::AwaitLeader { rest, .. }
+            | Step::Split { rest, .. } => rest.extend(tail),
+        }
+        Ok(step)
+    }
+}
+
 /// How the replies of a multi-key command split across groups become one.
 pub enum Merge {
     /// MGET, split into one single-key MGET per key: an array of their elements.
     Elements(usize),
     /// DEL, UNLINK, EXISTS, TOUCH, split by group: the sum of their integers.
     Sum,
-    /// MSET, split by group: OK if every part said OK.
+    /// MSET, split by group (and FLUSHDB/FLUSHALL, run on each): OK if every part said OK.
     Ok,
+    /// KEYS on every group: one array of all their elements.
+    Concat,
+    /// RANDOMKEY on every group: the first key one of them found.
+    FirstKey,
+    /// SCAN on one group: its reply, with a final cursor 0 replaced by this one (the
+    /// first slot of the next group), if any.
+    Scan(Option<u64>),
 }
 
 impl Merge {
@@ -462,8 +485,56 @@ impl Merge {
                 out.int(sum);
             }
             Merge::Ok => out.ok(),
+            Merge::Concat => {
+                let elements: Vec<&[u8]> = replies
+                    .iter()
+                    .filter_map(|r| array_elements(r, out.version))
+                    .flatten()
+                    .collect();
+                out.array(elements.len());
+                for e in elements {
+                    out.buf.extend_from_slice(e);
+                }
+            }
+            Merge::FirstKey => match replies
+                .iter()
+                .find(|r| r.first() == Some(&b'$') && !r.starts_with(b"$-1"))
+            {
+                Some(r) => out.buf.extend_from_slice(r),
+                None => out.null(),
+            },
+            Merge::Scan(next) => {
+                let Some(reply) = replies.first() else {
+                    out.error("ERR SCAN got no reply");
+                    return;
+                };
+                let Some([cursor, keys]) =
+                    array_elements(reply, out.version).and_then(|e| <[&[u8]; 2]>::try_from(e).ok())
+                else {
+                    out.buf.extend_from_slice(reply);
+                    return;
+                };
+                match next {
+                    Some(n) if cursor == b"$1\r\n0\r\n" => {
+                        out.array(2);
+                        out.bulk(n.to_string().as_bytes());
+                        out.buf.extend_from_slice(keys);
+                    }
+                    _ => out.buf.extend_from_slice(reply),
+                }
+            }
         }
     }
+}
+
+/// The elements of an array reply (each as its bytes), or `None` if it is not one.
+fn array_elements(reply: &[u8], version: RespVersion) -> Option<Vec<&[u8]>> {
+    let rest = reply.strip_prefix(b"*")?;
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    let n: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let body = rest.get(end + 2..)?;
+    let elements = split_replies(body, version);
+    (elements.len() == n).then_some(elements)
 }
 
 /// The complete replies in `buf`, each as its bytes.
@@ -924,12 +995,144 @@ impl Segment {
 }
 
 /// Executes a batch of decoded requests in order, until one needs to wait: a write (for
-/// its log entry), a request to relay to the leader, or an election.
+/// its log entry), a request to relay to the leader, or an election. A `KELVIN.ON`
+/// request (see [`PIN`]) runs alone, on its group.
 pub fn process_batch(
     node: &Arc<Node>,
     client: &mut ClientState,
     out: &mut ReplyWriter,
+    mut batch: Vec<Vec<Bytes>>,
+) -> Step {
+    loop {
+        let Some(at) = batch.iter().position(|a| is_pinned(a)) else {
+            return run_batch(node, client, out, batch, None);
+        };
+        let mut tail = batch.split_off(at);
+        let step = if batch.is_empty() {
+            let first = tail.remove(0);
+            match unpin(node, client, &first) {
+                Ok((group, inner)) => run_batch(node, client, out, vec![inner], Some(group)),
+                Err(err) => {
+                    refuse(client, out, &err.0);
+                    Step::Done
+                }
+            }
+        } else {
+            run_batch(node, client, out, batch, None)
+        };
+        match step.then(tail) {
+            Ok(step) => return step,
+            Err(tail) if client.blocked.is_some() => {
+                client.pending.extend(tail);
+                return Step::Done;
+            }
+            Err(tail) => batch = tail,
+        }
+    }
+}
+
+/// `KELVIN.ON <group> <keyless command...>`: runs the command on that group (its leader,
+/// relayed if need be). How a node on the main port spreads DBSIZE, KEYS, SCAN,
+/// RANDOMKEY, FLUSHDB and FLUSHALL over every group ([`broadcast`]); the pin travels with
+/// the request when it is relayed, since the leader may lead several groups.
+pub const PIN: &[u8] = b"KELVIN.ON";
+
+fn is_pinned(argv: &[Bytes]) -> bool {
+    argv.first().is_some_and(|a| a.eq_ignore_ascii_case(PIN))
+}
+
+fn pin(group: u64, argv: Vec<Bytes>) -> Vec<Bytes> {
+    let mut pinned = vec![Bytes::from_static(PIN), Bytes::from(group.to_string())];
+    pinned.extend(argv);
+    pinned
+}
+
+/// The group and the command of a `KELVIN.ON` request.
+fn unpin(node: &Node, client: &ClientState, argv: &[Bytes]) -> Result<(u64, Vec<Bytes>), CmdError> {
+    if argv.len() < 3 {
+        return Err(CmdError::arity("kelvin.on"));
+    }
+    if client.multi.is_some() {
+        return Err(CmdError::err("KELVIN.ON inside MULTI is not allowed"));
+    }
+    let group = std::str::from_utf8(&argv[1])
+        .ok()
+        .and_then(|g| g.parse::<u64>().ok())
+        .filter(|g| {
+            node.groups()
+                .is_some_and(|gs| gs.hosted.contains_key(g) || gs.slot_group.contains(g))
+        })
+        .ok_or_else(|| CmdError::err("KELVIN.ON: no such group"))?;
+    let inner = argv[2..].to_vec();
+    match cmd::lookup(&inner[0]) {
+        Some(spec) if spec.keys_in(&inner).is_empty() => Ok((group, inner)),
+        Some(_) => Err(CmdError::err(
+            "KELVIN.ON takes keyless commands (a key goes to its own group)",
+        )),
+        None => Err(cmd::unknown_command(&inner)),
+    }
+}
+
+/// On the main port with several groups, a keyless command over the whole keyspace runs
+/// on every group, and the replies merge as a proxy would: DBSIZE sums, KEYS
+/// concatenates, RANDOMKEY takes the first key found, FLUSHDB/FLUSHALL answer OK once all
+/// did. SCAN walks the groups one after the other: its cursor names a slot, the slot's
+/// group scans it, and when that group is done the cursor jumps to the first slot of the
+/// next group (groups in the order of their lowest slot), so every key is seen.
+fn broadcast(
+    node: &Node,
+    client: &ClientState,
+    spec: &CommandSpec,
+    argv: &[Bytes],
+) -> Option<(Vec<Vec<Bytes>>, Merge)> {
+    if client.redirect || client.multi.is_some() {
+        return None;
+    }
+    let groups = node.groups()?;
+    if groups.only.is_some() {
+        return None;
+    }
+    // Every group, by its lowest slot.
+    let mut order: Vec<u64> = Vec::new();
+    for &g in &groups.slot_group {
+        if !order.contains(&g) {
+            order.push(g);
+        }
+    }
+    let each = |merge| {
+        let parts = order.iter().map(|&g| pin(g, argv.to_vec())).collect();
+        Some((parts, merge))
+    };
+    match spec.name {
+        "dbsize" => each(Merge::Sum),
+        "keys" => each(Merge::Concat),
+        "randomkey" => each(Merge::FirstKey),
+        "flushdb" | "flushall" => each(Merge::Ok),
+        "scan" => {
+            let cursor = std::str::from_utf8(argv.get(1)?)
+                .ok()?
+                .parse::<u64>()
+                .ok()?;
+            let slot = (cursor >> crate::store::CURSOR_HASH_BITS) as usize;
+            let g = *groups.slot_group.get(slot)?;
+            let next = order
+                .iter()
+                .position(|&x| x == g)
+                .and_then(|i| order.get(i + 1))
+                .and_then(|n| groups.slot_group.iter().position(|x| x == n))
+                .map(|s| (s as u64) << crate::store::CURSOR_HASH_BITS);
+            Some((vec![pin(g, argv.to_vec())], Merge::Scan(next)))
+        }
+        _ => None,
+    }
+}
+
+fn run_batch(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
     batch: Vec<Vec<Bytes>>,
+    pinned: Option<u64>,
 ) -> Step {
     if batch.is_empty() {
         return Step::Done;
@@ -938,7 +1141,7 @@ pub fn process_batch(
     let count = batch.len();
     // The group the batch is talking to; it changes when a command's key is in another
     // group, once what is gathered for this one has gone out.
-    let mut gid = default_group(node);
+    let mut gid = pinned.unwrap_or_else(|| default_group(node));
     let mut here = route(node, gid);
     let mut local_reads = here == Route::Leader
         && node
@@ -981,9 +1184,23 @@ pub fn process_batch(
             continue;
         };
         last = spec.name;
+        if pinned.is_none() && spec.keys_in(&argv).is_empty() {
+            if let Some((parts, merge)) = broadcast(node, client, spec, &argv) {
+                let _argv = flush_or_continue!(argv);
+                step = Step::Split {
+                    parts,
+                    merge,
+                    rest: requests.by_ref().collect(),
+                };
+                break;
+            }
+        }
         // Keys in several groups: no one group can run it (on the redirect port, keys in
         // different slots are CROSSSLOT already).
-        let target = command_group(node, spec, &argv, gid);
+        let target = match pinned {
+            Some(g) => Some(g),
+            None => command_group(node, spec, &argv, gid),
+        };
         let argv = if target == Some(gid) {
             argv
         } else {
@@ -1035,7 +1252,11 @@ pub fn process_batch(
                 && client.multi.is_none()
                 && segment.commands.is_empty()
             {
-                forward.push(argv);
+                // A pinned request keeps its pin on the way (its leader may lead several).
+                forward.push(match pinned {
+                    Some(g) => pin(g, argv),
+                    None => argv,
+                });
                 continue;
             }
             if !forward.is_empty() {
@@ -1079,7 +1300,10 @@ pub fn process_batch(
                     db: client.db as u8,
                     argv: argv.clone(),
                 });
-                segment.requests.push(argv);
+                segment.requests.push(match pinned {
+                    Some(g) => pin(g, argv),
+                    None => argv,
+                });
                 if spec.flags & flags::BLOCKING != 0 {
                     let blocking = segment.requests.last().cloned();
                     step = segment.propose(node, out, blocking, requests.by_ref().collect());
@@ -1291,5 +1515,34 @@ mod tests {
             count_replies(b":1\r\n$3\r\nabc\r\n*2\r\n:1\r\n:2\r\n$5\r\nab", v2),
             3
         );
+    }
+
+    #[test]
+    fn keyless_replies_of_every_group_merge_into_one() {
+        let v2 = RespVersion::Resp2;
+        let v3 = RespVersion::Resp3;
+        assert_eq!(
+            merged(
+                Merge::Concat,
+                v2,
+                b"*1\r\n$1\r\na\r\n*0\r\n*2\r\n$1\r\nb\r\n$1\r\nc\r\n"
+            ),
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        assert_eq!(
+            merged(Merge::FirstKey, v2, b"$-1\r\n$1\r\nk\r\n$1\r\nj\r\n"),
+            b"$1\r\nk\r\n"
+        );
+        assert_eq!(merged(Merge::FirstKey, v3, b"_\r\n_\r\n"), b"_\r\n");
+        // SCAN: a group that is done hands over to the next group's first slot...
+        let done = b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n";
+        assert_eq!(
+            merged(Merge::Scan(Some(5 << 20)), v2, done),
+            b"*2\r\n$7\r\n5242880\r\n*1\r\n$1\r\nk\r\n"
+        );
+        // ...the last group ends the iteration, and a cursor mid-group is kept.
+        assert_eq!(merged(Merge::Scan(None), v2, done), done);
+        let mid = b"*2\r\n$2\r\n17\r\n*0\r\n";
+        assert_eq!(merged(Merge::Scan(Some(1)), v2, mid), mid);
     }
 }

@@ -454,3 +454,42 @@ def test_groups_on_two_of_three_nodes_survive_a_full_restart(trio_redirect):
     for n in nodes:
         c = n.client()
         assert [c.get(f"k{i}") for i in range(100)] == [f"v{i}" for i in range(100)]
+
+
+def test_keyless_commands_cover_every_group_on_the_main_port(trio_redirect):
+    """DBSIZE, KEYS, SCAN, RANDOMKEY, FLUSHDB and FLUSHALL on a plain client's node answer
+    for the whole keyspace, as through a proxy, whichever groups that node leads."""
+    nodes = trio_redirect
+    done = create(nodes, "--replicas", "2", "--groups", "4", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {f"sess:{i}" for i in range(500)} | {f"other:{i}" for i in range(20)}
+    nodes[0].client().mset({k: "x" for k in expected})
+    for n in nodes:
+        c = n.client()
+        assert c.dbsize() == len(expected)
+        assert set(c.keys("*")) == expected and len(c.keys("*")) == len(expected)
+        assert set(c.keys("other:*")) == {k for k in expected if k.startswith("other:")}
+        seen = list(c.scan_iter(count=37))
+        assert set(seen) == expected
+        assert set(c.scan_iter(match="other:*", count=1000)) == {
+            k for k in expected if k.startswith("other:")}
+        assert set(c.scan_iter(_type="string")) == expected
+        assert c.randomkey() in expected
+        pipe = c.pipeline(transaction=False)
+        pipe.set("sess:new", "y").dbsize().get("sess:new").delete("sess:new").dbsize()
+        assert pipe.execute() == [True, len(expected) + 1, "y", 1, len(expected)]
+    c3 = nodes[0].client(protocol=3)
+    assert c3.dbsize() == len(expected) and set(c3.keys("*")) == expected
+    assert set(c3.scan_iter(count=50)) == expected
+    # Each group alone still answers for itself (what KELVIN.ON runs).
+    c = nodes[1].client()
+    per_group = [c.execute_command("KELVIN.ON", str(g), "DBSIZE") for g in range(4)]
+    assert sum(per_group) == len(expected) and all(n > 0 for n in per_group)
+    with pytest.raises(redis.exceptions.ResponseError, match="keyless"):
+        c.execute_command("KELVIN.ON", "0", "GET", "sess:1")
+    with pytest.raises(redis.exceptions.ResponseError, match="no such group"):
+        c.execute_command("KELVIN.ON", "9", "DBSIZE")
+    assert nodes[2].client().flushall()
+    for n in nodes:
+        assert n.client().dbsize() == 0
+    assert nodes[0].client().randomkey() is None
