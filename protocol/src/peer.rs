@@ -52,6 +52,7 @@ const KIND_HELLO: u8 = 2;
 const KIND_WELCOME: u8 = 3;
 const KIND_RAFT: u8 = 4;
 const KIND_SNAPSHOT_CHUNK: u8 = 5;
+const KIND_PUBLISH: u8 = 6;
 
 /// One node-to-node frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,9 @@ pub enum PeerFrame {
         data: Bytes,
         last: bool,
     },
+    /// A PUBLISH made on the sending node, for this node's subscribers (Redis Cluster
+    /// sends every PUBLISH to every node).
+    Publish { channel: Bytes, message: Bytes },
 }
 
 impl PeerFrame {
@@ -93,6 +97,7 @@ impl PeerFrame {
             PeerFrame::Welcome { .. } => "Welcome",
             PeerFrame::Raft { .. } => "Raft",
             PeerFrame::SnapshotChunk { .. } => "SnapshotChunk",
+            PeerFrame::Publish { .. } => "Publish",
         }
     }
 
@@ -103,6 +108,7 @@ impl PeerFrame {
             PeerFrame::Welcome { .. } => KIND_WELCOME,
             PeerFrame::Raft { .. } => KIND_RAFT,
             PeerFrame::SnapshotChunk { .. } => KIND_SNAPSHOT_CHUNK,
+            PeerFrame::Publish { .. } => KIND_PUBLISH,
         }
     }
 
@@ -114,6 +120,7 @@ impl PeerFrame {
             PeerFrame::Welcome { .. } => 8 + PROOF_LEN,
             PeerFrame::Raft { message, .. } => 8 + message.len(),
             PeerFrame::SnapshotChunk { name, data, .. } => 8 + 8 + 1 + 2 + name.len() + data.len(),
+            PeerFrame::Publish { channel, message } => 4 + channel.len() + message.len(),
         }
     }
 }
@@ -194,6 +201,12 @@ pub fn encode(frame: &PeerFrame, dst: &mut BytesMut) -> Result<(), PeerFrameErro
             dst.put_u16(name.len() as u16);
             dst.put_slice(name.as_bytes());
             dst.put_slice(data);
+        }
+        PeerFrame::Publish { channel, message } => {
+            // Cannot truncate: the whole frame is at most MAX_PEER_FRAME_BYTES.
+            dst.put_u32(channel.len() as u32);
+            dst.put_slice(channel);
+            dst.put_slice(message);
         }
     }
     Ok(())
@@ -311,6 +324,20 @@ fn parse_body(kind: u8, mut body: BytesMut) -> Result<PeerFrame, PeerFrameError>
                 offset,
                 data: body.freeze(),
                 last,
+            })
+        }
+        KIND_PUBLISH => {
+            if body.len() < 4 {
+                return Err(malformed("Publish", "truncated header"));
+            }
+            let channel_len = body.get_u32() as usize;
+            if body.len() < channel_len {
+                return Err(malformed("Publish", "channel runs past the frame"));
+            }
+            let channel = body.split_to(channel_len).freeze();
+            Ok(PeerFrame::Publish {
+                channel,
+                message: body.freeze(),
             })
         }
         other => Err(PeerFrameError::UnknownKind(other)),
@@ -565,6 +592,7 @@ mod tests {
                     last
                 }
             ),
+            (data(), data()).prop_map(|(channel, message)| PeerFrame::Publish { channel, message }),
         ]
     }
 

@@ -75,6 +75,8 @@ pub trait RaftSender: Send + Sync + 'static {
     fn send(&self, group: u64, msg: Message);
     /// Learns (or updates) where peer `id` listens.
     fn set_peer(&self, _id: u64, _addr: std::net::SocketAddr) {}
+    /// Sends a PUBLISH to every peer's subscribers.
+    fn publish(&self, _channel: &[u8], _message: &[u8]) {}
     /// Stops sending and receiving (node shutdown).
     fn shutdown(&self) {}
 }

@@ -120,6 +120,9 @@ async fn deliver_inbound(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<tr
                     g.snapshot_sent(to, ok);
                 }
             }
+            transport::Inbound::Publish { channel, message } => {
+                node.pubsub.publish(&channel, &message);
+            }
             transport::Inbound::Unreachable { peer } => {
                 if let Some(groups) = node.groups() {
                     for g in groups.hosted.values() {
@@ -141,6 +144,10 @@ impl group::RaftSender for transport::Transport {
 
     fn set_peer(&self, id: u64, addr: std::net::SocketAddr) {
         transport::Transport::set_peer(self, id, addr)
+    }
+
+    fn publish(&self, channel: &[u8], message: &[u8]) {
+        transport::Transport::publish(self, channel, message)
     }
 
     fn shutdown(&self) {

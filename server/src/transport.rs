@@ -112,6 +112,8 @@ pub enum Inbound {
     /// A snapshot for `to` in `group` was streamed (`ok`) or could not be: tell Raft
     /// `report_snapshot(to, Finish | Failure)`.
     SnapshotSent { group: u64, to: u64, ok: bool },
+    /// A PUBLISH made on a peer, for this node's subscribers.
+    Publish { channel: Bytes, message: Bytes },
     /// The connection to `peer` failed: tell every group `report_unreachable(peer)`.
     /// Sent once per failure episode, i.e. again only after a successful reconnection.
     Unreachable { peer: u64 },
@@ -166,8 +168,12 @@ enum TransportError {
     BadMessage(#[from] protobuf::ProtobufError),
 }
 
-/// One outgoing message: the group and the message.
-type Outgoing = (u64, Message);
+/// One outgoing message: a Raft message of a group, or a PUBLISH for the peer's
+/// subscribers.
+enum Outgoing {
+    Raft(u64, Message),
+    Publish(Bytes, Bytes),
+}
 
 struct PeerHandle {
     queue: mpsc::Sender<Outgoing>,
@@ -276,16 +282,36 @@ impl Transport {
     /// is full, or the peer is unknown, the message is dropped and counted.
     pub fn send(&self, group: u64, msg: Message) {
         let to = msg.to;
-        let result = match self.shared.peers.lock().get(&to) {
-            Some(handle) => handle.queue.try_send((group, msg)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "queue full",
-                mpsc::error::TrySendError::Closed(_) => "peer stopped",
-            }),
-            None => Err("unknown peer"),
-        };
+        let result =
+            match self.shared.peers.lock().get(&to) {
+                Some(handle) => handle
+                    .queue
+                    .try_send(Outgoing::Raft(group, msg))
+                    .map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => "queue full",
+                        mpsc::error::TrySendError::Closed(_) => "peer stopped",
+                    }),
+                None => Err("unknown peer"),
+            };
         if let Err(reason) = result {
             Counters::bump(&self.shared.counters.dropped, 1);
             debug!(peer = to, group, reason, "dropped outgoing raft message");
+        }
+    }
+
+    /// Queues a PUBLISH for every peer's subscribers. Never blocks: a peer whose queue is
+    /// full misses it (pub/sub delivers at most once, as in Redis).
+    pub fn publish(&self, channel: &[u8], message: &[u8]) {
+        let channel = Bytes::copy_from_slice(channel);
+        let message = Bytes::copy_from_slice(message);
+        for handle in self.shared.peers.lock().values() {
+            if handle
+                .queue
+                .try_send(Outgoing::Publish(channel.clone(), message.clone()))
+                .is_err()
+            {
+                Counters::bump(&self.shared.counters.dropped, 1);
+            }
         }
     }
 
@@ -505,11 +531,24 @@ impl PeerWriter {
         self.buf.clear();
         let mut buffered = 0u64;
         let mut queued = std::mem::take(batch).into_iter();
-        while let Some((group, msg)) = queued.next() {
+        while let Some(item) = queued.next() {
+            let (group, msg) = match item {
+                Outgoing::Raft(group, msg) => (group, msg),
+                Outgoing::Publish(channel, message) => {
+                    match peer::encode(&PeerFrame::Publish { channel, message }, &mut self.buf) {
+                        Ok(()) => buffered += 1,
+                        Err(err) => {
+                            Counters::bump(&self.shared.counters.dropped, 1);
+                            warn!(cause = %err, "dropped an unencodable publish");
+                        }
+                    }
+                    continue;
+                }
+            };
             if msg.get_msg_type() == MessageType::MsgSnapshot {
                 // Flush what precedes it, keeping per-peer order.
                 if let Err(err) = self.flush_buf(wr, &mut buffered).await {
-                    batch.push((group, msg));
+                    batch.push(Outgoing::Raft(group, msg));
                     batch.extend(queued);
                     return Err(err);
                 }
@@ -680,8 +719,11 @@ impl PeerWriter {
     }
 
     async fn drop_messages(&mut self, messages: impl Iterator<Item = Outgoing>) {
-        for (group, msg) in messages {
+        for item in messages {
             Counters::bump(&self.shared.counters.dropped, 1);
+            let Outgoing::Raft(group, msg) = item else {
+                continue;
+            };
             if msg.get_msg_type() == MessageType::MsgSnapshot {
                 self.report_snapshot(group, msg.to, false).await;
             }
@@ -830,6 +872,16 @@ async fn read_frames(
                     data,
                     last,
                 } => snapshots.chunk(group, &name, offset, &data, last).await,
+                PeerFrame::Publish { channel, message } => {
+                    if shared
+                        .inbound
+                        .send(Inbound::Publish { channel, message })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
                 other => return Err(TransportError::Unexpected(other.kind_name())),
             }
         }

@@ -493,3 +493,25 @@ def test_keyless_commands_cover_every_group_on_the_main_port(trio_redirect):
     for n in nodes:
         assert n.client().dbsize() == 0
     assert nodes[0].client().randomkey() is None
+
+
+def test_publish_reaches_subscribers_on_every_node(trio):
+    """As in Redis Cluster, a PUBLISH on any node reaches the subscribers of every node;
+    its count is that node's own receivers."""
+    nodes = trio
+    done = create(nodes, "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    subs = []
+    for n in nodes:
+        p = n.client().pubsub()
+        p.subscribe("events")
+        assert p.get_message(timeout=5)["type"] == "subscribe"
+        subs.append(p)
+    pub = nodes[2].client()
+    assert pub.publish("events", "hello") == 1
+    for p in subs:
+        msg = p.get_message(timeout=5)
+        assert msg is not None and msg["data"] == "hello", msg
+    assert nodes[0].client().publish("elsewhere", "x") == 0
+    for p in subs:
+        p.close()

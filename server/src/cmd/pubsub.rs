@@ -166,8 +166,13 @@ fn punsubscribe(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
+/// PUBLISH: to this node's subscribers, and (in a cluster) to every other node's, as
+/// Redis Cluster does. The count is this node's receivers only, as in Redis Cluster.
 fn publish(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let receivers = ctx.node.pubsub.publish(&argv[1], &argv[2]);
+    if let Some(sender) = ctx.node.raft_sender.get() {
+        sender.publish(&argv[1], &argv[2]);
+    }
     ctx.out.int(receivers as i64);
     Ok(())
 }
