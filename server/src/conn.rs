@@ -564,11 +564,9 @@ fn reply_len(buf: &[u8], version: RespVersion) -> Option<usize> {
 
 /// Waits until the group's leader changes, a short while, or `deadline`.
 async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant) {
-    let Some(group) = node.group() else {
-        tokio::time::sleep_until(deadline).await;
-        return;
-    };
-    let mut changed = group.status.subscribe();
+    // Any group of this node (the requests waiting may be for any of them); a group it
+    // does not replicate has no signal here, hence the short nap at most.
+    let mut changed = node.leaders_changed.subscribe();
     let nap = tokio::time::Instant::now() + Duration::from_millis(200);
     let _ = tokio::time::timeout_at(nap.min(deadline), changed.changed()).await;
 }

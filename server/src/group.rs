@@ -205,8 +205,6 @@ pub struct GroupStatus {
     pub applied: AtomicU64,
     /// Snapshots this group wrote since it started.
     pub snapshots: AtomicU64,
-    /// Bumped on every leader change, for connections waiting out an election.
-    changed: watch::Sender<u64>,
     /// The membership and the replicas' progress, refreshed every tick.
     pub conf: parking_lot::Mutex<ConfView>,
 }
@@ -222,7 +220,6 @@ impl GroupStatus {
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
-            changed: watch::channel(0).0,
             conf: parking_lot::Mutex::new(ConfView::default()),
         }
     }
@@ -246,15 +243,9 @@ impl GroupStatus {
         until != 0 && (self.epoch.elapsed().as_nanos() as u64) < until && self.is_leader()
     }
 
-    /// Resolves at the next leader change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
     fn set_leader(&self, leader: u64) {
         if self.leader.swap(leader, Ordering::AcqRel) != leader {
             self.lease_until.store(0, Ordering::Release);
-            self.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 }
@@ -931,6 +922,9 @@ impl Group {
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             self.status.set_leader(ss.leader_id);
+            self.node
+                .leaders_changed
+                .send_modify(|v| *v = v.wrapping_add(1));
             if ss.raft_state == StateRole::Leader {
                 self.term_start = self.raw.raft.raft_log.last_index();
                 tracing::info!(

@@ -180,6 +180,9 @@ pub struct Node {
     pub membership: RwLock<Membership>,
     /// Where Raft messages go (the cluster transport; nowhere for a single node).
     pub raft_sender: OnceLock<Arc<dyn RaftSender>>,
+    /// Bumped whenever any group of this node sees its leader change, for requests
+    /// waiting out an election.
+    pub leaders_changed: watch::Sender<u64>,
 }
 
 impl Node {
@@ -208,6 +211,7 @@ impl Node {
             reconciling: Mutex::new(()),
             membership: RwLock::new(Membership::default()),
             raft_sender: OnceLock::new(),
+            leaders_changed: watch::channel(0).0,
         })
     }
 
