@@ -957,7 +957,15 @@ impl Group {
         if self.fsync == AppendFsync::Always || vote_changed {
             // A vote or term change is made durable before it is announced, whatever the
             // policy: forgetting a vote could elect two leaders in one term.
-            self.sync_in_turn()?;
+            if self.node.groups().is_some_and(|g| g.hosted.len() > 1) {
+                // Several groups on this node: in turn they would fsync one after another
+                // on the same worker; on the blocking pool their fsyncs overlap. Measured
+                // (3 nodes, 3 groups, `always`, redis-benchmark --cluster SET, alternated
+                // runs): ~18.5k against ~14k ops/s in turn.
+                self.sync_now().await?;
+            } else {
+                self.sync_in_turn()?;
+            }
         }
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
