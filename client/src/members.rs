@@ -450,7 +450,25 @@ impl Admin<'_> {
             Ok(())
         })?;
         match c.call(&["CLUSTER", "KELVIN-JOIN", &t.render()])? {
-            Frame::Error(e) if member && e.contains("already belongs") => {}
+            // Told to join before (this command interrupted, run again): it knows this
+            // cluster's members already.
+            Frame::Error(e) if e.contains("already belongs") => {
+                let theirs = Topology::parse(&text(
+                    c.call(&["CLUSTER", "KELVIN-TOPOLOGY"])?,
+                    new,
+                    "CLUSTER KELVIN-TOPOLOGY",
+                )?)?;
+                let ours = |id: &String| t.members.iter().any(|m| &m.0 == id);
+                if !member
+                    && !theirs
+                        .members
+                        .iter()
+                        .filter(|m| m.0 != id)
+                        .any(|m| ours(&m.0))
+                {
+                    anyhow::bail!("[ERR] {new}: {e}");
+                }
+            }
             Frame::Error(e) => anyhow::bail!("[ERR] {new}: {e}"),
             _ => {}
         }

@@ -67,11 +67,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     match cluster {
         None => {
             let node = node.clone();
-            tokio::task::spawn_blocking(move || node.start_group(cluster::Membership::default()))
-                .await?
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display())
-                })?;
+            tokio::task::spawn_blocking(move || {
+                node.start_group(cluster::Membership::default(), node::Start::Bootstrap)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display()))?;
         }
         Some((cport, secret, bind)) => {
             let id = cluster::load_or_create_id(&data_dir)?;
@@ -94,7 +94,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             tokio::spawn(deliver_inbound(node.clone(), rx));
             if let Some(m) = cluster::Membership::load(&data_dir)? {
                 let node = node.clone();
-                tokio::task::spawn_blocking(move || node.start_group(m))
+                tokio::task::spawn_blocking(move || node.start_group(m, node::Start::Restart))
                     .await?
                     .map_err(|e| {
                         anyhow::anyhow!("cannot open the log in {}: {e}", data_dir.display())

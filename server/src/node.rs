@@ -126,6 +126,20 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
 }
 
+/// How a node starts its groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new cluster (`CLUSTER KELVIN-BOOTSTRAP`), or the embedded node: a group whose
+    /// log is new is created with the replicas the topology lists as its voters.
+    Bootstrap,
+    /// A restart from `cluster.conf`: every log keeps its own membership; a log that is
+    /// still empty waits for its leader.
+    Restart,
+    /// Added to a running cluster (`CLUSTER KELVIN-JOIN`): an empty meta replica, no data
+    /// group until the topology gives it one.
+    Join,
+}
+
 /// The data groups a node takes part in, and which group owns each slot.
 pub struct Groups {
     /// This node's replicas, by group id.
@@ -298,21 +312,18 @@ impl Node {
     }
 
     /// Starts the embedded node's group, or this node's replica of every group of
-    /// `membership` it belongs to (the voters of a new group; an existing log keeps its
-    /// own) and of the meta group.
-    pub fn start_group(self: &Arc<Self>, membership: Membership) -> Result<(), String> {
-        self.start_cluster(membership, false)
+    /// `membership` it belongs to, and of the meta group.
+    pub fn start_group(self: &Arc<Self>, membership: Membership, how: Start) -> Result<(), String> {
+        self.start_cluster(membership, how)
     }
 
-    /// As [`Node::start_group`]; `joining`: this node is being added to a running cluster
-    /// (`kelvin-cli cluster add-node`): its meta replica starts empty, and waits for the
-    /// leader to add it and send it a snapshot; it hosts no data group until the topology
-    /// gives it one.
+    /// See [`Start`] for what each way of starting creates.
     pub fn start_cluster(
         self: &Arc<Self>,
         membership: Membership,
-        joining: bool,
+        how: Start,
     ) -> Result<(), String> {
+        let joining = how == Start::Join;
         let _busy = self.reconciling.lock();
         if self.groups.read().is_some() {
             return Err("this node is already part of a group".into());
@@ -324,10 +335,11 @@ impl Node {
             }
         }
         if !membership.members.is_empty() {
-            let voters = if joining {
-                Vec::new()
-            } else {
-                membership.voters()
+            // A cluster.conf from before the meta group (epoch 0) bootstraps it once.
+            let voters = match how {
+                Start::Bootstrap => membership.voters(),
+                Start::Restart if membership.epoch == 0 => membership.voters(),
+                Start::Restart | Start::Join => Vec::new(),
             };
             let meta = self.open_group(crate::cluster::META_GROUP, voters)?;
             let _ = self.meta.set(meta);
@@ -346,6 +358,13 @@ impl Node {
         };
         let mut hosted = std::collections::BTreeMap::new();
         for (id, voters) in mine {
+            // Only a new cluster creates its groups' memberships; after that each group's
+            // log holds its own, and a replica whose log is still empty (added, never
+            // sent its snapshot) must wait for its leader, not found a group of its own.
+            let voters = match how {
+                Start::Bootstrap => voters,
+                Start::Restart | Start::Join => Vec::new(),
+            };
             hosted.insert(id, self.open_group(id, voters)?);
         }
         let groups = Groups::new(hosted, &membership);

@@ -243,3 +243,27 @@ def test_membership_errors_say_what_to_do(four):
         other.client().execute_command("CLUSTER", "KELVIN-CONF", "0", "JUMP", "1")
     with pytest.raises(redis.ResponseError, match="bad group"):
         other.client().execute_command("CLUSTER", "KELVIN-RAFT", "nope")
+
+
+def test_a_node_that_restarts_before_its_first_snapshot_still_joins(four):
+    """A node told to join (KELVIN-JOIN) that restarts before the meta leader added it
+    must not found a meta group of its own from its cluster.conf: it waits, empty, and
+    joins when added."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = topology(first)
+    new_line = f"node {myid(new)} 127.0.0.1 {new.port} {new.options['cluster_port']} {rport(new)}"
+    joined = text.replace("epoch 1", "epoch 2").replace("\ngroup", f"\n{new_line}\ngroup", 1)
+    assert new.client().execute_command("CLUSTER", "KELVIN-JOIN", joined)
+    new.proc.kill()
+    new.proc.wait(timeout=5)
+    new.start(keep_port=True)
+    time.sleep(1.5)
+    view = raft_view(new, "meta")
+    assert view["voters"] == "" and view["role"] == "follower", view
+    # Now added for real.
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert myid(new) in raft_view(new, "meta")["voters"]
+    wait_for(lambda: epoch(new) == 2)

@@ -486,7 +486,8 @@ fn kelvin_join(ctx: &mut ConnCtx<'_>, text: &[u8]) -> CmdResult {
     let dir = node.settings.read().data_dir.clone();
     m.save(&dir)
         .map_err(|e| CmdError::err(format!("cannot write cluster.conf: {e}")))?;
-    node.start_cluster(m, true).map_err(CmdError::err)?;
+    node.start_cluster(m, crate::node::Start::Join)
+        .map_err(CmdError::err)?;
     ctx.out.ok();
     Ok(())
 }
@@ -714,10 +715,13 @@ fn bootstrap(ctx: &mut ConnCtx<'_>, args: &[Bytes]) -> CmdResult {
         ));
     }
     let dir = node.settings.read().data_dir.clone();
+    // The groups' logs first (their memberships made durable), then cluster.conf: a
+    // restart from cluster.conf never creates a membership (see `Start::Restart`).
+    node.start_group(membership.clone(), crate::node::Start::Bootstrap)
+        .map_err(CmdError::err)?;
     membership
         .save(&dir)
         .map_err(|e| CmdError::err(format!("cannot write cluster.conf: {e}")))?;
-    node.start_group(membership).map_err(CmdError::err)?;
     ctx.out.ok();
     Ok(())
 }
