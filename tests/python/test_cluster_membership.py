@@ -85,35 +85,26 @@ class Writers:
         rc = redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", p) for p in ports],
             socket_timeout=10)
-        deadline = time.monotonic() + 240
-        i = 0
-        while not self.stop.is_set() and i < 20000 and time.monotonic() < deadline:
-            key, value = f"rc:{i}", f"v{i}"
-            try:
-                if rc.set(key, value):
-                    self._record(key, value)
-            except (redis.exceptions.RedisError, OSError) as e:
-                # Not acknowledged: may or may not have happened. Checked below only
-                # that acknowledged ones are there.
-                self.errors.append(f"cluster {key}: {e}")
-                time.sleep(0.05)
-            i += 1
-        rc.close()
+        self._write(rc, "rc")
 
     def _plain(self, port, w):
-        c = redis.Redis(port=port, socket_timeout=10)
+        self._write(redis.Redis(port=port, socket_timeout=10), f"plain{w}")
+
+    def _write(self, client, prefix):
         deadline = time.monotonic() + 240
         i = 0
         while not self.stop.is_set() and i < 20000 and time.monotonic() < deadline:
-            key, value = f"plain{w}:{i}", f"v{i}"
+            key, value = f"{prefix}:{i}", f"v{i}"
             try:
-                if c.set(key, value):
+                if client.set(key, value):
                     self._record(key, value)
             except (redis.exceptions.RedisError, OSError) as e:
-                self.errors.append(f"plain {key}: {e}")
+                # Not acknowledged: may or may not have happened. Only acknowledged
+                # writes are checked afterwards.
+                self.errors.append(f"{key}: {e}")
                 time.sleep(0.05)
             i += 1
-        c.close()
+        client.close()
 
     def finish(self) -> dict[str, str]:
         self.stop.set()

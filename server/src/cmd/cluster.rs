@@ -466,12 +466,25 @@ fn kelvin_conf(ctx: &mut ConnCtx<'_>, args: &[Bytes]) -> CmdResult {
 /// empty; the meta leader then adds it as a learner and promotes it.
 fn kelvin_join(ctx: &mut ConnCtx<'_>, text: &[u8]) -> CmdResult {
     let node = ctx.node;
+    let m = Membership::parse(&String::from_utf8_lossy(text)).map_err(CmdError::err)?;
+    check_new_member(node, &m, "to add it")?;
+    let dir = node.settings.read().data_dir.clone();
+    m.save(&dir)
+        .map_err(|e| CmdError::err(format!("cannot write cluster.conf: {e}")))?;
+    node.start_cluster(m, crate::node::Start::Join)
+        .map_err(CmdError::err)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Whether this node may take `m` as its first topology: in cluster mode, listed in it,
+/// and part of no cluster yet (`purpose` ends the error that says to empty it).
+fn check_new_member(node: &crate::node::Node, m: &Membership, purpose: &str) -> CmdResult {
     if node.settings.read().cluster_port.is_none() {
         return Err(CmdError::err(
             "This instance has cluster support disabled: start it with --cluster-port",
         ));
     }
-    let m = Membership::parse(&String::from_utf8_lossy(text)).map_err(CmdError::err)?;
     if m.member(node.id()).is_none() {
         return Err(CmdError::err(format!(
             "this node ({}) is not among the members",
@@ -479,16 +492,10 @@ fn kelvin_join(ctx: &mut ConnCtx<'_>, text: &[u8]) -> CmdResult {
         )));
     }
     if node.groups().is_some() {
-        return Err(CmdError::err(
-            "Node is not empty. It already belongs to a cluster (see INFO raft); start it with an empty --data-dir to add it",
-        ));
+        return Err(CmdError::err(format!(
+            "Node is not empty. It already belongs to a cluster (see INFO raft); start it with an empty --data-dir {purpose}"
+        )));
     }
-    let dir = node.settings.read().data_dir.clone();
-    m.save(&dir)
-        .map_err(|e| CmdError::err(format!("cannot write cluster.conf: {e}")))?;
-    node.start_cluster(m, crate::node::Start::Join)
-        .map_err(CmdError::err)?;
-    ctx.out.ok();
     Ok(())
 }
 
@@ -696,24 +703,9 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
 
 fn bootstrap(ctx: &mut ConnCtx<'_>, args: &[Bytes]) -> CmdResult {
     let node = ctx.node;
-    let Some(_) = node.settings.read().cluster_port else {
-        return Err(CmdError::err(
-            "This instance has cluster support disabled: start it with --cluster-port",
-        ));
-    };
     let args: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
     let membership = Membership::from_args(&args).map_err(CmdError::err)?;
-    if membership.member(node.id()).is_none() {
-        return Err(CmdError::err(format!(
-            "this node ({}) is not among the members",
-            node_name(node.id())
-        )));
-    }
-    if node.groups().is_some() {
-        return Err(CmdError::err(
-            "Node is not empty. It already belongs to a cluster (see INFO raft); start it with an empty --data-dir to form a new one",
-        ));
-    }
+    check_new_member(node, &membership, "to form a new one")?;
     let dir = node.settings.read().data_dir.clone();
     // The groups' logs first (their memberships made durable), then cluster.conf: a
     // restart from cluster.conf never creates a membership (see `Start::Restart`).
