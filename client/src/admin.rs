@@ -181,6 +181,13 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             rport,
         });
     }
+    if let Some(epoch) = already_formed(&nodes, pass) {
+        println!(
+            "[OK] These {} nodes already form a cluster (topology epoch {epoch}): nothing to do.",
+            nodes.len()
+        );
+        return Ok(());
+    }
     println!(
         ">>> Forming one Raft group over {} nodes, all 16384 slots:",
         nodes.len()
@@ -268,6 +275,26 @@ fn create(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The topology epoch if every node already belongs to one cluster of exactly these
+/// nodes (a `create` run again, e.g. by a compose file's init service on restart).
+fn already_formed(nodes: &[NodeInfo], pass: Option<&str>) -> Option<u64> {
+    let want: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    let mut epoch = None;
+    for n in nodes {
+        let reply = connect(&n.addr, pass)
+            .and_then(|mut c| c.call(&["CLUSTER", "KELVIN-TOPOLOGY"]))
+            .ok()?;
+        let t = crate::members::Topology::parse(&text(reply, &n.addr, "").ok()?).ok()?;
+        let have: std::collections::BTreeSet<&str> =
+            t.members.iter().map(|m| m.0.as_str()).collect();
+        if t.epoch == 0 || have != want {
+            return None;
+        }
+        epoch = Some(epoch.map_or(t.epoch, |e: u64| e.max(t.epoch)));
+    }
+    epoch
 }
 
 /// A port setting of a node (`CONFIG GET name`); 0 if it has none.

@@ -62,6 +62,12 @@ fn is_shutdown(args: &[impl AsRef<[u8]>]) -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Output piped into `head` and the like: end quietly when the reader goes away, as
+    // redis-cli does, instead of panicking on a failed print.
+    // SAFETY: restoring the default disposition of SIGPIPE touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if cli.command.len() >= 2
         && cli.command[0].eq_ignore_ascii_case("cluster")
