@@ -1,0 +1,230 @@
+//! The checkers, and [`check`], which runs them all on one history.
+//!
+//! How it fits: [`check`] pairs the records ([`crate::history::pair`]), reports malformed
+//! records and keys used by two workloads as history problems, then hands the paired
+//! operations to each checker; each keeps the functions of its workload and judges every
+//! key separately:
+//!
+//! - [`register`]: linearizability of `GET`/`SET`/`INCR`/`DEL` per key;
+//! - [`list_append`]: `RPUSH` of unique elements and `LRANGE 0 -1` reads: no duplicates,
+//!   nothing invented or failed, reads ordered by prefix and real time, no acknowledged
+//!   append lost;
+//! - [`sessions`]: linearizability of whole hashes under `HSET`/`HGETALL`/`DEL`, with
+//!   `EXPIRE` allowed to delete the key at any later time.
+//!
+//! The result is a [`Report`] with one [`Verdict`] per part; [`Report::verdict`] combines
+//! them. Nothing here panics on a bad history: whatever cannot be interpreted becomes a
+//! problem in a verdict.
+
+mod linear;
+pub mod list_append;
+pub mod register;
+pub mod sessions;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::history::{pair, Op, Operation, Workload};
+use linear::{Failure, Limits};
+
+/// The judgement of one checker (or of all, combined).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// True iff `problems` is empty.
+    pub valid: bool,
+    /// Keys examined.
+    pub keys: usize,
+    /// Operations (paired invocations) examined.
+    pub ops: usize,
+    /// One human-readable line per violation found.
+    pub problems: Vec<String>,
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict {
+            valid: true,
+            keys: 0,
+            ops: 0,
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// Bounds on the linearizability searches (register and sessions), per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Search iterations before a key is reported undecided.
+    pub max_search_steps: u64,
+    /// Memory for the search's cache of explored configurations, in bytes.
+    pub max_search_memory: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_search_steps: 50_000_000,
+            max_search_memory: 512 << 20,
+        }
+    }
+}
+
+impl Options {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_steps: self.max_search_steps,
+            max_cache_words: self.max_search_memory / 8,
+        }
+    }
+}
+
+/// The verdicts of one history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Malformed records, keys used by more than one workload.
+    pub history: Verdict,
+    /// [`register::check`].
+    pub register: Verdict,
+    /// [`list_append::check`].
+    pub list_append: Verdict,
+    /// [`sessions::check`].
+    pub sessions: Verdict,
+}
+
+impl Report {
+    /// True iff every part is valid.
+    pub fn valid(&self) -> bool {
+        self.parts().iter().all(|(_, v)| v.valid)
+    }
+
+    /// The parts with their names, in a fixed order.
+    pub fn parts(&self) -> [(&'static str, &Verdict); 4] {
+        [
+            ("history", &self.history),
+            ("register", &self.register),
+            ("list-append", &self.list_append),
+            ("sessions", &self.sessions),
+        ]
+    }
+
+    /// All parts in one verdict: counts of the checkers summed (the history part's counts
+    /// are the same operations again, so they are left out), problems concatenated.
+    pub fn verdict(&self) -> Verdict {
+        let mut all = Verdict::default();
+        for (name, v) in self.parts() {
+            if name != "history" {
+                all.keys += v.keys;
+                all.ops += v.ops;
+            }
+            all.problems.extend(v.problems.iter().cloned());
+        }
+        all.valid = all.problems.is_empty();
+        all
+    }
+}
+
+/// Runs every checker on `ops` with default [`Options`].
+pub fn check(ops: &[Op]) -> Report {
+    check_with(ops, &Options::default())
+}
+
+/// Runs every checker on `ops`.
+pub fn check_with(ops: &[Op], options: &Options) -> Report {
+    let paired = pair(ops);
+    let mut history = Verdict {
+        ops: paired.operations.len(),
+        problems: paired.problems,
+        ..Verdict::default()
+    };
+    let mut workloads: BTreeMap<&str, Vec<Workload>> = BTreeMap::new();
+    for op in &paired.operations {
+        let w = workloads.entry(op.key.as_str()).or_default();
+        if !w.contains(&op.f.workload()) {
+            w.push(op.f.workload());
+        }
+    }
+    history.keys = workloads.len();
+    for (key, w) in &workloads {
+        if w.len() > 1 {
+            let names: Vec<&str> = w.iter().map(|w| w.name()).collect();
+            history.problems.push(format!(
+                "history: key {key:?} is used by more than one workload ({}); each checker \
+                 sees only its own operations on it",
+                names.join(", ")
+            ));
+        }
+    }
+    history.valid = history.problems.is_empty();
+    let operations = &paired.operations;
+    Report {
+        history,
+        register: register::check(operations, options),
+        list_append: list_append::check(operations),
+        sessions: sessions::check(operations, options),
+    }
+}
+
+/// How many operations of a linearizable prefix an explanation lists.
+const PREFIX_SHOWN: usize = 4;
+/// How many refused operations an explanation lists.
+const REFUSED_SHOWN: usize = 6;
+
+/// One line explaining a failed linearizability search over `sources`.
+fn explain_failure<S>(
+    what: &str,
+    failure: &Failure<S>,
+    sources: &[&Operation],
+    state: &str,
+) -> String {
+    let show = |i: usize| {
+        sources
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |op| op.to_string())
+    };
+    let n = failure.prefix.len();
+    let mut s = format!(
+        "{what}: not linearizable: the longest linearizable prefix found has {n} of {} \
+         operations",
+        sources.len()
+    );
+    if n == 0 {
+        s.push_str(&format!(" (initial state {state})"));
+    } else {
+        let tail: Vec<String> = failure.prefix[n.saturating_sub(PREFIX_SHOWN)..]
+            .iter()
+            .map(|&i| show(i))
+            .collect();
+        let more = if n > PREFIX_SHOWN { "..., " } else { "" };
+        s.push_str(&format!(" ({more}{}), leaving {state}", tail.join(", ")));
+    }
+    if let Some(b) = failure.blocker {
+        s.push_str(&format!(
+            "; then {} cannot take effect before its completion",
+            show(b)
+        ));
+    }
+    let mut others: Vec<usize> = Vec::new();
+    for &i in &failure.refused {
+        if Some(i) != failure.blocker && !others.contains(&i) {
+            others.push(i);
+        }
+    }
+    let refused: Vec<String> = others
+        .iter()
+        .take(REFUSED_SHOWN)
+        .map(|&i| show(i))
+        .collect();
+    if !refused.is_empty() {
+        let more = if others.len() > REFUSED_SHOWN {
+            format!(" and {} more", others.len() - REFUSED_SHOWN)
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "; other operations impossible in that state: {}{more}",
+            refused.join(", ")
+        ));
+    }
+    s
+}
