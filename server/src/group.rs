@@ -378,18 +378,7 @@ pub fn start(
         tracing::info!(group = cfg.group_id, index = applied, keys, file = %path.display(), "snapshot loaded");
     }
     let single = storage.conf_state().voters == [cfg.node_id];
-    let config = raft::Config {
-        id: cfg.node_id,
-        election_tick: ELECTION_TICKS,
-        heartbeat_tick: HEARTBEAT_TICKS,
-        applied,
-        check_quorum: true,
-        pre_vote: true,
-        max_size_per_msg: 1 << 20,
-        max_inflight_msgs: 256,
-        read_only_option: raft::ReadOnlyOption::Safe,
-        ..Default::default()
-    };
+    let config = raft_config(cfg.node_id, applied);
     config.validate()?;
     let logger = crate::raftlog::logger(cfg.group_id);
     let mut raw = RawNode::new(&config, storage, &logger)?;
@@ -467,6 +456,44 @@ pub fn start(
         status,
         done: parking_lot::Mutex::new(Some(done_rx)),
     }))
+}
+
+/// Appends an entry if this replica leads: its index, or `None` if nothing was proposed.
+///
+/// Only a leader may propose. A replica that stopped leading during the turn (a higher
+/// term arrived with the messages the turn gathered) would otherwise, in raft-rs (which
+/// has no switch for it), forward the entry to the new leader as `MsgPropose` while its
+/// clients are told "not the leader" and send their requests again: the new leader would
+/// apply both. Found by kelvin-jepsen: a paused leader's INCR and HSET applied twice.
+fn propose_entry<S: raft::Storage>(
+    raw: &mut RawNode<S>,
+    context: Vec<u8>,
+    data: Vec<u8>,
+) -> Option<u64> {
+    if raw.raft.state != StateRole::Leader {
+        return None;
+    }
+    let before = raw.raft.raft_log.last_index();
+    match raw.propose(context, data) {
+        Ok(()) if raw.raft.raft_log.last_index() > before => Some(raw.raft.raft_log.last_index()),
+        _ => None,
+    }
+}
+
+/// The Raft settings of every group.
+fn raft_config(id: u64, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    }
 }
 
 /// How long `stop` waits for the group to finish its turn.
@@ -793,10 +820,8 @@ impl Group {
         let mut context = Vec::with_capacity(16);
         context.extend_from_slice(&self.status.node_id.to_le_bytes());
         context.extend_from_slice(&self.batch_seq.to_le_bytes());
-        let before = self.raw.raft.raft_log.last_index();
-        match self.raw.propose(context.clone(), data) {
-            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
-                let index = self.raw.raft.raft_log.last_index();
+        match propose_entry(&mut self.raw, context.clone(), data) {
+            Some(index) => {
                 let entry = PendingEntry {
                     context,
                     waiters,
@@ -809,7 +834,7 @@ impl Group {
                     fail(old.waiters, ProposeError::Dropped);
                 }
             }
-            _ => {
+            None => {
                 let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0);
                 for w in waiters {
                     if let Some(reply) = w.reply {
@@ -1274,5 +1299,47 @@ fn fail(waiters: Vec<Waiter>, err: ProposeError) {
         if let Some(reply) = w.reply {
             let _ = reply.send(Err(err.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::{ConfState, Message, MessageType};
+    use raft::storage::MemStorage;
+    use raft::RawNode;
+
+    /// A replica that does not lead proposes nothing, and in particular does not forward
+    /// the entry to the leader it knows (raft-rs would): its clients are told "not the
+    /// leader" and send again, so a forwarded copy would be applied twice.
+    #[test]
+    fn a_follower_does_not_forward_proposals() {
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2], vec![])));
+        let config = super::raft_config(1, 0);
+        config.validate().unwrap();
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger).unwrap();
+        // Node 2 leads term 1.
+        let mut heartbeat = Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            ..Default::default()
+        };
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        node.step(heartbeat).unwrap();
+        assert_eq!(node.raft.leader_id, 2);
+        assert_eq!(
+            super::propose_entry(&mut node, b"ctx".to_vec(), b"INCR".to_vec()),
+            None
+        );
+        let ready = node.ready();
+        assert!(
+            !ready
+                .messages()
+                .iter()
+                .chain(ready.persisted_messages())
+                .any(|m| m.get_msg_type() == MessageType::MsgPropose),
+            "the proposal was forwarded to the leader"
+        );
     }
 }
