@@ -1,0 +1,251 @@
+//! The cluster under test: the compose cluster of `docker/`, driven with docker-compose,
+//! docker and (for partitions) iptables run inside each node's network namespace.
+//!
+//! How it fits: [`Cluster::up`] starts `docker/compose-N.yml` from a clean state (its
+//! `init` service forms the cluster), the nemesis calls the fault primitives here
+//! ([`Cluster::kill`], [`Cluster::pause`], [`Cluster::partition`]...), and the run ends
+//! with [`Cluster::heal`], the final checks and [`Cluster::down`]. Every fault is on the
+//! project's own containers; clients reach the nodes on the private network from the host.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The client port of every node (as the compose files set it).
+pub const CLIENT_PORT: u16 = 6379;
+/// How long `up` waits for the compose cluster to form itself.
+pub const FORM_WAIT: Duration = Duration::from_secs(180);
+
+/// One node: its compose service name and its address on the private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Node {
+    pub fn client_addr(&self) -> String {
+        format!("{}:{CLIENT_PORT}", self.ip)
+    }
+}
+
+/// A running compose cluster.
+pub struct Cluster {
+    project: String,
+    compose_file: PathBuf,
+    /// `target/release/kelvin-cli` of this checkout (admin commands from the host).
+    cli: PathBuf,
+    pub nodes: Vec<Node>,
+    /// Container ids by node, looked up once (they stay across kill and start; asking
+    /// docker-compose each time costs about a second).
+    ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// Runs a command, failing with its output if it fails.
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Cluster {
+    /// Brings `docker/compose-<nodes>.yml` up from a clean state (anything left by an
+    /// earlier run of `project` is removed with its data first) and waits until its
+    /// `init` service has formed the cluster.
+    pub fn up(repo: &Path, project: &str, nodes: usize, cli: PathBuf) -> anyhow::Result<Cluster> {
+        let compose_file = repo.join(format!("docker/compose-{nodes}.yml"));
+        if !compose_file.exists() {
+            bail!("{} does not exist (3 or 5 nodes)", compose_file.display());
+        }
+        let subnet = if nodes == 3 { 30 } else { 31 };
+        let cluster = Cluster {
+            project: project.to_string(),
+            compose_file,
+            cli,
+            nodes: (1..=nodes)
+                .map(|i| Node {
+                    name: format!("n{i}"),
+                    ip: Ipv4Addr::new(172, subnet, 0, 10 + i as u8),
+                })
+                .collect(),
+            ids: Default::default(),
+        };
+        cluster.down();
+        run(cluster.compose().args(["up", "-d"]))?;
+        let deadline = Instant::now() + FORM_WAIT;
+        loop {
+            let id = run(cluster.compose().args(["ps", "-q", "init"]))?;
+            let id = id.trim();
+            if !id.is_empty() {
+                let state = run(Command::new("docker").args([
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{.State.ExitCode}}",
+                    id,
+                ]))?;
+                match state.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["exited", "0"] => break,
+                    ["exited", code] => {
+                        let logs = run(cluster.compose().args(["logs", "--no-color", "init"]))
+                            .unwrap_or_default();
+                        bail!("the cluster did not form (init exited {code}):\n{logs}");
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the cluster did not form within {FORM_WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(cluster)
+    }
+
+    fn compose(&self) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.compose_file);
+        c
+    }
+
+    /// Stops and removes the containers, the network and the data (best effort).
+    pub fn down(&self) {
+        let _ = run(self
+            .compose()
+            .args(["down", "-v", "--remove-orphans", "-t", "2"]));
+    }
+
+    fn container(&self, node: &Node) -> anyhow::Result<String> {
+        if let Some(id) = self
+            .ids
+            .lock()
+            .ok()
+            .and_then(|ids| ids.get(&node.name).cloned())
+        {
+            return Ok(id);
+        }
+        let id = run(self.compose().args(["ps", "-q", &node.name]))?;
+        let id = id.trim().to_string();
+        if id.is_empty() {
+            bail!("no container for {}", node.name);
+        }
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.insert(node.name.clone(), id.clone());
+        }
+        Ok(id)
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash; its disk stays.
+    pub fn kill(&self, node: &Node) -> anyhow::Result<()> {
+        let id = self.container(node)?;
+        // Already stopped is fine: the nemesis may kill a node twice.
+        let _ = run(Command::new("docker").args(["kill", "-s", "KILL", &id]));
+        Ok(())
+    }
+
+    /// Starts a killed node again (a no-op for a running one).
+    pub fn start(&self, node: &Node) -> anyhow::Result<()> {
+        run(Command::new("docker").args(["start", &self.container(node)?])).map(|_| ())
+    }
+
+    /// SIGSTOP (docker pause: the cgroup freezer): the process stops answering.
+    pub fn pause(&self, node: &Node) -> anyhow::Result<()> {
+        let id = self.container(node)?;
+        let _ = run(Command::new("docker").args(["pause", &id]));
+        Ok(())
+    }
+
+    pub fn resume(&self, node: &Node) -> anyhow::Result<()> {
+        let id = self.container(node)?;
+        let paused = run(Command::new("docker").args(["inspect", "-f", "{{.State.Paused}}", &id]))?;
+        if paused.trim() == "true" {
+            run(Command::new("docker").args(["unpause", &id]))?;
+        }
+        Ok(())
+    }
+
+    fn pid(&self, node: &Node) -> anyhow::Result<Option<String>> {
+        let id = self.container(node)?;
+        let pid = run(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]))?;
+        let pid = pid.trim().to_string();
+        Ok((pid != "0").then_some(pid))
+    }
+
+    fn iptables(&self, node: &Node, args: &[&str]) -> anyhow::Result<()> {
+        let Some(pid) = self.pid(node)? else {
+            return Ok(()); // Not running: nothing to cut (rules go with its netns).
+        };
+        run(Command::new("nsenter")
+            .args(["-t", &pid, "-n", "iptables"])
+            .args(args))
+        .map(|_| ())
+    }
+
+    /// Cuts every link between a node of `a` and a node of `b`, both ways (each drops
+    /// what comes from the other side). The host keeps reaching every node, so clients
+    /// see a partitioned node as slow or failing, not gone.
+    pub fn partition(&self, a: &[Node], b: &[Node]) -> anyhow::Result<()> {
+        for (x, others) in a.iter().map(|x| (x, b)).chain(b.iter().map(|x| (x, a))) {
+            for o in others {
+                self.iptables(x, &["-A", "INPUT", "-s", &o.ip.to_string(), "-j", "DROP"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every fault: partitions removed, paused nodes resumed, killed nodes started.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        for n in &self.nodes {
+            self.resume(n)?;
+            self.start(n)?;
+            self.iptables(n, &["-F", "INPUT"])?;
+        }
+        Ok(())
+    }
+
+    /// The node's log so far (stdout and stderr).
+    pub fn logs(&self, node: &Node) -> anyhow::Result<String> {
+        let id = self.container(node)?;
+        let out = Command::new("docker")
+            .args(["logs", &id])
+            .output()
+            .context("docker logs")?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok(text)
+    }
+
+    /// `kelvin-cli <args>` from the host.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new(&self.cli).args(args))
+    }
+
+    /// Waits until `cluster status` says every group has a leader and all its replicas.
+    pub fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let seed = self.nodes[0].client_addr();
+        loop {
+            match self.cli(&["cluster", "status", &seed]) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("the cluster is not healthy after {within:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The clients: worker threads that call a node with real Redis requests (the `redis`
+//! crate, plain connections to the nodes' main ports, so every node relays to its groups'
+//! leaders) and record each call in the history.
+//!
+//! How it fits: `run` starts [`spawn`] workers next to the nemesis; each picks a node and
+//! an operation at random, records the invocation, sends the request and records `Ok`,
+//! `Fail` (an error reply that leaves no effect) or `Info` (unknown: a timeout, a broken
+//! connection, or Kelvin's "outcome is unknown"). After an `Info` the worker takes a new
+//! process id, as Jepsen does: the old one may still have an operation in flight.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kelvin_jepsen::history::{Pending, Recorder, Value, F};
+use rand::{Rng, SeedableRng};
+
+/// A request gets this long before its outcome is unknown.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys per workload at a time: few, so that operations on one key overlap.
+pub const KEYS: usize = 6;
+/// Each key is used this long, then the workers move to new ones (as Jepsen's
+/// independent keys): the linearizability search stays small per key.
+pub const KEY_LIFETIME: Duration = Duration::from_secs(5);
+
+/// The generation of keys in use `elapsed` after the start.
+pub fn generation(elapsed: Duration) -> u64 {
+    elapsed.as_secs() / KEY_LIFETIME.as_secs()
+}
+
+/// Key `k` of generation `gen` of a workload (`prefix`: r register, c counter, l list,
+/// s session).
+pub fn key_name(prefix: &str, k: usize, gen: u64) -> String {
+    format!("{prefix}{k}.{gen}")
+}
+/// Most operations one worker makes.
+pub const MAX_OPS_PER_WORKER: u64 = 100_000;
+
+/// What one worker does.
+pub struct Worker {
+    pub index: u64,
+    pub workers: u64,
+    pub nodes: Vec<String>,
+    pub recorder: Arc<Recorder>,
+    pub stop: Arc<AtomicBool>,
+    pub until: Instant,
+    pub began: Instant,
+    pub seed: u64,
+}
+
+/// How an error reply is recorded. Kelvin's TRYAGAIN says the write was not applied (a
+/// leader change dropped it); anything else from a write might have happened.
+fn outcome_of_error(f: F, err: &redis::RedisError) -> bool {
+    let reads = matches!(f, F::Read | F::ReadList | F::HGetAll);
+    reads || err.code() == Some("TRYAGAIN") || err.code() == Some("WRONGTYPE")
+}
+
+impl Worker {
+    pub fn spawn(self) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || self.run())
+    }
+
+    fn run(self) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let mut process = self.index;
+        let mut conn: Option<(usize, redis::Connection)> = None;
+        let mut seq: u64 = 0;
+        while !self.stop.load(Ordering::Relaxed)
+            && Instant::now() < self.until
+            && seq < MAX_OPS_PER_WORKER
+        {
+            seq += 1;
+            // Unique values: process and sequence number.
+            let unique = (process << 24) | seq;
+            if conn.is_none() || rng.gen_ratio(1, 50) {
+                let n = rng.gen_range(0..self.nodes.len());
+                conn = connect(&self.nodes[n]).map(|c| (n, c));
+            }
+            let Some((_, c)) = conn.as_mut() else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let k = rng.gen_range(0..KEYS);
+            let gen = generation(self.began.elapsed());
+            let key = |prefix: &str| key_name(prefix, k, gen);
+            // INCR has keys of its own (counters): mixed with SET's unique values it
+            // defeats the checker's reductions.
+            let (f, key, arg, mut cmd) = match rng.gen_range(0..100) {
+                0..=17 => (F::Read, key("r"), Value::None, redis::cmd("GET")),
+                18..=31 => (
+                    F::Write,
+                    key("r"),
+                    Value::Int(unique as i64),
+                    redis::cmd("SET"),
+                ),
+                32..=33 => (F::Delete, key("r"), Value::None, redis::cmd("DEL")),
+                34..=37 => (F::Read, key("c"), Value::None, redis::cmd("GET")),
+                38..=41 => (F::Incr, key("c"), Value::None, redis::cmd("INCR")),
+                42..=61 => (
+                    F::Append,
+                    key("l"),
+                    Value::Int(unique as i64),
+                    redis::cmd("RPUSH"),
+                ),
+                62..=79 => (F::ReadList, key("l"), Value::None, redis::cmd("LRANGE")),
+                80..=89 => (
+                    F::HSet,
+                    key("s"),
+                    Value::map([(
+                        format!("f{}", rng.gen_range(0..4)),
+                        Value::Int(unique as i64),
+                    )]),
+                    redis::cmd("HSET"),
+                ),
+                90..=98 => (F::HGetAll, key("s"), Value::None, redis::cmd("HGETALL")),
+                _ => (F::Del, key("s"), Value::None, redis::cmd("DEL")),
+            };
+            cmd.arg(&key);
+            match (&f, &arg) {
+                (F::Write | F::Append, Value::Int(v)) => {
+                    cmd.arg(*v);
+                }
+                (F::ReadList, _) => {
+                    cmd.arg(0).arg(-1);
+                }
+                (F::HSet, Value::Map(m)) => {
+                    for (k, v) in m {
+                        cmd.arg(k).arg(v.to_string());
+                    }
+                }
+                _ => {}
+            }
+            let op = self.recorder.invoke(process, f, key, arg);
+            let result = cmd.query::<redis::Value>(c);
+            if !self.record(&op, f, result) {
+                // Unknown outcome: this process may still have the request in flight.
+                process += self.workers;
+                conn = None;
+            }
+        }
+    }
+
+    /// Records the outcome; false if it is unknown.
+    fn record(&self, op: &Pending, f: F, result: redis::RedisResult<redis::Value>) -> bool {
+        match result {
+            Ok(v) => {
+                self.recorder.ok(op, value_of(f, v));
+                true
+            }
+            Err(e) if e.kind() == redis::ErrorKind::ResponseError || e.code().is_some() => {
+                if outcome_of_error(f, &e) {
+                    self.recorder.fail(op, Value::Str(e.to_string()));
+                    true
+                } else {
+                    self.recorder.info(op, Value::Str(e.to_string()));
+                    false
+                }
+            }
+            Err(e) => {
+                // Timeout, refused or broken connection: a read did nothing, a write may
+                // or may not have been applied.
+                if matches!(f, F::Read | F::ReadList | F::HGetAll) {
+                    self.recorder.fail(op, Value::Str(e.to_string()));
+                    return false;
+                }
+                self.recorder.info(op, Value::Str(e.to_string()));
+                false
+            }
+        }
+    }
+}
+
+/// A connection with the request timeout, or `None` if the node does not answer.
+pub fn connect(addr: &str) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+    let c = client.get_connection_with_timeout(REQUEST_TIMEOUT).ok()?;
+    c.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+    c.set_write_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+    Some(c)
+}
+
+/// The history value of a reply.
+pub fn value_of(f: F, v: redis::Value) -> Value {
+    fn text(v: &redis::Value) -> Value {
+        match v {
+            redis::Value::BulkString(b) => Value::Str(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Value::Str(s.clone()),
+            redis::Value::Int(i) => Value::Int(*i),
+            _ => Value::None,
+        }
+    }
+    match (f, v) {
+        (F::Read | F::Incr, v) => text(&v),
+        (F::ReadList, redis::Value::Array(items)) => Value::list(items.iter().map(text)),
+        (F::HGetAll, redis::Value::Array(items)) => {
+            Value::map(items.chunks(2).filter(|c| c.len() == 2).map(|c| {
+                let k = match text(&c[0]) {
+                    Value::Str(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text(&c[1]))
+            }))
+        }
+        (F::HGetAll, redis::Value::Map(pairs)) => Value::map(pairs.iter().map(|(k, v)| {
+            let k = match text(k) {
+                Value::Str(s) => s,
+                other => other.to_string(),
+            };
+            (k, text(v))
+        })),
+        _ => Value::None,
+    }
+}
