@@ -163,6 +163,13 @@ def test_cluster_aware_and_plain_clients_on_every_node(trio_redirect):
     leader = next(n for n in nodes if raft_info(n)["raft_role"] == "leader")
     followers = [n for n in nodes if n is not leader]
 
+    # A follower knows the leader from its first message (as a Redis Cluster node reports
+    # fail until gossip has converged).
+    def knows_leader(n):
+        info = n.client().execute_command("CLUSTER", "INFO")
+        return "cluster_state:ok" in (info.decode() if isinstance(info, bytes) else info)
+    wait_for(lambda: all(knows_leader(n) for n in nodes))
+
     # Every node advertises the redirect ports, the leader as master of all slots.
     for n in nodes:
         c = n.client()
