@@ -99,7 +99,8 @@ impl Topology {
             .map(|m| m.0.clone())
     }
 
-    fn replicas(&self, group: u64) -> Option<&Vec<String>> {
+    /// The replicas (node ids) of `group`.
+    pub fn replicas(&self, group: u64) -> Option<&Vec<String>> {
         self.groups.iter().find(|g| g.0 == group).map(|g| &g.2)
     }
 }

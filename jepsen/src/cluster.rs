@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use kelvin_client::members::Topology;
 
 /// The client port of every node (as the compose files set it).
 pub const CLIENT_PORT: u16 = 6379;
@@ -36,12 +37,19 @@ impl Node {
 pub struct Cluster {
     project: String,
     compose_file: PathBuf,
+    /// The image the nodes run (`KELVIN_IMAGE` of the compose files).
+    image: String,
     /// `target/release/kelvin-cli` of this checkout (admin commands from the host).
     cli: PathBuf,
     pub nodes: Vec<Node>,
     /// Container ids by node, looked up once (they stay across kill and start; asking
     /// docker-compose each time costs about a second).
     ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Nodes out of the cluster (removed by a membership change, not yet back): `heal`
+    /// leaves them stopped.
+    removed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Logs of containers replaced by [`Cluster::recreate`]: (node, log).
+    old_logs: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// Runs a command, failing with its output if it fails.
@@ -64,7 +72,13 @@ impl Cluster {
     /// Brings `docker/compose-<nodes>.yml` up from a clean state (anything left by an
     /// earlier run of `project` is removed with its data first) and waits until its
     /// `init` service has formed the cluster.
-    pub fn up(repo: &Path, project: &str, nodes: usize, cli: PathBuf) -> anyhow::Result<Cluster> {
+    pub fn up(
+        repo: &Path,
+        project: &str,
+        image: &str,
+        nodes: usize,
+        cli: PathBuf,
+    ) -> anyhow::Result<Cluster> {
         let compose_file = repo.join(format!("docker/compose-{nodes}.yml"));
         if !compose_file.exists() {
             bail!("{} does not exist (3 or 5 nodes)", compose_file.display());
@@ -73,6 +87,7 @@ impl Cluster {
         let cluster = Cluster {
             project: project.to_string(),
             compose_file,
+            image: image.to_string(),
             cli,
             nodes: (1..=nodes)
                 .map(|i| Node {
@@ -81,6 +96,8 @@ impl Cluster {
                 })
                 .collect(),
             ids: Default::default(),
+            removed: Default::default(),
+            old_logs: Default::default(),
         };
         cluster.down();
         run(cluster.compose().args(["up", "-d"]))?;
@@ -115,7 +132,8 @@ impl Cluster {
 
     fn compose(&self) -> Command {
         let mut c = Command::new("docker-compose");
-        c.arg("-p")
+        c.env("KELVIN_IMAGE", &self.image)
+            .arg("-p")
             .arg(&self.project)
             .arg("-f")
             .arg(&self.compose_file);
@@ -207,14 +225,108 @@ impl Cluster {
         Ok(())
     }
 
-    /// Ends every fault: partitions removed, paused nodes resumed, killed nodes started.
+    /// Ends every fault: partitions removed, paused nodes resumed, killed nodes started
+    /// (not the nodes a membership change took out of the cluster).
     pub fn heal(&self) -> anyhow::Result<()> {
         for n in &self.nodes {
+            if self.is_removed(n) {
+                continue;
+            }
             self.resume(n)?;
             self.start(n)?;
             self.iptables(n, &["-F", "INPUT"])?;
         }
         Ok(())
+    }
+
+    /// Marks a node as out of the cluster (or back in it).
+    pub fn set_removed(&self, node: &Node, removed: bool) {
+        if let Ok(mut r) = self.removed.lock() {
+            if removed {
+                r.insert(node.name.clone());
+            } else {
+                r.remove(&node.name);
+            }
+        }
+    }
+
+    pub fn is_removed(&self, node: &Node) -> bool {
+        self.removed
+            .lock()
+            .map(|r| r.contains(&node.name))
+            .unwrap_or(false)
+    }
+
+    /// Replaces the node's container with a new one on an empty data volume (as a new
+    /// machine at the old address), keeping the old container's log, and waits until it
+    /// answers.
+    pub fn recreate(&self, node: &Node) -> anyhow::Result<()> {
+        if let Ok(log) = self.logs(node) {
+            if let Ok(mut old) = self.old_logs.lock() {
+                old.push((node.name.clone(), log));
+            }
+        }
+        run(self.compose().args([
+            "up",
+            "-d",
+            "--no-deps",
+            "--force-recreate",
+            "--renew-anon-volumes",
+            &node.name,
+        ]))?;
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.remove(&node.name);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = crate::workload::connect(&node.client_addr())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok());
+            if up.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{} does not answer after being recreated", node.name);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Logs of the containers [`Cluster::recreate`] replaced.
+    pub fn old_logs(&self) -> Vec<(String, String)> {
+        self.old_logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `CLUSTER <args>` on a node, its reply as text.
+    pub fn call(&self, node: &Node, args: &[&str]) -> anyhow::Result<String> {
+        let mut c = crate::workload::connect(&node.client_addr())
+            .with_context(|| format!("{} does not answer", node.name))?;
+        let v = redis::cmd("CLUSTER")
+            .arg(args)
+            .query::<redis::Value>(&mut c)
+            .with_context(|| format!("CLUSTER {} on {}", args.join(" "), node.name))?;
+        Ok(match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::SimpleString(s) => s,
+            other => format!("{other:?}"),
+        })
+    }
+
+    /// The topology, as the first node that answers has it.
+    pub fn topology(&self) -> anyhow::Result<Topology> {
+        let mut last = anyhow::anyhow!("no node");
+        for n in self.nodes.iter().filter(|n| !self.is_removed(n)) {
+            match self.call(n, &["KELVIN-TOPOLOGY"]) {
+                Ok(text) => return Topology::parse(&text),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The node at `id` in the topology.
+    pub fn node_of(&self, t: &Topology, id: &str) -> Option<Node> {
+        let addr = t.addr(id)?;
+        self.nodes.iter().find(|n| n.client_addr() == addr).cloned()
     }
 
     /// The node's log so far (stdout and stderr).

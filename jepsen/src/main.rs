@@ -51,10 +51,10 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A short run for CI: 3 nodes, 75 s, every fault but kill-all and kill-majority.
+    /// A short run for CI: 3 nodes, 90 s, every fault but kill-all and kill-majority.
     #[arg(long)]
     quick: bool,
-    /// Seconds of workload and faults (default 600; 75 with --quick).
+    /// Seconds of workload and faults (default 600; 90 with --quick).
     #[arg(long)]
     time_limit: Option<u64>,
     /// Faults, comma-separated names, or `all`.
@@ -72,7 +72,7 @@ struct RunArgs {
     /// Where to write the results (default jepsen/results/<seconds since 1970>).
     #[arg(long)]
     results: Option<std::path::PathBuf>,
-    /// Use the kelvin:latest image as it is (skip docker/build.sh).
+    /// Use the kelvin:jepsen image as it is (skip docker/build.sh).
     #[arg(long)]
     no_build: bool,
 }
@@ -91,6 +91,9 @@ fn run_test(args: RunArgs) -> anyhow::Result<bool> {
             Fault::PartitionMajority,
             Fault::IsolateLeader,
             Fault::TransferLeader,
+            Fault::ClockSkew,
+            Fault::MemberReplica,
+            Fault::MemberNode,
         ],
         None | Some("all") => Fault::ALL.to_vec(),
         Some(list) => list
@@ -125,7 +128,7 @@ fn run_test(args: RunArgs) -> anyhow::Result<bool> {
         nodes,
         workers: args.workers.max(1),
         time_limit: std::time::Duration::from_secs(args.time_limit.unwrap_or(if args.quick {
-            75
+            90
         } else {
             600
         })),

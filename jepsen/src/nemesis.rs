@@ -10,10 +10,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::seq::SliceRandom;
+use rand::seq::{IteratorRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
+use kelvin_client::members::Topology;
+
 use crate::cluster::{Cluster, Node};
+
+/// Replicas per group in the compose clusters (`--replicas 3`).
+const REPLICAS: usize = 3;
+
+/// The id of the member at `node`'s address, if it is a member.
+fn node_id_at(t: &Topology, node: &Node) -> Option<String> {
+    t.find(&node.client_addr())
+}
+
+/// The last line of an error (kelvin-cli prints its steps before the failure).
+fn last_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
 
 /// How long a fault lasts, and the quiet spell after it.
 pub const FAULT_TIME: Duration = Duration::from_secs(6);
@@ -38,10 +59,22 @@ pub enum Fault {
     IsolateLeader,
     /// Hand a random group's leadership to another replica.
     TransferLeader,
+    /// Shift the wall clock of a few nodes (the `clock-skew` fail point) by up to a
+    /// minute either way, and move leaderships around every second meanwhile (so that
+    /// leaders with different clocks follow each other); clocks back at the end.
+    ClockSkew,
+    /// Remove a random replica of a random group (`kelvin-cli cluster remove-replica`);
+    /// add it back at the end (`add-replica`: a learner that catches up, then a voter).
+    MemberReplica,
+    /// Remove a random node from the cluster (`kelvin-cli cluster remove-node`, which
+    /// shuts it down); at the end it comes back as a new machine with an empty disk at
+    /// the same address (`add-node`, then `add-replica` for every group short of
+    /// replicas).
+    MemberNode,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillLeader,
         Fault::KillRandom,
         Fault::KillMajority,
@@ -50,6 +83,9 @@ impl Fault {
         Fault::PartitionMajority,
         Fault::IsolateLeader,
         Fault::TransferLeader,
+        Fault::ClockSkew,
+        Fault::MemberReplica,
+        Fault::MemberNode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +98,9 @@ impl Fault {
             Fault::PartitionMajority => "partition-majority",
             Fault::IsolateLeader => "isolate-leader",
             Fault::TransferLeader => "transfer-leader",
+            Fault::ClockSkew => "clock-skew",
+            Fault::MemberReplica => "member-replica",
+            Fault::MemberNode => "member-node",
         }
     }
 
@@ -79,6 +118,24 @@ pub struct Event {
     pub end: f64,
     pub detail: String,
 }
+
+/// What ends a fault besides [`Cluster::heal`].
+#[derive(Debug)]
+enum Undo {
+    Nothing,
+    /// Switch the `clock-skew` fail point off on these nodes.
+    ClockSkew(Vec<Node>),
+    /// Add the replica back.
+    Replica {
+        group: u64,
+        node: Node,
+    },
+    /// Bring the node back on an empty disk and give it replicas.
+    Node(Node),
+}
+
+/// How long the end of a membership fault may take (each step of it retried).
+const UNDO_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Nemesis {
     pub cluster: Arc<Cluster>,
@@ -104,9 +161,14 @@ impl Nemesis {
                     break;
                 };
                 let start = self.began.elapsed().as_secs_f64();
-                let detail = self.start(fault, &mut rng)?;
+                let (detail, undo) = self.start(fault, &mut rng)?;
                 tracing::info!(fault = fault.name(), %detail, "fault started");
-                self.sleep(FAULT_TIME);
+                if fault == Fault::ClockSkew {
+                    self.move_leaders(&mut rng, FAULT_TIME);
+                } else {
+                    self.sleep(FAULT_TIME);
+                }
+                self.undo(undo)?;
                 self.cluster.heal()?;
                 let end = self.began.elapsed().as_secs_f64();
                 tracing::info!(fault = fault.name(), "fault healed");
@@ -125,6 +187,36 @@ impl Nemesis {
         result
     }
 
+    /// For up to `d`: every second, a random group's leadership goes to another of its
+    /// replicas (under clock skew: leaders with different clocks follow each other).
+    fn move_leaders(&self, rng: &mut impl Rng, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end && self.sleep(Duration::from_secs(1)) {
+            let _ = self.transfer_leader(rng);
+        }
+    }
+
+    /// Hands a random group's leadership to a random other node (a no-op, said in the
+    /// answer, when that node is not a voter of the group).
+    fn transfer_leader(&self, rng: &mut impl Rng) -> String {
+        let Some((g, n)) = self.leader(rng) else {
+            return "no leader known".into();
+        };
+        let to = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|x| **x != n)
+            .collect::<Vec<_>>();
+        match to.choose(rng).and_then(|t| self.node_id(t)) {
+            Some(id) => {
+                let r = self.call(&n, &["CLUSTER", "KELVIN-TRANSFER", &g.to_string(), &id]);
+                format!("group {g} from {}: {}", n.name, r.unwrap_or_else(|e| e))
+            }
+            None => "no target".into(),
+        }
+    }
+
     /// Sleeps up to `d`; false once the run is over.
     fn sleep(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
@@ -137,7 +229,13 @@ impl Nemesis {
         true
     }
 
-    fn start(&self, fault: Fault, rng: &mut impl Rng) -> anyhow::Result<String> {
+    fn start(&self, fault: Fault, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+        match fault {
+            Fault::ClockSkew => return self.skew(rng),
+            Fault::MemberReplica => return self.remove_replica(rng),
+            Fault::MemberNode => return self.remove_node(rng),
+            _ => {}
+        }
         let nodes = &self.cluster.nodes;
         let c = &self.cluster;
         let names = |ns: &[Node]| {
@@ -147,7 +245,7 @@ impl Nemesis {
                 .join(",")
         };
         let random = || nodes.choose(&mut rand::thread_rng()).cloned();
-        Ok(match fault {
+        let detail = match fault {
             Fault::KillLeader => match self.leader(rng) {
                 Some((g, n)) => {
                     c.kill(&n)?;
@@ -195,23 +293,227 @@ impl Nemesis {
                 }
                 None => "no leader known".into(),
             },
-            Fault::TransferLeader => match self.leader(rng) {
-                Some((g, n)) => {
-                    let to = nodes.iter().filter(|x| **x != n).collect::<Vec<_>>();
-                    match to.choose(rng).and_then(|t| self.node_id(t)) {
-                        Some(id) => {
-                            // Refused when the target is not a voter of that group: fine,
-                            // the fault is then a no-op, and says so.
-                            let r =
-                                self.call(&n, &["CLUSTER", "KELVIN-TRANSFER", &g.to_string(), &id]);
-                            format!("group {g} from {}: {}", n.name, r.unwrap_or_else(|e| e))
-                        }
-                        None => "no target".into(),
-                    }
-                }
-                None => "no leader known".into(),
+            Fault::TransferLeader => self.transfer_leader(rng),
+            Fault::ClockSkew | Fault::MemberReplica | Fault::MemberNode => String::new(),
+        };
+        Ok((detail, Undo::Nothing))
+    }
+
+    /// A few nodes' wall clocks shifted: each by a few hundred ms to a minute, ahead or
+    /// behind.
+    fn skew(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+        let mut victims = self.cluster.nodes.clone();
+        victims.shuffle(rng);
+        victims.truncate(rng.gen_range(1..=self.cluster.nodes.len() / 2 + 1));
+        let mut detail = Vec::new();
+        for n in &victims {
+            let magnitude = if rng.gen_bool(0.5) {
+                rng.gen_range(200..2_000)
+            } else {
+                rng.gen_range(5_000..60_000)
+            };
+            let ms: i64 = if rng.gen_bool(0.5) {
+                magnitude
+            } else {
+                -magnitude
+            };
+            let r = self.cluster.call(
+                n,
+                &["KELVIN-FAILPOINT", "clock-skew", &format!("return({ms})")],
+            );
+            match r {
+                Ok(_) => detail.push(format!("{} {ms:+} ms", n.name)),
+                // Refused for want of the fail point is a broken setup, not a fault.
+                Err(e) if e.to_string().contains("not compiled in") => return Err(e),
+                Err(e) => detail.push(format!("{}: {e}", n.name)),
+            }
+        }
+        Ok((detail.join(", "), Undo::ClockSkew(victims)))
+    }
+
+    /// A node that answers other than `not`, as the seed of `kelvin-cli cluster ...`.
+    fn seed(&self, not: &Node) -> Option<String> {
+        self.cluster
+            .nodes
+            .iter()
+            .filter(|n| *n != not && !self.cluster.is_removed(n))
+            .find(|n| crate::workload::connect(&n.client_addr()).is_some())
+            .map(Node::client_addr)
+    }
+
+    fn remove_replica(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+        let t = self.cluster.topology()?;
+        let Some((group, _, replicas)) = t.groups.iter().filter(|g| g.2.len() > 1).choose(rng)
+        else {
+            return Ok(("no group with two replicas".into(), Undo::Nothing));
+        };
+        let Some(node) = replicas
+            .choose(rng)
+            .and_then(|id| self.cluster.node_of(&t, id))
+        else {
+            return Ok(("replica not found".into(), Undo::Nothing));
+        };
+        let seed = self.seed(&node).unwrap_or_default();
+        let g = group.to_string();
+        let addr = node.client_addr();
+        let r = self
+            .cluster
+            .cli(&["cluster", "remove-replica", &g, &addr, &seed]);
+        // Failed half-way or not: the end puts the replica back either way.
+        let detail = format!(
+            "group {group} on {}: {}",
+            node.name,
+            r.map(|_| "removed".to_string())
+                .unwrap_or_else(|e| last_line(&e))
+        );
+        Ok((
+            detail,
+            Undo::Replica {
+                group: *group,
+                node,
             },
-        })
+        ))
+    }
+
+    fn remove_node(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+        let Some(node) = self.cluster.nodes.choose(rng).cloned() else {
+            return Ok((String::new(), Undo::Nothing));
+        };
+        let seed = self.seed(&node).unwrap_or_default();
+        let r = self.cluster.cli(&[
+            "cluster",
+            "remove-node",
+            &node.client_addr(),
+            &seed,
+            "--yes",
+        ]);
+        let detail = match r {
+            Ok(_) => {
+                self.cluster.set_removed(&node, true);
+                // SHUTDOWN ends the container; stop it should SHUTDOWN not have arrived.
+                self.cluster.kill(&node)?;
+                format!("{} removed", node.name)
+            }
+            Err(e) => format!("{}: {}", node.name, last_line(&e)),
+        };
+        Ok((detail, Undo::Node(node)))
+    }
+
+    /// Ends a fault's own part; the membership steps are retried until they hold.
+    fn undo(&self, undo: Undo) -> anyhow::Result<()> {
+        match undo {
+            Undo::Nothing => Ok(()),
+            Undo::ClockSkew(nodes) => {
+                for n in &nodes {
+                    // A node killed since has lost its fail points with its process.
+                    let _ = self
+                        .cluster
+                        .call(n, &["KELVIN-FAILPOINT", "clock-skew", "off"]);
+                }
+                Ok(())
+            }
+            Undo::Replica { group, node } => {
+                // Heal first: a membership change needs the other faults gone.
+                self.cluster.heal()?;
+                self.retry(&format!("add-replica {group} {}", node.name), || {
+                    let t = self.cluster.topology()?;
+                    let id = node_id_at(&t, &node);
+                    if id
+                        .as_ref()
+                        .is_some_and(|id| t.replicas(group).is_some_and(|r| r.contains(id)))
+                        && self
+                            .cluster
+                            .cli(&["cluster", "status", &node.client_addr()])
+                            .is_ok()
+                    {
+                        return Ok(());
+                    }
+                    let seed = self.seed(&node).unwrap_or_default();
+                    self.cluster.cli(&[
+                        "cluster",
+                        "add-replica",
+                        &group.to_string(),
+                        &node.client_addr(),
+                        &seed,
+                    ])?;
+                    Ok(())
+                })
+            }
+            Undo::Node(node) => {
+                self.cluster.heal()?;
+                let t = self.cluster.topology()?;
+                if node_id_at(&t, &node).is_some() {
+                    // remove-node failed before the node left: finish what it began by
+                    // giving back the replicas it may have lost.
+                    self.cluster.start(&node)?;
+                } else {
+                    self.cluster.recreate(&node)?;
+                    self.cluster.set_removed(&node, false);
+                    let addr = node.client_addr();
+                    self.retry(&format!("add-node {}", node.name), || {
+                        let t = self.cluster.topology()?;
+                        if node_id_at(&t, &node).is_some()
+                            && self.cluster.call(&node, &["KELVIN-RAFT", "META"]).is_ok()
+                        {
+                            return Ok(());
+                        }
+                        let seed = self.seed(&node).unwrap_or_default();
+                        self.cluster
+                            .cli(&["cluster", "add-node", &addr, &seed, "--yes"])?;
+                        Ok(())
+                    })?;
+                }
+                // Every group back to the replication it had (3, or all nodes if fewer).
+                let want = REPLICAS.min(self.cluster.nodes.len());
+                let short: Vec<u64> = self
+                    .cluster
+                    .topology()?
+                    .groups
+                    .iter()
+                    .filter(|g| g.2.len() < want)
+                    .map(|g| g.0)
+                    .collect();
+                for group in short {
+                    self.retry(&format!("add-replica {group} {}", node.name), || {
+                        let t = self.cluster.topology()?;
+                        if t.replicas(group).is_some_and(|r| r.len() >= want) {
+                            return Ok(());
+                        }
+                        let seed = self.seed(&node).unwrap_or_default();
+                        self.cluster.cli(&[
+                            "cluster",
+                            "add-replica",
+                            &group.to_string(),
+                            &node.client_addr(),
+                            &seed,
+                        ])?;
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `step` until it succeeds, for up to [`UNDO_WAIT`].
+    fn retry(
+        &self,
+        what: &str,
+        mut step: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + UNDO_WAIT;
+        loop {
+            match step() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    anyhow::bail!("{what} did not succeed within {UNDO_WAIT:?}: {e:#}")
+                }
+                Err(e) => {
+                    tracing::info!(what, error = %last_line(&e), "retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     fn call(&self, node: &Node, args: &[&str]) -> Result<String, String> {

@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub build_image: bool,
 }
 
+/// The image of the nodes under test: kelvin-server with its fail points compiled in
+/// (`KELVIN_FEATURES=failpoints docker/build.sh`).
+pub const JEPSEN_IMAGE: &str = "kelvin:jepsen";
+
 /// How long the cluster gets to recover once healed.
 const RECOVERY_WAIT: Duration = Duration::from_secs(90);
 
@@ -37,6 +41,8 @@ const RECOVERY_WAIT: Duration = Duration::from_secs(90);
 pub fn run(opts: RunOptions) -> anyhow::Result<bool> {
     if opts.build_image {
         let status = std::process::Command::new(opts.repo.join("docker/build.sh"))
+            .env("KELVIN_IMAGE", JEPSEN_IMAGE)
+            .env("KELVIN_FEATURES", "failpoints")
             .status()
             .context("docker/build.sh")?;
         anyhow::ensure!(status.success(), "docker/build.sh failed");
@@ -63,13 +69,22 @@ pub fn run(opts: RunOptions) -> anyhow::Result<bool> {
         opts.seed,
         opts.results.display()
     );
-    let cluster = Arc::new(Cluster::up(&opts.repo, "kelvin-jepsen", opts.nodes, cli)?);
+    let cluster = Arc::new(Cluster::up(
+        &opts.repo,
+        "kelvin-jepsen",
+        JEPSEN_IMAGE,
+        opts.nodes,
+        cli,
+    )?);
     let outcome = exercise(&cluster, &opts);
     // Logs before the containers go.
     for n in &cluster.nodes {
         if let Ok(log) = cluster.logs(n) {
             let _ = std::fs::write(opts.results.join(format!("{}.log", n.name)), log);
         }
+    }
+    for (i, (name, log)) in cluster.old_logs().into_iter().enumerate() {
+        let _ = std::fs::write(opts.results.join(format!("{name}.{i}.log")), log);
     }
     cluster.down();
     outcome
@@ -127,6 +142,11 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
         let log = cluster.logs(n).unwrap_or_default();
         if log.contains("panicked") {
             problems.push(format!("{} panicked (see {}.log)", n.name, n.name));
+        }
+    }
+    for (i, (name, log)) in cluster.old_logs().iter().enumerate() {
+        if log.contains("panicked") {
+            problems.push(format!("{name} panicked (see {name}.{i}.log)"));
         }
     }
     let recorder =

@@ -33,6 +33,8 @@ pub fn generation(elapsed: Duration) -> u64 {
 pub fn key_name(prefix: &str, k: usize, gen: u64) -> String {
     format!("{prefix}{k}.{gen}")
 }
+/// The longest TTL an `EXPIRE` sets, in seconds (shorter than a key's lifetime).
+pub const EXPIRE_MAX_SECS: i64 = 4;
 /// Most operations one worker makes.
 pub const MAX_OPS_PER_WORKER: u64 = 100_000;
 
@@ -103,7 +105,7 @@ impl Worker {
                     redis::cmd("RPUSH"),
                 ),
                 62..=79 => (F::ReadList, key("l"), Value::None, redis::cmd("LRANGE")),
-                80..=89 => (
+                80..=88 => (
                     F::HSet,
                     key("s"),
                     Value::map([(
@@ -112,12 +114,20 @@ impl Worker {
                     )]),
                     redis::cmd("HSET"),
                 ),
-                90..=98 => (F::HGetAll, key("s"), Value::None, redis::cmd("HGETALL")),
+                89..=96 => (F::HGetAll, key("s"), Value::None, redis::cmd("HGETALL")),
+                // Sessions expire within a key's lifetime: expiry runs under the faults
+                // (clock skew among them).
+                97..=98 => (
+                    F::Expire,
+                    key("s"),
+                    Value::Int(rng.gen_range(1..=EXPIRE_MAX_SECS)),
+                    redis::cmd("EXPIRE"),
+                ),
                 _ => (F::Del, key("s"), Value::None, redis::cmd("DEL")),
             };
             cmd.arg(&key);
             match (&f, &arg) {
-                (F::Write | F::Append, Value::Int(v)) => {
+                (F::Write | F::Append | F::Expire, Value::Int(v)) => {
                     cmd.arg(*v);
                 }
                 (F::ReadList, _) => {
@@ -190,7 +200,7 @@ pub fn value_of(f: F, v: redis::Value) -> Value {
         }
     }
     match (f, v) {
-        (F::Read | F::Incr, v) => text(&v),
+        (F::Read | F::Incr | F::Expire | F::Del, v) => text(&v),
         (F::ReadList, redis::Value::Array(items)) => Value::list(items.iter().map(text)),
         (F::HGetAll, redis::Value::Array(items)) => {
             Value::map(items.chunks(2).filter(|c| c.len() == 2).map(|c| {

@@ -1125,6 +1125,43 @@ fn broadcast(
     }
 }
 
+/// The time a read served from the leader's lease runs at, or `None` if it must go
+/// through the log instead.
+///
+/// Whether a key has expired is the log's decision, not a clock's: clocks differ between
+/// nodes (and jump), and a read that found a key gone on one leader must not find it
+/// again on the next. So a key counts as expired locally only once the log's own time
+/// (`last_apply_ms`, the stamp of the last applied entry, which never goes backwards) has
+/// passed its deadline. A key whose deadline this node's clock has passed and the log's
+/// time has not is read through the log: that entry's stamp, this clock, decides on
+/// every replica alike (Redis's master deletes a key it finds expired and sends the
+/// DEL to its replicas; the same here, before the answer). Keyless reads (KEYS, SCAN,
+/// DBSIZE...) run at the log's time. Otherwise the read runs at this clock, or the log's
+/// if that is later, for TTLs that count down between entries.
+fn lease_read_time<'a>(
+    store: &mut Store,
+    db: usize,
+    mut keys: impl Iterator<Item = &'a Bytes>,
+    now_ms: u64,
+) -> Option<u64> {
+    let log_ms = store.last_apply_ms;
+    let now = now_ms.max(log_ms);
+    let Some(ks) = store.db_ref(db) else {
+        return Some(now);
+    };
+    let mut keyless = true;
+    let pending = keys.any(|k| {
+        keyless = false;
+        ks.raw_get(k)
+            .is_some_and(|e| e.is_expired(now) && !e.is_expired(log_ms))
+    });
+    match (keyless, pending) {
+        (true, _) => Some(log_ms),
+        (false, false) => Some(now),
+        (false, true) => None,
+    }
+}
+
 fn run_batch(
     node: &Arc<Node>,
     client: &mut ClientState,
@@ -1289,8 +1326,19 @@ fn run_batch(
                         continue;
                     };
                     let store = guard.get_or_insert_with(|| group.store.lock_arc());
-                    run_data(store, client, out, handler, &argv, now_ms, false);
-                    continue;
+                    let keys = spec.keys_in(&argv);
+                    let keys = keys.iter().filter_map(|&i| argv.get(i));
+                    let read_at = match client.readonly && !local_reads {
+                        // A stale read on a replica, as asked: its own clock.
+                        true => Some(now_ms.max(store.last_apply_ms)),
+                        false => lease_read_time(store, client.db, keys, now_ms),
+                    };
+                    if let Some(at) = read_at {
+                        run_data(store, client, out, handler, &argv, at, false);
+                        continue;
+                    }
+                    // A key this clock finds expired and the log does not yet: the read
+                    // goes through the log, which deletes the key on every replica.
                 }
                 // A write, or a read without a lease: through the log.
                 segment.group = gid;
@@ -1476,6 +1524,57 @@ fn propose_expired(node: &Node, client: &mut ClientState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seen while adding kelvin-jepsen's clock-skew nemesis: a leader whose clock ran
+    /// ahead answered "gone" for a key on its own clock's word, and the next leader, its
+    /// clock behind, found the key again (a resurrected session). Expiry is now the
+    /// log's decision.
+    #[test]
+    fn a_lease_read_never_expires_a_key_the_log_has_not_expired() {
+        use crate::store::{Entry, Value};
+        let mut store = Store::default();
+        store.last_apply_ms = 1_000;
+        let ks = store.db(0);
+        ks.insert(b"k", Entry::new(Value::Str(b"v".to_vec())));
+        ks.set_expire(b"k", 2_000);
+        ks.insert(b"other", Entry::new(Value::Str(b"v".to_vec())));
+        let k = Bytes::from_static(b"k");
+        let other = Bytes::from_static(b"other");
+        // Neither clock has passed the deadline: a local read at this clock.
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&k].into_iter(), 1_500),
+            Some(1_500)
+        );
+        // This clock is behind the log's: the log's time (TTLs never go back).
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&k].into_iter(), 500),
+            Some(1_000)
+        );
+        // This clock has passed the deadline, the log's time has not: through the log.
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&k].into_iter(), 2_500),
+            None
+        );
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&other, &k].into_iter(), 2_500),
+            None
+        );
+        // Keys without the question are read locally; keyless reads at the log's time.
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&other].into_iter(), 2_500),
+            Some(2_500)
+        );
+        assert_eq!(
+            lease_read_time(&mut store, 0, std::iter::empty(), 2_500),
+            Some(1_000)
+        );
+        // Once the log's time has passed the deadline, the key is gone everywhere.
+        store.last_apply_ms = 2_000;
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&k].into_iter(), 1_500),
+            Some(2_000)
+        );
+    }
 
     fn merged(merge: Merge, version: RespVersion, parts: &[u8]) -> Vec<u8> {
         let mut out = ReplyWriter::new(version);

@@ -402,7 +402,7 @@ pub fn start(
         batch_seq: rand::random::<u64>() >> 16,
         pending: BTreeMap::new(),
         term_start: u64::MAX,
-        lease_asked: None,
+        lease: Lease::default(),
         ticks: 0,
         encode_buf: Vec::new(),
         turn_commands: Vec::new(),
@@ -538,6 +538,75 @@ struct PendingEntry {
     at: Instant,
 }
 
+/// The leader's read lease: when to ask a quorum again, and which answers count.
+///
+/// A ReadIndex answered by a quorum for a request asked at `t` means no other leader can
+/// be elected before `t + election timeout`: followers ignore votes while they hear from
+/// a leader. A leadership transfer is the exception: the target campaigns at once (raft-rs
+/// `TimeoutNow`) and the voters grant it their votes whatever they heard. So handing over
+/// ends the lease there and then, and no answer to a request asked before the hand-over
+/// (nor during it) grants one (found by kelvin-jepsen: reads on a leader that had just
+/// handed over missed a write the new leader had acknowledged).
+#[derive(Debug, Default)]
+struct Lease {
+    /// When the outstanding lease ReadIndex was asked.
+    asked: Option<Instant>,
+    /// Nanoseconds since `GroupStatus::epoch` of the last hand-over: answers to requests
+    /// asked up to then grant nothing.
+    fence: u64,
+}
+
+impl Lease {
+    fn renew<S: Storage>(&mut self, raw: &mut RawNode<S>, status: &GroupStatus, ticks: u64) {
+        if raw.raft.state != StateRole::Leader || raw.raft.lead_transferee.is_some() {
+            self.asked = None;
+            return;
+        }
+        let stale = self
+            .asked
+            .is_none_or(|at| at.elapsed() >= TICK * ELECTION_TICKS as u32);
+        if stale && ticks.is_multiple_of(HEARTBEAT_TICKS as u64) || self.asked.is_none() {
+            let at = Instant::now();
+            let ctx = (at - status.epoch).as_nanos() as u64;
+            raw.read_index(ctx.to_le_bytes().to_vec());
+            self.asked = Some(at);
+        }
+    }
+
+    /// `caught_up`: the leader has applied the first entry of its term.
+    fn on_read_states<S: Storage>(
+        &mut self,
+        raw: &RawNode<S>,
+        status: &GroupStatus,
+        states: Vec<raft::ReadState>,
+        caught_up: bool,
+    ) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let asked = u64::from_le_bytes(bytes);
+            self.asked = None;
+            if raw.raft.state == StateRole::Leader
+                && raw.raft.lead_transferee.is_none()
+                && caught_up
+                && asked > self.fence
+            {
+                let until = asked + LEASE.as_nanos() as u64;
+                status.lease_until.fetch_max(until, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Hands leadership to `to`: the lease ends first.
+    fn hand_over<S: Storage>(&mut self, raw: &mut RawNode<S>, status: &GroupStatus, to: u64) {
+        self.fence = status.epoch.elapsed().as_nanos() as u64;
+        self.asked = None;
+        status.lease_until.store(0, Ordering::Release);
+        raw.transfer_leader(to);
+    }
+}
+
 struct Group {
     group_id: u64,
     node: Arc<Node>,
@@ -554,8 +623,7 @@ struct Group {
     pending: BTreeMap<u64, PendingEntry>,
     /// Index of the first entry of our term as leader; reads wait until it is applied.
     term_start: u64,
-    /// When the outstanding lease ReadIndex was asked.
-    lease_asked: Option<Instant>,
+    lease: Lease,
     ticks: u64,
     encode_buf: Vec<u8>,
     /// The commands encoded into `encode_buf` this turn.
@@ -676,7 +744,7 @@ impl Group {
             GroupMsg::TransferLeader(to) => {
                 if self.raw.raft.state == StateRole::Leader && to != self.raw.raft.id {
                     tracing::info!(group = self.group_id, to, "transferring leadership");
-                    self.raw.transfer_leader(to);
+                    self.lease.hand_over(&mut self.raw, &self.status, to);
                 }
             }
             GroupMsg::ConfChange(op, reply) => {
@@ -847,34 +915,13 @@ impl Group {
     }
 
     fn renew_lease(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
-            self.lease_asked = None;
-            return;
-        }
-        let stale = self
-            .lease_asked
-            .is_none_or(|at| at.elapsed() >= TICK * ELECTION_TICKS as u32);
-        if stale && self.ticks.is_multiple_of(HEARTBEAT_TICKS as u64) || self.lease_asked.is_none()
-        {
-            let at = Instant::now();
-            let ctx = (at - self.status.epoch).as_nanos() as u64;
-            self.raw.read_index(ctx.to_le_bytes().to_vec());
-            self.lease_asked = Some(at);
-        }
+        self.lease.renew(&mut self.raw, &self.status, self.ticks);
     }
 
     fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
-        for rs in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
-                continue;
-            };
-            let asked = u64::from_le_bytes(bytes);
-            self.lease_asked = None;
-            if self.raw.raft.state == StateRole::Leader && self.applied() >= self.term_start {
-                let until = asked + LEASE.as_nanos() as u64;
-                self.status.lease_until.fetch_max(until, Ordering::AcqRel);
-            }
-        }
+        let caught_up = self.applied() >= self.term_start;
+        self.lease
+            .on_read_states(&self.raw, &self.status, states, caught_up);
     }
 
     fn applied(&self) -> u64 {
@@ -1306,7 +1353,121 @@ fn fail(waiters: Vec<Waiter>, err: ProposeError) {
 mod tests {
     use raft::eraftpb::{ConfState, Message, MessageType};
     use raft::storage::MemStorage;
-    use raft::RawNode;
+    use raft::{RawNode, StateRole};
+
+    /// Persists and applies whatever `node` has ready, returning the messages it sends.
+    fn drain(node: &mut RawNode<MemStorage>, storage: &MemStorage) -> Vec<Message> {
+        let mut sent = Vec::new();
+        while node.has_ready() {
+            let mut rd = node.ready();
+            sent.extend(rd.take_messages());
+            storage.wl().append(rd.entries()).unwrap();
+            if let Some(hs) = rd.hs() {
+                storage.wl().set_hardstate(hs.clone());
+            }
+            sent.extend(rd.take_persisted_messages());
+            let mut light = node.advance(rd);
+            sent.extend(light.take_messages());
+            node.advance_apply();
+        }
+        sent
+    }
+
+    fn message(t: MessageType, from: u64, term: u64) -> Message {
+        let mut m = Message {
+            from,
+            to: 1,
+            term,
+            ..Default::default()
+        };
+        m.set_msg_type(t);
+        m
+    }
+
+    /// Node 2 answers the lease's ReadIndex heartbeat among `sent`; the lease takes the
+    /// read state.
+    fn answer_lease_request(
+        node: &mut RawNode<MemStorage>,
+        storage: &MemStorage,
+        sent: Vec<Message>,
+        lease: &mut super::Lease,
+        status: &super::GroupStatus,
+    ) {
+        let ctx = sent
+            .iter()
+            .rev()
+            .find(|m| m.get_msg_type() == MessageType::MsgHeartbeat && !m.context.is_empty())
+            .map(|m| m.context.clone())
+            .expect("a ReadIndex heartbeat");
+        let mut ack = message(MessageType::MsgHeartbeatResponse, 2, node.raft.term);
+        ack.context = ctx;
+        node.step(ack).unwrap();
+        let mut rd = node.ready();
+        let states = rd.read_states().to_vec();
+        storage.wl().append(rd.entries()).unwrap();
+        let _ = rd.take_messages();
+        node.advance(rd);
+        lease.on_read_states(node, status, states, true);
+    }
+
+    /// A leader that hands over ends its lease at once, and an answer to a lease request
+    /// asked before the hand-over grants none, even if the transfer is then abandoned
+    /// (the transfer's target campaigns at once, and the voters elect it whatever they
+    /// heard from the old leader). Found by kelvin-jepsen: a leader that had just handed
+    /// over served a read that missed a write the new leader had acknowledged.
+    #[test]
+    fn handing_leadership_over_ends_the_read_lease() {
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2], vec![])));
+        let config = super::raft_config(1, 0);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage.clone(), &logger).unwrap();
+        let status = super::GroupStatus::new(1);
+        // Node 1 becomes leader of term 1 and commits its first entry.
+        node.campaign().unwrap();
+        drain(&mut node, &storage);
+        node.step(message(MessageType::MsgRequestPreVoteResponse, 2, 1))
+            .unwrap();
+        drain(&mut node, &storage);
+        node.step(message(MessageType::MsgRequestVoteResponse, 2, 1))
+            .unwrap();
+        drain(&mut node, &storage);
+        assert_eq!(node.raft.state, StateRole::Leader);
+        let mut append = message(MessageType::MsgAppendResponse, 2, 1);
+        append.index = node.raft.raft_log.last_index();
+        node.step(append).unwrap();
+        drain(&mut node, &storage);
+        status.set_leader(1);
+
+        // A lease is granted while nothing is handed over.
+        let mut lease = super::Lease::default();
+        lease.renew(&mut node, &status, 0);
+        let sent = drain(&mut node, &storage);
+        answer_lease_request(&mut node, &storage, sent, &mut lease, &status);
+        assert!(status.can_read_locally(), "the set-up grants a lease");
+
+        // Asked, then handed over: the lease is gone at once...
+        lease.renew(&mut node, &status, 0);
+        let sent = drain(&mut node, &storage);
+        lease.hand_over(&mut node, &status, 2);
+        assert!(
+            !status.can_read_locally(),
+            "the lease outlived the hand-over"
+        );
+        // ...and the answer to the earlier request grants none, though the transfer was
+        // abandoned meanwhile and this node still leads.
+        node.raft.abort_leader_transfer();
+        answer_lease_request(&mut node, &storage, sent, &mut lease, &status);
+        assert!(
+            !status.can_read_locally(),
+            "an answer older than the hand-over granted a lease"
+        );
+
+        // A request asked after the hand-over counts again.
+        lease.renew(&mut node, &status, 0);
+        let sent = drain(&mut node, &storage);
+        answer_lease_request(&mut node, &storage, sent, &mut lease, &status);
+        assert!(status.can_read_locally());
+    }
 
     /// A replica that does not lead proposes nothing, and in particular does not forward
     /// the entry to the leader it knows (raft-rs would): its clients are told "not the

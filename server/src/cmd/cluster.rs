@@ -633,6 +633,11 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         kelvin_join(ctx, &argv[2])?;
     } else if is(sub, "kelvin-transfer") && argv.len() == 4 {
         kelvin_transfer(ctx, &argv[2], &argv[3])?;
+    } else if is(sub, "kelvin-failpoint") && argv.len() == 4 {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        crate::failpoint::configure(&text(&argv[2]), &text(&argv[3])).map_err(CmdError::err)?;
+        tracing::warn!(name = %text(&argv[2]), actions = %text(&argv[3]), "fail point set");
+        ctx.out.ok();
     } else if is(sub, "myid") && argv.len() == 2 {
         ctx.out.bulk(node_name(ctx.node.id()).as_bytes());
     } else if is(sub, "keyslot") && argv.len() == 3 {
@@ -662,6 +667,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    The Raft groups this node hosts: id, slots, replicas, role, leader, term, applied index, keys, bytes.",
             "KELVIN-TRANSFER <group> <node-id>",
             "    Hand the leadership of <group>, which this node leads, to replica <node-id>.",
+            "KELVIN-FAILPOINT <name> <actions|OFF>",
+            "    Set a fail point of this node (fault tests; builds with the failpoints feature).",
             "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "KELVIN-TOPOLOGY [SET <expected-epoch> <text>]",
@@ -685,6 +692,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "kelvin-conf",
         "kelvin-join",
         "kelvin-transfer",
+        "kelvin-failpoint",
         "help",
     ]
     .iter()

@@ -502,12 +502,14 @@ pub fn resolve_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)
     Some((start as usize, stop as usize))
 }
 
-/// Unix time in milliseconds from the wall clock.
+/// Unix time in milliseconds from the wall clock (shifted by the `clock-skew` fail
+/// point in fault tests).
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    now.saturating_add_signed(crate::failpoint::clock_skew_ms())
 }
 
 #[cfg(test)]

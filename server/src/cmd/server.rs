@@ -177,6 +177,14 @@ fn time(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    // The node's clock, as unix_ms has it (skewed in fault tests).
+    let skew = crate::failpoint::clock_skew_ms();
+    let shift = std::time::Duration::from_millis(skew.unsigned_abs());
+    let now = if skew >= 0 {
+        now + shift
+    } else {
+        now.saturating_sub(shift)
+    };
     ctx.out.array(2);
     ctx.out.bulk(now.as_secs().to_string().as_bytes());
     ctx.out.bulk(now.subsec_micros().to_string().as_bytes());
