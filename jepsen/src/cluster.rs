@@ -33,6 +33,17 @@ impl Node {
     }
 }
 
+/// One group as a node's `CLUSTER KELVIN-GROUPS` shows it (-1 for a missing number).
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub group: i64,
+    /// This node leads it.
+    pub leads: bool,
+    pub applied: i64,
+    pub keys: i64,
+    pub bytes: i64,
+}
+
 /// A running compose cluster.
 pub struct Cluster {
     project: String,
@@ -309,6 +320,38 @@ impl Cluster {
             redis::Value::SimpleString(s) => s,
             other => format!("{other:?}"),
         })
+    }
+
+    /// The groups the node hosts; `None` if it does not answer.
+    pub fn groups(&self, node: &Node) -> Option<Vec<GroupView>> {
+        let mut c = crate::workload::connect(&node.client_addr())?;
+        let groups = redis::cmd("CLUSTER")
+            .arg("KELVIN-GROUPS")
+            .query::<Vec<Vec<redis::Value>>>(&mut c)
+            .ok()?;
+        Some(
+            groups
+                .iter()
+                .map(|g| {
+                    let field = |name: &str| {
+                        g.chunks(2)
+                            .find(|kv| matches!(&kv[0], redis::Value::BulkString(b) if b == name.as_bytes()))
+                            .map(|kv| &kv[1])
+                    };
+                    let int = |name: &str| match field(name) {
+                        Some(redis::Value::Int(i)) => *i,
+                        _ => -1,
+                    };
+                    GroupView {
+                        group: int("group"),
+                        leads: matches!(field("role"), Some(redis::Value::BulkString(r)) if r == b"leader"),
+                        applied: int("applied"),
+                        keys: int("keys"),
+                        bytes: int("bytes"),
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// The topology, as the first node that answers has it.

@@ -210,8 +210,15 @@ impl Nemesis {
             .collect::<Vec<_>>();
         match to.choose(rng).and_then(|t| self.node_id(t)) {
             Some(id) => {
-                let r = self.call(&n, &["CLUSTER", "KELVIN-TRANSFER", &g.to_string(), &id]);
-                format!("group {g} from {}: {}", n.name, r.unwrap_or_else(|e| e))
+                let r = self
+                    .cluster
+                    .call(&n, &["KELVIN-TRANSFER", &g.to_string(), &id]);
+                // Refused when the target is not a voter of that group: the fault is then
+                // a no-op, and says so.
+                let r = r
+                    .map(|_| "ok".to_string())
+                    .unwrap_or_else(|e| last_line(&e));
+                format!("group {g} from {}: {r}", n.name)
             }
             None => "no target".into(),
         }
@@ -516,49 +523,17 @@ impl Nemesis {
         }
     }
 
-    fn call(&self, node: &Node, args: &[&str]) -> Result<String, String> {
-        let mut c = crate::workload::connect(&node.client_addr()).ok_or("unreachable")?;
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        match cmd.query::<redis::Value>(&mut c) {
-            Ok(v) => Ok(format!("{v:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
     fn node_id(&self, node: &Node) -> Option<String> {
-        let mut c = crate::workload::connect(&node.client_addr())?;
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query::<String>(&mut c)
-            .ok()
+        self.cluster.call(node, &["MYID"]).ok()
     }
 
     /// A random group and the node leading it, as the nodes report it.
     fn leader(&self, rng: &mut impl Rng) -> Option<(i64, Node)> {
         let mut leaders = Vec::new();
         for n in &self.cluster.nodes {
-            let Some(mut c) = crate::workload::connect(&n.client_addr()) else {
-                continue;
-            };
-            let Ok(groups) = redis::cmd("CLUSTER")
-                .arg("KELVIN-GROUPS")
-                .query::<Vec<Vec<redis::Value>>>(&mut c)
-            else {
-                continue;
-            };
-            for g in groups {
-                let field = |name: &str| {
-                    g.chunks(2)
-                        .find(|kv| matches!(&kv[0], redis::Value::BulkString(b) if b == name.as_bytes()))
-                        .map(|kv| kv[1].clone())
-                };
-                let led =
-                    matches!(field("role"), Some(redis::Value::BulkString(r)) if r == b"leader");
-                if let (true, Some(redis::Value::Int(id))) = (led, field("group")) {
-                    leaders.push((id, n.clone()));
+            for g in self.cluster.groups(n).unwrap_or_default() {
+                if g.leads {
+                    leaders.push((g.group, n.clone()));
                 }
             }
         }

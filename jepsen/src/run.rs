@@ -235,31 +235,10 @@ fn replicas_identical(cluster: &Cluster) -> Vec<String> {
         let mut seen: std::collections::BTreeMap<i64, Vec<(String, i64, i64, i64)>> =
             Default::default();
         for n in &cluster.nodes {
-            let Some(mut c) = connect(&n.client_addr()) else {
-                continue;
-            };
-            let Ok(groups) = redis::cmd("CLUSTER")
-                .arg("KELVIN-GROUPS")
-                .query::<Vec<Vec<redis::Value>>>(&mut c)
-            else {
-                continue;
-            };
-            for g in groups {
-                let int = |name: &str| {
-                    g.chunks(2)
-                        .find(|kv| matches!(&kv[0], redis::Value::BulkString(b) if b == name.as_bytes()))
-                        .and_then(|kv| match kv[1] {
-                            redis::Value::Int(i) => Some(i),
-                            _ => None,
-                        })
-                        .unwrap_or(-1)
-                };
-                seen.entry(int("group")).or_default().push((
-                    n.name.clone(),
-                    int("applied"),
-                    int("keys"),
-                    int("bytes"),
-                ));
+            for g in cluster.groups(n).unwrap_or_default() {
+                seen.entry(g.group)
+                    .or_default()
+                    .push((n.name.clone(), g.applied, g.keys, g.bytes));
             }
         }
         let caught_up = seen.values().all(|r| r.iter().all(|x| x.1 == r[0].1));
