@@ -435,15 +435,7 @@ impl Nemesis {
                     {
                         return Ok(());
                     }
-                    let seed = self.seed(&node).unwrap_or_default();
-                    self.cluster.cli(&[
-                        "cluster",
-                        "add-replica",
-                        &group.to_string(),
-                        &node.client_addr(),
-                        &seed,
-                    ])?;
-                    Ok(())
+                    self.add_replica(group, &node)
                 })
             }
             Undo::Node(node) => {
@@ -486,20 +478,21 @@ impl Nemesis {
                         if t.replicas(group).is_some_and(|r| r.len() >= want) {
                             return Ok(());
                         }
-                        let seed = self.seed(&node).unwrap_or_default();
-                        self.cluster.cli(&[
-                            "cluster",
-                            "add-replica",
-                            &group.to_string(),
-                            &node.client_addr(),
-                            &seed,
-                        ])?;
-                        Ok(())
+                        self.add_replica(group, &node)
                     })?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// `kelvin-cli cluster add-replica GROUP NODE SEED`.
+    fn add_replica(&self, group: u64, node: &Node) -> anyhow::Result<()> {
+        let seed = self.seed(node).unwrap_or_default();
+        let group = group.to_string();
+        self.cluster
+            .cli(&["cluster", "add-replica", &group, &node.client_addr(), &seed])?;
+        Ok(())
     }
 
     /// Runs `step` until it succeeds, for up to [`UNDO_WAIT`].
