@@ -155,9 +155,16 @@ impl Nemesis {
     /// Quiet, fault, quiet, fault... until the time is up; ends with everything healed.
     pub fn run(self) -> anyhow::Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        // Rounds: every fault once in a random order, then again, so that a run long
+        // enough for one round has met every fault.
+        let mut deck: Vec<Fault> = Vec::new();
         let result = (|| {
             while self.sleep(QUIET_TIME) {
-                let Some(&fault) = self.faults.choose(&mut rng) else {
+                if deck.is_empty() {
+                    deck = self.faults.clone();
+                    deck.shuffle(&mut rng);
+                }
+                let Some(fault) = deck.pop() else {
                     break;
                 };
                 let start = self.began.elapsed().as_secs_f64();
