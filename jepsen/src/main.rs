@@ -51,10 +51,11 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A short run for CI: 3 nodes, 90 s, every fault but kill-all and kill-majority.
+    /// A short run for CI: 3 nodes, 120 s (about one round of its faults), every fault
+    /// but kill-all and kill-majority.
     #[arg(long)]
     quick: bool,
-    /// Seconds of workload and faults (default 600; 90 with --quick).
+    /// Seconds of workload and faults (default 600; 120 with --quick).
     #[arg(long)]
     time_limit: Option<u64>,
     /// Faults, comma-separated names, or `all`.
@@ -128,7 +129,7 @@ fn run_test(args: RunArgs) -> anyhow::Result<bool> {
         nodes,
         workers: args.workers.max(1),
         time_limit: std::time::Duration::from_secs(args.time_limit.unwrap_or(if args.quick {
-            90
+            120
         } else {
             600
         })),

@@ -1219,7 +1219,8 @@ fn run_batch(
             continue;
         };
         last = spec.name;
-        if pinned.is_none() && spec.keys_in(&argv).is_empty() {
+        let key_pos = spec.keys_in(&argv);
+        if pinned.is_none() && key_pos.is_empty() {
             if let Some((parts, merge)) = broadcast(node, client, spec, &argv) {
                 let _argv = flush_or_continue!(argv);
                 step = Step::Split {
@@ -1326,8 +1327,7 @@ fn run_batch(
                         continue;
                     };
                     let store = guard.get_or_insert_with(|| group.store.lock_arc());
-                    let keys = spec.keys_in(&argv);
-                    let keys = keys.iter().filter_map(|&i| argv.get(i));
+                    let keys = key_pos.iter().filter_map(|&i| argv.get(i));
                     let read_at = match client.readonly && !local_reads {
                         // A stale read on a replica, as asked: its own clock.
                         true => Some(now_ms.max(store.last_apply_ms)),
