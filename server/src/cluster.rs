@@ -76,8 +76,12 @@ pub struct GroupSpec {
 }
 
 impl GroupSpec {
-    /// `0-5460,5461-10922` (a single slot as `7`).
+    /// `0-5460,5461-10922` (a single slot as `7`); [`NO_SLOTS`] for a group that owns
+    /// none (a new resharding target, or a source that gave every slot away).
     pub fn slots_text(&self) -> String {
+        if self.slots.is_empty() {
+            return NO_SLOTS.to_string();
+        }
         self.slots
             .iter()
             .map(|&(a, b)| {
@@ -94,7 +98,7 @@ impl GroupSpec {
     fn parse(id: &str, slots: &str, replicas: &str) -> Result<GroupSpec, String> {
         let id = id.parse().map_err(|_| format!("bad group id '{id}'"))?;
         let mut ranges = Vec::new();
-        for r in slots.split(',') {
+        for r in slots.split(',').filter(|_| slots != NO_SLOTS) {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
             let (a, b): (u16, u16) = match (a.parse(), b.parse()) {
                 (Ok(a), Ok(b)) if a <= b && (b as usize) < kelvin_protocol::SLOT_COUNT => (a, b),
@@ -113,6 +117,9 @@ impl GroupSpec {
         })
     }
 }
+
+/// How `cluster.conf` writes the slots of a group that owns none.
+pub const NO_SLOTS: &str = "-";
 
 /// The members and the data groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -523,6 +530,15 @@ mod tests {
         assert!(Membership::from_args(&stranger)
             .unwrap_err()
             .contains("not a member"));
+        // A group may own no slot (a resharding target before its first slot, a source
+        // after its last): written as `-`, read back as none.
+        let mut empty = args.clone();
+        empty.extend_from_slice(&[b"GROUP", b"2", b"-", b"a1"]);
+        let m = Membership::from_args(&empty).unwrap();
+        assert!(m.group(2).unwrap().slots.is_empty());
+        assert!(m.render().contains("group 2 - "));
+        assert_eq!(Membership::parse(&m.render()).unwrap(), m);
+        assert_eq!(m.slot_groups()[16383], 1);
         // Without GROUP: one group of everyone (clusters formed before groups).
         let one = Membership::from_args(&args[..10]).unwrap();
         assert_eq!(one.groups.len(), 1);

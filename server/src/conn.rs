@@ -78,7 +78,22 @@ pub struct ClientState {
     /// Connected to the redirect port: keyed commands for slots this node does not lead
     /// get `-MOVED` instead of being relayed, as in Redis Cluster.
     pub redirect: bool,
+    /// Set when this connection is another node's relay (`KELVIN.RELAYED`).
+    pub relayed: Option<RelayedFrom>,
 }
+
+/// Where a relay connection's requests come from: how many times they were relayed, and
+/// the topology epoch of the node that relayed them last.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedFrom {
+    pub hops: u8,
+    pub epoch: u64,
+}
+
+/// A request relayed [`crate::relay::MAX_RELAY_HOPS`] times without reaching its group's
+/// leader (the nodes' slot maps disagree and stayed so).
+pub const TOO_MANY_HOPS: &str =
+    "TRYAGAIN the request was relayed from node to node without reaching its slot's owner: the nodes' slot maps disagree; try again";
 
 /// A command parked by BLPOP and friends.
 pub struct Blocked {
@@ -209,6 +224,7 @@ impl Connection {
             relays: Vec::new(),
             readonly: false,
             redirect: node.settings.read().redirect_port == Some(info.laddr.port()),
+            relayed: None,
         };
         let mut shutdown = node.shutdown_signal();
         // Made once, not per turn of the loop: a killed client or a node shutting down.
@@ -385,6 +401,25 @@ async fn drive(
                 requests,
                 rest,
             } => {
+                if let Some(from) = client.relayed {
+                    // Relayed here by a node with a newer topology: route by that one,
+                    // not back where the requests came from.
+                    if node.membership.read().epoch < from.epoch
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        wait_leader_change(node, deadline).await;
+                        batch = requests;
+                        batch.extend(rest);
+                        continue;
+                    }
+                    if from.hops >= crate::relay::MAX_RELAY_HOPS {
+                        for _ in &requests {
+                            out.error(TOO_MANY_HOPS);
+                        }
+                        batch = rest;
+                        continue;
+                    }
+                }
                 match relay(node, client, out, leader, &requests).await {
                     Relayed::Done => batch = rest,
                     // The leader could not be reached: nothing was sent, so the requests
@@ -454,9 +489,12 @@ pub enum Merge {
     Concat,
     /// RANDOMKEY on every group: the first key one of them found.
     FirstKey,
-    /// SCAN on one group: its reply, with a final cursor 0 replaced by this one (the
-    /// first slot of the next group), if any.
-    Scan(Option<u64>),
+    /// SCAN on the group owning the run of slots `start..end`: its keys in that run, and
+    /// its cursor, unless it finished the run or went past it: then the cursor is the
+    /// run's end, where the next owner takes over (0 at the last slot). A group's store
+    /// may hold keys of slots it does not own (a source not yet drained), and may own
+    /// other runs further on: those are its own SCAN's to return, not this one's.
+    Scan { start: usize, end: usize },
 }
 
 impl Merge {
@@ -503,24 +541,41 @@ impl Merge {
                 Some(r) => out.buf.extend_from_slice(r),
                 None => out.null(),
             },
-            Merge::Scan(next) => {
+            Merge::Scan { start, end } => {
                 let Some(reply) = replies.first() else {
                     out.error("ERR SCAN got no reply");
                     return;
                 };
-                let Some([cursor, keys]) =
-                    array_elements(reply, out.version).and_then(|e| <[&[u8]; 2]>::try_from(e).ok())
-                else {
+                let parsed = array_elements(reply, out.version)
+                    .and_then(|e| <[&[u8]; 2]>::try_from(e).ok())
+                    .and_then(|[cursor, keys]| {
+                        let cursor: u64 =
+                            std::str::from_utf8(bulk_body(cursor)?).ok()?.parse().ok()?;
+                        Some((cursor, array_elements(keys, out.version)?))
+                    });
+                let Some((cursor, keys)) = parsed else {
                     out.buf.extend_from_slice(reply);
                     return;
                 };
-                match next {
-                    Some(n) if cursor == b"$1\r\n0\r\n" => {
-                        out.array(2);
-                        out.bulk(n.to_string().as_bytes());
-                        out.buf.extend_from_slice(keys);
-                    }
-                    _ => out.buf.extend_from_slice(reply),
+                let bits = crate::store::CURSOR_HASH_BITS;
+                let cursor = match cursor {
+                    c if c != 0 && ((c >> bits) as usize) < *end => c,
+                    _ if *end >= kelvin_protocol::SLOT_COUNT => 0,
+                    _ => (*end as u64) << bits,
+                };
+                let keys: Vec<&[u8]> = keys
+                    .into_iter()
+                    .filter(|k| {
+                        bulk_body(k).is_some_and(|k| {
+                            (*start..*end).contains(&(kelvin_protocol::key_slot(k) as usize))
+                        })
+                    })
+                    .collect();
+                out.array(2);
+                out.bulk(cursor.to_string().as_bytes());
+                out.array(keys.len());
+                for k in keys {
+                    out.buf.extend_from_slice(k);
                 }
             }
         }
@@ -535,6 +590,14 @@ fn array_elements(reply: &[u8], version: RespVersion) -> Option<Vec<&[u8]>> {
     let body = rest.get(end + 2..)?;
     let elements = split_replies(body, version);
     (elements.len() == n).then_some(elements)
+}
+
+/// The payload of a bulk string reply (`$3\r\nabc\r\n` -> `abc`).
+fn bulk_body(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"$")?;
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    let n: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    rest.get(end + 2..end + 2 + n)
 }
 
 /// The complete replies in `buf`, each as its bytes.
@@ -594,7 +657,10 @@ async fn relay(
                 return Relayed::NotSent;
             };
             let password = node.settings.read().requirepass.clone();
-            match Relay::connect(leader, addr, password.as_deref(), out.version).await {
+            let hops = client.relayed.map_or(0, |r| r.hops).saturating_add(1);
+            let epoch = node.membership.read().epoch;
+            match Relay::connect(leader, addr, password.as_deref(), out.version, hops, epoch).await
+            {
                 Ok(r) => client.relays.push(r),
                 Err(err) => {
                     tracing::debug!(leader, cause = %err, "leader unreachable");
@@ -1074,9 +1140,10 @@ fn unpin(node: &Node, client: &ClientState, argv: &[Bytes]) -> Result<(u64, Vec<
 /// On the main port with several groups, a keyless command over the whole keyspace runs
 /// on every group, and the replies merge as a proxy would: DBSIZE sums, KEYS
 /// concatenates, RANDOMKEY takes the first key found, FLUSHDB/FLUSHALL answer OK once all
-/// did. SCAN walks the groups one after the other: its cursor names a slot, the slot's
-/// group scans it, and when that group is done the cursor jumps to the first slot of the
-/// next group (groups in the order of their lowest slot), so every key is seen.
+/// did, SWAPDB too (one group after the other, not atomically). SCAN walks the runs of
+/// slots in slot order: its cursor names a slot, the group owning the run of slots from
+/// there scans it, and when it is done the cursor is the next run's first slot
+/// ([`Merge::Scan`]), so every key is seen once, whatever the groups' slot ranges.
 fn broadcast(
     node: &Node,
     client: &ClientState,
@@ -1105,21 +1172,19 @@ fn broadcast(
         "dbsize" => each(Merge::Sum),
         "keys" => each(Merge::Concat),
         "randomkey" => each(Merge::FirstKey),
-        "flushdb" | "flushall" => each(Merge::Ok),
+        // Not atomic across groups (Redis Cluster has no SWAPDB at all).
+        "flushdb" | "flushall" | "swapdb" => each(Merge::Ok),
         "scan" => {
             let cursor = std::str::from_utf8(argv.get(1)?)
                 .ok()?
                 .parse::<u64>()
                 .ok()?;
-            let slot = (cursor >> crate::store::CURSOR_HASH_BITS) as usize;
-            let g = *groups.slot_group.get(slot)?;
-            let next = order
-                .iter()
-                .position(|&x| x == g)
-                .and_then(|i| order.get(i + 1))
-                .and_then(|n| groups.slot_group.iter().position(|x| x == n))
-                .map(|s| (s as u64) << crate::store::CURSOR_HASH_BITS);
-            Some((vec![pin(g, argv.to_vec())], Merge::Scan(next)))
+            let start = (cursor >> crate::store::CURSOR_HASH_BITS) as usize;
+            let g = *groups.slot_group.get(start)?;
+            let end = (start..kelvin_protocol::SLOT_COUNT)
+                .find(|&s| groups.slot_group[s] != g)
+                .unwrap_or(kelvin_protocol::SLOT_COUNT);
+            Some((vec![pin(g, argv.to_vec())], Merge::Scan { start, end }))
         }
         _ => None,
     }
@@ -1268,6 +1333,19 @@ fn run_batch(
                 .map_or(Ok(()), |e| Err(CmdError::raw(e))),
             false => Ok(()),
         });
+        if matches!(&checked, Err(e) if e.0.starts_with("MOVED")) && node.topology_pending() {
+            // This node's slot map is older than the topology its meta replica holds:
+            // redirect by the new one once it is in place, not by the old one (two nodes
+            // with different maps would send a client back and forth).
+            let argv = flush_or_continue!(argv);
+            let mut waiting = vec![argv];
+            waiting.extend(requests.by_ref());
+            step = Step::AwaitLeader {
+                requests: waiting,
+                rest: Vec::new(),
+            };
+            break;
+        }
         if let Err(err) = checked {
             // Replies go out in order: what waits before this request is answered first.
             let _argv = flush_or_continue!(argv);
@@ -1341,6 +1419,11 @@ fn run_batch(
                     // goes through the log, which deletes the key on every replica.
                 }
                 // A write, or a read without a lease: through the log.
+                if argv.iter().map(|a| a.len()).sum::<usize>() > crate::group::MAX_COMMAND_BYTES {
+                    let _argv = flush_or_continue!(argv);
+                    refuse(client, out, crate::group::TOO_LARGE);
+                    continue;
+                }
                 segment.group = gid;
                 segment.commands.push(LogCommand::Single {
                     db: client.db as u8,
@@ -1628,15 +1711,35 @@ mod tests {
             b"$1\r\nk\r\n"
         );
         assert_eq!(merged(Merge::FirstKey, v3, b"_\r\n_\r\n"), b"_\r\n");
-        // SCAN: a group that is done hands over to the next group's first slot...
+        // SCAN: a group that is done with its run hands over at the run's end...
+        let ks = kelvin_protocol::key_slot(b"k") as usize;
         let done = b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n";
+        let end = ks + 1;
+        let cursor = ((end as u64) << crate::store::CURSOR_HASH_BITS).to_string();
+        let handed = format!("*2\r\n${}\r\n{cursor}\r\n*1\r\n$1\r\nk\r\n", cursor.len());
         assert_eq!(
-            merged(Merge::Scan(Some(5 << 20)), v2, done),
-            b"*2\r\n$7\r\n5242880\r\n*1\r\n$1\r\nk\r\n"
+            merged(Merge::Scan { start: 0, end }, v2, done),
+            handed.as_bytes()
         );
-        // ...the last group ends the iteration, and a cursor mid-group is kept.
-        assert_eq!(merged(Merge::Scan(None), v2, done), done);
+        // ...the last run ends the iteration, and a cursor inside the run is kept.
+        let last = Merge::Scan {
+            start: 0,
+            end: kelvin_protocol::SLOT_COUNT,
+        };
+        assert_eq!(merged(last, v2, done), done);
         let mid = b"*2\r\n$2\r\n17\r\n*0\r\n";
-        assert_eq!(merged(Merge::Scan(Some(1)), v2, mid), mid);
+        assert_eq!(merged(Merge::Scan { start: 0, end: 1 }, v2, mid), mid);
+        // A group that went on past its run (its 1024-slot stop fell in the next
+        // group's range: found with 3 groups) gives back the run's end, and keys of
+        // slots outside the run (another run of its own, or not yet drained) are left
+        // for the SCAN that covers them.
+        let beyond = (((ks + 3) as u64) << crate::store::CURSOR_HASH_BITS).to_string();
+        let past = format!("*2\r\n${}\r\n{beyond}\r\n*1\r\n$1\r\nk\r\n", beyond.len());
+        let cut = ((ks as u64) << crate::store::CURSOR_HASH_BITS).to_string();
+        let expect = format!("*2\r\n${}\r\n{cut}\r\n*0\r\n", cut.len());
+        let merge = Merge::Scan { start: 0, end: ks };
+        if ks > 0 {
+            assert_eq!(merged(merge, v2, past.as_bytes()), expect.as_bytes());
+        }
     }
 }

@@ -56,6 +56,14 @@ pub const HEARTBEAT_TICKS: usize = 2;
 pub const LEASE: Duration = Duration::from_millis(100 * ELECTION_TICKS as u64 * 8 / 10);
 /// Largest log entry the group packs proposals into.
 pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Largest encoded command (or transaction) one proposal may carry: a log entry travels
+/// to the followers whole in one peer frame, next to at most `MAX_ENTRY_BYTES` of other
+/// proposals, and a frame over `MAX_PEER_FRAME_BYTES` (64 MiB) would be dropped by the
+/// transport, stalling the group. Larger writes are refused at once ([`TOO_LARGE`]).
+pub const MAX_COMMAND_BYTES: usize =
+    kelvin_protocol::peer::MAX_PEER_FRAME_BYTES - MAX_ENTRY_BYTES - (1 << 20);
+/// The reply to a write over [`MAX_COMMAND_BYTES`] (59 MiB).
+pub const TOO_LARGE: &str = "ERR the write is too large to replicate: Kelvin's log takes at most 59 MiB (61865984 bytes) per command or transaction";
 /// A proposal whose fate is still unknown after this long is answered with an error.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// With `appendfsync everysec`, the longest the log goes without an fsync.
@@ -107,6 +115,8 @@ pub enum ProposeError {
     Unknown,
     /// The group stopped.
     Stopped,
+    /// Over [`MAX_COMMAND_BYTES`]: refused, nothing was written.
+    TooLarge,
 }
 
 impl ProposeError {
@@ -120,6 +130,7 @@ impl ProposeError {
                 "ERR the write's outcome is unknown: the shard's leader changed or timed out before answering"
             }
             ProposeError::Stopped => "CLUSTERDOWN the shard is not available",
+            ProposeError::TooLarge => TOO_LARGE,
         }
     }
 }
@@ -717,8 +728,17 @@ impl Group {
                     // Header written when the entry is cut; reserve its room now.
                     self.encode_buf.resize(BATCH_HEADER, 0);
                 }
+                let mark = self.encode_buf.len();
                 for c in &p.commands {
                     c.encode(&mut self.encode_buf);
+                }
+                if self.encode_buf.len() - mark > MAX_COMMAND_BYTES {
+                    // No entry may outgrow a peer frame: refuse it whole, unwritten.
+                    self.encode_buf.truncate(mark);
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(Err(ProposeError::TooLarge));
+                    }
+                    return Ok(());
                 }
                 batch.push(Waiter {
                     reply: p.reply,
@@ -1351,6 +1371,14 @@ fn fail(waiters: Vec<Waiter>, err: ProposeError) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_refusal_of_a_too_large_write_names_the_limit() {
+        use super::{ProposeError, MAX_COMMAND_BYTES, TOO_LARGE};
+        assert_eq!(MAX_COMMAND_BYTES, 59 << 20);
+        assert!(TOO_LARGE.contains(&MAX_COMMAND_BYTES.to_string()));
+        assert_eq!(ProposeError::TooLarge.reply_text(), TOO_LARGE);
+    }
+
     use raft::eraftpb::{ConfState, Message, MessageType};
     use raft::storage::MemStorage;
     use raft::{RawNode, StateRole};

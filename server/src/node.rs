@@ -479,6 +479,8 @@ impl Node {
         tracing::info!(epoch = new.epoch, "topology changed");
         *self.membership.write() = new;
         *self.groups.write() = Some(Arc::new(groups));
+        // Requests waiting for a leader or for this topology route again.
+        self.leaders_changed.send_modify(|n| *n += 1);
         for h in removed {
             h.stop();
             let dir = group_dir(&data_dir, h.group_id);
@@ -489,6 +491,16 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether the meta replica here holds a newer topology than the one this node
+    /// routes by (applied, not yet reconciled): a redirect waits for it.
+    pub fn topology_pending(&self) -> bool {
+        let Some(meta) = self.meta.get() else {
+            return false;
+        };
+        let stored = crate::cluster::stored_topology(&mut meta.store.lock());
+        matches!(stored, Some(Ok(m)) if m.epoch > self.membership.read().epoch)
     }
 
     /// Once the meta group has a leader here and holds no topology yet (a new cluster, or

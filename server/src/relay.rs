@@ -17,6 +17,11 @@ use tokio::net::TcpStream;
 
 /// How long a relayed batch may take (blocking commands excepted).
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a request may be relayed from node to node before it is refused with
+/// `-TRYAGAIN` (a client's node, a replica of the group, its leader: 2 in the normal
+/// course; more only while nodes' slot maps disagree).
+pub const MAX_RELAY_HOPS: u8 = 4;
+
 /// How long connecting to the leader may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -34,11 +39,15 @@ fn io_err(msg: impl Into<String>) -> std::io::Error {
 }
 
 impl Relay {
+    /// `hops`: how many times the requests will have been relayed once on this relay;
+    /// `epoch`: this node's topology epoch (see `KELVIN.RELAYED`).
     pub async fn connect(
         leader: u64,
         addr: SocketAddr,
         password: Option<&str>,
         version: RespVersion,
+        hops: u8,
+        epoch: u64,
     ) -> std::io::Result<Relay> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -54,6 +63,14 @@ impl Relay {
         if let Some(pass) = password {
             relay.call(&[b"AUTH".as_slice(), pass.as_bytes()]).await?;
         }
+        let (hops, epoch) = (hops.to_string(), epoch.to_string());
+        relay
+            .call(&[
+                b"KELVIN.RELAYED".as_slice(),
+                hops.as_bytes(),
+                epoch.as_bytes(),
+            ])
+            .await?;
         relay.set_version(version).await?;
         Ok(relay)
     }

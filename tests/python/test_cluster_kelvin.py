@@ -505,6 +505,69 @@ def test_keyless_commands_cover_every_group_on_the_main_port(trio_redirect):
     assert nodes[0].client().randomkey() is None
 
 
+def test_three_uneven_groups_scan_swapdb_relay_hops_and_big_values(trio):
+    """Regressions found with 3 groups (slot ranges that do not end at multiples of
+    1024): a full SCAN saw 28,129 of 30,000 keys; SWAPDB swapped one group only; two
+    nodes whose maps disagree could relay a request back and forth without end; an 80 MB
+    SET stalled its group and moved its leader instead of being refused."""
+    nodes = trio
+    done = create(nodes, "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = nodes[1].client()
+    keys = [f"k:{i}" for i in range(30000)]
+    for i in range(0, len(keys), 1000):
+        assert c.mset({k: "v" for k in keys[i:i + 1000]})
+    assert c.dbsize() == len(keys)
+    seen = list(c.scan_iter(count=100))
+    assert set(seen) == set(keys), f"SCAN missed {len(set(keys) - set(seen))} keys"
+    assert len(seen) == len(keys)
+
+    # SWAPDB swaps the databases of every group.
+    c1 = nodes[2].client(db=1)
+    more = [f"other:{i}" for i in range(300)]
+    assert c1.mset({k: "w" for k in more})
+    assert nodes[0].client().swapdb(0, 1)
+    assert set(nodes[1].client(db=0).keys("*")) == set(more)
+    assert nodes[2].client(db=1).dbsize() == len(keys)
+
+    # A relay connection says how many times its requests were relayed: past
+    # MAX_RELAY_HOPS (4) a node that does not lead the key's group refuses to relay
+    # again (TRYAGAIN), one that leads it serves the request.
+    here = nodes[0]
+    led_here = set()
+    for start, end, master, *_ in here.client().execute_command("CLUSTER", "SLOTS"):
+        if int(master[1]) == here.port:
+            led_here.update(range(int(start), int(end) + 1))
+    relayed = here.client(single_connection_client=True)
+    assert relayed.execute_command("KELVIN.RELAYED", 4, 0) == "OK"
+    outcomes = set()
+    for k in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"):
+        slot = relayed.execute_command("CLUSTER", "KEYSLOT", k)
+        if slot in led_here:
+            assert relayed.set(k, "1")
+            outcomes.add("served")
+        else:
+            with pytest.raises(redis.exceptions.ResponseError, match="relayed from node to node"):
+                relayed.set(k, "1")
+            outcomes.add("refused")
+    assert outcomes == {"served", "refused"}
+
+    # A write over the log's entry limit is refused at once, naming the limit, and the
+    # group keeps its leader; a large one under it is replicated.
+    leaders = group_rows(subprocess.run(
+        [kelvin_cli(), "cluster", "status", f"127.0.0.1:{nodes[0].port}"],
+        capture_output=True, text=True, timeout=30).stdout)
+    big = nodes[1].client(socket_timeout=60)
+    with pytest.raises(redis.exceptions.ResponseError, match="too large.*61865984 bytes"):
+        big.set("big", b"x" * (80 << 20))
+    assert big.set("big", b"y" * (20 << 20))
+    assert nodes[2].client(socket_timeout=60, decode_responses=False).strlen("big") == 20 << 20
+    after = group_rows(subprocess.run(
+        [kelvin_cli(), "cluster", "status", f"127.0.0.1:{nodes[0].port}"],
+        capture_output=True, text=True, timeout=30).stdout)
+    assert [r.split()[2] for r in after.values()] == [r.split()[2] for r in leaders.values()]
+
+
 def test_publish_reaches_subscribers_on_every_node(trio):
     """As in Redis Cluster, a PUBLISH on any node reaches the subscribers of every node;
     its count is that node's own receivers."""

@@ -142,6 +142,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Runs a transaction queued on another node (Kelvin: a plain client's MULTI/EXEC relayed to its group's leader).",
         kelvin_exec,
     ),
+    conn(
+        "kelvin.relayed",
+        3,
+        NO_MULTI | NOSCRIPT | LOADING | STALE | FAST,
+        "connection",
+        "Marks a connection as another node's relay (Kelvin: how many times its requests were relayed, and the sender's topology epoch).",
+        kelvin_relayed,
+    ),
 ];
 
 fn ping(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
@@ -599,6 +607,27 @@ fn kelvin_exec(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         _ => Err(CmdError::err("KELVIN.EXEC takes one encoded transaction")),
     }
+}
+
+/// `KELVIN.RELAYED <hops> <epoch>`: the first request of a relay connection (see
+/// [`crate::relay::Relay::connect`]): its requests have been relayed `hops` times, by a
+/// node whose topology was at `epoch`. A node that would relay them again waits for that
+/// topology first, and never relays past [`crate::relay::MAX_RELAY_HOPS`], so two nodes
+/// whose slot maps disagree cannot bounce a request between them.
+fn kelvin_relayed(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
+    let num = |a: &Bytes| {
+        std::str::from_utf8(a)
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or(CmdError::NOT_INTEGER)
+    };
+    let hops = num(&argv[1])?;
+    ctx.client.relayed = Some(crate::conn::RelayedFrom {
+        hops: hops.min(u8::MAX as u64) as u8,
+        epoch: num(&argv[2])?,
+    });
+    ctx.out.ok();
+    Ok(())
 }
 
 /// The request that relays `tx` (see [`kelvin_exec`]).
