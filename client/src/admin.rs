@@ -61,6 +61,15 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         Some("create") => create(&args[1..], pass),
         Some("status") if args.len() == 2 => status(&args[1], pass),
         Some("rebalance") if args.len() == 2 => rebalance(&args[1], pass),
+        Some("heat") if args.len() == 2 || args.len() == 4 => {
+            let top = match args.get(2..4) {
+                Some([kw, n]) if kw == "--top" => n
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("[ERR] --top takes a number"))?,
+                _ => 10,
+            };
+            crate::heat::heat(&args[1], pass, top)
+        }
         Some("add-node") if args.len() >= 3 => {
             confirm(args, &format!("Add {} to the cluster of {}?", args[1], args[2]))?;
             admin(&args[2], pass).add_node(&args[1])
@@ -82,7 +91,7 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             admin(&args[3], pass).remove_replica(group_number(&args[1])?, &args[2])
         }
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster heat HOST:PORT [--top N]\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
         ),
     }
 }
@@ -328,7 +337,7 @@ pub(crate) fn fields(frame: &Frame) -> Vec<(String, Frame)> {
     }
 }
 
-fn field<'a>(fields: &'a [(String, Frame)], name: &str) -> Option<&'a Frame> {
+pub(crate) fn field<'a>(fields: &'a [(String, Frame)], name: &str) -> Option<&'a Frame> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
@@ -341,14 +350,14 @@ pub(crate) fn field_text(fields: &[(String, Frame)], name: &str) -> String {
     }
 }
 
-fn field_int(fields: &[(String, Frame)], name: &str) -> i64 {
+pub(crate) fn field_int(fields: &[(String, Frame)], name: &str) -> i64 {
     match field(fields, name) {
         Some(Frame::Integer(i)) => *i,
         _ => 0,
     }
 }
 
-fn human_bytes(n: i64) -> String {
+pub(crate) fn human_bytes(n: i64) -> String {
     let n = n.max(0) as f64;
     match n {
         n if n >= (1u64 << 30) as f64 => format!("{:.1} GiB", n / (1u64 << 30) as f64),
@@ -359,22 +368,22 @@ fn human_bytes(n: i64) -> String {
 }
 
 /// One node as CLUSTER SHARDS names it, and what it said of its groups.
-struct StatusNode {
-    id: String,
-    addr: String,
+pub(crate) struct StatusNode {
+    pub(crate) id: String,
+    pub(crate) addr: String,
     /// `None`: unreachable.
     groups: Option<Vec<Vec<(String, Frame)>>>,
 }
 
 /// What a cluster looks like from `seed`: the slots covered, every node CLUSTER SHARDS
 /// names (with what it says of its groups), and each shard's first slot and replica ids.
-struct Survey {
+pub(crate) struct Survey {
     covered: i64,
-    nodes: Vec<StatusNode>,
+    pub(crate) nodes: Vec<StatusNode>,
     shard_replicas: Vec<(i64, Vec<String>)>,
 }
 
-fn survey(seed: &str, pass: Option<&str>) -> anyhow::Result<Survey> {
+pub(crate) fn survey(seed: &str, pass: Option<&str>) -> anyhow::Result<Survey> {
     let mut c = connect(seed, pass)?;
     let shards = match c.call(&["CLUSTER", "SHARDS"])? {
         Frame::Array(s) => s,

@@ -3,6 +3,7 @@
 //! RESP3 decoder, which also reads RESP2 (a subset).
 
 pub mod admin;
+pub mod heat;
 pub mod members;
 
 use std::io::{Read, Write};

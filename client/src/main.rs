@@ -6,6 +6,7 @@
 //! kelvin-cli cluster create 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003 --replicas 3 --yes
 //! kelvin-cli cluster status 127.0.0.1:7001
 //! kelvin-cli cluster rebalance 127.0.0.1:7001
+//! kelvin-cli cluster heat 127.0.0.1:7001 --top 10
 //! ```
 
 use std::io::{BufRead, Write};
@@ -75,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             "create",
             "status",
             "rebalance",
+            "heat",
             "add-node",
             "remove-node",
             "add-replica",

@@ -237,7 +237,7 @@ impl Settings {
     }
 
     /// Names CONFIG GET knows, in the order it lists them.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "bind",
         "cluster-port",
         "redirect-port",
@@ -255,6 +255,7 @@ impl Settings {
         "maxmemory-policy",
         "timeout",
         "cluster-enabled",
+        "kelvin-profile-keys",
     ];
 
     /// The value of a setting as CONFIG GET shows it.
@@ -276,6 +277,11 @@ impl Settings {
             "maxmemory" => "0".into(),
             "maxmemory-policy" => "noeviction".into(),
             "timeout" => "0".into(),
+            "kelvin-profile-keys" => match crate::store::heat::profiling() {
+                true => "yes",
+                false => "no",
+            }
+            .into(),
             "cluster-enabled" => if self.cluster_port.is_some() {
                 "yes"
             } else {
@@ -331,6 +337,12 @@ impl Settings {
                 }
                 self.proto_max_bulk_len = n;
             }
+            // The session-state profiler (store::heat): process-wide.
+            "kelvin-profile-keys" => match value.to_ascii_lowercase().as_str() {
+                "yes" => crate::store::heat::set_profiling(true),
+                "no" => crate::store::heat::set_profiling(false),
+                _ => return Err(bad("argument must be 'yes' or 'no'")),
+            },
             // Accepted for compatibility with configs written for Redis; no effect.
             "appendonly" | "save" | "timeout" | "maxmemory-policy" | "daemonize" | "loglevel"
             | "logfile" | "protected-mode" | "tcp-keepalive" => {}

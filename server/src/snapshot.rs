@@ -255,7 +255,7 @@ impl SnapshotEncoder {
                     keys.push(KeyOut {
                         key,
                         expire_at: entry.expire_at,
-                        heat: entry.heat.to_bits(),
+                        heat: entry.heat.to_snapshot(),
                         value,
                     });
                     self.done_in_slot += 1;
@@ -364,7 +364,7 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
             let entry = Entry {
                 value: load_value(&k.value)?,
                 expire_at: k.expire_at.to_native(),
-                heat: Heat::from_bits(k.heat.to_native()),
+                heat: Heat::from_snapshot(k.heat.to_native()),
             };
             if ks.insert(&k.key, entry).is_some() {
                 return Err(SnapshotError::DuplicateKey {
@@ -509,7 +509,7 @@ mod tests {
         Entry {
             value,
             expire_at,
-            heat: Heat::from_bits(heat),
+            heat: Heat::from_snapshot(heat),
         }
     }
 

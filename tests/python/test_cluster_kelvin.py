@@ -568,6 +568,56 @@ def test_three_uneven_groups_scan_swapdb_relay_hops_and_big_values(trio):
     assert [r.split()[2] for r in after.values()] == [r.split()[2] for r in leaders.values()]
 
 
+def test_heat_profile_shows_the_hottest_keys_per_group(trio):
+    """The profiler: reads on the leader heat a key up, `kelvin-cli cluster heat` lists
+    it first in its group, INFO heat counts every key, and with the profiler switched
+    off (kelvin-profile-keys no) accesses no longer raise a key's counter."""
+    nodes = trio
+    done = create(nodes, "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = nodes[0].client()
+    keys = [f"sess:{i}" for i in range(3000)]
+    for i in range(0, len(keys), 500):
+        assert c.mset({k: "v" * 100 for k in keys[i:i + 500]})
+    pipe = c.pipeline(transaction=False)
+    for _ in range(3000):
+        pipe.get("sess:42")
+    assert pipe.execute()[-1] == "v" * 100
+    out = subprocess.run([kelvin_cli(), "cluster", "heat", f"127.0.0.1:{nodes[1].port}",
+                          "--top", "3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    blocks = out.stdout.split(">>> group ")[1:]
+    assert len(blocks) == 3, out.stdout
+    assert sum(int(b.split(": ", 1)[1].split(" keys")[0]) for b in blocks) == len(keys)
+    hot = next(b for b in blocks if "sess:42 " in b)
+    first_key_row = [line for line in hot.splitlines() if line.strip().startswith("0 ")][0]
+    assert "sess:42" in first_key_row, hot
+    freq = c.object("freq", "sess:42")
+    assert freq > 5
+    info = {}
+    for n in nodes:
+        text = n.client().execute_command("INFO", "heat")
+        info[n.port] = text
+        assert text.get("profile_keys") == "yes", text
+    total = sum(int(v["keys"]) for k, v in next(iter(info.values())).items()
+                if k.startswith("group"))
+    assert total == len(keys)
+
+    for n in nodes:
+        assert n.client().config_set("kelvin-profile-keys", "no")
+    assert c.config_get("kelvin-profile-keys") == {"kelvin-profile-keys": "no"}
+    before = c.object("freq", "sess:7")
+    pipe = c.pipeline(transaction=False)
+    for _ in range(3000):
+        pipe.get("sess:7")
+    pipe.execute()
+    assert c.object("freq", "sess:7") <= before
+    with pytest.raises(redis.exceptions.ResponseError):
+        c.config_set("kelvin-profile-keys", "maybe")
+    for n in nodes:
+        assert n.client().config_set("kelvin-profile-keys", "yes")
+
+
 def test_publish_reaches_subscribers_on_every_node(trio):
     """As in Redis Cluster, a PUBLISH on any node reaches the subscribers of every node;
     its count is that node's own receivers."""

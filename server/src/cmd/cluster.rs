@@ -619,6 +619,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             .collect();
         drop(store);
         ctx.out.bulks(keys.iter().map(|k| &k[..]));
+    } else if is(sub, "kelvin-heat") {
+        crate::cmd::heat::kelvin_heat(ctx, &argv[2..])?;
     } else if is(sub, "kelvin-groups") && argv.len() == 2 {
         kelvin_groups(ctx);
     } else if is(sub, "kelvin-topology") && argv.len() == 2 {

@@ -526,12 +526,12 @@ fn object(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         let enc = entry.value.encoding();
         ex.out.bulk(enc.as_bytes());
     } else if is(sub, "freq") {
-        let c = entry.heat.counter() as i64;
-        ex.out.int(c);
+        // The profiler's decayed counter, Redis's LFU counter by the same rules.
+        let freq = entry.heat.counter_at(now) as i64;
+        ex.out.int(freq);
     } else if is(sub, "idletime") {
-        let minute_now = (now / 60_000) as u16;
-        let idle_minutes = minute_now.wrapping_sub(entry.heat.last_minute()) as i64;
-        ex.out.int(idle_minutes * 60);
+        let idle = entry.heat.idle_secs(now) as i64;
+        ex.out.int(idle);
     } else {
         ex.out.int(1);
     }

@@ -24,6 +24,7 @@ use crate::store::{Blob, Entry, Keyspace, ReadLookup, Store, Value};
 pub mod cluster;
 pub mod connection;
 pub mod hash;
+pub mod heat;
 pub mod keys;
 pub mod list;
 pub mod pubsub;
@@ -422,7 +423,7 @@ impl Exec<'_> {
         self.expire_if_needed(key);
         let now = self.now_ms;
         let entry = self.store.db(self.db).raw_get_mut(key)?;
-        entry.heat.touch(now);
+        entry.heat.touch(now, true);
         Some(entry)
     }
 
@@ -437,7 +438,7 @@ impl Exec<'_> {
         }
         // Present: inserted just above if it was missing.
         let entry = ks.raw_get_mut(key).expect("key present after insert");
-        entry.heat.touch(now);
+        entry.heat.touch(now, true);
         &mut entry.value
     }
 

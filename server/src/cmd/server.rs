@@ -436,6 +436,10 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if want("raft") {
         text.push_str(&raft_info(node));
     }
+    // Walks every key: only when asked for by name (not in all/everything/default).
+    if sections.iter().any(|s| s == "heat") {
+        text.push_str(&crate::cmd::heat::info_section(ctx));
+    }
     if want("cpu") {
         text.push_str("# CPU\r\n\r\n");
     }

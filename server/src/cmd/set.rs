@@ -428,7 +428,7 @@ fn set_op_store(ex: &mut Exec<'_>, argv: &[Bytes], op: SetOp) -> CmdResult {
     } else {
         let now = ex.now_ms;
         let mut entry = Entry::new(Value::Set(Box::new(result)));
-        entry.heat.touch(now);
+        entry.heat.touch(now, true);
         ex.ks().insert(dst, entry);
         ex.notify(SET, op.store_event(), dst);
     }

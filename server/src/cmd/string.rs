@@ -71,7 +71,7 @@ pub fn store_string(ex: &mut Exec<'_>, key: &[u8], value: &[u8], expire_at: u64,
     let now = ex.now_ms;
     let mut entry = Entry::new(Value::Str(value.to_vec()));
     entry.expire_at = expire_at;
-    entry.heat.touch(now);
+    entry.heat.touch(now, true);
     let ks = ex.ks();
     let old = ks.insert(key, entry);
     let old_live_ttl = match &old {

@@ -1,0 +1,456 @@
+//! The session-state profiler's record of one key (DESIGN.md part 1): how hot it is now,
+//! when it was last touched, whether it is read or written, and the rhythm of its
+//! accesses, in eight bytes inside the key's [`super::Entry`].
+//!
+//! How it fits: every access updates the record under the store lock that the access
+//! holds anyway (a read on the leader's lease, a write at apply on every replica), with
+//! a handful of integer operations and no allocation; nothing else locks. The planner of
+//! a migration ranks keys by [`Heat::counter_at`] per byte, and [`SlotHeat`] folds the
+//! records of a slot into the summary that `CLUSTER KELVIN-HEAT` and `INFO heat` show.
+//! Heat is a profile, not data: replicas differ (reads touch the leader's only), and a
+//! snapshot keeps only the low half ([`Heat::to_snapshot`]); what is lost rebuilds from
+//! traffic.
+//!
+//! ```text
+//! bits  0..24  last access, Unix seconds mod 2^24 (wraps after 194 days)
+//! bits 24..32  access counter, logarithmic and decayed (Redis's LFU: starts at
+//!              COUNTER_INIT, +1 with probability 1/((c - COUNTER_INIT) * LOG_FACTOR + 1),
+//!              -1 per DECAY_SECS idle)
+//! bits 32..48  mean gap between accesses in seconds (moving average, weight 1/8; capped)
+//! bits 48..56  share of writes among recent accesses (moving average, 255 = all writes)
+//! bits 56..64  accesses seen, saturating at 255 (0 = never touched)
+//! ```
+//!
+//! The top byte leaves room for the per-field profile of big session hashes a later
+//! issue adds (a pointer-free summary fits, or a flag that the fields carry their own).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The counter a key starts at, so a new key is not the coldest at once (Redis's
+/// `LFU_INIT_VAL`).
+pub const COUNTER_INIT: u8 = 5;
+/// How slowly the counter grows: Redis's `lfu-log-factor` default (a counter of 100 takes
+/// about a million accesses).
+pub const LOG_FACTOR: u64 = 10;
+/// Idle seconds per step the counter loses (Redis's `lfu-decay-time`, 1 minute), so the
+/// counter says "hot now", not "ever hot".
+pub const DECAY_SECS: u32 = 60;
+/// The mean gap is kept in seconds up to this (18 hours); longer gaps count as this.
+pub const MAX_GAP_SECS: u32 = u16::MAX as u32;
+
+const SECS_MASK: u64 = (1 << 24) - 1;
+
+/// Whether accesses update the profile (`kelvin-profile-keys`, on by default). Off, an
+/// access only stamps its time (OBJECT IDLETIME keeps working). Process-wide: the
+/// setting of the node, read with one relaxed load per access.
+static PROFILING: AtomicBool = AtomicBool::new(true);
+
+/// Turns the profiler on or off for this process.
+pub fn set_profiling(on: bool) {
+    PROFILING.store(on, Ordering::Relaxed);
+}
+
+pub fn profiling() -> bool {
+    PROFILING.load(Ordering::Relaxed)
+}
+
+/// The profile of one key. See the module documentation for the layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Heat(u64);
+
+impl Heat {
+    /// Seconds since the last access (0 for a key never touched).
+    pub fn idle_secs(self, now_ms: u64) -> u64 {
+        if self.seen() == 0 && self.0 & SECS_MASK == 0 {
+            return 0;
+        }
+        secs_between(self.last_secs(), now_ms)
+    }
+
+    fn last_secs(self) -> u32 {
+        (self.0 & SECS_MASK) as u32
+    }
+
+    /// The counter as last stored (not decayed).
+    pub fn counter(self) -> u8 {
+        (self.0 >> 24) as u8
+    }
+
+    /// The counter decayed to `now_ms`: what the key is worth now.
+    pub fn counter_at(self, now_ms: u64) -> u8 {
+        let idle = self.idle_secs(now_ms);
+        let steps = (idle / DECAY_SECS as u64).min(u8::MAX as u64) as u8;
+        self.counter().saturating_sub(steps)
+    }
+
+    /// The moving average of the gaps between accesses, in seconds (0 until a second
+    /// access).
+    pub fn mean_gap_secs(self) -> u32 {
+        ((self.0 >> 32) & 0xffff) as u32
+    }
+
+    /// The share of writes among recent accesses, 0..=255.
+    pub fn write_share(self) -> u8 {
+        (self.0 >> 48) as u8
+    }
+
+    /// Accesses seen, saturating at 255.
+    pub fn seen(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+
+    /// Records an access at `now_ms` (a read or a write).
+    #[inline]
+    pub fn touch(&mut self, now_ms: u64, write: bool) {
+        self.touch_with(now_ms, write, profiling());
+    }
+
+    /// [`Heat::touch`] with the profiler on or off as given.
+    #[inline]
+    pub fn touch_with(&mut self, now_ms: u64, write: bool, profiling: bool) {
+        let now_secs = ((now_ms / 1000) & SECS_MASK) as u32;
+        if !profiling {
+            self.0 = (self.0 & !SECS_MASK) | now_secs as u64;
+            return;
+        }
+        let seen = self.seen();
+        let (counter, gap) = if seen == 0 {
+            (COUNTER_INIT, 0)
+        } else {
+            let idle = secs_between(self.last_secs(), now_ms).min(MAX_GAP_SECS as u64) as u32;
+            let mean = self.mean_gap_secs();
+            let gap = if seen == 1 {
+                idle
+            } else {
+                // Weight 1/8 for the newest gap; rounded, so a steady rhythm holds.
+                (mean * 7 + idle + 4) / 8
+            };
+            (self.counter_at(now_ms), gap.min(MAX_GAP_SECS))
+        };
+        // A key's first access is its creation: it starts at COUNTER_INIT, as in Redis.
+        let counter = match seen {
+            0 => counter,
+            _ => bump(counter, now_ms ^ self.0),
+        };
+        let share = self.write_share() as u32;
+        let share = share - share / 8 + if write { 32 } else { 0 };
+        self.0 = now_secs as u64
+            | (counter as u64) << 24
+            | (gap as u64) << 32
+            | (share.min(255) as u64) << 48
+            | (seen.saturating_add(1) as u64) << 56;
+    }
+
+    /// The eight bytes as one word.
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u64) -> Heat {
+        Heat(bits)
+    }
+
+    /// What a snapshot keeps: the last access and the counter (the low half). The
+    /// rhythm and the write share rebuild from traffic after a restart.
+    pub fn to_snapshot(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The heat a snapshot kept ([`Heat::to_snapshot`]), counted as seen once.
+    pub fn from_snapshot(bits: u32) -> Heat {
+        let seen = if bits == 0 { 0 } else { 1u64 << 56 };
+        Heat(bits as u64 | seen)
+    }
+}
+
+/// Seconds from `last` (Unix seconds mod 2^24) to `now_ms`, across one wrap.
+fn secs_between(last: u32, now_ms: u64) -> u64 {
+    let now = ((now_ms / 1000) & SECS_MASK) as u32;
+    (now.wrapping_sub(last) as u64) & SECS_MASK
+}
+
+/// The counter after one access: +1 with probability 1/((c - init) * factor + 1), the
+/// dice from a cheap mix of the time and the old record (no rng state to share).
+#[inline]
+fn bump(counter: u8, entropy: u64) -> u8 {
+    if counter == u8::MAX {
+        return counter;
+    }
+    let base = counter.saturating_sub(COUNTER_INIT) as u64;
+    let odds = base * LOG_FACTOR + 1;
+    let dice = entropy.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    if dice.is_multiple_of(odds) {
+        counter + 1
+    } else {
+        counter
+    }
+}
+
+/// Buckets of the heat histogram: decayed counters `0`, `1-4`, `5-9`, `10-19`, `20-49`,
+/// `50-99`, `100+` (5 is a new key's, 20 takes ~1,000 accesses in a row, 100 ~1M).
+pub const HEAT_BUCKETS: [(u8, &str); 7] = [
+    (0, "0"),
+    (1, "1-4"),
+    (5, "5-9"),
+    (10, "10-19"),
+    (20, "20-49"),
+    (50, "50-99"),
+    (100, "100+"),
+];
+
+/// The bucket of a decayed counter in [`HEAT_BUCKETS`].
+pub fn bucket(counter: u8) -> usize {
+    HEAT_BUCKETS
+        .iter()
+        .rposition(|&(low, _)| counter >= low)
+        .unwrap_or(0)
+}
+
+/// The profile of one slot: what a migration plan and the operator look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotHeat {
+    pub keys: u64,
+    pub bytes: u64,
+    /// Sum of the keys' decayed counters: the slot's heat.
+    pub heat: u64,
+    /// Keys per [`HEAT_BUCKETS`] bucket.
+    pub histogram: [u64; HEAT_BUCKETS.len()],
+    /// Keys with a TTL.
+    pub volatile: u64,
+    /// Sum of the keys' write shares (divide by keys for the slot's).
+    pub write_share: u64,
+}
+
+impl SlotHeat {
+    pub fn add(&mut self, heat: Heat, bytes: usize, volatile: bool, now_ms: u64) {
+        let c = heat.counter_at(now_ms);
+        self.keys += 1;
+        self.bytes += bytes as u64;
+        self.heat += c as u64;
+        self.histogram[bucket(c)] += 1;
+        self.volatile += volatile as u64;
+        self.write_share += heat.write_share() as u64;
+    }
+
+    pub fn merge(&mut self, other: &SlotHeat) {
+        self.keys += other.keys;
+        self.bytes += other.bytes;
+        self.heat += other.heat;
+        for (a, b) in self.histogram.iter_mut().zip(other.histogram) {
+            *a += b;
+        }
+        self.volatile += other.volatile;
+        self.write_share += other.write_share;
+    }
+}
+
+/// One of the hottest keys of a [`Profile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotKey {
+    pub db: usize,
+    pub key: Vec<u8>,
+    pub heat: Heat,
+    /// The decayed counter when the profile was taken.
+    pub counter: u8,
+    pub bytes: usize,
+}
+
+/// A store's profile: per-slot summaries (non-empty slots only) and its hottest keys.
+#[derive(Debug, Default)]
+pub struct Profile {
+    pub total: SlotHeat,
+    pub slots: Vec<(usize, SlotHeat)>,
+    /// Hottest first, at most the number asked for.
+    pub hottest: Vec<HotKey>,
+}
+
+/// A key in the running top list: (decayed counter, smaller first, db, key, heat bits).
+type Ranked = (u8, std::cmp::Reverse<usize>, usize, Vec<u8>, u64);
+
+/// Folds every key of `store` into a [`Profile`] at `now_ms`, keeping the `top` hottest
+/// keys. Walks the whole keyspace (an admin request, like KEYS): the caller holds the
+/// store lock for that long.
+pub fn profile(store: &super::Store, now_ms: u64, top: usize) -> Profile {
+    let mut slots: Vec<SlotHeat> = vec![SlotHeat::default(); kelvin_protocol::SLOT_COUNT];
+    // Min-heap of the hottest keys so far: (counter, bytes reversed) ranks a small hot key
+    // above a big one of the same heat.
+    let mut hottest: std::collections::BinaryHeap<std::cmp::Reverse<Ranked>> = Default::default();
+    for (db, ks) in store.dbs() {
+        for (slot, sh) in slots.iter_mut().enumerate() {
+            let table = ks.slot(slot);
+            for (key, entry) in table.map.iter() {
+                let bytes = key.len() + entry.value.approx_bytes();
+                sh.add(entry.heat, bytes, entry.expire_at != 0, now_ms);
+                if top == 0 {
+                    continue;
+                }
+                let c = entry.heat.counter_at(now_ms);
+                let worse = hottest
+                    .peek()
+                    .is_some_and(|std::cmp::Reverse((hc, hb, ..))| {
+                        (c, std::cmp::Reverse(bytes)) <= (*hc, *hb)
+                    });
+                if hottest.len() < top || !worse {
+                    hottest.push(std::cmp::Reverse((
+                        c,
+                        std::cmp::Reverse(bytes),
+                        db,
+                        key.to_vec(),
+                        entry.heat.to_bits(),
+                    )));
+                    if hottest.len() > top {
+                        hottest.pop();
+                    }
+                }
+            }
+        }
+    }
+    let mut total = SlotHeat::default();
+    let slots: Vec<(usize, SlotHeat)> = slots
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.keys > 0)
+        .inspect(|(_, s)| total.merge(s))
+        .collect();
+    let mut hottest: Vec<HotKey> = hottest
+        .into_iter()
+        .map(
+            |std::cmp::Reverse((counter, std::cmp::Reverse(bytes), db, key, bits))| HotKey {
+                db,
+                key,
+                heat: Heat::from_bits(bits),
+                counter,
+                bytes,
+            },
+        )
+        .collect();
+    hottest.sort_by(|a, b| (b.counter, a.bytes).cmp(&(a.counter, b.bytes)));
+    Profile {
+        total,
+        slots,
+        hottest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_new_key_starts_warm_and_grows_logarithmically() {
+        let mut h = Heat::default();
+        assert_eq!((h.seen(), h.idle_secs(T0)), (0, 0));
+        h.touch(T0, false);
+        assert_eq!((h.counter(), h.seen()), (COUNTER_INIT, 1));
+        for i in 1..10_000u64 {
+            h.touch(T0 + i, false);
+        }
+        // ~10,000 accesses in 10 s: Redis's LFU with factor 10 reaches ~ 5 + 40.
+        assert!((15..=60).contains(&h.counter()), "{}", h.counter());
+        assert_eq!(h.seen(), 255);
+        assert_eq!(h.write_share(), 0);
+    }
+
+    #[test]
+    fn the_counter_decays_while_the_key_is_idle() {
+        let mut h = Heat::default();
+        for i in 0..2000u64 {
+            h.touch(T0 + i * 10, true);
+        }
+        let hot = h.counter_at(T0 + 20_000);
+        assert!(hot > COUNTER_INIT);
+        let later = T0 + 20_000 + 5 * 60_000;
+        assert_eq!(h.counter_at(later), hot - 5);
+        // The last touch was at T0 + 19.99 s.
+        assert_eq!(h.idle_secs(later), 301);
+        assert_eq!(h.counter_at(T0 + 1000 * 60_000), 0);
+        assert!(h.write_share() > 200, "{}", h.write_share());
+    }
+
+    #[test]
+    fn the_rhythm_follows_a_steady_poll() {
+        let mut h = Heat::default();
+        // A tab polling every 30 s for half an hour.
+        for i in 0..60u64 {
+            h.touch(T0 + i * 30_000, i % 4 == 0);
+        }
+        assert_eq!(h.mean_gap_secs(), 30);
+        assert!((40..=100).contains(&h.write_share()), "{}", h.write_share());
+        // A long pause moves the mean by an eighth of the gap.
+        h.touch(T0 + 60 * 30_000 + 830_000, false);
+        assert_eq!(h.mean_gap_secs(), (30 * 7 + 860 + 4) / 8);
+    }
+
+    #[test]
+    fn switched_off_an_access_only_stamps_its_time() {
+        let mut h = Heat::default();
+        h.touch(T0, false);
+        let before = h;
+        h.touch_with(T0 + 90_000, true, false);
+        assert_eq!(h.counter(), before.counter());
+        assert_eq!(h.seen(), before.seen());
+        assert_eq!(h.idle_secs(T0 + 90_000), 0);
+    }
+
+    #[test]
+    fn snapshots_keep_the_low_half() {
+        let mut h = Heat::default();
+        for i in 0..100u64 {
+            h.touch(T0 + i * 1000, false);
+        }
+        let back = Heat::from_snapshot(h.to_snapshot());
+        assert_eq!(back.counter(), h.counter());
+        assert_eq!(back.idle_secs(T0 + 200_000), h.idle_secs(T0 + 200_000));
+        assert_eq!(Heat::from_snapshot(0), Heat::default());
+    }
+
+    #[test]
+    fn slot_summaries_bucket_and_merge() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(5), 2);
+        assert_eq!(bucket(255), 6);
+        let mut h = Heat::default();
+        h.touch(T0, true);
+        let mut a = SlotHeat::default();
+        a.add(h, 100, true, T0);
+        a.add(Heat::default(), 50, false, T0);
+        let mut b = SlotHeat::default();
+        b.merge(&a);
+        b.merge(&a);
+        assert_eq!((b.keys, b.bytes, b.volatile), (4, 300, 2));
+        assert_eq!(b.histogram[bucket(COUNTER_INIT)], 2);
+        assert_eq!(b.heat, 2 * COUNTER_INIT as u64);
+    }
+
+    #[test]
+    fn a_profile_ranks_small_hot_keys_first() {
+        use crate::store::{Entry, Store, Value};
+        let mut store = Store::default();
+        for (key, touches, size) in [
+            ("cold", 1, 10),
+            ("hot", 5000, 10),
+            ("big-hot", 5000, 5000),
+            ("warm", 300, 10),
+        ] {
+            let mut e = Entry::new(Value::Str(vec![b'x'; size]));
+            for i in 0..touches {
+                e.heat.touch(T0 + i, false);
+            }
+            store.db(0).insert(key.as_bytes(), e);
+        }
+        let p = profile(&store, T0 + 5000, 3);
+        let names: Vec<&[u8]> = p.hottest.iter().map(|k| &k.key[..]).collect();
+        assert_eq!(names.len(), 3);
+        assert_eq!(p.total.keys, 4);
+        assert_eq!(p.slots.len(), 4.min(p.slots.len()));
+        assert!(!names.contains(&&b"cold"[..]), "{names:?}");
+        let (hot, big) = (&p.hottest[0], &p.hottest[1]);
+        if hot.counter == big.counter {
+            assert_eq!(hot.key, b"hot");
+        }
+        assert!(p.hottest.windows(2).all(|w| w[0].counter >= w[1].counter));
+        assert_eq!(p.slots.iter().map(|(_, s)| s.keys).sum::<u64>(), 4);
+    }
+}
