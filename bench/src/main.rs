@@ -139,6 +139,10 @@ struct ThroughputArgs {
     /// Small numbers for a smoke run: 20000/100000 requests, 1 round.
     #[arg(long)]
     quick: bool,
+    /// Instead of Kelvin against Redis: one Kelvin with its key profiler on, then off
+    /// (CONFIG SET kelvin-profile-keys), alternating, in the same run.
+    #[arg(long)]
+    profiler_ab: bool,
 }
 
 #[derive(Args)]
@@ -216,6 +220,7 @@ fn main() -> Result<()> {
                 keyspace: 100_000,
                 tests: "set,get".into(),
                 run_timeout: Duration::from_secs(600),
+                profiler_ab: args.profiler_ab,
             };
             let report = throughput::run(&opts)?;
             println!("{report}");

@@ -21,12 +21,18 @@ pub struct Options {
     pub tests: String,
     /// Longest one redis-benchmark run may take before it is killed.
     pub run_timeout: Duration,
+    /// Kelvin with its key profiler on (the `Kelvin` samples) against the same server
+    /// with it off (the `Redis` samples), instead of Kelvin against Redis.
+    pub profiler_ab: bool,
 }
 
 /// ops/s samples per (test, pipeline, server).
 type Samples = BTreeMap<(String, u32, Kind), Vec<f64>>;
 
 pub fn run(opts: &Options) -> Result<String> {
+    if opts.profiler_ab {
+        return run_profiler_ab(opts);
+    }
     let mut kelvin = ServerGuard::start(Kind::Kelvin, &opts.programs)?;
     let mut redis = ServerGuard::start(Kind::Redis, &opts.programs)?;
     eprintln!(
@@ -87,6 +93,72 @@ pub fn run(opts: &Options) -> Result<String> {
     drop(kelvin);
     drop(redis);
     Ok(report)
+}
+
+/// One Kelvin, its profiler switched on and off between runs (alternating which goes
+/// first each round): what the profiler costs, on the same process and data.
+fn run_profiler_ab(opts: &Options) -> Result<String> {
+    let mut kelvin = ServerGuard::start(Kind::Kelvin, &opts.programs)?;
+    eprintln!("Kelvin on port {} (pid {})", kelvin.port, kelvin.pid());
+    let mut samples = Samples::new();
+    for round in 0..opts.rounds {
+        for &(pipeline, requests) in &opts.requests {
+            // `Kelvin` = profiler on, `Redis` = off.
+            for kind in Kind::alternating(round) {
+                let on = kind == Kind::Kelvin;
+                set_profiler(kelvin.port, on)?;
+                kelvin.check_alive()?;
+                eprintln!(
+                    "round {}/{}: profiler {} -P {pipeline} -n {requests}",
+                    round + 1,
+                    opts.rounds,
+                    if on { "on" } else { "off" }
+                );
+                for (test, rps) in benchmark(opts, kelvin.port, pipeline, requests)? {
+                    eprintln!("    {test}: {rps:.0} ops/s");
+                    samples.entry((test, pipeline, kind)).or_default().push(rps);
+                }
+            }
+        }
+    }
+    set_profiler(kelvin.port, true)?;
+    let mut report = String::from("# Throughput: Kelvin's key profiler on vs off\n\n");
+    report.push_str(&environment_note(&opts.programs));
+    report.push_str(&format!(
+        "- one Kelvin (--appendfsync everysec), CONFIG SET kelvin-profile-keys yes|no \
+         between runs, alternating; redis-benchmark -h {HOST} -c {} -r {} -t {}; \
+         median of {} round(s)\n\n",
+        opts.clients, opts.keyspace, opts.tests, opts.rounds
+    ));
+    report.push_str(&render(&samples).replace(
+        "Kelvin ops/s | Redis ops/s | Kelvin/Redis",
+        "profiler on ops/s | profiler off ops/s | on/off",
+    ));
+    let path = save_result("throughput-profiler", &report)?;
+    eprintln!("written to {}", path.display());
+    Ok(report)
+}
+
+/// `CONFIG SET kelvin-profile-keys yes|no` on the server at `port`.
+fn set_profiler(port: u16, on: bool) -> Result<()> {
+    use std::io::{Read, Write};
+    let value = if on { "yes" } else { "no" };
+    let mut s = std::net::TcpStream::connect((HOST, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$19\r\nkelvin-profile-keys\r\n${}\r\n{value}\r\n",
+        value.len()
+    )?;
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply)?;
+    if !reply[..n].starts_with(b"+OK") {
+        bail!(
+            "CONFIG SET kelvin-profile-keys {value}: {}",
+            String::from_utf8_lossy(&reply[..n]).trim_end()
+        );
+    }
+    Ok(())
 }
 
 /// Runs redis-benchmark once and returns (test, ops/s) pairs.

@@ -70,6 +70,10 @@ pub struct Args {
     /// A config file of `name value` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A TOML file of live-resharding rules: key patterns -> critical/eager/lazy/skip,
+    /// the eager byte budget, the expiry threshold (see `migrate::plan`).
+    #[arg(long)]
+    pub migration_rules: Option<PathBuf>,
     /// Port for node-to-node traffic (Raft). Without it the node is a single-node group.
     #[arg(long)]
     pub cluster_port: Option<u16>,
@@ -115,6 +119,8 @@ pub struct Settings {
     pub cluster_secret: String,
     /// Runtime worker threads (see [`default_threads`]).
     pub threads: usize,
+    /// How the planner classes the keys of a moving slot range (`--migration-rules`).
+    pub migration_rules: crate::migrate::plan::Rules,
 }
 
 /// One worker thread less than the CPU cores, at least one. The cores left over run the
@@ -143,6 +149,7 @@ impl Default for Settings {
             redirect_port: None,
             cluster_secret: String::new(),
             threads: default_threads(),
+            migration_rules: Default::default(),
         }
     }
 }
@@ -201,6 +208,9 @@ impl Settings {
         }
         if let Some(v) = args.cluster_port {
             s.cluster_port = Some(v);
+        }
+        if let Some(path) = &args.migration_rules {
+            s.migration_rules = crate::migrate::plan::Rules::load(path).map_err(SettingError)?;
         }
         if let Some(v) = args.redirect_port {
             s.redirect_port = Some(v);

@@ -16,6 +16,7 @@ pub mod conn;
 pub mod failpoint;
 pub mod group;
 pub mod machine;
+pub mod migrate;
 pub mod node;
 pub mod notify;
 pub mod pubsub;
