@@ -6,9 +6,14 @@
 //!   [`plan::Class`] (`critical`, `eager`, `lazy`, `skip`) from the operator's rules
 //!   (`--migration-rules FILE`) and the profiler's heat ([`crate::store::heat`]), within
 //!   an eager byte budget. A [`plan::Planner`] trait, so a learned model plugs in later.
-//! - Still to come: the migration state kept in the store and its snapshots, the seal and
-//!   handover entries, fault-in, push and drain, the phase driver (issue 12).
+//! - [`state`]: what a group knows of its migrations: sealed slots (served by the
+//!   target), importing slots (served once the seal's proof is in its log), and the
+//!   settled keys a late pull or push must not overwrite. Pure and deterministic.
+//! - Still to come: that state kept in the store and its snapshots and changed by log
+//!   entries, the meta group's `migrate` lines, fault-in, push and drain, the phase
+//!   driver (issue 12).
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 
 pub mod plan;
+pub mod state;

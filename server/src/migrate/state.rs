@@ -1,0 +1,349 @@
+//! What a group's state machine knows of the migrations it takes part in: which of its
+//! slots it has sealed (handed over to a target), which it is importing (and whether it
+//! holds the proof of the source's seal), and which keys of an importing range are
+//! settled, so that a late pull or push never resurrects or clobbers newer data.
+//!
+//! How it fits: this is part of the group's deterministic state (it will live in the
+//! [`crate::store::Store`], change only by applying log entries, and go into snapshots),
+//! so every replica of a group answers the same. Nothing here does I/O or reaches the
+//! node: the apply path asks it questions ([`MigrationState::serve`],
+//! [`MigrationState::accept_moved`]) and tells it what happened.
+//!
+//! ```text
+//! source S, slots R          target T, slots R
+//! ---------------------      ------------------------------------------------
+//! seal(R -> T) at index i    import(R <- S)        serves nothing in R yet
+//!   serves nothing in R        prove_seal(i, log ms)  serves R from here on:
+//!   (redirects to T),          settle(key)            overwrite/delete, no pull
+//!   answers pulls of R         accept_moved(key)      a pulled/pushed key: written
+//! drop(R) once drained                                 only if not settled yet
+//!                            finish(R)              R is T's own; settled set goes
+//! ```
+//!
+//! There is never a moment when both groups accept a write for a slot: S stops at its
+//! seal's apply; T starts only once the seal's index is in T's log, which is after it.
+
+use std::collections::{BTreeMap, HashSet};
+
+/// Where the seal of a range was applied in the source's log: what the target must hold
+/// before it serves the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealProof {
+    pub index: u64,
+    /// The source's log time at the seal (`LogBatch::now_ms`): keys moved later keep
+    /// their absolute TTLs, and one expired by then never comes back at the target.
+    pub log_ms: u64,
+}
+
+/// A slot's part in a migration, seen by one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRole {
+    /// This group sealed the slot: it neither writes nor serves it; `target` does.
+    Sealed { migration: u64, target: u64 },
+    /// This group is importing the slot from `source`; it serves it once `proof` is
+    /// known.
+    Importing {
+        migration: u64,
+        source: u64,
+        proof: Option<SealProof>,
+    },
+}
+
+/// What a group may do with a request for a key of `slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// An ordinary slot (its own, or one it does not know of).
+    Normal,
+    /// Sealed here: the request belongs to `target`.
+    Moved { target: u64 },
+    /// Importing, and the seal's proof is not in this log yet: wait.
+    NotYet { source: u64 },
+    /// Importing with the proof: served here; a key not settled must be pulled from
+    /// `source` first unless the command replaces it whole.
+    Importing { source: u64 },
+}
+
+/// Why a migration step was refused (the same on every replica).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MigrationError {
+    #[error("slot {slot} is already in migration {migration}")]
+    Busy { slot: u16, migration: u64 },
+    #[error("no migration {0} here")]
+    Unknown(u64),
+    #[error("migration {0} has no slot here in that role")]
+    WrongRole(u64),
+}
+
+/// The migration state of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationState {
+    slots: BTreeMap<u16, SlotRole>,
+    /// Keys of importing slots that hold their final word here (written or deleted at
+    /// the target, or already moved): `(db, key)`.
+    settled: HashSet<(u8, Vec<u8>)>,
+}
+
+impl MigrationState {
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every slot in a migration, with its role.
+    pub fn slots(&self) -> impl Iterator<Item = (u16, SlotRole)> + '_ {
+        self.slots.iter().map(|(&s, &r)| (s, r))
+    }
+
+    pub fn role(&self, slot: u16) -> Option<SlotRole> {
+        self.slots.get(&slot).copied()
+    }
+
+    fn claim(&mut self, slots: &[u16], role: SlotRole) -> Result<(), MigrationError> {
+        let migration = match role {
+            SlotRole::Sealed { migration, .. } | SlotRole::Importing { migration, .. } => migration,
+        };
+        if let Some((&slot, r)) = slots
+            .iter()
+            .find_map(|s| self.slots.get_key_value(s))
+            .filter(|(_, r)| !same_migration(r, migration))
+        {
+            let (SlotRole::Sealed { migration, .. } | SlotRole::Importing { migration, .. }) = *r;
+            return Err(MigrationError::Busy { slot, migration });
+        }
+        for &s in slots {
+            self.slots.insert(s, role);
+        }
+        Ok(())
+    }
+
+    /// The source seals `slots` for `target`: from this entry on it serves none of them.
+    pub fn seal(
+        &mut self,
+        migration: u64,
+        slots: &[u16],
+        target: u64,
+    ) -> Result<(), MigrationError> {
+        self.claim(slots, SlotRole::Sealed { migration, target })
+    }
+
+    /// The target starts importing `slots` from `source` (serving none until the proof).
+    pub fn import(
+        &mut self,
+        migration: u64,
+        slots: &[u16],
+        source: u64,
+    ) -> Result<(), MigrationError> {
+        self.claim(
+            slots,
+            SlotRole::Importing {
+                migration,
+                source,
+                proof: None,
+            },
+        )
+    }
+
+    /// The target records the source's seal: it serves the range from here on.
+    pub fn prove_seal(&mut self, migration: u64, proof: SealProof) -> Result<(), MigrationError> {
+        let mut found = false;
+        for role in self.slots.values_mut() {
+            if let SlotRole::Importing {
+                migration: m,
+                proof: p,
+                ..
+            } = role
+            {
+                if *m == migration {
+                    *p = Some(proof);
+                    found = true;
+                }
+            }
+        }
+        match found {
+            true => Ok(()),
+            false => Err(MigrationError::Unknown(migration)),
+        }
+    }
+
+    /// What may be done with a request for `slot`.
+    pub fn serve(&self, slot: u16) -> Serve {
+        match self.slots.get(&slot) {
+            None => Serve::Normal,
+            Some(SlotRole::Sealed { target, .. }) => Serve::Moved { target: *target },
+            Some(SlotRole::Importing {
+                source,
+                proof: None,
+                ..
+            }) => Serve::NotYet { source: *source },
+            Some(SlotRole::Importing { source, .. }) => Serve::Importing { source: *source },
+        }
+    }
+
+    /// Whether `key` (of an importing slot) holds its final word here.
+    pub fn is_settled(&self, db: u8, key: &[u8]) -> bool {
+        self.settled.contains(&(db, key.to_vec()))
+    }
+
+    /// A write at the target that replaced or deleted `key` whole: a later pull or push
+    /// of its old value must not land. Only keys of importing slots are tracked.
+    pub fn settle(&mut self, db: u8, key: &[u8]) {
+        let slot = kelvin_protocol::key_slot(key);
+        if matches!(self.slots.get(&slot), Some(SlotRole::Importing { .. })) {
+            self.settled.insert((db, key.to_vec()));
+        }
+    }
+
+    /// A key moved from the source (pulled on a miss, pushed, drained): `true` if it may
+    /// be written here (then it is settled, and a second copy is refused), `false` if the
+    /// target already has the final word for it.
+    pub fn accept_moved(&mut self, db: u8, key: &[u8]) -> bool {
+        let slot = kelvin_protocol::key_slot(key);
+        if !matches!(self.slots.get(&slot), Some(SlotRole::Importing { .. })) {
+            return false;
+        }
+        self.settled.insert((db, key.to_vec()))
+    }
+
+    /// The migration is over on this side: its slots become ordinary (the target's own,
+    /// or, at the source, gone), and the settled keys of its slots are forgotten.
+    pub fn finish(&mut self, migration: u64) -> Result<Vec<u16>, MigrationError> {
+        let slots: Vec<u16> = self
+            .slots
+            .iter()
+            .filter(|(_, r)| same_migration(r, migration))
+            .map(|(&s, _)| s)
+            .collect();
+        if slots.is_empty() {
+            return Err(MigrationError::Unknown(migration));
+        }
+        for s in &slots {
+            self.slots.remove(s);
+        }
+        self.settled
+            .retain(|(_, k)| !slots.contains(&kelvin_protocol::key_slot(k)));
+        Ok(slots)
+    }
+}
+
+fn same_migration(role: &SlotRole, migration: u64) -> bool {
+    matches!(role, SlotRole::Sealed { migration: m, .. } | SlotRole::Importing { migration: m, .. } if *m == migration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn slot_of(key: &[u8]) -> u16 {
+        kelvin_protocol::key_slot(key)
+    }
+
+    #[test]
+    fn the_target_serves_nothing_before_the_proof_and_the_source_nothing_after_its_seal() {
+        let k = b"sess:1";
+        let s = slot_of(k);
+        let (mut source, mut target) = (MigrationState::default(), MigrationState::default());
+        assert_eq!(source.serve(s), Serve::Normal);
+        target.import(7, &[s], 1).unwrap();
+        assert_eq!(target.serve(s), Serve::NotYet { source: 1 });
+        source.seal(7, &[s], 2).unwrap();
+        assert_eq!(source.serve(s), Serve::Moved { target: 2 });
+        target
+            .prove_seal(
+                7,
+                SealProof {
+                    index: 40,
+                    log_ms: 1000,
+                },
+            )
+            .unwrap();
+        assert_eq!(target.serve(s), Serve::Importing { source: 1 });
+        // Another migration may not take the slot meanwhile.
+        assert_eq!(
+            target.import(8, &[s], 3),
+            Err(MigrationError::Busy {
+                slot: s,
+                migration: 7
+            })
+        );
+        assert_eq!(
+            target.prove_seal(
+                9,
+                SealProof {
+                    index: 1,
+                    log_ms: 1
+                }
+            ),
+            Err(MigrationError::Unknown(9))
+        );
+        assert_eq!(target.finish(7).unwrap(), vec![s]);
+        assert_eq!(target.serve(s), Serve::Normal);
+        assert!(target.is_empty());
+    }
+
+    #[test]
+    fn a_late_copy_never_lands_on_a_settled_key() {
+        let k = b"sess:9";
+        let mut t = MigrationState::default();
+        // Not importing: nothing is accepted or tracked.
+        assert!(!t.accept_moved(0, k));
+        t.settle(0, k);
+        assert!(!t.is_settled(0, k));
+        t.import(1, &[slot_of(k)], 5).unwrap();
+        t.settle(0, k); // a SET or DEL at the target
+        assert!(!t.accept_moved(0, k));
+        assert!(t.accept_moved(1, k), "another database is another key");
+        assert!(!t.accept_moved(1, k), "a second copy is refused");
+        t.finish(1).unwrap();
+        assert!(!t.is_settled(0, k));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A whole overwrite at the target (SET, DEL): its value wins.
+        Write(u8, u32),
+        /// A copy of the source's value arrives (pull, push or drain).
+        Copy(u8),
+    }
+
+    proptest! {
+        /// Whatever the interleaving of target writes and copies from the source, a key
+        /// ends with the last target write if there was one, else the source's value.
+        #[test]
+        fn copies_and_writes_race_to_the_right_value(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    (0u8..3, any::<u32>()).prop_map(|(k, v)| Op::Write(k, v)),
+                    (0u8..3).prop_map(Op::Copy),
+                ],
+                0..40,
+            )
+        ) {
+            let keys: Vec<Vec<u8>> = (0..3).map(|i| format!("{{t}}k{i}").into_bytes()).collect();
+            let mut state = MigrationState::default();
+            state.import(1, &[slot_of(&keys[0])], 9).unwrap();
+            let source_value = |k: usize| 1_000_000 + k as u64;
+            let mut store: BTreeMap<usize, Option<u64>> = BTreeMap::new();
+            let mut last_write: BTreeMap<usize, u64> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Write(k, v) => {
+                        state.settle(0, &keys[k as usize]);
+                        store.insert(k as usize, Some(v as u64));
+                        last_write.insert(k as usize, v as u64);
+                    }
+                    Op::Copy(k) => {
+                        if state.accept_moved(0, &keys[k as usize]) {
+                            store.insert(k as usize, Some(source_value(k as usize)));
+                        }
+                    }
+                }
+            }
+            for k in 0..3 {
+                if let Some(v) = store.get(&k).copied().flatten() {
+                    let want = last_write.get(&k).copied().unwrap_or(source_value(k));
+                    prop_assert_eq!(v, want);
+                }
+            }
+        }
+    }
+}
