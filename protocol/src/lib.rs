@@ -15,6 +15,7 @@
 
 pub mod glob;
 pub mod log;
+pub mod migrate;
 pub mod peer;
 pub mod reply;
 pub mod request;

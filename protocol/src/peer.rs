@@ -15,6 +15,8 @@
 //! kind 4 Raft          group:u64 message:[rest]                     after the handshake
 //! kind 5 SnapshotChunk group:u64 offset:u64 last:u8(0|1)
 //!                      name_len:u16 name:[name_len, UTF-8] data:[rest]
+//! kind 6 Publish       channel_len:u32 channel message:[rest]
+//! kind 7 Migrate       body:[rest]   a versioned resharding message (crate::migrate)
 //!
 //! Hello.proof   = SHA-256(secret || Challenge.nonce || connector node_id as u64 LE || "kelvin-peer-hello")
 //! Welcome.proof = SHA-256(secret || Hello.nonce     || acceptor  node_id as u64 LE || "kelvin-peer-welcome")
@@ -53,6 +55,7 @@ const KIND_WELCOME: u8 = 3;
 const KIND_RAFT: u8 = 4;
 const KIND_SNAPSHOT_CHUNK: u8 = 5;
 const KIND_PUBLISH: u8 = 6;
+const KIND_MIGRATE: u8 = 7;
 
 /// One node-to-node frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,9 @@ pub enum PeerFrame {
     /// A PUBLISH made on the sending node, for this node's subscribers (Redis Cluster
     /// sends every PUBLISH to every node).
     Publish { channel: Bytes, message: Bytes },
+    /// A live-resharding negotiation message; the body is [`crate::migrate::MigrateMsg`]'s
+    /// encoding, versioned on its own.
+    Migrate { body: Bytes },
 }
 
 impl PeerFrame {
@@ -98,6 +104,7 @@ impl PeerFrame {
             PeerFrame::Raft { .. } => "Raft",
             PeerFrame::SnapshotChunk { .. } => "SnapshotChunk",
             PeerFrame::Publish { .. } => "Publish",
+            PeerFrame::Migrate { .. } => "Migrate",
         }
     }
 
@@ -109,6 +116,7 @@ impl PeerFrame {
             PeerFrame::Raft { .. } => KIND_RAFT,
             PeerFrame::SnapshotChunk { .. } => KIND_SNAPSHOT_CHUNK,
             PeerFrame::Publish { .. } => KIND_PUBLISH,
+            PeerFrame::Migrate { .. } => KIND_MIGRATE,
         }
     }
 
@@ -121,6 +129,7 @@ impl PeerFrame {
             PeerFrame::Raft { message, .. } => 8 + message.len(),
             PeerFrame::SnapshotChunk { name, data, .. } => 8 + 8 + 1 + 2 + name.len() + data.len(),
             PeerFrame::Publish { channel, message } => 4 + channel.len() + message.len(),
+            PeerFrame::Migrate { body } => body.len(),
         }
     }
 }
@@ -208,6 +217,7 @@ pub fn encode(frame: &PeerFrame, dst: &mut BytesMut) -> Result<(), PeerFrameErro
             dst.put_slice(channel);
             dst.put_slice(message);
         }
+        PeerFrame::Migrate { body } => dst.put_slice(body),
     }
     Ok(())
 }
@@ -326,6 +336,9 @@ fn parse_body(kind: u8, mut body: BytesMut) -> Result<PeerFrame, PeerFrameError>
                 last,
             })
         }
+        KIND_MIGRATE => Ok(PeerFrame::Migrate {
+            body: body.freeze(),
+        }),
         KIND_PUBLISH => {
             if body.len() < 4 {
                 return Err(malformed("Publish", "truncated header"));
@@ -442,6 +455,9 @@ mod tests {
 
     #[test]
     fn each_kind_round_trips() {
+        roundtrip(PeerFrame::Migrate {
+            body: crate::migrate::MigrateMsg::Accept { migration: 5 }.encode(),
+        });
         roundtrip(PeerFrame::Challenge { nonce: [7; 32] });
         roundtrip(PeerFrame::Hello {
             node_id: u64::MAX,
