@@ -14,6 +14,12 @@
 //! command := 1 Single      | db u8 | argv
 //!          | 2 Transaction | watch_since u64 | nwatch u32 | (db u8, key bytes)* | nitem u32 | item*
 //!          | 3 ExpireKeys  | db u8 | nkeys u32 | key bytes*
+//!          | 4 Migrate     | version u8 (=MIGRATE_OP_VERSION) | op    (live resharding)
+//! op      := 1 Seal   migration u64 | group u64 (the target) | nslots u32 | slot u16*
+//!          | 2 Import migration u64 | group u64 (the source) | nslots u32 | slot u16*
+//!          | 3 Proof  migration u64 | seal index u64 | seal log ms u64
+//!          | 4 Keys   migration u64 | db u8 | nkeys u32 | (key bytes, expire_at u64, payload bytes)*
+//!          | 5 Finish migration u64
 //! item    := 1 Data db u8 argv | 2 Literal bytes      (a reply rendered by the proposer,
 //!                                                     e.g. of a PING queued in MULTI)
 //! argv    := argc u32 | bytes*
@@ -26,6 +32,55 @@ use bytes::Bytes;
 
 /// Version byte of the batch format.
 pub const LOG_FORMAT_VERSION: u8 = 1;
+
+/// Version byte of a [`LogCommand::Migrate`] op: a node that does not know it refuses
+/// the entry with an error naming it, instead of misreading it.
+pub const MIGRATE_OP_VERSION: u8 = 1;
+
+/// A step of a migration, in the log of the group it concerns (see the server's
+/// `migrate` module for what each does at apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrateOp {
+    /// The source: from this entry on it neither writes nor serves `slots`; group
+    /// `target` does.
+    Seal {
+        migration: u64,
+        target: u64,
+        slots: Vec<u16>,
+    },
+    /// The target: it will serve `slots`, moved from group `source`, once it holds the
+    /// seal's proof.
+    Import {
+        migration: u64,
+        source: u64,
+        slots: Vec<u16>,
+    },
+    /// The target: the source's seal is at `index` of its log, at log time `log_ms`.
+    Proof {
+        migration: u64,
+        index: u64,
+        log_ms: u64,
+    },
+    /// The target: keys copied from the source (pulled, pushed or drained), each written
+    /// only if the target has no word of its own on it yet.
+    Keys {
+        migration: u64,
+        db: u8,
+        keys: Vec<MovedKey>,
+    },
+    /// Either side: the migration is over here.
+    Finish { migration: u64 },
+}
+
+/// One key as it moves between groups: its absolute expiry and its value serialized as
+/// Redis's DUMP payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedKey {
+    pub key: Bytes,
+    /// Unix ms, 0 = none.
+    pub expire_at: u64,
+    pub payload: Bytes,
+}
 
 /// One write, as replicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +97,8 @@ pub enum LogCommand {
     /// Keys the leader found expired (active sweep or a read): deleted if they are still
     /// expired at the batch's `now_ms`.
     ExpireKeys { db: u8, keys: Vec<Bytes> },
+    /// A live-resharding step ([`MigrateOp`]).
+    Migrate(MigrateOp),
 }
 
 /// One queued command of a transaction.
@@ -150,6 +207,11 @@ impl LogCommand {
                 out.push(*db);
                 put_argv(out, keys);
             }
+            LogCommand::Migrate(op) => {
+                out.push(4);
+                out.push(MIGRATE_OP_VERSION);
+                op.encode(out);
+            }
         }
     }
 
@@ -198,8 +260,129 @@ impl LogCommand {
                     keys: r.argv()?,
                 })
             }
+            4 => match r.u8()? {
+                MIGRATE_OP_VERSION => Ok(LogCommand::Migrate(MigrateOp::decode(r)?)),
+                _ => Err(LogDecodeError("unsupported migration entry version")),
+            },
             _ => Err(LogDecodeError("unknown command kind")),
         }
+    }
+}
+
+impl MigrateOp {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let slots = |out: &mut Vec<u8>, slots: &[u16]| {
+            put_u32(out, slots.len());
+            for s in slots {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        };
+        match self {
+            MigrateOp::Seal {
+                migration,
+                target,
+                slots: list,
+            } => {
+                out.push(1);
+                out.extend_from_slice(&migration.to_le_bytes());
+                out.extend_from_slice(&target.to_le_bytes());
+                slots(out, list);
+            }
+            MigrateOp::Import {
+                migration,
+                source,
+                slots: list,
+            } => {
+                out.push(2);
+                out.extend_from_slice(&migration.to_le_bytes());
+                out.extend_from_slice(&source.to_le_bytes());
+                slots(out, list);
+            }
+            MigrateOp::Proof {
+                migration,
+                index,
+                log_ms,
+            } => {
+                out.push(3);
+                out.extend_from_slice(&migration.to_le_bytes());
+                out.extend_from_slice(&index.to_le_bytes());
+                out.extend_from_slice(&log_ms.to_le_bytes());
+            }
+            MigrateOp::Keys {
+                migration,
+                db,
+                keys,
+            } => {
+                out.push(4);
+                out.extend_from_slice(&migration.to_le_bytes());
+                out.push(*db);
+                put_u32(out, keys.len());
+                for k in keys {
+                    put_bytes(out, &k.key);
+                    out.extend_from_slice(&k.expire_at.to_le_bytes());
+                    put_bytes(out, &k.payload);
+                }
+            }
+            MigrateOp::Finish { migration } => {
+                out.push(5);
+                out.extend_from_slice(&migration.to_le_bytes());
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_, '_>) -> Result<MigrateOp, LogDecodeError> {
+        let slots = |r: &mut Reader<'_, '_>| -> Result<Vec<u16>, LogDecodeError> {
+            let n = r.count(2)?;
+            let mut slots = Vec::with_capacity(n);
+            for _ in 0..n {
+                let b = r.take(2)?;
+                let slot = u16::from_le_bytes([b[0], b[1]]);
+                if slot as usize >= crate::SLOT_COUNT {
+                    return Err(LogDecodeError("slot out of range"));
+                }
+                slots.push(slot);
+            }
+            Ok(slots)
+        };
+        Ok(match r.u8()? {
+            1 => MigrateOp::Seal {
+                migration: r.u64()?,
+                target: r.u64()?,
+                slots: slots(r)?,
+            },
+            2 => MigrateOp::Import {
+                migration: r.u64()?,
+                source: r.u64()?,
+                slots: slots(r)?,
+            },
+            3 => MigrateOp::Proof {
+                migration: r.u64()?,
+                index: r.u64()?,
+                log_ms: r.u64()?,
+            },
+            4 => {
+                let migration = r.u64()?;
+                let db = r.u8()?;
+                let n = r.count(4 + 8 + 4)?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(MovedKey {
+                        key: r.bytes()?,
+                        expire_at: r.u64()?,
+                        payload: r.bytes()?,
+                    });
+                }
+                MigrateOp::Keys {
+                    migration,
+                    db,
+                    keys,
+                }
+            }
+            5 => MigrateOp::Finish {
+                migration: r.u64()?,
+            },
+            _ => return Err(LogDecodeError("unknown migration op")),
+        })
     }
 }
 
@@ -319,7 +502,10 @@ mod tests {
                     db: 15,
                     keys: vec![b("a"), b("")],
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(migrate_ops().into_iter().map(LogCommand::Migrate))
+            .collect(),
         };
         let mut out = Vec::new();
         batch.encode(&mut out);
@@ -328,6 +514,73 @@ mod tests {
             Ok(batch.clone())
         );
         assert_eq!(LogBatch::decode(&out), Ok(batch));
+    }
+
+    fn migrate_ops() -> Vec<MigrateOp> {
+        vec![
+            MigrateOp::Seal {
+                migration: 7,
+                target: 3,
+                slots: vec![0, 16383],
+            },
+            MigrateOp::Import {
+                migration: 7,
+                source: 1,
+                slots: vec![5],
+            },
+            MigrateOp::Proof {
+                migration: 7,
+                index: 99,
+                log_ms: 1_700_000_000_000,
+            },
+            MigrateOp::Keys {
+                migration: 7,
+                db: 2,
+                keys: vec![MovedKey {
+                    key: b("sess:1"),
+                    expire_at: 5,
+                    payload: Bytes::from_static(b"\x00\x01x\x0a\x00"),
+                }],
+            },
+            MigrateOp::Finish { migration: 7 },
+        ]
+    }
+
+    #[test]
+    fn migration_entries_refuse_what_they_do_not_know() {
+        for op in migrate_ops() {
+            let batch = LogBatch {
+                now_ms: 1,
+                commands: vec![LogCommand::Migrate(op)],
+            };
+            let mut out = Vec::new();
+            batch.encode(&mut out);
+            for cut in 0..out.len() {
+                assert!(LogBatch::decode(&out[..cut]).is_err(), "cut at {cut}");
+            }
+            // The op version follows the batch header (13 bytes) and the kind byte.
+            let mut newer = out.clone();
+            newer[14] = MIGRATE_OP_VERSION + 1;
+            assert_eq!(
+                LogBatch::decode(&newer),
+                Err(LogDecodeError("unsupported migration entry version"))
+            );
+        }
+        let bad_slot = LogCommand::Migrate(MigrateOp::Seal {
+            migration: 1,
+            target: 2,
+            slots: vec![16384],
+        });
+        let mut out = Vec::new();
+        LogBatch {
+            now_ms: 0,
+            commands: vec![bad_slot],
+        }
+        .encode(&mut out);
+        assert_eq!(
+            LogBatch::decode(&out),
+            Err(LogDecodeError("slot out of range"))
+        );
     }
 
     #[test]

@@ -82,6 +82,10 @@ fn apply_command(
             None
         }
         LogCommand::Single { db, argv } => run(store, *db, now_ms, argv, out, events, true),
+        LogCommand::Migrate(op) => {
+            crate::migrate::apply::apply(store, op, out);
+            None
+        }
         LogCommand::Transaction {
             watch_since,
             watch,
@@ -92,6 +96,19 @@ fn apply_command(
             });
             if touched {
                 out.null_array();
+                return None;
+            }
+            // All or nothing: a transaction touching a slot this group may not apply to
+            // now is refused whole.
+            let refused = items.iter().find_map(|item| match item {
+                TxItem::Data { argv, .. } => argv
+                    .first()
+                    .and_then(|n| cmd::lookup(n))
+                    .and_then(|spec| crate::migrate::apply::refusal(store, spec, argv)),
+                TxItem::Literal(_) => None,
+            });
+            if let Some(err) = refused {
+                out.error(err);
                 return None;
             }
             out.array(items.len());
@@ -150,9 +167,9 @@ fn run(
     may_block: bool,
 ) -> Option<BlockOn> {
     let db = db as usize;
-    let handler = match argv.first().and_then(|name| cmd::lookup(name)) {
+    let (spec, handler) = match argv.first().and_then(|name| cmd::lookup(name)) {
         Some(spec) if db < DATABASES && spec.arity_ok(argv.len()) => match spec.handler {
-            Handler::Data(handler) => handler,
+            Handler::Data(handler) => (spec, handler),
             Handler::Conn(_) => {
                 out.error("ERR command cannot run from the log");
                 return None;
@@ -165,14 +182,21 @@ fn run(
             return None;
         }
     };
+    if let Some(err) = crate::migrate::apply::refusal(store, spec, argv) {
+        out.error(err);
+        return None;
+    }
     let mark = out.buf.len();
     let mut lazy = Vec::new();
     let mut ex = exec(store, db, now_ms, out, events, &mut lazy, may_block);
     let result = handler(&mut ex, argv);
     let block = ex.block;
-    if let Err(err) = result {
-        ex.out.buf.truncate(mark);
-        ex.out.error(&err.0);
+    match result {
+        Err(err) => {
+            ex.out.buf.truncate(mark);
+            ex.out.error(&err.0);
+        }
+        Ok(()) => crate::migrate::apply::settle_written(store, db, spec, argv),
     }
     // Reads inside the log (transactions) delete what they found expired, right here,
     // the same on every replica.

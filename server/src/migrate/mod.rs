@@ -9,11 +9,15 @@
 //! - [`state`]: what a group knows of its migrations: sealed slots (served by the
 //!   target), importing slots (served once the seal's proof is in its log), and the
 //!   settled keys a late pull or push must not overwrite. Pure and deterministic.
-//! - Still to come: that state kept in the store and its snapshots and changed by log
-//!   entries, the meta group's `migrate` lines, fault-in, push and drain, the phase
+//! - [`apply`]: the log's migration ops (seal, import, proof, finish) applied to that
+//!   state in the store, and the guard every data command passes at apply: nothing is
+//!   applied to a sealed slot, or to an importing one before the seal's proof.
+//! - Still to come: moving keys (the `Keys` op, with the DUMP format), that state in
+//!   snapshots, the meta group's `migrate` lines, fault-in, push and drain, the phase
 //!   driver (issue 12).
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 
+pub mod apply;
 pub mod plan;
 pub mod state;

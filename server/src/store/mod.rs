@@ -308,6 +308,15 @@ impl Keyspace {
         old
     }
 
+    /// Empties `slot` (a migrated slot the source drops), keeping the counters right;
+    /// returns how many keys it held.
+    pub fn drop_slot(&mut self, slot: usize) -> usize {
+        let table = std::mem::take(&mut self.slots[slot]);
+        self.len -= table.map.len();
+        self.expires -= table.expires;
+        table.map.len()
+    }
+
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let table = &mut self.slots[key_slot(key) as usize];
         let old = table.map.remove(key)?;
@@ -420,6 +429,9 @@ pub struct Store {
     pub keyspace_misses: u64,
     /// Bumped by every list write; connections blocked in BLPOP and friends wait on it.
     pub list_ready: tokio::sync::watch::Sender<u64>,
+    /// The migrations this group takes part in (sealed and importing slots, settled
+    /// keys): changed only by applying log entries.
+    pub migrations: crate::migrate::state::MigrationState,
 }
 
 impl Default for Store {
@@ -436,6 +448,7 @@ impl Default for Store {
             keyspace_hits: 0,
             keyspace_misses: 0,
             list_ready: tokio::sync::watch::channel(0).0,
+            migrations: Default::default(),
         }
     }
 }
@@ -514,9 +527,12 @@ impl Store {
 
     /// Drops every database, before a snapshot is installed. Watchers are signalled as by
     /// FLUSHALL; the rng, notification flags and INFO counters stay.
+    /// Empties the store before a snapshot is installed. (Migration state does not go
+    /// into snapshots yet: no migration can be started before it does.)
     pub fn clear_all(&mut self) {
         self.signal_flush(None);
         self.dbs.iter_mut().for_each(|db| *db = None);
+        self.migrations = Default::default();
     }
 
     /// Swaps two databases (SWAPDB).
