@@ -79,33 +79,13 @@ impl GroupSpec {
     /// `0-5460,5461-10922` (a single slot as `7`); [`NO_SLOTS`] for a group that owns
     /// none (a new resharding target, or a source that gave every slot away).
     pub fn slots_text(&self) -> String {
-        if self.slots.is_empty() {
-            return NO_SLOTS.to_string();
-        }
-        self.slots
-            .iter()
-            .map(|&(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        ranges_text(&self.slots)
     }
 
     fn parse(id: &str, slots: &str, replicas: &str) -> Result<GroupSpec, String> {
         let id = id.parse().map_err(|_| format!("bad group id '{id}'"))?;
-        let mut ranges = Vec::new();
-        for r in slots.split(',').filter(|_| slots != NO_SLOTS) {
-            let (a, b) = r.split_once('-').unwrap_or((r, r));
-            let (a, b): (u16, u16) = match (a.parse(), b.parse()) {
-                (Ok(a), Ok(b)) if a <= b && (b as usize) < kelvin_protocol::SLOT_COUNT => (a, b),
-                _ => return Err(format!("bad slot range '{r}' in group {id}")),
-            };
-            ranges.push((a, b));
-        }
+        let ranges =
+            parse_ranges(slots).map_err(|r| format!("bad slot range '{r}' in group {id}"))?;
         let replicas = replicas
             .split(',')
             .map(|n| parse_node_name(n).ok_or(format!("bad replica id '{n}' in group {id}")))
@@ -116,6 +96,109 @@ impl GroupSpec {
             replicas,
         })
     }
+}
+
+/// Where a migration stands, as the meta group records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MigrationPhase {
+    /// Negotiated: the source still owns the slots (critical keys may be moving).
+    Planned,
+    /// The target owns the slots; keys fault in and drain from the source.
+    Handover,
+    /// Every key moved; the source has dropped the slots (the line may go).
+    Drained,
+}
+
+impl MigrationPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPhase::Planned => "planned",
+            MigrationPhase::Handover => "handover",
+            MigrationPhase::Drained => "drained",
+        }
+    }
+
+    fn parse(text: &str) -> Option<MigrationPhase> {
+        Some(match text {
+            "planned" => MigrationPhase::Planned,
+            "handover" => MigrationPhase::Handover,
+            "drained" => MigrationPhase::Drained,
+            _ => return None,
+        })
+    }
+}
+
+/// A live migration of slots from one group to another (`migrate` line of the topology):
+/// `migrate <id> <source group> <target group> <slots> <phase>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSpec {
+    pub id: u64,
+    pub source: u64,
+    pub target: u64,
+    /// Inclusive slot ranges, ascending.
+    pub slots: Vec<(u16, u16)>,
+    pub phase: MigrationPhase,
+}
+
+impl MigrationSpec {
+    /// The group that owns the slots in this phase.
+    pub fn owner(&self) -> u64 {
+        match self.phase {
+            MigrationPhase::Planned => self.source,
+            MigrationPhase::Handover | MigrationPhase::Drained => self.target,
+        }
+    }
+
+    fn parse(f: &[&str]) -> Result<MigrationSpec, String> {
+        let [id, source, target, slots, phase] = f else {
+            return Err("expected migrate <id> <source> <target> <slots> <phase>".into());
+        };
+        let num = |t: &str, what: &str| t.parse::<u64>().map_err(|_| format!("bad {what} '{t}'"));
+        let ranges =
+            parse_ranges(slots).map_err(|r| format!("bad slot range '{r}' in migration {id}"))?;
+        if ranges.is_empty() {
+            return Err(format!("migration {id} moves no slot"));
+        }
+        Ok(MigrationSpec {
+            id: num(id, "migration id")?,
+            source: num(source, "source group")?,
+            target: num(target, "target group")?,
+            slots: ranges,
+            phase: MigrationPhase::parse(phase).ok_or(format!("bad migration phase '{phase}'"))?,
+        })
+    }
+}
+
+/// Parses `0-5460,7` (or [`NO_SLOTS`]: none); `Err` names the bad range.
+fn parse_ranges(slots: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut ranges = Vec::new();
+    for r in slots.split(',').filter(|_| slots != NO_SLOTS) {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        match (a.parse::<u16>(), b.parse::<u16>()) {
+            (Ok(a), Ok(b)) if a <= b && (b as usize) < kelvin_protocol::SLOT_COUNT => {
+                ranges.push((a, b))
+            }
+            _ => return Err(r.to_string()),
+        }
+    }
+    Ok(ranges)
+}
+
+fn ranges_text(slots: &[(u16, u16)]) -> String {
+    if slots.is_empty() {
+        return NO_SLOTS.to_string();
+    }
+    slots
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// How `cluster.conf` writes the slots of a group that owns none.
@@ -130,6 +213,8 @@ pub struct Membership {
     pub members: Vec<Member>,
     /// Empty for the embedded node (one group 0 of itself, see [`Membership::groups`]).
     pub groups: Vec<GroupSpec>,
+    /// Live migrations of slots between groups.
+    pub migrations: Vec<MigrationSpec>,
 }
 
 const CONF_FILE: &str = "cluster.conf";
@@ -208,6 +293,66 @@ impl Membership {
         if let Some(s) = owner.iter().position(|o| o.is_none()) {
             return Err(format!("slot {s} belongs to no group"));
         }
+        let mut moving = vec![None; kelvin_protocol::SLOT_COUNT];
+        for (i, m) in self.migrations.iter().enumerate() {
+            if self.migrations[..i].iter().any(|n| n.id == m.id) {
+                return Err(format!("migration {} listed twice", m.id));
+            }
+            if m.source == m.target
+                || self.group(m.source).is_none()
+                || self.group(m.target).is_none()
+            {
+                return Err(format!(
+                    "migration {}: needs two different existing groups",
+                    m.id
+                ));
+            }
+            for &(a, b) in &m.slots {
+                for s in a..=b {
+                    if let Some(other) = moving[s as usize].replace(m.id) {
+                        return Err(format!("slot {s} is in migrations {other} and {}", m.id));
+                    }
+                    if owner[s as usize] != Some(m.owner()) {
+                        return Err(format!(
+                            "migration {} ({}): slot {s} should belong to group {}",
+                            m.id,
+                            m.phase.name(),
+                            m.owner()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `new` may follow `self` in the meta group: a slot changes owner only
+    /// together with a migration line of `new`, from its old owner to its new one, at or
+    /// past the handover.
+    pub fn check_transition(&self, new: &Membership) -> Result<(), String> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let (old_owner, new_owner) = (self.slot_groups(), new.slot_groups());
+        for s in 0..kelvin_protocol::SLOT_COUNT {
+            if old_owner[s] == new_owner[s] {
+                continue;
+            }
+            let covered = new.migrations.iter().any(|m| {
+                m.source == old_owner[s]
+                    && m.target == new_owner[s]
+                    && m.phase >= MigrationPhase::Handover
+                    && m.slots
+                        .iter()
+                        .any(|&(a, b)| (a as usize..=b as usize).contains(&s))
+            });
+            if !covered {
+                return Err(format!(
+                    "slot {s} would move from group {} to group {} without a migration",
+                    old_owner[s], new_owner[s]
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -247,6 +392,7 @@ impl Membership {
     pub fn parse(text: &str) -> Result<Membership, String> {
         let mut members = Vec::new();
         let mut groups = Vec::new();
+        let mut migrations = Vec::new();
         let mut epoch = 0;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -257,6 +403,12 @@ impl Membership {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() == 2 && f[0] == "epoch" {
                 epoch = f[1].parse().map_err(|_| bad())?;
+                continue;
+            }
+            if f.first() == Some(&"migrate") {
+                migrations.push(
+                    MigrationSpec::parse(&f[1..]).map_err(|e| format!("line {}: {e}", n + 1))?,
+                );
                 continue;
             }
             if f.len() == 4 && f[0] == "group" {
@@ -289,6 +441,7 @@ impl Membership {
             epoch,
             members,
             groups,
+            migrations,
         };
         m.one_group();
         m.validate()?;
@@ -298,7 +451,7 @@ impl Membership {
     /// The text of `cluster.conf`.
     pub fn render(&self) -> String {
         let mut text = String::from(
-            "# Kelvin cluster topology: epoch, node <id> <host> <port> <cluster port> <redirect port>, group <id> <slots> <replicas>\n",
+            "# Kelvin cluster topology: epoch, node <id> <host> <port> <cluster port> <redirect port>, group <id> <slots> <replicas>, migrate <id> <source> <target> <slots> <phase>\n",
         );
         text.push_str(&format!("epoch {}\n", self.epoch));
         for m in &self.members {
@@ -318,6 +471,16 @@ impl Membership {
                 g.id,
                 g.slots_text(),
                 replicas.join(",")
+            ));
+        }
+        for m in &self.migrations {
+            text.push_str(&format!(
+                "migrate {} {} {} {} {}\n",
+                m.id,
+                m.source,
+                m.target,
+                ranges_text(&m.slots),
+                m.phase.name()
             ));
         }
         text
@@ -378,6 +541,7 @@ impl Membership {
             epoch: 1,
             members,
             groups,
+            migrations: Vec::new(),
         };
         m.one_group();
         m.validate()?;
@@ -411,11 +575,12 @@ pub fn apply_topology(
         .ok()
         .and_then(|e| e.parse().ok())
         .ok_or("bad epoch")?;
-    let current = match stored_topology(store) {
-        None => 0,
-        Some(Ok(m)) => m.epoch,
+    let old = match stored_topology(store) {
+        None => None,
+        Some(Ok(m)) => Some(m),
         Some(Err(e)) => return Err(e),
     };
+    let current = old.as_ref().map_or(0, |m| m.epoch);
     if current != expected {
         return Err(format!(
             "the topology changed meanwhile: its epoch is {current}, not {expected}; read it again"
@@ -427,6 +592,9 @@ pub fn apply_topology(
             "the new topology's epoch {} must be above {current}",
             new.epoch
         ));
+    }
+    if let Some(old) = &old {
+        old.check_transition(&new)?;
     }
     store.db(0).insert(
         TOPOLOGY_KEY,
@@ -482,6 +650,64 @@ mod tests {
         let old = Membership::load(&dir).unwrap().unwrap();
         assert_eq!(old.members[0].rport, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn migrate_lines_round_trip_and_owners_change_only_with_one() {
+        let base = "epoch 3\nnode a1 127.0.0.1 7001 17001 0\nnode b2 127.0.0.1 7002 17002 0\n";
+        let before = Membership::parse(&format!(
+            "{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 - a1,b2\n"
+        ))
+        .unwrap();
+        assert!(before.migrations.is_empty());
+        // Planned: the source still owns the slots.
+        let planned = Membership::parse(&format!(
+            "{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 - a1,b2\nmigrate 7 0 2 0-99 planned\n"
+        ))
+        .unwrap();
+        assert_eq!(Membership::parse(&planned.render()).unwrap(), planned);
+        assert_eq!(planned.migrations[0].owner(), 0);
+        before.check_transition(&planned).unwrap();
+        // Handover: the owner changes together with the line.
+        let handed = Membership::parse(&format!(
+            "{base}group 0 100-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 0-99 a1,b2\nmigrate 7 0 2 0-99 handover\n"
+        ))
+        .unwrap();
+        planned.check_transition(&handed).unwrap();
+        assert_eq!(handed.slot_groups()[50], 2);
+        // Without the line, or with the owner not matching the phase: refused.
+        let bare = Membership::parse(&format!(
+            "{base}group 0 100-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 0-99 a1,b2\n"
+        ))
+        .unwrap();
+        assert!(planned
+            .check_transition(&bare)
+            .unwrap_err()
+            .contains("slot 0 would move from group 0 to group 2 without a migration"));
+        // Once the line is gone the owner stays: no change, nothing to check.
+        handed.check_transition(&bare).unwrap();
+        let wrong = format!(
+            "{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 - a1,b2\nmigrate 7 0 2 0-99 handover\n"
+        );
+        assert!(Membership::parse(&wrong)
+            .unwrap_err()
+            .contains("slot 0 should belong to group 2"));
+        let twice = format!(
+            "{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 - a1,b2\nmigrate 7 0 2 0-9 planned\nmigrate 8 0 1 5 planned\n"
+        );
+        assert!(Membership::parse(&twice)
+            .unwrap_err()
+            .contains("slot 5 is in migrations 7 and 8"));
+        let same =
+            format!("{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\nmigrate 7 0 0 5 planned\n");
+        assert!(Membership::parse(&same)
+            .unwrap_err()
+            .contains("two different"));
+        let phase =
+            format!("{base}group 0 0-8000 a1\ngroup 1 8001-16383 b2\nmigrate 7 0 1 5 later\n");
+        assert!(Membership::parse(&phase)
+            .unwrap_err()
+            .contains("bad migration phase"));
     }
 
     #[test]
