@@ -668,7 +668,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         let settings = ctx.node.settings.read().clone();
         let mut pairs: Vec<(&str, String)> = Vec::new();
-        for name in crate::config::Settings::NAMES {
+        for name in crate::config::Settings::all_names() {
             let matched = argv[2..].iter().any(|p| {
                 kelvin_protocol::glob::glob_match(&p.to_ascii_lowercase(), name.as_bytes(), true)
             });
@@ -689,18 +689,24 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         // All or nothing: apply to a copy, then swap it in.
         let mut next = ctx.node.settings.read().clone();
+        let mut seen: Vec<String> = Vec::new();
         for pair in argv[2..].chunks(2) {
             let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
             let value = String::from_utf8_lossy(&pair[1]).into_owned();
-            if !crate::config::Settings::NAMES.contains(&name.as_str()) {
+            if next.get(&name).is_none() {
                 return Err(CmdError::err(format!(
                     "Unknown option or number of arguments for CONFIG SET - '{name}'"
                 )));
             }
-            if matches!(
-                name.as_str(),
-                "bind" | "port" | "dir" | "databases" | "cluster-enabled"
-            ) {
+            // The same name twice is refused (an alias and its parameter are not, as in
+            // Redis 7.0: the last one wins).
+            if seen.contains(&name) {
+                return Err(CmdError::err(format!(
+                    "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+                )));
+            }
+            seen.push(name.clone());
+            if crate::config::Settings::immutable(&name) {
                 return Err(CmdError::err(format!(
                     "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
                 )));
@@ -747,7 +753,8 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             return Err(CmdError::err("The server is running without a config file"));
         };
         let mut text = String::from("# Written by CONFIG REWRITE\n");
-        for name in crate::config::Settings::NAMES {
+        let inert = settings.inert.keys().copied();
+        for name in crate::config::Settings::NAMES.into_iter().chain(inert) {
             if let Some(v) = settings.get(name) {
                 if !v.is_empty() {
                     let _ = writeln!(text, "{name} {v}");
