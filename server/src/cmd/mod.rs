@@ -21,14 +21,17 @@ use kelvin_protocol::ReplyWriter;
 use crate::notify::KeyEvent;
 use crate::store::{Blob, Entry, Keyspace, ReadLookup, Store, Value};
 
+pub mod bitmap;
 pub mod cluster;
 pub mod connection;
+pub mod decimal;
 pub mod hash;
 pub mod keys;
 pub mod list;
 pub mod pubsub;
 pub mod server;
 pub mod set;
+pub mod sort;
 pub mod string;
 pub mod zset;
 
@@ -191,6 +194,25 @@ impl CommandSpec {
             "zunionstore" | "zinterstore" | "zdiffstore" => Some(2),
             _ => None,
         };
+        if self.name == "sort" {
+            // SORT key ... STORE destination: the destination is a key too.
+            let mut keys = self.key_positions(argv.len());
+            let mut i = 2;
+            while i < argv.len() {
+                let a = &argv[i];
+                i += if is(a, "limit") {
+                    3
+                } else if is(a, "by") || is(a, "get") {
+                    2
+                } else if is(a, "store") {
+                    keys.extend((i + 1 < argv.len()).then_some(i + 1));
+                    2
+                } else {
+                    1
+                };
+            }
+            return keys;
+        }
         let Some(at) = numkeys_at else {
             return self.key_positions(argv.len());
         };
@@ -263,7 +285,9 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 10] = [
+    let families: [&'static [CommandSpec]; 12] = [
+        sort::COMMANDS,
+        bitmap::COMMANDS,
         cluster::COMMANDS,
         connection::COMMANDS,
         server::COMMANDS,
@@ -520,6 +544,8 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            sort::COMMANDS,
+            bitmap::COMMANDS,
             connection::COMMANDS,
             server::COMMANDS,
             string::COMMANDS,
