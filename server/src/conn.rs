@@ -353,12 +353,11 @@ async fn drive_replying(
     }
     let mut commands = batch.into_iter();
     while let Some(argv) = commands.next() {
-        // RESP3 pushes (what (UN)SUBSCRIBE answer there) are sent whatever CLIENT REPLY
-        // says, as in Redis.
-        let pushes = out.version == RespVersion::Resp3
-            && ["subscribe", "psubscribe", "unsubscribe", "punsubscribe"]
-                .iter()
-                .any(|name| cmd::is(&argv[0], name));
+        // What (UN)SUBSCRIBE answer are pushes in Redis (arrays in RESP2), sent whatever
+        // CLIENT REPLY says.
+        let pushes = ["subscribe", "psubscribe", "unsubscribe", "punsubscribe"]
+            .iter()
+            .any(|name| argv.first().is_some_and(|a| cmd::is(a, name)));
         let before = client.reply;
         let mark = out.buf.len();
         drive(node, client, out, vec![argv]).await;

@@ -20,6 +20,7 @@ pub mod node;
 pub mod notify;
 pub mod pubsub;
 pub mod raftlog;
+pub mod rdb;
 pub mod redis_params;
 pub mod relay;
 pub mod snapshot;

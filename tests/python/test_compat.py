@@ -59,6 +59,9 @@ def test_client_reply_off_skip_on(raw):
     assert c.call("INCR", "cr:n") == 2, "SKIP drops exactly the next command's reply"
     assert str(c.call("CLIENT", "REPLY", "MAYBE")) == "ERR syntax error"
     assert c.call("PING") == "PONG"
+    c.send("CLIENT", "REPLY", "OFF")
+    assert c.call("SUBSCRIBE", "cr:ch") == ["subscribe", "cr:ch", 1], \
+        "subscription confirmations are pushes, sent with replies off"
 
 
 def test_expire_lt_xx_needs_an_existing_ttl(r):

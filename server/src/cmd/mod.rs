@@ -25,9 +25,11 @@ pub mod bitmap;
 pub mod cluster;
 pub mod connection;
 pub mod decimal;
+pub mod dump;
 pub mod hash;
 pub mod keys;
 pub mod list;
+pub mod mpop;
 pub mod pubsub;
 pub mod server;
 pub mod set;
@@ -190,8 +192,10 @@ impl CommandSpec {
     pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
         // Where `numkeys` is, for the commands that have one.
         let numkeys_at = match self.name {
-            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => Some(1),
-            "zunionstore" | "zinterstore" | "zdiffstore" => Some(2),
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
+                Some(1)
+            }
+            "zunionstore" | "zinterstore" | "zdiffstore" | "blmpop" | "bzmpop" => Some(2),
             _ => None,
         };
         if self.name == "sort" {
@@ -216,7 +220,13 @@ impl CommandSpec {
         let Some(at) = numkeys_at else {
             return self.key_positions(argv.len());
         };
-        let mut keys: Vec<usize> = (1..at).collect();
+        // Before `numkeys`: the destination of the *STORE commands, the timeout of the
+        // blocking ones.
+        let mut keys: Vec<usize> = if matches!(self.name, "blmpop" | "bzmpop") {
+            Vec::new()
+        } else {
+            (1..at).collect()
+        };
         let n = argv
             .get(at)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
@@ -285,7 +295,9 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 12] = [
+    let families: [&'static [CommandSpec]; 14] = [
+        mpop::COMMANDS,
+        dump::COMMANDS,
         sort::COMMANDS,
         bitmap::COMMANDS,
         cluster::COMMANDS,
@@ -384,8 +396,9 @@ impl Exec<'_> {
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
-        if class == crate::notify::LIST {
-            // Wake connections blocked in BLPOP and friends; they re-check their keys.
+        if class == crate::notify::LIST || class == crate::notify::ZSET {
+            // Wake connections blocked in BLPOP, BZPOPMIN and friends; they re-check their
+            // keys.
             self.store
                 .list_ready
                 .send_modify(|v| *v = v.wrapping_add(1));
@@ -544,6 +557,8 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            mpop::COMMANDS,
+            dump::COMMANDS,
             sort::COMMANDS,
             bitmap::COMMANDS,
             connection::COMMANDS,
