@@ -7,15 +7,6 @@ import redis
 pytestmark = pytest.mark.bitmaps
 
 
-@pytest.fixture
-def rb(r, server):
-    """A client of the same server that answers bytes (bitmaps are rarely UTF-8)."""
-    client = server.client(decode_responses=False)
-    try:
-        yield client
-    finally:
-        client.close()
-
 
 def test_setbit_getbit(r):
     assert r.setbit("b:k", 7, 1) == 0

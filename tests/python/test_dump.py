@@ -46,14 +46,6 @@ def real_redis():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def rb(r, server):
-    client = server.client(decode_responses=False)
-    try:
-        yield client
-    finally:
-        client.close()
-
 
 def fill(c, kind):
     """Writes one key `d:<kind>` of each shape Redis encodes differently."""
