@@ -271,6 +271,7 @@ impl Connection {
                     }
                 } => {
                     let mut batch = Vec::new();
+                    info.blocked.store(false, Ordering::Relaxed);
                     if let Some(blocked) = client.blocked.take() {
                         if woke {
                             batch.push(blocked.argv);
@@ -425,6 +426,7 @@ async fn drive(
                     Ok(applied) => {
                         out.buf.extend_from_slice(&applied.out);
                         if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            client.info.blocked.store(true, Ordering::Relaxed);
                             client.blocked = Some(Blocked {
                                 argv,
                                 deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),

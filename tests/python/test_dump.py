@@ -140,3 +140,40 @@ def test_restore_options_and_errors(rb):
     assert rb.execute_command("RESTORE", "d:f", 0, payload, "FREQ", 100) == b"OK"
     assert rb.execute_command("RESTORE", "d:i", 0, payload, "IDLETIME", 1000) == b"OK"
     assert rb.object("idletime", "d:i") >= 900
+
+
+def test_hyperloglog_counts_like_redis_and_moves_both_ways(real_redis, rb):
+    elements = [f"user:{i}" for i in range(5000)]
+    real_redis.delete("d:hll")
+    real_redis.pfadd("d:hll", *elements[:20])  # sparse in Redis
+    assert rb.restore("d:hll", 0, real_redis.dump("d:hll")) == b"OK"
+    assert rb.pfcount("d:hll") == real_redis.pfcount("d:hll")
+    real_redis.pfadd("d:hll", *elements)  # dense in Redis
+    rb.pfadd("d:hll", *elements)
+    assert rb.pfcount("d:hll") == real_redis.pfcount("d:hll")
+    real_redis.delete("d:back")
+    assert real_redis.restore("d:back", 0, rb.dump("d:hll")) == b"OK"
+    assert real_redis.pfcount("d:back") == real_redis.pfcount("d:hll")
+    rb.pfadd("d:other", *[f"x{i}" for i in range(300)])
+    real_redis.pfadd("d:other", *[f"x{i}" for i in range(300)])
+    assert rb.pfcount("d:hll", "d:other") == real_redis.pfcount("d:hll", "d:other")
+    assert rb.pfmerge("d:m", "d:hll", "d:other") is True
+    real_redis.pfmerge("d:m", "d:hll", "d:other")
+    assert rb.pfcount("d:m") == real_redis.pfcount("d:m")
+
+
+def test_hyperloglog_errors(rb):
+    assert rb.pfadd("d:h") == 1, "creating the key counts as a change"
+    assert rb.pfadd("d:h") == 0
+    assert rb.pfadd("d:h", "a") == 1
+    assert rb.pfadd("d:h", "a") == 0
+    assert rb.pfcount("d:h", "d:missing") == 1
+    rb.set("d:s", "not an hll")
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE Key is not a valid HyperLogLog string value.$"):
+        rb.pfcount("d:s")
+    rb.lpush("d:l", "x")
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE Operation against"):
+        rb.pfadd("d:l", "x")
+    rb.set("d:bad", b"HYLL\x01" + b"\x00" * 11 + b"\x7f\xff\x80")
+    with pytest.raises(redis.ResponseError, match="Corrupted HLL object detected"):
+        rb.pfcount("d:bad")

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod decimal;
 pub mod dump;
 pub mod hash;
+pub mod hll;
 pub mod keys;
 pub mod list;
 pub mod mpop;
@@ -295,7 +296,8 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 14] = [
+    let families: [&'static [CommandSpec]; 15] = [
+        hll::COMMANDS,
         mpop::COMMANDS,
         dump::COMMANDS,
         sort::COMMANDS,
@@ -557,6 +559,7 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            hll::COMMANDS,
             mpop::COMMANDS,
             dump::COMMANDS,
             sort::COMMANDS,

@@ -358,11 +358,16 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .values()
             .filter(|c| c.subs.load(Ordering::Relaxed) + c.psubs.load(Ordering::Relaxed) > 0)
             .count();
+        let blocked = clients
+            .values()
+            .filter(|c| c.blocked.load(Ordering::Relaxed))
+            .count();
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\n\r\n",
             clients.len(),
             settings.maxclients,
+            blocked,
             pubsub
         );
     }
