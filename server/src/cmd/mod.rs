@@ -200,8 +200,10 @@ impl CommandSpec {
             _ => None,
         };
         if self.name == "sort" {
-            // SORT key ... STORE destination: the destination is a key too.
+            // SORT key ... STORE destination: the destination is a key too (the last
+            // STORE wins, as in Redis).
             let mut keys = self.key_positions(argv.len());
+            let mut store = None;
             let mut i = 2;
             while i < argv.len() {
                 let a = &argv[i];
@@ -210,12 +212,15 @@ impl CommandSpec {
                 } else if is(a, "by") || is(a, "get") {
                     2
                 } else if is(a, "store") {
-                    keys.extend((i + 1 < argv.len()).then_some(i + 1));
+                    if i + 1 < argv.len() {
+                        store = Some(i + 1);
+                    }
                     2
                 } else {
                     1
                 };
             }
+            keys.extend(store);
             return keys;
         }
         let Some(at) = numkeys_at else {
