@@ -4,7 +4,14 @@
 //! The file holds one `name value` per line (`#` comments), with the same names as the
 //! flags (`port 7001`, `requirepass secret`, `dir ./data`); flags given on the command
 //! line win over the file.
+//!
+//! Every other parameter of Redis 7 ([`crate::redis_params`]: encoding thresholds,
+//! `list-compress-depth`, `lazyfree-*`, `activedefrag`...) is a *tunable without effect*:
+//! a file line or CONFIG SET of it is validated as Redis validates it, kept, and reported
+//! back by CONFIG GET, but nothing in Kelvin reads it (one encoding per type, no eviction,
+//! no background saves: docs/ARCHITECTURE.md, "Deliberate differences from Redis").
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -121,6 +128,139 @@ pub struct Settings {
     pub threads: usize,
     /// How the planner classes the keys of a moving slot range (`--migration-rules`).
     pub migration_rules: crate::migrate::plan::Rules,
+    /// Values given to Redis parameters that have no effect in Kelvin, by canonical name
+    /// (see the module documentation); a parameter not here reads as its Redis default.
+    pub inert: BTreeMap<&'static str, String>,
+}
+
+/// One configuration parameter of Redis 7 ([`crate::redis_params::REDIS_PARAMS`]).
+#[derive(Debug)]
+pub struct RedisParam {
+    pub name: &'static str,
+    /// The older name Redis also accepts (`hash-max-ziplist-entries`), or "".
+    pub alias: &'static str,
+    /// CONFIG SET refuses it (`can't set immutable config`).
+    pub immutable: bool,
+    pub kind: ParamKind,
+    /// What CONFIG GET shows on a redis-server started without a config file.
+    pub default: &'static str,
+}
+
+/// How Redis parses a parameter's value (src/config.c's `create*Config` kinds).
+#[derive(Debug)]
+pub enum ParamKind {
+    Bool,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// Bytes, with Redis's units (`1kb`, `5mb`, `1g`); CONFIG GET shows the bytes.
+    Memory {
+        min: i64,
+        max: i64,
+    },
+    /// A percentage (`50%`) or a byte count.
+    Percent {
+        min: i64,
+        max: i64,
+    },
+    Octal {
+        min: i64,
+        max: i64,
+    },
+    Enum(&'static [&'static str]),
+    Text,
+}
+
+impl RedisParam {
+    /// The Redis parameter called `name` (or whose alias it is), case-insensitively.
+    pub fn find(name: &str) -> Option<&'static RedisParam> {
+        crate::redis_params::REDIS_PARAMS.iter().find(|p| {
+            p.name.eq_ignore_ascii_case(name)
+                || (!p.alias.is_empty() && p.alias.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Validates `value` as Redis would and returns it as CONFIG GET will show it, or the
+    /// reason Redis gives.
+    pub fn normalize(&self, value: &str) -> Result<String, SettingError> {
+        let bad = |why: String| Err(SettingError(why));
+        let in_range = |n: i64, min: i64, max: i64| {
+            if n < min || n > max {
+                bad(format!(
+                    "argument must be between {min} and {max} inclusive"
+                ))
+            } else {
+                Ok(n.to_string())
+            }
+        };
+        match &self.kind {
+            ParamKind::Bool => match value.to_ascii_lowercase().as_str() {
+                "yes" => Ok("yes".into()),
+                "no" => Ok("no".into()),
+                _ => bad("argument must be 'yes' or 'no'".into()),
+            },
+            ParamKind::Int { min, max } => match value.parse::<i64>() {
+                Ok(n) => in_range(n, *min, *max),
+                Err(_) => bad("argument couldn't be parsed into an integer".into()),
+            },
+            ParamKind::Octal { min, max } => match i64::from_str_radix(value, 8) {
+                Ok(n) if n >= *min && n <= *max => Ok(format!("{n:o}")),
+                _ => bad(format!(
+                    "argument must be between {min:o} and {max:o} inclusive"
+                )),
+            },
+            ParamKind::Memory { min, max } => match memory_bytes(value) {
+                Some(n) => in_range(n, *min, *max),
+                None => bad("argument must be a memory value".into()),
+            },
+            ParamKind::Percent { min, max } => {
+                if let Some(pct) = value.strip_suffix('%') {
+                    match pct.parse::<i64>() {
+                        Ok(n) if n >= 0 => Ok(format!("{n}%")),
+                        _ => bad("argument must be a memory or percent value".into()),
+                    }
+                } else {
+                    match memory_bytes(value) {
+                        Some(n) => in_range(n, *min, *max),
+                        None => bad("argument must be a memory or percent value".into()),
+                    }
+                }
+            }
+            ParamKind::Enum(values) => values
+                .iter()
+                .find(|v| v.eq_ignore_ascii_case(value))
+                .map(|v| v.to_string())
+                .ok_or_else(|| {
+                    SettingError(format!(
+                        "argument(s) must be one of the following: {}",
+                        values.join(", ")
+                    ))
+                }),
+            ParamKind::Text => Ok(value.to_string()),
+        }
+    }
+}
+
+/// Redis's memory values (`memtoull`): a number with an optional unit, `k`/`kb`
+/// (1000/1024), `m`/`mb`, `g`/`gb`, case-insensitively.
+fn memory_bytes(value: &str) -> Option<i64> {
+    let lower = value.to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    let mul: i64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    digits.parse::<i64>().ok()?.checked_mul(mul)
 }
 
 /// One worker thread less than the CPU cores, at least one. The cores left over run the
@@ -150,6 +290,7 @@ impl Default for Settings {
             cluster_secret: String::new(),
             threads: default_threads(),
             migration_rules: Default::default(),
+            inert: BTreeMap::new(),
         }
     }
 }
@@ -246,8 +387,9 @@ impl Settings {
         Ok(s)
     }
 
-    /// Names CONFIG GET knows, in the order it lists them.
-    pub const NAMES: [&'static str; 18] = [
+    /// The parameters Kelvin itself reads (or reports from its own state), in the order
+    /// CONFIG GET lists them; every other Redis parameter follows.
+    pub const NAMES: [&'static str; 14] = [
         "bind",
         "cluster-port",
         "redirect-port",
@@ -260,13 +402,27 @@ impl Settings {
         "notify-keyspace-events",
         "proto-max-bulk-len",
         "databases",
-        "save",
-        "maxmemory",
-        "maxmemory-policy",
-        "timeout",
         "cluster-enabled",
         "kelvin-profile-keys",
     ];
+
+    /// Every parameter name CONFIG GET can show: Kelvin's, then Redis's others (aliases
+    /// too, as Redis 7.0 lists them).
+    pub fn all_names() -> impl Iterator<Item = &'static str> {
+        let redis = crate::redis_params::REDIS_PARAMS
+            .iter()
+            .flat_map(|p| [p.name, p.alias])
+            .filter(|n| !n.is_empty() && !Settings::NAMES.contains(n));
+        Settings::NAMES.iter().copied().chain(redis)
+    }
+
+    /// Whether CONFIG SET refuses to change `name` at run time.
+    pub fn immutable(name: &str) -> bool {
+        match name.to_ascii_lowercase().as_str() {
+            "bind" | "port" | "dir" | "databases" | "cluster-enabled" => true,
+            other => RedisParam::find(other).is_some_and(|p| p.immutable),
+        }
+    }
 
     /// The value of a setting as CONFIG GET shows it.
     pub fn get(&self, name: &str) -> Option<String> {
@@ -283,10 +439,6 @@ impl Settings {
             "notify-keyspace-events" => crate::notify::flags_to_string(self.notify_flags),
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "databases" => crate::store::DATABASES.to_string(),
-            "save" => String::new(),
-            "maxmemory" => "0".into(),
-            "maxmemory-policy" => "noeviction".into(),
-            "timeout" => "0".into(),
             "kelvin-profile-keys" => match crate::store::heat::profiling() {
                 true => "yes",
                 false => "no",
@@ -298,7 +450,13 @@ impl Settings {
                 "no"
             }
             .into(),
-            _ => return None,
+            other => {
+                let param = RedisParam::find(other)?;
+                self.inert
+                    .get(param.name)
+                    .cloned()
+                    .unwrap_or_else(|| param.default.to_string())
+            }
         })
     }
 
@@ -353,13 +511,16 @@ impl Settings {
                 "no" => crate::store::heat::set_profiling(false),
                 _ => return Err(bad("argument must be 'yes' or 'no'")),
             },
-            // Accepted for compatibility with configs written for Redis; no effect.
-            "appendonly" | "save" | "timeout" | "maxmemory-policy" | "daemonize" | "loglevel"
-            | "logfile" | "protected-mode" | "tcp-keepalive" => {}
-            _ => {
-                return Err(SettingError(format!(
-                    "Unknown option or number of arguments for CONFIG SET - '{name}'"
-                )))
+            // Always on: the Raft log is the append-only file.
+            "appendonly" => {}
+            other => {
+                let Some(param) = RedisParam::find(other) else {
+                    return Err(SettingError(format!(
+                        "Unknown option or number of arguments for CONFIG SET - '{name}'"
+                    )));
+                };
+                let value = param.normalize(value)?;
+                self.inert.insert(param.name, value);
             }
         }
         Ok(())
@@ -400,5 +561,40 @@ mod tests {
         assert!(s.set("proto-max-bulk-len", "10").is_err());
         assert!(s.set("appendfsync", "always").is_ok());
         assert_eq!(s.get("appendfsync").as_deref(), Some("always"));
+    }
+
+    #[test]
+    fn redis_tunables_are_validated_kept_and_reported() {
+        let mut s = Settings::default();
+        assert_eq!(s.get("hash-max-listpack-entries").as_deref(), Some("512"));
+        s.set("hash-max-ziplist-entries", "16").unwrap();
+        assert_eq!(s.get("hash-max-listpack-entries").as_deref(), Some("16"));
+        assert_eq!(s.get("hash-max-ziplist-entries").as_deref(), Some("16"));
+        s.set("maxmemory", "1mb").unwrap();
+        assert_eq!(s.get("maxmemory").as_deref(), Some("1048576"));
+        s.set("lazyfree-lazy-user-del", "YES").unwrap();
+        assert_eq!(s.get("lazyfree-lazy-user-del").as_deref(), Some("yes"));
+        s.set("maxmemory-policy", "allkeys-lru").unwrap();
+        assert_eq!(s.get("maxmemory-policy").as_deref(), Some("allkeys-lru"));
+        let err = |s: &mut Settings, n: &str, v: &str| s.set(n, v).unwrap_err().0;
+        assert_eq!(
+            err(&mut s, "list-compress-depth", "-1"),
+            "argument must be between 0 and 2147483647 inclusive"
+        );
+        assert_eq!(
+            err(&mut s, "activedefrag", "maybe"),
+            "argument must be 'yes' or 'no'"
+        );
+        assert_eq!(
+            err(&mut s, "maxmemory-policy", "lru"),
+            "argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction"
+        );
+        assert_eq!(
+            err(&mut s, "maxmemory", "1zb"),
+            "argument must be a memory value"
+        );
+        assert!(Settings::immutable("daemonize"));
+        assert!(!Settings::immutable("list-compress-depth"));
+        assert!(Settings::all_names().any(|n| n == "zset-max-ziplist-value"));
     }
 }

@@ -80,6 +80,19 @@ pub struct ClientState {
     pub redirect: bool,
     /// Set when this connection is another node's relay (`KELVIN.RELAYED`).
     pub relayed: Option<RelayedFrom>,
+    /// CLIENT REPLY: whether this connection's replies are sent.
+    pub reply: ReplyMode,
+}
+
+/// CLIENT REPLY ON/OFF/SKIP, as Redis's `CLIENT_REPLY_OFF` / `_SKIP_NEXT` / `_SKIP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Set by CLIENT REPLY SKIP: its own reply is dropped, and the next command's.
+    SkipNext,
+    /// The command being run now has its reply dropped.
+    Skip,
 }
 
 /// Where a relay connection's requests come from: how many times they were relayed, and
@@ -225,6 +238,7 @@ impl Connection {
             readonly: false,
             redirect: node.settings.read().redirect_port == Some(info.laddr.port()),
             relayed: None,
+            reply: ReplyMode::On,
         };
         let mut shutdown = node.shutdown_signal();
         // Made once, not per turn of the loop: a killed client or a node shutting down.
@@ -259,7 +273,7 @@ impl Connection {
                         continue;
                     }
                     let (batch, proto_err) = decode_all(&mut decoder, &mut inbuf);
-                    drive(&node, &mut client, &mut out, batch).await;
+                    drive_replying(&node, &mut client, &mut out, batch).await;
                     if let Some(err) = proto_err {
                         tracing::debug!(cause = %err, "protocol error, closing");
                         out.error(&format!("ERR {err}"));
@@ -273,6 +287,7 @@ impl Connection {
                     }
                 } => {
                     let mut batch = Vec::new();
+                    info.blocked.store(false, Ordering::Relaxed);
                     if let Some(blocked) = client.blocked.take() {
                         if woke {
                             batch.push(blocked.argv);
@@ -284,7 +299,7 @@ impl Connection {
                     batch.append(&mut client.pending);
                     let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
                     batch.extend(more);
-                    drive(&node, &mut client, &mut out, batch).await;
+                    drive_replying(&node, &mut client, &mut out, batch).await;
                     if let Some(err) = proto_err {
                         out.error(&format!("ERR {err}"));
                         client.close = true;
@@ -325,6 +340,63 @@ impl Connection {
         let patterns: Vec<Bytes> = client.patterns.drain().collect();
         node.pubsub.remove_client(info.id, &channels, &patterns);
         tracing::debug!("disconnected");
+    }
+}
+
+/// [`drive`], honouring CLIENT REPLY: while replies are off or skipped, or when the
+/// batch switches them, its commands run one at a time and the replies that must not be
+/// sent are cut from `out`.
+async fn drive_replying(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    batch: Vec<Vec<Bytes>>,
+) {
+    // Redis serves requests in the order they arrive; here another connection's
+    // UNSUBSCRIBE that arrived just before a PUBLISH may still wait for its task. One
+    // yield lets the runtime poll the sockets and run such tasks first, so PUBLISH does
+    // not count a subscriber that already left.
+    if batch
+        .iter()
+        .any(|argv| argv.first().is_some_and(|name| cmd::is(name, "publish")))
+    {
+        tokio::task::yield_now().await;
+    }
+    let switches = |argv: &Vec<Bytes>| {
+        argv.len() >= 2 && cmd::is(&argv[0], "client") && cmd::is(&argv[1], "reply")
+    };
+    if client.reply == ReplyMode::On && !batch.iter().any(switches) {
+        return drive(node, client, out, batch).await;
+    }
+    let mut commands = batch.into_iter();
+    while let Some(argv) = commands.next() {
+        // What (UN)SUBSCRIBE answer are pushes in Redis (arrays in RESP2), sent whatever
+        // CLIENT REPLY says.
+        let pushes = ["subscribe", "psubscribe", "unsubscribe", "punsubscribe"]
+            .iter()
+            .any(|name| argv.first().is_some_and(|a| cmd::is(a, name)));
+        let before = client.reply;
+        let mark = out.buf.len();
+        drive(node, client, out, vec![argv]).await;
+        let drop_reply = match (before, client.reply) {
+            (_, ReplyMode::Off) => true,
+            (_, ReplyMode::SkipNext) => {
+                client.reply = ReplyMode::Skip;
+                true
+            }
+            (ReplyMode::Skip, ReplyMode::Skip) => {
+                client.reply = ReplyMode::On;
+                true
+            }
+            _ => false,
+        };
+        if drop_reply && !pushes {
+            out.buf.truncate(mark);
+        }
+        if client.blocked.is_some() {
+            client.pending.extend(commands);
+            return;
+        }
     }
 }
 
@@ -370,6 +442,7 @@ async fn drive(
                     Ok(applied) => {
                         out.buf.extend_from_slice(&applied.out);
                         if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            client.info.blocked.store(true, Ordering::Relaxed);
                             client.blocked = Some(Blocked {
                                 argv,
                                 deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),

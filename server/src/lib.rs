@@ -21,6 +21,8 @@ pub mod node;
 pub mod notify;
 pub mod pubsub;
 pub mod raftlog;
+pub mod rdb;
+pub mod redis_params;
 pub mod relay;
 pub mod snapshot;
 pub mod store;

@@ -44,6 +44,8 @@ pub struct ClientInfo {
     pub psubs: AtomicUsize,
     /// Commands queued in MULTI, or -1 (as `multi=` shows).
     pub multi: Mutex<i64>,
+    /// Parked in a blocking command (INFO's `blocked_clients` counts these).
+    pub blocked: AtomicBool,
     killed: AtomicBool,
     kill_signal: Notify,
 }
@@ -66,6 +68,7 @@ impl ClientInfo {
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
             multi: Mutex::new(-1),
+            blocked: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill_signal: Notify::new(),
         }

@@ -95,6 +95,17 @@ def r(server):
 
 
 @pytest.fixture
+def rb(r, server):
+    """A client of db 0 that answers bytes (after `r` emptied the server): for values
+    that are not UTF-8 (bitmaps, DUMP payloads)."""
+    client = server.client(decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
 def r2(server):
     """A second, independent client of the shared server."""
     client = server.client()

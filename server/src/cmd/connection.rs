@@ -330,6 +330,8 @@ const CLIENT_HELP: &[&str] = &[
     "    Assign the name <name> to the current connection.",
     "NO-EVICT (ON|OFF)",
     "    Accepted for compatibility.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
     "NO-TOUCH (ON|OFF)",
     "    Accepted for compatibility.",
     "HELP",
@@ -478,6 +480,21 @@ fn client(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             ctx.out.ok();
         } else {
             ctx.out.int(killed);
+        }
+    } else if is(sub, "reply") {
+        arity(3, "reply")?;
+        use crate::conn::ReplyMode;
+        if is(&argv[2], "on") {
+            ctx.client.reply = ReplyMode::On;
+            ctx.out.ok();
+        } else if is(&argv[2], "off") {
+            ctx.client.reply = ReplyMode::Off;
+        } else if is(&argv[2], "skip") {
+            if ctx.client.reply != ReplyMode::Off {
+                ctx.client.reply = ReplyMode::SkipNext;
+            }
+        } else {
+            return Err(CmdError::SYNTAX);
         }
     } else if is(sub, "no-evict") || is(sub, "no-touch") {
         arity(3, &String::from_utf8_lossy(sub).to_ascii_lowercase())?;

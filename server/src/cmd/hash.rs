@@ -13,6 +13,7 @@ use kelvin_protocol::glob::glob_match;
 use kelvin_protocol::ReplyWriter;
 use rand::Rng;
 
+use crate::cmd::decimal::{format_decimal, parse_decimal};
 use crate::cmd::{
     data, flags::*, float_arg, int_arg, is, CmdError, CmdResult, CommandSpec, Exec, KEY1,
 };
@@ -285,54 +286,6 @@ fn hincrbyfloat(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     ex.notify(HASH, "hincrbyfloat", key);
     ex.out.bulk(text.as_bytes());
     Ok(())
-}
-
-/// One unit of [`parse_decimal`]'s fixed point: 1e-17, the finest decimal Redis prints.
-const DECIMAL_SCALE: i128 = 100_000_000_000_000_000;
-
-/// A plain decimal (`-12.5`, `.5`, `3.`; no exponent) with at most 21 integer digits
-/// and 17 decimals, in units of 1e-17. Such values fit an i128 and add exactly.
-fn parse_decimal(s: &[u8]) -> Option<i128> {
-    let (negative, rest) = match s.first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (int, frac) = match rest.iter().position(|&b| b == b'.') {
-        Some(dot) => (&rest[..dot], &rest[dot + 1..]),
-        None => (rest, &[][..]),
-    };
-    if (int.is_empty() && frac.is_empty())
-        || int.len() > 21
-        || frac.len() > 17
-        || !int.iter().chain(frac).all(u8::is_ascii_digit)
-    {
-        return None;
-    }
-    let digit = |d: &u8| i128::from(d - b'0');
-    let mut v = int.iter().fold(0i128, |v, d| v * 10 + digit(d));
-    for i in 0..17 {
-        v = v * 10 + frac.get(i).map_or(0, digit);
-    }
-    Some(if negative { -v } else { v })
-}
-
-/// The text of a [`parse_decimal`] value, as Redis prints a human-friendly long double.
-fn format_decimal(v: i128) -> String {
-    let abs = v.unsigned_abs();
-    let scale = DECIMAL_SCALE as u128;
-    let mut text = String::new();
-    if v < 0 {
-        text.push('-');
-    }
-    text.push_str(&(abs / scale).to_string());
-    let frac = abs % scale;
-    if frac != 0 {
-        let digits = format!("{frac:017}");
-        text.push('.');
-        text.push_str(digits.trim_end_matches('0'));
-    }
-    text
 }
 
 /// Largest reply HRANDFIELD or SRANDMEMBER with a negative count may build, in bytes
@@ -616,35 +569,6 @@ mod tests {
         assert_eq!(format_human(-1e-20), "0");
         assert_eq!(format_human(1.5e17), "150000000000000000");
         assert_eq!(format_human(10.5 + 0.1), "10.6");
-    }
-
-    #[test]
-    fn exact_decimals() {
-        let add = |a: &str, b: &str| {
-            let sum = parse_decimal(a.as_bytes()).unwrap() + parse_decimal(b.as_bytes()).unwrap();
-            format_decimal(sum)
-        };
-        assert_eq!(add("0.1", "0.2"), "0.3");
-        assert_eq!(add("-9223372036854775793", "1.5"), "-9223372036854775791.5");
-        assert_eq!(add("12345678901234.56", "0.01"), "12345678901234.57");
-        assert_eq!(add("1.5", "-1.5"), "0");
-        assert_eq!(add("-0.5", "0.25"), "-0.25");
-        assert_eq!(add(".5", "3."), "3.5");
-        assert_eq!(add("+1", "0.00000000000000001"), "1.00000000000000001");
-        for bad in [
-            "",
-            ".",
-            "-",
-            "1e3",
-            "1.5.5",
-            " 1",
-            "0.123456789012345678",
-            "inf",
-        ] {
-            assert_eq!(parse_decimal(bad.as_bytes()), None, "{bad}");
-        }
-        assert!(parse_decimal(b"999999999999999999999.99999999999999999").is_some());
-        assert!(parse_decimal(b"9999999999999999999999").is_none());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     data("touch", -2, READONLY | FAST, ALL_KEYS, "generic", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", exists),
     data("copy", -3, WRITE | DENYOOM, TWO_KEYS, "generic", "Copies the value of a key to a new key.", copy),
     data("move", 3, WRITE | FAST, KEY1, "generic", "Moves a key to another database.", move_),
+    data("memory", -2, READONLY, KeySpec { first: 2, last: 2, step: 1 }, "server", "A container for memory diagnostics commands.", memory),
     data("object", -2, READONLY, KeySpec { first: 2, last: 2, step: 1 }, "generic", "A container for object introspection commands.", object),
 ];
 
@@ -248,27 +249,37 @@ fn randomkey(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// EXPIRE's NX / XX / GT / LT condition.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ExpireCondition {
-    Always,
-    Nx,
-    Xx,
-    Gt,
-    Lt,
+/// EXPIRE's NX / XX / GT / LT conditions. XX combines with GT or LT (both must hold).
+#[derive(Clone, Copy, Default)]
+struct ExpireCondition {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+}
+
+impl ExpireCondition {
+    /// Whether a new deadline `at` may replace `current` (0: no TTL, which GT and LT
+    /// take as infinite, as Redis does).
+    fn allows(self, current: u64, at: i64) -> bool {
+        (!self.nx || current == 0)
+            && (!self.xx || current != 0)
+            && (!self.gt || (current != 0 && at > current as i64))
+            && (!self.lt || current == 0 || at < current as i64)
+    }
 }
 
 fn parse_expire_condition(args: &[Bytes]) -> Result<ExpireCondition, CmdError> {
-    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    let mut c = ExpireCondition::default();
     for a in args {
         if is(a, "nx") {
-            nx = true;
+            c.nx = true;
         } else if is(a, "xx") {
-            xx = true;
+            c.xx = true;
         } else if is(a, "gt") {
-            gt = true;
+            c.gt = true;
         } else if is(a, "lt") {
-            lt = true;
+            c.lt = true;
         } else {
             return Err(CmdError::err(format!(
                 "Unsupported option {}",
@@ -276,23 +287,17 @@ fn parse_expire_condition(args: &[Bytes]) -> Result<ExpireCondition, CmdError> {
             )));
         }
     }
-    if nx && (xx || gt || lt) {
+    if c.nx && (c.xx || c.gt || c.lt) {
         return Err(CmdError::err(
             "NX and XX, GT or LT options at the same time are not compatible",
         ));
     }
-    if gt && lt {
+    if c.gt && c.lt {
         return Err(CmdError::err(
             "GT and LT options at the same time are not compatible",
         ));
     }
-    Ok(match (nx, xx, gt, lt) {
-        (true, ..) => ExpireCondition::Nx,
-        (_, _, true, _) => ExpireCondition::Gt,
-        (_, _, _, true) => ExpireCondition::Lt,
-        (_, true, ..) => ExpireCondition::Xx,
-        _ => ExpireCondition::Always,
-    })
+    Ok(c)
 }
 
 fn expire_generic(
@@ -316,16 +321,7 @@ fn expire_generic(
         ex.out.int(0);
         return Ok(());
     };
-    let current = entry.expire_at;
-    // A key without a TTL has an infinite one for GT and LT.
-    let allowed = match condition {
-        ExpireCondition::Always => true,
-        ExpireCondition::Nx => current == 0,
-        ExpireCondition::Xx => current != 0,
-        ExpireCondition::Gt => current != 0 && at > current as i64,
-        ExpireCondition::Lt => current == 0 || at < current as i64,
-    };
-    if !allowed {
+    if !condition.allows(entry.expire_at, at) {
         ex.out.int(0);
         return Ok(());
     }
@@ -534,6 +530,49 @@ fn object(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         ex.out.int(idle);
     } else {
         ex.out.int(1);
+    }
+    Ok(())
+}
+
+/// What one key costs besides its name and value: the table entry (key, value header,
+/// expiry, heat) and the hash table's share of control bytes and spare capacity.
+const KEY_OVERHEAD_BYTES: usize =
+    std::mem::size_of::<crate::store::Key>() + std::mem::size_of::<Entry>() + 16;
+
+/// MEMORY USAGE (an estimate from the value's own sizes, as Redis's is one) and HELP.
+fn memory(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let sub = &argv[1];
+    if is(sub, "help") {
+        ex.out.simples(&[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value. Kelvin counts every",
+            "    element, so SAMPLES is accepted and has no effect.",
+            "HELP",
+            "    Print this help.",
+        ]);
+        return Ok(());
+    }
+    if !is(sub, "usage") {
+        return Err(CmdError::unknown_subcommand(sub, "memory"));
+    }
+    match argv.len() {
+        3 => {}
+        5 if is(&argv[3], "samples") => {
+            if int_arg(&argv[4])? < 0 {
+                return Err(CmdError::SYNTAX);
+            }
+        }
+        _ => return Err(CmdError::SYNTAX),
+    }
+    let now = ex.now_ms;
+    // Like OBJECT, not an access.
+    match ex.ks().get(&argv[2], now) {
+        Some(entry) => {
+            let bytes = KEY_OVERHEAD_BYTES + argv[2].len() + entry.value.approx_bytes();
+            ex.out.int(bytes as i64);
+        }
+        None => ex.out.null(),
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::cmd::{
 use crate::notify::LIST;
 use crate::store::{Blob, Entry, Value};
 
-type List = VecDeque<Blob>;
+pub(crate) type List = VecDeque<Blob>;
 
 /// LMOVE and RPOPLPUSH: source then destination.
 const SRC_DST: KeySpec = KeySpec {
@@ -102,7 +102,10 @@ pub(crate) fn positive_arg(arg: &[u8]) -> Result<usize, CmdError> {
 
 /// The list under `key` for a write (an expired key is deleted first): `Ok(None)` if
 /// missing, WRONGTYPE if the key holds something else.
-fn write_list<'e>(ex: &'e mut Exec<'_>, key: &[u8]) -> Result<Option<&'e mut List>, CmdError> {
+pub(crate) fn write_list<'e>(
+    ex: &'e mut Exec<'_>,
+    key: &[u8],
+) -> Result<Option<&'e mut List>, CmdError> {
     match ex.write(key) {
         None => Ok(None),
         Some(Entry {
@@ -501,7 +504,7 @@ fn rpoplpush(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 /// A blocking command's timeout in seconds (a float; 0 waits forever), as Redis parses it.
-fn timeout_arg(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
+pub(crate) fn timeout_arg(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
     let secs = kelvin_protocol::reply::parse_f64(arg)
         .filter(|s| s.is_finite())
         .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;

@@ -21,15 +21,21 @@ use kelvin_protocol::ReplyWriter;
 use crate::notify::KeyEvent;
 use crate::store::{Blob, Entry, Keyspace, ReadLookup, Store, Value};
 
+pub mod bitmap;
 pub mod cluster;
 pub mod connection;
+pub mod decimal;
+pub mod dump;
 pub mod hash;
 pub mod heat;
+pub mod hll;
 pub mod keys;
 pub mod list;
+pub mod mpop;
 pub mod pubsub;
 pub mod server;
 pub mod set;
+pub mod sort;
 pub mod string;
 pub mod zset;
 
@@ -188,14 +194,46 @@ impl CommandSpec {
     pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
         // Where `numkeys` is, for the commands that have one.
         let numkeys_at = match self.name {
-            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => Some(1),
-            "zunionstore" | "zinterstore" | "zdiffstore" => Some(2),
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
+                Some(1)
+            }
+            "zunionstore" | "zinterstore" | "zdiffstore" | "blmpop" | "bzmpop" => Some(2),
             _ => None,
         };
+        if self.name == "sort" {
+            // SORT key ... STORE destination: the destination is a key too (the last
+            // STORE wins, as in Redis).
+            let mut keys = self.key_positions(argv.len());
+            let mut store = None;
+            let mut i = 2;
+            while i < argv.len() {
+                let a = &argv[i];
+                i += if is(a, "limit") {
+                    3
+                } else if is(a, "by") || is(a, "get") {
+                    2
+                } else if is(a, "store") {
+                    if i + 1 < argv.len() {
+                        store = Some(i + 1);
+                    }
+                    2
+                } else {
+                    1
+                };
+            }
+            keys.extend(store);
+            return keys;
+        }
         let Some(at) = numkeys_at else {
             return self.key_positions(argv.len());
         };
-        let mut keys: Vec<usize> = (1..at).collect();
+        // Before `numkeys`: the destination of the *STORE commands, the timeout of the
+        // blocking ones.
+        let mut keys: Vec<usize> = if matches!(self.name, "blmpop" | "bzmpop") {
+            Vec::new()
+        } else {
+            (1..at).collect()
+        };
         let n = argv
             .get(at)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
@@ -264,7 +302,12 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 10] = [
+    let families: [&'static [CommandSpec]; 15] = [
+        hll::COMMANDS,
+        mpop::COMMANDS,
+        dump::COMMANDS,
+        sort::COMMANDS,
+        bitmap::COMMANDS,
         cluster::COMMANDS,
         connection::COMMANDS,
         server::COMMANDS,
@@ -361,8 +404,9 @@ impl Exec<'_> {
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
-        if class == crate::notify::LIST {
-            // Wake connections blocked in BLPOP and friends; they re-check their keys.
+        if class == crate::notify::LIST || class == crate::notify::ZSET {
+            // Wake connections blocked in BLPOP, BZPOPMIN and friends; they re-check their
+            // keys.
             self.store
                 .list_ready
                 .send_modify(|v| *v = v.wrapping_add(1));
@@ -521,6 +565,11 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            hll::COMMANDS,
+            mpop::COMMANDS,
+            dump::COMMANDS,
+            sort::COMMANDS,
+            bitmap::COMMANDS,
             connection::COMMANDS,
             server::COMMANDS,
             string::COMMANDS,

@@ -358,11 +358,16 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .values()
             .filter(|c| c.subs.load(Ordering::Relaxed) + c.psubs.load(Ordering::Relaxed) > 0)
             .count();
+        let blocked = clients
+            .values()
+            .filter(|c| c.blocked.load(Ordering::Relaxed))
+            .count();
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\n\r\n",
             clients.len(),
             settings.maxclients,
+            blocked,
             pubsub
         );
     }
@@ -441,7 +446,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         text.push_str(&crate::cmd::heat::info_section(ctx));
     }
     if want("cpu") {
-        text.push_str("# CPU\r\n\r\n");
+        text.push_str(&cpu_info());
     }
     if want("cluster") {
         let enabled = u8::from(node.settings.read().cluster_port.is_some());
@@ -672,7 +677,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         let settings = ctx.node.settings.read().clone();
         let mut pairs: Vec<(&str, String)> = Vec::new();
-        for name in crate::config::Settings::NAMES {
+        for name in crate::config::Settings::all_names() {
             let matched = argv[2..].iter().any(|p| {
                 kelvin_protocol::glob::glob_match(&p.to_ascii_lowercase(), name.as_bytes(), true)
             });
@@ -693,18 +698,24 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         }
         // All or nothing: apply to a copy, then swap it in.
         let mut next = ctx.node.settings.read().clone();
+        let mut seen: Vec<String> = Vec::new();
         for pair in argv[2..].chunks(2) {
             let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
             let value = String::from_utf8_lossy(&pair[1]).into_owned();
-            if !crate::config::Settings::NAMES.contains(&name.as_str()) {
+            if next.get(&name).is_none() {
                 return Err(CmdError::err(format!(
                     "Unknown option or number of arguments for CONFIG SET - '{name}'"
                 )));
             }
-            if matches!(
-                name.as_str(),
-                "bind" | "port" | "dir" | "databases" | "cluster-enabled"
-            ) {
+            // The same name twice is refused (an alias and its parameter are not, as in
+            // Redis 7.0: the last one wins).
+            if seen.contains(&name) {
+                return Err(CmdError::err(format!(
+                    "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+                )));
+            }
+            seen.push(name.clone());
+            if crate::config::Settings::immutable(&name) {
                 return Err(CmdError::err(format!(
                     "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
                 )));
@@ -751,7 +762,8 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             return Err(CmdError::err("The server is running without a config file"));
         };
         let mut text = String::from("# Written by CONFIG REWRITE\n");
-        for name in crate::config::Settings::NAMES {
+        let inert = settings.inert.keys().copied();
+        for name in crate::config::Settings::NAMES.into_iter().chain(inert) {
             if let Some(v) = settings.get(name) {
                 if !v.is_empty() {
                     let _ = writeln!(text, "{name} {v}");
@@ -780,4 +792,23 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         return Err(CmdError::unknown_subcommand(sub, "config"));
     }
     Ok(())
+}
+
+/// INFO's `cpu` section from getrusage(2), for this process and its waited-for children.
+fn cpu_info() -> String {
+    let seconds = |who: libc::c_int| -> (f64, f64) {
+        // SAFETY: getrusage only writes the struct it is given; zeroed is a valid rusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live rusage.
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return (0.0, 0.0);
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (secs(usage.ru_stime), secs(usage.ru_utime))
+    };
+    let (sys, user) = seconds(libc::RUSAGE_SELF);
+    let (sys_children, user_children) = seconds(libc::RUSAGE_CHILDREN);
+    format!(
+        "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{sys_children:.6}\r\nused_cpu_user_children:{user_children:.6}\r\n\r\n"
+    )
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::cmd::decimal::{format_decimal, parse_decimal};
 use crate::cmd::{
     data, flags::*, int_arg, is, CmdError, CmdResult, CommandSpec, Exec, KeySpec, ALL_KEYS, KEY1,
 };
@@ -43,6 +44,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     data("getrange", 4, READONLY, KEY1, "string", "Returns a substring of the string stored at a key.", getrange),
     data("substr", 4, READONLY, KEY1, "string", "Returns a substring from a string value.", getrange),
     data("setrange", 4, WRITE | DENYOOM, KEY1, "string", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", setrange),
+    data("lcs", -3, READONLY, KeySpec { first: 1, last: 2, step: 1 }, "string", "Finds the longest common substring.", lcs),
 ];
 
 /// The string under `key` for a read: `Ok(None)` if missing, WRONGTYPE if not a string.
@@ -459,7 +461,20 @@ fn incrbyfloat(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     if new.is_nan() || new.is_infinite() {
         return Err(CmdError::err("increment would produce NaN or Infinity"));
     }
-    let text = format_incr_float(new);
+    // Plain decimals add exactly, as in Redis's long double (see `cmd::decimal`).
+    let exact = match ex.ks().raw_get(key) {
+        Some(Entry {
+            value: Value::Str(s),
+            ..
+        }) => parse_decimal(s),
+        _ => Some(0),
+    }
+    .zip(parse_decimal(&argv[2]))
+    .and_then(|(a, b)| a.checked_add(b));
+    let text = match exact {
+        Some(sum) => format_decimal(sum),
+        None => format_incr_float(new),
+    };
     match ex.ks().raw_get_mut(key) {
         Some(entry) => entry.value = Value::Str(text.clone().into_bytes()),
         None => {
@@ -544,6 +559,139 @@ fn setrange(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     };
     ex.notify(STRING, "setrange", key);
     ex.out.int(len as i64);
+    Ok(())
+}
+
+/// Largest table LCS may build, in bytes (Redis bounds it by `proto-max-bulk-len`; a
+/// constant here, as for every string bound).
+const MAX_LCS_TABLE_BYTES: u64 = MAX_STRING_LEN as u64;
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]: Redis's dynamic
+/// programming table and walk back (src/t_string.c), ranges from the end of the strings.
+fn lcs(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let mut strings: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for (slot, key) in strings.iter_mut().zip(&argv[1..3]) {
+        match ex.read_value(key) {
+            None => {}
+            Some(Value::Str(s)) => *slot = s.clone(),
+            Some(_) => {
+                return Err(CmdError::err(
+                    "The specified keys must contain string values",
+                ))
+            }
+        }
+    }
+    let (mut get_len, mut get_idx, mut with_match_len, mut min_match_len) =
+        (false, false, false, 0);
+    let mut j = 3;
+    while j < argv.len() {
+        let opt = &argv[j];
+        if is(opt, "idx") {
+            get_idx = true;
+        } else if is(opt, "len") {
+            get_len = true;
+        } else if is(opt, "withmatchlen") {
+            with_match_len = true;
+        } else if is(opt, "minmatchlen") && j + 1 < argv.len() {
+            min_match_len = int_arg(&argv[j + 1])?.max(0) as u64;
+            j += 1;
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+        j += 1;
+    }
+    if get_len && get_idx {
+        return Err(CmdError::err(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let [a, b] = &strings;
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen as u64 + 1) * (blen as u64 + 1);
+    if cells * 4 > MAX_LCS_TABLE_BYTES {
+        return Err(CmdError::err(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let width = blen + 1;
+    let mut table = vec![0u32; cells as usize];
+    for i in 1..=alen {
+        for k in 1..=blen {
+            table[i * width + k] = if a[i - 1] == b[k - 1] {
+                table[(i - 1) * width + k - 1] + 1
+            } else {
+                table[(i - 1) * width + k].max(table[i * width + k - 1])
+            };
+        }
+    }
+    let total = table[alen * width + blen];
+    if get_len {
+        ex.out.int(total as i64);
+        return Ok(());
+    }
+    let mut result = vec![0u8; total as usize];
+    // Matching ranges, each (a start, a end, b start, b end), found from the end.
+    let mut ranges: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut open: Option<(usize, usize, usize, usize)> = None;
+    let (mut i, mut k, mut idx) = (alen, blen, total as usize);
+    while i > 0 && k > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[k - 1] {
+            result[idx - 1] = a[i - 1];
+            open = match open {
+                None => Some((i - 1, i - 1, k - 1, k - 1)),
+                Some((a_start, a_end, b_start, b_end)) if a_start == i && b_start == k => {
+                    Some((a_start - 1, a_end, b_start - 1, b_end))
+                }
+                Some(range) => {
+                    emit = true;
+                    Some(range)
+                }
+            };
+            if open.is_some_and(|(a_start, _, b_start, _)| a_start == 0 || b_start == 0) {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            k -= 1;
+        } else {
+            if table[(i - 1) * width + k] > table[i * width + k - 1] {
+                i -= 1;
+            } else {
+                k -= 1;
+            }
+            emit = open.is_some();
+        }
+        if emit {
+            if let Some(range) = open.take() {
+                let len = (range.1 - range.0 + 1) as u64;
+                if min_match_len == 0 || len >= min_match_len {
+                    ranges.push(range);
+                }
+            }
+        }
+    }
+    if !get_idx {
+        ex.out.bulk(&result);
+        return Ok(());
+    }
+    ex.out.map(2);
+    ex.out.bulk(b"matches");
+    ex.out.array(ranges.len());
+    for (a_start, a_end, b_start, b_end) in ranges {
+        ex.out.array(if with_match_len { 3 } else { 2 });
+        ex.out.array(2);
+        ex.out.int(a_start as i64);
+        ex.out.int(a_end as i64);
+        ex.out.array(2);
+        ex.out.int(b_start as i64);
+        ex.out.int(b_end as i64);
+        if with_match_len {
+            ex.out.int((a_end - a_start + 1) as i64);
+        }
+    }
+    ex.out.bulk(b"len");
+    ex.out.int(total as i64);
     Ok(())
 }
 

@@ -89,7 +89,10 @@ const SCAN_ALL_AT_ONCE: usize = 128;
 // ---------------------------------------------------------------------------------------
 
 /// The sorted set under `key` for a write (an expired key is deleted first).
-fn write_zset<'e>(ex: &'e mut Exec<'_>, key: &[u8]) -> Result<Option<&'e mut ZSet>, CmdError> {
+pub(crate) fn write_zset<'e>(
+    ex: &'e mut Exec<'_>,
+    key: &[u8],
+) -> Result<Option<&'e mut ZSet>, CmdError> {
     match ex.write(key) {
         None => Ok(None),
         Some(Entry {
@@ -211,7 +214,11 @@ fn lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<LexRange<'a>, CmdError>
 
 /// Members, optionally with scores: RESP2 a flat array (scores as bulk strings), RESP3
 /// an array of `[member, score]` pairs when scores are asked for.
-fn reply_members<M: AsRef<[u8]>>(out: &mut ReplyWriter, items: &[(M, f64)], withscores: bool) {
+pub(crate) fn reply_members<M: AsRef<[u8]>>(
+    out: &mut ReplyWriter,
+    items: &[(M, f64)],
+    withscores: bool,
+) {
     if !withscores {
         out.array(items.len());
         for (m, _) in items {

@@ -141,6 +141,17 @@ impl Heat {
             | (seen.saturating_add(1) as u64) << 56;
     }
 
+    /// This heat with its last access `idle_secs` before `now_ms` (RESTORE ... IDLETIME).
+    pub fn with_idle(self, now_ms: u64, idle_secs: u64) -> Heat {
+        let at = (now_ms / 1000).saturating_sub(idle_secs) & SECS_MASK;
+        Heat((self.0 & !SECS_MASK) | at | (self.seen().max(1) as u64) << 56)
+    }
+
+    /// This heat with its counter set to `counter` (RESTORE ... FREQ).
+    pub fn with_counter(self, counter: u8) -> Heat {
+        Heat((self.0 & !(0xff << 24)) | (counter as u64) << 24 | (self.seen().max(1) as u64) << 56)
+    }
+
     /// The eight bytes as one word.
     pub fn to_bits(self) -> u64 {
         self.0
@@ -392,6 +403,17 @@ mod tests {
         assert_eq!(h.counter(), before.counter());
         assert_eq!(h.seen(), before.seen());
         assert_eq!(h.idle_secs(T0 + 90_000), 0);
+    }
+
+    #[test]
+    fn restore_sets_idle_time_and_frequency() {
+        let mut h = Heat::default();
+        h.touch(T0, true);
+        let r = h.with_idle(T0, 600).with_counter(42);
+        assert_eq!(r.idle_secs(T0), 600);
+        assert_eq!(r.counter(), 42);
+        assert_eq!(r.counter_at(T0), 42 - 10);
+        assert_eq!(Heat::default().with_counter(3).seen(), 1);
     }
 
     #[test]
