@@ -22,6 +22,7 @@ pub mod notify;
 pub mod pubsub;
 pub mod raftlog;
 pub mod relay;
+pub mod script;
 pub mod snapshot;
 pub mod store;
 pub mod transport;

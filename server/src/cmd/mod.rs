@@ -28,6 +28,7 @@ pub mod heat;
 pub mod keys;
 pub mod list;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod set;
 pub mod string;
@@ -187,15 +188,18 @@ impl CommandSpec {
     /// cluster routing uses. Positions are within `argv`.
     pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
         // Where `numkeys` is, for the commands that have one.
-        let numkeys_at = match self.name {
-            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => Some(1),
-            "zunionstore" | "zinterstore" | "zdiffstore" => Some(2),
-            _ => None,
+        // Where `numkeys` is, and where the keys before it start (EVAL's argument 1 is
+        // its script, not a key).
+        let (numkeys_at, first) = match self.name {
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" => (Some(1), 1),
+            "zunionstore" | "zinterstore" | "zdiffstore" => (Some(2), 1),
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => (Some(2), 2),
+            _ => (None, 1),
         };
         let Some(at) = numkeys_at else {
             return self.key_positions(argv.len());
         };
-        let mut keys: Vec<usize> = (1..at).collect();
+        let mut keys: Vec<usize> = (first..at).collect();
         let n = argv
             .get(at)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
@@ -264,7 +268,7 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 10] = [
+    let families: [&'static [CommandSpec]; 11] = [
         cluster::COMMANDS,
         connection::COMMANDS,
         server::COMMANDS,
@@ -275,6 +279,7 @@ static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock:
         zset::COMMANDS,
         list::COMMANDS,
         pubsub::COMMANDS,
+        scripting::COMMANDS,
     ];
     let mut table = HashMap::new();
     for family in families {
@@ -530,6 +535,7 @@ mod tests {
             zset::COMMANDS,
             list::COMMANDS,
             pubsub::COMMANDS,
+            scripting::COMMANDS,
         ] {
             for spec in family {
                 assert!(names.insert(spec.name), "{} twice", spec.name);
