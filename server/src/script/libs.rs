@@ -1,5 +1,5 @@
 //! The libraries Redis gives scripts beyond Lua's own: `bit` (LuaBitOp's API on 32-bit
-//! integers).
+//! integers) and `cjson` ([`super::cjson`]).
 
 use mlua::{Lua, Table};
 
@@ -77,5 +77,6 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             })
         })?,
     )?;
-    lua.globals().raw_set("bit", bit)
+    lua.globals().raw_set("bit", bit)?;
+    super::cjson::install(lua)
 }

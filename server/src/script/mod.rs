@@ -14,6 +14,7 @@
 //! EVAL_RO/EVALSHA_RO (and scripts whose shebang says `no-writes`) refuse writes, so the
 //! read-only variants are served like other reads, under the leader's lease.
 
+mod cjson;
 mod convert;
 mod libs;
 mod rand48;

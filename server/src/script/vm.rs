@@ -80,8 +80,8 @@ impl std::fmt::Debug for Vm {
 /// wrappers, and the read-only globals.
 const PRELUDE: &str = r#"
 local hidden, redis = ...
-local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable =
-  debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable
+local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, string =
+  debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, string
 
 local function handler(err)
   local source, line = '@user_script', 0
@@ -102,6 +102,13 @@ local function handler(err)
   if type(err) == 'table' then
     msg = rawget(err, 'err')
     if type(msg) ~= 'string' then msg = 'ERR unknown error' end
+  elseif type(err) == 'userdata' then
+    -- An error raised by a native library function: its message, placed at the
+    -- script's line as Lua places errors of C functions.
+    local text = tostring(err)
+    text = string.match(text, '^[^\n]*') or text
+    text = string.gsub(text, '^runtime error: ', '')
+    msg = 'ERR user_script:' .. tostring(line) .. ': ' .. text
   else
     msg = 'ERR ' .. tostring(err)
   end
