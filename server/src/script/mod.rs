@@ -45,6 +45,8 @@ pub struct Scripts {
     /// Body by lower-case hex SHA1.
     bodies: HashMap<String, Arc<[u8]>>,
     vm: Option<Vm>,
+    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`).
+    compiled: HashMap<String, mlua::Function>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -83,6 +85,7 @@ impl Scripts {
     /// SCRIPT FLUSH: drops every script and the Lua state.
     pub fn clear(&mut self) {
         self.bodies.clear();
+        self.compiled.clear();
         self.vm = None;
     }
 
@@ -157,15 +160,15 @@ pub fn parse_shebang(body: &[u8]) -> Result<(ScriptFlags, &[u8]), CmdError> {
 /// Compiles `body` into the store's Lua state under `sha` (cached). The error is Redis's
 /// `Error compiling script` text.
 fn compile(store: &mut crate::store::Store, sha: &str, body: &[u8]) -> Result<(), CmdError> {
-    let (_, code) = parse_shebang(body)?;
-    let vm = store.scripts.vm()?;
-    if vm.compiled.contains_key(sha) {
+    if store.scripts.compiled.contains_key(sha) {
         return Ok(());
     }
+    let (_, code) = parse_shebang(body)?;
+    let vm = store.scripts.vm()?;
     let f = vm
         .compile(code)
         .map_err(|msg| CmdError::err(format!("Error compiling script (new function): {msg}")))?;
-    vm.compiled.insert(sha.to_string(), f);
+    store.scripts.compiled.insert(sha.to_string(), f);
     Ok(())
 }
 
@@ -214,6 +217,7 @@ fn run(
     args: &[Bytes],
     read_only: bool,
 ) -> CmdResult {
+    let by_body = matches!(source, Source::Body(_));
     let (sha, body) = match source {
         Source::Body(body) => (script_sha(body), Arc::<[u8]>::from(body)),
         Source::Sha(sha) => {
@@ -232,11 +236,11 @@ fn run(
     compile(ex.store, &sha, &body)?;
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
-    if !read_only {
+    if !read_only && by_body {
         ex.store.scripts.insert(&body);
     }
     let vm = ex.store.scripts.vm()?.clone();
-    let Some(function) = vm.compiled.get(&sha).cloned() else {
+    let Some(function) = ex.store.scripts.compiled.get(&sha).cloned() else {
         return Err(CmdError::raw(NOSCRIPT));
     };
     let lua = &vm.lua;

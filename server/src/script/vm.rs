@@ -19,7 +19,6 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hashbrown::HashMap;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
 
@@ -66,13 +65,11 @@ pub struct Vm {
     /// The real `redis` table (scripts see a read-only proxy), where the runner puts
     /// `call` and `pcall` for each run.
     pub redis: Table,
-    /// Compiled scripts by SHA1 (a cache; the script bodies are the state).
-    pub compiled: HashMap<String, Function>,
 }
 
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Vm({} compiled)", self.compiled.len())
+        write!(f, "Vm")
     }
 }
 
@@ -231,7 +228,6 @@ impl Vm {
             runner,
             hidden,
             redis,
-            compiled: HashMap::new(),
         })
     }
 
