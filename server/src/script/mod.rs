@@ -234,77 +234,32 @@ fn run(
     };
     let (script_flags, _) = parse_shebang(&body)?;
     compile(ex.store, &sha, &body)?;
+    let events_mark = ex.events.len();
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
     if !read_only && by_body {
         ex.store.scripts.insert(&body);
     }
-    let vm = ex.store.scripts.vm()?.clone();
-    let Some(function) = ex.store.scripts.compiled.get(&sha).cloned() else {
+    // The state is taken out of the store for the run (and put back after), so the run
+    // can borrow the store mutably; nothing a script calls reaches it meanwhile (SCRIPT
+    // and EVAL are not allowed from scripts).
+    ex.store.scripts.vm()?;
+    let (Some(vm), Some(function)) = (
+        ex.store.scripts.vm.take(),
+        ex.store.scripts.compiled.get(&sha).cloned(),
+    ) else {
         return Err(CmdError::raw(NOSCRIPT));
     };
-    let lua = &vm.lua;
-    let set_globals = || -> mlua::Result<()> {
-        let globals = lua.globals();
-        let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, lua.create_string(item)?)?;
-            }
-            Ok(t)
-        };
-        globals.raw_set("KEYS", to_table(keys)?)?;
-        globals.raw_set("ARGV", to_table(args)?)?;
-        Ok(())
-    };
-    set_globals().map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
-    let state = &vm.state;
-    state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
-    state.exhausted.store(false, Ordering::Relaxed);
-    state.kill.store(false, Ordering::Relaxed);
-    state.resp3.store(false, Ordering::Relaxed);
-    // A seed from the log entry's rng: the same on every replica, new for each script.
-    *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
-
-    let events_mark = ex.events.len();
-    let db = ex.db;
-    let ctx = CallCtx {
-        read_only: read_only || script_flags.no_writes,
-        undo: undo::UndoLog::default(),
-        scratch: ReplyWriter::default(),
-        state: vm.state.clone(),
-    };
-    let ctx = std::cell::RefCell::new(ctx);
-    let exr = std::cell::RefCell::new(&mut *ex);
-    let outcome = lua.scope(|scope| {
-        let call = scope.create_function(|lua, args: MultiValue| {
-            let (ok, value) = ctx.borrow_mut().call(&mut exr.borrow_mut(), lua, args);
-            if ok {
-                return Ok(value);
-            }
-            // Raise, leaving Redis's error table for the handler (see vm.rs).
-            vm.hidden.raw_set("pending", value)?;
-            Err(mlua::Error::runtime("redis.call failed"))
-        })?;
-        let pcall = scope.create_function(|lua, args: MultiValue| {
-            Ok(ctx.borrow_mut().call(&mut exr.borrow_mut(), lua, args).1)
-        })?;
-        vm.redis.raw_set("call", call)?;
-        vm.redis.raw_set("pcall", pcall)?;
-        let result: mlua::Result<(bool, Value)> = vm.runner.call(function);
-        vm.redis.raw_set("call", Value::Nil)?;
-        vm.redis.raw_set("pcall", Value::Nil)?;
-        vm.hidden.raw_set("pending", Value::Nil)?;
-        let (ok, value) = result?;
-        Ok(match ok {
-            true => Ok(value),
-            false => Err(value),
-        })
-    });
-    let ctx = ctx.into_inner();
-    ex.db = db;
-    let exhausted = state.exhausted.load(Ordering::Relaxed);
-    let killed = state.kill.swap(false, Ordering::Relaxed);
+    let outcome = run_in(
+        ex,
+        &vm,
+        function,
+        keys,
+        args,
+        read_only || script_flags.no_writes,
+    );
+    ex.store.scripts.vm = Some(vm);
+    let (outcome, undo, exhausted, killed) = outcome?;
     let stopped = match &outcome {
         _ if exhausted => Some(format!(
             "ERR Script exceeded its budget of {INSTRUCTION_BUDGET} instructions and was stopped; none of its writes were applied. script: {sha}"
@@ -322,7 +277,7 @@ fn run(
         Ok(_) => None,
     };
     if let Some(err) = stopped {
-        ctx.undo.undo(ex.store);
+        undo.undo(ex.store);
         ex.events.truncate(events_mark);
         return Err(CmdError::raw(err));
     }
@@ -345,6 +300,108 @@ fn run(
         }
         _ => Err(CmdError::err("Error running script: unknown error")),
     }
+}
+
+/// How a run ended: the script's result (or error table), its undo log, and whether
+/// the budget or SCRIPT KILL stopped it.
+type Outcome = (
+    mlua::Result<Result<Value, Value>>,
+    undo::UndoLog,
+    bool,
+    bool,
+);
+
+/// One script run in progress: what `redis.call` acts on (see [`call_current`]).
+struct Run<'e, 'a> {
+    ctx: CallCtx,
+    ex: &'e mut Exec<'a>,
+}
+
+/// Runs `function` with KEYS/ARGV set, `redis.call` pointed at `ex`.
+fn run_in(
+    ex: &mut Exec<'_>,
+    vm: &Vm,
+    function: mlua::Function,
+    keys: &[Bytes],
+    args: &[Bytes],
+    read_only: bool,
+) -> Result<Outcome, CmdError> {
+    let lua = &vm.lua;
+    let set_globals = || -> mlua::Result<()> {
+        let globals = lua.globals();
+        let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        globals.raw_set("KEYS", to_table(keys)?)?;
+        globals.raw_set("ARGV", to_table(args)?)?;
+        Ok(())
+    };
+    vm::unbounded(lua, set_globals).map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+    let state = &vm.state;
+    state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
+    state.exhausted.store(false, Ordering::Relaxed);
+    state.kill.store(false, Ordering::Relaxed);
+    state.resp3.store(false, Ordering::Relaxed);
+    // A seed from the log entry's rng: the same on every replica, new for each script.
+    *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
+    let db = ex.db;
+    let mut run = Run {
+        ctx: CallCtx {
+            read_only,
+            undo: undo::UndoLog::default(),
+            scratch: ReplyWriter::default(),
+            state: vm.state.clone(),
+        },
+        ex: &mut *ex,
+    };
+    state
+        .current
+        .store(&mut run as *mut Run<'_, '_> as *mut (), Ordering::Release);
+    let result: mlua::Result<(bool, Value)> = vm.runner.call(function);
+    state.current.store(std::ptr::null_mut(), Ordering::Release);
+    if state.pending.swap(false, Ordering::Relaxed) {
+        let _ = vm.hidden.raw_set("pending", Value::Nil);
+    }
+    let Run { ctx, ex } = run;
+    ex.db = db;
+    let outcome = result.map(|(ok, value)| match ok {
+        true => Ok(value),
+        false => Err(value),
+    });
+    Ok((
+        outcome,
+        ctx.undo,
+        state.exhausted.load(Ordering::Relaxed),
+        state.kill.swap(false, Ordering::Relaxed),
+    ))
+}
+
+/// `redis.call`/`redis.pcall` of the script running now: `(true, reply)` or `(false,
+/// {err=...})`.
+pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) -> (bool, Value) {
+    let p = state.current.load(Ordering::Acquire) as *mut Run<'static, 'static>;
+    if p.is_null() {
+        return err_table(
+            lua,
+            "ERR redis.call is only available inside a running script",
+        );
+    }
+    // SAFETY: `run_in` publishes a pointer to its `Run` only for the duration of
+    // `runner.call`, on this thread (the store lock is held throughout, so no other
+    // thread runs this Lua state), and clears it before the `Run` is used again or
+    // dropped. Lua reaches this function only from inside that call, and it does not
+    // re-enter (a command run by `redis.call` never runs Lua: EVAL, SCRIPT and FCALL
+    // are not allowed from scripts), so this is the only reference to the `Run` while
+    // it lives. The lifetimes erased by the cast are those of `run_in`'s borrows, which
+    // outlive the call.
+    let run = unsafe { &mut *p };
+    // Values built by the host (the reply) are bounded by the store, not by the script:
+    // built without the limit, which lets mlua skip a protected call per value.
+    vm::unbounded(lua, || run.ctx.call(run.ex, lua, args))
 }
 
 /// What `redis.call` needs during one script run.

@@ -9,14 +9,14 @@
 //! ([`LUA_MEMORY_LIMIT`]) and counts instructions with a hook ([`HOOK_EVERY`]), which
 //! stops a script past its budget ([`super::INSTRUCTION_BUDGET`]).
 //!
-//! `redis.call` and `redis.pcall` are native functions the runner installs for each
-//! script ([`super::run`]), so they can reach that run's store. Native, as in Redis, so
+//! `redis.call` and `redis.pcall` are native functions that act on the run in progress
+//! ([`super::call_current`]), so they reach that run's store. Native, as in Redis, so
 //! `return redis.call(...)` keeps the script's frame (a Lua tail call would drop it) and
 //! errors name the script's line. A failed `redis.call` leaves Redis's `{err=...}` table
 //! in `hidden.pending` and raises; the message handler and the `pcall` wrappers take the
 //! table from there.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
@@ -28,6 +28,16 @@ use super::rand48::Rand48;
 /// instruction budget it is not replica-exact (garbage collection timing differs with
 /// each replica's history), so it is set far above what scripts need.
 pub const LUA_MEMORY_LIMIT: usize = 512 << 20;
+
+/// Runs `f` (host code building Lua values) with the memory limit lifted: with a limit
+/// set, mlua wraps every value it creates in a protected call, which costs more than
+/// the value. The limit is for what scripts allocate; it is back before Lua runs again.
+pub fn unbounded<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    let _ = lua.set_memory_limit(0);
+    let r = f();
+    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+    r
+}
 
 /// The instruction hook runs every this many Lua VM instructions.
 pub const HOOK_EVERY: u32 = 10_000;
@@ -51,10 +61,13 @@ pub struct RunState {
     pub rand: Mutex<Option<Rand48>>,
     /// Instructions run in total (INFO).
     pub instructions: AtomicU64,
+    /// The run in progress (a `super::Run`), for `redis.call`; null between runs.
+    pub current: AtomicPtr<()>,
+    /// A failed `redis.call` left its error table in `hidden.pending`.
+    pub pending: AtomicBool,
 }
 
 /// The Lua state and what the runner needs from it.
-#[derive(Clone)]
 pub struct Vm {
     pub lua: Lua,
     pub state: Arc<RunState>,
@@ -62,9 +75,6 @@ pub struct Vm {
     pub runner: Function,
     /// Hidden table where a failed `redis.call` leaves its error table (`pending`).
     pub hidden: Table,
-    /// The real `redis` table (scripts see a read-only proxy), where the runner puts
-    /// `call` and `pcall` for each run.
-    pub redis: Table,
 }
 
 impl std::fmt::Debug for Vm {
@@ -196,6 +206,28 @@ impl Vm {
                     || stop_state.kill.load(Ordering::Relaxed))
             })?,
         )?;
+        let call_state = state.clone();
+        let call_hidden = hidden.clone();
+        redis.raw_set(
+            "call",
+            lua.create_function(move |lua, args: mlua::MultiValue| {
+                let (ok, value) = super::call_current(&call_state, lua, args);
+                if ok {
+                    return Ok(value);
+                }
+                // Raise, leaving Redis's error table for the handler and `pcall`.
+                call_hidden.raw_set("pending", value)?;
+                call_state.pending.store(true, Ordering::Relaxed);
+                Err(mlua::Error::runtime("redis.call failed"))
+            })?,
+        )?;
+        let pcall_state = state.clone();
+        redis.raw_set(
+            "pcall",
+            lua.create_function(move |lua, args: mlua::MultiValue| {
+                Ok(super::call_current(&pcall_state, lua, args).1)
+            })?,
+        )?;
         let runner: Function = lua
             .load(PRELUDE)
             .set_name("=kelvin")
@@ -227,7 +259,6 @@ impl Vm {
             state,
             runner,
             hidden,
-            redis,
         })
     }
 
