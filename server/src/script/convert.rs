@@ -127,21 +127,23 @@ fn parse(lua: &Lua, buf: &[u8], pos: &mut usize, depth: usize) -> mlua::Result<V
 }
 
 /// Writes a script's result `value` as a reply, as Redis's `luaReplyToRedisReply`.
-pub fn lua_to_reply(value: &Value, out: &mut ReplyWriter, depth: usize) {
+/// Booleans follow the script's own protocol (`redis.setresp`): under RESP2 true is 1
+/// and false a null, under RESP3 they are booleans.
+pub fn lua_to_reply(value: &Value, out: &mut ReplyWriter, depth: usize, script_resp3: bool) {
     if depth > MAX_NESTING {
         out.error("ERR reached lua stack limit");
         return;
     }
     match value {
         Value::String(s) => out.bulk(&s.as_bytes()),
-        Value::Boolean(b) => match (out.is_resp3(), b) {
+        Value::Boolean(b) => match (out.is_resp3() && script_resp3, b) {
             (true, b) => out.boolean(*b),
             (false, true) => out.int(1),
             (false, false) => out.null(),
         },
         Value::Integer(n) => out.int(*n),
         Value::Number(n) => out.int(number_to_int(*n)),
-        Value::Table(t) => table_to_reply(t, out, depth),
+        Value::Table(t) => table_to_reply(t, out, depth, script_resp3),
         _ => out.null(),
     }
 }
@@ -159,7 +161,7 @@ pub fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
-fn table_to_reply(t: &Table, out: &mut ReplyWriter, depth: usize) {
+fn table_to_reply(t: &Table, out: &mut ReplyWriter, depth: usize, script_resp3: bool) {
     if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
         let text = one_line(&e.to_string_lossy());
         out.error(text.strip_prefix('-').unwrap_or(&text));
@@ -192,8 +194,8 @@ fn table_to_reply(t: &Table, out: &mut ReplyWriter, depth: usize) {
         let pairs: Vec<(Value, Value)> = m.pairs::<Value, Value>().filter_map(Result::ok).collect();
         out.map(pairs.len());
         for (k, v) in &pairs {
-            lua_to_reply(k, out, depth + 1);
-            lua_to_reply(v, out, depth + 1);
+            lua_to_reply(k, out, depth + 1, script_resp3);
+            lua_to_reply(v, out, depth + 1, script_resp3);
         }
         return;
     }
@@ -205,7 +207,7 @@ fn table_to_reply(t: &Table, out: &mut ReplyWriter, depth: usize) {
             .collect();
         out.set(members.len());
         for k in &members {
-            lua_to_reply(k, out, depth + 1);
+            lua_to_reply(k, out, depth + 1, script_resp3);
         }
         return;
     }
@@ -227,7 +229,7 @@ fn table_to_reply(t: &Table, out: &mut ReplyWriter, depth: usize) {
     }
     out.array(items.len());
     for v in &items {
-        lua_to_reply(v, out, depth + 1);
+        lua_to_reply(v, out, depth + 1, script_resp3);
     }
 }
 
@@ -240,7 +242,7 @@ mod tests {
         let lua = Lua::new();
         let v = reply_to_lua(&lua, reply).unwrap();
         let mut out = ReplyWriter::new(version);
-        lua_to_reply(&v, &mut out, 0);
+        lua_to_reply(&v, &mut out, 0, true);
         out.buf
     }
 
@@ -278,7 +280,7 @@ mod tests {
     #[test]
     fn numbers_truncate() {
         let mut out = ReplyWriter::new(RespVersion::Resp2);
-        lua_to_reply(&Value::Number(-3.99), &mut out, 0);
+        lua_to_reply(&Value::Number(-3.99), &mut out, 0, false);
         assert_eq!(out.buf, b":-3\r\n");
     }
 }

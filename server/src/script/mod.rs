@@ -283,7 +283,13 @@ fn run(
     }
     match outcome {
         Ok(Ok(value)) => {
-            convert::lua_to_reply(&value, ex.out, 0);
+            let script_resp3 = ex
+                .store
+                .scripts
+                .vm
+                .as_ref()
+                .is_some_and(|vm| vm.state.resp3.load(Ordering::Relaxed));
+            convert::lua_to_reply(&value, ex.out, 0, script_resp3);
             Ok(())
         }
         Ok(Err(Value::Table(t))) => {

@@ -135,6 +135,45 @@ fn eval_converts_replies_and_errors_as_redis() {
 }
 
 #[test]
+fn booleans_follow_the_scripts_protocol_for_resp3_callers() {
+    let mut s = Store::default();
+    let batch = LogBatch {
+        now_ms: 1,
+        commands: [
+            "return {true, false}",
+            "redis.setresp(3) return {true, false}",
+        ]
+        .iter()
+        .map(|body| LogCommand::Single {
+            db: 0,
+            argv: vec![
+                Bytes::from_static(b"EVAL"),
+                Bytes::copy_from_slice(body.as_bytes()),
+                Bytes::from_static(b"0"),
+            ],
+        })
+        .collect(),
+    };
+    let mut writers = vec![
+        ReplyWriter::new(kelvin_protocol::RespVersion::Resp3),
+        ReplyWriter::new(kelvin_protocol::RespVersion::Resp3),
+    ];
+    apply_batch(
+        &mut s,
+        1,
+        &batch,
+        &mut Vec::new(),
+        Some(Replies {
+            writers: &mut writers,
+            owner: &[0, 1],
+        }),
+    );
+    // As redis-server 7.0 answers a RESP3 client.
+    assert_eq!(writers[0].buf, b"*2\r\n:1\r\n_\r\n");
+    assert_eq!(writers[1].buf, b"*2\r\n#t\r\n#f\r\n");
+}
+
+#[test]
 fn script_load_exists_flush_and_evalsha() {
     let mut s = Store::default();
     assert_eq!(
