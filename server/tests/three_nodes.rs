@@ -558,3 +558,55 @@ fn a_scripts_writes_survive_leader_failover_as_one_unit() {
         assert_eq!(known, "known", "{}: script cache", n.name);
     }
 }
+
+/// With three groups each keeps its own script cache: SCRIPT LOAD on the main port loads
+/// into every group, so EVALSHA works whatever group its key lives in; a script whose
+/// keys span groups is CROSSSLOT; SCRIPT FLUSH empties every group's cache.
+#[test]
+fn script_load_and_flush_reach_every_group() {
+    let nodes = form_group(false, 3);
+    wait_for_leader(&nodes, Duration::from_secs(5));
+    let mut con = nodes[1].client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('INCR', KEYS[1])")
+        .query(&mut con)
+        .unwrap();
+    // Keys spread over the three groups' slot ranges.
+    let mut groups_hit = std::collections::HashSet::new();
+    for i in 0..30 {
+        let key = format!("k{i}");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        groups_hit.insert(slot * 3 / 16384);
+        let n: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(n, 1, "EVALSHA on {key}");
+    }
+    assert_eq!(groups_hit.len(), 3, "keys should cover every group");
+    let err = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(30)
+        .arg((0..30).map(|i| format!("k{i}")).collect::<Vec<_>>())
+        .query::<i64>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
+    let ok: String = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    for i in 0..30 {
+        let err = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(format!("k{i}"))
+            .query::<i64>(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
+    }
+}
