@@ -1,5 +1,7 @@
 //! `kelvin-bench throughput`: redis-benchmark against Kelvin and redis-server, same
-//! machine, alternating servers, median of several rounds.
+//! machine, alternating servers, median of several rounds. Besides redis-benchmark's own
+//! tests, an EVALSHA row: a small read-modify-write Lua script ([`RMW_SCRIPT`]) loaded
+//! on both servers first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,31 @@ pub struct Options {
     pub profiler_ab: bool,
 }
 
+/// The EVALSHA row's script: read a counter, add to it, write it back, return it.
+pub const RMW_SCRIPT: &str =
+    "local v = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1]) \
+     redis.call('SET', KEYS[1], v) return v";
+
+/// Loads `script` with SCRIPT LOAD over a plain socket; returns its SHA1.
+fn script_load(port: u16, script: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((HOST, port)).context("connect for SCRIPT LOAD")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = format!(
+        "*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n${}\r\n{script}\r\n",
+        script.len()
+    );
+    s.write_all(req.as_bytes())?;
+    // `$40\r\n<sha>\r\n`
+    let mut reply = [0u8; 47];
+    s.read_exact(&mut reply).context("SCRIPT LOAD reply")?;
+    let text = String::from_utf8_lossy(&reply);
+    match text.strip_prefix("$40\r\n") {
+        Some(rest) => Ok(rest[..40].to_string()),
+        None => bail!("SCRIPT LOAD answered {text:?}"),
+    }
+}
+
 /// ops/s samples per (test, pipeline, server).
 type Samples = BTreeMap<(String, u32, Kind), Vec<f64>>;
 
@@ -43,6 +70,10 @@ pub fn run(opts: &Options) -> Result<String> {
         redis.pid()
     );
 
+    let sha = script_load(kelvin.port, RMW_SCRIPT)?;
+    if script_load(redis.port, RMW_SCRIPT)? != sha {
+        bail!("Kelvin and Redis disagree on the script's SHA1");
+    }
     let mut samples = Samples::new();
     for round in 0..opts.rounds {
         for &(pipeline, requests) in &opts.requests {
@@ -58,8 +89,12 @@ pub fn run(opts: &Options) -> Result<String> {
                     opts.rounds,
                     kind.name()
                 );
-                let results = benchmark(opts, guard.port, pipeline, requests)
+                let mut results = benchmark(opts, guard.port, pipeline, requests)
                     .with_context(|| format!("redis-benchmark against {}", kind.name()))?;
+                results.extend(
+                    evalsha_benchmark(opts, guard.port, &sha, pipeline, requests)
+                        .with_context(|| format!("EVALSHA against {}", kind.name()))?,
+                );
                 for (test, rps) in results {
                     eprintln!("    {test}: {rps:.0} ops/s");
                     samples.entry((test, pipeline, kind)).or_default().push(rps);
@@ -75,6 +110,7 @@ pub fn run(opts: &Options) -> Result<String> {
     report.push_str(&environment_note(&opts.programs));
     report.push_str(&format!(
         "- redis-benchmark -h {HOST} -c {} -r {} -t {} --csv; requests per run: {}; \
+         EVALSHA: a read-modify-write script (`{}`) on the same keyspace; \
          median of {} round(s); Redis with appendonly yes, appendfsync everysec; \
          Kelvin with --appendfsync everysec\n\n",
         opts.clients,
@@ -85,6 +121,7 @@ pub fn run(opts: &Options) -> Result<String> {
             .map(|(p, n)| format!("-P {p}: {n}"))
             .collect::<Vec<_>>()
             .join(", "),
+        RMW_SCRIPT,
         opts.rounds
     ));
     report.push_str(&table);
@@ -183,7 +220,42 @@ fn benchmark(
     redis_benchmark(&opts.redis_benchmark, port, &args, opts.run_timeout)
 }
 
-/// Runs `redis-benchmark -h 127.0.0.1 -p PORT ARGS... --csv -q` once, kills it after
+/// Runs redis-benchmark once with `EVALSHA sha 1 rmw:__rand_int__ 1` as its command;
+/// returns one ("EVALSHA", ops/s) pair.
+fn evalsha_benchmark(
+    opts: &Options,
+    port: u16,
+    sha: &str,
+    pipeline: u32,
+    requests: u64,
+) -> Result<Vec<(String, f64)>> {
+    let args: Vec<String> = [
+        "-c",
+        &opts.clients.to_string(),
+        "-n",
+        &requests.to_string(),
+        "-P",
+        &pipeline.to_string(),
+        "-r",
+        &opts.keyspace.to_string(),
+        "EVALSHA",
+        sha,
+        "1",
+        "rmw:__rand_int__",
+        "1",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let results = redis_benchmark(&opts.redis_benchmark, port, &args, opts.run_timeout)?;
+    Ok(results
+        .into_iter()
+        .take(1)
+        .map(|(_, rps)| ("EVALSHA".to_string(), rps))
+        .collect())
+}
+
+/// Runs `redis-benchmark -h 127.0.0.1 -p PORT --csv -q ARGS...` once, kills it after
 /// `timeout`, and returns (test, ops/s) pairs.
 pub fn redis_benchmark(
     program: &Path,
@@ -194,8 +266,9 @@ pub fn redis_benchmark(
     let mut child = Command::new(program)
         .args(["-h", HOST])
         .args(["-p", &port.to_string()])
-        .args(args)
+        // Before `args`: a custom command (EVALSHA ...) must come last.
         .args(["--csv", "-q"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1213,7 +1213,8 @@ fn unpin(node: &Node, client: &ClientState, argv: &[Bytes]) -> Result<(u64, Vec<
 /// On the main port with several groups, a keyless command over the whole keyspace runs
 /// on every group, and the replies merge as a proxy would: DBSIZE sums, KEYS
 /// concatenates, RANDOMKEY takes the first key found, FLUSHDB/FLUSHALL answer OK once all
-/// did, SWAPDB too (one group after the other, not atomically). SCAN walks the runs of
+/// did, SWAPDB too (one group after the other, not atomically), SCRIPT LOAD/FLUSH load
+/// or drop a script in every group's cache. SCAN walks the runs of
 /// slots in slot order: its cursor names a slot, the group owning the run of slots from
 /// there scans it, and when it is done the cursor is the next run's first slot
 /// ([`Merge::Scan`]), so every key is seen once, whatever the groups' slot ranges.
@@ -1247,6 +1248,9 @@ fn broadcast(
         "randomkey" => each(Merge::FirstKey),
         // Not atomic across groups (Redis Cluster has no SWAPDB at all).
         "flushdb" | "flushall" | "swapdb" => each(Merge::Ok),
+        // Every group keeps its own script cache (scripts run where their keys are).
+        "script" if argv.get(1).is_some_and(|a| cmd::is(a, "load")) => each(Merge::FirstKey),
+        "script" if argv.get(1).is_some_and(|a| cmd::is(a, "flush")) => each(Merge::Ok),
         "scan" => {
             let cursor = std::str::from_utf8(argv.get(1)?)
                 .ok()?

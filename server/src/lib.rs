@@ -24,6 +24,7 @@ pub mod raftlog;
 pub mod rdb;
 pub mod redis_params;
 pub mod relay;
+pub mod script;
 pub mod snapshot;
 pub mod store;
 pub mod transport;

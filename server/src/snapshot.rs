@@ -24,6 +24,10 @@
 //! }
 //! ```
 //!
+//! The loaded Lua scripts travel as one more chunk after the databases, with `db` =
+//! [`SCRIPTS_DB`] and a key per script: the key its SHA1, the value `Str(body)` (the
+//! loader recomputes the SHA1 from the body).
+//!
 //! The encoder walks databases, then slots, in order, and cuts a chunk once it holds about
 //! [`CHUNK_TARGET_BYTES`]; a chunk never spans two databases, may end in the middle of a
 //! slot, and never splits a key (a single huge key makes a chunk as large as it needs).
@@ -52,6 +56,9 @@ use rkyv::{Archive, Serialize};
 
 use crate::store::{Blob, Entry, Heat, Store, Value, DATABASES};
 use crate::zset::ZSet;
+
+/// The `db` of the chunk that carries the loaded scripts.
+pub const SCRIPTS_DB: u8 = 255;
 
 /// About how many bytes the encoder puts into one chunk.
 pub const CHUNK_TARGET_BYTES: usize = 1 << 20;
@@ -293,6 +300,34 @@ impl SnapshotEncoder {
                 .map_err(SnapshotError::Encode)?;
             return Ok(true);
         }
+        if self.db == DATABASES {
+            self.db += 1;
+            if !store.scripts.is_empty() {
+                let mut scripts: Vec<(&str, &[u8])> = store.scripts.iter().collect();
+                scripts.sort_unstable();
+                let chunk = Chunk {
+                    version: FORMAT_VERSION,
+                    db: SCRIPTS_DB,
+                    runs: vec![SlotRun {
+                        slot: 0,
+                        // Far fewer scripts than 2^32 fit in memory.
+                        keys: scripts.len() as u32,
+                    }],
+                    keys: scripts
+                        .into_iter()
+                        .map(|(sha, body)| KeyOut {
+                            key: sha.as_bytes(),
+                            expire_at: 0,
+                            heat: 0,
+                            value: ValueOut::Str(body),
+                        })
+                        .collect(),
+                };
+                rkyv::api::high::to_bytes_in::<_, rancor::Error>(&chunk, &mut *out)
+                    .map_err(SnapshotError::Encode)?;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -338,6 +373,17 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
     let version = archived.version.to_native();
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
+    }
+    if archived.db == SCRIPTS_DB {
+        let mut loaded = 0;
+        for k in archived.keys.iter() {
+            let ArchivedValueOut::Str(body) = &k.value else {
+                return Err(SnapshotError::Inconsistent("a script that is not a string"));
+            };
+            store.scripts.insert(body);
+            loaded += 1;
+        }
+        return Ok(loaded);
     }
     let db = archived.db as usize;
     if db >= DATABASES {

@@ -419,3 +419,194 @@ fn redis_crate_cluster_client_follows_the_leader() {
         assert_eq!(v, Some(i), "k{i} after the leader was killed");
     }
 }
+
+/// Keys one scripted write sets, all in one script run.
+const SCRIPT_KEYS: usize = 40;
+
+/// How many of run `id`'s keys a node holds (READONLY: its own replica).
+fn script_run_keys(con: &mut redis::Connection, id: u64) -> usize {
+    let keys: Vec<String> = (0..SCRIPT_KEYS)
+        .map(|i| format!("{{s}}:{id}:{i}"))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    get_many(con, &keys)
+        .iter()
+        .filter(|v| v.as_deref() == Some(id.to_string().as_str()))
+        .count()
+}
+
+/// A script's writes are one log entry: runs acknowledged before and after the leader
+/// is killed are whole on every replica, unacknowledged ones whole or absent, and the
+/// script loaded before the kill is known to the new leader (EVALSHA keeps working).
+#[test]
+fn a_scripts_writes_survive_leader_failover_as_one_unit() {
+    let mut nodes = form_group(false, 1);
+    let leader = wait_for_leader(&nodes, Duration::from_secs(5));
+    let body = format!(
+        "for i = 0, {} do redis.call('SET', '{{s}}:' .. ARGV[1] .. ':' .. i, ARGV[1]) end \
+         return redis.call('INCR', KEYS[1])",
+        SCRIPT_KEYS - 1
+    );
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(&body)
+        .query(&mut nodes[leader].client())
+        .unwrap();
+    let probe: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'known'")
+        .query(&mut nodes[leader].client())
+        .unwrap();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (stop, sha) = (stop.clone(), sha.clone());
+        std::thread::spawn(move || {
+            let (mut acked, mut unknown) = (Vec::new(), Vec::new());
+            let mut con: Option<redis::Connection> = None;
+            for id in 0..MAX_OPS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let url = &urls[id as usize % urls.len()];
+                let c = match con.as_mut() {
+                    Some(c) => c,
+                    None => match redis::Client::open(url.as_str())
+                        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+                    {
+                        Ok(c) => {
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(12)));
+                            con.insert(c)
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                let r: redis::RedisResult<i64> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg("{s}:runs")
+                    .arg(id)
+                    .query(c);
+                match r {
+                    Ok(_) => acked.push(id),
+                    Err(e) => {
+                        assert!(
+                            e.code() != Some("NOSCRIPT"),
+                            "the loaded script was lost: {e}"
+                        );
+                        unknown.push(id);
+                        con = None;
+                    }
+                }
+            }
+            (acked, unknown)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    nodes[leader].kill();
+    let new_leader = wait_for_leader(&nodes, Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[leader].start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, unknown) = runner.join().expect("script runner");
+    eprintln!(
+        "{} script runs acknowledged, {} unknown",
+        acked.len(),
+        unknown.len()
+    );
+    assert!(!acked.is_empty());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let states = group_states(&nodes);
+        if states.iter().all(|s| s.is_some() && *s == states[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for n in &nodes {
+        let mut con = n.client();
+        let _: String = redis::cmd("READONLY").query(&mut con).unwrap();
+        for &id in &acked {
+            assert_eq!(
+                script_run_keys(&mut con, id),
+                SCRIPT_KEYS,
+                "{}: run {id}",
+                n.name
+            );
+        }
+        for &id in &unknown {
+            let n_keys = script_run_keys(&mut con, id);
+            assert!(
+                n_keys == 0 || n_keys == SCRIPT_KEYS,
+                "{}: run {id} half applied: {n_keys}",
+                n.name
+            );
+        }
+        // EVALSHA_RO with READONLY runs on this replica: its own script cache.
+        let known: String = redis::cmd("EVALSHA_RO")
+            .arg(&probe)
+            .arg(0)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(known, "known", "{}: script cache", n.name);
+    }
+}
+
+/// With three groups each keeps its own script cache: SCRIPT LOAD on the main port loads
+/// into every group, so EVALSHA works whatever group its key lives in; a script whose
+/// keys span groups is CROSSSLOT; SCRIPT FLUSH empties every group's cache.
+#[test]
+fn script_load_and_flush_reach_every_group() {
+    let nodes = form_group(false, 3);
+    wait_for_leader(&nodes, Duration::from_secs(5));
+    let mut con = nodes[1].client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('INCR', KEYS[1])")
+        .query(&mut con)
+        .unwrap();
+    // Keys spread over the three groups' slot ranges.
+    let mut groups_hit = std::collections::HashSet::new();
+    for i in 0..30 {
+        let key = format!("k{i}");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        groups_hit.insert(slot * 3 / 16384);
+        let n: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(n, 1, "EVALSHA on {key}");
+    }
+    assert_eq!(groups_hit.len(), 3, "keys should cover every group");
+    let err = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(30)
+        .arg((0..30).map(|i| format!("k{i}")).collect::<Vec<_>>())
+        .query::<i64>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
+    let ok: String = redis::cmd("SCRIPT").arg("FLUSH").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    for i in 0..30 {
+        let err = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(format!("k{i}"))
+            .query::<i64>(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
+    }
+}

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod list;
 pub mod mpop;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod set;
 pub mod sort;
@@ -192,13 +193,16 @@ impl CommandSpec {
     /// ZUNIONSTORE...) included, whose key spec cannot say where their keys end: what
     /// cluster routing uses. Positions are within `argv`.
     pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
-        // Where `numkeys` is, for the commands that have one.
-        let numkeys_at = match self.name {
+        // Where `numkeys` is, and where the keys before it start (EVAL's argument 1 is
+        // its script, BLMPOP's its timeout: not keys).
+        let (numkeys_at, first) = match self.name {
             "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
-                Some(1)
+                (Some(1), 1)
             }
-            "zunionstore" | "zinterstore" | "zdiffstore" | "blmpop" | "bzmpop" => Some(2),
-            _ => None,
+            "zunionstore" | "zinterstore" | "zdiffstore" => (Some(2), 1),
+            "blmpop" | "bzmpop" => (Some(2), 2),
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => (Some(2), 2),
+            _ => (None, 1),
         };
         if self.name == "sort" {
             // SORT key ... STORE destination: the destination is a key too (the last
@@ -227,13 +231,8 @@ impl CommandSpec {
         let Some(at) = numkeys_at else {
             return self.key_positions(argv.len());
         };
-        // Before `numkeys`: the destination of the *STORE commands, the timeout of the
-        // blocking ones.
-        let mut keys: Vec<usize> = if matches!(self.name, "blmpop" | "bzmpop") {
-            Vec::new()
-        } else {
-            (1..at).collect()
-        };
+        // Before `numkeys`: the destination of the *STORE commands.
+        let mut keys: Vec<usize> = (first..at).collect();
         let n = argv
             .get(at)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
@@ -302,7 +301,7 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 15] = [
+    let families: [&'static [CommandSpec]; 16] = [
         hll::COMMANDS,
         mpop::COMMANDS,
         dump::COMMANDS,
@@ -318,6 +317,7 @@ static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock:
         zset::COMMANDS,
         list::COMMANDS,
         pubsub::COMMANDS,
+        scripting::COMMANDS,
     ];
     let mut table = HashMap::new();
     for family in families {
@@ -579,6 +579,7 @@ mod tests {
             zset::COMMANDS,
             list::COMMANDS,
             pubsub::COMMANDS,
+            scripting::COMMANDS,
         ] {
             for spec in family {
                 assert!(names.insert(spec.name), "{} twice", spec.name);

@@ -432,6 +432,9 @@ pub struct Store {
     /// The migrations this group takes part in (sealed and importing slots, settled
     /// keys): changed only by applying log entries.
     pub migrations: crate::migrate::state::MigrationState,
+    /// Loaded Lua scripts (replicated state: EVAL and SCRIPT LOAD add them at apply
+    /// time, snapshots carry them) and the Lua state that runs them.
+    pub scripts: crate::script::Scripts,
 }
 
 impl Default for Store {
@@ -449,6 +452,7 @@ impl Default for Store {
             keyspace_misses: 0,
             list_ready: tokio::sync::watch::channel(0).0,
             migrations: Default::default(),
+            scripts: crate::script::Scripts::default(),
         }
     }
 }
@@ -525,14 +529,15 @@ impl Store {
                 .is_some_and(|ks| ks.written.get(slot).is_some_and(|&w| w > since))
     }
 
-    /// Drops every database, before a snapshot is installed. Watchers are signalled as by
-    /// FLUSHALL; the rng, notification flags and INFO counters stay.
-    /// Empties the store before a snapshot is installed. (Migration state does not go
-    /// into snapshots yet: no migration can be started before it does.)
+    /// Drops every database and loaded script, before a snapshot is installed. Watchers
+    /// are signalled as by FLUSHALL; the rng, notification flags and INFO counters stay.
+    /// (Migration state does not go into snapshots yet: no migration can be started
+    /// before it does.)
     pub fn clear_all(&mut self) {
         self.signal_flush(None);
         self.dbs.iter_mut().for_each(|db| *db = None);
         self.migrations = Default::default();
+        self.scripts.clear();
     }
 
     /// Swaps two databases (SWAPDB).

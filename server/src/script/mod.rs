@@ -1,0 +1,559 @@
+//! Lua scripting: EVAL, EVALSHA, SCRIPT, run the same way on every replica.
+//!
+//! How it fits: EVAL and EVALSHA are data commands that go through the Raft log like any
+//! write, so a script runs at apply time on every replica of its group, under the store
+//! lock, atomically to other clients. Everything a script can observe is a function of
+//! the log: the store, its arguments, the entry's time (`TIME` inside a script answers
+//! the entry's `now_ms`), `math.random` (Redis's generator, reseeded with 0 before each
+//! script), and which scripts are loaded ([`Scripts`] lives in the [`Store`]: EVAL and
+//! SCRIPT LOAD add bodies at apply time, SCRIPT FLUSH clears them, and snapshots carry
+//! them). A script that runs past [`INSTRUCTION_BUDGET`] Lua instructions (counted by a
+//! hook, so every replica stops at the same instruction) or past the Lua memory bound is
+//! stopped and its writes are undone ([`undo::UndoLog`]): all or nothing.
+//!
+//! EVAL_RO/EVALSHA_RO (and scripts whose shebang says `no-writes`) refuse writes, so the
+//! read-only variants are served like other reads, under the leader's lease.
+
+mod cjson;
+mod convert;
+mod libs;
+mod rand48;
+mod undo;
+mod vm;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use kelvin_protocol::{ReplyWriter, RespVersion};
+use mlua::{Lua, MultiValue, Value};
+
+use crate::cmd::{self, flags, CmdError, CmdResult, Exec, Handler};
+pub use vm::script_sha;
+use vm::Vm;
+
+/// Lua VM instructions one script may run. Counted by the instruction hook, so every
+/// replica stops a script at the same point (a wall-clock limit could stop it at a
+/// different point on each). About a second of Lua on a current core.
+pub const INSTRUCTION_BUDGET: i64 = 200_000_000;
+
+/// The loaded scripts of a group's store (the replicated state) and its Lua state (a
+/// cache of it, created on first use).
+#[derive(Default)]
+pub struct Scripts {
+    /// Body by lower-case hex SHA1.
+    bodies: HashMap<String, Arc<[u8]>>,
+    vm: Option<Vm>,
+    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`).
+    compiled: HashMap<String, mlua::Function>,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scripts({} loaded)", self.bodies.len())
+    }
+}
+
+impl Scripts {
+    /// Loaded scripts, for snapshots: (sha, body).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.bodies.iter().map(|(k, v)| (k.as_str(), &v[..]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+
+    /// Adds a body (from a snapshot, or EVAL / SCRIPT LOAD). Returns its SHA1.
+    pub fn insert(&mut self, body: &[u8]) -> String {
+        let sha = script_sha(body);
+        self.bodies
+            .entry(sha.clone())
+            .or_insert_with(|| Arc::from(body));
+        sha
+    }
+
+    pub fn contains(&self, sha: &str) -> bool {
+        self.bodies.contains_key(sha)
+    }
+
+    /// SCRIPT FLUSH: drops every script and the Lua state.
+    pub fn clear(&mut self) {
+        self.bodies.clear();
+        self.compiled.clear();
+        self.vm = None;
+    }
+
+    /// Lua instructions run so far by this store's scripts.
+    pub fn instructions(&self) -> u64 {
+        self.vm
+            .as_ref()
+            .map_or(0, |vm| vm.state.instructions.load(Ordering::Relaxed))
+    }
+
+    /// Asks the running script, if any, to stop (SCRIPT KILL on a read-only script).
+    pub fn kill_handle(&self) -> Option<Arc<vm::RunState>> {
+        self.vm.as_ref().map(|vm| vm.state.clone())
+    }
+
+    fn vm(&mut self) -> Result<&mut Vm, CmdError> {
+        if self.vm.is_none() {
+            let vm = Vm::new().map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+            self.vm = Some(vm);
+        }
+        // Set just above if it was missing.
+        self.vm
+            .as_mut()
+            .ok_or_else(|| CmdError::err("Lua state unavailable"))
+    }
+}
+
+/// Flags a script may declare in its `#!lua flags=...` shebang.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScriptFlags {
+    pub no_writes: bool,
+    pub allow_cross_slot: bool,
+}
+
+/// Splits a body into its shebang flags and the code to compile (from the end of the
+/// shebang line, so line numbers stay those of the body). Without a shebang, the whole
+/// body with default flags.
+pub fn parse_shebang(body: &[u8]) -> Result<(ScriptFlags, &[u8]), CmdError> {
+    if !body.starts_with(b"#!") {
+        return Ok((ScriptFlags::default(), body));
+    }
+    let end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+    let line = String::from_utf8_lossy(&body[..end]);
+    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    let engine = parts.next().unwrap_or("");
+    if engine != "#!lua" {
+        return Err(CmdError::err(format!(
+            "Unexpected engine in script shebang: {engine}"
+        )));
+    }
+    let mut flags = ScriptFlags::default();
+    for part in parts {
+        let Some(list) = part.strip_prefix("flags=") else {
+            return Err(CmdError::err(format!("Unknown lua shebang option: {part}")));
+        };
+        for flag in list.split(',').filter(|f| !f.is_empty()) {
+            match flag {
+                "no-writes" => flags.no_writes = true,
+                "allow-cross-slot-keys" => flags.allow_cross_slot = true,
+                "allow-oom" | "allow-stale" | "no-cluster" => {}
+                other => {
+                    return Err(CmdError::err(format!(
+                        "Unexpected flag in script shebang: {other}"
+                    )))
+                }
+            }
+        }
+    }
+    Ok((flags, &body[end..]))
+}
+
+/// Compiles `body` into the store's Lua state under `sha` (cached). The error is Redis's
+/// `Error compiling script` text.
+fn compile(store: &mut crate::store::Store, sha: &str, body: &[u8]) -> Result<(), CmdError> {
+    if store.scripts.compiled.contains_key(sha) {
+        return Ok(());
+    }
+    let (_, code) = parse_shebang(body)?;
+    let vm = store.scripts.vm()?;
+    let f = vm
+        .compile(code)
+        .map_err(|msg| CmdError::err(format!("Error compiling script (new function): {msg}")))?;
+    store.scripts.compiled.insert(sha.to_string(), f);
+    Ok(())
+}
+
+/// SCRIPT LOAD: checks and compiles the body, adds it. Returns its SHA1.
+pub fn load(store: &mut crate::store::Store, body: &[u8]) -> Result<String, CmdError> {
+    let sha = script_sha(body);
+    compile(store, &sha, body)?;
+    store.scripts.insert(body);
+    Ok(sha)
+}
+
+/// What to run: a body (EVAL) or a SHA1 (EVALSHA).
+pub enum Source<'a> {
+    Body(&'a [u8]),
+    Sha(&'a [u8]),
+}
+
+/// EVAL / EVALSHA / EVAL_RO / EVALSHA_RO: `argv` is `[name, script|sha, numkeys,
+/// keys..., args...]`. `read_only` for the `_RO` variants. The reply goes to `ex.out`.
+pub fn eval(ex: &mut Exec<'_>, argv: &[Bytes], by_sha: bool, read_only: bool) -> CmdResult {
+    let numkeys = cmd::int_arg(&argv[2])?;
+    if numkeys < 0 {
+        return Err(CmdError::err("Number of keys can't be negative"));
+    }
+    let numkeys = numkeys as usize;
+    if numkeys > argv.len() - 3 {
+        return Err(CmdError::err(
+            "Number of keys can't be greater than number of args",
+        ));
+    }
+    let keys = &argv[3..3 + numkeys];
+    let args = &argv[3 + numkeys..];
+    let source = match by_sha {
+        true => Source::Sha(&argv[1]),
+        false => Source::Body(&argv[1]),
+    };
+    run(ex, source, keys, args, read_only)
+}
+
+const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+
+fn run(
+    ex: &mut Exec<'_>,
+    source: Source<'_>,
+    keys: &[Bytes],
+    args: &[Bytes],
+    read_only: bool,
+) -> CmdResult {
+    let by_body = matches!(source, Source::Body(_));
+    let (sha, body) = match source {
+        Source::Body(body) => (script_sha(body), Arc::<[u8]>::from(body)),
+        Source::Sha(sha) => {
+            let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+            let body = ex
+                .store
+                .scripts
+                .bodies
+                .get(&sha)
+                .cloned()
+                .ok_or(CmdError::raw(NOSCRIPT))?;
+            (sha, body)
+        }
+    };
+    let (script_flags, _) = parse_shebang(&body)?;
+    compile(ex.store, &sha, &body)?;
+    let events_mark = ex.events.len();
+    // EVAL adds its script to the cache, as Redis does; the read-only variants may run
+    // outside the log (on the leader's lease), so they leave the replicated cache alone.
+    if !read_only && by_body {
+        ex.store.scripts.insert(&body);
+    }
+    // The state is taken out of the store for the run (and put back after), so the run
+    // can borrow the store mutably; nothing a script calls reaches it meanwhile (SCRIPT
+    // and EVAL are not allowed from scripts).
+    ex.store.scripts.vm()?;
+    let (Some(vm), Some(function)) = (
+        ex.store.scripts.vm.take(),
+        ex.store.scripts.compiled.get(&sha).cloned(),
+    ) else {
+        return Err(CmdError::raw(NOSCRIPT));
+    };
+    let outcome = run_in(
+        ex,
+        &vm,
+        function,
+        keys,
+        args,
+        read_only || script_flags.no_writes,
+    );
+    ex.store.scripts.vm = Some(vm);
+    let (outcome, undo, exhausted, killed) = outcome?;
+    let stopped = match &outcome {
+        _ if exhausted => Some(format!(
+            "ERR Script exceeded its budget of {INSTRUCTION_BUDGET} instructions and was stopped; none of its writes were applied. script: {sha}"
+        )),
+        _ if killed => Some("ERR Script killed by user with SCRIPT KILL...".to_string()),
+        Err(mlua::Error::MemoryError(_)) => Some(format!(
+            "ERR Script exceeded the Lua memory limit and was stopped; none of its writes were applied. script: {sha}"
+        )),
+        Err(e) => Some(format!("ERR Error running script: {}", convert::one_line(&e.to_string()))),
+        // Lua 5.1's xpcall hands back the bare message, without the handler, when
+        // allocation fails.
+        Ok(Err(Value::String(s))) if s.as_bytes().starts_with(b"not enough memory") => Some(format!(
+            "ERR Script exceeded the Lua memory limit and was stopped; none of its writes were applied. script: {sha}"
+        )),
+        Ok(_) => None,
+    };
+    if let Some(err) = stopped {
+        undo.undo(ex.store);
+        ex.events.truncate(events_mark);
+        return Err(CmdError::raw(err));
+    }
+    match outcome {
+        Ok(Ok(value)) => {
+            let script_resp3 = ex
+                .store
+                .scripts
+                .vm
+                .as_ref()
+                .is_some_and(|vm| vm.state.resp3.load(Ordering::Relaxed));
+            convert::lua_to_reply(&value, ex.out, 0, script_resp3);
+            Ok(())
+        }
+        Ok(Err(Value::Table(t))) => {
+            let msg: String = t
+                .raw_get("err")
+                .unwrap_or_else(|_| "ERR unknown error".into());
+            let source: String = t.raw_get("source").unwrap_or_default();
+            let line: i64 = t.raw_get("line").unwrap_or(0);
+            let msg = convert::one_line(&msg);
+            Err(CmdError::raw(format!(
+                "{} script: {sha}, on {source}:{line}.",
+                msg.strip_prefix('-').unwrap_or(&msg)
+            )))
+        }
+        _ => Err(CmdError::err("Error running script: unknown error")),
+    }
+}
+
+/// How a run ended: the script's result (or error table), its undo log, and whether
+/// the budget or SCRIPT KILL stopped it.
+type Outcome = (
+    mlua::Result<Result<Value, Value>>,
+    undo::UndoLog,
+    bool,
+    bool,
+);
+
+/// One script run in progress: what `redis.call` acts on (see [`call_current`]).
+struct Run<'e, 'a> {
+    ctx: CallCtx,
+    ex: &'e mut Exec<'a>,
+}
+
+/// Runs `function` with KEYS/ARGV set, `redis.call` pointed at `ex`.
+fn run_in(
+    ex: &mut Exec<'_>,
+    vm: &Vm,
+    function: mlua::Function,
+    keys: &[Bytes],
+    args: &[Bytes],
+    read_only: bool,
+) -> Result<Outcome, CmdError> {
+    let lua = &vm.lua;
+    let set_globals = || -> mlua::Result<()> {
+        let globals = lua.globals();
+        let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        globals.raw_set("KEYS", to_table(keys)?)?;
+        globals.raw_set("ARGV", to_table(args)?)?;
+        Ok(())
+    };
+    vm::unbounded(lua, set_globals).map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+    let state = &vm.state;
+    state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
+    state.exhausted.store(false, Ordering::Relaxed);
+    state.kill.store(false, Ordering::Relaxed);
+    state.resp3.store(false, Ordering::Relaxed);
+    // A seed from the log entry's rng: the same on every replica, new for each script.
+    *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
+    let db = ex.db;
+    let mut run = Run {
+        ctx: CallCtx {
+            read_only,
+            undo: undo::UndoLog::default(),
+            scratch: ReplyWriter::default(),
+            state: vm.state.clone(),
+        },
+        ex: &mut *ex,
+    };
+    state
+        .current
+        .store(&mut run as *mut Run<'_, '_> as *mut (), Ordering::Release);
+    let result: mlua::Result<(bool, Value)> = vm.runner.call(function);
+    state.current.store(std::ptr::null_mut(), Ordering::Release);
+    if state.pending.swap(false, Ordering::Relaxed) {
+        let _ = vm.hidden.raw_set("pending", Value::Nil);
+    }
+    let Run { ctx, ex } = run;
+    ex.db = db;
+    let outcome = result.map(|(ok, value)| match ok {
+        true => Ok(value),
+        false => Err(value),
+    });
+    Ok((
+        outcome,
+        ctx.undo,
+        state.exhausted.load(Ordering::Relaxed),
+        state.kill.swap(false, Ordering::Relaxed),
+    ))
+}
+
+/// `redis.call`/`redis.pcall` of the script running now: `(true, reply)` or `(false,
+/// {err=...})`.
+pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) -> (bool, Value) {
+    let p = state.current.load(Ordering::Acquire) as *mut Run<'static, 'static>;
+    if p.is_null() {
+        return err_table(
+            lua,
+            "ERR redis.call is only available inside a running script",
+        );
+    }
+    // SAFETY: `run_in` publishes a pointer to its `Run` only for the duration of
+    // `runner.call`, on this thread (the store lock is held throughout, so no other
+    // thread runs this Lua state), and clears it before the `Run` is used again or
+    // dropped. Lua reaches this function only from inside that call, and it does not
+    // re-enter (a command run by `redis.call` never runs Lua: EVAL, SCRIPT and FCALL
+    // are not allowed from scripts), so this is the only reference to the `Run` while
+    // it lives. The lifetimes erased by the cast are those of `run_in`'s borrows, which
+    // outlive the call.
+    let run = unsafe { &mut *p };
+    // Values built by the host (the reply) are bounded by the store, not by the script:
+    // built without the limit, which lets mlua skip a protected call per value.
+    vm::unbounded(lua, || run.ctx.call(run.ex, lua, args))
+}
+
+/// What `redis.call` needs during one script run.
+struct CallCtx {
+    read_only: bool,
+    undo: undo::UndoLog,
+    scratch: ReplyWriter,
+    state: Arc<vm::RunState>,
+}
+
+fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
+    match lua.create_table() {
+        Ok(t) => {
+            let _ = t.raw_set("err", msg);
+            (false, Value::Table(t))
+        }
+        Err(_) => (false, Value::Nil),
+    }
+}
+
+impl CallCtx {
+    /// `redis.call`/`redis.pcall`: `(true, reply)` or `(false, {err=...})`.
+    fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, args: MultiValue) -> (bool, Value) {
+        if args.is_empty() {
+            return err_table(
+                lua,
+                "ERR Please specify at least one argument for this redis lib call",
+            );
+        }
+        let mut argv = Vec::with_capacity(args.len());
+        for a in args {
+            let bytes = match a {
+                Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
+                Value::Integer(_) | Value::Number(_) => match lua.coerce_string(a) {
+                    Ok(Some(s)) => Bytes::copy_from_slice(&s.as_bytes()),
+                    _ => Bytes::new(),
+                },
+                _ => {
+                    return err_table(
+                        lua,
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    )
+                }
+            };
+            argv.push(bytes);
+        }
+        let version = match self.state.resp3.load(Ordering::Relaxed) {
+            true => RespVersion::Resp3,
+            false => RespVersion::Resp2,
+        };
+        self.scratch.buf.clear();
+        self.scratch.version = version;
+        if let Err(e) = self.dispatch(ex, &argv) {
+            self.scratch.buf.clear();
+            return err_table(lua, &e.0);
+        }
+        match convert::reply_to_lua(lua, &self.scratch.buf) {
+            Ok(Value::Table(t)) if matches!(t.raw_get::<Value>("err"), Ok(Value::String(_))) => {
+                (false, Value::Table(t))
+            }
+            Ok(v) => (true, v),
+            Err(e) => err_table(lua, &format!("ERR {e}")),
+        }
+    }
+
+    /// Runs one command of the script into `self.scratch`.
+    fn dispatch(&mut self, ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+        let Some(spec) = cmd::lookup(&argv[0]) else {
+            return Err(CmdError::err("Unknown Redis command called from script"));
+        };
+        if !spec.arity_ok(argv.len()) {
+            return Err(CmdError::err(
+                "Wrong number of args calling Redis command from script",
+            ));
+        }
+        let out = &mut self.scratch;
+        let handler = match spec.handler {
+            _ if spec.flags & (flags::NOSCRIPT | flags::BLOCKING | flags::PUBSUB) != 0 => None,
+            Handler::Data(h) => Some(h),
+            // The connection commands that make sense in a script, answered here.
+            Handler::Conn(_) => {
+                return match spec.name {
+                    "ping" => {
+                        match argv.get(1) {
+                            Some(m) => out.bulk(m),
+                            None => out.simple("PONG"),
+                        }
+                        Ok(())
+                    }
+                    "echo" => {
+                        out.bulk(&argv[1]);
+                        Ok(())
+                    }
+                    "time" => {
+                        // The log entry's time: the same on every replica.
+                        let ms = ex.now_ms;
+                        out.array(2);
+                        out.bulk(itoa::Buffer::new().format(ms / 1000).as_bytes());
+                        out.bulk(itoa::Buffer::new().format((ms % 1000) * 1000).as_bytes());
+                        Ok(())
+                    }
+                    "select" => {
+                        let db = cmd::int_arg(&argv[1])
+                            .ok()
+                            .filter(|d| (0..crate::store::DATABASES as i64).contains(d))
+                            .ok_or(CmdError::err("DB index is out of range"))?;
+                        ex.db = db as usize;
+                        out.ok();
+                        Ok(())
+                    }
+                    _ => Err(CmdError::err(
+                        "This Redis command is not allowed from script",
+                    )),
+                };
+            }
+        };
+        let Some(handler) = handler else {
+            return Err(CmdError::err(
+                "This Redis command is not allowed from script",
+            ));
+        };
+        if spec.is_write() {
+            if self.read_only {
+                return Err(CmdError::err(
+                    "Write commands are not allowed from read-only scripts.",
+                ));
+            }
+            self.undo.before_write(ex.store, ex.db, spec, argv);
+        }
+        let mut inner = Exec {
+            store: &mut *ex.store,
+            db: ex.db,
+            now_ms: ex.now_ms,
+            out,
+            events: &mut *ex.events,
+            lazy_expired: &mut *ex.lazy_expired,
+            may_block: false,
+            block: None,
+        };
+        let result = handler(&mut inner, argv);
+        if result.is_err() {
+            inner.out.buf.clear();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

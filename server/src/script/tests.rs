@@ -1,0 +1,256 @@
+//! Scripts applied through the state machine, as every replica applies them.
+
+use bytes::Bytes;
+use kelvin_protocol::log::{LogBatch, LogCommand};
+use kelvin_protocol::ReplyWriter;
+
+use crate::machine::{apply_batch, Replies};
+use crate::store::Store;
+
+fn apply(store: &mut Store, index: u64, words: &[&str]) -> String {
+    let batch = LogBatch {
+        now_ms: 1_700_000_000_123,
+        commands: vec![LogCommand::Single {
+            db: 0,
+            argv: words
+                .iter()
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect(),
+        }],
+    };
+    let mut writers = vec![ReplyWriter::default()];
+    let mut events = Vec::new();
+    apply_batch(
+        store,
+        index,
+        &batch,
+        &mut events,
+        Some(Replies {
+            writers: &mut writers,
+            owner: &[0],
+        }),
+    );
+    String::from_utf8_lossy(&writers[0].buf).into_owned()
+}
+
+#[test]
+fn eval_converts_replies_and_errors_as_redis() {
+    let mut s = Store::default();
+    let mut i = 0;
+    let mut run = |words: &[&str]| {
+        i += 1;
+        apply(&mut s, i, words)
+    };
+    assert_eq!(
+        run(&["EVAL", "return {1,2,3,'ciao',{1,2},nil,5}", "0"]),
+        "*5\r\n:1\r\n:2\r\n:3\r\n$4\r\nciao\r\n*2\r\n:1\r\n:2\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.call('incr', KEYS[1])", "1", "n"]),
+        ":1\r\n"
+    );
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "return redis.call('get', KEYS[1]) .. ARGV[1]",
+            "1",
+            "n",
+            "x"
+        ]),
+        "$2\r\n1x\r\n"
+    );
+    assert_eq!(run(&["EVAL", "return 3.99", "0"]), ":3\r\n");
+    assert_eq!(
+        run(&["EVAL", "return redis.call('get', 'missing')", "0"]),
+        "$-1\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.status_reply('FINE')", "0"]),
+        "+FINE\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.error_reply('My Error')", "0"]),
+        "-My Error\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.sha1hex('')", "0"]),
+        "$40\r\nda39a3ee5e6b4b0d3255bfef95601890afd80709\r\n"
+    );
+    assert_eq!(run(&["EVAL", "return redis.call('nosuch')", "0"]),
+        "-ERR Unknown Redis command called from script script: 206396248e12c6e742fd7296250433c8d7343b74, on @user_script:1.\r\n");
+    assert_eq!(
+        run(&["EVAL", "return redis.pcall('nosuch')", "0"]),
+        "-ERR Unknown Redis command called from script\r\n"
+    );
+    assert_eq!(run(&["EVAL", "error('boom')", "0"]),
+        "-ERR user_script:1: boom script: 82903a0434f1503e152f89c03c9acd881a0e8150, on @user_script:1.\r\n");
+    assert_eq!(run(&["EVAL", "x = 1", "0"]),
+        "-ERR user_script:1: Attempt to modify a readonly table script: 34bce5f775de97f557a34088509c8bfe1ea17e52, on @user_script:1.\r\n");
+    assert_eq!(run(&["EVAL", "return a.b", "0"]),
+        "-ERR user_script:1: Script attempted to access nonexistent global variable 'a' script: f4bf8d93bcdac3681fcf8fa3183b9e6e77e678b1, on @user_script:1.\r\n");
+    assert_eq!(
+        run(&["EVAL", "syntax error here", "0"]),
+        "-ERR Error compiling script (new function): user_script:1: '=' expected near 'error'\r\n"
+    );
+    assert_eq!(
+        run(&["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"]),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(run(&["EVAL", "return os", "0"]),
+        "-ERR user_script:1: Script attempted to access nonexistent global variable 'os' script: f03b5ad6e7d58786b6a5e879efbea4a4408f5c2f, on @user_script:1.\r\n");
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "math.randomseed(0) return {math.random(100), math.random(100), math.random(100)}",
+            "0"
+        ]),
+        "*3\r\n:18\r\n:75\r\n:10\r\n"
+    );
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "math.randomseed(12345) return {math.random(1,6), math.random(10,20)}",
+            "0"
+        ]),
+        "*2\r\n:2\r\n:20\r\n"
+    );
+    assert_eq!(run(&["EVAL", "#!lua flags=no-writes\nreturn redis.call('set','a','b')", "0"]),
+        "-ERR Write commands are not allowed from read-only scripts. script: 6acb400a50fe96e33eca4e0af6e9dcfb21193726, on @user_script:2.\r\n");
+    assert_eq!(
+        run(&["EVAL", "#!lua flags=bad\nreturn 1", "0"]),
+        "-ERR Unexpected flag in script shebang: bad\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.call('time')[1]", "0"]),
+        "$10\r\n1700000000\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return 1", "2", "a"]),
+        "-ERR Number of keys can't be greater than number of args\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return bit.band(0xff, 0x0f)", "0"]),
+        ":15\r\n"
+    );
+}
+
+#[test]
+fn booleans_follow_the_scripts_protocol_for_resp3_callers() {
+    let mut s = Store::default();
+    let batch = LogBatch {
+        now_ms: 1,
+        commands: [
+            "return {true, false}",
+            "redis.setresp(3) return {true, false}",
+        ]
+        .iter()
+        .map(|body| LogCommand::Single {
+            db: 0,
+            argv: vec![
+                Bytes::from_static(b"EVAL"),
+                Bytes::copy_from_slice(body.as_bytes()),
+                Bytes::from_static(b"0"),
+            ],
+        })
+        .collect(),
+    };
+    let mut writers = vec![
+        ReplyWriter::new(kelvin_protocol::RespVersion::Resp3),
+        ReplyWriter::new(kelvin_protocol::RespVersion::Resp3),
+    ];
+    apply_batch(
+        &mut s,
+        1,
+        &batch,
+        &mut Vec::new(),
+        Some(Replies {
+            writers: &mut writers,
+            owner: &[0, 1],
+        }),
+    );
+    // As redis-server 7.0 answers a RESP3 client.
+    assert_eq!(writers[0].buf, b"*2\r\n:1\r\n_\r\n");
+    assert_eq!(writers[1].buf, b"*2\r\n#t\r\n#f\r\n");
+}
+
+#[test]
+fn script_load_exists_flush_and_evalsha() {
+    let mut s = Store::default();
+    assert_eq!(
+        apply(&mut s, 1, &["SCRIPT", "LOAD", "return 1"]),
+        "$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n"
+    );
+    assert_eq!(
+        apply(
+            &mut s,
+            2,
+            &["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"]
+        ),
+        ":1\r\n"
+    );
+    assert_eq!(
+        apply(
+            &mut s,
+            3,
+            &[
+                "SCRIPT",
+                "EXISTS",
+                "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+                "ffff"
+            ]
+        ),
+        "*2\r\n:1\r\n:0\r\n"
+    );
+    assert_eq!(apply(&mut s, 4, &["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(
+        apply(
+            &mut s,
+            5,
+            &["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"]
+        ),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(apply(&mut s, 6, &["SCRIPT", "LOAD", "return 1 +"]),
+        "-ERR Error compiling script (new function): user_script:1: unexpected symbol near '<eof>'\r\n");
+}
+
+#[test]
+fn a_script_past_its_budget_leaves_no_writes() {
+    let mut s = Store::default();
+    apply(&mut s, 1, &["SET", "k", "before"]);
+    let reply = apply(&mut s, 2, &["EVAL", "redis.call('set', KEYS[1], 'during'); redis.call('set', 'other', 'x'); while true do pcall(function() while true do end end) end", "1", "k"]);
+    assert!(
+        reply.starts_with("-ERR Script exceeded its budget"),
+        "{reply}"
+    );
+    assert_eq!(apply(&mut s, 3, &["GET", "k"]), "$6\r\nbefore\r\n");
+    assert_eq!(apply(&mut s, 4, &["EXISTS", "other"]), ":0\r\n");
+    // The state is usable afterwards.
+    assert_eq!(
+        apply(
+            &mut s,
+            5,
+            &["EVAL", "return redis.call('get', KEYS[1])", "1", "k"]
+        ),
+        "$6\r\nbefore\r\n"
+    );
+}
+
+#[test]
+fn scripts_travel_in_snapshots() {
+    let mut s = Store::default();
+    apply(&mut s, 1, &["SCRIPT", "LOAD", "return 'hi'"]);
+    apply(&mut s, 2, &["SET", "k", "v"]);
+    let mut enc = crate::snapshot::SnapshotEncoder::new();
+    let mut chunks = Vec::new();
+    let mut buf = Vec::new();
+    while enc.encode_next(&s, &mut buf).unwrap() {
+        chunks.push(buf.clone());
+    }
+    let mut t = Store::default();
+    for c in &chunks {
+        crate::snapshot::load_chunk(&mut t, c).unwrap();
+    }
+    let sha = crate::script::script_sha(b"return 'hi'");
+    assert_eq!(apply(&mut t, 3, &["EVALSHA", &sha, "0"]), "$2\r\nhi\r\n");
+}
