@@ -83,7 +83,7 @@ fn apply_command(
         }
         LogCommand::Single { db, argv } => run(store, *db, now_ms, argv, out, events, true),
         LogCommand::Migrate(op) => {
-            crate::migrate::apply::apply(store, op, out);
+            crate::migrate::apply::apply(store, op, now_ms, out);
             None
         }
         LogCommand::Transaction {

@@ -24,6 +24,9 @@
 //! }
 //! ```
 //!
+//! The group's migration state travels in a chunk of its own after that, `db` =
+//! [`MIGRATIONS_DB`], one key whose value is its encoding.
+//!
 //! The loaded Lua scripts travel as one more chunk after the databases, with `db` =
 //! [`SCRIPTS_DB`] and a key per script: the key its SHA1, the value `Str(body)` (the
 //! loader recomputes the SHA1 from the body).
@@ -59,6 +62,10 @@ use crate::zset::ZSet;
 
 /// The `db` of the chunk that carries the loaded scripts.
 pub const SCRIPTS_DB: u8 = 255;
+/// The `db` of the chunk that carries the group's migration state (one key,
+/// [`MIGRATIONS_KEY`], its value [`crate::migrate::state::MigrationState::encode`]).
+pub const MIGRATIONS_DB: u8 = 254;
+const MIGRATIONS_KEY: &[u8] = b"migrations";
 
 /// About how many bytes the encoder puts into one chunk.
 pub const CHUNK_TARGET_BYTES: usize = 1 << 20;
@@ -328,6 +335,26 @@ impl SnapshotEncoder {
                 return Ok(true);
             }
         }
+        if self.db == DATABASES + 1 {
+            self.db += 1;
+            if !store.migrations.is_empty() {
+                let state = store.migrations.encode();
+                let chunk = Chunk {
+                    version: FORMAT_VERSION,
+                    db: MIGRATIONS_DB,
+                    runs: vec![SlotRun { slot: 0, keys: 1 }],
+                    keys: vec![KeyOut {
+                        key: MIGRATIONS_KEY,
+                        expire_at: 0,
+                        heat: 0,
+                        value: ValueOut::Str(&state),
+                    }],
+                };
+                rkyv::api::high::to_bytes_in::<_, rancor::Error>(&chunk, &mut *out)
+                    .map_err(SnapshotError::Encode)?;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -373,6 +400,21 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
     let version = archived.version.to_native();
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
+    }
+    if archived.db == MIGRATIONS_DB {
+        let [k] = &archived.keys[..] else {
+            return Err(SnapshotError::Inconsistent(
+                "a migration chunk holds one key",
+            ));
+        };
+        let ArchivedValueOut::Str(state) = &k.value else {
+            return Err(SnapshotError::Inconsistent(
+                "migration state is not a string",
+            ));
+        };
+        store.migrations = crate::migrate::state::MigrationState::decode(state)
+            .map_err(SnapshotError::Inconsistent)?;
+        return Ok(0);
     }
     if archived.db == SCRIPTS_DB {
         let mut loaded = 0;
@@ -646,6 +688,22 @@ mod tests {
             // A db used but empty writes nothing.
             assert!(loaded.db_ref(7).is_none());
         }
+    }
+
+    #[test]
+    fn the_migration_state_travels_with_the_snapshot() {
+        let mut store = sample_store();
+        store.migrations.seal(4, &[10, 11], 2).unwrap();
+        store.migrations.import(5, &[key_slot(b"k")], 3).unwrap();
+        store.migrations.settle(0, b"k");
+        let chunks = encode_all(&store, 4096);
+        let (loaded, keys) = load_all(chunks.iter().rev());
+        assert_eq!(keys, store.dbs().map(|(_, ks)| ks.len()).sum::<usize>());
+        assert_eq!(loaded.migrations, store.migrations);
+        assert_same(&store, &loaded);
+        // Without migrations, no chunk for them.
+        let plain = sample_store();
+        assert_eq!(encode_all(&plain, 4096).len(), chunks.len() - 1);
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //! copy from the source that arrives later never overwrites it.
 
 use bytes::Bytes;
-use kelvin_protocol::log::MigrateOp;
+use kelvin_protocol::log::{MigrateOp, MovedKey};
 use kelvin_protocol::ReplyWriter;
 
-use super::state::{SealProof, Serve};
+use super::state::{SealProof, Serve, SlotRole};
 use crate::cmd::CommandSpec;
-use crate::store::Store;
+use crate::store::{Entry, Store};
 
 /// The reply to a command applied after its slot was sealed here (the client's node
 /// routes it again to the new owner).
@@ -23,8 +23,9 @@ pub const SEALED: &str = "TRYAGAIN the key's slot moved to another group; send t
 pub const NOT_YET: &str =
     "TRYAGAIN the key's slot is being handed over to this group; send the command again";
 
-/// Applies one migration op. Errors are replies, the same on every replica.
-pub fn apply(store: &mut Store, op: &MigrateOp, out: &mut ReplyWriter) {
+/// Applies one migration op at log time `now_ms`. Errors are replies, the same on every
+/// replica.
+pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWriter) {
     let result = match op {
         MigrateOp::Seal {
             migration,
@@ -47,9 +48,15 @@ pub fn apply(store: &mut Store, op: &MigrateOp, out: &mut ReplyWriter) {
                 log_ms: *log_ms,
             },
         ),
-        MigrateOp::Keys { .. } => {
-            // Restoring moved values needs the DUMP format (issue 17's rdb module).
-            out.error("ERR moving keys is not part of this build yet");
+        MigrateOp::Keys {
+            migration,
+            db,
+            keys,
+        } => {
+            match moved_keys(store, *migration, *db, keys, now_ms) {
+                Ok(written) => out.int(written as i64),
+                Err(e) => out.error(&format!("ERR {e}")),
+            }
             return;
         }
         MigrateOp::Finish { migration } => finish(store, *migration),
@@ -60,15 +67,70 @@ pub fn apply(store: &mut Store, op: &MigrateOp, out: &mut ReplyWriter) {
     }
 }
 
+/// Writes keys copied from the source, each only if this group has no word of its own
+/// on it yet (never over a key written or deleted here since the seal, never twice), and
+/// not if it expired by the log's time (the later of this entry's and the seal's). No
+/// keyspace notification, no WATCH signal: the key's value did not change, only its
+/// place. Returns how many keys were written.
+fn moved_keys(
+    store: &mut Store,
+    migration: u64,
+    db: u8,
+    keys: &[MovedKey],
+    now_ms: u64,
+) -> Result<usize, String> {
+    if db as usize >= crate::store::DATABASES {
+        return Err("moved keys for a database out of range".into());
+    }
+    // All or nothing: every key must belong to this migration's import.
+    let mut seals = Vec::with_capacity(keys.len());
+    for k in keys {
+        let slot = kelvin_protocol::key_slot(&k.key);
+        match store.migrations.role(slot) {
+            Some(SlotRole::Importing {
+                migration: m,
+                proof,
+                ..
+            }) if m == migration => seals.push(proof.map_or(0, |p| p.log_ms)),
+            _ => {
+                return Err(format!(
+                    "key of slot {slot} is not imported by migration {migration}"
+                ))
+            }
+        }
+    }
+    let mut written = 0;
+    for (k, seal_ms) in keys.iter().zip(seals) {
+        if k.expire_at != 0 && k.expire_at <= now_ms.max(seal_ms) {
+            // Expired at the source's time already: it never comes back here.
+            store.migrations.accept_moved(db, &k.key);
+            continue;
+        }
+        // A payload that does not restore settles nothing: the key stays to be pulled.
+        let Ok(value) = crate::rdb::restore(&k.payload) else {
+            continue;
+        };
+        if !store.migrations.accept_moved(db, &k.key) {
+            continue;
+        }
+        let mut entry = Entry::new(value);
+        entry.expire_at = k.expire_at;
+        entry.heat.touch(now_ms, false);
+        store.db(db as usize).insert(&k.key, entry);
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// The end of a migration here: a source drops the keys of the slots it sealed (the
 /// target holds them now); a target's slots become its own.
 fn finish(store: &mut Store, migration: u64) -> Result<(), super::state::MigrationError> {
     let sealed: Vec<u16> = store
         .migrations
         .slots()
-        .filter(|(_, role)| {
-            matches!(role, super::state::SlotRole::Sealed { migration: m, .. } if *m == migration)
-        })
+        .filter(
+            |(_, role)| matches!(role, SlotRole::Sealed { migration: m, .. } if *m == migration),
+        )
         .map(|(s, _)| s)
         .collect();
     store.migrations.finish(migration)?;
@@ -141,6 +203,7 @@ mod tests {
                 target: 2,
                 slots: vec![slot],
             },
+            0,
             &mut out,
         );
         assert_eq!(out.buf, b"+OK\r\n");
@@ -152,13 +215,13 @@ mod tests {
             assert_eq!(refusal(&store, get, &argv(&["GET", "other"])), None);
         }
         let mut out = ReplyWriter::default();
-        apply(&mut store, &MigrateOp::Finish { migration: 4 }, &mut out);
+        apply(&mut store, &MigrateOp::Finish { migration: 4 }, 0, &mut out);
         assert_eq!(out.buf, b"+OK\r\n");
         assert!(store.db(0).raw_get(key).is_none() && store.db(3).raw_get(key).is_none());
         assert_eq!((store.db(0).len(), store.db(3).len()), (1, 0));
         assert_eq!(refusal(&store, get, &argv(&["GET", "sess:1"])), None);
         let mut out = ReplyWriter::default();
-        apply(&mut store, &MigrateOp::Finish { migration: 4 }, &mut out);
+        apply(&mut store, &MigrateOp::Finish { migration: 4 }, 0, &mut out);
         assert_eq!(out.buf, b"-ERR no migration 4 here\r\n");
     }
 
@@ -174,6 +237,7 @@ mod tests {
                 source: 9,
                 slots: vec![slot],
             },
+            0,
             &mut out,
         );
         let set = crate::cmd::lookup(b"SET").unwrap();
@@ -186,11 +250,97 @@ mod tests {
                 index: 10,
                 log_ms: 5,
             },
+            0,
             &mut out,
         );
         assert_eq!(refusal(&store, set, &cmd), None);
         settle_written(&mut store, 0, set, &cmd);
         assert!(store.migrations.is_settled(0, b"k"));
         assert!(!store.migrations.accept_moved(0, b"k"));
+    }
+
+    /// Keys of slot `slot` that move: a value, one settled by a target write meanwhile,
+    /// one expired at the seal, one whose payload is damaged.
+    #[test]
+    fn moved_keys_land_once_never_over_target_writes_never_expired() {
+        let mut store = Store::default();
+        let slot = kelvin_protocol::key_slot(b"{s}a");
+        let mut out = ReplyWriter::default();
+        let ops = [
+            MigrateOp::Import {
+                migration: 3,
+                source: 1,
+                slots: vec![slot],
+            },
+            MigrateOp::Proof {
+                migration: 3,
+                index: 7,
+                log_ms: 1000,
+            },
+        ];
+        for op in &ops {
+            apply(&mut store, op, 900, &mut out);
+        }
+        let payload = |v: &str| {
+            Bytes::from(crate::rdb::dump(&crate::store::Value::Str(
+                v.as_bytes().to_vec(),
+            )))
+        };
+        // The target wrote {s}b itself after the seal.
+        store.db(0).insert(
+            b"{s}b",
+            Entry::new(crate::store::Value::Str(b"mine".to_vec())),
+        );
+        store.migrations.settle(0, b"{s}b");
+        let moved = |key: &str, expire_at: u64, payload: Bytes| MovedKey {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            expire_at,
+            payload,
+        };
+        let keys = MigrateOp::Keys {
+            migration: 3,
+            db: 0,
+            keys: vec![
+                moved("{s}a", 5000, payload("va")),
+                moved("{s}b", 0, payload("old")),
+                moved("{s}c", 999, payload("gone")),
+                moved("{s}d", 0, Bytes::from_static(b"not a dump")),
+            ],
+        };
+        let mut out = ReplyWriter::default();
+        apply(&mut store, &keys, 950, &mut out);
+        assert_eq!(out.buf, b":1\r\n");
+        let ks = store.db(0);
+        assert_eq!(ks.raw_get(b"{s}a").map(|e| e.expire_at), Some(5000));
+        assert!(
+            matches!(&ks.raw_get(b"{s}b").unwrap().value, crate::store::Value::Str(v) if v == b"mine")
+        );
+        assert!(ks.raw_get(b"{s}c").is_none() && ks.raw_get(b"{s}d").is_none());
+        assert!(store.migrations.is_settled(0, b"{s}c"));
+        assert!(!store.migrations.is_settled(0, b"{s}d"));
+        // A second copy of {s}a does not land again.
+        let mut out = ReplyWriter::default();
+        let again = MigrateOp::Keys {
+            migration: 3,
+            db: 0,
+            keys: vec![moved("{s}a", 0, payload("stale"))],
+        };
+        apply(&mut store, &again, 960, &mut out);
+        assert_eq!(out.buf, b":0\r\n");
+        assert_eq!(
+            store.db(0).raw_get(b"{s}a").map(|e| e.expire_at),
+            Some(5000)
+        );
+        // Keys of a slot this migration does not import are refused whole.
+        let mut out = ReplyWriter::default();
+        let stray = MigrateOp::Keys {
+            migration: 3,
+            db: 0,
+            keys: vec![moved("elsewhere", 0, payload("x"))],
+        };
+        apply(&mut store, &stray, 960, &mut out);
+        if kelvin_protocol::key_slot(b"elsewhere") != slot {
+            assert!(out.buf.starts_with(b"-ERR key of slot"));
+        }
     }
 }

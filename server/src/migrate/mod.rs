@@ -12,9 +12,9 @@
 //! - [`apply`]: the log's migration ops (seal, import, proof, finish) applied to that
 //!   state in the store, and the guard every data command passes at apply: nothing is
 //!   applied to a sealed slot, or to an importing one before the seal's proof.
-//! - Still to come: moving keys (the `Keys` op, with the DUMP format), that state in
-//!   snapshots, the meta group's `migrate` lines, fault-in, push and drain, the phase
-//!   driver (issue 12).
+//!   Moved keys (the `Keys` op) arrive as DUMP payloads and land only on keys not
+//!   settled; the state goes into snapshots (`snapshot::MIGRATIONS_DB`).
+
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 

@@ -224,6 +224,107 @@ impl MigrationState {
     }
 }
 
+impl MigrationState {
+    /// The state as bytes, for snapshots (little-endian):
+    ///
+    /// ```text
+    /// nslots u32 | (slot u16, role u8: 1 sealed | 2 importing, migration u64, group u64,
+    ///               has_proof u8, proof index u64, proof log_ms u64)*
+    /// nsettled u32 | (db u8, key_len u32, key)*
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Cannot truncate: at most 16384 slots; settled keys are far fewer than 2^32.
+        out.extend_from_slice(&(self.slots.len() as u32).to_le_bytes());
+        for (&slot, role) in &self.slots {
+            out.extend_from_slice(&slot.to_le_bytes());
+            let (kind, migration, group, proof) = match *role {
+                SlotRole::Sealed { migration, target } => (1u8, migration, target, None),
+                SlotRole::Importing {
+                    migration,
+                    source,
+                    proof,
+                } => (2u8, migration, source, proof),
+            };
+            out.push(kind);
+            out.extend_from_slice(&migration.to_le_bytes());
+            out.extend_from_slice(&group.to_le_bytes());
+            out.push(u8::from(proof.is_some()));
+            let p = proof.unwrap_or(SealProof {
+                index: 0,
+                log_ms: 0,
+            });
+            out.extend_from_slice(&p.index.to_le_bytes());
+            out.extend_from_slice(&p.log_ms.to_le_bytes());
+        }
+        let mut settled: Vec<&(u8, Vec<u8>)> = self.settled.iter().collect();
+        settled.sort_unstable();
+        out.extend_from_slice(&(settled.len() as u32).to_le_bytes());
+        for (db, key) in settled {
+            out.push(*db);
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+        }
+        out
+    }
+
+    /// The state [`MigrationState::encode`] wrote; `Err` on anything else, never a panic.
+    pub fn decode(mut buf: &[u8]) -> Result<MigrationState, &'static str> {
+        fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+            if buf.len() < n {
+                return Err("truncated migration state");
+            }
+            let (head, rest) = buf.split_at(n);
+            *buf = rest;
+            Ok(head)
+        }
+        let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let mut state = MigrationState::default();
+        let n = u32_at(take(&mut buf, 4)?);
+        for _ in 0..n {
+            let b = take(&mut buf, 2 + 1 + 8 + 8 + 1 + 16)?;
+            let slot = u16::from_le_bytes([b[0], b[1]]);
+            if slot as usize >= kelvin_protocol::SLOT_COUNT {
+                return Err("migration state: slot out of range");
+            }
+            let (migration, group) = (u64_at(&b[3..11]), u64_at(&b[11..19]));
+            let proof = match b[19] {
+                0 => None,
+                1 => Some(SealProof {
+                    index: u64_at(&b[20..28]),
+                    log_ms: u64_at(&b[28..36]),
+                }),
+                _ => return Err("migration state: bad proof flag"),
+            };
+            let role = match b[2] {
+                1 => SlotRole::Sealed {
+                    migration,
+                    target: group,
+                },
+                2 => SlotRole::Importing {
+                    migration,
+                    source: group,
+                    proof,
+                },
+                _ => return Err("migration state: bad slot role"),
+            };
+            state.slots.insert(slot, role);
+        }
+        let n = u32_at(take(&mut buf, 4)?);
+        for _ in 0..n {
+            let db = take(&mut buf, 1)?[0];
+            let len = u32_at(take(&mut buf, 4)?);
+            let key = take(&mut buf, len)?.to_vec();
+            state.settled.insert((db, key));
+        }
+        if !buf.is_empty() {
+            return Err("migration state: trailing bytes");
+        }
+        Ok(state)
+    }
+}
+
 fn same_migration(role: &SlotRole, migration: u64) -> bool {
     matches!(role, SlotRole::Sealed { migration: m, .. } | SlotRole::Importing { migration: m, .. } if *m == migration)
 }
@@ -297,6 +398,31 @@ mod tests {
         assert!(!t.is_settled(0, k));
     }
 
+    #[test]
+    fn the_state_round_trips_through_its_encoding() {
+        let mut st = MigrationState::default();
+        assert_eq!(MigrationState::decode(&st.encode()), Ok(st.clone()));
+        st.seal(1, &[3, 4], 9).unwrap();
+        st.import(2, &[slot_of(b"k")], 8).unwrap();
+        st.prove_seal(
+            2,
+            SealProof {
+                index: 5,
+                log_ms: 6,
+            },
+        )
+        .unwrap();
+        st.settle(3, b"k");
+        let bytes = st.encode();
+        assert_eq!(MigrationState::decode(&bytes), Ok(st));
+        for cut in 0..bytes.len() {
+            assert!(
+                MigrationState::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         /// A whole overwrite at the target (SET, DEL): its value wins.
@@ -306,6 +432,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = MigrationState::decode(&bytes);
+        }
+
         /// Whatever the interleaving of target writes and copies from the source, a key
         /// ends with the last target write if there was one, else the source's value.
         #[test]
