@@ -14,7 +14,9 @@
 //!   applied to a sealed slot, or to an importing one before the seal's proof.
 //!   Moved keys (the `Keys` op) arrive as DUMP payloads and land only on keys not
 //!   settled; the state goes into snapshots (`snapshot::MIGRATIONS_DB`).
-
+//! - Still to come (issue 12): routing by that state in the connections, the pull of
+//!   unsettled keys (fault-in), the eager push and the drain, the phase driver and
+//!   `kelvin-cli cluster reshard`. (The topology's `migrate` lines are in `cluster`.)
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 
