@@ -31,6 +31,7 @@ pub mod heat;
 pub mod hll;
 pub mod keys;
 pub mod list;
+pub mod migrate;
 pub mod mpop;
 pub mod pubsub;
 pub mod scripting;
@@ -301,7 +302,8 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 16] = [
+    let families: [&'static [CommandSpec]; 17] = [
+        migrate::COMMANDS,
         hll::COMMANDS,
         mpop::COMMANDS,
         dump::COMMANDS,

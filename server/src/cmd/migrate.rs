@@ -1,0 +1,256 @@
+//! The source's side of moving keys: what the target's leader asks the source's leader
+//! for during a migration (Kelvin's own commands; clients have no use for them).
+//!
+//! ```text
+//! KELVIN.MIGRATE-PULL <migration> <db> <key> [key ...]
+//!     -> per key: nil (absent, or expired at the log's time) | [expire_at, payload]
+//! KELVIN.MIGRATE-SCAN <migration> <db> <slot> <cursor> <count>
+//!     -> [next cursor ("0": the slot is done), [[key, expire_at, payload] ...]]
+//! ```
+//!
+//! Payloads are DUMP payloads ([`crate::rdb`]); `expire_at` is absolute Unix ms (0: none).
+//! Both only read slots this group sealed for that migration: once sealed the source
+//! writes nothing there, so what it answers is the keys' final value at the source.
+//! They take no keys in the routing sense (the slot is the target's now): the node
+//! sends them pinned to the source group (`KELVIN.ON <group> ...`).
+
+use bytes::Bytes;
+
+use crate::cmd::{data, flags::*, CmdError, CmdResult, CommandSpec, Exec, NO_KEYS};
+use crate::migrate::state::SlotRole;
+
+/// Most keys one PULL may name, and one SCAN may return.
+pub const MAX_MOVE_BATCH: usize = 1000;
+
+pub const COMMANDS: &[CommandSpec] = &[
+    data(
+        "kelvin.migrate-pull",
+        -4,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "Reads keys of a slot this group sealed, to move them (Kelvin: the fault-in of live resharding).",
+        pull,
+    ),
+    data(
+        "kelvin.migrate-scan",
+        6,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "Reads a sealed slot's keys in pages, to move them (Kelvin: the drain of live resharding).",
+        scan,
+    ),
+];
+
+fn number(arg: &[u8]) -> Result<u64, CmdError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or(CmdError::NOT_INTEGER)
+}
+
+fn database(arg: &[u8]) -> Result<usize, CmdError> {
+    let db = number(arg)? as usize;
+    if db >= crate::store::DATABASES {
+        return Err(CmdError::err("DB index is out of range"));
+    }
+    Ok(db)
+}
+
+/// Checks that `slot` is sealed here by `migration`.
+fn sealed(ex: &Exec<'_>, migration: u64, slot: u16) -> Result<(), CmdError> {
+    match ex.store.migrations.role(slot) {
+        Some(SlotRole::Sealed { migration: m, .. }) if m == migration => Ok(()),
+        _ => Err(CmdError::err(format!(
+            "slot {slot} is not sealed by migration {migration} in this group"
+        ))),
+    }
+}
+
+/// Writes `[expire_at, payload]` of `key`, or nil if it is absent or expired.
+fn entry_reply(ex: &mut Exec<'_>, db: usize, key: &[u8], with_key: bool) -> bool {
+    let now = ex.now_ms;
+    let Some(entry) = ex.store.db(db).get(key, now) else {
+        if !with_key {
+            ex.out.null();
+        }
+        return false;
+    };
+    let expire_at = entry.expire_at;
+    let payload = crate::rdb::dump(&entry.value);
+    ex.out.array(if with_key { 3 } else { 2 });
+    if with_key {
+        ex.out.bulk(key);
+    }
+    ex.out.int(expire_at as i64);
+    ex.out.bulk(&payload);
+    true
+}
+
+fn pull(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let migration = number(&argv[1])?;
+    let db = database(&argv[2])?;
+    let keys = &argv[3..];
+    if keys.len() > MAX_MOVE_BATCH {
+        return Err(CmdError::err(format!(
+            "at most {MAX_MOVE_BATCH} keys per KELVIN.MIGRATE-PULL"
+        )));
+    }
+    for k in keys {
+        sealed(ex, migration, kelvin_protocol::key_slot(k))?;
+    }
+    ex.out.array(keys.len());
+    for k in keys {
+        entry_reply(ex, db, k, false);
+    }
+    Ok(())
+}
+
+fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let migration = number(&argv[1])?;
+    let db = database(&argv[2])?;
+    let slot = number(&argv[3])?;
+    if slot as usize >= kelvin_protocol::SLOT_COUNT {
+        return Err(CmdError::err("Invalid or out of range slot"));
+    }
+    let slot = slot as u16;
+    let cursor = number(&argv[4])?;
+    let count = (number(&argv[5])? as usize).clamp(1, MAX_MOVE_BATCH);
+    sealed(ex, migration, slot)?;
+    let (keys, next) = {
+        let (keys, next) = ex.store.db(db).scan_slot(slot as usize, cursor, count);
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.to_vec()).collect();
+        (keys, next)
+    };
+    ex.out.array(2);
+    ex.out.bulk(next.unwrap_or(0).to_string().as_bytes());
+    // Expired keys are left out; the count is known only once they are written.
+    let mut body = kelvin_protocol::ReplyWriter::new(ex.out.version);
+    let mut n = 0;
+    {
+        let out = std::mem::replace(ex.out, body);
+        for k in &keys {
+            n += usize::from(entry_reply(ex, db, k, true));
+        }
+        body = std::mem::replace(ex.out, out);
+    }
+    ex.out.array(n);
+    ex.out.buf.extend_from_slice(&body.buf);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, Store, Value};
+    use kelvin_protocol::ReplyWriter;
+
+    fn run(store: &mut Store, words: &[&str], now_ms: u64) -> Vec<u8> {
+        let argv: Vec<Bytes> = words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        let spec = crate::cmd::lookup(&argv[0]).unwrap();
+        let crate::cmd::Handler::Data(handler) = spec.handler else {
+            panic!("a data command")
+        };
+        let mut out = ReplyWriter::default();
+        let (mut events, mut lazy) = (Vec::new(), Vec::new());
+        let mut ex = Exec {
+            store,
+            db: 0,
+            now_ms,
+            out: &mut out,
+            events: &mut events,
+            lazy_expired: &mut lazy,
+            may_block: false,
+            block: None,
+        };
+        if let Err(e) = handler(&mut ex, &argv) {
+            out.error(&e.0);
+        }
+        out.buf
+    }
+
+    #[test]
+    fn pull_and_scan_read_only_sealed_slots() {
+        let mut store = Store::default();
+        let slot = kelvin_protocol::key_slot(b"{m}a");
+        for (k, exp) in [("{m}a", 0), ("{m}b", 5000), ("{m}gone", 10)] {
+            let mut e = Entry::new(Value::Str(k.as_bytes().to_vec()));
+            e.expire_at = exp;
+            store.db(0).insert(k.as_bytes(), e);
+        }
+        let pull = [
+            "KELVIN.MIGRATE-PULL",
+            "7",
+            "0",
+            "{m}a",
+            "{m}missing",
+            "{m}gone",
+        ];
+        let refused = run(&mut store, &pull, 100);
+        assert!(
+            refused.starts_with(b"-ERR slot"),
+            "{}",
+            String::from_utf8_lossy(&refused)
+        );
+        store.migrations.seal(7, &[slot], 2).unwrap();
+        let got = run(&mut store, &pull, 100);
+        let payload = crate::rdb::dump(&Value::Str(b"{m}a".to_vec()));
+        let mut want = b"*3\r\n*2\r\n:0\r\n".to_vec();
+        want.extend_from_slice(format!("${}\r\n", payload.len()).as_bytes());
+        want.extend_from_slice(&payload);
+        want.extend_from_slice(b"\r\n$-1\r\n$-1\r\n");
+        assert_eq!(got, want);
+        // A page of one, then the rest; the expired key never moves.
+        let first = run(
+            &mut store,
+            &["KELVIN.MIGRATE-SCAN", "7", "0", &slot.to_string(), "0", "1"],
+            100,
+        );
+        let text = String::from_utf8_lossy(&first).to_string();
+        assert!(text.starts_with("*2\r\n$"), "{text}");
+        let cursor: String = text.split("\r\n").nth(2).unwrap().to_string();
+        assert_ne!(cursor, "0");
+        let mut seen = text.matches("{m}").count();
+        let mut cursor = cursor;
+        for _ in 0..5 {
+            if cursor == "0" {
+                break;
+            }
+            let page = run(
+                &mut store,
+                &[
+                    "KELVIN.MIGRATE-SCAN",
+                    "7",
+                    "0",
+                    &slot.to_string(),
+                    &cursor,
+                    "1",
+                ],
+                100,
+            );
+            let text = String::from_utf8_lossy(&page).to_string();
+            cursor = text.split("\r\n").nth(2).unwrap().to_string();
+            seen += text.matches("{m}").count();
+        }
+        assert_eq!(cursor, "0");
+        // {m}a and {m}b, each named twice (the key, and inside its DUMP payload).
+        assert_eq!(seen, 4);
+        let other = run(
+            &mut store,
+            &[
+                "KELVIN.MIGRATE-SCAN",
+                "8",
+                "0",
+                &slot.to_string(),
+                "0",
+                "10",
+            ],
+            100,
+        );
+        assert!(other.starts_with(b"-ERR slot"));
+    }
+}
