@@ -170,7 +170,7 @@ impl MigrationSpec {
 }
 
 /// Parses `0-5460,7` (or [`NO_SLOTS`]: none); `Err` names the bad range.
-fn parse_ranges(slots: &str) -> Result<Vec<(u16, u16)>, String> {
+pub fn parse_ranges(slots: &str) -> Result<Vec<(u16, u16)>, String> {
     let mut ranges = Vec::new();
     for r in slots.split(',').filter(|_| slots != NO_SLOTS) {
         let (a, b) = r.split_once('-').unwrap_or((r, r));

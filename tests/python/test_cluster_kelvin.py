@@ -618,6 +618,108 @@ def test_heat_profile_shows_the_hottest_keys_per_group(trio):
         assert n.client().config_set("kelvin-profile-keys", "yes")
 
 
+def set_topology(nodes, change):
+    """Applies `change(text) -> text` to the topology through the meta leader (a
+    compare-and-set on its epoch) and waits until every node routes by the result."""
+    text = nodes[0].client().execute_command("CLUSTER", "KELVIN-TOPOLOGY")
+    epoch = int(next(line.split()[1] for line in text.splitlines() if line.startswith("epoch ")))
+    new = change(text).replace(f"epoch {epoch}\n", f"epoch {epoch + 1}\n")
+    for n in nodes:
+        try:
+            n.client().execute_command("CLUSTER", "KELVIN-TOPOLOGY", "SET", epoch, new)
+            break
+        except redis.exceptions.ResponseError as e:
+            assert "does not lead" in str(e), e
+    else:
+        pytest.fail("no meta leader")
+    wait_for(lambda: all(f"epoch {epoch + 1}\n" in m.client().execute_command(
+        "CLUSTER", "KELVIN-TOPOLOGY") for m in nodes))
+    return new
+
+
+def test_migration_steps_move_a_slot_between_groups_by_hand(trio):
+    """The building blocks of live resharding on a real cluster, driven by hand as the
+    phase driver will: the target imports, the source seals (after which it applies no
+    write for the slot), the target records the seal's proof, the key is pulled from the
+    source and written at the target, the topology hands the slot over with a migrate
+    line, and both sides finish."""
+    nodes = trio
+    done = create(nodes, "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = nodes[1].client()
+    key, slot = "{mv}k", None
+    slot = c.cluster("keyslot", key)
+    assert c.set(key, "before", ex=3600)
+    assert c.set("{mv}gone", "x")
+    text = c.execute_command("CLUSTER", "KELVIN-TOPOLOGY")
+    groups = {}
+    for line in text.splitlines():
+        f = line.split()
+        if f and f[0] == "group":
+            for r in f[2].split(","):
+                a, _, b = r.partition("-")
+                groups[int(f[1])] = groups.get(int(f[1]), []) + [(int(a), int(b or a))]
+    src = next(g for g, rs in groups.items() if any(a <= slot <= b for a, b in rs))
+    dst = (src + 1) % 3
+
+    def on(group, *cmd):
+        return c.execute_command("KELVIN.ON", group, *cmd)
+
+    assert on(dst, "KELVIN.MIGRATE", "IMPORT", 7, src, slot) == "OK"
+    with pytest.raises(redis.exceptions.ResponseError, match="already in migration 7"):
+        on(dst, "KELVIN.MIGRATE", "IMPORT", 8, src, slot)
+    index, log_ms = on(src, "KELVIN.MIGRATE", "SEAL", 7, dst, slot)
+    assert index > 0 and log_ms > 0
+    # Sealed: the source applies no write for the slot any more (the node still routes
+    # to it by the old map: the answer is TRYAGAIN, nothing written).
+    with pytest.raises(redis.exceptions.ResponseError, match="moved to another group"):
+        c.set(key, "lost")
+    assert on(dst, "KELVIN.MIGRATE", "PROOF", 7, index, log_ms) == "OK"
+    # Pull from the source, write at the target.
+    rb = nodes[2].client(decode_responses=False)
+    pulled = rb.execute_command("KELVIN.ON", src, "KELVIN.MIGRATE-PULL", 7, 0, key, "{mv}gone",
+                                "{mv}none")
+    assert pulled[2] is None and pulled[0][0] > 0
+    args = []
+    for k, p in zip([key, "{mv}gone"], pulled):
+        args += [k, p[0], p[1]]
+    assert rb.execute_command("KELVIN.ON", dst, "KELVIN.MIGRATE", "KEYS", 7, 0, *args) == 2
+    assert rb.execute_command("KELVIN.ON", dst, "KELVIN.MIGRATE", "KEYS", 7, 0, *args) == 0
+
+    # Hand the slot over in the topology, with its migrate line.
+    def handover(text, phase="handover"):
+        out = []
+        for line in text.splitlines():
+            f = line.split()
+            if f and f[0] == "group" and int(f[1]) in (src, dst):
+                ranges = groups[int(f[1])]
+                if int(f[1]) == src:
+                    ranges = [r for a, b in ranges for r in ((a, slot - 1), (slot + 1, b))
+                              if r[0] <= r[1]]
+                else:
+                    ranges = sorted(ranges + [(slot, slot)])
+                f[2] = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "-"
+                line = " ".join(f)
+            out.append(line)
+        out.append(f"migrate 7 {src} {dst} {slot} {phase}")
+        return "\n".join(out) + "\n"
+
+    moved = set_topology(nodes, handover)
+    for n in nodes:
+        cn = n.client()
+        assert cn.get(key) == "before" and 3000 < cn.ttl(key) <= 3600
+        assert cn.get("{mv}gone") == "x"
+    assert c.set(key, "after")
+    assert on(dst, "KELVIN.MIGRATE", "FINISH", 7) == "OK"
+    assert on(src, "KELVIN.MIGRATE", "FINISH", 7) == "OK"
+    assert on(src, "DBSIZE") + on(dst, "DBSIZE") == c.dbsize() == 2
+    set_topology(nodes, lambda t: "".join(
+        line + "\n" for line in t.splitlines() if not line.startswith("migrate ")))
+    for n in nodes:
+        assert n.client().get(key) == "after"
+    assert moved
+
+
 def test_publish_reaches_subscribers_on_every_node(trio):
     """As in Redis Cluster, a PUBLISH on any node reaches the subscribers of every node;
     its count is that node's own receivers."""

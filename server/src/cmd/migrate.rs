@@ -13,6 +13,18 @@
 //! writes nothing there, so what it answers is the keys' final value at the source.
 //! They take no keys in the routing sense (the slot is the target's now): the node
 //! sends them pinned to the source group (`KELVIN.ON <group> ...`).
+//!
+//! And the steps themselves, through the log of the group they are pinned to (what the
+//! phase driver sends; each is applied on every replica by [`crate::migrate::apply`]):
+//!
+//! ```text
+//! KELVIN.MIGRATE IMPORT <migration> <source group> <slots>   (target) -> OK
+//! KELVIN.MIGRATE SEAL <migration> <target group> <slots>     (source) -> [index, log ms]
+//! KELVIN.MIGRATE PROOF <migration> <index> <log ms>          (target) -> OK
+//! KELVIN.MIGRATE KEYS <migration> <db> [<key> <expire_at> <payload>]...  (target) -> written
+//! KELVIN.MIGRATE FINISH <migration>                          (either) -> OK
+//! ```
+//! `<slots>` as in `cluster.conf`: `0-99,200`.
 
 use bytes::Bytes;
 
@@ -23,6 +35,15 @@ use crate::migrate::state::SlotRole;
 pub const MAX_MOVE_BATCH: usize = 1000;
 
 pub const COMMANDS: &[CommandSpec] = &[
+    data(
+        "kelvin.migrate",
+        -3,
+        WRITE | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "A step of a live migration, through the log of the group it is pinned to (Kelvin: import, seal, proof, keys, finish).",
+        migrate,
+    ),
     data(
         "kelvin.migrate-pull",
         -4,
@@ -42,6 +63,72 @@ pub const COMMANDS: &[CommandSpec] = &[
         scan,
     ),
 ];
+
+/// `KELVIN.MIGRATE <op> ...`, applied from the log.
+fn migrate(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    use kelvin_protocol::log::{MigrateOp, MovedKey};
+    let op = &argv[1];
+    let args = &argv[2..];
+    let slots = |arg: &[u8]| -> Result<Vec<u16>, CmdError> {
+        let text = std::str::from_utf8(arg).map_err(|_| CmdError::SYNTAX)?;
+        let ranges = crate::cluster::parse_ranges(text)
+            .map_err(|r| CmdError::err(format!("bad slot range '{r}'")))?;
+        Ok(ranges.into_iter().flat_map(|(a, b)| a..=b).collect())
+    };
+    let parsed = match args {
+        [m, g, s] if crate::cmd::is(op, "import") => MigrateOp::Import {
+            migration: number(m)?,
+            source: number(g)?,
+            slots: slots(s)?,
+        },
+        [m, g, s] if crate::cmd::is(op, "seal") => MigrateOp::Seal {
+            migration: number(m)?,
+            target: number(g)?,
+            slots: slots(s)?,
+        },
+        [m, i, t] if crate::cmd::is(op, "proof") => MigrateOp::Proof {
+            migration: number(m)?,
+            index: number(i)?,
+            log_ms: number(t)?,
+        },
+        [m, db, keys @ ..] if crate::cmd::is(op, "keys") && keys.len() % 3 == 0 => {
+            database(db)?;
+            MigrateOp::Keys {
+                migration: number(m)?,
+                db: number(db)? as u8,
+                keys: keys
+                    .chunks(3)
+                    .map(|k| {
+                        Ok(MovedKey {
+                            key: k[0].clone(),
+                            expire_at: number(&k[1])?,
+                            payload: k[2].clone(),
+                        })
+                    })
+                    .collect::<Result<_, CmdError>>()?,
+            }
+        }
+        [m] if crate::cmd::is(op, "finish") => MigrateOp::Finish {
+            migration: number(m)?,
+        },
+        _ => return Err(CmdError::SYNTAX),
+    };
+    let mut reply = kelvin_protocol::ReplyWriter::new(ex.out.version);
+    crate::migrate::apply::apply(ex.store, &parsed, ex.now_ms, &mut reply);
+    if let Some(err) = reply.buf.strip_prefix(b"-") {
+        let text = String::from_utf8_lossy(err).trim_end().to_string();
+        return Err(CmdError::raw(text));
+    }
+    if matches!(parsed, MigrateOp::Seal { .. }) {
+        // Where the seal is: what the target's PROOF must carry.
+        ex.out.array(2);
+        ex.out.int(ex.store.apply_index as i64);
+        ex.out.int(ex.now_ms as i64);
+    } else {
+        ex.out.buf.extend_from_slice(&reply.buf);
+    }
+    Ok(())
+}
 
 fn number(arg: &[u8]) -> Result<u64, CmdError> {
     std::str::from_utf8(arg)
