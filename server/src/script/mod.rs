@@ -104,6 +104,9 @@ impl Scripts {
     fn vm(&mut self) -> Result<&mut Vm, CmdError> {
         if self.vm.is_none() {
             let vm = Vm::new().map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+            // Functions compiled in an earlier state (one lost to a panic mid-run) do not
+            // belong to this one.
+            self.compiled.clear();
             self.vm = Some(vm);
         }
         // Set just above if it was missing.
