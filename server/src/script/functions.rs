@@ -41,7 +41,8 @@ fn library_name(code: &[u8]) -> Result<String, CmdError> {
     let line = String::from_utf8_lossy(&code[..end]);
     let mut parts = line.split(' ').filter(|p| !p.is_empty());
     let engine = parts.next().unwrap_or("");
-    if engine != "#!lua" {
+    // Engine names are case-insensitive, as Redis's engine table.
+    if !engine.eq_ignore_ascii_case("#!lua") {
         return Err(CmdError::err(format!(
             "Engine '{}' not found",
             &engine[2..]
@@ -120,7 +121,11 @@ pub fn load(store: &mut Store, code: &[u8], replace: bool) -> Result<String, Cmd
         return Err(CmdError::err("No functions registered"));
     }
     for (f, _, _) in &registered {
-        if scripts.functions.get(f).is_some_and(|r| r.library != name) {
+        if scripts
+            .functions
+            .get(&f.to_ascii_lowercase())
+            .is_some_and(|r| r.library != name)
+        {
             return Err(CmdError::err(format!("Function {f} already exists")));
         }
     }
@@ -129,8 +134,9 @@ pub fn load(store: &mut Store, code: &[u8], replace: bool) -> Result<String, Cmd
     let mut functions = Vec::with_capacity(registered.len());
     for (f, callback, no_writes) in registered {
         functions.push((f.clone(), no_writes));
+        // Function names are case-insensitive, as in Redis.
         scripts.functions.insert(
-            f,
+            f.to_ascii_lowercase(),
             Registered {
                 library: name.clone(),
                 callback,
@@ -155,7 +161,7 @@ fn delete(store: &mut Store, name: &str) -> bool {
         return false;
     };
     for (f, _) in &lib.functions {
-        scripts.functions.remove(f);
+        scripts.functions.remove(&f.to_ascii_lowercase());
     }
     true
 }
@@ -186,7 +192,8 @@ pub fn library_codes(store: &Store) -> impl Iterator<Item = &[u8]> {
 
 /// FCALL / FCALL_RO `name numkeys key... arg...`.
 pub fn fcall(ex: &mut Exec<'_>, argv: &[Bytes], read_only: bool) -> CmdResult {
-    let numkeys = cmd::int_arg(&argv[2])?;
+    let numkeys =
+        cmd::int_arg(&argv[2]).map_err(|_| CmdError::err("Bad number of keys provided"))?;
     if numkeys < 0 {
         return Err(CmdError::err("Number of keys can't be negative"));
     }
@@ -198,7 +205,13 @@ pub fn fcall(ex: &mut Exec<'_>, argv: &[Bytes], read_only: bool) -> CmdResult {
     }
     ensure_registered(ex.store);
     let name = String::from_utf8_lossy(&argv[1]).into_owned();
-    let Some(f) = ex.store.scripts.functions.get(&name).cloned() else {
+    let Some(f) = ex
+        .store
+        .scripts
+        .functions
+        .get(&name.to_ascii_lowercase())
+        .cloned()
+    else {
         return Err(CmdError::err("Function not found"));
     };
     if read_only && !f.no_writes {
@@ -228,17 +241,21 @@ pub fn fcall(ex: &mut Exec<'_>, argv: &[Bytes], read_only: bool) -> CmdResult {
 pub fn function_cmd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let sub = &argv[1];
     if is(sub, "load") {
-        let (replace, code) = match argv.len() {
-            3 => (false, &argv[2]),
-            4 if is(&argv[2], "replace") => (true, &argv[3]),
-            4 => {
+        if argv.len() < 3 {
+            return Err(CmdError::arity("function|load"));
+        }
+        let code = &argv[argv.len() - 1];
+        let mut replace = false;
+        for opt in &argv[2..argv.len() - 1] {
+            if is(opt, "replace") {
+                replace = true;
+            } else {
                 return Err(CmdError::err(format!(
                     "Unknown option given: {}",
-                    String::from_utf8_lossy(&argv[2])
-                )))
+                    String::from_utf8_lossy(opt)
+                )));
             }
-            _ => return Err(CmdError::arity("function|load")),
-        };
+        }
         ensure_registered(ex.store);
         let name = load(ex.store, code, replace)?;
         ex.out.bulk(name.as_bytes());
