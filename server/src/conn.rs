@@ -1251,6 +1251,14 @@ fn broadcast(
         // Every group keeps its own script cache (scripts run where their keys are).
         "script" if argv.get(1).is_some_and(|a| cmd::is(a, "load")) => each(Merge::FirstKey),
         "script" if argv.get(1).is_some_and(|a| cmd::is(a, "flush")) => each(Merge::Ok),
+        "function" if argv.get(1).is_some_and(|a| cmd::is(a, "load")) => each(Merge::FirstKey),
+        "function"
+            if argv
+                .get(1)
+                .is_some_and(|a| cmd::is(a, "flush") || cmd::is(a, "delete")) =>
+        {
+            each(Merge::Ok)
+        }
         "scan" => {
             let cursor = std::str::from_utf8(argv.get(1)?)
                 .ok()?

@@ -29,7 +29,8 @@
 //!
 //! The loaded Lua scripts travel as one more chunk after the databases, with `db` =
 //! [`SCRIPTS_DB`] and a key per script: the key its SHA1, the value `Str(body)` (the
-//! loader recomputes the SHA1 from the body).
+//! loader recomputes the SHA1 from the body), and FUNCTION libraries, key `library`,
+//! value their code (the loader loads them again).
 //!
 //! The encoder walks databases, then slots, in order, and cuts a chunk once it holds about
 //! [`CHUNK_TARGET_BYTES`]; a chunk never spans two databases, may end in the middle of a
@@ -66,6 +67,9 @@ pub const SCRIPTS_DB: u8 = 255;
 /// [`MIGRATIONS_KEY`], its value [`crate::migrate::state::MigrationState::encode`]).
 pub const MIGRATIONS_DB: u8 = 254;
 const MIGRATIONS_KEY: &[u8] = b"migrations";
+
+/// The key of a FUNCTION library in the scripts chunk (a script's key is its SHA1).
+const LIBRARY_KEY: &str = "library";
 
 /// About how many bytes the encoder puts into one chunk.
 pub const CHUNK_TARGET_BYTES: usize = 1 << 20;
@@ -309,9 +313,12 @@ impl SnapshotEncoder {
         }
         if self.db == DATABASES {
             self.db += 1;
-            if !store.scripts.is_empty() {
+            let libraries: Vec<&[u8]> = crate::script::functions::library_codes(store).collect();
+            if !store.scripts.is_empty() || !libraries.is_empty() {
                 let mut scripts: Vec<(&str, &[u8])> = store.scripts.iter().collect();
                 scripts.sort_unstable();
+                // FUNCTION libraries: key `LIBRARY_KEY`, value their code.
+                scripts.extend(libraries.into_iter().map(|code| (LIBRARY_KEY, code)));
                 let chunk = Chunk {
                     version: FORMAT_VERSION,
                     db: SCRIPTS_DB,
@@ -422,7 +429,13 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
             let ArchivedValueOut::Str(body) = &k.value else {
                 return Err(SnapshotError::Inconsistent("a script that is not a string"));
             };
-            store.scripts.insert(body);
+            if &*k.key == LIBRARY_KEY.as_bytes() {
+                crate::script::functions::load(store, body, true).map_err(|_| {
+                    SnapshotError::Inconsistent("a function library that does not load")
+                })?;
+            } else {
+                store.scripts.insert(body);
+            }
             loaded += 1;
         }
         return Ok(loaded);

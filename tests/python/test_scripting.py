@@ -144,3 +144,31 @@ def test_time_inside_a_script(r):
     secs, micros = r.eval("return redis.call('TIME')", 0)
     assert abs(int(secs) - time.time()) < 60
     assert 0 <= int(micros) < 1_000_000
+
+
+def test_functions_load_fcall_list_delete(r):
+    r.function_flush()
+    code = ("#!lua name=counters\n"
+            "redis.register_function('bump', function(keys, args) "
+            "return redis.call('INCRBY', keys[1], args[1]) end)\n"
+            "redis.register_function{function_name='peek', callback=function(keys, args) "
+            "return redis.call('GET', keys[1]) end, flags={'no-writes'}}")
+    assert r.function_load(code) == "counters"
+    with pytest.raises(ResponseError, match="Library 'counters' already exists"):
+        r.function_load(code)
+    assert r.function_load(code, replace=True) == "counters"
+    assert r.fcall("bump", 1, "fn:c", 5) == 5
+    assert r.fcall_ro("peek", 1, "fn:c") == "5"
+    with pytest.raises(ResponseError, match="Can not execute a script with write flag using \\*_ro command."):
+        r.fcall_ro("bump", 1, "fn:c", 1)
+    with pytest.raises(ResponseError, match="Function not found"):
+        r.fcall("nope", 0)
+    def pairs(flat):  # a RESP2 map: [key, value, key, value...]
+        return dict(zip(flat[::2], flat[1::2]))
+
+    listed = [pairs(lib) for lib in r.function_list()]
+    assert [lib["library_name"] for lib in listed] == ["counters"]
+    assert sorted(pairs(f)["name"] for f in listed[0]["functions"]) == ["bump", "peek"]
+    assert r.function_delete("counters") is True
+    with pytest.raises(ResponseError, match="Library not found"):
+        r.function_delete("counters")

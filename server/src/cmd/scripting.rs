@@ -1,5 +1,5 @@
-//! Scripting commands: EVAL, EVALSHA, their read-only variants, SCRIPT. The engine is
-//! [`crate::script`].
+//! Scripting commands: EVAL, EVALSHA, their read-only variants, SCRIPT, FCALL, FCALL_RO,
+//! FUNCTION. The engine is [`crate::script`].
 //!
 //! EVAL and EVALSHA are writes (through the log, run on every replica); EVAL_RO and
 //! EVALSHA_RO are reads (served on the leader's lease) whose scripts may not write.
@@ -65,6 +65,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         "A container for Lua scripts management commands.",
         script_cmd,
     ),
+    data(
+        "fcall",
+        -3,
+        WRITE | NOSCRIPT | STALE,
+        NUMKEYS_AT_2,
+        "scripting",
+        "Invokes a function.",
+        fcall,
+    ),
+    data(
+        "fcall_ro",
+        -3,
+        READONLY | NOSCRIPT | STALE,
+        NUMKEYS_AT_2,
+        "scripting",
+        "Invokes a read-only function.",
+        fcall_ro,
+    ),
+    data(
+        "function",
+        -2,
+        WRITE | NOSCRIPT,
+        super::NO_KEYS,
+        "scripting",
+        "A container for function commands.",
+        script::functions::function_cmd,
+    ),
 ];
 
 fn eval(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
@@ -77,6 +104,14 @@ fn evalsha(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 
 fn eval_ro(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     script::eval(ex, argv, false, true)
+}
+
+fn fcall(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    script::functions::fcall(ex, argv, false)
+}
+
+fn fcall_ro(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    script::functions::fcall(ex, argv, true)
 }
 
 fn evalsha_ro(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
@@ -133,7 +168,7 @@ fn script_cmd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             3 => return Err(CmdError::err("SCRIPT FLUSH only support SYNC|ASYNC option")),
             _ => return Err(arity()),
         }
-        ex.store.scripts.clear();
+        ex.store.scripts.clear_scripts();
         ex.out.ok();
     } else if is(sub, "kill") && argv.len() == 2 {
         // Scripts run inside the apply of a log entry, atomically: by the time this

@@ -16,6 +16,7 @@
 
 mod cjson;
 mod convert;
+pub mod functions;
 mod libs;
 mod rand48;
 mod undo;
@@ -47,6 +48,11 @@ pub struct Scripts {
     vm: Option<Vm>,
     /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`).
     compiled: HashMap<String, mlua::Function>,
+    /// FUNCTION libraries by name: their code (the replicated state) and the names and
+    /// flags of the functions they registered.
+    libraries: std::collections::BTreeMap<String, functions::Library>,
+    /// Registered functions by name: library, callback (in `vm`), `no-writes`.
+    functions: HashMap<String, functions::Registered>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -82,10 +88,18 @@ impl Scripts {
         self.bodies.contains_key(sha)
     }
 
-    /// SCRIPT FLUSH: drops every script and the Lua state.
+    /// SCRIPT FLUSH: drops every script (functions stay).
+    pub fn clear_scripts(&mut self) {
+        self.bodies.clear();
+        self.compiled.clear();
+    }
+
+    /// Drops every script, library and the Lua state (before a snapshot is installed).
     pub fn clear(&mut self) {
         self.bodies.clear();
         self.compiled.clear();
+        self.libraries.clear();
+        self.functions.clear();
         self.vm = None;
     }
 
@@ -104,6 +118,10 @@ impl Scripts {
     fn vm(&mut self) -> Result<&mut Vm, CmdError> {
         if self.vm.is_none() {
             let vm = Vm::new().map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+            // Functions compiled in an earlier state (one lost to a panic mid-run) do not
+            // belong to this one.
+            self.compiled.clear();
+            self.functions.clear();
             self.vm = Some(vm);
         }
         // Set just above if it was missing.
@@ -234,30 +252,43 @@ fn run(
     };
     let (script_flags, _) = parse_shebang(&body)?;
     compile(ex.store, &sha, &body)?;
-    let events_mark = ex.events.len();
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
     if !read_only && by_body {
         ex.store.scripts.insert(&body);
     }
-    // The state is taken out of the store for the run (and put back after), so the run
-    // can borrow the store mutably; nothing a script calls reaches it meanwhile (SCRIPT
-    // and EVAL are not allowed from scripts).
-    ex.store.scripts.vm()?;
-    let (Some(vm), Some(function)) = (
-        ex.store.scripts.vm.take(),
-        ex.store.scripts.compiled.get(&sha).cloned(),
-    ) else {
+    let Some(function) = ex.store.scripts.compiled.get(&sha).cloned() else {
         return Err(CmdError::raw(NOSCRIPT));
     };
-    let outcome = run_in(
+    execute(
         ex,
-        &vm,
+        &sha,
         function,
         keys,
         args,
         read_only || script_flags.no_writes,
-    );
+    )
+}
+
+/// Runs a compiled script or a bound function (`name` names it in errors) and writes
+/// its reply; a run stopped by its budget or the memory bound leaves no writes.
+fn execute(
+    ex: &mut Exec<'_>,
+    sha: &str,
+    function: mlua::Function,
+    keys: &[Bytes],
+    args: &[Bytes],
+    read_only: bool,
+) -> CmdResult {
+    let events_mark = ex.events.len();
+    // The state is taken out of the store for the run (and put back after), so the run
+    // can borrow the store mutably; nothing a script calls reaches it meanwhile (SCRIPT,
+    // FUNCTION and EVAL are not allowed from scripts).
+    ex.store.scripts.vm()?;
+    let Some(vm) = ex.store.scripts.vm.take() else {
+        return Err(CmdError::raw(NOSCRIPT));
+    };
+    let outcome = run_in(ex, &vm, function, keys, args, read_only);
     ex.store.scripts.vm = Some(vm);
     let (outcome, undo, exhausted, killed) = outcome?;
     let stopped = match &outcome {

@@ -254,3 +254,101 @@ fn scripts_travel_in_snapshots() {
     let sha = crate::script::script_sha(b"return 'hi'");
     assert_eq!(apply(&mut t, 3, &["EVALSHA", &sha, "0"]), "$2\r\nhi\r\n");
 }
+
+#[test]
+fn functions_load_call_list_delete_as_redis() {
+    let mut s = Store::default();
+    let mut i = 0;
+    let mut run = |words: &[&str]| {
+        i += 1;
+        apply(&mut s, i, words)
+    };
+    let lib = "#!lua name=t\nredis.register_function('f', function(keys, args) return redis.call('incr', keys[1]) end)";
+    assert_eq!(
+        run(&["FUNCTION", "LOAD", "return 1"]),
+        "-ERR Missing library metadata\r\n"
+    );
+    assert_eq!(
+        run(&["FUNCTION", "LOAD", "#!lua\nreturn 1"]),
+        "-ERR Library name was not given\r\n"
+    );
+    assert_eq!(
+        run(&["FUNCTION", "LOAD", "#!lua name=t\nreturn 1"]),
+        "-ERR No functions registered\r\n"
+    );
+    assert_eq!(run(&["FUNCTION", "LOAD", lib]), "$1\r\nt\r\n");
+    assert_eq!(
+        run(&["FUNCTION", "LOAD", lib]),
+        "-ERR Library 't' already exists\r\n"
+    );
+    assert_eq!(run(&["FUNCTION", "LOAD", "REPLACE", lib]), "$1\r\nt\r\n");
+    assert_eq!(
+        run(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=t2\nredis.register_function('f', function(keys, args) return 1 end)"
+        ]),
+        "-ERR Function f already exists\r\n"
+    );
+    assert_eq!(run(&["FCALL", "f", "1", "fk"]), ":1\r\n");
+    assert_eq!(
+        run(&["FCALL", "nosuch", "0"]),
+        "-ERR Function not found\r\n"
+    );
+    assert_eq!(
+        run(&["FCALL_RO", "f", "1", "fk"]),
+        "-ERR Can not execute a script with write flag using *_ro command.\r\n"
+    );
+    assert_eq!(
+        run(&["FUNCTION", "LOAD", "#!lua name=t3\nredis.register_function{function_name='g', callback=function(keys, args) return args[1] end, flags={'no-writes'}}"]),
+        "$2\r\nt3\r\n"
+    );
+    assert_eq!(run(&["FCALL_RO", "g", "0", "x"]), "$1\r\nx\r\n");
+    assert_eq!(run(&["SET", "h", "x"]), "+OK\r\n");
+    assert_eq!(
+        run(&["FCALL", "f", "1", "h"]),
+        "-ERR value is not an integer or out of range script: f, on @user_function:2.\r\n"
+    );
+    assert_eq!(run(&["FUNCTION", "DELETE", "t3"]), "+OK\r\n");
+    assert_eq!(
+        run(&["FUNCTION", "DELETE", "t3"]),
+        "-ERR Library not found\r\n"
+    );
+    assert_eq!(run(&["FUNCTION", "LIST"]),
+        "*1\r\n*6\r\n$12\r\nlibrary_name\r\n$1\r\nt\r\n$6\r\nengine\r\n$3\r\nLUA\r\n$9\r\nfunctions\r\n*1\r\n*6\r\n$4\r\nname\r\n$1\r\nf\r\n$11\r\ndescription\r\n$-1\r\n$5\r\nflags\r\n*0\r\n");
+    assert_eq!(run(&["FUNCTION", "STATS"]),
+        "*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:1\r\n");
+    // SCRIPT FLUSH leaves functions alone; FUNCTION FLUSH drops them.
+    assert_eq!(run(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(run(&["FCALL", "f", "1", "fk"]), ":2\r\n");
+    assert_eq!(run(&["FUNCTION", "FLUSH"]), "+OK\r\n");
+    assert_eq!(
+        run(&["FCALL", "f", "1", "fk"]),
+        "-ERR Function not found\r\n"
+    );
+}
+
+#[test]
+fn function_libraries_travel_in_snapshots() {
+    let mut s = Store::default();
+    apply(
+        &mut s,
+        1,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=lib\nredis.register_function('hello', function() return 'hi' end)",
+        ],
+    );
+    let mut enc = crate::snapshot::SnapshotEncoder::new();
+    let mut chunks = Vec::new();
+    let mut buf = Vec::new();
+    while enc.encode_next(&s, &mut buf).unwrap() {
+        chunks.push(buf.clone());
+    }
+    let mut t = Store::default();
+    for c in &chunks {
+        crate::snapshot::load_chunk(&mut t, c).unwrap();
+    }
+    assert_eq!(apply(&mut t, 2, &["FCALL", "hello", "0"]), "$2\r\nhi\r\n");
+}

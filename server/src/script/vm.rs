@@ -65,6 +65,9 @@ pub struct RunState {
     pub current: AtomicPtr<()>,
     /// A failed `redis.call` left its error table in `hidden.pending`.
     pub pending: AtomicBool,
+    /// While FUNCTION LOAD runs a library: what it registers (name, callback,
+    /// `no-writes`). `None` otherwise: `redis.register_function` then fails.
+    pub registering: Mutex<Option<Vec<(String, Function, bool)>>>,
 }
 
 /// The Lua state and what the runner needs from it.
@@ -95,7 +98,8 @@ local function handler(err)
   for level = 2, 64 do
     local i = getinfo(level, 'Sl')
     if not i then break end
-    if i.source == '@user_script' then
+    if i.source == '@user_script' or i.source == '@user_function' then
+      source = i.source
       line = i.currentline
       break
     end
@@ -115,7 +119,7 @@ local function handler(err)
     local text = tostring(err)
     text = string.match(text, '^[^\n]*') or text
     text = string.gsub(text, '^runtime error: ', '')
-    msg = 'ERR user_script:' .. tostring(line) .. ': ' .. text
+    msg = 'ERR ' .. string.sub(source, 2) .. ':' .. tostring(line) .. ': ' .. text
   else
     msg = 'ERR ' .. tostring(err)
   end
@@ -123,6 +127,10 @@ local function handler(err)
 end
 
 local runner = function(f) return xpcall(f, handler) end
+-- FCALL: the registered callback called with the run's KEYS and ARGV.
+hidden.bind = function(f)
+  return function() return f(rawget(_G, 'KEYS'), rawget(_G, 'ARGV')) end
+end
 
 -- A script stopped by its budget must not catch that error and go on: once stopped,
 -- every protected call re-raises on return.
@@ -226,6 +234,13 @@ impl Vm {
             "pcall",
             lua.create_function(move |lua, args: mlua::MultiValue| {
                 Ok(super::call_current(&pcall_state, lua, args).1)
+            })?,
+        )?;
+        let reg_state = state.clone();
+        redis.raw_set(
+            "register_function",
+            lua.create_function(move |_, args: mlua::MultiValue| {
+                register_function(&reg_state, args)
             })?,
         )?;
         let runner: Function = lua
@@ -409,4 +424,60 @@ fn install_math_random(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// `redis.register_function(name, callback)` or `redis.register_function{function_name=,
+/// callback=, flags={...}}`, during FUNCTION LOAD only.
+fn register_function(state: &RunState, args: mlua::MultiValue) -> mlua::Result<()> {
+    let mut args = args.into_iter();
+    let (name, callback, no_writes) = match (args.next(), args.next()) {
+        (Some(Value::Table(t)), None) => {
+            let name: mlua::String = t.raw_get("function_name").map_err(|_| {
+                mlua::Error::runtime(
+                    "function_name argument given to redis.register_function must be a string",
+                )
+            })?;
+            let callback: Function = t.raw_get("callback").map_err(|_| {
+                mlua::Error::runtime(
+                    "callback argument given to redis.register_function must be a function",
+                )
+            })?;
+            let mut no_writes = false;
+            if let Ok(flags) = t.raw_get::<Table>("flags") {
+                for flag in flags.sequence_values::<mlua::String>() {
+                    match &*flag?.to_string_lossy() {
+                        "no-writes" => no_writes = true,
+                        "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                        _ => return Err(mlua::Error::runtime("unknown flag given")),
+                    }
+                }
+            }
+            (name.to_string_lossy(), callback, no_writes)
+        }
+        (Some(Value::String(name)), Some(Value::Function(f))) => (name.to_string_lossy(), f, false),
+        _ => {
+            return Err(mlua::Error::runtime(
+                "wrong number of arguments to redis.register_function",
+            ))
+        }
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(mlua::Error::runtime(
+            "Function names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+        ));
+    }
+    match state.registering.lock().as_mut() {
+        Some(list) => {
+            if list.iter().any(|(n, _, _)| *n == name) {
+                return Err(mlua::Error::runtime(
+                    "Function already exists in the library",
+                ));
+            }
+            list.push((name, callback, no_writes));
+            Ok(())
+        }
+        None => Err(mlua::Error::runtime(
+            "redis.register_function can only be called on FUNCTION LOAD command",
+        )),
+    }
 }
