@@ -286,20 +286,24 @@ impl Connection {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let mut batch = Vec::new();
                     info.blocked.store(false, Ordering::Relaxed);
                     if let Some(blocked) = client.blocked.take() {
                         if woke {
-                            batch.push(blocked.argv);
+                            rerun_blocked(&node, &mut client, &mut out, blocked).await;
                         } else {
                             // Timed out: the blocking command's nil answer.
                             out.null_array();
                         }
                     }
-                    batch.append(&mut client.pending);
                     let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
-                    batch.extend(more);
-                    drive_replying(&node, &mut client, &mut out, batch).await;
+                    if client.blocked.is_some() {
+                        // Blocked again: what came behind waits, bounded as above.
+                        client.pending.extend(more);
+                    } else {
+                        let mut batch = std::mem::take(&mut client.pending);
+                        batch.extend(more);
+                        drive_replying(&node, &mut client, &mut out, batch).await;
+                    }
                     if let Some(err) = proto_err {
                         out.error(&format!("ERR {err}"));
                         client.close = true;
@@ -397,6 +401,31 @@ async fn drive_replying(
             client.pending.extend(commands);
             return;
         }
+    }
+}
+
+/// Runs a woken blocking command again. If a key it waits on now holds another type
+/// (a list deleted and set to a string in the meantime), Redis keeps the client blocked
+/// rather than answering WRONGTYPE: so does this, with the same deadline. The command
+/// wrote nothing (an error leaves no trace), and the kept receiver has not seen the
+/// writes since the wake, so none is missed.
+async fn rerun_blocked(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    blocked: Blocked,
+) {
+    let keep = Blocked {
+        argv: blocked.argv.clone(),
+        deadline: blocked.deadline,
+        ready: blocked.ready.clone(),
+    };
+    let mark = out.buf.len();
+    drive_replying(node, client, out, vec![blocked.argv]).await;
+    if client.blocked.is_none() && out.buf[mark..].starts_with(b"-WRONGTYPE") {
+        out.buf.truncate(mark);
+        client.info.blocked.store(true, Ordering::Relaxed);
+        client.blocked = Some(keep);
     }
 }
 

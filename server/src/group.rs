@@ -1190,6 +1190,10 @@ impl Group {
                                     .enumerate()
                                     .flat_map(|(i, w)| std::iter::repeat_n(i, w.commands))
                                     .collect();
+                                // Taken before the batch applies: a later command of
+                                // this same entry that fills a list a blocked command
+                                // waits on must wake it (a spurious wake only re-runs).
+                                let ready = store.list_ready.subscribe();
                                 let blocks = crate::machine::apply_batch(
                                     &mut store,
                                     index,
@@ -1203,8 +1207,7 @@ impl Group {
                                 let mut blocks = blocks.into_iter();
                                 for (w, out) in p.waiters.into_iter().zip(writers) {
                                     let blocked = blocks.by_ref().take(w.commands).last().flatten();
-                                    let blocked =
-                                        blocked.map(|b| (b, store.list_ready.subscribe()));
+                                    let blocked = blocked.map(|b| (b, ready.clone()));
                                     answers.push((
                                         w,
                                         Ok(Applied {

@@ -406,9 +406,13 @@ impl Exec<'_> {
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
-        if class == crate::notify::LIST || class == crate::notify::ZSET {
+        if matches!(
+            class,
+            crate::notify::LIST | crate::notify::ZSET | crate::notify::GENERIC
+        ) {
             // Wake connections blocked in BLPOP, BZPOPMIN and friends; they re-check their
-            // keys.
+            // keys. Generic events count too: a list can arrive by RENAME, MOVE, COPY or
+            // RESTORE.
             self.store
                 .list_ready
                 .send_modify(|v| *v = v.wrapping_add(1));
