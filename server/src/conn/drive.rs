@@ -1,0 +1,266 @@
+//! The drive loop: runs a batch to its end, awaiting proposals, relaying to leaders,
+//! waiting out elections, running split commands' parts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kelvin_protocol::ReplyWriter;
+
+use crate::cmd::{self, flags};
+use crate::group::{ProposalResult, ProposeError};
+use crate::node::Node;
+use crate::relay::Relay;
+use tokio::sync::oneshot;
+
+use super::batch::*;
+use super::merge::*;
+use super::*;
+
+/// How long requests wait for a leader (an election, or a leader that moved) before
+/// they are answered with an error.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// The error a request gets when no leader turned up within [`LEADER_WAIT`].
+pub const NO_LEADER: &str = "CLUSTERDOWN The cluster is down: no leader was elected in time";
+
+/// Runs a batch to its end: proposals are awaited, relays done, elections waited out.
+pub(super) async fn drive(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    mut batch: Vec<Vec<Bytes>>,
+) {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match process_batch(node, client, out, batch) {
+            Step::Done => return,
+            Step::Propose {
+                rx,
+                retry,
+                replies,
+                blocking,
+                rest,
+            } => {
+                let result = rx.await.unwrap_or(Err(ProposeError::Stopped));
+                match result {
+                    Ok(applied) => {
+                        out.buf.extend_from_slice(&applied.out);
+                        if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            client.info.blocked.store(true, Ordering::Relaxed);
+                            client.blocked = Some(Blocked {
+                                argv,
+                                deadline: block.timeout.map(|t| tokio::time::Instant::now() + t),
+                                ready,
+                            });
+                            client.pending.extend(rest);
+                            return;
+                        }
+                        batch = rest;
+                    }
+                    Err(ProposeError::NotLeader(_))
+                        if !retry.is_empty() && tokio::time::Instant::now() < deadline =>
+                    {
+                        // Nothing was written: run the requests again where the leader is.
+                        wait_leader_change(node, deadline).await;
+                        batch = retry;
+                        batch.extend(rest);
+                    }
+                    Err(err) => {
+                        for _ in 0..replies {
+                            out.error(err.reply_text());
+                        }
+                        batch = rest;
+                    }
+                }
+            }
+            Step::Forward {
+                leader,
+                requests,
+                rest,
+            } => {
+                if let Some(from) = client.relayed {
+                    // Relayed here by a node with a newer topology: route by that one,
+                    // not back where the requests came from.
+                    if node.membership.read().epoch < from.epoch
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        wait_leader_change(node, deadline).await;
+                        batch = requests;
+                        batch.extend(rest);
+                        continue;
+                    }
+                    if from.hops >= crate::relay::MAX_RELAY_HOPS {
+                        for _ in &requests {
+                            out.error(TOO_MANY_HOPS);
+                        }
+                        batch = rest;
+                        continue;
+                    }
+                }
+                match relay(node, client, out, leader, &requests).await {
+                    Relayed::Done => batch = rest,
+                    // The leader could not be reached: nothing was sent, so the requests
+                    // wait for the next leader like during an election.
+                    Relayed::NotSent if tokio::time::Instant::now() < deadline => {
+                        wait_leader_change(node, deadline).await;
+                        batch = requests;
+                        batch.extend(rest);
+                    }
+                    Relayed::NotSent => {
+                        for _ in &requests {
+                            out.error(NO_LEADER);
+                        }
+                        batch = rest;
+                    }
+                }
+            }
+            Step::AwaitLeader { requests, rest } => {
+                if tokio::time::Instant::now() >= deadline {
+                    for _ in &requests {
+                        out.error(NO_LEADER);
+                    }
+                    batch = rest;
+                } else {
+                    wait_leader_change(node, deadline).await;
+                    batch = requests;
+                    batch.extend(rest);
+                }
+            }
+            Step::Split { parts, merge, rest } => {
+                // Each part goes to its own group like any request; their replies are
+                // then merged into the one reply the client expects.
+                let mut sub = ReplyWriter::new(out.version);
+                Box::pin(drive(node, client, &mut sub, parts)).await;
+                merge.write(&sub.buf, out);
+                batch = rest;
+            }
+        }
+    }
+}
+
+impl Step {
+    /// This step with `tail` run after everything it holds; `Err(tail)` if it holds
+    /// nothing more to do (`Done`).
+    pub(super) fn then(self, tail: Vec<Vec<Bytes>>) -> Result<Step, Vec<Vec<Bytes>>> {
+        let mut step = self;
+        match &mut step {
+            Step::Done => return Err(tail),
+            Step::Propose { rest, .. }
+            | Step::Forward { rest, .. }
+            | Step::AwaitLeader { rest, .. }
+            | Step::Split { rest, .. } => rest.extend(tail),
+        }
+        Ok(step)
+    }
+}
+
+/// Waits until the group's leader changes, a short while, or `deadline`.
+pub(super) async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant) {
+    // Any group of this node (the requests waiting may be for any of them); a group it
+    // does not replicate has no signal here, hence the short nap at most.
+    let mut changed = node.leaders_changed.subscribe();
+    let nap = tokio::time::Instant::now() + Duration::from_millis(200);
+    let _ = tokio::time::timeout_at(nap.min(deadline), changed.changed()).await;
+}
+
+/// How a relay went.
+pub(super) enum Relayed {
+    /// Replies (or errors for an unknown outcome) are in `out`.
+    Done,
+    /// The leader could not be reached; nothing was sent.
+    NotSent,
+}
+
+/// Relays requests to the leader through the client's relay connection.
+pub(super) async fn relay(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    leader: u64,
+    requests: &[Vec<Bytes>],
+) -> Relayed {
+    let at = match client.relays.iter().position(|r| r.leader == leader) {
+        Some(at) => at,
+        None => {
+            let Some(addr) = node.peer_client_addr(leader) else {
+                return Relayed::NotSent;
+            };
+            let password = node.settings.read().requirepass.clone();
+            let hops = client.relayed.map_or(0, |r| r.hops).saturating_add(1);
+            let epoch = node.membership.read().epoch;
+            match Relay::connect(leader, addr, password.as_deref(), out.version, hops, epoch).await
+            {
+                Ok(r) => client.relays.push(r),
+                Err(err) => {
+                    tracing::debug!(leader, cause = %err, "leader unreachable");
+                    return Relayed::NotSent;
+                }
+            }
+            client.relays.len() - 1
+        }
+    };
+    let relay = &mut client.relays[at];
+    let blocking = requests
+        .iter()
+        .any(|r| cmd::lookup(&r[0]).is_some_and(|s| s.flags & flags::BLOCKING != 0));
+    let mut replies = Vec::new();
+    let fut = relay.forward(client.db, out.version, requests, &mut replies);
+    let result = if blocking {
+        fut.await
+    } else {
+        tokio::time::timeout(crate::relay::RELAY_TIMEOUT, fut)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the leader did not answer in time")))
+    };
+    match result {
+        Ok(()) => out.buf.extend_from_slice(&replies),
+        Err(err) => {
+            tracing::debug!(leader, cause = %err, "relay failed");
+            client.relays.remove(at);
+            // Replies that did arrive are good; the rest may or may not have happened.
+            out.buf.extend_from_slice(&replies);
+            let answered = count_replies(&replies, out.version);
+            for _ in answered..requests.len() {
+                out.error(ProposeError::Unknown.reply_text());
+            }
+        }
+    }
+    Relayed::Done
+}
+
+/// What the connection must do after [`process_batch`] stopped.
+pub enum Step {
+    /// Every request was answered (or the connection parked in a blocking command).
+    Done,
+    /// Wait for this proposal, write its replies, then go on with `rest`. `retry` holds
+    /// the requests to run again if the node turns out not to be the leader (empty for a
+    /// transaction, which cannot be rebuilt).
+    Propose {
+        rx: oneshot::Receiver<ProposalResult>,
+        retry: Vec<Vec<Bytes>>,
+        replies: usize,
+        blocking: Option<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// Relay these requests to the leader, `leader`, then go on with `rest`.
+    Forward {
+        leader: u64,
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// No leader is known: wait for an election, then run `requests` again (or answer
+    /// them with an error if none comes), then `rest`.
+    AwaitLeader {
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// A multi-key command whose keys are in several groups, on the main port: run
+    /// `parts` (one per group or key), merge their replies, then go on with `rest`.
+    Split {
+        parts: Vec<Vec<Bytes>>,
+        merge: Merge,
+        rest: Vec<Vec<Bytes>>,
+    },
+}
