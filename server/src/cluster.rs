@@ -184,7 +184,8 @@ pub fn parse_ranges(slots: &str) -> Result<Vec<(u16, u16)>, String> {
     Ok(ranges)
 }
 
-fn ranges_text(slots: &[(u16, u16)]) -> String {
+/// Ranges as `cluster.conf` writes them (`0-99,200`; [`NO_SLOTS`] for none).
+pub fn ranges_text(slots: &[(u16, u16)]) -> String {
     if slots.is_empty() {
         return NO_SLOTS.to_string();
     }
@@ -365,6 +366,21 @@ impl Membership {
             }
         }
         owner
+    }
+
+    /// Gives each slot to the group `owner[slot]` names (every group keeps its replicas;
+    /// one left without slots keeps an empty range).
+    pub fn set_owners(&mut self, owner: &[u64]) {
+        for g in &mut self.groups {
+            g.slots.clear();
+            for (s, _) in owner.iter().enumerate().filter(|(_, &o)| o == g.id) {
+                let s = s as u16;
+                match g.slots.last_mut() {
+                    Some((_, b)) if *b + 1 == s => *b = s,
+                    _ => g.slots.push((s, s)),
+                }
+            }
+        }
     }
 
     pub fn group(&self, id: u64) -> Option<&GroupSpec> {

@@ -97,6 +97,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             .await?;
             let _ = node.raft_sender.set(Arc::new(transport));
             tokio::spawn(deliver_inbound(node.clone(), rx));
+            tokio::spawn(migrate::driver::run(
+                conn::Internal::new(&node),
+                node.leaders_changed.subscribe(),
+                node.shutdown_signal(),
+            ));
             if let Some(m) = cluster::Membership::load(&data_dir)? {
                 let node = node.clone();
                 tokio::task::spawn_blocking(move || node.start_group(m, node::Start::Restart))

@@ -101,10 +101,11 @@ fn apply_command(
             // All or nothing: a transaction touching a slot this group may not apply to
             // now is refused whole.
             let refused = items.iter().find_map(|item| match item {
-                TxItem::Data { argv, .. } => argv
-                    .first()
-                    .and_then(|n| cmd::lookup(n))
-                    .and_then(|spec| crate::migrate::apply::refusal(store, spec, argv)),
+                TxItem::Data { db, argv } => {
+                    argv.first().and_then(|n| cmd::lookup(n)).and_then(|spec| {
+                        crate::migrate::apply::refusal(store, *db as usize, spec, argv)
+                    })
+                }
                 TxItem::Literal(_) => None,
             });
             if let Some(err) = refused {
@@ -182,7 +183,7 @@ fn run(
             return None;
         }
     };
-    if let Some(err) = crate::migrate::apply::refusal(store, spec, argv) {
+    if let Some(err) = crate::migrate::apply::refusal(store, db, spec, argv) {
         out.error(err);
         return None;
     }

@@ -447,9 +447,19 @@ impl Node {
             .iter()
             .filter(|g| g.replicas.contains(&self.id()))
         {
+            // A group new to the topology whose only replica is this node (a resharding
+            // target made for it) is founded here; any other new replica waits for its
+            // group's leader to add it.
+            let founder = g.replicas == [self.id()]
+                && self.membership.read().group(g.id).is_none()
+                && !group_dir(&self.settings.read().data_dir, g.id).exists();
+            let voters = match founder {
+                true => vec![self.id()],
+                false => Vec::new(),
+            };
             let handle = match current.hosted.get(&g.id) {
                 Some(h) => h.clone(),
-                None => match self.open_group(g.id, Vec::new()) {
+                None => match self.open_group(g.id, voters) {
                     Ok(h) => {
                         tracing::info!(
                             group = g.id,

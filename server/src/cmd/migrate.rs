@@ -5,7 +5,8 @@
 //! KELVIN.MIGRATE-PULL <migration> <db> <key> [key ...]
 //!     -> per key: nil (absent, or expired at the log's time) | [expire_at, payload]
 //! KELVIN.MIGRATE-SCAN <migration> <db> <slot> <cursor> <count>
-//!     -> [next cursor ("0": the slot is done), [[key, expire_at, payload] ...]]
+//!     -> [next slot, next cursor, [[key, expire_at, payload] ...]]
+//!        (from `slot` on, over the migration's sealed slots; next slot 16384: done)
 //! ```
 //!
 //! Payloads are DUMP payloads ([`crate::rdb`]); `expire_at` is absolute Unix ms (0: none).
@@ -198,20 +199,47 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let migration = number(&argv[1])?;
     let db = database(&argv[2])?;
     let slot = number(&argv[3])?;
-    if slot as usize >= kelvin_protocol::SLOT_COUNT {
+    if slot as usize > kelvin_protocol::SLOT_COUNT {
         return Err(CmdError::err("Invalid or out of range slot"));
     }
-    let slot = slot as u16;
-    let cursor = number(&argv[4])?;
+    let mut slot = slot as usize;
+    let mut cursor = number(&argv[4])?;
     let count = (number(&argv[5])? as usize).clamp(1, MAX_MOVE_BATCH);
-    sealed(ex, migration, slot)?;
-    let (keys, next) = {
-        let (keys, next) = ex.store.db(db).scan_slot(slot as usize, cursor, count);
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.to_vec()).collect();
-        (keys, next)
+    let sealed_here = |store: &crate::store::Store, s: usize| {
+        matches!(store.migrations.role(s as u16),
+            Some(SlotRole::Sealed { migration: m, .. }) if m == migration)
     };
-    ex.out.array(2);
-    ex.out.bulk(next.unwrap_or(0).to_string().as_bytes());
+    if !ex
+        .store
+        .migrations
+        .slots()
+        .any(|(s, _)| sealed_here(ex.store, s as usize))
+    {
+        return Err(CmdError::err(format!(
+            "slot {slot} is not sealed by migration {migration} in this group"
+        )));
+    }
+    // From `slot` on, over this migration's sealed slots, until `count` keys.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    while slot < kelvin_protocol::SLOT_COUNT && keys.len() < count {
+        if !sealed_here(ex.store, slot) {
+            slot += 1;
+            cursor = 0;
+            continue;
+        }
+        let (page, next) = ex.store.db(db).scan_slot(slot, cursor, count - keys.len());
+        keys.extend(page.into_iter().map(|k| k.to_vec()));
+        match next {
+            Some(c) if c != 0 => cursor = c,
+            _ => {
+                slot += 1;
+                cursor = 0;
+            }
+        }
+    }
+    ex.out.array(3);
+    ex.out.int(slot as i64);
+    ex.out.int(cursor as i64);
     // Expired keys are left out; the count is known only once they are written.
     let mut body = kelvin_protocol::ReplyWriter::new(ex.out.version);
     let mut n = 0;
@@ -291,39 +319,23 @@ mod tests {
         want.extend_from_slice(&payload);
         want.extend_from_slice(b"\r\n$-1\r\n$-1\r\n");
         assert_eq!(got, want);
-        // A page of one, then the rest; the expired key never moves.
-        let first = run(
-            &mut store,
-            &["KELVIN.MIGRATE-SCAN", "7", "0", &slot.to_string(), "0", "1"],
-            100,
-        );
-        let text = String::from_utf8_lossy(&first).to_string();
-        assert!(text.starts_with("*2\r\n$"), "{text}");
-        let cursor: String = text.split("\r\n").nth(2).unwrap().to_string();
-        assert_ne!(cursor, "0");
-        let mut seen = text.matches("{m}").count();
-        let mut cursor = cursor;
-        for _ in 0..5 {
-            if cursor == "0" {
-                break;
-            }
+        // Pages of one key; the expired key never moves.
+        let (mut at, mut cursor, mut seen, mut pages) = (slot.to_string(), "0".to_string(), 0, 0);
+        while at != "16384" && pages < 10 {
             let page = run(
                 &mut store,
-                &[
-                    "KELVIN.MIGRATE-SCAN",
-                    "7",
-                    "0",
-                    &slot.to_string(),
-                    &cursor,
-                    "1",
-                ],
+                &["KELVIN.MIGRATE-SCAN", "7", "0", &at, &cursor, "1"],
                 100,
             );
             let text = String::from_utf8_lossy(&page).to_string();
-            cursor = text.split("\r\n").nth(2).unwrap().to_string();
+            assert!(text.starts_with("*3\r\n:"), "{text}");
+            let fields: Vec<&str> = text.split("\r\n").collect();
+            at = fields[1][1..].to_string();
+            cursor = fields[2][1..].to_string();
             seen += text.matches("{m}").count();
+            pages += 1;
         }
-        assert_eq!(cursor, "0");
+        assert_eq!(at, "16384");
         // {m}a and {m}b, each named twice (the key, and inside its DUMP payload).
         assert_eq!(seen, 4);
         let other = run(

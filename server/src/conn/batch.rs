@@ -18,6 +18,7 @@ use super::drive::*;
 use super::merge::*;
 use super::route::*;
 use super::*;
+use crate::migrate::apply as migrate;
 
 /// Why a command cannot run now, checked before it runs or is queued.
 pub(super) fn precheck(
@@ -355,6 +356,21 @@ pub(super) fn run_batch(
                     out.error(CLUSTER_DOWN);
                     continue;
                 }
+                if here == Route::Leader && !key_pos.is_empty() {
+                    // A slot in migration: wait for it, or pull its keys first.
+                    let need = match node.hosted(gid) {
+                        Some(group) => {
+                            let store = guard.get_or_insert_with(|| group.store.lock_arc());
+                            migrate::need(store, client.db, spec, &argv)
+                        }
+                        None => migrate::Need::Run,
+                    };
+                    if need != migrate::Need::Run {
+                        let argv = flush_or_continue!(argv);
+                        step = migration_step(need, gid, client.db, argv, &mut requests);
+                        break;
+                    }
+                }
                 if !spec.is_write() && (local_reads || client.readonly) {
                     if !segment.commands.is_empty() {
                         // A read after writes waits for them, so it sees them.
@@ -430,7 +446,16 @@ pub(super) fn run_batch(
                         }
                     };
                     match route(node, group) {
-                        Route::Leader => {}
+                        Route::Leader => {
+                            // Keys of the transaction that must come from a source first.
+                            let need = node.hosted(group).map(|g| tx_need(&g.store.lock(), &tx));
+                            if let Some(need) = need.filter(|n| *n != migrate::Need::Run) {
+                                let request = crate::cmd::connection::kelvin_exec_request(tx);
+                                step =
+                                    migration_step(need, group, client.db, request, &mut requests);
+                                break;
+                            }
+                        }
                         // Its watch and queue live here, its group is led elsewhere: the
                         // whole transaction goes to the leader as one request.
                         Route::Forward(leader) => {
@@ -494,6 +519,64 @@ pub(super) fn run_batch(
     *client.info.last_active.lock() = std::time::Instant::now();
     node.publish_events(&mut client.events);
     step
+}
+
+/// The step for a command whose slot is in migration ([`migrate::need`]): wait for it,
+/// or pull its keys first; then it runs again, and the rest after it.
+fn migration_step(
+    need: migrate::Need,
+    group: u64,
+    db: usize,
+    argv: Vec<Bytes>,
+    requests: &mut std::vec::IntoIter<Vec<Bytes>>,
+) -> Step {
+    let rest = requests.by_ref().collect();
+    match need {
+        // (Never asked for `Run`: it runs again, routed anew, like a wait.)
+        migrate::Need::Run => Step::AwaitMigration {
+            why: migrate::NOT_YET,
+            requests: vec![argv],
+            rest,
+        },
+        migrate::Need::Wait(why) => Step::AwaitMigration {
+            why,
+            requests: vec![argv],
+            rest,
+        },
+        migrate::Need::Pull {
+            migration,
+            source,
+            keys,
+        } => Step::FaultIn {
+            fault: super::faultin::Fault {
+                group,
+                migration,
+                source,
+                db,
+                keys,
+            },
+            requests: vec![argv],
+            rest,
+        },
+    }
+}
+
+/// What a transaction's data commands need (the first that needs anything).
+fn tx_need(store: &Store, tx: &LogCommand) -> migrate::Need {
+    let LogCommand::Transaction { items, .. } = tx else {
+        return migrate::Need::Run;
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            kelvin_protocol::log::TxItem::Data { db, argv } => {
+                let spec = cmd::lookup(argv.first()?)?;
+                Some(migrate::need(store, *db as usize, spec, argv))
+            }
+            kelvin_protocol::log::TxItem::Literal(_) => None,
+        })
+        .find(|n| *n != migrate::Need::Run)
+        .unwrap_or(migrate::Need::Run)
 }
 
 /// The reply to a data command on a node that serves no data yet.

@@ -45,6 +45,24 @@ pub(super) async fn drive(
             } => {
                 let result = rx.await.unwrap_or(Err(ProposeError::Stopped));
                 match result {
+                    Ok(applied)
+                        if applied.blocked.is_none()
+                            && tokio::time::Instant::now() < deadline
+                            && super::faultin::refused_by_migration(&applied.out, out.version) =>
+                    {
+                        // Proposed before a seal or a fault-in caught up: those requests
+                        // run again, routed anew, and their replies take their places.
+                        super::faultin::redo_refused(
+                            node,
+                            client,
+                            out,
+                            &applied.out,
+                            &retry,
+                            deadline,
+                        )
+                        .await;
+                        batch = rest;
+                    }
                     Ok(applied) => {
                         out.buf.extend_from_slice(&applied.out);
                         if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
@@ -128,6 +146,44 @@ pub(super) async fn drive(
                     batch.extend(rest);
                 }
             }
+            Step::AwaitMigration {
+                why,
+                requests,
+                rest,
+            } => {
+                if tokio::time::Instant::now() >= deadline {
+                    for _ in &requests {
+                        out.error(why);
+                    }
+                    batch = rest;
+                } else {
+                    wait_leader_change(node, deadline).await;
+                    batch = requests;
+                    batch.extend(rest);
+                }
+            }
+            Step::FaultIn {
+                fault,
+                requests,
+                rest,
+            } => {
+                let pulled = match tokio::time::Instant::now() < deadline {
+                    true => super::faultin::fault_in(node, client, out.version, &fault).await,
+                    false => Err(super::faultin::UNREACHABLE.to_string()),
+                };
+                match pulled {
+                    Ok(()) => {
+                        batch = requests;
+                        batch.extend(rest);
+                    }
+                    Err(text) => {
+                        for _ in &requests {
+                            out.error(&text);
+                        }
+                        batch = rest;
+                    }
+                }
+            }
             Step::Split { parts, merge, rest } => {
                 // Each part goes to its own group like any request; their replies are
                 // then merged into the one reply the client expects.
@@ -150,6 +206,8 @@ impl Step {
             Step::Propose { rest, .. }
             | Step::Forward { rest, .. }
             | Step::AwaitLeader { rest, .. }
+            | Step::AwaitMigration { rest, .. }
+            | Step::FaultIn { rest, .. }
             | Step::Split { rest, .. } => rest.extend(tail),
         }
         Ok(step)
@@ -253,6 +311,21 @@ pub enum Step {
     /// No leader is known: wait for an election, then run `requests` again (or answer
     /// them with an error if none comes), then `rest`.
     AwaitLeader {
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// A slot in migration must catch up: sealed by this group and not yet moved in the
+    /// topology, or imported here before the seal's proof arrived. Wait, then run
+    /// `requests` again (routed anew); `why` answers them if it does not in time.
+    AwaitMigration {
+        why: &'static str,
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// Keys this group imports must be pulled from the source first
+    /// ([`super::faultin`]); then `requests` run again, then `rest`.
+    FaultIn {
+        fault: super::faultin::Fault,
         requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
     },

@@ -8,12 +8,15 @@
 
 mod batch;
 mod drive;
+mod faultin;
+mod internal;
 mod merge;
 mod route;
 
 pub use batch::{process_batch, CLUSTER_DOWN};
 use drive::drive;
 pub use drive::{Step, LEADER_WAIT, NO_LEADER};
+pub use internal::Internal;
 pub use merge::Merge;
 pub use route::{CROSSSLOT, CROSSSLOT_GROUPS, PIN};
 
@@ -126,6 +129,35 @@ pub struct Blocked {
 }
 
 impl ClientState {
+    pub fn new(
+        info: Arc<ClientInfo>,
+        push_tx: mpsc::Sender<PushMessage>,
+        authed: bool,
+        redirect: bool,
+    ) -> ClientState {
+        ClientState {
+            info,
+            db: 0,
+            authed,
+            multi: None,
+            watch: None,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            push_tx,
+            close: false,
+            events: Vec::new(),
+            lazy_expired: Vec::new(),
+            blocked: None,
+            pending: Vec::new(),
+            transaction: None,
+            relays: Vec::new(),
+            readonly: false,
+            redirect,
+            relayed: None,
+            reply: ReplyMode::On,
+        }
+    }
+
     /// RESP2 clients with subscriptions may only run pub/sub commands.
     pub fn in_resp2_subscribed_mode(&self, version: RespVersion) -> bool {
         version == RespVersion::Resp2 && !(self.channels.is_empty() && self.patterns.is_empty())
@@ -227,27 +259,8 @@ impl Connection {
         });
         let mut inbuf = BytesMut::with_capacity(READ_RESERVE);
         let mut out = ReplyWriter::new(RespVersion::Resp2);
-        let mut client = ClientState {
-            info: info.clone(),
-            db: 0,
-            authed: !requirepass,
-            multi: None,
-            watch: None,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            push_tx,
-            close: false,
-            events: Vec::new(),
-            lazy_expired: Vec::new(),
-            blocked: None,
-            pending: Vec::new(),
-            transaction: None,
-            relays: Vec::new(),
-            readonly: false,
-            redirect: node.settings.read().redirect_port == Some(info.laddr.port()),
-            relayed: None,
-            reply: ReplyMode::On,
-        };
+        let redirect = node.settings.read().redirect_port == Some(info.laddr.port());
+        let mut client = ClientState::new(info.clone(), push_tx, !requirepass, redirect);
         let mut shutdown = node.shutdown_signal();
         // Made once, not per turn of the loop: a killed client or a node shutting down.
         let stop = async {

@@ -218,8 +218,8 @@ pub(super) fn unpin(
         .ok()
         .and_then(|g| g.parse::<u64>().ok())
         .filter(|g| {
-            node.groups()
-                .is_some_and(|gs| gs.hosted.contains_key(g) || gs.slot_group.contains(g))
+            node.groups().is_some_and(|gs| gs.hosted.contains_key(g))
+                || node.membership.read().group(*g).is_some()
         })
         .ok_or_else(|| CmdError::err("KELVIN.ON: no such group"))?;
     let inner = argv[2..].to_vec();

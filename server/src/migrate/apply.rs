@@ -106,6 +106,11 @@ fn moved_keys(
             store.migrations.accept_moved(db, &k.key);
             continue;
         }
+        if k.payload.is_empty() {
+            // Absent at the source: settled here as absent.
+            store.migrations.accept_moved(db, &k.key);
+            continue;
+        }
         // A payload that does not restore settles nothing: the key stays to be pulled.
         let Ok(value) = crate::rdb::restore(&k.payload) else {
             continue;
@@ -143,18 +148,97 @@ fn finish(store: &mut Store, migration: u64) -> Result<(), super::state::Migrati
     Ok(())
 }
 
-/// Why a data command may not be applied here now, if it may not.
-pub fn refusal(store: &Store, spec: &CommandSpec, argv: &[Bytes]) -> Option<&'static str> {
-    if store.migrations.is_empty() {
-        return None;
+/// The reply to a command applied on a key of an importing slot that was neither pulled
+/// from the source first nor replaced whole (the connection pulls before it proposes;
+/// this is the guard for what slipped past, never a wrong answer).
+pub const UNSETTLED: &str =
+    "TRYAGAIN the key is still being moved to this group; send the command again";
+
+/// What a data command needs before it may run on a group with migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Run it here.
+    Run,
+    /// Its slot is sealed here (the target serves it) or imported without the seal's
+    /// proof yet: the answer to give if the routing does not catch up.
+    Wait(&'static str),
+    /// These keys of `migration` must be pulled from `source` first (one migration at a
+    /// time; the command is checked again after the pull).
+    Pull {
+        migration: u64,
+        source: u64,
+        keys: Vec<Bytes>,
+    },
+}
+
+/// Whether `argv` replaces its keys whole, whatever they held, with a reply that does
+/// not depend on them: such a write settles a key of an importing slot without a pull.
+/// SET without NX, XX, GET or KEEPTTL; SETEX, PSETEX, MSET.
+pub fn replaces_whole(spec: &CommandSpec, argv: &[Bytes]) -> bool {
+    match spec.name {
+        "setex" | "psetex" | "mset" => true,
+        "set" => !argv.iter().skip(3).any(|a| {
+            ["nx", "xx", "get", "keepttl"]
+                .iter()
+                .any(|o| a.eq_ignore_ascii_case(o.as_bytes()))
+        }),
+        _ => false,
     }
-    spec.keys_in(argv).into_iter().find_map(|p| {
-        match store.migrations.serve(kelvin_protocol::key_slot(&argv[p])) {
-            Serve::Moved { .. } => Some(SEALED),
-            Serve::NotYet { .. } => Some(NOT_YET),
-            Serve::Normal | Serve::Importing { .. } => None,
+}
+
+/// What `argv` (a data command on database `db`) needs before it may run here.
+pub fn need(store: &Store, db: usize, spec: &CommandSpec, argv: &[Bytes]) -> Need {
+    if store.migrations.is_empty() {
+        return Need::Run;
+    }
+    let mut pull: Option<(u64, u64, Vec<Bytes>)> = None;
+    for p in spec.keys_in(argv) {
+        let key = &argv[p];
+        let slot = kelvin_protocol::key_slot(key);
+        match store.migrations.serve(slot) {
+            Serve::Normal => {}
+            Serve::Moved { .. } => return Need::Wait(SEALED),
+            Serve::NotYet { .. } => return Need::Wait(NOT_YET),
+            Serve::Importing { source } => {
+                if replaces_whole(spec, argv) || store.migrations.is_settled(db as u8, key) {
+                    continue;
+                }
+                let Some(SlotRole::Importing { migration, .. }) = store.migrations.role(slot)
+                else {
+                    continue;
+                };
+                match &mut pull {
+                    None => pull = Some((migration, source, vec![key.clone()])),
+                    Some((m, _, keys)) if *m == migration && !keys.contains(key) => {
+                        keys.push(key.clone())
+                    }
+                    Some(_) => {}
+                }
+            }
         }
-    })
+    }
+    match pull {
+        None => Need::Run,
+        Some((migration, source, keys)) => Need::Pull {
+            migration,
+            source,
+            keys,
+        },
+    }
+}
+
+/// Why a data command may not be applied here now, if it may not.
+pub fn refusal(
+    store: &Store,
+    db: usize,
+    spec: &CommandSpec,
+    argv: &[Bytes],
+) -> Option<&'static str> {
+    match need(store, db, spec, argv) {
+        Need::Run => None,
+        Need::Wait(text) => Some(text),
+        Need::Pull { .. } => Some(UNSETTLED),
+    }
 }
 
 /// After a write was applied: its keys in importing slots are settled here.
@@ -194,7 +278,7 @@ mod tests {
             .db(0)
             .insert(b"other", Entry::new(Value::Str(b"v".to_vec())));
         let get = crate::cmd::lookup(b"GET").unwrap();
-        assert_eq!(refusal(&store, get, &argv(&["GET", "sess:1"])), None);
+        assert_eq!(refusal(&store, 0, get, &argv(&["GET", "sess:1"])), None);
         let mut out = ReplyWriter::default();
         apply(
             &mut store,
@@ -208,18 +292,18 @@ mod tests {
         );
         assert_eq!(out.buf, b"+OK\r\n");
         assert_eq!(
-            refusal(&store, get, &argv(&["GET", "sess:1"])),
+            refusal(&store, 0, get, &argv(&["GET", "sess:1"])),
             Some(SEALED)
         );
         if kelvin_protocol::key_slot(b"other") != slot {
-            assert_eq!(refusal(&store, get, &argv(&["GET", "other"])), None);
+            assert_eq!(refusal(&store, 0, get, &argv(&["GET", "other"])), None);
         }
         let mut out = ReplyWriter::default();
         apply(&mut store, &MigrateOp::Finish { migration: 4 }, 0, &mut out);
         assert_eq!(out.buf, b"+OK\r\n");
         assert!(store.db(0).raw_get(key).is_none() && store.db(3).raw_get(key).is_none());
         assert_eq!((store.db(0).len(), store.db(3).len()), (1, 0));
-        assert_eq!(refusal(&store, get, &argv(&["GET", "sess:1"])), None);
+        assert_eq!(refusal(&store, 0, get, &argv(&["GET", "sess:1"])), None);
         let mut out = ReplyWriter::default();
         apply(&mut store, &MigrateOp::Finish { migration: 4 }, 0, &mut out);
         assert_eq!(out.buf, b"-ERR no migration 4 here\r\n");
@@ -242,7 +326,7 @@ mod tests {
         );
         let set = crate::cmd::lookup(b"SET").unwrap();
         let cmd = argv(&["SET", "k", "v"]);
-        assert_eq!(refusal(&store, set, &cmd), Some(NOT_YET));
+        assert_eq!(refusal(&store, 0, set, &cmd), Some(NOT_YET));
         apply(
             &mut store,
             &MigrateOp::Proof {
@@ -253,7 +337,7 @@ mod tests {
             0,
             &mut out,
         );
-        assert_eq!(refusal(&store, set, &cmd), None);
+        assert_eq!(refusal(&store, 0, set, &cmd), None);
         settle_written(&mut store, 0, set, &cmd);
         assert!(store.migrations.is_settled(0, b"k"));
         assert!(!store.migrations.accept_moved(0, b"k"));

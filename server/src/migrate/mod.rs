@@ -14,12 +14,16 @@
 //!   applied to a sealed slot, or to an importing one before the seal's proof.
 //!   Moved keys (the `Keys` op) arrive as DUMP payloads and land only on keys not
 //!   settled; the state goes into snapshots (`snapshot::MIGRATIONS_DB`).
-//! - Still to come (issue 12): routing by that state in the connections, the pull of
-//!   unsettled keys (fault-in), the eager push and the drain, the phase driver and
-//!   `kelvin-cli cluster reshard`. (The topology's `migrate` lines are in `cluster`.)
+//! - [`driver`]: the phase driver, on the node leading a migration's target group:
+//!   import, seal, proof, the topology's handover, the drain, finish.
+//! - The fault-in of unmoved keys is the connections' (`conn/faultin.rs`): they ask
+//!   [`apply::need`] before running a command on a group with migrations.
+//! - Still to come (issue 12): the eager push of hot keys, the negotiation, the drain's
+//!   rate setting. (The topology's `migrate` lines are in `cluster`.)
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 
 pub mod apply;
+pub mod driver;
 pub mod plan;
 pub mod state;

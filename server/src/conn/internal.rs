@@ -1,0 +1,99 @@
+//! Kelvin's own requests, made by the node itself (the migration driver): run as a
+//! connection of the main port would run them, routed, relayed and waited for, without
+//! a socket.
+
+use bytes::Bytes;
+use kelvin_protocol::{ReplyWriter, RespVersion};
+
+use super::*;
+
+/// How long one request to another node's client port may take.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A connection of the node to itself.
+pub struct Internal {
+    node: Arc<Node>,
+    client: ClientState,
+}
+
+impl Internal {
+    pub fn new(node: &Arc<Node>) -> Internal {
+        // Nothing subscribes on this connection: its push queue is never read.
+        let (push_tx, _) = mpsc::channel(1);
+        let addr = node.local_addr;
+        let info = Arc::new(ClientInfo::new(0, addr, addr));
+        Internal {
+            node: node.clone(),
+            client: ClientState::new(info, push_tx, true, false),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Runs `argv` and returns its reply (RESP2).
+    pub async fn call(&mut self, argv: Vec<Bytes>) -> Vec<u8> {
+        let mut out = ReplyWriter::new(RespVersion::Resp2);
+        drive(&self.node, &mut self.client, &mut out, vec![argv]).await;
+        out.buf.to_vec()
+    }
+
+    /// Runs `argv` on group `group`, wherever its leader is (`KELVIN.ON`).
+    pub async fn call_on_group(&mut self, group: u64, argv: Vec<Bytes>) -> Vec<u8> {
+        self.call(route::pin(group, argv)).await
+    }
+
+    /// Sends `argv` to member `member`'s client port as is (a command that must run on
+    /// that node, such as a topology change on the meta group's leader).
+    pub async fn call_member(&mut self, member: u64, argv: Vec<Bytes>) -> std::io::Result<Vec<u8>> {
+        let addr = self
+            .node
+            .peer_client_addr(member)
+            .ok_or_else(|| std::io::Error::other("no such member"))?;
+        let password = self.node.settings.read().requirepass.clone();
+        let epoch = self.node.membership.read().epoch;
+        let mut relay = crate::relay::Relay::connect(
+            member,
+            addr,
+            password.as_deref(),
+            RespVersion::Resp2,
+            1,
+            epoch,
+        )
+        .await?;
+        let mut reply = Vec::new();
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            relay.forward(0, RespVersion::Resp2, &[argv], &mut reply),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("the member did not answer in time"))??;
+        Ok(reply)
+    }
+}
+
+impl crate::migrate::driver::Cluster for Internal {
+    fn topology(&self) -> Option<crate::cluster::Membership> {
+        let meta = self.node.meta()?;
+        crate::cluster::stored_topology(&mut meta.store.lock())?.ok()
+    }
+
+    fn leads(&self, group: u64) -> bool {
+        self.node
+            .hosted(group)
+            .is_some_and(|g| g.status.is_leader())
+    }
+
+    fn meta_leader(&self) -> Option<u64> {
+        self.node.meta()?.status.leader()
+    }
+
+    async fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> Vec<u8> {
+        self.call_on_group(group, argv).await
+    }
+
+    async fn on_member(&mut self, member: u64, argv: Vec<Bytes>) -> std::io::Result<Vec<u8>> {
+        self.call_member(member, argv).await
+    }
+}

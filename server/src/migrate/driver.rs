@@ -1,0 +1,389 @@
+//! The phase driver: moves the migrations the topology lists through their phases, on
+//! the node that leads each migration's target group (DESIGN.md "Resharding, step by
+//! step").
+//!
+//! ```text
+//! planned   target: IMPORT        (serves nothing of the slots yet)
+//!           source: SEAL          (serves nothing of them any more) -> index, log time
+//!           target: PROOF         (serves them: unmoved keys fault in)
+//!           meta:   the slots change owner, the line says handover   (one change for
+//!                   every planned migration of this target)
+//! handover  drain:  source MIGRATE-SCAN pages -> target KEYS (never over settled keys)
+//!           target: FINISH, source: FINISH (drops the slots' keys)
+//!           meta:   the migrate line goes
+//! ```
+//!
+//! Every step is idempotent, so a driver that dies anywhere (its node killed, its group's
+//! leadership moved) is replaced by the next leader's, which starts over from the phase
+//! the meta group holds: IMPORT, SEAL and PROOF again for a planned migration (the same
+//! migration's claim again is no change), the drain again for one handed over (a key
+//! already moved is refused, not written twice), FINISH again (an unknown migration is
+//! the answer once it is done). A migration is never sealed again once handed over.
+//!
+//! The driver reaches the cluster through [`Cluster`], a narrow interface the connection
+//! layer implements (requests routed as the main port routes them), not the node.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cluster::{ranges_text, Membership, MigrationPhase, MigrationSpec};
+
+/// How often the driver looks for work when nothing wakes it.
+pub const DRIVER_TICK: Duration = Duration::from_millis(100);
+/// How long the driver waits after a failed step before it tries again.
+pub const DRIVER_BACKOFF: Duration = Duration::from_millis(500);
+/// Keys per drain page (bounded by [`crate::cmd::migrate::MAX_MOVE_BATCH`]).
+pub const DRAIN_PAGE_KEYS: usize = 500;
+/// How long a topology change may take to be applied before it is tried again.
+const TOPOLOGY_WAIT: Duration = Duration::from_secs(5);
+
+/// What the driver needs of the cluster.
+pub trait Cluster: Send {
+    /// The topology this node's replica of the meta group holds.
+    fn topology(&self) -> Option<Membership>;
+    /// Whether this node leads `group` now.
+    fn leads(&self, group: u64) -> bool;
+    /// The meta group's leader, if known.
+    fn meta_leader(&self) -> Option<u64>;
+    /// Runs `argv` on group `group` (its leader, wherever it is); the RESP2 reply.
+    fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
+    /// Sends `argv` to member `member` as is; the RESP2 reply.
+    fn on_member(
+        &mut self,
+        member: u64,
+        argv: Vec<Bytes>,
+    ) -> impl Future<Output = std::io::Result<Vec<u8>>> + Send;
+}
+
+/// Runs the driver until `stop` fires.
+pub async fn run<C: Cluster>(
+    mut cluster: C,
+    mut wake: tokio::sync::watch::Receiver<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(DRIVER_TICK) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = step(&mut cluster).await {
+            tracing::warn!(cause = %e, "migration driver: step failed, trying again");
+            tokio::time::sleep(DRIVER_BACKOFF).await;
+        }
+    }
+}
+
+fn args(words: &[&str]) -> Vec<Bytes> {
+    words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
+fn text(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply).trim_end().to_string()
+}
+
+/// One pass: hand over every planned migration this node's groups import, else drain
+/// and finish one handed over.
+pub async fn step<C: Cluster>(c: &mut C) -> Result<(), String> {
+    let Some(t) = c.topology() else {
+        return Ok(());
+    };
+    let mine: Vec<MigrationSpec> = t
+        .migrations
+        .iter()
+        .filter(|m| c.leads(m.target))
+        .cloned()
+        .collect();
+    let planned: Vec<&MigrationSpec> = mine
+        .iter()
+        .filter(|m| m.phase == MigrationPhase::Planned)
+        .collect();
+    if !planned.is_empty() {
+        return handover(c, &planned).await;
+    }
+    if let Some(m) = mine.first() {
+        drain(c, m).await?;
+        return finish(c, m).await;
+    }
+    Ok(())
+}
+
+async fn expect_ok<C: Cluster>(c: &mut C, group: u64, argv: Vec<Bytes>) -> Result<(), String> {
+    let reply = c.on_group(group, argv).await;
+    match reply.starts_with(b"+OK") {
+        true => Ok(()),
+        false => Err(format!("group {group}: {}", text(&reply))),
+    }
+}
+
+/// Import, seal, proof for each; then one topology change hands every slot over.
+async fn handover<C: Cluster>(c: &mut C, planned: &[&MigrationSpec]) -> Result<(), String> {
+    for m in planned {
+        let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
+        let (source, target) = (m.source.to_string(), m.target.to_string());
+        expect_ok(
+            c,
+            m.target,
+            args(&["KELVIN.MIGRATE", "IMPORT", &id, &source, &slots]),
+        )
+        .await?;
+        let sealed = c
+            .on_group(
+                m.source,
+                args(&["KELVIN.MIGRATE", "SEAL", &id, &target, &slots]),
+            )
+            .await;
+        let [index, log_ms] = seal_reply(&sealed)
+            .ok_or_else(|| format!("group {}: seal: {}", m.source, text(&sealed)))?;
+        expect_ok(
+            c,
+            m.target,
+            args(&[
+                "KELVIN.MIGRATE",
+                "PROOF",
+                &id,
+                &index.to_string(),
+                &log_ms.to_string(),
+            ]),
+        )
+        .await?;
+        tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots, "sealed, proof at the target");
+    }
+    let ids: Vec<u64> = planned.iter().map(|m| m.id).collect();
+    change_topology(c, |t| {
+        let mut owner = t.slot_groups();
+        let mut changed = false;
+        for m in t.migrations.iter_mut().filter(|m| ids.contains(&m.id)) {
+            if m.phase != MigrationPhase::Planned {
+                continue;
+            }
+            for &(a, b) in &m.slots {
+                owner[a as usize..=b as usize].fill(m.target);
+            }
+            m.phase = MigrationPhase::Handover;
+            changed = true;
+        }
+        t.set_owners(&owner);
+        changed
+    })
+    .await?;
+    tracing::info!(migrations = ?ids, "handed over");
+    Ok(())
+}
+
+/// `[index, log ms]` of a SEAL reply.
+fn seal_reply(reply: &[u8]) -> Option<[u64; 2]> {
+    let text = std::str::from_utf8(reply).ok()?;
+    let mut lines = text.split("\r\n");
+    if lines.next()? != "*2" {
+        return None;
+    }
+    let mut num = || lines.next()?.strip_prefix(':')?.parse().ok();
+    Some([num()?, num()?])
+}
+
+/// Moves every key still at the source, page by page, through the target's log.
+async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
+    let id = m.id.to_string();
+    let first = m.slots.first().map_or(0, |r| r.0);
+    let mut moved = 0u64;
+    for db in 0..crate::store::DATABASES {
+        let db_text = db.to_string();
+        let (mut slot, mut cursor) = (u64::from(first), 0u64);
+        while slot < kelvin_protocol::SLOT_COUNT as u64 {
+            let page = c
+                .on_group(
+                    m.source,
+                    args(&[
+                        "KELVIN.MIGRATE-SCAN",
+                        &id,
+                        &db_text,
+                        &slot.to_string(),
+                        &cursor.to_string(),
+                        &DRAIN_PAGE_KEYS.to_string(),
+                    ]),
+                )
+                .await;
+            if page.starts_with(b"-ERR slot") {
+                // The source finished already: nothing is left there.
+                return Ok(());
+            }
+            let (next_slot, next_cursor, entries) = scan_page(&page)
+                .ok_or_else(|| format!("group {}: drain: {}", m.source, text(&page)))?;
+            if !entries.is_empty() {
+                let mut keys = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
+                for (key, expire_at, payload) in entries {
+                    keys.extend([key, Bytes::from(expire_at.to_string()), payload]);
+                }
+                let reply = c.on_group(m.target, keys).await;
+                if reply.starts_with(b"-ERR key of slot") {
+                    // The target finished already.
+                    return Ok(());
+                }
+                let written = text(&reply)
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("group {}: drain: {}", m.target, text(&reply)))?;
+                moved += written;
+            }
+            (slot, cursor) = (next_slot, next_cursor);
+        }
+    }
+    tracing::info!(migration = m.id, keys = moved, "drained");
+    Ok(())
+}
+
+type Moved = (Bytes, u64, Bytes);
+
+/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s.
+fn scan_page(reply: &[u8]) -> Option<(u64, u64, Vec<Moved>)> {
+    let mut p = Parser { buf: reply };
+    if p.header(b'*')? != 3 {
+        return None;
+    }
+    let slot = p.header(b':')? as u64;
+    let cursor = p.header(b':')? as u64;
+    let n = p.header(b'*')?;
+    let mut entries = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if p.header(b'*')? != 3 {
+            return None;
+        }
+        let key = p.bulk()?;
+        let expire_at = p.header(b':')? as u64;
+        let payload = p.bulk()?;
+        entries.push((key, expire_at, payload));
+    }
+    Some((slot, cursor, entries))
+}
+
+/// Just enough RESP2 to read the driver's replies.
+struct Parser<'a> {
+    buf: &'a [u8],
+}
+
+impl Parser<'_> {
+    /// A line `<kind><number>\r\n`: the number.
+    fn header(&mut self, kind: u8) -> Option<i64> {
+        let rest = self.buf.strip_prefix(&[kind])?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        self.buf = &rest[end + 2..];
+        Some(n)
+    }
+
+    fn bulk(&mut self) -> Option<Bytes> {
+        let len = usize::try_from(self.header(b'$')?).ok()?;
+        let body = self.buf.get(..len)?;
+        let value = Bytes::copy_from_slice(body);
+        self.buf = self.buf.get(len + 2..)?;
+        Some(value)
+    }
+}
+
+/// Both sides finish, then the migrate line goes.
+async fn finish<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
+    let id = m.id.to_string();
+    for group in [m.target, m.source] {
+        let reply = c
+            .on_group(group, args(&["KELVIN.MIGRATE", "FINISH", &id]))
+            .await;
+        if !reply.starts_with(b"+OK") && !reply.starts_with(b"-ERR no migration") {
+            return Err(format!("group {group}: finish: {}", text(&reply)));
+        }
+    }
+    change_topology(c, |t| {
+        let before = t.migrations.len();
+        t.migrations.retain(|x| x.id != m.id);
+        t.migrations.len() != before
+    })
+    .await?;
+    tracing::info!(migration = m.id, "migration finished");
+    Ok(())
+}
+
+/// Applies `change` to the topology the meta group holds and has the meta leader
+/// propose it (a compare-and-set on the epoch), until it is applied or `change` finds
+/// nothing to do.
+async fn change_topology<C: Cluster>(
+    c: &mut C,
+    mut change: impl FnMut(&mut Membership) -> bool,
+) -> Result<(), String> {
+    for _ in 0..10 {
+        let current = c.topology().ok_or("no topology")?;
+        let mut new = current.clone();
+        if !change(&mut new) {
+            return Ok(());
+        }
+        new.epoch = current.epoch + 1;
+        new.validate()?;
+        current.check_transition(&new)?;
+        let Some(leader) = c.meta_leader() else {
+            tokio::time::sleep(DRIVER_BACKOFF).await;
+            continue;
+        };
+        let argv = vec![
+            Bytes::from_static(b"CLUSTER"),
+            Bytes::from_static(b"KELVIN-TOPOLOGY"),
+            Bytes::from_static(b"SET"),
+            Bytes::from(current.epoch.to_string()),
+            Bytes::from(new.render()),
+        ];
+        match c.on_member(leader, argv).await {
+            Ok(r) if r.starts_with(b"+OK") => {}
+            Ok(r) => {
+                tracing::debug!(reply = %text(&r), "topology change refused");
+                tokio::time::sleep(DRIVER_TICK).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(cause = %e, "meta leader unreachable");
+                tokio::time::sleep(DRIVER_BACKOFF).await;
+                continue;
+            }
+        }
+        // Proposed: wait until this node's meta replica has applied it (or another).
+        let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if c.topology().is_some_and(|t| t.epoch > current.epoch) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let current = c.topology().ok_or("no topology")?;
+    match change(&mut current.clone()) {
+        false => Ok(()),
+        true => Err("the topology change was not applied".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse() {
+        assert_eq!(seal_reply(b"*2\r\n:17\r\n:1700\r\n"), Some([17, 1700]));
+        assert_eq!(
+            seal_reply(b"-ERR slot 5 is already in migration 3\r\n"),
+            None
+        );
+        let page = b"*3\r\n:12\r\n:0\r\n*2\r\n*3\r\n$1\r\na\r\n:0\r\n$2\r\nxy\r\n*3\r\n$1\r\nb\r\n:99\r\n$0\r\n\r\n";
+        let (slot, cursor, entries) = scan_page(page).unwrap();
+        assert_eq!((slot, cursor), (12, 0));
+        assert_eq!(
+            entries,
+            vec![
+                (Bytes::from_static(b"a"), 0, Bytes::from_static(b"xy")),
+                (Bytes::from_static(b"b"), 99, Bytes::new()),
+            ]
+        );
+        assert!(scan_page(b"*3\r\n:12\r\n:0\r\n*1\r\n").is_none());
+    }
+}
