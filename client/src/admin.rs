@@ -70,6 +70,8 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             };
             crate::heat::heat(&args[1], pass, top)
         }
+        Some("reshard") if args.len() >= 2 => crate::reshard::reshard(&args[1..], pass),
+        Some("migrations") if args.len() == 2 => crate::reshard::migrations(&args[1], pass),
         Some("add-node") if args.len() >= 3 => {
             confirm(args, &format!("Add {} to the cluster of {}?", args[1], args[2]))?;
             admin(&args[2], pass).add_node(&args[1])
@@ -91,7 +93,7 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             admin(&args[3], pass).remove_replica(group_number(&args[1])?, &args[2])
         }
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster heat HOST:PORT [--top N]\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster heat HOST:PORT [--top N]\n       kelvin-cli cluster reshard SEED_HOST:PORT --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED_HOST:PORT --wait-drained\n       kelvin-cli cluster migrations SEED_HOST:PORT\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
         ),
     }
 }

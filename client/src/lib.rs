@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod heat;
 pub mod members;
+pub mod reshard;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -7,6 +7,7 @@
 //! kelvin-cli cluster status 127.0.0.1:7001
 //! kelvin-cli cluster rebalance 127.0.0.1:7001
 //! kelvin-cli cluster heat 127.0.0.1:7001 --top 10
+//! kelvin-cli cluster reshard 127.0.0.1:7001 --slots 4096 --to 127.0.0.1:7004 --yes
 //! ```
 
 use std::io::{BufRead, Write};
@@ -77,6 +78,8 @@ fn main() -> anyhow::Result<()> {
             "status",
             "rebalance",
             "heat",
+            "reshard",
+            "migrations",
             "add-node",
             "remove-node",
             "add-replica",

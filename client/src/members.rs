@@ -39,6 +39,8 @@ pub struct Topology {
     pub members: Vec<(String, String, u16, u16, u16)>,
     /// (id, slot ranges, replica ids)
     pub groups: Vec<(u64, String, Vec<String>)>,
+    /// Live migrations: (id, source group, target group, slot ranges, phase).
+    pub migrations: Vec<(u64, u64, u64, String, String)>,
 }
 
 impl Topology {
@@ -47,6 +49,7 @@ impl Topology {
             epoch: 0,
             members: Vec::new(),
             groups: Vec::new(),
+            migrations: Vec::new(),
         };
         for line in text.lines().map(str::trim) {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -67,6 +70,13 @@ impl Topology {
                     slots.to_string(),
                     replicas.split(',').map(str::to_string).collect(),
                 )),
+                ["migrate", id, source, target, slots, phase] => t.migrations.push((
+                    id.parse().map_err(|_| bad())?,
+                    source.parse().map_err(|_| bad())?,
+                    target.parse().map_err(|_| bad())?,
+                    slots.to_string(),
+                    phase.to_string(),
+                )),
                 _ => return Err(bad()),
             }
         }
@@ -80,6 +90,9 @@ impl Topology {
         }
         for (id, slots, replicas) in &self.groups {
             s.push_str(&format!("group {id} {slots} {}\n", replicas.join(",")));
+        }
+        for (id, source, target, slots, phase) in &self.migrations {
+            s.push_str(&format!("migrate {id} {source} {target} {slots} {phase}\n"));
         }
         s
     }
@@ -144,7 +157,7 @@ fn ids(s: &str) -> Vec<String> {
 }
 
 impl Admin<'_> {
-    fn call(&self, addr: &str, cmd: &[&str]) -> anyhow::Result<Frame> {
+    pub(crate) fn call(&self, addr: &str, cmd: &[&str]) -> anyhow::Result<Frame> {
         connect(addr, self.pass)?.call(cmd)
     }
 
@@ -160,7 +173,7 @@ impl Admin<'_> {
 
     /// The address of the node that leads `group`, asking its replicas (for the meta
     /// group, every member). Waits out an election.
-    fn leader(&self, t: &Topology, group: Group) -> anyhow::Result<String> {
+    pub(crate) fn leader(&self, t: &Topology, group: Group) -> anyhow::Result<String> {
         let asked: Vec<String> = match group {
             Group::Meta => t.members.iter().map(|m| m.0.clone()).collect(),
             Group::Data(g) => t.replicas(g).cloned().unwrap_or_default(),

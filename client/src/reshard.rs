@@ -1,0 +1,387 @@
+//! `kelvin-cli cluster reshard` and `cluster migrations`: moving slots between groups
+//! while the cluster serves, and watching it.
+//!
+//! ```text
+//! reshard SEED --slots N --to NODE [--from NODE,...] [--yes]
+//!     a group led by NODE (made if it leads none, replicated as the others are) gets N
+//!     slots, taken from the other groups (or those led by --from) in proportion to what
+//!     each holds, highest slots first; the topology gets one `migrate ... planned` line
+//!     per source; returns once every one is handed over (the target owns the slots and
+//!     serves them; cold keys fault in and drain behind), printing the handover time.
+//! reshard SEED --wait-drained
+//!     waits until no migration is left (every key moved, the sources dropped theirs).
+//! migrations SEED
+//!     the migrations in progress.
+//! ```
+//!
+//! The server does the moving (its phase driver, on the target group's leader): this
+//! command only asks for it and watches, so killing it changes nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::admin::{field_text, fields};
+use crate::members::{Admin, Group, Topology};
+
+/// How long a handover may take before `reshard` gives up waiting (the migration goes
+/// on in the cluster).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
+/// How long `--wait-drained` waits for the drains.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(1800);
+/// How often progress is polled.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Parses `0-99,200` (or `-`).
+pub fn ranges(text: &str) -> Vec<(u16, u16)> {
+    text.split(',')
+        .filter(|r| !r.is_empty() && *r != "-")
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => r.parse().ok().map(|s| (s, s)),
+        })
+        .collect()
+}
+
+/// Slots as ranges text (`-` for none).
+pub fn ranges_text(slots: &[u16]) -> String {
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some((_, b)) if *b + 1 == s => *b = s,
+            _ => out.push((s, s)),
+        }
+    }
+    if out.is_empty() {
+        return "-".into();
+    }
+    out.iter()
+        .map(|&(a, b)| match a == b {
+            true => a.to_string(),
+            false => format!("{a}-{b}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Takes `n` slots from `sources` ((group, its slots)) in proportion to what each holds
+/// (largest remainders), each giving its highest slots.
+pub fn take_slots(sources: &[(u64, Vec<u16>)], n: usize) -> Vec<(u64, Vec<u16>)> {
+    let total: usize = sources.iter().map(|s| s.1.len()).sum();
+    let n = n.min(total);
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut shares: Vec<(usize, usize, usize)> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.1.len() * n / total, s.1.len() * n % total))
+        .collect();
+    let mut left = n - shares.iter().map(|s| s.1).sum::<usize>();
+    shares.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    for s in shares.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        if s.1 < sources[s.0].1.len() {
+            s.1 += 1;
+            left -= 1;
+        }
+    }
+    shares.sort_by_key(|s| s.0);
+    shares
+        .into_iter()
+        .filter(|s| s.1 > 0)
+        .map(|(i, k, _)| {
+            let mut slots = sources[i].1.clone();
+            slots.sort_unstable();
+            (sources[i].0, slots.split_off(slots.len() - k))
+        })
+        .collect()
+}
+
+/// `cluster reshard SEED ...`.
+pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
+    let seed = args
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("[ERR] reshard needs a SEED HOST:PORT"))?;
+    let admin = Admin {
+        seed: seed.clone(),
+        pass,
+    };
+    let mut slots = None;
+    let mut to = None;
+    let mut from: Vec<String> = Vec::new();
+    let mut wait_drained = false;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--slots" => {
+                slots = Some(
+                    it.next()
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| anyhow::anyhow!("[ERR] --slots needs a number above 0"))?,
+                )
+            }
+            "--to" => to = it.next().cloned(),
+            "--from" => from.extend(
+                it.next()
+                    .map(|f| f.split(',').map(str::to_string).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            ),
+            "--wait-drained" => wait_drained = true,
+            "--yes" => {}
+            other => anyhow::bail!("[ERR] reshard: unexpected argument {other:?}"),
+        }
+    }
+    match (slots, to) {
+        (Some(n), Some(to)) => {
+            let ids = start(&admin, n, &to, &from)?;
+            if wait_drained {
+                drained(&admin, &ids)?;
+            }
+            Ok(())
+        }
+        (None, None) if wait_drained => drained(&admin, &[]),
+        _ => anyhow::bail!(
+            "usage: kelvin-cli cluster reshard SEED --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED --wait-drained"
+        ),
+    }
+}
+
+/// Whether `node` (an address) leads `group`.
+fn leads(admin: &Admin<'_>, addr: &str, group: u64) -> bool {
+    let Ok(reply) = admin.call(addr, &["CLUSTER", "KELVIN-RAFT", &group.to_string()]) else {
+        return false;
+    };
+    field_text(&fields(&reply), "role") == "leader"
+}
+
+/// The group `to` leads, made if there is none. Returns its id.
+fn target_group(admin: &Admin<'_>, t: &Topology, to: &str, addr: &str) -> anyhow::Result<u64> {
+    if let Some(g) = t
+        .groups
+        .iter()
+        .find(|g| g.2.iter().any(|r| r == to) && leads(admin, addr, g.0))
+    {
+        return Ok(g.0);
+    }
+    let id = t.groups.iter().map(|g| g.0).max().map_or(0, |m| m + 1);
+    println!(">>> {addr} leads no group: making group {id} on it");
+    admin.change_topology(&format!("new group {id} on {addr}"), |t| {
+        if !t.groups.iter().any(|g| g.0 == id) {
+            t.groups.push((id, "-".into(), vec![to.to_string()]));
+        }
+        Ok(())
+    })?;
+    let deadline = Instant::now() + HANDOVER_WAIT;
+    while !leads(admin, addr, id) {
+        if Instant::now() >= deadline {
+            anyhow::bail!("[ERR] {addr} did not start group {id} within {HANDOVER_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Replicated as the cluster's groups are: as many replicas as the fewest-replicated.
+    let replication = t.groups.iter().map(|g| g.2.len()).min().unwrap_or(1);
+    for _ in 1..replication {
+        let now = admin.topology()?;
+        let load = |id: &str| {
+            now.groups
+                .iter()
+                .filter(|g| g.2.iter().any(|r| r == id))
+                .count()
+        };
+        let mine = now.replicas(id).cloned().unwrap_or_default();
+        let Some(spare) = now
+            .members
+            .iter()
+            .map(|m| m.0.clone())
+            .filter(|m| !mine.contains(m))
+            .min_by_key(|m| load(m))
+        else {
+            println!("[WARN] Group {id}: no other node for another replica");
+            break;
+        };
+        admin.add_replica(id, &spare)?;
+    }
+    Ok(id)
+}
+
+/// Plans and starts the migrations; returns their ids once all are handed over.
+fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Result<Vec<u64>> {
+    let t = admin.topology()?;
+    let to_id = t.find(to).ok_or_else(|| {
+        anyhow::anyhow!("[ERR] {to} is not a member: add it first with kelvin-cli cluster add-node")
+    })?;
+    let addr = t.addr(&to_id).unwrap_or_default();
+    if let Some((id, ..)) = t.migrations.first() {
+        anyhow::bail!("[ERR] Migration {id} is still in progress: wait for it (kelvin-cli cluster reshard SEED --wait-drained)");
+    }
+    let target = target_group(admin, &t, &to_id, &addr)?;
+    let t = admin.topology()?;
+    let mut from_ids = Vec::new();
+    for f in from {
+        from_ids.push(
+            t.find(f)
+                .ok_or_else(|| anyhow::anyhow!("[ERR] --from {f} is not a member"))?,
+        );
+    }
+    let mut sources: Vec<(u64, Vec<u16>)> = Vec::new();
+    for (g, slots, _) in t.groups.iter().filter(|g| g.0 != target) {
+        if !from_ids.is_empty() {
+            let led =
+                t.replicas(*g).into_iter().flatten().any(|r| {
+                    from_ids.contains(r) && t.addr(r).is_some_and(|a| leads(admin, &a, *g))
+                });
+            if !led {
+                continue;
+            }
+        }
+        let all: Vec<u16> = ranges(slots).into_iter().flat_map(|(a, b)| a..=b).collect();
+        if !all.is_empty() {
+            sources.push((*g, all));
+        }
+    }
+    let plan = take_slots(&sources, n);
+    let moving: usize = plan.iter().map(|p| p.1.len()).sum();
+    if moving == 0 {
+        anyhow::bail!("[ERR] No slots to move to group {target}");
+    }
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        * 16;
+    let lines: Vec<(u64, u64, u64, String, String)> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (g, slots))| {
+            (
+                base + i as u64,
+                *g,
+                target,
+                ranges_text(slots),
+                "planned".to_string(),
+            )
+        })
+        .collect();
+    for (id, g, _, slots, _) in &lines {
+        println!(">>> Migration {id}: slots {slots} of group {g} -> group {target} ({addr})");
+    }
+    let began = Instant::now();
+    admin.change_topology(&format!("{moving} slots to group {target}"), |t| {
+        for l in &lines {
+            if !t.migrations.iter().any(|m| m.0 == l.0) {
+                t.migrations.push(l.clone());
+            }
+        }
+        Ok(())
+    })?;
+    let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
+    let deadline = Instant::now() + HANDOVER_WAIT;
+    loop {
+        let now = admin.topology()?;
+        let planned = now
+            .migrations
+            .iter()
+            .filter(|m| ids.contains(&m.0) && m.4 == "planned")
+            .count();
+        if planned == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("[ERR] Not handed over within {HANDOVER_WAIT:?} ({planned} migrations still planned): see kelvin-cli cluster migrations; the cluster goes on with them");
+        }
+        std::thread::sleep(POLL);
+    }
+    println!(
+        "[OK] Handover: group {target} owns {moving} more slots after {} ms; cold keys fault in and drain behind (kelvin-cli cluster reshard {} --wait-drained)",
+        began.elapsed().as_millis(),
+        admin.seed
+    );
+    Ok(ids)
+}
+
+/// Waits until the migrations `ids` (every migration if empty) are gone.
+fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let deadline = began + DRAIN_WAIT;
+    let mut said = Instant::now();
+    loop {
+        let t = admin.topology()?;
+        let left: Vec<&(u64, u64, u64, String, String)> = t
+            .migrations
+            .iter()
+            .filter(|m| ids.is_empty() || ids.contains(&m.0))
+            .collect();
+        if left.is_empty() {
+            println!(
+                "[OK] Drained: every key moved ({} ms)",
+                began.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("[ERR] Still {} migrations after {DRAIN_WAIT:?}", left.len());
+        }
+        if said.elapsed() >= Duration::from_secs(1) {
+            println!(
+                "... {} migrations draining ({} s)",
+                left.len(),
+                began.elapsed().as_secs()
+            );
+            said = Instant::now();
+        }
+        std::thread::sleep(POLL * 5);
+    }
+}
+
+/// `cluster migrations SEED`.
+pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+    let admin = Admin {
+        seed: seed.to_string(),
+        pass,
+    };
+    let t = admin.topology()?;
+    if t.migrations.is_empty() {
+        println!("No migration in progress.");
+    }
+    for (id, source, target, slots, phase) in &t.migrations {
+        let leader = admin
+            .leader(&t, Group::Data(*target))
+            .unwrap_or_else(|_| "?".into());
+        println!("migration {id}: group {source} -> group {target} (led by {leader}), slots {slots}, {phase}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_taken_in_proportion_highest_first() {
+        let sources = vec![
+            (0, (0..=5460).collect::<Vec<u16>>()),
+            (1, (5461..=10922).collect()),
+            (2, (10923..=16383).collect()),
+        ];
+        let plan = take_slots(&sources, 4096);
+        assert_eq!(plan.iter().map(|p| p.1.len()).sum::<usize>(), 4096);
+        for (g, slots) in &plan {
+            assert!((1365..=1366).contains(&slots.len()), "{g}: {}", slots.len());
+        }
+        assert_eq!(ranges_text(&plan[0].1), "4096-5460");
+        // Uneven: a group with few slots gives few.
+        let uneven = vec![
+            (0, (0..100).collect::<Vec<u16>>()),
+            (1, (100..16384).collect()),
+        ];
+        let plan = take_slots(&uneven, 1000);
+        assert_eq!(plan.iter().map(|p| p.1.len()).sum::<usize>(), 1000);
+        assert!(plan[0].1.len() <= 7);
+        assert_eq!(ranges("0-5,9,-"), vec![(0, 5), (9, 9)]);
+        assert_eq!(ranges_text(&[3, 1, 2, 7]), "1-3,7");
+        assert!(take_slots(&[], 10).is_empty());
+    }
+}
