@@ -682,6 +682,16 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
                 .cloned()
         })
         .map_or(0, |g| g.store.lock().apply_index);
+    // On a node that does not lead the keys' group, the leader's index fetched just
+    // before (a replica here may lag behind writes the client was already told about).
+    let group = ctx
+        .node
+        .groups()
+        .map(|gs| gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize).0);
+    let since = match ctx.client.watch_floor.take() {
+        Some((g, floor)) if Some(g) == group => since.max(floor),
+        _ => since,
+    };
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
         since,
         keys: Vec::new(),

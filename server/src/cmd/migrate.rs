@@ -63,7 +63,22 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Reads a sealed slot's keys in pages, to move them (Kelvin: the drain of live resharding).",
         scan,
     ),
+    data(
+        "kelvin.applied",
+        1,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "The log index this replica of the group has applied (Kelvin: the floor of a WATCH made on another node).",
+        applied,
+    ),
 ];
+
+/// `KELVIN.APPLIED`: this replica's apply index (run on the leader, pinned to a group).
+fn applied(ex: &mut Exec<'_>, _argv: &[Bytes]) -> CmdResult {
+    ex.out.int(ex.store.apply_index as i64);
+    Ok(())
+}
 
 /// `KELVIN.MIGRATE <op> ...`, applied from the log.
 fn migrate(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {

@@ -424,6 +424,15 @@ pub(super) fn run_batch(
                     segment = Segment::default();
                     break;
                 }
+                if let Some(group) = watch_barrier(node, client, spec, &argv) {
+                    let mut waiting = vec![argv];
+                    waiting.extend(requests.by_ref());
+                    step = Step::WatchBarrier {
+                        group,
+                        requests: waiting,
+                    };
+                    break;
+                }
                 guard = None;
                 let mark = out.buf.len();
                 let mut ctx = ConnCtx {
@@ -577,6 +586,25 @@ fn tx_need(store: &Store, tx: &LogCommand) -> migrate::Need {
         })
         .find(|n| *n != migrate::Need::Run)
         .unwrap_or(migrate::Need::Run)
+}
+
+/// The group whose leader's index a WATCH needs first: with several groups, a WATCH
+/// runs on the node the client is connected to, and its index must cover every write
+/// the client was told about; this node's replica of a group led elsewhere may not have
+/// applied them yet (or hold no replica at all).
+fn watch_barrier(
+    node: &Node,
+    client: &ClientState,
+    spec: &CommandSpec,
+    argv: &[Bytes],
+) -> Option<u64> {
+    if spec.name != "watch" || client.multi.is_some() || !several_groups(node) {
+        return None;
+    }
+    let slot = kelvin_protocol::key_slot(argv.get(1)?) as usize;
+    let group = node.groups()?.for_slot(slot).0;
+    let ready = client.watch_floor.is_some_and(|(g, _)| g == group);
+    (!ready && route(node, group) != Route::Leader).then_some(group)
 }
 
 /// The reply to a data command on a node that serves no data yet.

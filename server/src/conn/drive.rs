@@ -162,6 +162,12 @@ pub(super) async fn drive(
                     batch.extend(rest);
                 }
             }
+            Step::WatchBarrier { group, requests } => {
+                let floor = super::faultin::leader_index(node, client, out.version, group).await;
+                // No answer: the local index, as before (a spurious abort at worst).
+                client.watch_floor = Some((group, floor.unwrap_or(0)));
+                batch = requests;
+            }
             Step::FaultIn {
                 fault,
                 requests,
@@ -208,6 +214,7 @@ impl Step {
             | Step::AwaitLeader { rest, .. }
             | Step::AwaitMigration { rest, .. }
             | Step::FaultIn { rest, .. }
+            | Step::WatchBarrier { requests: rest, .. }
             | Step::Split { rest, .. } => rest.extend(tail),
         }
         Ok(step)
@@ -321,6 +328,12 @@ pub enum Step {
         why: &'static str,
         requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
+    },
+    /// A WATCH on a group led elsewhere: fetch the leader's apply index first (the
+    /// WATCH's floor, `ClientState::watch_floor`), then run `requests`.
+    WatchBarrier {
+        group: u64,
+        requests: Vec<Vec<Bytes>>,
     },
     /// Keys this group imports must be pulled from the source first
     /// ([`super::faultin`]); then `requests` run again, then `rest`.

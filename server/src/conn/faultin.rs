@@ -102,6 +102,22 @@ pub(super) async fn fault_in(
     Ok(())
 }
 
+/// The apply index of `group`'s leader (`KELVIN.APPLIED`, pinned to the group).
+pub(super) async fn leader_index(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    version: RespVersion,
+    group: u64,
+) -> Option<u64> {
+    let request = pin(group, vec![Bytes::from_static(b"KELVIN.APPLIED")]);
+    let reply = internal(node, client, version, request).await;
+    std::str::from_utf8(reply.strip_prefix(b":")?)
+        .ok()?
+        .trim_end()
+        .parse()
+        .ok()
+}
+
 /// Runs one of Kelvin's own requests on this connection, as the main port would (relayed
 /// to the leader that must run it), and returns its reply.
 async fn internal(

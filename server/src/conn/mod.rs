@@ -93,6 +93,9 @@ pub struct ClientState {
     pub relayed: Option<RelayedFrom>,
     /// CLIENT REPLY: whether this connection's replies are sent.
     pub reply: ReplyMode,
+    /// For the WATCH about to run on a group led elsewhere: the group, and its leader's
+    /// apply index just before (see [`Step::WatchBarrier`]).
+    pub watch_floor: Option<(u64, u64)>,
 }
 
 /// CLIENT REPLY ON/OFF/SKIP, as Redis's `CLIENT_REPLY_OFF` / `_SKIP_NEXT` / `_SKIP`.
@@ -155,6 +158,7 @@ impl ClientState {
             redirect,
             relayed: None,
             reply: ReplyMode::On,
+            watch_floor: None,
         }
     }
 

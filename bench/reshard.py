@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Measures a live reshard on loopback, the scenario of issue 12's "Done when":
+
+    3 nodes (--replicas R --groups 3) hold N sessions of SIZE bytes; a 4th node joins
+    (add-node) and `kelvin-cli cluster reshard --slots 4096 --to` it while a RedisCluster
+    client (redirect ports) and a plain client (main port of another node) keep reading
+    and writing; then `reshard --wait-drained`. Optionally the leader of a source group
+    is SIGKILLed during the drain, then restarted.
+
+Prints one line per run: sessions, handover time (as `reshard` reports it, and the
+command's wall time), drain time and rate, client operations and errors, and whether
+every acknowledged value was read back afterwards. Exit status 1 if a client saw an
+error, a value was missing or wrong, or too few operations ran (a run that proves
+nothing fails).
+
+    python3 bench/reshard.py --sessions 50000
+    python3 bench/reshard.py --sessions 500000
+    python3 bench/reshard.py --sessions 50000 --replicas 3 --appendfsync always --kill-source-leader
+
+Uses target/release/kelvin-server and kelvin-cli (KELVIN_SERVER_BIN to override), and
+the Python test suite's server harness (tests/python/support.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+os.environ.setdefault("KELVIN_TEST_TARGET", "kelvin")
+
+import redis  # noqa: E402
+import redis.cluster  # noqa: E402
+
+from support import ServerProcess, free_port  # noqa: E402
+from test_cluster_kelvin import SECRET, kelvin_cli  # noqa: E402
+
+#: Most client operations per client thread, and how long they may run.
+MAX_OPS = 200_000
+MAX_TRAFFIC_S = 600
+#: A run with fewer client operations than this during the move proves nothing.
+MIN_OPS = 200
+
+
+def cli(*args, timeout=900):
+    return subprocess.run([kelvin_cli(), "cluster", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_nodes(count, appendfsync):
+    taken = set()
+
+    def fresh():
+        while (p := free_port()) in taken:
+            pass
+        taken.add(p)
+        return p
+    nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync=appendfsync,
+                           redirect_port=fresh()) for _ in range(count)]
+    for n in nodes:
+        n.port = fresh()
+        n.start(keep_port=True)
+    return nodes
+
+
+class Traffic:
+    def __init__(self, keys, cluster_port, plain_port, value_size):
+        self.expected: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.ops = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.pad = "y" * value_size
+        self.threads = [
+            threading.Thread(target=self._run, args=(
+                lambda: redis.cluster.RedisCluster(host="127.0.0.1", port=cluster_port,
+                                                   socket_timeout=30), "rc", keys[0::2])),
+            threading.Thread(target=self._run, args=(
+                lambda: redis.Redis(port=plain_port, socket_timeout=30), "plain", keys[1::2])),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, connect, name, keys):
+        client = connect()
+        deadline = time.monotonic() + MAX_TRAFFIC_S
+        i = 0
+        while not self.stop.is_set() and i < MAX_OPS and time.monotonic() < deadline:
+            key = keys[(i * 7919) % len(keys)]
+            try:
+                if i % 2 == 0:
+                    got = client.get(key)
+                    with self.lock:
+                        want = self.expected.get(key)
+                    if want is not None and got != want.encode():
+                        self.errors.append(f"{name}: GET {key}: stale value")
+                    elif got is None:
+                        self.errors.append(f"{name}: GET {key}: missing")
+                else:
+                    value = f"{name}:{i}:{self.pad}"
+                    if client.set(key, value):
+                        with self.lock:
+                            self.expected[key] = value
+                self.ops += 1
+            except (redis.exceptions.RedisError, OSError) as e:
+                self.errors.append(f"{name}: {key}: {e!r}")
+                time.sleep(0.05)
+            i += 1
+        client.close()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=120)
+
+
+def group_leader(nodes, group):
+    for n in nodes:
+        if not n.alive():
+            continue
+        try:
+            r = n.client().execute_command("CLUSTER", "KELVIN-RAFT", str(group))
+        except redis.exceptions.RedisError:
+            continue
+        f = dict(zip(r[::2], r[1::2]))
+        if f.get("role") == "leader":
+            return n
+    return None
+
+
+def run(opts) -> bool:
+    nodes = start_nodes(4, opts.appendfsync)
+    first, second, third, new = nodes
+    ok = True
+    try:
+        addrs = [f"127.0.0.1:{n.port}" for n in (first, second, third)]
+        out = subprocess.run([kelvin_cli(), "cluster", "create", *addrs, "--replicas",
+                              str(opts.replicas), "--groups", "3", "--yes"],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            print(out.stdout + out.stderr)
+            return False
+        t0 = time.monotonic()
+        value = "x" * opts.value_size
+        keys = [f"session:{i:08d}" for i in range(opts.sessions)]
+        clients = [n.client() for n in (first, second, third)]
+        for start in range(0, len(keys), 1000):
+            pipe = clients[(start // 1000) % 3].pipeline(transaction=False)
+            for k in keys[start:start + 1000]:
+                pipe.set(k, value)
+            pipe.execute()
+        load_s = time.monotonic() - t0
+        out = cli("add-node", f"127.0.0.1:{new.port}", addrs[0], "--yes")
+        if out.returncode != 0:
+            print(out.stdout + out.stderr)
+            return False
+        traffic = Traffic(keys[: min(len(keys), 20000)], int(first.options["redirect_port"]),
+                          third.port, opts.value_size)
+        try:
+            time.sleep(1)
+            ops_before = traffic.ops
+            t1 = time.monotonic()
+            out = cli("reshard", addrs[0], "--slots", "4096", "--to", f"127.0.0.1:{new.port}",
+                      "--yes")
+            reshard_s = time.monotonic() - t1
+            if out.returncode != 0:
+                print(out.stdout + out.stderr)
+                return False
+            m = re.search(r"after (\d+) ms", out.stdout)
+            handover_ms = int(m.group(1)) if m else -1
+            t2 = time.monotonic()
+            killed = ""
+            if opts.kill_source_leader:
+                time.sleep(0.2)
+                victim = group_leader(nodes[:3], 0)
+                if victim is None:
+                    print("no leader of group 0 found to kill: the fault would be a no-op")
+                    return False
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.wait(timeout=10)
+                killed = f"killed group 0's leader (port {victim.port}); "
+                time.sleep(1)
+                victim.start(keep_port=True)
+            out = cli("reshard", addrs[1], "--wait-drained", timeout=1800)
+            drain_s = time.monotonic() - t2
+            if out.returncode != 0:
+                print(out.stdout + out.stderr)
+                return False
+            time.sleep(0.5)
+        finally:
+            traffic.finish()
+        moved_mb = opts.sessions / 4 * opts.value_size / 1e6
+        during = traffic.ops - ops_before
+        # Every value read back through the new node and another.
+        expected = {k: value for k in keys}
+        expected.update(traffic.expected)
+        bad = 0
+        for n in (new, second):
+            c = n.client()
+            ks = sorted(expected)
+            for s in range(0, len(ks), 1000):
+                chunk = ks[s:s + 1000]
+                got = c.mget(chunk)
+                bad += sum(1 for k, g in zip(chunk, got) if g != expected[k])
+        dbsize = second.client().dbsize()
+        print(f"sessions {opts.sessions} x {opts.value_size} B, replicas {opts.replicas}, "
+              f"appendfsync {opts.appendfsync}: load {load_s:.1f} s; {killed}"
+              f"handover {handover_ms} ms (reshard returned in {reshard_s * 1000:.0f} ms); "
+              f"drain of ~{moved_mb:.0f} MB {drain_s:.1f} s ({moved_mb / drain_s:.0f} MB/s "
+              f"including the wait-drained polling); client ops during the move {during}, "
+              f"errors {len(traffic.errors)}; values wrong or missing {bad}; "
+              f"DBSIZE {dbsize} (want {len(expected)})")
+        if traffic.errors:
+            print("  first errors:", traffic.errors[:5])
+        ok = not traffic.errors and bad == 0 and during >= MIN_OPS and dbsize == len(expected)
+        return ok
+    finally:
+        for n in nodes:
+            n.cleanup()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", type=int, default=50000)
+    p.add_argument("--value-size", type=int, default=1000)
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--appendfsync", default="everysec")
+    p.add_argument("--kill-source-leader", action="store_true")
+    opts = p.parse_args()
+    sys.exit(0 if run(opts) else 1)
+
+
+if __name__ == "__main__":
+    main()
