@@ -64,6 +64,15 @@ pub const COMMANDS: &[CommandSpec] = &[
         scan,
     ),
     data(
+        "kelvin.migrate-plan",
+        3,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "The transfer plan of the keys this group sealed for a migration (Kelvin: critical and eager keys of live resharding).",
+        plan,
+    ),
+    data(
         "kelvin.applied",
         1,
         READONLY | NOSCRIPT,
@@ -73,6 +82,47 @@ pub const COMMANDS: &[CommandSpec] = &[
         applied,
     ),
 ];
+
+/// `KELVIN.MIGRATE-PLAN <migration> <rules>`: the planner's classes for the keys this
+/// group sealed for `migration`, with `rules` (a rules file's text, the target's):
+/// `[[db, key]...]` critical, `[[db, key]...]` eager (hottest per byte first), and
+/// `[keys, bytes]` per class (critical, eager, lazy, skip).
+fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    use crate::migrate::plan::{range_facts, HeatPlanner, Planner};
+    let migration = number(&argv[1])?;
+    let rules = std::str::from_utf8(&argv[2])
+        .map_err(|_| CmdError::err("migration rules: not UTF-8"))
+        .and_then(|t| crate::migrate::plan::Rules::parse(t).map_err(CmdError::err))?;
+    let slots: Vec<usize> = ex
+        .store
+        .migrations
+        .slots()
+        .filter(|(_, r)| matches!(r, SlotRole::Sealed { migration: m, .. } if *m == migration))
+        .map(|(s, _)| s as usize)
+        .collect();
+    if slots.is_empty() {
+        return Err(CmdError::err(format!(
+            "no slot is sealed by migration {migration} in this group"
+        )));
+    }
+    let plan = HeatPlanner { rules }.plan(range_facts(ex.store, &slots), ex.now_ms);
+    ex.out.array(3);
+    for keys in [&plan.critical, &plan.eager] {
+        ex.out.array(keys.len());
+        for (db, key) in keys {
+            ex.out.array(2);
+            ex.out.int(*db as i64);
+            ex.out.bulk(key);
+        }
+    }
+    ex.out.array(plan.totals.len());
+    for t in &plan.totals {
+        ex.out.array(2);
+        ex.out.int(t.keys as i64);
+        ex.out.int(t.bytes as i64);
+    }
+    Ok(())
+}
 
 /// `KELVIN.APPLIED`: this replica's apply index (run on the leader, pinned to a group).
 fn applied(ex: &mut Exec<'_>, _argv: &[Bytes]) -> CmdResult {

@@ -89,6 +89,10 @@ impl crate::migrate::driver::Cluster for Internal {
         self.node.meta()?.status.leader()
     }
 
+    fn rules(&self) -> crate::migrate::plan::Rules {
+        self.node.settings.read().migration_rules.clone()
+    }
+
     async fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> Vec<u8> {
         self.call_on_group(group, argv).await
     }

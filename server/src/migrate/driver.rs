@@ -47,6 +47,8 @@ pub trait Cluster: Send {
     fn leads(&self, group: u64) -> bool;
     /// The meta group's leader, if known.
     fn meta_leader(&self) -> Option<u64>;
+    /// The operator's migration rules (`--migration-rules`), for the planner.
+    fn rules(&self) -> crate::migrate::plan::Rules;
     /// Runs `argv` on group `group` (its leader, wherever it is); the RESP2 reply.
     fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
     /// Sends `argv` to member `member` as is; the RESP2 reply.
@@ -63,13 +65,14 @@ pub async fn run<C: Cluster>(
     mut wake: tokio::sync::watch::Receiver<u64>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut eager = Eager::default();
     loop {
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(DRIVER_TICK) => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = step(&mut cluster).await {
+        if let Err(e) = step(&mut cluster, &mut eager).await {
             tracing::warn!(cause = %e, "migration driver: step failed, trying again");
             tokio::time::sleep(DRIVER_BACKOFF).await;
         }
@@ -87,9 +90,17 @@ fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).trim_end().to_string()
 }
 
-/// One pass: hand over every planned migration this node's groups import, else drain
-/// and finish one handed over.
-pub async fn step<C: Cluster>(c: &mut C) -> Result<(), String> {
+/// Keys to push right after the handover, hottest first, per migration (what the
+/// source's planner said at the seal). Lost if the driver's node dies: the drain moves
+/// them then.
+pub type Eager = std::collections::HashMap<u64, Vec<(usize, Bytes)>>;
+
+/// Most keys one pull and one write of pushed keys carry.
+pub const PUSH_BATCH: usize = 200;
+
+/// One pass: hand over every planned migration this node's groups import, else push the
+/// eager keys of one handed over, drain it and finish it.
+pub async fn step<C: Cluster>(c: &mut C, eager: &mut Eager) -> Result<(), String> {
     let Some(t) = c.topology() else {
         return Ok(());
     };
@@ -104,9 +115,20 @@ pub async fn step<C: Cluster>(c: &mut C) -> Result<(), String> {
         .filter(|m| m.phase == MigrationPhase::Planned)
         .collect();
     if !planned.is_empty() {
-        return handover(c, &planned).await;
+        return handover(c, &planned, eager).await;
     }
     if let Some(m) = mine.first() {
+        if let Some(keys) = eager.remove(&m.id) {
+            let began = std::time::Instant::now();
+            let moved = move_keys(c, m, &keys).await?;
+            tracing::info!(
+                migration = m.id,
+                keys = keys.len(),
+                moved,
+                ms = began.elapsed().as_millis() as u64,
+                "eager keys pushed"
+            );
+        }
         drain(c, m).await?;
         return finish(c, m).await;
     }
@@ -122,7 +144,13 @@ async fn expect_ok<C: Cluster>(c: &mut C, group: u64, argv: Vec<Bytes>) -> Resul
 }
 
 /// Import, seal, proof for each; then one topology change hands every slot over.
-async fn handover<C: Cluster>(c: &mut C, planned: &[&MigrationSpec]) -> Result<(), String> {
+async fn handover<C: Cluster>(
+    c: &mut C,
+    planned: &[&MigrationSpec],
+    eager: &mut Eager,
+) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    let rules = c.rules().to_toml();
     for m in planned {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
         let (source, target) = (m.source.to_string(), m.target.to_string());
@@ -152,7 +180,25 @@ async fn handover<C: Cluster>(c: &mut C, planned: &[&MigrationSpec]) -> Result<(
             ]),
         )
         .await?;
-        tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots, "sealed, proof at the target");
+        // The planner, at the source: critical keys move now, before the slots change
+        // hands; eager ones right after.
+        let reply = c
+            .on_group(
+                m.source,
+                vec![
+                    Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
+                    Bytes::from(id.clone()),
+                    Bytes::from(rules.clone()),
+                ],
+            )
+            .await;
+        let (critical, hot, totals) = plan_reply(&reply)
+            .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
+        let moved = move_keys(c, m, &critical).await?;
+        tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
+            critical = critical.len(), moved, eager = hot.len(), ?totals,
+            "sealed, proof at the target, critical keys moved");
+        eager.insert(m.id, hot);
     }
     let ids: Vec<u64> = planned.iter().map(|m| m.id).collect();
     change_topology(c, |t| {
@@ -172,7 +218,7 @@ async fn handover<C: Cluster>(c: &mut C, planned: &[&MigrationSpec]) -> Result<(
         changed
     })
     .await?;
-    tracing::info!(migrations = ?ids, "handed over");
+    tracing::info!(migrations = ?ids, ms = began.elapsed().as_millis() as u64, "handed over");
     Ok(())
 }
 
@@ -236,6 +282,104 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
     }
     tracing::info!(migration = m.id, keys = moved, "drained");
     Ok(())
+}
+
+/// Keys and bytes per class, as the plan counted them.
+type Totals = Vec<(u64, u64)>;
+/// Keys to move, `(db, key)`, in order.
+type KeyList = Vec<(usize, Bytes)>;
+
+/// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class.
+fn plan_reply(reply: &[u8]) -> Option<(KeyList, KeyList, Totals)> {
+    let mut p = Parser { buf: reply };
+    if p.header(b'*')? != 3 {
+        return None;
+    }
+    let mut lists = Vec::new();
+    for _ in 0..2 {
+        let n = p.header(b'*')?;
+        let mut keys = Vec::with_capacity(n.max(0) as usize);
+        for _ in 0..n {
+            if p.header(b'*')? != 2 {
+                return None;
+            }
+            let db = usize::try_from(p.header(b':')?).ok()?;
+            keys.push((db, p.bulk()?));
+        }
+        lists.push(keys);
+    }
+    let n = p.header(b'*')?;
+    let mut totals = Vec::new();
+    for _ in 0..n {
+        if p.header(b'*')? != 2 {
+            return None;
+        }
+        totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
+    }
+    let hot = lists.pop()?;
+    Some((lists.pop()?, hot, totals))
+}
+
+/// Pulls `keys` ((db, key), in order) from the source and writes them at the target,
+/// in batches; returns how many were written (a key settled at the target meanwhile, or
+/// absent, is not).
+async fn move_keys<C: Cluster>(
+    c: &mut C,
+    m: &MigrationSpec,
+    keys: &[(usize, Bytes)],
+) -> Result<u64, String> {
+    let id = m.id.to_string();
+    let mut moved = 0;
+    for chunk in keys.chunks(PUSH_BATCH) {
+        let mut dbs: Vec<usize> = chunk.iter().map(|k| k.0).collect();
+        dbs.sort_unstable();
+        dbs.dedup();
+        for db in dbs {
+            let db_text = db.to_string();
+            let names: Vec<Bytes> = chunk
+                .iter()
+                .filter(|k| k.0 == db)
+                .map(|k| k.1.clone())
+                .collect();
+            let mut pull = args(&["KELVIN.MIGRATE-PULL", &id, &db_text]);
+            pull.extend(names.iter().cloned());
+            let reply = c.on_group(m.source, pull).await;
+            let values = pull_reply(&reply)
+                .filter(|v| v.len() == names.len())
+                .ok_or_else(|| format!("group {}: pull: {}", m.source, text(&reply)))?;
+            let mut write = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
+            for (key, value) in names.into_iter().zip(values) {
+                let (expire_at, payload) = value.unwrap_or((0, Bytes::new()));
+                write.extend([key, Bytes::from(expire_at.to_string()), payload]);
+            }
+            let reply = c.on_group(m.target, write).await;
+            moved += text(&reply)
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| format!("group {}: push: {}", m.target, text(&reply)))?;
+        }
+    }
+    Ok(moved)
+}
+
+/// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload).
+fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
+    let mut p = Parser { buf: reply };
+    let n = p.header(b'*')?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if let Some(rest) = p.buf.strip_prefix(b"$-1\r\n") {
+            p.buf = rest;
+            out.push(None);
+            continue;
+        }
+        if p.header(b'*')? != 2 {
+            return None;
+        }
+        let expire_at = p.header(b':')? as u64;
+        out.push(Some((expire_at, p.bulk()?)));
+    }
+    Some(out)
 }
 
 type Moved = (Bytes, u64, Bytes);
@@ -385,5 +529,12 @@ mod tests {
             ]
         );
         assert!(scan_page(b"*3\r\n:12\r\n:0\r\n*1\r\n").is_none());
+        let pulled = pull_reply(b"*2\r\n$-1\r\n*2\r\n:5\r\n$2\r\nab\r\n").unwrap();
+        assert_eq!(pulled, vec![None, Some((5, Bytes::from_static(b"ab")))]);
+        let plan = b"*3\r\n*1\r\n*2\r\n:0\r\n$4\r\nauth\r\n*0\r\n*1\r\n*2\r\n:1\r\n:4\r\n";
+        let (critical, hot, totals) = plan_reply(plan).unwrap();
+        assert_eq!(critical, vec![(0, Bytes::from_static(b"auth"))]);
+        assert!(hot.is_empty());
+        assert_eq!(totals, vec![(1, 4)]);
     }
 }

@@ -121,6 +121,30 @@ impl Rules {
         Rules::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The rules as a rules file's text (what the phase driver sends the source).
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "eager_budget_percent = {}\nskip_expiring_within_ms = {}\n",
+            self.eager_budget_percent, self.skip_expiring_within_ms
+        );
+        for r in &self.rules {
+            let pattern: String = r
+                .pattern
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c if c.is_control() => format!("\\u{:04X}", c as u32).chars().collect(),
+                    c => vec![c],
+                })
+                .collect();
+            s.push_str(&format!(
+                "\n[[rule]]\npattern = \"{pattern}\"\nclass = \"{}\"\n",
+                r.class.name()
+            ));
+        }
+        s
+    }
+
     /// The class the first matching rule gives `key`.
     pub fn class_of(&self, key: &[u8]) -> Option<Class> {
         self.rules
@@ -271,6 +295,20 @@ mod tests {
             expire_at,
             heat,
         }
+    }
+
+    #[test]
+    fn rules_round_trip_through_their_text() {
+        let rules = Rules::parse(
+            "eager_budget_percent = 7\n[[rule]]\npattern = \"a\\\"b\\\\*\"\nclass = \"critical\"\n[[rule]]\npattern = \"x*\"\nclass = \"skip\"\n",
+        )
+        .unwrap();
+        assert_eq!(rules.rules[0].pattern, "a\"b\\*");
+        assert_eq!(Rules::parse(&rules.to_toml()).unwrap(), rules);
+        assert_eq!(
+            Rules::parse(&Rules::default().to_toml()).unwrap(),
+            Rules::default()
+        );
     }
 
     #[test]
