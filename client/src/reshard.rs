@@ -336,7 +336,10 @@ fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
     }
 }
 
-/// `cluster migrations SEED`.
+/// `cluster migrations SEED`: the migrations in the topology, then what every node
+/// measured (`CLUSTER KELVIN-MIGRATIONS`): per migration it drove, the handover time,
+/// keys and bytes per class, what was pushed and drained and how fast; per node, the
+/// fault-ins it served with their latencies.
 pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
     let admin = Admin {
         seed: seed.to_string(),
@@ -351,6 +354,49 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
             .leader(&t, Group::Data(*target))
             .unwrap_or_else(|_| "?".into());
         println!("migration {id}: group {source} -> group {target} (led by {leader}), slots {slots}, {phase}");
+    }
+    for (_, host, port, ..) in &t.members {
+        let addr = format!("{host}:{port}");
+        let Ok(crate::Frame::Array(rows)) = admin.call(&addr, &["CLUSTER", "KELVIN-MIGRATIONS"])
+        else {
+            println!("{addr}: no figures (unreachable)");
+            continue;
+        };
+        for row in rows {
+            let f = fields(&row);
+            let get = |k: &str| field_text(&f, k);
+            if !get("faultins").is_empty() {
+                let buckets: Vec<String> = get("buckets").split(',').map(str::to_string).collect();
+                let n: u64 = get("faultins").parse().unwrap_or(0);
+                let us: u64 = get("us").parse().unwrap_or(0);
+                if let Some(mean) = us.checked_div(n) {
+                    println!(
+                        "{addr}: {n} fault-ins ({} keys), mean {} us; <=1ms {}, <=10ms {}, <=100ms {}, <=1s {}, over {}",
+                        get("keys"),
+                        mean,
+                        buckets.first().map_or("0", |b| b),
+                        buckets.get(1).map_or("0", |b| b),
+                        buckets.get(2).map_or("0", |b| b),
+                        buckets.get(3).map_or("0", |b| b),
+                        buckets.get(4).map_or("0", |b| b),
+                    );
+                }
+                continue;
+            }
+            let drain_ms: u64 = get("drain_ms").parse().unwrap_or(0);
+            let drained: u64 = get("drained_bytes").parse().unwrap_or(0);
+            let rate = match drain_ms {
+                0 => "-".to_string(),
+                ms => format!("{:.0} MB/s", drained as f64 / 1e6 / (ms as f64 / 1e3)),
+            };
+            println!(
+                "{addr}: migration {} group {} -> {} ({} slots), {}: handover {} ms; planned critical {}, eager {}, lazy {}, skip {}; moved critical {}, eager {} in {} ms; drained {} keys, {} bytes in {} ms ({rate})",
+                get("id"), get("source"), get("target"), get("slots"), get("phase"),
+                get("handover_ms"), get("critical"), get("eager"), get("lazy"), get("skip"),
+                get("critical_moved"), get("eager_moved"), get("eager_ms"),
+                get("drained_keys"), get("drained_bytes"), drain_ms,
+            );
+        }
     }
     Ok(())
 }

@@ -128,6 +128,9 @@ pub struct Settings {
     pub threads: usize,
     /// How the planner classes the keys of a moving slot range (`--migration-rules`).
     pub migration_rules: crate::migrate::plan::Rules,
+    /// Bytes per second a live migration's background drain may move
+    /// (`kelvin-migration-drain-rate`; 0: as fast as it goes).
+    pub migration_drain_rate: u64,
     /// Values given to Redis parameters that have no effect in Kelvin, by canonical name
     /// (see the module documentation); a parameter not here reads as its Redis default.
     pub inert: BTreeMap<&'static str, String>,
@@ -290,6 +293,7 @@ impl Default for Settings {
             cluster_secret: String::new(),
             threads: default_threads(),
             migration_rules: Default::default(),
+            migration_drain_rate: 0,
             inert: BTreeMap::new(),
         }
     }
@@ -389,7 +393,7 @@ impl Settings {
 
     /// The parameters Kelvin itself reads (or reports from its own state), in the order
     /// CONFIG GET lists them; every other Redis parameter follows.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "bind",
         "cluster-port",
         "redirect-port",
@@ -404,6 +408,7 @@ impl Settings {
         "databases",
         "cluster-enabled",
         "kelvin-profile-keys",
+        "kelvin-migration-drain-rate",
     ];
 
     /// Every parameter name CONFIG GET can show: Kelvin's, then Redis's others (aliases
@@ -444,6 +449,7 @@ impl Settings {
                 false => "no",
             }
             .into(),
+            "kelvin-migration-drain-rate" => self.migration_drain_rate.to_string(),
             "cluster-enabled" => if self.cluster_port.is_some() {
                 "yes"
             } else {
@@ -511,6 +517,9 @@ impl Settings {
                 "no" => crate::store::heat::set_profiling(false),
                 _ => return Err(bad("argument must be 'yes' or 'no'")),
             },
+            "kelvin-migration-drain-rate" => {
+                self.migration_drain_rate = value.parse().map_err(|_| bad(not_int))?
+            }
             // Always on: the Raft log is the append-only file.
             "appendonly" => {}
             other => {

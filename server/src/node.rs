@@ -200,6 +200,8 @@ pub struct Node {
     /// Bumped whenever any group of this node sees its leader change, for requests
     /// waiting out an election.
     pub leaders_changed: watch::Sender<u64>,
+    /// What this node measured of the migrations it drove and the fault-ins it served.
+    pub migrations: crate::migrate::figures::Log,
 }
 
 impl Node {
@@ -229,6 +231,7 @@ impl Node {
             membership: RwLock::new(Membership::default()),
             raft_sender: OnceLock::new(),
             leaders_changed: watch::channel(0).0,
+            migrations: Default::default(),
         })
     }
 

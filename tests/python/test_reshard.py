@@ -187,3 +187,88 @@ def test_reshard_to_a_new_node_while_clients_read_and_write(four):
     # The new group holds its keys itself (drained, the sources dropped theirs).
     held = new.client().execute_command("KELVIN.ON", 3, "DBSIZE")
     assert held > 0.2 * len(expected), held
+
+
+def slot_ranges(n: ServerProcess, group: int) -> list[tuple[int, int]]:
+    for line in topology(n).splitlines():
+        f = line.split()
+        if f and f[0] == "group" and int(f[1]) == group and f[2] != "-":
+            return [(int(a), int(b or a)) for a, _, b in (r.partition("-") for r in f[2].split(","))]
+    return []
+
+
+def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
+    """During the lazy phase every command on a key not moved yet answers as if the key
+    had always been there: reads, TTLs, types other than strings, INCR, DEL's count,
+    EXISTS; a blind SET needs no pull and is never overwritten by the drain; a deleted
+    key never comes back; a key expired at the source never reappears."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    n = 3000
+    pipe = c.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"{{u{i}}}:s", f"v{i}", ex=3600 if i % 2 else None)
+        pipe.hset(f"{{u{i}}}:h", mapping={"a": str(i), "b": "x"})
+        pipe.rpush(f"{{u{i}}}:l", "1", "2", str(i))
+        pipe.set(f"{{u{i}}}:n", i)
+        if i % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+    c.set("short", "x", px=1500)
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # A drain slow enough that the checks below run while most keys are still at the
+    # source (about 4 MB move in all at 20 KB/s).
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 20000)
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    moved_ranges = slot_ranges(first, 3)
+    assert sum(b - a + 1 for a, b in moved_ranges) == 4096
+
+    def moved(key):
+        s = c.cluster("keyslot", key)
+        return any(a <= s <= b for a, b in moved_ranges)
+    # (The four keys of one id share a slot: {u<id>}.)
+    ids = [i for i in range(n) if moved(f"{{u{i}}}:s")][:60]
+    assert len(ids) >= 20, len(ids)
+    for node in (first, new):
+        cn = node.client()
+        for i in ids[:10]:
+            assert cn.get(f"{{u{i}}}:s") == f"v{i}"
+            assert (3000 < cn.ttl(f"{{u{i}}}:s") <= 3600) if i % 2 else cn.ttl(f"{{u{i}}}:s") == -1
+            assert cn.hgetall(f"{{u{i}}}:h") == {"a": str(i), "b": "x"}
+            assert cn.lrange(f"{{u{i}}}:l", 0, -1) == ["1", "2", str(i)]
+    for i in ids[10:20]:
+        assert c.incr(f"{{u{i}}}:n") == i + 1
+        assert c.delete(f"{{u{i}}}:s", f"{{u{i}}}:h", "never:there") == 2
+        assert c.exists(f"{{u{i}}}:s", f"{{u{i}}}:l") == 1
+    for i in ids[20:30]:
+        # A blind write: no pull; the drain must not bring the old value back.
+        assert c.set(f"{{u{i}}}:s", "mine")
+    figures = cli("migrations", addr(first))
+    assert figures.returncode == 0, figures.stdout + figures.stderr
+    assert "fault-ins" in figures.stdout, figures.stdout
+    assert "migration" in figures.stdout
+
+    # The drain at full speed, then everything as it should be, on every node.
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 0)
+    out = cli("reshard", addr(first), "--wait-drained", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    figures = cli("migrations", addr(first))
+    assert figures.stdout.count(", done: handover") == 3, figures.stdout
+    time.sleep(1.6)
+    for node in four:
+        cn = node.client()
+        for i in ids[10:20]:
+            assert cn.get(f"{{u{i}}}:n") == str(i + 1)
+            assert cn.exists(f"{{u{i}}}:s", f"{{u{i}}}:h") == 0
+            assert cn.lrange(f"{{u{i}}}:l", 0, -1) == ["1", "2", str(i)]
+        for i in ids[20:30]:
+            assert cn.get(f"{{u{i}}}:s") == "mine" and cn.ttl(f"{{u{i}}}:s") == -1
+        assert cn.get("short") is None
+    assert c.dbsize() == 4 * n - 20
+    assert new.client().execute_command("KELVIN.ON", 3, "DBSIZE") > 0

@@ -621,6 +621,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         ctx.out.bulks(keys.iter().map(|k| &k[..]));
     } else if is(sub, "kelvin-heat") {
         crate::cmd::heat::kelvin_heat(ctx, &argv[2..])?;
+    } else if is(sub, "kelvin-migrations") && argv.len() == 2 {
+        crate::cmd::migrate::kelvin_migrations(ctx);
     } else if is(sub, "kelvin-groups") && argv.len() == 2 {
         kelvin_groups(ctx);
     } else if is(sub, "kelvin-topology") && argv.len() == 2 {
@@ -675,6 +677,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "KELVIN-TOPOLOGY [SET <expected-epoch> <text>]",
             "    Return the topology the meta group holds, or propose a new one (on the meta leader).",
+            "KELVIN-MIGRATIONS",
+            "    Return what this node measured of the migrations it drove and the fault-ins it served.",
             "KELVIN-RAFT <group|META>",
             "    Return the group's Raft membership and, on its leader, each replica's progress.",
             "KELVIN-CONF <group|META> ADD-LEARNER|PROMOTE|REMOVE <node-id> | LEAVE-JOINT",
@@ -689,6 +693,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "keyslot",
         "kelvin-bootstrap",
         "kelvin-groups",
+        "kelvin-migrations",
         "kelvin-topology",
         "kelvin-raft",
         "kelvin-conf",

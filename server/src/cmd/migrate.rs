@@ -124,6 +124,35 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
+/// `CLUSTER KELVIN-MIGRATIONS`: an array of the migrations this node drove, each a
+/// flat array of fields and values (see [`crate::migrate::figures::Figures::fields`]),
+/// then the fault-ins it served: `[faultins, n, keys, k, us, total, buckets, "a,b,..."]`
+/// (buckets up to 1 ms, 10 ms, 100 ms, 1 s, and over).
+pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
+    let records = ctx.node.migrations.records();
+    ctx.out.array(records.len() + 1);
+    for r in &records {
+        let fields = r.fields();
+        ctx.out.array(fields.len() * 2);
+        for (name, value) in fields {
+            ctx.out.bulk(name.as_bytes());
+            ctx.out.bulk(value.as_bytes());
+        }
+    }
+    let (n, keys, us, buckets) = ctx.node.migrations.faultins();
+    let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
+    ctx.out.array(8);
+    for (name, value) in [
+        ("faultins", n.to_string()),
+        ("keys", keys.to_string()),
+        ("us", us.to_string()),
+        ("buckets", buckets.join(",")),
+    ] {
+        ctx.out.bulk(name.as_bytes());
+        ctx.out.bulk(value.as_bytes());
+    }
+}
+
 /// `KELVIN.APPLIED`: this replica's apply index (run on the leader, pinned to a group).
 fn applied(ex: &mut Exec<'_>, _argv: &[Bytes]) -> CmdResult {
     ex.out.int(ex.store.apply_index as i64);

@@ -49,6 +49,18 @@ pub(super) async fn fault_in(
     version: RespVersion,
     fault: &Fault,
 ) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    let result = pull_and_write(node, client, version, fault).await;
+    node.migrations.faultin(fault.keys.len(), began.elapsed());
+    result
+}
+
+async fn pull_and_write(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    version: RespVersion,
+    fault: &Fault,
+) -> Result<(), String> {
     let mut pull = vec![
         Bytes::from_static(b"KELVIN.MIGRATE-PULL"),
         Bytes::from(fault.migration.to_string()),

@@ -89,6 +89,14 @@ impl crate::migrate::driver::Cluster for Internal {
         self.node.meta()?.status.leader()
     }
 
+    fn record(&self, figures: &crate::migrate::figures::Figures) {
+        self.node.migrations.record(figures);
+    }
+
+    fn drain_rate(&self) -> u64 {
+        self.node.settings.read().migration_drain_rate
+    }
+
     fn rules(&self) -> crate::migrate::plan::Rules {
         self.node.settings.read().migration_rules.clone()
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::cluster::{ranges_text, Membership, MigrationPhase, MigrationSpec};
+use crate::migrate::figures::Figures;
 
 /// How often the driver looks for work when nothing wakes it.
 pub const DRIVER_TICK: Duration = Duration::from_millis(100);
@@ -49,6 +50,10 @@ pub trait Cluster: Send {
     fn meta_leader(&self) -> Option<u64>;
     /// The operator's migration rules (`--migration-rules`), for the planner.
     fn rules(&self) -> crate::migrate::plan::Rules;
+    /// Bytes per second the drain may move (`kelvin-migration-drain-rate`; 0: no limit).
+    fn drain_rate(&self) -> u64;
+    /// Keeps what the driver measured of a migration (`CLUSTER KELVIN-MIGRATIONS`).
+    fn record(&self, figures: &Figures);
     /// Runs `argv` on group `group` (its leader, wherever it is); the RESP2 reply.
     fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
     /// Sends `argv` to member `member` as is; the RESP2 reply.
@@ -65,14 +70,14 @@ pub async fn run<C: Cluster>(
     mut wake: tokio::sync::watch::Receiver<u64>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut eager = Eager::default();
+    let mut state = State::default();
     loop {
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(DRIVER_TICK) => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = step(&mut cluster, &mut eager).await {
+        if let Err(e) = step(&mut cluster, &mut state).await {
             tracing::warn!(cause = %e, "migration driver: step failed, trying again");
             tokio::time::sleep(DRIVER_BACKOFF).await;
         }
@@ -90,17 +95,34 @@ fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).trim_end().to_string()
 }
 
-/// Keys to push right after the handover, hottest first, per migration (what the
-/// source's planner said at the seal). Lost if the driver's node dies: the drain moves
-/// them then.
-pub type Eager = std::collections::HashMap<u64, Vec<(usize, Bytes)>>;
+/// What the driver remembers between passes: per migration, the keys to push right
+/// after the handover, hottest first (what the source's planner said at the seal), and
+/// its figures. Lost if the driver's node dies: the drain moves those keys then.
+#[derive(Default)]
+pub struct State {
+    eager: std::collections::HashMap<u64, KeyList>,
+    figures: std::collections::HashMap<u64, Figures>,
+}
+
+impl State {
+    fn figures(&mut self, m: &MigrationSpec) -> &mut Figures {
+        self.figures.entry(m.id).or_insert_with(|| Figures {
+            id: m.id,
+            source: m.source,
+            target: m.target,
+            slots: m.slots.iter().map(|&(a, b)| u64::from(b - a) + 1).sum(),
+            phase: "sealing",
+            ..Default::default()
+        })
+    }
+}
 
 /// Most keys one pull and one write of pushed keys carry.
 pub const PUSH_BATCH: usize = 200;
 
 /// One pass: hand over every planned migration this node's groups import, else push the
 /// eager keys of one handed over, drain it and finish it.
-pub async fn step<C: Cluster>(c: &mut C, eager: &mut Eager) -> Result<(), String> {
+pub async fn step<C: Cluster>(c: &mut C, state: &mut State) -> Result<(), String> {
     let Some(t) = c.topology() else {
         return Ok(());
     };
@@ -115,22 +137,36 @@ pub async fn step<C: Cluster>(c: &mut C, eager: &mut Eager) -> Result<(), String
         .filter(|m| m.phase == MigrationPhase::Planned)
         .collect();
     if !planned.is_empty() {
-        return handover(c, &planned, eager).await;
+        return handover(c, &planned, state).await;
     }
     if let Some(m) = mine.first() {
-        if let Some(keys) = eager.remove(&m.id) {
+        if let Some(keys) = state.eager.remove(&m.id) {
             let began = std::time::Instant::now();
             let moved = move_keys(c, m, &keys).await?;
+            let f = state.figures(m);
+            f.eager_moved = moved;
+            f.eager_ms = began.elapsed().as_millis() as u64;
+            f.phase = "draining";
+            c.record(f);
             tracing::info!(
                 migration = m.id,
                 keys = keys.len(),
                 moved,
-                ms = began.elapsed().as_millis() as u64,
                 "eager keys pushed"
             );
         }
-        drain(c, m).await?;
-        return finish(c, m).await;
+        let began = std::time::Instant::now();
+        let (keys, bytes) = drain(c, m).await?;
+        let f = state.figures(m);
+        f.drained_keys = keys;
+        f.drained_bytes = bytes;
+        f.drain_ms = began.elapsed().as_millis() as u64;
+        c.record(f);
+        finish(c, m).await?;
+        let f = state.figures(m);
+        f.phase = "done";
+        c.record(f);
+        state.figures.remove(&m.id);
     }
     Ok(())
 }
@@ -147,7 +183,7 @@ async fn expect_ok<C: Cluster>(c: &mut C, group: u64, argv: Vec<Bytes>) -> Resul
 async fn handover<C: Cluster>(
     c: &mut C,
     planned: &[&MigrationSpec],
-    eager: &mut Eager,
+    state: &mut State,
 ) -> Result<(), String> {
     let began = std::time::Instant::now();
     let rules = c.rules().to_toml();
@@ -198,7 +234,13 @@ async fn handover<C: Cluster>(
         tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
             critical = critical.len(), moved, eager = hot.len(), ?totals,
             "sealed, proof at the target, critical keys moved");
-        eager.insert(m.id, hot);
+        let f = state.figures(m);
+        for (i, t) in totals.iter().take(4).enumerate() {
+            f.planned[i] = *t;
+        }
+        f.critical_moved = moved;
+        c.record(f);
+        state.eager.insert(m.id, hot);
     }
     let ids: Vec<u64> = planned.iter().map(|m| m.id).collect();
     change_topology(c, |t| {
@@ -218,7 +260,14 @@ async fn handover<C: Cluster>(
         changed
     })
     .await?;
-    tracing::info!(migrations = ?ids, ms = began.elapsed().as_millis() as u64, "handed over");
+    let ms = began.elapsed().as_millis() as u64;
+    for m in planned {
+        let f = state.figures(m);
+        f.handover_ms = ms;
+        f.phase = "handed-over";
+        c.record(f);
+    }
+    tracing::info!(migrations = ?ids, ms, "handed over");
     Ok(())
 }
 
@@ -234,10 +283,11 @@ fn seal_reply(reply: &[u8]) -> Option<[u64; 2]> {
 }
 
 /// Moves every key still at the source, page by page, through the target's log.
-async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
+async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), String> {
     let id = m.id.to_string();
     let first = m.slots.first().map_or(0, |r| r.0);
-    let mut moved = 0u64;
+    let (mut moved, mut bytes) = (0u64, 0u64);
+    let began = tokio::time::Instant::now();
     for db in 0..crate::store::DATABASES {
         let db_text = db.to_string();
         let (mut slot, mut cursor) = (u64::from(first), 0u64);
@@ -257,19 +307,20 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
                 .await;
             if page.starts_with(b"-ERR slot") {
                 // The source finished already: nothing is left there.
-                return Ok(());
+                return Ok((moved, bytes));
             }
             let (next_slot, next_cursor, entries) = scan_page(&page)
                 .ok_or_else(|| format!("group {}: drain: {}", m.source, text(&page)))?;
             if !entries.is_empty() {
                 let mut keys = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
                 for (key, expire_at, payload) in entries {
+                    bytes += (key.len() + payload.len()) as u64;
                     keys.extend([key, Bytes::from(expire_at.to_string()), payload]);
                 }
                 let reply = c.on_group(m.target, keys).await;
                 if reply.starts_with(b"-ERR key of slot") {
                     // The target finished already.
-                    return Ok(());
+                    return Ok((moved, bytes));
                 }
                 let written = text(&reply)
                     .strip_prefix(':')
@@ -278,10 +329,16 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
                 moved += written;
             }
             (slot, cursor) = (next_slot, next_cursor);
+            // Throttled: no faster than the rate set now (it may change meanwhile).
+            let rate = c.drain_rate();
+            if rate > 0 {
+                let due = began + Duration::from_secs_f64(bytes as f64 / rate as f64);
+                tokio::time::sleep_until(due).await;
+            }
         }
     }
-    tracing::info!(migration = m.id, keys = moved, "drained");
-    Ok(())
+    tracing::info!(migration = m.id, keys = moved, bytes, "drained");
+    Ok((moved, bytes))
 }
 
 /// Keys and bytes per class, as the plan counted them.

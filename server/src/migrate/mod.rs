@@ -25,5 +25,6 @@
 
 pub mod apply;
 pub mod driver;
+pub mod figures;
 pub mod plan;
 pub mod state;

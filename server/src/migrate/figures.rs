@@ -1,0 +1,157 @@
+//! What a node measured of the migrations it drove and the fault-ins it served, for
+//! `CLUSTER KELVIN-MIGRATIONS` and `kelvin-cli cluster migrations`.
+//!
+//! Kept in memory on the node that did the work (the target group's leader for a
+//! migration; whichever node served a fault-in): figures, not state. A driver that takes
+//! over after a crash starts a record of its own.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Most migration records a node keeps (the oldest go first).
+pub const MAX_RECORDS: usize = 64;
+
+/// Upper bounds of the fault-in latency buckets, in microseconds (the last is open).
+pub const FAULTIN_BUCKETS_US: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
+/// One migration, as its driver saw it. Times in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub id: u64,
+    pub source: u64,
+    pub target: u64,
+    pub slots: u64,
+    /// `sealing`, `handed-over`, `draining`, `done`.
+    pub phase: &'static str,
+    /// From the first step (import) to the topology's handover applied.
+    pub handover_ms: u64,
+    /// Keys and bytes per class, as the source's planner counted them: critical,
+    /// eager, lazy, skip.
+    pub planned: [(u64, u64); 4],
+    pub critical_moved: u64,
+    pub eager_moved: u64,
+    pub eager_ms: u64,
+    pub drained_keys: u64,
+    pub drained_bytes: u64,
+    pub drain_ms: u64,
+}
+
+impl Figures {
+    /// The record as field/value pairs.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("id", self.id.to_string()),
+            ("source", self.source.to_string()),
+            ("target", self.target.to_string()),
+            ("slots", self.slots.to_string()),
+            ("phase", self.phase.to_string()),
+            ("handover_ms", self.handover_ms.to_string()),
+        ];
+        for (name, (keys, bytes)) in ["critical", "eager", "lazy", "skip"]
+            .into_iter()
+            .zip(self.planned)
+        {
+            f.push((name, format!("{keys} keys {bytes} bytes")));
+        }
+        f.extend([
+            ("critical_moved", self.critical_moved.to_string()),
+            ("eager_moved", self.eager_moved.to_string()),
+            ("eager_ms", self.eager_ms.to_string()),
+            ("drained_keys", self.drained_keys.to_string()),
+            ("drained_bytes", self.drained_bytes.to_string()),
+            ("drain_ms", self.drain_ms.to_string()),
+        ]);
+        f
+    }
+}
+
+/// A node's records and fault-in counters.
+#[derive(Debug, Default)]
+pub struct Log {
+    records: Mutex<VecDeque<Figures>>,
+    faultins: [AtomicU64; FAULTIN_BUCKETS_US.len() + 1],
+    faultin_us: AtomicU64,
+    faultin_keys: AtomicU64,
+}
+
+impl Log {
+    /// Adds or replaces the record of `f.id`.
+    pub fn record(&self, f: &Figures) {
+        let mut records = self.records.lock();
+        match records.iter_mut().find(|r| r.id == f.id) {
+            Some(r) => *r = f.clone(),
+            None => {
+                if records.len() == MAX_RECORDS {
+                    records.pop_front();
+                }
+                records.push_back(f.clone());
+            }
+        }
+    }
+
+    pub fn records(&self) -> Vec<Figures> {
+        self.records.lock().iter().cloned().collect()
+    }
+
+    /// A fault-in of `keys` keys that took `took`.
+    pub fn faultin(&self, keys: usize, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = FAULTIN_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(FAULTIN_BUCKETS_US.len());
+        self.faultins[bucket].fetch_add(1, Ordering::Relaxed);
+        self.faultin_us.fetch_add(us, Ordering::Relaxed);
+        self.faultin_keys.fetch_add(keys as u64, Ordering::Relaxed);
+    }
+
+    /// Fault-ins served here: count, keys, total microseconds, and the count per
+    /// latency bucket ([`FAULTIN_BUCKETS_US`], then the rest).
+    pub fn faultins(&self) -> (u64, u64, u64, Vec<u64>) {
+        let buckets: Vec<u64> = self
+            .faultins
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        (
+            buckets.iter().sum(),
+            self.faultin_keys.load(Ordering::Relaxed),
+            self.faultin_us.load(Ordering::Relaxed),
+            buckets,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_replaced_by_id_and_bounded() {
+        let log = Log::default();
+        for id in 0..(MAX_RECORDS as u64 + 3) {
+            log.record(&Figures {
+                id,
+                ..Default::default()
+            });
+        }
+        log.record(&Figures {
+            id: 5,
+            phase: "done",
+            ..Default::default()
+        });
+        let records = log.records();
+        assert_eq!(records.len(), MAX_RECORDS);
+        assert_eq!(records[0].id, 3);
+        assert_eq!(records.iter().find(|r| r.id == 5).unwrap().phase, "done");
+        log.faultin(2, Duration::from_micros(500));
+        log.faultin(1, Duration::from_millis(50));
+        log.faultin(1, Duration::from_secs(3));
+        let (n, keys, _, buckets) = log.faultins();
+        assert_eq!((n, keys), (3, 4));
+        assert_eq!(buckets, vec![1, 0, 1, 0, 1]);
+    }
+}
