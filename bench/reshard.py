@@ -195,8 +195,14 @@ def run(opts) -> bool:
             time.sleep(0.5)
         finally:
             traffic.finish()
-        moved_mb = opts.sessions / 4 * opts.value_size / 1e6
         during = traffic.ops - ops_before
+        # The drivers' own figures: bytes drained and the time the drains took.
+        figures = cli("migrations", addrs[1]).stdout
+        drained = [(int(b), int(ms)) for b, ms in
+                   re.findall(r"drained \d+ keys, (\d+) bytes in (\d+) ms", figures)]
+        drained_mb = sum(b for b, _ in drained) / 1e6
+        drain_ms = sum(ms for _, ms in drained)
+        faultins = sum(int(x) for x in re.findall(r"(\d+) fault-ins", figures))
         # Every value read back through the new node and another.
         expected = {k: value for k in keys}
         expected.update(traffic.expected)
@@ -212,8 +218,9 @@ def run(opts) -> bool:
         print(f"sessions {opts.sessions} x {opts.value_size} B, replicas {opts.replicas}, "
               f"appendfsync {opts.appendfsync}: load {load_s:.1f} s; {killed}"
               f"handover {handover_ms} ms (reshard returned in {reshard_s * 1000:.0f} ms); "
-              f"drain of ~{moved_mb:.0f} MB {drain_s:.1f} s ({moved_mb / drain_s:.0f} MB/s "
-              f"including the wait-drained polling); client ops during the move {during}, "
+              f"drains moved {drained_mb:.1f} MB in {drain_ms} ms "
+              f"({drained_mb / max(drain_ms, 1) * 1000:.0f} MB/s; --wait-drained returned after "
+              f"{drain_s:.1f} s); fault-ins {faultins}; client ops during the move {during}, "
               f"errors {len(traffic.errors)}; values wrong or missing {bad}; "
               f"DBSIZE {dbsize} (want {len(expected)})")
         if traffic.errors:

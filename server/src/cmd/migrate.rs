@@ -65,7 +65,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     data(
         "kelvin.migrate-plan",
-        3,
+        4,
         READONLY | NOSCRIPT,
         NO_KEYS,
         "cluster",
@@ -83,8 +83,9 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-/// `KELVIN.MIGRATE-PLAN <migration> <rules>`: the planner's classes for the keys this
-/// group sealed for `migration`, with `rules` (a rules file's text, the target's):
+/// `KELVIN.MIGRATE-PLAN <migration> <rules> <slots>`: the planner's classes for the keys
+/// of `slots` here (before or after the seal), with `rules` (a rules file's text, the
+/// target's):
 /// `[[db, key]...]` critical, `[[db, key]...]` eager (hottest per byte first), and
 /// `[keys, bytes]` per class (critical, eager, lazy, skip).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
@@ -93,18 +94,12 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let rules = std::str::from_utf8(&argv[2])
         .map_err(|_| CmdError::err("migration rules: not UTF-8"))
         .and_then(|t| crate::migrate::plan::Rules::parse(t).map_err(CmdError::err))?;
-    let slots: Vec<usize> = ex
-        .store
-        .migrations
-        .slots()
-        .filter(|(_, r)| matches!(r, SlotRole::Sealed { migration: m, .. } if *m == migration))
-        .map(|(s, _)| s as usize)
+    let text = std::str::from_utf8(&argv[3]).map_err(|_| CmdError::SYNTAX)?;
+    let slots: Vec<usize> = crate::cluster::parse_ranges(text)
+        .map_err(|r| CmdError::err(format!("bad slot range '{r}' in migration {migration}")))?
+        .into_iter()
+        .flat_map(|(a, b)| a as usize..=b as usize)
         .collect();
-    if slots.is_empty() {
-        return Err(CmdError::err(format!(
-            "no slot is sealed by migration {migration} in this group"
-        )));
-    }
     let plan = HeatPlanner { rules }.plan(range_facts(ex.store, &slots), ex.now_ms);
     ex.out.array(3);
     for keys in [&plan.critical, &plan.eager] {

@@ -74,6 +74,10 @@ impl Internal {
 }
 
 impl crate::migrate::driver::Cluster for Internal {
+    fn fork(&self) -> Internal {
+        Internal::new(&self.node)
+    }
+
     fn topology(&self) -> Option<crate::cluster::Membership> {
         let meta = self.node.meta()?;
         crate::cluster::stored_topology(&mut meta.store.lock())?.ok()

@@ -36,12 +36,14 @@ pub const DRIVER_TICK: Duration = Duration::from_millis(100);
 /// How long the driver waits after a failed step before it tries again.
 pub const DRIVER_BACKOFF: Duration = Duration::from_millis(500);
 /// Keys per drain page (bounded by [`crate::cmd::migrate::MAX_MOVE_BATCH`]).
-pub const DRAIN_PAGE_KEYS: usize = 500;
+pub const DRAIN_PAGE_KEYS: usize = 1000;
 /// How long a topology change may take to be applied before it is tried again.
 const TOPOLOGY_WAIT: Duration = Duration::from_secs(5);
 
 /// What the driver needs of the cluster.
-pub trait Cluster: Send {
+pub trait Cluster: Send + Sized + 'static {
+    /// Another handle on the same cluster, for work done side by side.
+    fn fork(&self) -> Self;
     /// The topology this node's replica of the meta group holds.
     fn topology(&self) -> Option<Membership>;
     /// Whether this node leads `group` now.
@@ -102,6 +104,8 @@ fn text(reply: &[u8]) -> String {
 pub struct State {
     eager: std::collections::HashMap<u64, KeyList>,
     figures: std::collections::HashMap<u64, Figures>,
+    /// The migrations handed over whose push, drain and finish run now, side by side.
+    running: std::collections::HashMap<u64, tokio::task::JoinHandle<()>>,
 }
 
 impl State {
@@ -139,35 +143,59 @@ pub async fn step<C: Cluster>(c: &mut C, state: &mut State) -> Result<(), String
     if !planned.is_empty() {
         return handover(c, &planned, state).await;
     }
-    if let Some(m) = mine.first() {
-        if let Some(keys) = state.eager.remove(&m.id) {
-            let began = std::time::Instant::now();
-            let moved = move_keys(c, m, &keys).await?;
-            let f = state.figures(m);
-            f.eager_moved = moved;
-            f.eager_ms = began.elapsed().as_millis() as u64;
-            f.phase = "draining";
-            c.record(f);
-            tracing::info!(
-                migration = m.id,
-                keys = keys.len(),
-                moved,
-                "eager keys pushed"
-            );
+    // Each migration handed over settles in a task of its own (the sources differ, so
+    // their drains go side by side); one that failed is started again next pass.
+    state.running.retain(|_, task| !task.is_finished());
+    for m in mine {
+        if state.running.contains_key(&m.id) {
+            continue;
         }
-        let began = std::time::Instant::now();
-        let (keys, bytes) = drain(c, m).await?;
-        let f = state.figures(m);
-        f.drained_keys = keys;
-        f.drained_bytes = bytes;
-        f.drain_ms = began.elapsed().as_millis() as u64;
-        c.record(f);
-        finish(c, m).await?;
-        let f = state.figures(m);
-        f.phase = "done";
-        c.record(f);
+        let eager = state.eager.remove(&m.id);
+        let figures = state.figures(&m).clone();
         state.figures.remove(&m.id);
+        let fork = c.fork();
+        let id = m.id;
+        let task = tokio::spawn(async move {
+            if let Err(e) = settle(fork, m, eager, figures).await {
+                tracing::warn!(migration = id, cause = %e, "migration driver: trying again");
+            }
+        });
+        state.running.insert(id, task);
     }
+    Ok(())
+}
+
+/// A migration handed over: its eager keys pushed, the rest drained, both sides
+/// finished, its line gone.
+async fn settle<C: Cluster>(
+    mut c: C,
+    m: MigrationSpec,
+    eager: Option<KeyList>,
+    mut f: Figures,
+) -> Result<(), String> {
+    let c = &mut c;
+    f.phase = "draining";
+    if let Some(keys) = eager {
+        let began = std::time::Instant::now();
+        f.eager_moved = move_keys(c, &m, &keys).await?;
+        f.eager_ms = began.elapsed().as_millis() as u64;
+        c.record(&f);
+        tracing::info!(
+            migration = m.id,
+            keys = keys.len(),
+            moved = f.eager_moved,
+            "eager keys pushed"
+        );
+    }
+    let began = std::time::Instant::now();
+    let (keys, bytes) = drain(c, &m).await?;
+    f.drained_keys = keys;
+    f.drained_bytes = bytes;
+    f.drain_ms = began.elapsed().as_millis() as u64;
+    c.record(&f);
+    finish(c, &m).await?;
+    f.phase = "done";
+    c.record(&f);
     Ok(())
 }
 
@@ -187,7 +215,30 @@ async fn handover<C: Cluster>(
 ) -> Result<(), String> {
     let began = std::time::Instant::now();
     let rules = c.rules().to_toml();
+    // The planner first, at the source, while it still serves the slots (outside the
+    // window in which they are served by neither group): which keys are critical (they
+    // move before the slots change hands, read after the seal so their values are
+    // final) and which are eager (pushed right after).
+    let mut plans = Vec::new();
     for m in planned {
+        let reply = c
+            .on_group(
+                m.source,
+                vec![
+                    Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
+                    Bytes::from(m.id.to_string()),
+                    Bytes::from(rules.clone()),
+                    Bytes::from(ranges_text(&m.slots)),
+                ],
+            )
+            .await;
+        plans.push(
+            plan_reply(&reply)
+                .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?,
+        );
+    }
+    let window = std::time::Instant::now();
+    for (m, (critical, hot, totals)) in planned.iter().zip(plans) {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
         let (source, target) = (m.source.to_string(), m.target.to_string());
         expect_ok(
@@ -216,20 +267,6 @@ async fn handover<C: Cluster>(
             ]),
         )
         .await?;
-        // The planner, at the source: critical keys move now, before the slots change
-        // hands; eager ones right after.
-        let reply = c
-            .on_group(
-                m.source,
-                vec![
-                    Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
-                    Bytes::from(id.clone()),
-                    Bytes::from(rules.clone()),
-                ],
-            )
-            .await;
-        let (critical, hot, totals) = plan_reply(&reply)
-            .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
         let moved = move_keys(c, m, &critical).await?;
         tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
             critical = critical.len(), moved, eager = hot.len(), ?totals,
@@ -260,7 +297,13 @@ async fn handover<C: Cluster>(
         changed
     })
     .await?;
-    let ms = began.elapsed().as_millis() as u64;
+    // The handover: from the first seal to the topology's change applied here (the
+    // window in which requests for the slots wait).
+    let ms = window.elapsed().as_millis() as u64;
+    tracing::debug!(
+        ms = began.elapsed().as_millis() as u64,
+        "planned to handed over"
+    );
     for m in planned {
         let f = state.figures(m);
         f.handover_ms = ms;
@@ -288,6 +331,7 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
     let first = m.slots.first().map_or(0, |r| r.0);
     let (mut moved, mut bytes) = (0u64, 0u64);
     let began = tokio::time::Instant::now();
+    let mut writing: Option<tokio::task::JoinHandle<Written<C>>> = None;
     for db in 0..crate::store::DATABASES {
         let db_text = db.to_string();
         let (mut slot, mut cursor) = (u64::from(first), 0u64);
@@ -317,16 +361,19 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                     bytes += (key.len() + payload.len()) as u64;
                     keys.extend([key, Bytes::from(expire_at.to_string()), payload]);
                 }
-                let reply = c.on_group(m.target, keys).await;
-                if reply.starts_with(b"-ERR key of slot") {
-                    // The target finished already.
-                    return Ok((moved, bytes));
-                }
-                let written = text(&reply)
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .ok_or_else(|| format!("group {}: drain: {}", m.target, text(&reply)))?;
-                moved += written;
+                // The write of this page goes on while the next page is read.
+                let spare = match writing.take() {
+                    Some(w) => {
+                        let (w, written) = w.await.map_err(|e| e.to_string())?;
+                        match written? {
+                            Some(n) => moved += n,
+                            None => return Ok((moved, bytes)),
+                        }
+                        w
+                    }
+                    None => c.fork(),
+                };
+                writing = Some(tokio::spawn(write_page(spare, m.target, keys)));
             }
             (slot, cursor) = (next_slot, next_cursor);
             // Throttled: no faster than the rate set now (it may change meanwhile).
@@ -337,8 +384,32 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
             }
         }
     }
+    if let Some(w) = writing.take() {
+        let (_, written) = w.await.map_err(|e| e.to_string())?;
+        moved += written?.unwrap_or(0);
+    }
     tracing::info!(migration = m.id, keys = moved, bytes, "drained");
     Ok((moved, bytes))
+}
+
+/// The cluster handle back, and how many keys a page wrote (`None`: the target had
+/// finished already).
+type Written<C> = (C, Result<Option<u64>, String>);
+
+/// Writes one drained page at the target: how many keys landed, `None` if the target
+/// finished the migration already. Hands the cluster handle back for the next page.
+async fn write_page<C: Cluster>(mut c: C, target: u64, keys: Vec<Bytes>) -> Written<C> {
+    let reply = c.on_group(target, keys).await;
+    let result = if reply.starts_with(b"-ERR key of slot") {
+        Ok(None)
+    } else {
+        text(&reply)
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| format!("group {target}: drain: {}", text(&reply)))
+    };
+    (c, result)
 }
 
 /// Keys and bytes per class, as the plan counted them.
