@@ -269,12 +269,23 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
         println!(">>> Migration {id}: slots {slots} of group {g} -> group {target} ({addr})");
     }
     let began = Instant::now();
+    let ours: Vec<u16> = plan.iter().flat_map(|p| p.1.iter().copied()).collect();
     admin.change_topology(&format!("{moving} slots to group {target}"), |t| {
-        for l in &lines {
-            if !t.migrations.iter().any(|m| m.0 == l.0) {
-                t.migrations.push(l.clone());
-            }
+        // Already applied, and maybe already moved on by the cluster's driver (handed
+        // over, even finished) before this command read it back: nothing to add.
+        let target_owns = t.groups.iter().find(|g| g.0 == target).is_some_and(|g| {
+            ranges(&g.1)
+                .iter()
+                .any(|&(a, b)| ours.iter().any(|s| (a..=b).contains(s)))
+        });
+        if target_owns
+            || t.migrations
+                .iter()
+                .any(|m| lines.iter().any(|l| l.0 == m.0))
+        {
+            return Ok(());
         }
+        t.migrations.extend(lines.iter().cloned());
         Ok(())
     })?;
     let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();

@@ -345,3 +345,28 @@ def test_a_source_leader_killed_during_the_drain(four):
         assert cn.exists(*gone) == 0
     assert c.dbsize() == len(expected)
     assert owners(first)[3] == 4096
+
+
+def test_a_client_blocked_at_the_old_owner_is_served_by_the_new_one(four):
+    """BLPOP waiting on a key whose slot moves: it follows the slot and a push at the new
+    owner serves it (Redis Cluster would answer -MOVED/UNBLOCKED instead)."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    c = first.client()
+    # A key in the slots that move: the highest slots of group 0 (0-5461 here).
+    key = next(f"q:{i}" for i in range(100000) if 4096 <= c.cluster("keyslot", f"q:{i}") <= 5461)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(
+        second.client(socket_timeout=30).blpop([key], timeout=20)))
+    waiter.start()
+    time.sleep(0.5)
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(a <= c.cluster("keyslot", key) <= b for a, b in slot_ranges(first, 3))
+    time.sleep(0.5)
+    assert third.client().rpush(key, "hello") == 1
+    waiter.join(timeout=25)
+    assert got == [(key, "hello")]

@@ -61,6 +61,11 @@ pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWrit
         }
         MigrateOp::Finish { migration } => finish(store, *migration),
     };
+    if result.is_ok() && matches!(op, MigrateOp::Seal { .. }) {
+        // Clients blocked here (BLPOP...) on keys of the sealed slots run again: they
+        // wait for the new owner and block there instead.
+        store.list_ready.send_modify(|v| *v = v.wrapping_add(1));
+    }
     match result {
         Ok(()) => out.ok(),
         Err(e) => out.error(&format!("ERR {e}")),
