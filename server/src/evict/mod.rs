@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use bytes::Bytes;
+use hashbrown::HashSet;
 use rand::Rng;
 
 use crate::store::{memory, Entry, Store};
@@ -237,6 +238,7 @@ pub fn pick_victims(
 ) -> Vec<(usize, Vec<Bytes>)> {
     let mut pool: Vec<Candidate> = Vec::with_capacity(POOL_SIZE + 1);
     let mut chosen: Vec<(usize, Bytes)> = Vec::new();
+    let mut taken: HashSet<(usize, Bytes)> = HashSet::new();
     let mut freed = 0u64;
     let left = candidates(store, limit.policy);
     while freed < need && chosen.len() < EVICT_BATCH_KEYS.min(left) {
@@ -245,8 +247,8 @@ pub fn pick_victims(
                 let Some((key, entry)) = sample(store, db, limit.policy, rng) else {
                     break;
                 };
-                if chosen.iter().any(|(d, k)| *d == db && k[..] == key[..])
-                    || pool.iter().any(|(_, d, k)| *d == db && k[..] == key[..])
+                if pool.iter().any(|(_, d, k)| *d == db && k[..] == key[..])
+                    || taken.contains(&(db, Bytes::copy_from_slice(key)))
                 {
                     continue;
                 }
@@ -263,6 +265,7 @@ pub fn pick_victims(
         }
         let (_, db, key) = pool.remove(0);
         freed += memory::key_bytes(store, db, &key) as u64;
+        taken.insert((db, key.clone()));
         chosen.push((db, key));
     }
     let mut by_db: Vec<(usize, Vec<Bytes>)> = Vec::new();
