@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from support import TARGET, RespError, running_server, wait_for
+from support import (TARGET, RespError, next_message, running_server, wait_for,
+                     wait_subscribed)
 
 pytestmark = pytest.mark.maxmemory
 
@@ -166,10 +167,17 @@ def test_config_set_maxmemory_evicts_at_once_and_info_reports_it():
         assert c.config_set("maxmemory-policy", "allkeys-random")
         assert c.config_set("maxmemory-samples", "10")
         assert c.config_get("maxmemory-samples") == {"maxmemory-samples": "10"}
+        c.config_set("notify-keyspace-events", "Ee")
+        events = c.pubsub()
+        events.subscribe("__keyevent@0__:evicted")
+        wait_subscribed(events, 1)
         limit = used(c) - 1000 * 1100
         assert c.config_set("maxmemory", limit)
         c.set("trigger", "x")
         assert wait_for(lambda: used(c) <= limit, timeout=10)
+        msg = next_message(events)
+        assert msg is not None and msg["data"].startswith(("k:", "trigger")), msg
+        events.close()
         info = c.info("memory")
         c.config_set("maxmemory", 0)
         assert int(info["maxmemory"]) == limit
