@@ -143,7 +143,7 @@ def test_volatile_ttl_evicts_the_nearest_expiry_first_and_never_keys_without_one
         kept_far = present(c, far)
         assert present(c, persistent) == persistent
         assert len(near) - len(kept_near) >= 0.8 * gone, (len(kept_near), gone)
-        assert len(kept_far) >= 0.95 * len(far)
+        assert len(kept_far) >= 0.9 * len(far)
         assert len(near) + len(far) - len(kept_near) - len(kept_far) == gone
 
 
