@@ -133,7 +133,10 @@ impl Bracket {
     /// Measures the keys `spec` names in `argv`, before the command runs; `None` for a
     /// command that needs no bracket.
     pub fn open(store: &mut Store, db: usize, spec: &CommandSpec, argv: &[Bytes]) -> Option<Self> {
-        if !spec.is_write() || matches!(spec.name, "eval" | "evalsha" | "fcall") {
+        if !spec.is_write()
+            || spec.flags & crate::cmd::flags::WHOLE_VALUE != 0
+            || matches!(spec.name, "eval" | "evalsha" | "fcall")
+        {
             return None;
         }
         let mut keys: Vec<Bytes> = Vec::new();
@@ -220,6 +223,13 @@ mod tests {
             &["MSET", "x", "1", "x", "2", "y", "3"],
             &["DEL", "h", "nope"],
             &["COPY", "s", "s2"],
+            &["SETEX", "e", "100", "a value with a ttl"],
+            &["PSETEX", "e", "100000", "v"],
+            &["SET", "e", "longer value, kept ttl", "KEEPTTL", "GET"],
+            &["EXPIRE", "e", "1000"],
+            &["PERSIST", "e"],
+            &["PEXPIRE", "x", "0"],
+            &["UNLINK", "y", "e"],
             // A script's writes are bracketed one `redis.call` at a time.
             &[
                 "EVAL",
