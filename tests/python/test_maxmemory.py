@@ -238,3 +238,26 @@ def test_every_replica_of_a_group_evicts_the_same_keys(trio):
         with n.raw() as raw:
             assert raw.call("SET", "more", "v") == OOM, n.port
             assert raw.call("GET", next(iter(kept))) == VALUE
+
+
+def test_allkeys_lfu_keeps_the_often_read_sessions():
+    with running_server(maxmemory_policy="allkeys-lfu") as srv:
+        c = srv.client()
+        hot = [f"hot:{i}" for i in range(200)]
+        cold = [f"cold:{i}" for i in range(3000)]
+        load(c, hot)
+        load(c, cold)
+        for _ in range(30):
+            p = c.pipeline(transaction=False)
+            for k in hot:
+                p.get(k)
+            p.execute()
+        # Room for about half of the sessions, then as many new ones as were cold.
+        limit = used(c) - 1600 * 1100
+        c.config_set("maxmemory", limit)
+        for b in range(0, 3000, BATCH):
+            load(c, [f"new:{i}" for i in range(b, b + BATCH)])
+        assert wait_for(lambda: used(c) <= limit, timeout=10)
+        c.config_set("maxmemory", 0)
+        assert len(present(c, hot)) >= 0.9 * len(hot)
+        assert len(present(c, cold)) <= 0.5 * len(cold)
