@@ -279,7 +279,9 @@ pub fn pick_victims(
 }
 
 /// One random candidate of database `db` under `policy`: a random slot holding
-/// candidates, a random key in it (a key with a TTL for volatile policies).
+/// candidates, a random key in it (a key with a TTL for volatile policies). Slots in a
+/// migration are left alone: a sealed slot's keys are on their way to the target, and
+/// an importing slot's key evicted before it moved would be brought back by the move.
 fn sample<'a>(
     store: &'a Store,
     db: usize,
@@ -291,8 +293,12 @@ fn sample<'a>(
     if (volatile && ks.expires_count() == 0) || ks.is_empty() {
         return None;
     }
+    let moving = !store.migrations.is_empty();
     let has = |slot: usize| {
         let t = ks.slot(slot);
+        if moving && store.migrations.role(slot as u16).is_some() {
+            return false;
+        }
         if volatile {
             t.expires > 0
         } else {
@@ -437,6 +443,22 @@ mod tests {
         assert_eq!(roomy.pressure(&plain, 100), Pressure::Fine);
         assert_eq!(roomy.pressure(&plain, 101), Pressure::Refuse);
         assert_eq!(roomy.excess(&plain), 0);
+    }
+
+    #[test]
+    fn slots_in_a_migration_are_never_evicted_from() {
+        let mut s = Store::default();
+        key(&mut s, "moving", 100, 5, 0);
+        let slot = kelvin_protocol::key_slot(b"moving");
+        s.migrations.seal(1, &[slot], 2).unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let all = |s: &Store, rng: &mut rand::rngs::SmallRng| {
+            pick_victims(s, limit(Policy::AllkeysLru), u64::MAX, NOW, rng)
+        };
+        assert!(all(&s, &mut rng).is_empty());
+        key(&mut s, "staying", 0, 5, 0);
+        let picked = all(&s, &mut rng);
+        assert_eq!(picked, vec![(0, vec![Bytes::from_static(b"staying")])]);
     }
 
     #[test]
