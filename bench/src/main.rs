@@ -18,6 +18,7 @@ mod group;
 mod memory;
 mod restart;
 mod servers;
+mod session;
 mod throughput;
 
 use std::path::PathBuf;

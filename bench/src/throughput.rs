@@ -1,7 +1,8 @@
 //! `kelvin-bench throughput`: redis-benchmark against Kelvin and redis-server, same
 //! machine, alternating servers, median of several rounds. Besides redis-benchmark's own
 //! tests, an EVALSHA row: a small read-modify-write Lua script ([`RMW_SCRIPT`]) loaded
-//! on both servers first.
+//! on both servers first, and a SESSION row: the session mix of [`crate::session`]
+//! (GET + EXPIRE or SET EX, 90/10, Zipf keys) over sessions loaded first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub fn run(opts: &Options) -> Result<String> {
     if script_load(redis.port, RMW_SCRIPT)? != sha {
         bail!("Kelvin and Redis disagree on the script's SHA1");
     }
+    for guard in [&kelvin, &redis] {
+        crate::session::preload(guard.port, opts.keyspace).context("session preload")?;
+    }
     let mut samples = Samples::new();
     for round in 0..opts.rounds {
         for &(pipeline, requests) in &opts.requests {
@@ -95,6 +99,16 @@ pub fn run(opts: &Options) -> Result<String> {
                     evalsha_benchmark(opts, guard.port, &sha, pipeline, requests)
                         .with_context(|| format!("EVALSHA against {}", kind.name()))?,
                 );
+                let mix = crate::session::Mix {
+                    clients: opts.clients,
+                    operations: requests / 2,
+                    pipeline,
+                    keyspace: opts.keyspace,
+                    timeout: opts.run_timeout,
+                };
+                let rps = crate::session::run(guard.port, &mix)
+                    .with_context(|| format!("session mix against {}", kind.name()))?;
+                results.push(("SESSION".to_string(), rps));
                 for (test, rps) in results {
                     eprintln!("    {test}: {rps:.0} ops/s");
                     samples.entry((test, pipeline, kind)).or_default().push(rps);
@@ -111,7 +125,9 @@ pub fn run(opts: &Options) -> Result<String> {
     report.push_str(&format!(
         "- redis-benchmark -h {HOST} -c {} -r {} -t {} --csv; requests per run: {}; \
          EVALSHA: a read-modify-write script (`{}`) on the same keyspace; \
-         median of {} round(s); Redis with appendonly yes, appendfsync everysec; \
+         SESSION: session operations/s, {}% GET+EXPIRE / SET EX of {}-byte values, Zipf({}) \
+         keys over {} loaded sessions, half the requests per run, -P = operations in flight \
+         per client; median of {} round(s); Redis with appendonly yes, appendfsync everysec; \
          Kelvin with --appendfsync everysec\n\n",
         opts.clients,
         opts.keyspace,
@@ -122,6 +138,10 @@ pub fn run(opts: &Options) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", "),
         RMW_SCRIPT,
+        crate::session::READ_PERCENT,
+        crate::session::VALUE_BYTES,
+        crate::session::ZIPF_EXPONENT,
+        opts.keyspace,
         opts.rounds
     ));
     report.push_str(&table);

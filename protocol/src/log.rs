@@ -15,6 +15,7 @@
 //!          | 2 Transaction | watch_since u64 | nwatch u32 | (db u8, key bytes)* | nitem u32 | item*
 //!          | 3 ExpireKeys  | db u8 | nkeys u32 | key bytes*
 //!          | 4 Migrate     | version u8 (=MIGRATE_OP_VERSION) | op    (live resharding)
+//!          | 5 EvictKeys   | db u8 | nkeys u32 | key bytes*           (maxmemory)
 //! op      := 1 Seal   migration u64 | group u64 (the target) | nslots u32 | slot u16*
 //!          | 2 Import migration u64 | group u64 (the source) | nslots u32 | slot u16*
 //!          | 3 Proof  migration u64 | seal index u64 | seal log ms u64
@@ -97,6 +98,8 @@ pub enum LogCommand {
     /// Keys the leader found expired (active sweep or a read): deleted if they are still
     /// expired at the batch's `now_ms`.
     ExpireKeys { db: u8, keys: Vec<Bytes> },
+    /// Keys the leader chose to evict to stay under `maxmemory`: deleted if present.
+    EvictKeys { db: u8, keys: Vec<Bytes> },
     /// A live-resharding step ([`MigrateOp`]).
     Migrate(MigrateOp),
 }
@@ -207,6 +210,11 @@ impl LogCommand {
                 out.push(*db);
                 put_argv(out, keys);
             }
+            LogCommand::EvictKeys { db, keys } => {
+                out.push(5);
+                out.push(*db);
+                put_argv(out, keys);
+            }
             LogCommand::Migrate(op) => {
                 out.push(4);
                 out.push(MIGRATE_OP_VERSION);
@@ -256,6 +264,13 @@ impl LogCommand {
             3 => {
                 let db = r.u8()?;
                 Ok(LogCommand::ExpireKeys {
+                    db,
+                    keys: r.argv()?,
+                })
+            }
+            5 => {
+                let db = r.u8()?;
+                Ok(LogCommand::EvictKeys {
                     db,
                     keys: r.argv()?,
                 })
@@ -501,6 +516,10 @@ mod tests {
                 LogCommand::ExpireKeys {
                     db: 15,
                     keys: vec![b("a"), b("")],
+                },
+                LogCommand::EvictKeys {
+                    db: 2,
+                    keys: vec![b("old"), b("older")],
                 },
             ]
             .into_iter()

@@ -8,8 +8,10 @@
 //! Every other parameter of Redis 7 ([`crate::redis_params`]: encoding thresholds,
 //! `list-compress-depth`, `lazyfree-*`, `activedefrag`...) is a *tunable without effect*:
 //! a file line or CONFIG SET of it is validated as Redis validates it, kept, and reported
-//! back by CONFIG GET, but nothing in Kelvin reads it (one encoding per type, no eviction,
-//! no background saves: docs/ARCHITECTURE.md, "Deliberate differences from Redis").
+//! back by CONFIG GET, but nothing in Kelvin reads it (one encoding per type, no
+//! background saves: docs/ARCHITECTURE.md, "Deliberate differences from Redis").
+//! `maxmemory`, `maxmemory-policy` and `maxmemory-samples` are kept the same way and do
+//! have an effect: [`Settings::memory_limit`] reads them for [`crate::evict`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -99,6 +101,16 @@ pub struct Args {
     /// least 1).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Bytes each group's keyspace may hold (`100mb`, `1gb`...; 0 = no limit).
+    #[arg(long)]
+    pub maxmemory: Option<String>,
+    /// What happens over `maxmemory`: noeviction, allkeys-lru, allkeys-lfu,
+    /// allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl.
+    #[arg(long)]
+    pub maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction pick (Redis's `maxmemory-samples`, default 5).
+    #[arg(long)]
+    pub maxmemory_samples: Option<String>,
 }
 
 /// Largest bulk string Redis accepts by default (`proto-max-bulk-len`).
@@ -351,6 +363,16 @@ impl Settings {
         if let Some(v) = &args.notify_keyspace_events {
             s.set("notify-keyspace-events", v)?;
         }
+        for (name, value) in [
+            ("maxmemory", &args.maxmemory),
+            ("maxmemory-policy", &args.maxmemory_policy),
+            ("maxmemory-samples", &args.maxmemory_samples),
+        ] {
+            if let Some(v) = value {
+                s.set(name, v)
+                    .map_err(|e| SettingError(format!("--{name} {v}: {}", e.0)))?;
+            }
+        }
         if let Some(v) = args.cluster_port {
             s.cluster_port = Some(v);
         }
@@ -466,6 +488,21 @@ impl Settings {
         })
     }
 
+    /// `maxmemory`, `maxmemory-policy` and `maxmemory-samples` as the evictor reads them
+    /// (validated by [`Settings::set`], so the parses cannot fail; defaults otherwise).
+    pub fn memory_limit(&self) -> crate::evict::Limit {
+        let value = |name| self.get(name).unwrap_or_default();
+        let default = crate::evict::Limit::default();
+        crate::evict::Limit {
+            maxmemory: value("maxmemory").parse().unwrap_or(default.maxmemory),
+            policy: crate::evict::Policy::parse(&value("maxmemory-policy"))
+                .unwrap_or(default.policy),
+            samples: value("maxmemory-samples")
+                .parse()
+                .unwrap_or(default.samples),
+        }
+    }
+
     /// Changes a setting (from the config file, a flag, or CONFIG SET).
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
         let bad = |why: &str| SettingError(why.to_string());
@@ -544,10 +581,11 @@ mod tests {
     fn file_then_flags() {
         let path =
             std::env::temp_dir().join(format!("kelvin-config-test-{}.conf", std::process::id()));
-        std::fs::write(&path, "# comment\nport 7001\nrequirepass \"s3cret\"\nmaxclients 5\nnotify-keyspace-events Ex\nappendonly yes\n").unwrap();
+        std::fs::write(&path, "# comment\nport 7001\nrequirepass \"s3cret\"\nmaxclients 5\nnotify-keyspace-events Ex\nappendonly yes\nmaxmemory 2mb\nmaxmemory-policy allkeys-lfu\n").unwrap();
         let args = Args {
             config: Some(path.clone()),
             maxclients: Some(7),
+            maxmemory_policy: Some("volatile-ttl".into()),
             ..Args::default()
         };
         let s = Settings::load(&args).unwrap();
@@ -555,6 +593,9 @@ mod tests {
         assert_eq!(s.requirepass.as_deref(), Some("s3cret"));
         assert_eq!(s.maxclients, 7, "flags win over the file");
         assert_eq!(crate::notify::flags_to_string(s.notify_flags), "xE");
+        let limit = s.memory_limit();
+        assert_eq!(limit.maxmemory, 2 << 20);
+        assert_eq!(limit.policy, crate::evict::Policy::VolatileTtl, "flags win");
         std::fs::write(&path, "port 7001\nbogus 1\n").unwrap();
         let err = Settings::load(&args).unwrap_err().to_string();
         assert!(err.contains(":2:") && err.contains("bogus"), "{err}");
@@ -585,6 +626,15 @@ mod tests {
         assert_eq!(s.get("lazyfree-lazy-user-del").as_deref(), Some("yes"));
         s.set("maxmemory-policy", "allkeys-lru").unwrap();
         assert_eq!(s.get("maxmemory-policy").as_deref(), Some("allkeys-lru"));
+        s.set("maxmemory-samples", "10").unwrap();
+        assert_eq!(
+            s.memory_limit(),
+            crate::evict::Limit {
+                maxmemory: 1 << 20,
+                policy: crate::evict::Policy::AllkeysLru,
+                samples: 10,
+            }
+        );
         let err = |s: &mut Settings, n: &str, v: &str| s.set(n, v).unwrap_err().0;
         assert_eq!(
             err(&mut s, "list-compress-depth", "-1"),

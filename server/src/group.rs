@@ -283,6 +283,24 @@ impl GroupHandle {
         }
     }
 
+    /// Proposes the node's own housekeeping commands (expiry, eviction), none of them a
+    /// client's; `None` if there are none. The receiver answers once they are applied.
+    pub fn propose_housekeeping(
+        &self,
+        commands: Vec<LogCommand>,
+    ) -> Option<oneshot::Receiver<ProposalResult>> {
+        if commands.is_empty() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.propose(Proposal {
+            commands,
+            version: kelvin_protocol::RespVersion::Resp2,
+            reply: Some(tx),
+        });
+        Some(rx)
+    }
+
     /// A Raft message from a peer.
     pub fn step(&self, msg: Message) {
         let _ = self.tx.send(GroupMsg::Raft(msg));

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod evict;
 pub mod failpoint;
 pub mod group;
 pub mod machine;

@@ -123,6 +123,10 @@ fn apply_command(
             }
             None
         }
+        LogCommand::EvictKeys { db, keys } => {
+            evict_keys(store, *db as usize, keys, now_ms, out, events);
+            None
+        }
         LogCommand::ExpireKeys { db, keys } => {
             if (*db as usize) < DATABASES {
                 let mut lazy = Vec::new();
@@ -132,6 +136,29 @@ fn apply_command(
                 }
             }
             None
+        }
+    }
+}
+
+/// Deletes the keys the leader chose to evict (those still present), each with its
+/// `evicted` notification, as Redis's `performEvictions`.
+fn evict_keys(
+    store: &mut Store,
+    db: usize,
+    keys: &[Bytes],
+    now_ms: u64,
+    out: &mut ReplyWriter,
+    events: &mut Vec<KeyEvent>,
+) {
+    if db >= DATABASES {
+        return;
+    }
+    let mut lazy = Vec::new();
+    let mut ex = exec(store, db, now_ms, out, events, &mut lazy, false);
+    for key in keys {
+        if ex.ks().remove(key).is_some() {
+            ex.store.evicted_keys += 1;
+            ex.notify(crate::notify::EVICTED, "evicted", key);
         }
     }
 }
@@ -189,9 +216,13 @@ fn run(
     }
     let mark = out.buf.len();
     let mut lazy = Vec::new();
+    let bracket = crate::store::memory::Bracket::open(store, db, spec, argv);
     let mut ex = exec(store, db, now_ms, out, events, &mut lazy, may_block);
     let result = handler(&mut ex, argv);
     let block = ex.block;
+    if let Some(bracket) = bracket {
+        bracket.close(ex.store);
+    }
     match result {
         Err(err) => {
             ex.out.buf.truncate(mark);
@@ -318,6 +349,26 @@ mod tests {
         assert_eq!(r[0], b"*-1\r\n");
         let r = apply(&mut s, 4, 4, vec![single(&["GET", "w"])]);
         assert_eq!(r[0], b"$1\r\n2\r\n");
+    }
+
+    #[test]
+    fn evict_keys_deletes_what_is_there_and_counts_it() {
+        let mut s = Store::default();
+        s.notify_flags = crate::notify::KEYEVENT | crate::notify::EVICTED;
+        apply(&mut s, 1, 100, vec![single(&["SET", "a", "1"])]);
+        let before = s.used_memory();
+        let keys = vec![Bytes::from_static(b"a"), Bytes::from_static(b"gone")];
+        let batch = LogBatch {
+            now_ms: 200,
+            commands: vec![LogCommand::EvictKeys { db: 0, keys }],
+        };
+        let mut events = Vec::new();
+        apply_batch(&mut s, 2, &batch, &mut events, None);
+        assert!(s.db(0).raw_get(b"a").is_none());
+        assert_eq!(s.evicted_keys, 1);
+        assert!(s.used_memory() < before);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "evicted");
     }
 
     #[test]

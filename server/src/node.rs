@@ -175,6 +175,14 @@ impl Groups {
 /// Everything the connections of one node share.
 pub struct Node {
     pub settings: RwLock<Settings>,
+    /// `maxmemory`, `maxmemory-policy`, `maxmemory-samples`, as atomics (see
+    /// [`crate::evict`]); CONFIG SET changes them with the settings.
+    pub memory: crate::evict::Limits,
+    /// Wakes the evictor ([`crate::evict::task`]) at once: a write found its group over
+    /// `maxmemory`.
+    pub evict_wanted: Notify,
+    /// Bumped after every pass of the evictor; writes waiting for eviction watch it.
+    pub evictions: watch::Sender<u64>,
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub pubsub: Hub,
     pub stats: Stats,
@@ -214,8 +222,13 @@ impl Node {
                 .collect()
         };
         let (shutdown_tx, _) = watch::channel(false);
+        let memory = crate::evict::Limits::default();
+        memory.set(settings.memory_limit());
         Arc::new(Node {
             settings: RwLock::new(settings),
+            memory,
+            evict_wanted: Notify::new(),
+            evictions: watch::channel(0).0,
             clients: Mutex::new(HashMap::new()),
             pubsub: Hub::default(),
             stats: Stats::default(),
@@ -620,16 +633,7 @@ fn sweep_group(group: &GroupHandle, now_ms: u64) -> Option<oneshot::Receiver<Pro
                 }
             }
         }
-        if commands.is_empty() {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        group.propose(crate::group::Proposal {
-            commands,
-            version: kelvin_protocol::RespVersion::Resp2,
-            reply: Some(tx),
-        });
-        Some(rx)
+        group.propose_housekeeping(commands)
     }
 }
 
@@ -670,6 +674,7 @@ pub async fn serve(
             }
         })
     };
+    let evictor = tokio::spawn(crate::evict::task::run(node.clone()));
 
     loop {
         let accepted = tokio::select! {
@@ -733,6 +738,7 @@ pub async fn serve(
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     sweeper.abort();
+    evictor.abort();
     Ok(())
 }
 

@@ -18,8 +18,8 @@ const TWO_KEYS: KeySpec = KeySpec {
 };
 
 pub const COMMANDS: &[CommandSpec] = &[
-    data("del", -2, WRITE, ALL_KEYS, "generic", "Deletes one or more keys.", del),
-    data("unlink", -2, WRITE | FAST, ALL_KEYS, "generic", "Asynchronously deletes one or more keys.", del),
+    data("del", -2, WRITE | WHOLE_VALUE, ALL_KEYS, "generic", "Deletes one or more keys.", del),
+    data("unlink", -2, WRITE | FAST | WHOLE_VALUE, ALL_KEYS, "generic", "Asynchronously deletes one or more keys.", del),
     data("exists", -2, READONLY | FAST, ALL_KEYS, "generic", "Determines whether one or more keys exist.", exists),
     data("type", 2, READONLY | FAST, KEY1, "generic", "Determines the type of value stored at a key.", type_),
     data("rename", 3, WRITE, TWO_KEYS, "generic", "Renames a key and overwrites the destination.", rename),
@@ -27,11 +27,11 @@ pub const COMMANDS: &[CommandSpec] = &[
     data("keys", 2, READONLY, crate::cmd::NO_KEYS, "generic", "Returns all key names that match a pattern.", keys),
     data("scan", -2, READONLY, crate::cmd::NO_KEYS, "generic", "Iterates over the key names in the database.", scan),
     data("randomkey", 1, READONLY, crate::cmd::NO_KEYS, "generic", "Returns a random key name from the database.", randomkey),
-    data("expire", -3, WRITE | FAST, KEY1, "generic", "Sets the expiration time of a key in seconds.", expire),
-    data("pexpire", -3, WRITE | FAST, KEY1, "generic", "Sets the expiration time of a key in milliseconds.", pexpire),
-    data("expireat", -3, WRITE | FAST, KEY1, "generic", "Sets the expiration time of a key to a Unix timestamp.", expireat),
-    data("pexpireat", -3, WRITE | FAST, KEY1, "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp.", pexpireat),
-    data("persist", 2, WRITE | FAST, KEY1, "generic", "Removes the expiration time of a key.", persist),
+    data("expire", -3, WRITE | FAST | WHOLE_VALUE, KEY1, "generic", "Sets the expiration time of a key in seconds.", expire),
+    data("pexpire", -3, WRITE | FAST | WHOLE_VALUE, KEY1, "generic", "Sets the expiration time of a key in milliseconds.", pexpire),
+    data("expireat", -3, WRITE | FAST | WHOLE_VALUE, KEY1, "generic", "Sets the expiration time of a key to a Unix timestamp.", expireat),
+    data("pexpireat", -3, WRITE | FAST | WHOLE_VALUE, KEY1, "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp.", pexpireat),
+    data("persist", 2, WRITE | FAST | WHOLE_VALUE, KEY1, "generic", "Removes the expiration time of a key.", persist),
     data("ttl", 2, READONLY | FAST, KEY1, "generic", "Returns the expiration time in seconds of a key.", ttl),
     data("pttl", 2, READONLY | FAST, KEY1, "generic", "Returns the expiration time in milliseconds of a key.", pttl),
     data("expiretime", 2, READONLY | FAST, KEY1, "generic", "Returns the expiration time of a key as a Unix timestamp.", expiretime),

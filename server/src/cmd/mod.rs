@@ -111,6 +111,10 @@ pub mod flags {
     pub const NO_MULTI: u32 = 1 << 11;
     /// Allowed in RESP2 subscribed mode.
     pub const SUBSCRIBED_OK: u32 = 1 << 12;
+    /// Replaces, deletes or re-times whole entries (`Keyspace::insert`, `remove`,
+    /// `set_expire`) and never changes a value in place, so the byte count needs no
+    /// [`crate::store::memory::Bracket`] (the hot session writes: SET, DEL, EXPIRE...).
+    pub const WHOLE_VALUE: u32 = 1 << 13;
 
     pub const NAMES: [(u32, &str); 11] = [
         (WRITE, "write"),

@@ -263,6 +263,31 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Highest `used_memory` INFO has reported (Redis's `used_memory_peak`).
+static USED_MEMORY_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// INFO's memory section. `used_memory` is what the keyspaces of this node's replicas
+/// hold by their own count ([`crate::store::memory`]), the figure `maxmemory` (a limit
+/// per group) is compared with; `used_memory_rss` is the process's resident size.
+fn memory_info(node: &crate::node::Node, used: usize) -> String {
+    let used = used as u64;
+    let peak = USED_MEMORY_PEAK
+        .fetch_max(used, Ordering::Relaxed)
+        .max(used);
+    let rss = rss_bytes();
+    let limit = node.memory.get();
+    format!(
+        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n\r\n",
+        human_bytes(used),
+        human_bytes(rss),
+        human_bytes(peak),
+        limit.maxmemory,
+        human_bytes(limit.maxmemory),
+        limit.policy.as_str(),
+        rss as f64 / used.max(1) as f64,
+    )
+}
+
 fn human_bytes(n: u64) -> String {
     let units = ["B", "K", "M", "G", "T"];
     let mut v = n as f64;
@@ -372,9 +397,9 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     // Summed over the groups this node replicates.
-    let (keyspace_lines, hits, misses, expired) = {
+    let (keyspace_lines, hits, misses, expired, evicted, used) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
-        let (mut hits, mut misses, mut expired) = (0, 0, 0);
+        let (mut hits, mut misses, mut expired, mut evicted, mut used) = (0, 0, 0, 0, 0);
         for g in node
             .groups()
             .map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
@@ -388,6 +413,8 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             hits += store.keyspace_hits;
             misses += store.keyspace_misses;
             expired += store.expired_keys;
+            evicted += store.evicted_keys;
+            used += store.used_memory();
         }
         let lines: Vec<String> = keys
             .iter()
@@ -395,16 +422,10 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .filter(|(_, (n, _))| *n > 0)
             .map(|(i, (n, e))| format!("db{i}:keys={n},expires={e},avg_ttl=0"))
             .collect();
-        (lines, hits, misses, expired)
+        (lines, hits, misses, expired, evicted, used)
     };
     if want("memory") {
-        let rss = rss_bytes();
-        let _ = write!(
-            text,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{rss}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
-            human_bytes(rss),
-            human_bytes(rss)
-        );
+        text.push_str(&memory_info(node, used));
     }
     if want("persistence") {
         let _ = write!(
@@ -418,13 +439,14 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         let s = &node.stats;
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
             s.connections_received.load(Ordering::Relaxed),
             s.commands_processed.load(Ordering::Relaxed),
             s.net_input_bytes.load(Ordering::Relaxed),
             s.net_output_bytes.load(Ordering::Relaxed),
             s.rejected_connections.load(Ordering::Relaxed),
             expired,
+            evicted,
             hits,
             misses,
             node.pubsub.channels(None).len(),
@@ -735,7 +757,10 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         {
             g.store.lock().notify_flags = next.notify_flags;
         }
+        ctx.node.memory.set(next.memory_limit());
         *ctx.node.settings.write() = next;
+        // A lower limit takes effect at once, not at the next write.
+        ctx.node.evict_wanted.notify_one();
         ctx.out.ok();
     } else if is(sub, "resetstat") {
         let s = &ctx.node.stats;
@@ -754,6 +779,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             store.keyspace_hits = 0;
             store.keyspace_misses = 0;
             store.expired_keys = 0;
+            store.evicted_keys = 0;
         }
         ctx.out.ok();
     } else if is(sub, "rewrite") {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use kelvin_protocol::{ReplyWriter, RespVersion};
 
 use crate::cmd::{self, flags, CmdError, CommandSpec, Handler};
+use crate::evict::Pressure;
 use crate::group::{Proposal, ProposeError};
 use crate::node::Node;
 use crate::store::Store;
@@ -84,6 +85,9 @@ pub(super) struct Segment {
     group: u64,
     commands: Vec<LogCommand>,
     requests: Vec<Vec<Bytes>>,
+    /// Argument bytes of the commands: what they may add to the group's memory once
+    /// applied (see [`crate::evict::task::pressure`]).
+    bytes: usize,
 }
 
 impl Segment {
@@ -315,6 +319,31 @@ pub(super) fn run_batch(
             refuse(client, out, &err.0);
             continue;
         }
+        // A write that grows memory with the group over `maxmemory`, counting the writes
+        // gathered before it ([`super::memory::grows`]): refused if nothing can be
+        // evicted, else it waits once for the evictor.
+        if here == Route::Leader && super::memory::grows(client, spec) {
+            match crate::evict::task::pressure(node, gid, guard.as_deref(), segment.bytes) {
+                Pressure::Fine => {}
+                Pressure::Refuse => {
+                    let _argv = flush_or_continue!(argv);
+                    super::memory::refuse_oom(client, out, spec);
+                    continue;
+                }
+                Pressure::Evicting if !client.eviction_waited => {
+                    let argv = flush_or_continue!(argv);
+                    guard = None;
+                    step = Step::AwaitEviction {
+                        requests: vec![argv],
+                        rest: requests.by_ref().collect(),
+                    };
+                    break;
+                }
+                // Waited already: eviction is under way, go ahead (Redis lets a command
+                // run while evictions are still in progress).
+                Pressure::Evicting => client.eviction_waited = false,
+            }
+        }
         // Relaying: once a request goes to the leader, the ones after it follow in
         // order, so its replies come back in order. (Not on the redirect port: there
         // the client is told where to go.)
@@ -403,6 +432,7 @@ pub(super) fn run_batch(
                     continue;
                 }
                 segment.group = gid;
+                segment.bytes += argv.iter().map(|a| a.len()).sum::<usize>();
                 segment.commands.push(LogCommand::Single {
                     db: client.db as u8,
                     argv: argv.clone(),
@@ -492,6 +522,7 @@ pub(super) fn run_batch(
                         group,
                         commands: vec![tx],
                         requests: Vec::new(),
+                        bytes: 0,
                     };
                     step = seg.propose(node, out, None, requests.by_ref().collect());
                     if let Step::Propose { replies, .. } = &mut step {

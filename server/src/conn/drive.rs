@@ -190,6 +190,12 @@ pub(super) async fn drive(
                     }
                 }
             }
+            Step::AwaitEviction { requests, rest } => {
+                crate::evict::task::await_eviction(node).await;
+                client.eviction_waited = true;
+                batch = requests;
+                batch.extend(rest);
+            }
             Step::Split { parts, merge, rest } => {
                 // Each part goes to its own group like any request; their replies are
                 // then merged into the one reply the client expects.
@@ -212,6 +218,7 @@ impl Step {
             Step::Propose { rest, .. }
             | Step::Forward { rest, .. }
             | Step::AwaitLeader { rest, .. }
+            | Step::AwaitEviction { rest, .. }
             | Step::AwaitMigration { rest, .. }
             | Step::FaultIn { rest, .. }
             | Step::WatchBarrier { requests: rest, .. }
@@ -318,6 +325,12 @@ pub enum Step {
     /// No leader is known: wait for an election, then run `requests` again (or answer
     /// them with an error if none comes), then `rest`.
     AwaitLeader {
+        requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// The group is over `maxmemory`: wait (bounded) for the leader's evictor, then run
+    /// `requests` again, then `rest`.
+    AwaitEviction {
         requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
     },

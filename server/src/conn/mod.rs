@@ -10,6 +10,7 @@ mod batch;
 mod drive;
 mod faultin;
 mod internal;
+mod memory;
 mod merge;
 mod route;
 
@@ -73,6 +74,9 @@ pub struct ClientState {
     pub close: bool,
     pub events: Vec<KeyEvent>,
     pub lazy_expired: Vec<(usize, Blob)>,
+    /// The next write that finds its group over `maxmemory` has already waited for the
+    /// evictor once ([`crate::evict::task::EVICTION_WAIT`]): it goes ahead.
+    pub eviction_waited: bool,
     /// A blocking command waiting for a list write or its timeout.
     pub blocked: Option<Blocked>,
     /// Requests that arrived behind a blocked command; they run once it is answered.
@@ -150,6 +154,7 @@ impl ClientState {
             close: false,
             events: Vec::new(),
             lazy_expired: Vec::new(),
+            eviction_waited: false,
             blocked: None,
             pending: Vec::new(),
             transaction: None,

@@ -568,6 +568,7 @@ impl CallCtx {
             }
             self.undo.before_write(ex.store, ex.db, spec, argv);
         }
+        let bracket = crate::store::memory::Bracket::open(ex.store, ex.db, spec, argv);
         let mut inner = Exec {
             store: &mut *ex.store,
             db: ex.db,
@@ -581,6 +582,9 @@ impl CallCtx {
         let result = handler(&mut inner, argv);
         if result.is_err() {
             inner.out.buf.clear();
+        }
+        if let Some(bracket) = bracket {
+            bracket.close(ex.store);
         }
         result
     }

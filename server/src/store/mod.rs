@@ -19,6 +19,7 @@ use kelvin_protocol::{key_slot, SLOT_COUNT};
 use crate::zset::ZSet;
 
 pub mod heat;
+pub mod memory;
 pub use heat::Heat;
 
 /// A key or a member of a collection: owned bytes, exactly sized.
@@ -197,6 +198,8 @@ pub struct Keyspace {
     slots: Vec<SlotTable>,
     len: usize,
     expires: usize,
+    /// Sum of [`memory::entry_bytes`] over the keys (see [`memory`]).
+    used: usize,
     /// Next slot the active expiry sweep looks at.
     pub sweep_slot: usize,
     /// Log index of the last write to each slot: what WATCH compares against, the same
@@ -210,6 +213,7 @@ impl Default for Keyspace {
             slots: (0..SLOT_COUNT).map(|_| SlotTable::default()).collect(),
             len: 0,
             expires: 0,
+            used: 0,
             sweep_slot: 0,
             written: vec![0; SLOT_COUNT],
         }
@@ -246,6 +250,16 @@ impl Keyspace {
         self.expires
     }
 
+    /// Bytes the keys hold, as [`memory::entry_bytes`] counts them.
+    pub fn used_bytes(&self) -> usize {
+        self.used
+    }
+
+    /// Sets the total after a command changed values in place ([`memory::Bracket`]).
+    pub fn set_used_bytes(&mut self, used: usize) {
+        self.used = used;
+    }
+
     pub fn slot(&self, slot: usize) -> &SlotTable {
         &self.slots[slot]
     }
@@ -279,6 +293,7 @@ impl Keyspace {
     /// Stores `entry` under `key`, replacing what was there; returns the old entry.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
         let has_ttl = entry.expire_at != 0;
+        let added = memory::entry_bytes(key, &entry);
         let table = &mut self.slots[key_slot(key) as usize];
         // One probe for both cases: replace in place, or insert.
         let old = match table.map.entry_ref(key) {
@@ -291,6 +306,8 @@ impl Keyspace {
             }
         };
         let had_ttl = old.as_ref().is_some_and(|e| e.expire_at != 0);
+        let removed = old.as_ref().map_or(0, |e| memory::entry_bytes(key, e));
+        self.used = (self.used + added).saturating_sub(removed);
         if old.is_none() {
             self.len += 1;
         }
@@ -312,6 +329,12 @@ impl Keyspace {
     /// returns how many keys it held.
     pub fn drop_slot(&mut self, slot: usize) -> usize {
         let table = std::mem::take(&mut self.slots[slot]);
+        let bytes: usize = table
+            .map
+            .iter()
+            .map(|(k, e)| memory::entry_bytes(k, e))
+            .sum();
+        self.used = self.used.saturating_sub(bytes);
         self.len -= table.map.len();
         self.expires -= table.expires;
         table.map.len()
@@ -320,6 +343,7 @@ impl Keyspace {
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let table = &mut self.slots[key_slot(key) as usize];
         let old = table.map.remove(key)?;
+        self.used = self.used.saturating_sub(memory::entry_bytes(key, &old));
         self.len -= 1;
         if old.expire_at != 0 {
             table.expires -= 1;
@@ -357,6 +381,7 @@ impl Keyspace {
         }
         self.len = 0;
         self.expires = 0;
+        self.used = 0;
     }
 
     /// Keys of `slot` in cursor order from `from` on: at least `count` of them if there
@@ -424,6 +449,8 @@ pub struct Store {
     pub rng: rand::rngs::SmallRng,
     /// Keys deleted because they expired (INFO `expired_keys`).
     pub expired_keys: u64,
+    /// Keys deleted to stay under `maxmemory` (INFO `evicted_keys`).
+    pub evicted_keys: u64,
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
@@ -448,6 +475,7 @@ impl Default for Store {
             notify_flags: 0,
             rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
             expired_keys: 0,
+            evicted_keys: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
             list_ready: tokio::sync::watch::channel(0).0,
@@ -538,6 +566,14 @@ impl Store {
         self.dbs.iter_mut().for_each(|db| *db = None);
         self.migrations = Default::default();
         self.scripts.clear();
+    }
+
+    /// Bytes the keyspace holds: every used database's keys and fixed tables (what
+    /// `maxmemory` is compared with; see [`memory`]).
+    pub fn used_memory(&self) -> usize {
+        self.dbs()
+            .map(|(_, ks)| ks.used + memory::KEYSPACE_BYTES)
+            .sum()
     }
 
     /// Swaps two databases (SWAPDB).
