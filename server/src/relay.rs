@@ -130,15 +130,8 @@ impl Relay {
 
     async fn read_replies(&mut self, mut n: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
         while n > 0 {
-            let used = match self.version {
-                RespVersion::Resp2 => kelvin_protocol::frames::resp2::decode::decode(&self.buf)
-                    .map(|f| f.map(|(_, used)| used)),
-                RespVersion::Resp3 => {
-                    kelvin_protocol::frames::resp3::decode::complete::decode(&self.buf)
-                        .map(|f| f.map(|(_, used)| used))
-                }
-            }
-            .map_err(|e| io_err(format!("bad reply from the leader: {e:?}")))?;
+            let used = reply_len(&self.buf, 0)
+                .map_err(|e| io_err(format!("bad reply from the leader: {e}")))?;
             match used {
                 Some(used) => {
                     out.extend_from_slice(&self.buf[..used]);
@@ -147,7 +140,7 @@ impl Relay {
                 }
                 None => {
                     if self.buf.capacity() - self.buf.len() < 4096 {
-                        self.buf.reserve(16 * 1024);
+                        self.buf.reserve((16 * 1024).max(self.buf.len()));
                     }
                     if self.stream.read_buf(&mut self.buf).await? == 0 {
                         return Err(io_err("the leader closed the connection"));
@@ -156,6 +149,66 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+/// Deepest nesting of a reply the relay reads through.
+const MAX_REPLY_DEPTH: usize = 64;
+
+/// The length of the complete RESP2/RESP3 reply at the start of `buf`, `None` if more
+/// bytes are needed. Only lengths are read and bulk bodies skipped: a big reply (a drain
+/// page of a thousand values) costs a walk over its elements per read, not a decode.
+fn reply_len(buf: &[u8], depth: usize) -> Result<Option<usize>, String> {
+    if depth > MAX_REPLY_DEPTH {
+        return Err("reply nested too deep".into());
+    }
+    let Some(&kind) = buf.first() else {
+        return Ok(None);
+    };
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &buf[1..eol];
+    let head = eol + 2;
+    let number = || -> Result<i64, String> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| format!("bad length {:?}", String::from_utf8_lossy(line)))
+    };
+    match kind {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(Some(head)),
+        b'$' | b'=' | b'!' => {
+            let len = number()?;
+            if len < 0 {
+                return Ok(Some(head));
+            }
+            let end = head + len as usize + 2;
+            Ok((buf.len() >= end).then_some(end))
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let count = number()?;
+            if count < 0 {
+                return Ok(Some(head));
+            }
+            let items = match kind {
+                b'%' | b'|' => count as usize * 2,
+                _ => count as usize,
+            };
+            let mut at = head;
+            for _ in 0..items {
+                match reply_len(&buf[at..], depth + 1)? {
+                    Some(used) => at += used,
+                    None => return Ok(None),
+                }
+            }
+            // An attribute comes before the reply it describes.
+            match kind {
+                b'|' => Ok(reply_len(&buf[at..], depth + 1)?.map(|used| at + used)),
+                _ => Ok(Some(at)),
+            }
+        }
+        other => Err(format!("unknown reply type {:?}", other as char)),
     }
 }
 
@@ -170,5 +223,26 @@ pub fn encode_request<'a>(out: &mut Vec<u8>, argv: impl ExactSizeIterator<Item =
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_lengths_without_decoding() {
+        let whole = b"*3\r\n:1\r\n$3\r\nabc\r\n*2\r\n$-1\r\n_\r\n+OK\r\n";
+        assert_eq!(reply_len(whole, 0), Ok(Some(whole.len() - 5)));
+        for cut in 0..whole.len() - 5 {
+            assert_eq!(reply_len(&whole[..cut], 0), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(reply_len(b"%1\r\n+a\r\n:2\r\n", 0), Ok(Some(12)));
+        assert_eq!(reply_len(b"|1\r\n+a\r\n:2\r\n+OK\r\n", 0), Ok(Some(17)));
+        assert_eq!(reply_len(b"*-1\r\n", 0), Ok(Some(5)));
+        assert!(reply_len(b"?x\r\n", 0).is_err());
+        assert!(reply_len(b"$x\r\n", 0).is_err());
+        let deep = "*1\r\n".repeat(100) + ":1\r\n";
+        assert!(reply_len(deep.as_bytes(), 0).is_err());
     }
 }
