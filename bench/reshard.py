@@ -29,21 +29,15 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 os.environ.setdefault("KELVIN_TEST_TARGET", "kelvin")
 
-import redis  # noqa: E402
-import redis.cluster  # noqa: E402
 
-from support import ServerProcess, free_port  # noqa: E402
-from test_cluster_kelvin import SECRET, kelvin_cli  # noqa: E402
+from test_cluster_kelvin import cluster_nodes, kelvin_cli  # noqa: E402
+from test_reshard import Traffic, group_leader  # noqa: E402
 
-#: Most client operations per client thread, and how long they may run.
-MAX_OPS = 200_000
-MAX_TRAFFIC_S = 600
 #: A run with fewer client operations than this during the move proves nothing.
 MIN_OPS = 200
 
@@ -53,89 +47,9 @@ def cli(*args, timeout=900):
                           timeout=timeout)
 
 
-def start_nodes(count, appendfsync):
-    taken = set()
-
-    def fresh():
-        while (p := free_port()) in taken:
-            pass
-        taken.add(p)
-        return p
-    nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync=appendfsync,
-                           redirect_port=fresh()) for _ in range(count)]
-    for n in nodes:
-        n.port = fresh()
-        n.start(keep_port=True)
-    return nodes
-
-
-class Traffic:
-    def __init__(self, keys, cluster_port, plain_port, value_size):
-        self.expected: dict[str, str] = {}
-        self.errors: list[str] = []
-        self.ops = 0
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.pad = "y" * value_size
-        self.threads = [
-            threading.Thread(target=self._run, args=(
-                lambda: redis.cluster.RedisCluster(host="127.0.0.1", port=cluster_port,
-                                                   socket_timeout=30), "rc", keys[0::2])),
-            threading.Thread(target=self._run, args=(
-                lambda: redis.Redis(port=plain_port, socket_timeout=30), "plain", keys[1::2])),
-        ]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, connect, name, keys):
-        client = connect()
-        deadline = time.monotonic() + MAX_TRAFFIC_S
-        i = 0
-        while not self.stop.is_set() and i < MAX_OPS and time.monotonic() < deadline:
-            key = keys[(i * 7919) % len(keys)]
-            try:
-                if i % 2 == 0:
-                    got = client.get(key)
-                    with self.lock:
-                        want = self.expected.get(key)
-                    if want is not None and got != want.encode():
-                        self.errors.append(f"{name}: GET {key}: stale value")
-                    elif got is None:
-                        self.errors.append(f"{name}: GET {key}: missing")
-                else:
-                    value = f"{name}:{i}:{self.pad}"
-                    if client.set(key, value):
-                        with self.lock:
-                            self.expected[key] = value
-                self.ops += 1
-            except (redis.exceptions.RedisError, OSError) as e:
-                self.errors.append(f"{name}: {key}: {type(e).__name__}: {e}")
-                time.sleep(0.05)
-            i += 1
-        client.close()
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=120)
-
-
-def group_leader(nodes, group):
-    for n in nodes:
-        if not n.alive():
-            continue
-        try:
-            r = n.client().execute_command("CLUSTER", "KELVIN-RAFT", str(group))
-        except redis.exceptions.RedisError:
-            continue
-        f = dict(zip(r[::2], r[1::2]))
-        if f.get("role") == "leader":
-            return n
-    return None
-
-
 def run(opts) -> bool:
-    nodes = start_nodes(4, opts.appendfsync)
+    started = cluster_nodes(4, "redirect_port", appendfsync=opts.appendfsync)
+    nodes = next(started)
     first, second, third, new = nodes
     ok = True
     try:
@@ -160,8 +74,10 @@ def run(opts) -> bool:
         if out.returncode != 0:
             print(out.stdout + out.stderr)
             return False
-        traffic = Traffic(keys[: min(len(keys), 20000)], int(first.options["redirect_port"]),
-                          third.port, opts.value_size)
+        # Reads (checked against the last acknowledged value), overwrites, new keys and
+        # APPENDs, on a RedisCluster client and a plain client (tests/python/test_reshard.py).
+        traffic = Traffic({k: value for k in keys[:20000]}, int(first.options["redirect_port"]),
+                          third.port)
         try:
             time.sleep(1)
             ops_before = traffic.ops
@@ -235,8 +151,7 @@ def run(opts) -> bool:
         ok = clean and bad == 0 and during >= MIN_OPS and dbsize == len(expected)
         return ok
     finally:
-        for n in nodes:
-            n.cleanup()
+        started.close()  # stops every node and deletes its data
 
 
 def main():

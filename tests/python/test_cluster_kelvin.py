@@ -31,7 +31,7 @@ def three_nodes(*port_options):
     yield from cluster_nodes(3, *port_options)
 
 
-def cluster_nodes(count, *port_options):
+def cluster_nodes(count, *port_options, appendfsync="always"):
     """`count` cluster-mode nodes. Every port (main, cluster, and each of `port_options`)
     is picked up front and distinct: a port picked for a node not started yet must not be
     handed to another node meanwhile."""
@@ -42,7 +42,7 @@ def cluster_nodes(count, *port_options):
             pass
         taken.add(p)
         return p
-    nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync="always",
+    nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync=appendfsync,
                            **{name: fresh() for name in port_options})
              for _ in range(count)]
     for n in nodes:

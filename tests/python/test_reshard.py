@@ -7,7 +7,6 @@ Kelvin only: Redis has no such command."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -15,28 +14,21 @@ import pytest
 import redis
 import redis.cluster
 
-from support import TARGET, ServerProcess, wait_for
-from test_cluster_kelvin import cluster_nodes, create, kelvin_cli, rport
+from support import TARGET, ServerProcess
+from test_cluster_kelvin import create, rport
+from test_cluster_membership import addr, cli, four, topology  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own cluster admin")
 
 
-@pytest.fixture
-def four():
-    yield from cluster_nodes(4, "redirect_port")
-
-
-def cli(*args, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([kelvin_cli(), "cluster", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def addr(n: ServerProcess) -> str:
-    return f"127.0.0.1:{n.port}"
-
-
-def topology(n: ServerProcess) -> str:
-    return n.client().execute_command("CLUSTER", "KELVIN-TOPOLOGY")
+def check_values(nodes: list[ServerProcess], expected: dict[str, str]):
+    """Every key holds its expected value, read through every node."""
+    keys = sorted(expected)
+    for n in nodes:
+        cn = n.client()
+        for start in range(0, len(keys), 200):
+            chunk = keys[start:start + 200]
+            assert cn.mget(chunk) == [expected[k] for k in chunk], f"node {n.port}"
 
 
 def owners(n: ServerProcess) -> dict[int, int]:
@@ -176,13 +168,9 @@ def test_reshard_to_a_new_node_while_clients_read_and_write(four):
     # Every acknowledged value, through every node; nothing deleted came back.
     expected = dict(preloaded)
     expected.update(traffic.expected)
+    check_values(four, expected)
     for n in four:
-        cn = n.client()
-        keys = sorted(expected)
-        for start in range(0, len(keys), 200):
-            chunk = keys[start:start + 200]
-            assert cn.mget(chunk) == [expected[k] for k in chunk], f"node {n.port}"
-        assert cn.exists(*[f"gone:{i}" for i in range(100)]) == 0
+        assert n.client().exists(*[f"gone:{i}" for i in range(100)]) == 0
     assert c.dbsize() == len(expected)
     # The new group holds its keys itself (drained, the sources dropped theirs).
     held = new.client().execute_command("KELVIN.ON", 3, "DBSIZE")
@@ -336,13 +324,9 @@ def test_a_source_leader_killed_during_the_drain(four):
     assert traffic.ops > 200, (traffic.ops, traffic.errors[:5])
     expected = dict(preloaded)
     expected.update(traffic.expected)
+    check_values(four, expected)
     for n in four:
-        cn = n.client()
-        keys = sorted(expected)
-        for start in range(0, len(keys), 200):
-            chunk = keys[start:start + 200]
-            assert cn.mget(chunk) == [expected[k] for k in chunk], f"node {n.port}"
-        assert cn.exists(*gone) == 0
+        assert n.client().exists(*gone) == 0
     assert c.dbsize() == len(expected)
     assert owners(first)[3] == 4096
 
