@@ -11,10 +11,12 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod cmdstats;
 pub mod config;
 pub mod conn;
 pub mod evict;
 pub mod failpoint;
+pub mod geohash;
 pub mod group;
 pub mod machine;
 pub mod migrate;

@@ -328,6 +328,8 @@ const CLIENT_HELP: &[&str] = &[
     "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "NO-EVICT (ON|OFF)",
     "    Accepted for compatibility.",
     "REPLY (ON|OFF|SKIP)",
@@ -480,6 +482,35 @@ fn client(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             ctx.out.ok();
         } else {
             ctx.out.int(killed);
+        }
+    } else if is(sub, "unblock") {
+        if argv.len() != 3 && argv.len() != 4 {
+            return Err(CmdError::arity("client|unblock"));
+        }
+        let how = match argv.get(3) {
+            None => crate::node::UNBLOCK_TIMEOUT,
+            Some(a) if is(a, "timeout") => crate::node::UNBLOCK_TIMEOUT,
+            Some(a) if is(a, "error") => crate::node::UNBLOCK_ERROR,
+            Some(_) => {
+                return Err(CmdError::err(
+                    "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                ))
+            }
+        };
+        let id = int_arg(&argv[2])?;
+        let target = ctx
+            .node
+            .clients
+            .lock()
+            .values()
+            .find(|c| c.id as i64 == id)
+            .cloned();
+        match target {
+            Some(c) if c.blocked.load(Ordering::Relaxed) => {
+                c.request_unblock(how);
+                ctx.out.int(1);
+            }
+            _ => ctx.out.int(0),
         }
     } else if is(sub, "reply") {
         arity(3, "reply")?;

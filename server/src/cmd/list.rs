@@ -574,8 +574,8 @@ fn bmove_generic(
     let timeout = timeout_arg(timeout)?;
     let now = ex.now_ms;
     if ex.ks().get(src, now).is_none() && ex.may_block {
-        // Still type-check the destination, as LMOVE would.
-        write_list(ex, dst)?;
+        // Redis blocks without looking at the destination: a destination of another
+        // type answers WRONGTYPE when an element arrives (see `conn::rerun_blocked`).
         ex.block = Some(crate::cmd::BlockOn { timeout });
         return Ok(());
     }

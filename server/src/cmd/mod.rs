@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod connection;
 pub mod decimal;
 pub mod dump;
+pub mod geo;
 pub mod hash;
 pub mod heat;
 pub mod hll;
@@ -34,6 +35,7 @@ pub mod list;
 pub mod migrate;
 pub mod mpop;
 pub mod pubsub;
+pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod set;
@@ -158,10 +160,13 @@ pub const ALL_KEYS: KeySpec = KeySpec {
     step: 1,
 };
 
+/// A data command's function.
+pub type DataHandler = fn(&mut Exec<'_>, &[Bytes]) -> CmdResult;
+
 /// What runs a command. See the module documentation.
 #[derive(Clone, Copy)]
 pub enum Handler {
-    Data(fn(&mut Exec<'_>, &[Bytes]) -> CmdResult),
+    Data(DataHandler),
     Conn(fn(&mut crate::conn::ConnCtx<'_>, &[Bytes]) -> CmdResult),
 }
 
@@ -231,6 +236,16 @@ impl CommandSpec {
                 };
             }
             keys.extend(store);
+            return keys;
+        }
+        if self.name == "georadius" || self.name == "georadiusbymember" {
+            // ... STORE key / STOREDIST key: the destination is a key too.
+            let mut keys = self.key_positions(argv.len());
+            keys.extend(
+                (2..argv.len().saturating_sub(1))
+                    .filter(|&i| is(&argv[i], "store") || is(&argv[i], "storedist"))
+                    .map(|i| i + 1),
+            );
             return keys;
         }
         let Some(at) = numkeys_at else {
@@ -306,8 +321,10 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 17] = [
+    let families: [&'static [CommandSpec]; 19] = [
         migrate::COMMANDS,
+        replication::COMMANDS,
+        geo::COMMANDS,
         hll::COMMANDS,
         mpop::COMMANDS,
         dump::COMMANDS,
@@ -575,6 +592,8 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            geo::COMMANDS,
+            replication::COMMANDS,
             hll::COMMANDS,
             mpop::COMMANDS,
             dump::COMMANDS,

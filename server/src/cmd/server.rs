@@ -357,6 +357,12 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
                 .iter()
                 .any(|s| s == name || s == "all" || s == "everything" || s == "default")
     };
+    // Sections that `default` leaves out: named, or in `all` / `everything`.
+    let want_extra = |name: &str| {
+        sections
+            .iter()
+            .any(|s| s == name || s == "all" || s == "everything")
+    };
     let mut text = String::new();
     let uptime = node.started.elapsed().as_secs();
     let settings = node.settings.read().clone();
@@ -439,7 +445,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         let s = &node.stats;
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
             s.connections_received.load(Ordering::Relaxed),
             s.commands_processed.load(Ordering::Relaxed),
             s.net_input_bytes.load(Ordering::Relaxed),
@@ -451,13 +457,18 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             misses,
             node.pubsub.channels(None).len(),
             node.pubsub.numpat(),
+            crate::cmdstats::total_error_replies(),
         );
     }
     if want("replication") {
         let leader = node.group().is_none_or(|g| g.status.is_leader());
         let role = if leader { "master" } else { "slave" };
+        // The offset of a Raft replica is the log index it has applied.
+        let offset = node
+            .group()
+            .map_or(0, |g| g.status.applied.load(Ordering::Relaxed));
         text.push_str(&format!(
-            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\n\r\n"
+            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\nmaster_repl_offset:{offset}\r\n\r\n"
         ));
     }
     if want("raft") {
@@ -469,6 +480,12 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     }
     if want("cpu") {
         text.push_str(&cpu_info());
+    }
+    if want_extra("commandstats") {
+        text.push_str(&crate::cmdstats::commandstats_section());
+    }
+    if want_extra("errorstats") {
+        text.push_str(&crate::cmdstats::errorstats_section());
     }
     if want("cluster") {
         let enabled = u8::from(node.settings.read().cluster_port.is_some());
@@ -765,6 +782,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     } else if is(sub, "resetstat") {
         let s = &ctx.node.stats;
         s.commands_processed.store(0, Ordering::Relaxed);
+        crate::cmdstats::reset();
         s.connections_received.store(0, Ordering::Relaxed);
         s.rejected_connections.store(0, Ordering::Relaxed);
         s.net_input_bytes.store(0, Ordering::Relaxed);

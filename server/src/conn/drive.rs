@@ -66,6 +66,8 @@ pub(super) async fn drive(
                     Ok(applied) => {
                         out.buf.extend_from_slice(&applied.out);
                         if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            // A CLIENT UNBLOCK meant for an earlier block is void.
+                            client.info.take_unblock();
                             client.info.blocked.store(true, Ordering::Relaxed);
                             client.blocked = Some(Blocked {
                                 argv,
