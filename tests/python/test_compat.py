@@ -5,7 +5,7 @@ UNBLOCK, INFO commandstats/errorstats, WAIT."""
 import pytest
 import redis
 
-from support import wait_for
+from support import next_message, wait_for
 
 pytestmark = pytest.mark.compat
 
@@ -182,3 +182,34 @@ def test_wait_on_a_single_server_answers_zero(r):
     with pytest.raises(redis.ResponseError,
                        match="^timeout is not an integer or out of range$"):
         r.execute_command("WAIT", 0, "soon")
+
+
+def test_new_key_events(r, r2):
+    r.config_set("notify-keyspace-events", "En")
+    try:
+        p = r2.pubsub()
+        p.psubscribe("__keyevent@0__:new")
+        assert next_message(p, kinds=("psubscribe",)) is not None
+        r.set("nk:a", "1")
+        r.set("nk:a", "2")  # not new
+        r.rpush("nk:l", "x")
+        r.rpush("nk:l", "y")  # not new
+        got = [next_message(p), next_message(p)]
+        assert [m["data"] for m in got] == ["nk:a", "nk:l"]
+        assert next_message(p, timeout=0.3) is None
+        p.close()
+    finally:
+        r.config_set("notify-keyspace-events", "")
+
+
+def test_save_and_shutdown_are_refused_inside_multi(single):
+    single.execute_command("MULTI")
+    single.execute_command("SET", "m:k", "v")
+    for cmd in ("SAVE", "SHUTDOWN"):
+        with pytest.raises(redis.ResponseError,
+                           match="^Command not allowed inside a transaction$"):
+            single.execute_command(cmd)
+    # redis-py strips the EXECABORT code.
+    with pytest.raises(redis.ResponseError, match="^Transaction discarded"):
+        single.execute_command("EXEC")
+    assert single.get("m:k") is None

@@ -117,8 +117,10 @@ pub mod flags {
     /// `set_expire`) and never changes a value in place, so the byte count needs no
     /// [`crate::store::memory::Bracket`] (the hot session writes: SET, DEL, EXPIRE...).
     pub const WHOLE_VALUE: u32 = 1 << 13;
+    /// Refused inside MULTI (Redis's `no-multi`: SAVE, SHUTDOWN).
+    pub const NOT_IN_MULTI: u32 = 1 << 14;
 
-    pub const NAMES: [(u32, &str); 11] = [
+    pub const NAMES: [(u32, &str); 12] = [
         (WRITE, "write"),
         (READONLY, "readonly"),
         (DENYOOM, "denyoom"),
@@ -130,6 +132,7 @@ pub mod flags {
         (STALE, "stale"),
         (FAST, "fast"),
         (NO_AUTH, "no_auth"),
+        (NOT_IN_MULTI, "no_multi"),
     ];
 }
 
@@ -420,7 +423,10 @@ pub struct BlockOn {
 impl Exec<'_> {
     /// The selected database.
     pub fn ks(&mut self) -> &mut Keyspace {
-        self.store.db(self.db)
+        let track_new = self.store.notify_flags & crate::notify::NEW != 0;
+        let ks = self.store.db(self.db);
+        ks.track_new = track_new;
+        ks
     }
 
     /// Reports a change to `key`: wakes WATCHers and queues the notification `event` of
@@ -437,6 +443,18 @@ impl Exec<'_> {
             self.store
                 .list_ready
                 .send_modify(|v| *v = v.wrapping_add(1));
+        }
+        let ks = self.store.db(self.db);
+        if ks.track_new {
+            // Keys the command created come first, as Redis's `dbAdd` sends `new`.
+            ks.track_new = false;
+            for key in std::mem::take(&mut ks.new_keys) {
+                self.events.push(KeyEvent {
+                    db: self.db,
+                    event: "new",
+                    key,
+                });
+            }
         }
         if self.store.notify_flags & class != 0 {
             self.events.push(KeyEvent {
@@ -503,7 +521,7 @@ impl Exec<'_> {
     pub fn write_or_create(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Value {
         self.expire_if_needed(key);
         let now = self.now_ms;
-        let ks = self.store.db(self.db);
+        let ks = self.ks();
         if ks.raw_get(key).is_none() {
             ks.insert(key, Entry::new(make()));
         }

@@ -91,7 +91,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     conn(
         "save",
         1,
-        ADMIN | NOSCRIPT,
+        ADMIN | NOSCRIPT | NOT_IN_MULTI,
         "server",
         "Synchronously saves the database(s) to disk.",
         save,
@@ -115,7 +115,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     conn(
         "shutdown",
         -1,
-        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI,
+        ADMIN | NOSCRIPT | LOADING | STALE | NOT_IN_MULTI,
         "server",
         "Synchronously saves the database(s) to disk and shuts down the Redis server.",
         shutdown,

@@ -34,6 +34,9 @@ pub(super) fn precheck(
     if !client.authed && spec.flags & flags::NO_AUTH == 0 {
         return Err(CmdError::raw("NOAUTH Authentication required."));
     }
+    if client.multi.is_some() && spec.flags & flags::NOT_IN_MULTI != 0 {
+        return Err(CmdError::err("Command not allowed inside a transaction"));
+    }
     if spec.flags & flags::SUBSCRIBED_OK == 0 && client.in_resp2_subscribed_mode(out.version) {
         return Err(CmdError::err(format!(
             "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",

@@ -205,6 +205,10 @@ pub struct Keyspace {
     /// Log index of the last write to each slot: what WATCH compares against, the same
     /// on every replica (see [`Store::written_since`]).
     written: Vec<u64>,
+    /// Set by a command while `new` keyspace events are on: keys it creates are kept in
+    /// `new_keys` until its next notification publishes them (`cmd::Exec::notify`).
+    pub track_new: bool,
+    pub new_keys: Vec<Blob>,
 }
 
 impl Default for Keyspace {
@@ -216,6 +220,8 @@ impl Default for Keyspace {
             used: 0,
             sweep_slot: 0,
             written: vec![0; SLOT_COUNT],
+            track_new: false,
+            new_keys: Vec::new(),
         }
     }
 }
@@ -310,6 +316,9 @@ impl Keyspace {
         self.used = (self.used + added).saturating_sub(removed);
         if old.is_none() {
             self.len += 1;
+            if self.track_new {
+                self.new_keys.push(key.into());
+            }
         }
         match (had_ttl, has_ttl) {
             (false, true) => {
