@@ -22,6 +22,7 @@ pub mod machine;
 pub mod migrate;
 pub mod node;
 pub mod notify;
+pub mod pause;
 pub mod pubsub;
 pub mod raftlog;
 pub mod rdb;

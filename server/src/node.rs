@@ -219,6 +219,8 @@ pub struct Node {
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub pubsub: Hub,
     pub stats: Stats,
+    /// CLIENT PAUSE.
+    pub pause: crate::pause::ClientPause,
     pub started: Instant,
     /// 40 hex characters, new each start, as Redis's `run_id`.
     pub run_id: String,
@@ -265,6 +267,7 @@ impl Node {
             clients: Mutex::new(HashMap::new()),
             pubsub: Hub::default(),
             stats: Stats::default(),
+            pause: Default::default(),
             started: Instant::now(),
             run_id,
             local_addr,

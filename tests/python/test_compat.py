@@ -213,3 +213,25 @@ def test_save_and_shutdown_are_refused_inside_multi(single):
     with pytest.raises(redis.ResponseError, match="^Transaction discarded"):
         single.execute_command("EXEC")
     assert single.get("m:k") is None
+
+
+def test_client_pause_write_holds_writes_until_unpause(r, raw):
+    r.set("cp:k", "old")
+    writer = raw()
+    try:
+        assert r.execute_command("CLIENT", "PAUSE", 60000, "WRITE") == "OK"
+        writer.send("SET", "cp:k", "new")
+        # Reads go on; the write waits for the end of the pause.
+        assert r.get("cp:k") == "old"
+        assert r.execute_command("CLIENT", "UNPAUSE") == "OK"
+        assert writer.read_reply() == "OK"
+        assert r.get("cp:k") == "new"
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    with pytest.raises(redis.ResponseError, match="^CLIENT PAUSE mode must be WRITE or ALL$"):
+        r.execute_command("CLIENT", "PAUSE", 10, "READS")
+    with pytest.raises(redis.ResponseError, match="^timeout is negative$"):
+        r.execute_command("CLIENT", "PAUSE", -1)
+    with pytest.raises(redis.ResponseError,
+                       match="^timeout is not an integer or out of range$"):
+        r.execute_command("CLIENT", "PAUSE", "soon")

@@ -433,6 +433,7 @@ impl Exec<'_> {
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
+        self.store.changes_since_snapshot += 1;
         if matches!(
             class,
             crate::notify::LIST | crate::notify::ZSET | crate::notify::GENERIC

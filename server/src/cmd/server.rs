@@ -403,9 +403,10 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     // Summed over the groups this node replicates.
-    let (keyspace_lines, hits, misses, expired, evicted, used) = {
+    let (keyspace_lines, hits, misses, expired, evicted, used, changes) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
-        let (mut hits, mut misses, mut expired, mut evicted, mut used) = (0, 0, 0, 0, 0);
+        let (mut hits, mut misses, mut expired, mut evicted, mut used, mut changes) =
+            (0, 0, 0, 0, 0, 0);
         for g in node
             .groups()
             .map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
@@ -421,6 +422,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             expired += store.expired_keys;
             evicted += store.evicted_keys;
             used += store.used_memory();
+            changes += store.changes_since_snapshot;
         }
         let lines: Vec<String> = keys
             .iter()
@@ -428,7 +430,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .filter(|(_, (n, _))| *n > 0)
             .map(|(i, (n, e))| format!("db{i}:keys={n},expires={e},avg_ttl=0"))
             .collect();
-        (lines, hits, misses, expired, evicted, used)
+        (lines, hits, misses, expired, evicted, used, changes)
     };
     if want("memory") {
         text.push_str(&memory_info(node, used));
@@ -436,16 +438,17 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
             settings.appendfsync.as_str(),
             settings.data_dir.display()
         );
     }
     if want("stats") {
+        // `migrate_cached_sockets` is 0: MIGRATE opens a connection per call, keeps none.
         let s = &node.stats;
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:0\r\ntotal_error_replies:{}\r\n\r\n",
             s.connections_received.load(Ordering::Relaxed),
             s.commands_processed.load(Ordering::Relaxed),
             s.net_input_bytes.load(Ordering::Relaxed),

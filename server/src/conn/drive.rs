@@ -32,6 +32,13 @@ pub(super) async fn drive(
     out: &mut ReplyWriter,
     mut batch: Vec<Vec<Bytes>>,
 ) {
+    let queued_write = client
+        .multi
+        .as_ref()
+        .is_some_and(|m| m.queue.iter().any(|(spec, _)| spec.is_write()));
+    node.pause
+        .wait(&batch, client.multi.is_some(), queued_write)
+        .await;
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         match process_batch(node, client, out, batch) {

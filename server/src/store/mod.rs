@@ -460,6 +460,9 @@ pub struct Store {
     pub expired_keys: u64,
     /// Keys deleted to stay under `maxmemory` (INFO `evicted_keys`).
     pub evicted_keys: u64,
+    /// Changes to keys (one per notified change, as Redis's `dirty`) since the group's
+    /// last snapshot: INFO `rdb_changes_since_last_save`.
+    pub changes_since_snapshot: u64,
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
@@ -485,6 +488,7 @@ impl Default for Store {
             rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
             expired_keys: 0,
             evicted_keys: 0,
+            changes_since_snapshot: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
             list_ready: tokio::sync::watch::channel(0).0,
