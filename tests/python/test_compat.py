@@ -141,11 +141,11 @@ def test_client_unblock_timeout_and_error(r, raw):
 
 
 def test_woken_brpoplpush_answers_wrongtype_of_its_destination(r, raw):
-    r.set("cu:dst", "not a list")
     c = raw()
     cid = c.call("CLIENT", "ID")
     c.send("BRPOPLPUSH", "cu:src", "cu:dst", 0)
     assert wait_for(lambda: _blocked(r, cid))
+    r.set("cu:dst", "not a list")
     r.rpush("cu:src", "x")
     assert c.read_reply().startswith("WRONGTYPE")
     assert r.lrange("cu:src", 0, -1) == ["x"], "the element stays in the source"
