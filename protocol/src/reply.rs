@@ -133,7 +133,12 @@ impl ReplyWriter {
 
     /// A double; in RESP2 a bulk string.
     pub fn double(&mut self, d: f64) {
-        let text = format_double(d);
+        self.double_text(&format_double(d));
+    }
+
+    /// A double the caller has formatted itself (GEOPOS writes coordinates with 17
+    /// decimals, as Redis's `addReplyHumanLongDouble`); in RESP2 a bulk string.
+    pub fn double_text(&mut self, text: &str) {
         match self.version {
             RespVersion::Resp2 => self.bulk(text.as_bytes()),
             RespVersion::Resp3 => {

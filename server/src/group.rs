@@ -1342,6 +1342,7 @@ impl Group {
             .compact(applied.saturating_sub(keep).max(1))?;
         self.log_bytes_after_snapshot = self.raw.store().log_bytes();
         self.status.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.store.lock().changes_since_snapshot = 0;
         release_free_memory();
         tracing::info!(
             group = self.group_id,

@@ -11,15 +11,18 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod cmdstats;
 pub mod config;
 pub mod conn;
 pub mod evict;
 pub mod failpoint;
+pub mod geohash;
 pub mod group;
 pub mod machine;
 pub mod migrate;
 pub mod node;
 pub mod notify;
+pub mod pause;
 pub mod pubsub;
 pub mod raftlog;
 pub mod rdb;

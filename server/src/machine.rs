@@ -218,17 +218,23 @@ fn run(
     let mut lazy = Vec::new();
     let bracket = crate::store::memory::Bracket::open(store, db, spec, argv);
     let mut ex = exec(store, db, now_ms, out, events, &mut lazy, may_block);
+    let started = std::time::Instant::now();
     let result = handler(&mut ex, argv);
     let block = ex.block;
+    let usec = started.elapsed().as_micros() as u64;
     if let Some(bracket) = bracket {
         bracket.close(ex.store);
     }
     match result {
         Err(err) => {
+            crate::cmdstats::call(spec.name, usec, Some(&err.0));
             ex.out.buf.truncate(mark);
             ex.out.error(&err.0);
         }
-        Ok(()) => crate::migrate::apply::settle_written(store, db, spec, argv),
+        Ok(()) => {
+            crate::cmdstats::call(spec.name, usec, None);
+            crate::migrate::apply::settle_written(store, db, spec, argv);
+        }
     }
     // Reads inside the log (transactions) delete what they found expired, right here,
     // the same on every replica.

@@ -6,7 +6,7 @@
 //! tells every connection to finish, and returns once they have.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,18 @@ pub struct ClientInfo {
     pub blocked: AtomicBool,
     killed: AtomicBool,
     kill_signal: Notify,
+    /// CLIENT UNBLOCK's request to the blocked command: [`UNBLOCK_NONE`],
+    /// [`UNBLOCK_TIMEOUT`] or [`UNBLOCK_ERROR`].
+    unblock: AtomicU8,
+    unblock_signal: Notify,
 }
+
+/// No CLIENT UNBLOCK pending.
+pub const UNBLOCK_NONE: u8 = 0;
+/// CLIENT UNBLOCK id [TIMEOUT]: the command answers as if its timeout passed.
+pub const UNBLOCK_TIMEOUT: u8 = 1;
+/// CLIENT UNBLOCK id ERROR: the command answers `-UNBLOCKED`.
+pub const UNBLOCK_ERROR: u8 = 2;
 
 impl ClientInfo {
     pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> Self {
@@ -71,7 +82,27 @@ impl ClientInfo {
             blocked: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill_signal: Notify::new(),
+            unblock: AtomicU8::new(UNBLOCK_NONE),
+            unblock_signal: Notify::new(),
         }
+    }
+
+    /// CLIENT UNBLOCK: asks the connection's blocked command to answer now, as on its
+    /// timeout or with an error (`how`: [`UNBLOCK_TIMEOUT`] or [`UNBLOCK_ERROR`]).
+    pub fn request_unblock(&self, how: u8) {
+        self.unblock.store(how, Ordering::Release);
+        self.unblock_signal.notify_one();
+    }
+
+    /// Takes the pending CLIENT UNBLOCK request, [`UNBLOCK_NONE`] if there is none.
+    pub fn take_unblock(&self) -> u8 {
+        self.unblock.swap(UNBLOCK_NONE, Ordering::AcqRel)
+    }
+
+    /// Waits for a CLIENT UNBLOCK request (the signal may be stale: check
+    /// [`ClientInfo::take_unblock`]).
+    pub async fn unblock_requested(&self) {
+        self.unblock_signal.notified().await
     }
 
     /// Asks the connection to close (CLIENT KILL, a pub/sub client that lags).
@@ -95,6 +126,8 @@ impl ClientInfo {
             "P"
         } else if *self.multi.lock() >= 0 {
             "x"
+        } else if self.blocked.load(Ordering::Relaxed) {
+            "b"
         } else {
             "N"
         };
@@ -186,6 +219,8 @@ pub struct Node {
     pub clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub pubsub: Hub,
     pub stats: Stats,
+    /// CLIENT PAUSE.
+    pub pause: crate::pause::ClientPause,
     pub started: Instant,
     /// 40 hex characters, new each start, as Redis's `run_id`.
     pub run_id: String,
@@ -232,6 +267,7 @@ impl Node {
             clients: Mutex::new(HashMap::new()),
             pubsub: Hub::default(),
             stats: Stats::default(),
+            pause: Default::default(),
             started: Instant::now(),
             run_id,
             local_addr,

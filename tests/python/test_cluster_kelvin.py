@@ -97,6 +97,15 @@ def test_cluster_create_forms_one_group_that_plain_clients_use_on_every_node(tri
         p.incr("counter").incr("counter")
         assert p.execute()[-1] in (2, 4, 6)
 
+    # WAIT: on the leader, the other voters whose log holds every applied write (each
+    # acknowledged write is on a majority already; the third catches up); a follower,
+    # which does not see their progress, answers 0.
+    leader = next(n for n in trio if raft_info(n)["raft_role"] == "leader")
+    leader.client().set("w:k", "v")
+    assert wait_for(lambda: leader.client().execute_command("WAIT", 2, 0) == 2)
+    follower = next(n for n in trio if n is not leader)
+    assert follower.client().execute_command("WAIT", 1, 0) == 0
+
     # Forming the same cluster again (a compose file's init service after a restart) has
     # nothing to do; forming another from some of its nodes is refused.
     again = create(trio, "--replicas", "3", "--yes")

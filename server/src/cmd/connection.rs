@@ -312,6 +312,10 @@ fn select(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
+/// The longest CLIENT PAUSE (a larger timeout is cut to it, so the end time stays
+/// within the clock's range).
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86400);
+
 const CLIENT_HELP: &[&str] = &[
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GETNAME",
@@ -326,8 +330,14 @@ const CLIENT_HELP: &[&str] = &[
     "    Return information about client connections.",
     "SETINFO <option> <value>",
     "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
     "NO-EVICT (ON|OFF)",
     "    Accepted for compatibility.",
     "REPLY (ON|OFF|SKIP)",
@@ -481,6 +491,55 @@ fn client(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         } else {
             ctx.out.int(killed);
         }
+    } else if is(sub, "unblock") {
+        if argv.len() != 3 && argv.len() != 4 {
+            return Err(CmdError::arity("client|unblock"));
+        }
+        let how = match argv.get(3) {
+            None => crate::node::UNBLOCK_TIMEOUT,
+            Some(a) if is(a, "timeout") => crate::node::UNBLOCK_TIMEOUT,
+            Some(a) if is(a, "error") => crate::node::UNBLOCK_ERROR,
+            Some(_) => {
+                return Err(CmdError::err(
+                    "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                ))
+            }
+        };
+        let id = int_arg(&argv[2])?;
+        let target = ctx
+            .node
+            .clients
+            .lock()
+            .values()
+            .find(|c| c.id as i64 == id)
+            .cloned();
+        match target {
+            Some(c) if c.blocked.load(Ordering::Relaxed) => {
+                c.request_unblock(how);
+                ctx.out.int(1);
+            }
+            _ => ctx.out.int(0),
+        }
+    } else if is(sub, "pause") {
+        if argv.len() != 3 && argv.len() != 4 {
+            return Err(CmdError::arity("client|pause"));
+        }
+        let all = match argv.get(3) {
+            None => true,
+            Some(a) if is(a, "all") => true,
+            Some(a) if is(a, "write") => false,
+            Some(_) => return Err(CmdError::err("CLIENT PAUSE mode must be WRITE or ALL")),
+        };
+        let ms = int_arg(&argv[2])
+            .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
+        let ms = u64::try_from(ms).map_err(|_| CmdError::err("timeout is negative"))?;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms).min(MAX_PAUSE);
+        ctx.node.pause.pause(until, all);
+        ctx.out.ok();
+    } else if is(sub, "unpause") {
+        arity(2, "unpause")?;
+        ctx.node.pause.unpause();
+        ctx.out.ok();
     } else if is(sub, "reply") {
         arity(3, "reply")?;
         use crate::conn::ReplyMode;

@@ -574,7 +574,11 @@ fn bmove_generic(
     let timeout = timeout_arg(timeout)?;
     let now = ex.now_ms;
     if ex.ks().get(src, now).is_none() && ex.may_block {
-        // Still type-check the destination, as LMOVE would.
+        // Redis blocks without looking at the destination and answers WRONGTYPE when an
+        // element arrives. Here woken clients race for the element (no first-come
+        // first-served yet), so a client woken second would block on: the destination
+        // is checked before blocking instead. One that becomes of another type while
+        // blocked answers WRONGTYPE at the wake, as in Redis (`conn::rerun_blocked`).
         write_list(ex, dst)?;
         ex.block = Some(crate::cmd::BlockOn { timeout });
         return Ok(());

@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod connection;
 pub mod decimal;
 pub mod dump;
+pub mod geo;
 pub mod hash;
 pub mod heat;
 pub mod hll;
@@ -34,6 +35,7 @@ pub mod list;
 pub mod migrate;
 pub mod mpop;
 pub mod pubsub;
+pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod set;
@@ -115,8 +117,10 @@ pub mod flags {
     /// `set_expire`) and never changes a value in place, so the byte count needs no
     /// [`crate::store::memory::Bracket`] (the hot session writes: SET, DEL, EXPIRE...).
     pub const WHOLE_VALUE: u32 = 1 << 13;
+    /// Refused inside MULTI (Redis's `no-multi`: SAVE, SHUTDOWN).
+    pub const NOT_IN_MULTI: u32 = 1 << 14;
 
-    pub const NAMES: [(u32, &str); 11] = [
+    pub const NAMES: [(u32, &str); 12] = [
         (WRITE, "write"),
         (READONLY, "readonly"),
         (DENYOOM, "denyoom"),
@@ -128,6 +132,7 @@ pub mod flags {
         (STALE, "stale"),
         (FAST, "fast"),
         (NO_AUTH, "no_auth"),
+        (NOT_IN_MULTI, "no_multi"),
     ];
 }
 
@@ -158,10 +163,13 @@ pub const ALL_KEYS: KeySpec = KeySpec {
     step: 1,
 };
 
+/// A data command's function.
+pub type DataHandler = fn(&mut Exec<'_>, &[Bytes]) -> CmdResult;
+
 /// What runs a command. See the module documentation.
 #[derive(Clone, Copy)]
 pub enum Handler {
-    Data(fn(&mut Exec<'_>, &[Bytes]) -> CmdResult),
+    Data(DataHandler),
     Conn(fn(&mut crate::conn::ConnCtx<'_>, &[Bytes]) -> CmdResult),
 }
 
@@ -231,6 +239,16 @@ impl CommandSpec {
                 };
             }
             keys.extend(store);
+            return keys;
+        }
+        if self.name == "georadius" || self.name == "georadiusbymember" {
+            // ... STORE key / STOREDIST key: the destination is a key too.
+            let mut keys = self.key_positions(argv.len());
+            keys.extend(
+                (2..argv.len().saturating_sub(1))
+                    .filter(|&i| is(&argv[i], "store") || is(&argv[i], "storedist"))
+                    .map(|i| i + 1),
+            );
             return keys;
         }
         let Some(at) = numkeys_at else {
@@ -306,8 +324,10 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 17] = [
+    let families: [&'static [CommandSpec]; 19] = [
         migrate::COMMANDS,
+        replication::COMMANDS,
+        geo::COMMANDS,
         hll::COMMANDS,
         mpop::COMMANDS,
         dump::COMMANDS,
@@ -403,13 +423,17 @@ pub struct BlockOn {
 impl Exec<'_> {
     /// The selected database.
     pub fn ks(&mut self) -> &mut Keyspace {
-        self.store.db(self.db)
+        let track_new = self.store.notify_flags & crate::notify::NEW != 0;
+        let ks = self.store.db(self.db);
+        ks.track_new = track_new;
+        ks
     }
 
     /// Reports a change to `key`: wakes WATCHers and queues the notification `event` of
     /// `class` (see [`crate::notify`]). Every write calls this once per changed key.
     pub fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
         self.store.signal_modified(self.db, key);
+        self.store.changes_since_snapshot += 1;
         if matches!(
             class,
             crate::notify::LIST | crate::notify::ZSET | crate::notify::GENERIC
@@ -420,6 +444,18 @@ impl Exec<'_> {
             self.store
                 .list_ready
                 .send_modify(|v| *v = v.wrapping_add(1));
+        }
+        let ks = self.store.db(self.db);
+        if ks.track_new {
+            // Keys the command created come first, as Redis's `dbAdd` sends `new`.
+            ks.track_new = false;
+            for key in std::mem::take(&mut ks.new_keys) {
+                self.events.push(KeyEvent {
+                    db: self.db,
+                    event: "new",
+                    key,
+                });
+            }
         }
         if self.store.notify_flags & class != 0 {
             self.events.push(KeyEvent {
@@ -486,7 +522,7 @@ impl Exec<'_> {
     pub fn write_or_create(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Value {
         self.expire_if_needed(key);
         let now = self.now_ms;
-        let ks = self.store.db(self.db);
+        let ks = self.ks();
         if ks.raw_get(key).is_none() {
             ks.insert(key, Entry::new(make()));
         }
@@ -575,6 +611,8 @@ mod tests {
     fn table_has_no_duplicates_and_sane_arity() {
         let mut names = std::collections::HashSet::new();
         for family in [
+            geo::COMMANDS,
+            replication::COMMANDS,
             hll::COMMANDS,
             mpop::COMMANDS,
             dump::COMMANDS,

@@ -91,7 +91,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     conn(
         "save",
         1,
-        ADMIN | NOSCRIPT,
+        ADMIN | NOSCRIPT | NOT_IN_MULTI,
         "server",
         "Synchronously saves the database(s) to disk.",
         save,
@@ -115,7 +115,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     conn(
         "shutdown",
         -1,
-        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI,
+        ADMIN | NOSCRIPT | LOADING | STALE | NOT_IN_MULTI,
         "server",
         "Synchronously saves the database(s) to disk and shuts down the Redis server.",
         shutdown,
@@ -357,6 +357,12 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
                 .iter()
                 .any(|s| s == name || s == "all" || s == "everything" || s == "default")
     };
+    // Sections that `default` leaves out: named, or in `all` / `everything`.
+    let want_extra = |name: &str| {
+        sections
+            .iter()
+            .any(|s| s == name || s == "all" || s == "everything")
+    };
     let mut text = String::new();
     let uptime = node.started.elapsed().as_secs();
     let settings = node.settings.read().clone();
@@ -397,9 +403,10 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     // Summed over the groups this node replicates.
-    let (keyspace_lines, hits, misses, expired, evicted, used) = {
+    let (keyspace_lines, hits, misses, expired, evicted, used, changes) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
-        let (mut hits, mut misses, mut expired, mut evicted, mut used) = (0, 0, 0, 0, 0);
+        let (mut hits, mut misses, mut expired, mut evicted, mut used, mut changes) =
+            (0, 0, 0, 0, 0, 0);
         for g in node
             .groups()
             .map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
@@ -415,6 +422,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             expired += store.expired_keys;
             evicted += store.evicted_keys;
             used += store.used_memory();
+            changes += store.changes_since_snapshot;
         }
         let lines: Vec<String> = keys
             .iter()
@@ -422,7 +430,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .filter(|(_, (n, _))| *n > 0)
             .map(|(i, (n, e))| format!("db{i}:keys={n},expires={e},avg_ttl=0"))
             .collect();
-        (lines, hits, misses, expired, evicted, used)
+        (lines, hits, misses, expired, evicted, used, changes)
     };
     if want("memory") {
         text.push_str(&memory_info(node, used));
@@ -430,16 +438,17 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
             settings.appendfsync.as_str(),
             settings.data_dir.display()
         );
     }
     if want("stats") {
+        // `migrate_cached_sockets` is 0: MIGRATE opens a connection per call, keeps none.
         let s = &node.stats;
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:0\r\ntotal_error_replies:{}\r\n\r\n",
             s.connections_received.load(Ordering::Relaxed),
             s.commands_processed.load(Ordering::Relaxed),
             s.net_input_bytes.load(Ordering::Relaxed),
@@ -451,13 +460,18 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             misses,
             node.pubsub.channels(None).len(),
             node.pubsub.numpat(),
+            crate::cmdstats::total_error_replies(),
         );
     }
     if want("replication") {
         let leader = node.group().is_none_or(|g| g.status.is_leader());
         let role = if leader { "master" } else { "slave" };
+        // The offset of a Raft replica is the log index it has applied.
+        let offset = node
+            .group()
+            .map_or(0, |g| g.status.applied.load(Ordering::Relaxed));
         text.push_str(&format!(
-            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\n\r\n"
+            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\nmaster_repl_offset:{offset}\r\n\r\n"
         ));
     }
     if want("raft") {
@@ -469,6 +483,12 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     }
     if want("cpu") {
         text.push_str(&cpu_info());
+    }
+    if want_extra("commandstats") {
+        text.push_str(&crate::cmdstats::commandstats_section());
+    }
+    if want_extra("errorstats") {
+        text.push_str(&crate::cmdstats::errorstats_section());
     }
     if want("cluster") {
         let enabled = u8::from(node.settings.read().cluster_port.is_some());
@@ -765,6 +785,7 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     } else if is(sub, "resetstat") {
         let s = &ctx.node.stats;
         s.commands_processed.store(0, Ordering::Relaxed);
+        crate::cmdstats::reset();
         s.connections_received.store(0, Ordering::Relaxed);
         s.rejected_connections.store(0, Ordering::Relaxed);
         s.net_input_bytes.store(0, Ordering::Relaxed);

@@ -105,7 +105,7 @@ pub(crate) fn write_zset<'e>(
 
 /// The sorted set under `key` for a read, with the reply buffer borrowed apart so
 /// members go straight from the store into the reply.
-fn read_zset_out<'e>(
+pub(crate) fn read_zset_out<'e>(
     ex: &'e mut Exec<'_>,
     key: &[u8],
 ) -> Result<(Option<&'e ZSet>, &'e mut ReplyWriter), CmdError> {
@@ -126,7 +126,7 @@ fn read_zset_out<'e>(
 /// like [`parse_f64`], and also refusing what `strtod` flags as out of range, a number
 /// that overflows to infinity (`1e400`) or underflows to zero (`1e-400`). Spelled
 /// infinities (`inf`, `+inf`, `-inf`) are fine.
-fn strict_float(arg: &[u8]) -> Option<f64> {
+pub(crate) fn strict_float(arg: &[u8]) -> Option<f64> {
     let v = parse_f64(arg)?;
     if v.is_infinite() && !arg.iter().any(|b| b.eq_ignore_ascii_case(&b'i')) {
         return None;
@@ -242,7 +242,7 @@ pub(crate) fn reply_members<M: AsRef<[u8]>>(
 
 /// Stores `z` under `dst` (replacing any value and TTL) and answers its size; an empty
 /// result deletes `dst` instead, as Redis never keeps an empty sorted set.
-fn store_result(ex: &mut Exec<'_>, dst: &[u8], z: ZSet, event: &'static str) {
+pub(crate) fn store_result(ex: &mut Exec<'_>, dst: &[u8], z: ZSet, event: &'static str) {
     ex.expire_if_needed(dst);
     let n = z.len();
     if n == 0 {
@@ -270,7 +270,7 @@ struct AddFlags {
     incr: bool,
 }
 
-fn zadd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+pub(crate) fn zadd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let mut f = AddFlags::default();
     let mut i = 2;
     while i < argv.len() {

@@ -34,6 +34,9 @@ pub(super) fn precheck(
     if !client.authed && spec.flags & flags::NO_AUTH == 0 {
         return Err(CmdError::raw("NOAUTH Authentication required."));
     }
+    if client.multi.is_some() && spec.flags & flags::NOT_IN_MULTI != 0 {
+        return Err(CmdError::err("Command not allowed inside a transaction"));
+    }
     if spec.flags & flags::SUBSCRIBED_OK == 0 && client.in_resp2_subscribed_mode(out.version) {
         return Err(CmdError::err(format!(
             "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
@@ -45,7 +48,13 @@ pub(super) fn precheck(
 
 /// An error reply to a request that did not run; inside MULTI it also dooms the
 /// transaction (EXEC answers EXECABORT), as in Redis.
-pub(super) fn refuse(client: &mut ClientState, out: &mut ReplyWriter, err: &str) {
+pub(super) fn refuse(
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    spec: Option<&CommandSpec>,
+    err: &str,
+) {
+    crate::cmdstats::reject(spec.map(|s| s.name), err);
     if let Some(multi) = client.multi.as_mut() {
         multi.failed = true;
     }
@@ -139,7 +148,7 @@ pub fn process_batch(
             match unpin(node, client, &first) {
                 Ok((group, inner)) => run_batch(node, client, out, vec![inner], Some(group)),
                 Err(err) => {
-                    refuse(client, out, &err.0);
+                    refuse(client, out, None, &err.0);
                     Step::Done
                 }
             }
@@ -247,7 +256,7 @@ pub(super) fn run_batch(
         }
         let Some(spec) = cmd::lookup(&argv[0]) else {
             let argv = flush_or_continue!(argv);
-            refuse(client, out, &cmd::unknown_command(&argv).0);
+            refuse(client, out, None, &cmd::unknown_command(&argv).0);
             continue;
         };
         last = spec.name;
@@ -283,7 +292,7 @@ pub(super) fn run_batch(
                     };
                     break;
                 }
-                refuse(client, out, CROSSSLOT_GROUPS);
+                refuse(client, out, Some(spec), CROSSSLOT_GROUPS);
                 continue;
             };
             guard = None;
@@ -316,7 +325,7 @@ pub(super) fn run_batch(
         if let Err(err) = checked {
             // Replies go out in order: what waits before this request is answered first.
             let _argv = flush_or_continue!(argv);
-            refuse(client, out, &err.0);
+            refuse(client, out, Some(spec), &err.0);
             continue;
         }
         // A write that grows memory with the group over `maxmemory`, counting the writes
@@ -419,7 +428,7 @@ pub(super) fn run_batch(
                         false => lease_read_time(store, client.db, keys, now_ms),
                     };
                     if let Some(at) = read_at {
-                        run_data(store, client, out, handler, &argv, at, false);
+                        run_data(store, client, out, (spec.name, handler), &argv, at, false);
                         continue;
                     }
                     // A key this clock finds expired and the log does not yet: the read
@@ -428,7 +437,7 @@ pub(super) fn run_batch(
                 // A write, or a read without a lease: through the log.
                 if argv.iter().map(|a| a.len()).sum::<usize>() > crate::group::MAX_COMMAND_BYTES {
                     let _argv = flush_or_continue!(argv);
-                    refuse(client, out, crate::group::TOO_LARGE);
+                    refuse(client, out, Some(spec), crate::group::TOO_LARGE);
                     continue;
                 }
                 segment.group = gid;
@@ -471,10 +480,14 @@ pub(super) fn run_batch(
                     out,
                     now_ms,
                 };
-                if let Err(err) = handler(&mut ctx, &argv) {
+                let started = std::time::Instant::now();
+                let result = handler(&mut ctx, &argv);
+                let usec = started.elapsed().as_micros() as u64;
+                if let Err(err) = result {
                     out.buf.truncate(mark);
                     out.error(&err.0);
                 }
+                crate::cmdstats::call(spec.name, usec, crate::cmdstats::error_in(&out.buf[mark..]));
                 if let Some(tx) = client.transaction.take() {
                     let group = match transaction_group(node, &tx, gid) {
                         Ok(g) => g,

@@ -32,6 +32,13 @@ pub(super) async fn drive(
     out: &mut ReplyWriter,
     mut batch: Vec<Vec<Bytes>>,
 ) {
+    let queued_write = client
+        .multi
+        .as_ref()
+        .is_some_and(|m| m.queue.iter().any(|(spec, _)| spec.is_write()));
+    node.pause
+        .wait(&batch, client.multi.is_some(), queued_write)
+        .await;
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         match process_batch(node, client, out, batch) {
@@ -66,6 +73,8 @@ pub(super) async fn drive(
                     Ok(applied) => {
                         out.buf.extend_from_slice(&applied.out);
                         if let (Some((block, ready)), Some(argv)) = (applied.blocked, blocking) {
+                            // A CLIENT UNBLOCK meant for an earlier block is void.
+                            client.info.take_unblock();
                             client.info.blocked.store(true, Ordering::Relaxed);
                             client.blocked = Some(Blocked {
                                 argv,

@@ -23,7 +23,7 @@ pub(super) fn grows(client: &ClientState, spec: &CommandSpec) -> bool {
 /// other command in MULTI marks the transaction failed, as in Redis.
 pub(super) fn refuse_oom(client: &mut ClientState, out: &mut ReplyWriter, spec: &CommandSpec) {
     if spec.name != "exec" {
-        refuse(client, out, crate::evict::OOM);
+        refuse(client, out, Some(spec), crate::evict::OOM);
         return;
     }
     *client.info.multi.lock() = -1;

@@ -197,7 +197,7 @@ pub fn run_data(
     store: &mut Store,
     client: &mut ClientState,
     out: &mut ReplyWriter,
-    handler: fn(&mut Exec<'_>, &[Bytes]) -> cmd::CmdResult,
+    (name, handler): (&str, cmd::DataHandler),
     argv: &[Bytes],
     now_ms: u64,
     may_block: bool,
@@ -213,13 +213,17 @@ pub fn run_data(
         may_block,
         block: None,
     };
+    let started = std::time::Instant::now();
     let result = handler(&mut ex, argv);
     let block = ex.block;
+    let usec = started.elapsed().as_micros() as u64;
     if let Err(err) = result {
+        crate::cmdstats::call(name, usec, Some(&err.0));
         out.buf.truncate(mark);
         out.error(&err.0);
         return None;
     }
+    crate::cmdstats::call(name, usec, None);
     block
 }
 
@@ -312,17 +316,21 @@ impl Connection {
                 }
                 woke = async {
                     match client.blocked.as_mut() {
-                        Some(blocked) => wait_unblock(blocked).await,
+                        Some(blocked) => wait_unblock(blocked, &info).await,
                         None => std::future::pending().await,
                     }
                 } => {
                     info.blocked.store(false, Ordering::Relaxed);
                     if let Some(blocked) = client.blocked.take() {
-                        if woke {
-                            rerun_blocked(&node, &mut client, &mut out, blocked).await;
-                        } else {
-                            // Timed out: the blocking command's nil answer.
-                            out.null_array();
+                        match woke {
+                            Wake::Ready => {
+                                rerun_blocked(&node, &mut client, &mut out, blocked).await;
+                            }
+                            // Timed out (or CLIENT UNBLOCK): the blocking command's nil.
+                            Wake::TimedOut => out.null_array(),
+                            Wake::Unblocked => {
+                                out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                            }
                         }
                     }
                     let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
@@ -452,22 +460,77 @@ async fn rerun_blocked(
     };
     let mark = out.buf.len();
     drive_replying(node, client, out, vec![blocked.argv]).await;
-    if client.blocked.is_none() && out.buf[mark..].starts_with(b"-WRONGTYPE") {
+    if client.blocked.is_none()
+        && out.buf[mark..].starts_with(b"-WRONGTYPE")
+        && !destination_refused(node, client, &keep.argv)
+    {
         out.buf.truncate(mark);
         client.info.blocked.store(true, Ordering::Relaxed);
         client.blocked = Some(keep);
     }
 }
 
-/// Waits until a list write may have made the blocked command runnable (true) or its
-/// timeout passed (false).
-async fn wait_unblock(blocked: &mut Blocked) -> bool {
-    match blocked.deadline {
-        Some(deadline) => tokio::select! {
-            changed = blocked.ready.changed() => changed.is_ok(),
-            _ = tokio::time::sleep_until(deadline) => false,
-        },
-        None => blocked.ready.changed().await.is_ok(),
+/// Whether a woken BRPOPLPUSH or BLMOVE got WRONGTYPE from its destination: its source
+/// is still a list, so the error came from the other key. Redis answers that error (the
+/// element stays in the source); only a source of another type keeps a client blocked.
+fn destination_refused(node: &Node, client: &ClientState, argv: &[Bytes]) -> bool {
+    let moves = argv
+        .first()
+        .is_some_and(|n| cmd::is(n, "brpoplpush") || cmd::is(n, "blmove"));
+    let (true, Some(source), Some(spec)) = (moves, argv.get(1), cmd::lookup(&argv[0])) else {
+        return false;
+    };
+    let gid =
+        route::command_group(node, spec, argv, route::default_group(node)).unwrap_or_else(|| {
+            node.groups().map_or(crate::cluster::DATA_GROUP, |gs| {
+                gs.for_slot(kelvin_protocol::key_slot(source) as usize).0
+            })
+        });
+    let Some(group) = node.hosted(gid) else {
+        return false;
+    };
+    let mut store = group.store.lock();
+    store
+        .db(client.db)
+        .raw_get(source)
+        .is_some_and(|e| matches!(e.value, crate::store::Value::List(_)))
+}
+
+/// Why a blocked command stops waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// A write may have made it runnable: run it again.
+    Ready,
+    /// Its timeout passed, or CLIENT UNBLOCK [TIMEOUT]: it answers nil.
+    TimedOut,
+    /// CLIENT UNBLOCK ERROR: it answers `-UNBLOCKED`.
+    Unblocked,
+}
+
+/// Waits until a list write may have made the blocked command runnable, its timeout
+/// passed, or CLIENT UNBLOCK asked it to answer.
+async fn wait_unblock(blocked: &mut Blocked, info: &ClientInfo) -> Wake {
+    let deadline_at = blocked.deadline;
+    let deadline = async {
+        match deadline_at {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            changed = blocked.ready.changed() => {
+                return if changed.is_ok() { Wake::Ready } else { Wake::TimedOut };
+            }
+            _ = &mut deadline => return Wake::TimedOut,
+            _ = info.unblock_requested() => match info.take_unblock() {
+                crate::node::UNBLOCK_TIMEOUT => return Wake::TimedOut,
+                crate::node::UNBLOCK_ERROR => return Wake::Unblocked,
+                // A signal left from an earlier request: keep waiting.
+                _ => {}
+            },
+        }
     }
 }
 

@@ -205,6 +205,10 @@ pub struct Keyspace {
     /// Log index of the last write to each slot: what WATCH compares against, the same
     /// on every replica (see [`Store::written_since`]).
     written: Vec<u64>,
+    /// Set by a command while `new` keyspace events are on: keys it creates are kept in
+    /// `new_keys` until its next notification publishes them (`cmd::Exec::notify`).
+    pub track_new: bool,
+    pub new_keys: Vec<Blob>,
 }
 
 impl Default for Keyspace {
@@ -216,6 +220,8 @@ impl Default for Keyspace {
             used: 0,
             sweep_slot: 0,
             written: vec![0; SLOT_COUNT],
+            track_new: false,
+            new_keys: Vec::new(),
         }
     }
 }
@@ -310,6 +316,9 @@ impl Keyspace {
         self.used = (self.used + added).saturating_sub(removed);
         if old.is_none() {
             self.len += 1;
+            if self.track_new {
+                self.new_keys.push(key.into());
+            }
         }
         match (had_ttl, has_ttl) {
             (false, true) => {
@@ -451,6 +460,9 @@ pub struct Store {
     pub expired_keys: u64,
     /// Keys deleted to stay under `maxmemory` (INFO `evicted_keys`).
     pub evicted_keys: u64,
+    /// Changes to keys (one per notified change, as Redis's `dirty`) since the group's
+    /// last snapshot: INFO `rdb_changes_since_last_save`.
+    pub changes_since_snapshot: u64,
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
@@ -476,6 +488,7 @@ impl Default for Store {
             rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
             expired_keys: 0,
             evicted_keys: 0,
+            changes_since_snapshot: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
             list_ready: tokio::sync::watch::channel(0).0,
