@@ -329,13 +329,14 @@ fn seal_reply(reply: &[u8]) -> Option<[u64; 2]> {
 async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), String> {
     let id = m.id.to_string();
     let first = m.slots.first().map_or(0, |r| r.0);
-    let (mut moved, mut bytes) = (0u64, 0u64);
+    let (mut moved, mut bytes, mut seen) = (0u64, 0u64, 0u64);
     let began = tokio::time::Instant::now();
     let mut writing: Option<tokio::task::JoinHandle<Written<C>>> = None;
     for db in 0..crate::store::DATABASES {
         let db_text = db.to_string();
         let (mut slot, mut cursor) = (u64::from(first), 0u64);
         while slot < kelvin_protocol::SLOT_COUNT as u64 {
+            let page_keys = page_keys(c.drain_rate(), bytes, seen);
             let page = c
                 .on_group(
                     m.source,
@@ -345,7 +346,7 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                         &db_text,
                         &slot.to_string(),
                         &cursor.to_string(),
-                        &DRAIN_PAGE_KEYS.to_string(),
+                        &page_keys.to_string(),
                     ]),
                 )
                 .await;
@@ -355,6 +356,7 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
             }
             let (next_slot, next_cursor, entries) = scan_page(&page)
                 .ok_or_else(|| format!("group {}: drain: {}", m.source, text(&page)))?;
+            seen += entries.len() as u64;
             if !entries.is_empty() {
                 let mut keys = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
                 for (key, expire_at, payload) in entries {
@@ -390,6 +392,18 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
     }
     tracing::info!(migration = m.id, keys = moved, bytes, "drained");
     Ok((moved, bytes))
+}
+
+/// Keys per drain page: [`DRAIN_PAGE_KEYS`], or when the drain is throttled to `rate`
+/// bytes/s, about a tenth of a second's worth at the mean size of the keys seen so far
+/// (1 KiB before any), so that the pace holds page by page.
+fn page_keys(rate: u64, bytes: u64, seen: u64) -> u64 {
+    let limit = DRAIN_PAGE_KEYS as u64;
+    if rate == 0 {
+        return limit;
+    }
+    let mean = bytes.checked_div(seen).unwrap_or(1024).max(1);
+    (rate / 10 / mean).clamp(1, limit)
 }
 
 /// The cluster handle back, and how many keys a page wrote (`None`: the target had
@@ -638,6 +652,15 @@ async fn change_topology<C: Cluster>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_pages_hold_a_tenth_of_a_second() {
+        assert_eq!(page_keys(0, 0, 0), DRAIN_PAGE_KEYS as u64);
+        assert_eq!(page_keys(1 << 20, 0, 0), 102);
+        assert_eq!(page_keys(20_000, 40_000, 1000), 50);
+        assert_eq!(page_keys(100, 1 << 20, 10), 1);
+        assert_eq!(page_keys(u64::MAX, 1, 1), DRAIN_PAGE_KEYS as u64);
+    }
 
     #[test]
     fn replies_parse() {
