@@ -290,8 +290,9 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
     })?;
     let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
     let deadline = Instant::now() + HANDOVER_WAIT;
+    let mut last = Some(t);
     loop {
-        let now = admin.topology()?;
+        let now = admin.watch(&mut last)?;
         let planned = now
             .migrations
             .iter()
@@ -318,8 +319,9 @@ fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
     let began = Instant::now();
     let deadline = began + DRAIN_WAIT;
     let mut said = Instant::now();
+    let mut last = None;
     loop {
-        let t = admin.topology()?;
+        let t = admin.watch(&mut last)?;
         let left: Vec<&(u64, u64, u64, String, String)> = t
             .migrations
             .iter()

@@ -276,6 +276,16 @@ def group_leader(nodes, group):
     return None
 
 
+def kill_leader_and_restart(nodes, group):
+    """SIGKILLs `group`'s leader among `nodes`, then starts it again a second later."""
+    victim = group_leader(nodes, group)
+    assert victim is not None
+    victim.proc.kill()
+    victim.proc.wait(timeout=10)
+    time.sleep(1)
+    victim.start(keep_port=True)
+
+
 def migrating(n: ServerProcess) -> int:
     return len([x for x in topology(n).splitlines() if x.startswith("migrate ")])
 
@@ -307,12 +317,7 @@ def test_a_source_leader_killed_during_the_drain(four):
         out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
         assert out.returncode == 0, out.stdout + out.stderr
         assert migrating(second) == 3
-        victim = group_leader([first, second, third], 0)
-        assert victim is not None
-        victim.proc.kill()
-        victim.proc.wait(timeout=10)
-        time.sleep(1)
-        victim.start(keep_port=True)
+        kill_leader_and_restart([first, second, third], 0)
         # Still draining after the restart: the fault hit a migration in progress.
         assert migrating(new) > 0
         for node in four:

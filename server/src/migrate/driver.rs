@@ -86,6 +86,23 @@ pub async fn run<C: Cluster>(
     }
 }
 
+/// A phase boundary: where the fault tests stop or end the driver's node
+/// ([`crate::failpoint::MIGRATE_PHASES`]; nothing happens without the `failpoints`
+/// feature).
+async fn boundary(name: &'static str) {
+    use crate::failpoint::{phase, PhaseAction};
+    loop {
+        match phase(name) {
+            PhaseAction::Go => return,
+            PhaseAction::Hold => tokio::time::sleep(Duration::from_millis(20)).await,
+            PhaseAction::Abort => {
+                tracing::error!(phase = name, "fail point: the process ends here");
+                std::process::abort();
+            }
+        }
+    }
+}
+
 fn args(words: &[&str]) -> Vec<Bytes> {
     words
         .iter()
@@ -193,6 +210,7 @@ async fn settle<C: Cluster>(
     f.drained_bytes = bytes;
     f.drain_ms = began.elapsed().as_millis() as u64;
     c.record(&f);
+    boundary("migrate-after-drain").await;
     finish(c, &m).await?;
     f.phase = "done";
     c.record(&f);
@@ -237,6 +255,7 @@ async fn handover<C: Cluster>(
                 .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?,
         );
     }
+    boundary("migrate-after-plan").await;
     let window = std::time::Instant::now();
     for (m, (critical, hot, totals)) in planned.iter().zip(plans) {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
@@ -247,6 +266,7 @@ async fn handover<C: Cluster>(
             args(&["KELVIN.MIGRATE", "IMPORT", &id, &source, &slots]),
         )
         .await?;
+        boundary("migrate-after-import").await;
         let sealed = c
             .on_group(
                 m.source,
@@ -255,6 +275,7 @@ async fn handover<C: Cluster>(
             .await;
         let [index, log_ms] = seal_reply(&sealed)
             .ok_or_else(|| format!("group {}: seal: {}", m.source, text(&sealed)))?;
+        boundary("migrate-after-seal").await;
         expect_ok(
             c,
             m.target,
@@ -268,6 +289,7 @@ async fn handover<C: Cluster>(
         )
         .await?;
         let moved = move_keys(c, m, &critical).await?;
+        boundary("migrate-after-proof").await;
         tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
             critical = critical.len(), moved, eager = hot.len(), ?totals,
             "sealed, proof at the target, critical keys moved");
@@ -297,6 +319,7 @@ async fn handover<C: Cluster>(
         changed
     })
     .await?;
+    boundary("migrate-after-handover").await;
     // The handover: from the first seal to the topology's change applied here (the
     // window in which requests for the slots wait).
     let ms = window.elapsed().as_millis() as u64;
@@ -371,6 +394,7 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                             Some(n) => moved += n,
                             None => return Ok((moved, bytes)),
                         }
+                        boundary("migrate-mid-drain").await;
                         w
                     }
                     None => c.fork(),
@@ -582,7 +606,11 @@ async fn finish<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> 
         if !reply.starts_with(b"+OK") && !reply.starts_with(b"-ERR no migration") {
             return Err(format!("group {group}: finish: {}", text(&reply)));
         }
+        if group == m.target {
+            boundary("migrate-after-finish-target").await;
+        }
     }
+    boundary("migrate-after-finish").await;
     change_topology(c, |t| {
         let before = t.migrations.len();
         t.migrations.retain(|x| x.id != m.id);
