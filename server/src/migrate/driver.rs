@@ -373,6 +373,8 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                     ]),
                 )
                 .await;
+            // Owned once: the keys and payloads of the page are slices of it, not copies.
+            let page = Bytes::from(page);
             if page.starts_with(b"-ERR slot") {
                 // The source finished already: nothing is left there.
                 return Ok((moved, bytes));
@@ -457,7 +459,10 @@ type KeyList = Vec<(usize, Bytes)>;
 
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class.
 fn plan_reply(reply: &[u8]) -> Option<(KeyList, KeyList, Totals)> {
-    let mut p = Parser { buf: reply };
+    let mut p = Parser {
+        buf: reply,
+        whole: None,
+    };
     if p.header(b'*')? != 3 {
         return None;
     }
@@ -530,7 +535,10 @@ async fn move_keys<C: Cluster>(
 
 /// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload).
 fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
-    let mut p = Parser { buf: reply };
+    let mut p = Parser {
+        buf: reply,
+        whole: None,
+    };
     let n = p.header(b'*')?;
     let mut out = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
@@ -550,9 +558,13 @@ fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
 
 type Moved = (Bytes, u64, Bytes);
 
-/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s.
-fn scan_page(reply: &[u8]) -> Option<(u64, u64, Vec<Moved>)> {
-    let mut p = Parser { buf: reply };
+/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s
+/// (slices of `reply`).
+fn scan_page(reply: &Bytes) -> Option<(u64, u64, Vec<Moved>)> {
+    let mut p = Parser {
+        buf: reply,
+        whole: Some(reply),
+    };
     if p.header(b'*')? != 3 {
         return None;
     }
@@ -575,6 +587,9 @@ fn scan_page(reply: &[u8]) -> Option<(u64, u64, Vec<Moved>)> {
 /// Just enough RESP2 to read the driver's replies.
 struct Parser<'a> {
     buf: &'a [u8],
+    /// What `buf` is a part of, if it is held in [`Bytes`]: bulk strings are then
+    /// slices of it instead of copies.
+    whole: Option<&'a Bytes>,
 }
 
 impl Parser<'_> {
@@ -590,7 +605,10 @@ impl Parser<'_> {
     fn bulk(&mut self) -> Option<Bytes> {
         let len = usize::try_from(self.header(b'$')?).ok()?;
         let body = self.buf.get(..len)?;
-        let value = Bytes::copy_from_slice(body);
+        let value = match self.whole {
+            Some(whole) => whole.slice_ref(body),
+            None => Bytes::copy_from_slice(body),
+        };
         self.buf = self.buf.get(len + 2..)?;
         Some(value)
     }
@@ -698,7 +716,7 @@ mod tests {
             None
         );
         let page = b"*3\r\n:12\r\n:0\r\n*2\r\n*3\r\n$1\r\na\r\n:0\r\n$2\r\nxy\r\n*3\r\n$1\r\nb\r\n:99\r\n$0\r\n\r\n";
-        let (slot, cursor, entries) = scan_page(page).unwrap();
+        let (slot, cursor, entries) = scan_page(&Bytes::from_static(page)).unwrap();
         assert_eq!((slot, cursor), (12, 0));
         assert_eq!(
             entries,
@@ -707,7 +725,7 @@ mod tests {
                 (Bytes::from_static(b"b"), 99, Bytes::new()),
             ]
         );
-        assert!(scan_page(b"*3\r\n:12\r\n:0\r\n*1\r\n").is_none());
+        assert!(scan_page(&Bytes::from_static(b"*3\r\n:12\r\n:0\r\n*1\r\n")).is_none());
         let pulled = pull_reply(b"*2\r\n$-1\r\n*2\r\n:5\r\n$2\r\nab\r\n").unwrap();
         assert_eq!(pulled, vec![None, Some((5, Bytes::from_static(b"ab")))]);
         let plan = b"*3\r\n*1\r\n*2\r\n:0\r\n$4\r\nauth\r\n*0\r\n*1\r\n*2\r\n:1\r\n:4\r\n";
