@@ -173,7 +173,7 @@ fn pulled(reply: &[u8], version: RespVersion) -> Option<Vec<Option<(u64, Bytes)>
 /// Whether a migration refusal (see [`crate::migrate::apply::refusal`]) is among the
 /// replies.
 pub(super) fn refused_by_migration(replies: &[u8], version: RespVersion) -> bool {
-    replies.windows(10).any(|w| w == b"-TRYAGAIN ")
+    memchr::memmem::find(replies, b"-TRYAGAIN ").is_some()
         && split_replies(replies, version)
             .iter()
             .any(|r| is_refusal(r))
