@@ -383,11 +383,11 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                 .ok_or_else(|| format!("group {}: drain: {}", m.source, text(&page)))?;
             seen += entries.len() as u64;
             if !entries.is_empty() {
-                let mut keys = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
-                for (key, expire_at, payload) in entries {
-                    bytes += (key.len() + payload.len()) as u64;
-                    keys.extend([key, Bytes::from(expire_at.to_string()), payload]);
-                }
+                bytes += entries
+                    .iter()
+                    .map(|(k, _, p)| (k.len() + p.len()) as u64)
+                    .sum::<u64>();
+                let writes = crate::migrate::moves::requests(m.id, db, entries);
                 // The write of this page goes on while the next page is read.
                 let spare = match writing.take() {
                     Some(w) => {
@@ -401,14 +401,22 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                     }
                     None => c.fork(),
                 };
-                writing = Some(tokio::spawn(write_page(spare, m.target, keys)));
+                writing = Some(tokio::spawn(write_page(spare, m.target, writes)));
             }
             (slot, cursor) = (next_slot, next_cursor);
-            // Throttled: no faster than the rate set now (it may change meanwhile).
-            let rate = c.drain_rate();
-            if rate > 0 {
+            // Throttled: no faster than the rate set now, read again every tick while
+            // waiting (it may be raised or lifted meanwhile).
+            loop {
+                let rate = c.drain_rate();
+                if rate == 0 {
+                    break;
+                }
                 let due = began + Duration::from_secs_f64(bytes as f64 / rate as f64);
-                tokio::time::sleep_until(due).await;
+                let now = tokio::time::Instant::now();
+                if now >= due {
+                    break;
+                }
+                tokio::time::sleep((due - now).min(DRIVER_TICK)).await;
             }
         }
     }
@@ -420,16 +428,19 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
     Ok((moved, bytes))
 }
 
-/// Keys per drain page: [`DRAIN_PAGE_KEYS`], or when the drain is throttled to `rate`
-/// bytes/s, about a tenth of a second's worth at the mean size of the keys seen so far
-/// (1 KiB before any), so that the pace holds page by page.
+/// Keys per drain page: [`DRAIN_PAGE_KEYS`], or fewer at the mean size of the keys seen
+/// so far (1 KiB before any): about one write's worth of bytes
+/// ([`crate::migrate::moves::MOVE_BATCH_BYTES`]), and when the drain is throttled to
+/// `rate` bytes/s, about a tenth of a second's worth, so that the pace holds page by page.
 fn page_keys(rate: u64, bytes: u64, seen: u64) -> u64 {
     let limit = DRAIN_PAGE_KEYS as u64;
-    if rate == 0 {
-        return limit;
-    }
     let mean = bytes.checked_div(seen).unwrap_or(1024).max(1);
-    (rate / 10 / mean).clamp(1, limit)
+    let by_size = crate::migrate::moves::MOVE_BATCH_BYTES as u64 / mean;
+    let by_rate = match rate {
+        0 => u64::MAX,
+        rate => rate / 10 / mean,
+    };
+    by_size.min(by_rate).clamp(1, limit)
 }
 
 /// The cluster handle back, and how many keys a page wrote (`None`: the target had
@@ -438,18 +449,22 @@ type Written<C> = (C, Result<Option<u64>, String>);
 
 /// Writes one drained page at the target: how many keys landed, `None` if the target
 /// finished the migration already. Hands the cluster handle back for the next page.
-async fn write_page<C: Cluster>(mut c: C, target: u64, keys: Vec<Bytes>) -> Written<C> {
-    let reply = c.on_group(target, keys).await;
-    let result = if reply.starts_with(b"-ERR key of slot") {
-        Ok(None)
-    } else {
-        text(&reply)
+async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) -> Written<C> {
+    let mut written = 0;
+    for write in writes {
+        let reply = c.on_group(target, write).await;
+        if reply.starts_with(b"-ERR key of slot") {
+            return (c, Ok(None));
+        }
+        match text(&reply)
             .strip_prefix(':')
             .and_then(|n| n.parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| format!("group {target}: drain: {}", text(&reply)))
-    };
-    (c, result)
+        {
+            Some(n) => written += n,
+            None => return (c, Err(format!("group {target}: drain: {}", text(&reply)))),
+        }
+    }
+    (c, Ok(Some(written)))
 }
 
 /// Keys and bytes per class, as the plan counted them.
@@ -518,16 +533,17 @@ async fn move_keys<C: Cluster>(
             let values = pull_reply(&reply)
                 .filter(|v| v.len() == names.len())
                 .ok_or_else(|| format!("group {}: pull: {}", m.source, text(&reply)))?;
-            let mut write = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
-            for (key, value) in names.into_iter().zip(values) {
+            let keys = names.into_iter().zip(values).map(|(key, value)| {
                 let (expire_at, payload) = value.unwrap_or((0, Bytes::new()));
-                write.extend([key, Bytes::from(expire_at.to_string()), payload]);
+                (key, expire_at, payload)
+            });
+            for write in crate::migrate::moves::requests(m.id, db, keys) {
+                let reply = c.on_group(m.target, write).await;
+                moved += text(&reply)
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("group {}: push: {}", m.target, text(&reply)))?;
             }
-            let reply = c.on_group(m.target, write).await;
-            moved += text(&reply)
-                .strip_prefix(':')
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| format!("group {}: push: {}", m.target, text(&reply)))?;
         }
     }
     Ok(moved)
