@@ -396,3 +396,30 @@ def test_values_over_the_log_bound_move_in_parts(four):
     assert c.llen(list_key) == 70
     assert c.lindex(list_key, 69) == "69:" + chunk
     assert c.strlen(text_key) == 70 << 20
+
+
+def test_rebalance_spreads_the_slots_evenly_over_the_groups(four):
+    """`cluster rebalance SEED --slots`: after a small reshard to a new node (1000 slots),
+    the four groups end with 4096 slots each, every key where it was written."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    expected = {f"r:{i}": f"v{i}" for i in range(3000)}
+    c.mset(expected)
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = cli("reshard", addr(first), "--slots", "1000", "--to", addr(new), "--yes",
+              "--wait-drained")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert owners(first)[3] == 1000
+    out = cli("rebalance", addr(second), "--slots", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[OK] Slots balanced" in out.stdout, out.stdout
+    assert owners(first) == {0: 4096, 1: 4096, 2: 4096, 3: 4096}, owners(first)
+    assert migrating(first) == 0
+    check_values(four, expected)
+    assert c.dbsize() == len(expected)
+    # Balanced already: nothing moves.
+    out = cli("rebalance", addr(second), "--slots")
+    assert out.returncode == 0 and ">>> Group" not in out.stdout, out.stdout
