@@ -398,18 +398,25 @@ const SLOTS: usize = 16384;
 
 /// Waits until the migrations `ids` (every migration if empty) are gone.
 fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
     let began = Instant::now();
     let deadline = began + DRAIN_WAIT;
     let mut said = Instant::now();
     let mut last = None;
+    // A terminal gets one line redrawn in place; a pipe or file, a line per second.
+    let live = std::io::stdout().is_terminal();
     loop {
         let t = admin.watch(&mut last)?;
-        let left: Vec<&(u64, u64, u64, String, String)> = t
+        let left: Vec<u64> = t
             .migrations
             .iter()
             .filter(|m| ids.is_empty() || ids.contains(&m.0))
+            .map(|m| m.0)
             .collect();
         if left.is_empty() {
+            if live {
+                print!("\r\x1b[2K");
+            }
             println!(
                 "[OK] Drained: every key moved ({} ms)",
                 began.elapsed().as_millis()
@@ -420,15 +427,86 @@ fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
             anyhow::bail!("[ERR] Still {} migrations after {DRAIN_WAIT:?}", left.len());
         }
         if said.elapsed() >= Duration::from_secs(1) {
-            println!(
-                "... {} migrations draining ({} s)",
+            let line = format!(
+                "... {} migrations draining ({} s){}",
                 left.len(),
-                began.elapsed().as_secs()
+                began.elapsed().as_secs(),
+                progress(admin, &t, &left)
             );
+            if live {
+                print!("\r\x1b[2K{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
             said = Instant::now();
         }
         std::thread::sleep(POLL * 5);
     }
+}
+
+/// What the drivers of `ids` report so far (`CLUSTER KELVIN-MIGRATIONS` of every
+/// member): phases, bytes moved of those planned, eager keys pushed, fault-ins served,
+/// the drain's rate and the time left at that rate. Empty if no driver answered.
+fn progress(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> String {
+    let (mut planned, mut drained, mut eager, mut faultins) = (0u64, 0u64, 0u64, 0u64);
+    let mut rate = 0.0;
+    let mut phases: Vec<String> = Vec::new();
+    let mut seen = false;
+    for (_, host, port, ..) in &t.members {
+        let addr = format!("{host}:{port}");
+        let Ok(crate::Frame::Array(rows)) = admin.call(&addr, &["CLUSTER", "KELVIN-MIGRATIONS"])
+        else {
+            continue;
+        };
+        for row in rows {
+            let f = fields(&row);
+            let get = |k: &str| field_text(&f, k);
+            let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+            if !get("faultins").is_empty() {
+                faultins += num("keys");
+                continue;
+            }
+            if !ids.contains(&num("id")) {
+                continue;
+            }
+            seen = true;
+            // "<keys> keys <bytes> bytes" per class; skipped keys never move.
+            for class in ["critical", "eager", "lazy"] {
+                planned += get(class)
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|b| b.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            drained += num("drained_bytes");
+            eager += num("eager_moved");
+            if num("drain_ms") > 0 {
+                rate += num("drained_bytes") as f64 / 1e3 / num("drain_ms") as f64;
+            }
+            phases.push(get("phase"));
+        }
+    }
+    if !seen {
+        return String::new();
+    }
+    phases.sort();
+    phases.dedup();
+    let mb = |b: u64| b as f64 / 1e6;
+    let eta = match rate > 0.0 {
+        true => format!(", ETA {:.1} s", mb(planned.saturating_sub(drained)) / rate),
+        false => String::new(),
+    };
+    format!(
+        ": {}; {:.1} of {:.1} MB drained, {} eager keys pushed, {} keys faulted in, {:.0} MB/s{}",
+        phases.join("/"),
+        mb(drained),
+        mb(planned),
+        eager,
+        faultins,
+        rate,
+        eta
+    )
 }
 
 /// `cluster migrations SEED`: the migrations in the topology, then what every node

@@ -205,7 +205,7 @@ async fn settle<C: Cluster>(
         );
     }
     let began = std::time::Instant::now();
-    let (keys, bytes) = drain(c, &m).await?;
+    let (keys, bytes) = drain(c, &m, &mut f).await?;
     f.drained_keys = keys;
     f.drained_bytes = bytes;
     f.drain_ms = began.elapsed().as_millis() as u64;
@@ -348,12 +348,21 @@ fn seal_reply(reply: &[u8]) -> Option<[u64; 2]> {
     Some([num()?, num()?])
 }
 
-/// Moves every key still at the source, page by page, through the target's log.
-async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), String> {
+/// How often a drain's running figures are recorded (`kelvin-cli` shows its progress).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Moves every key still at the source, page by page, through the target's log;
+/// records its running figures in `f` as it goes.
+async fn drain<C: Cluster>(
+    c: &mut C,
+    m: &MigrationSpec,
+    f: &mut Figures,
+) -> Result<(u64, u64), String> {
     let id = m.id.to_string();
     let first = m.slots.first().map_or(0, |r| r.0);
     let (mut moved, mut bytes, mut seen) = (0u64, 0u64, 0u64);
     let began = tokio::time::Instant::now();
+    let mut shown = began;
     let mut writing: Option<tokio::task::JoinHandle<Written<C>>> = None;
     for db in 0..crate::store::DATABASES {
         let db_text = db.to_string();
@@ -404,6 +413,12 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                 writing = Some(tokio::spawn(write_page(spare, m.target, writes)));
             }
             (slot, cursor) = (next_slot, next_cursor);
+            if shown.elapsed() >= PROGRESS_EVERY {
+                shown = tokio::time::Instant::now();
+                (f.drained_keys, f.drained_bytes) = (moved, bytes);
+                f.drain_ms = began.elapsed().as_millis() as u64;
+                c.record(f);
+            }
             // Throttled: no faster than the rate set now, read again every tick while
             // waiting (it may be raised or lifted meanwhile).
             loop {
