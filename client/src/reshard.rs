@@ -304,6 +304,7 @@ fn begin(
     let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
     let deadline = Instant::now() + HANDOVER_WAIT;
     let mut last = None;
+    let mut given = moving;
     loop {
         let now = admin.watch(&mut last)?;
         let planned = now
@@ -312,6 +313,29 @@ fn begin(
             .filter(|m| ids.contains(&m.0) && m.4 == "planned")
             .count();
         if planned == 0 {
+            // Gone without a handover: rejected by the target (its reason in the
+            // drivers' figures); a migration that finished already gave its slots over.
+            let owned = owned_by(&now, target);
+            let rejected: Vec<u64> = lines
+                .iter()
+                .filter(|l| !now.migrations.iter().any(|m| m.0 == l.0))
+                .filter(|l| ranges(&l.3).iter().any(|&(a, _)| !owned.contains(&a)))
+                .map(|l| l.0)
+                .collect();
+            if !rejected.is_empty() {
+                given -= lines
+                    .iter()
+                    .filter(|l| rejected.contains(&l.0))
+                    .flat_map(|l| ranges(&l.3))
+                    .map(|(a, b)| usize::from(b - a) + 1)
+                    .sum::<usize>();
+                for (id, reason) in rejections(admin, &now, &rejected) {
+                    println!("[ERR] Migration {id} rejected: {reason}");
+                }
+                if rejected.len() == lines.len() {
+                    anyhow::bail!("[ERR] No slot moved: the target rejected every migration");
+                }
+            }
             break;
         }
         if Instant::now() >= deadline {
@@ -320,11 +344,58 @@ fn begin(
         std::thread::sleep(POLL);
     }
     println!(
-        "[OK] Handover: group {target} owns {moving} more slots after {} ms; cold keys fault in and drain behind (kelvin-cli cluster reshard {} --wait-drained)",
+        "[OK] Handover: group {target} owns {given} more slots after {} ms; cold keys fault in and drain behind (kelvin-cli cluster reshard {} --wait-drained)",
         began.elapsed().as_millis(),
         admin.seed
     );
     Ok(ids)
+}
+
+/// The slots `group` owns in `t`.
+fn owned_by(t: &Topology, group: u64) -> Vec<u16> {
+    t.groups
+        .iter()
+        .filter(|g| g.0 == group)
+        .flat_map(|g| ranges(&g.1))
+        .flat_map(|(a, b)| a..=b)
+        .collect()
+}
+
+/// Every member's figure rows (`CLUSTER KELVIN-MIGRATIONS`), with its address; an
+/// unreachable member has none.
+fn figure_rows(admin: &Admin<'_>, t: &Topology) -> Vec<(String, Vec<(String, crate::Frame)>)> {
+    let mut out = Vec::new();
+    for (_, host, port, ..) in &t.members {
+        let addr = format!("{host}:{port}");
+        if let Ok(crate::Frame::Array(rows)) = admin.call(&addr, &["CLUSTER", "KELVIN-MIGRATIONS"])
+        {
+            out.extend(rows.iter().map(|row| (addr.clone(), fields(row))));
+        }
+    }
+    out
+}
+
+/// The reasons the drivers recorded for rejecting `ids` (`CLUSTER KELVIN-MIGRATIONS`).
+fn rejections(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for (_, f) in figure_rows(admin, t) {
+        let id = field_text(&f, "id").parse::<u64>().unwrap_or(0);
+        if ids.contains(&id) && field_text(&f, "phase") == "rejected" {
+            out.push((id, field_text(&f, "reason")));
+        }
+    }
+    let missing: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !out.iter().any(|o| o.0 == *id))
+        .collect();
+    for id in missing {
+        out.push((
+            id,
+            "(no reason found: its driver's node may have restarted)".into(),
+        ));
+    }
+    out
 }
 
 /// `cluster rebalance SEED --slots`: spreads the 16384 slots evenly over the groups (the
@@ -453,39 +524,31 @@ fn progress(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> String {
     let mut rate = 0.0;
     let mut phases: Vec<String> = Vec::new();
     let mut seen = false;
-    for (_, host, port, ..) in &t.members {
-        let addr = format!("{host}:{port}");
-        let Ok(crate::Frame::Array(rows)) = admin.call(&addr, &["CLUSTER", "KELVIN-MIGRATIONS"])
-        else {
+    for (_, f) in figure_rows(admin, t) {
+        let get = |k: &str| field_text(&f, k);
+        let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+        if !get("faultins").is_empty() {
+            faultins += num("keys");
             continue;
-        };
-        for row in rows {
-            let f = fields(&row);
-            let get = |k: &str| field_text(&f, k);
-            let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
-            if !get("faultins").is_empty() {
-                faultins += num("keys");
-                continue;
-            }
-            if !ids.contains(&num("id")) {
-                continue;
-            }
-            seen = true;
-            // "<keys> keys <bytes> bytes" per class; skipped keys never move.
-            for class in ["critical", "eager", "lazy"] {
-                planned += get(class)
-                    .split_whitespace()
-                    .nth(2)
-                    .and_then(|b| b.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-            drained += num("drained_bytes");
-            eager += num("eager_moved");
-            if num("drain_ms") > 0 {
-                rate += num("drained_bytes") as f64 / 1e3 / num("drain_ms") as f64;
-            }
-            phases.push(get("phase"));
         }
+        if !ids.contains(&num("id")) {
+            continue;
+        }
+        seen = true;
+        // "<keys> keys <bytes> bytes" per class; skipped keys never move.
+        for class in ["critical", "eager", "lazy"] {
+            planned += get(class)
+                .split_whitespace()
+                .nth(2)
+                .and_then(|b| b.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        drained += num("drained_bytes");
+        eager += num("eager_moved");
+        if num("drain_ms") > 0 {
+            rate += num("drained_bytes") as f64 / 1e3 / num("drain_ms") as f64;
+        }
+        phases.push(get("phase"));
     }
     if !seen {
         return String::new();

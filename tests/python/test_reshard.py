@@ -423,3 +423,34 @@ def test_rebalance_spreads_the_slots_evenly_over_the_groups(four):
     # Balanced already: nothing moves.
     out = cli("rebalance", addr(second), "--slots")
     assert out.returncode == 0 and ">>> Group" not in out.stdout, out.stdout
+
+
+def test_a_target_without_room_rejects_the_move_with_its_reason(four):
+    """The target negotiates: with `maxmemory` below what the plan would move, it rejects
+    the migrations before anything moves; `reshard` prints the reason and fails, the
+    slots and keys stay where they were. With room, the same move goes through."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    expected = {f"m:{i}": "x" * 1000 for i in range(4000)}
+    for start in range(0, 4000, 500):
+        c.mset(dict(list(expected.items())[start:start + 500]))
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    before = owners(first)
+    # The new group, made by the first reshard, is led by the new node: its limit counts.
+    new.client().config_set("maxmemory", "300kb")
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode != 0, out.stdout
+    assert "rejected" in out.stdout and "maxmemory" in out.stdout, out.stdout + out.stderr
+    assert migrating(first) == 0, topology(first)
+    after = owners(first)
+    assert {g: n for g, n in after.items() if g != 3} == before and after.get(3, 0) == 0, after
+    check_values([first, second, third], expected)
+    new.client().config_set("maxmemory", "0")
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes",
+              "--wait-drained")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert owners(first)[3] == 4096
+    check_values(four, expected)

@@ -101,6 +101,15 @@ impl crate::migrate::driver::Cluster for Internal {
         self.node.settings.read().migration_drain_rate
     }
 
+    fn room(&self, group: u64) -> Option<u64> {
+        let limit = self.node.memory.get().maxmemory;
+        if limit == 0 {
+            return None;
+        }
+        let used = self.node.hosted(group)?.store.lock().used_memory() as u64;
+        Some(limit.saturating_sub(used))
+    }
+
     fn rules(&self) -> crate::migrate::plan::Rules {
         self.node.settings.read().migration_rules.clone()
     }

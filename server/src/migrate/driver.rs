@@ -39,6 +39,9 @@ pub const DRIVER_BACKOFF: Duration = Duration::from_millis(500);
 pub const DRAIN_PAGE_KEYS: usize = 1000;
 /// How long a topology change may take to be applied before it is tried again.
 const TOPOLOGY_WAIT: Duration = Duration::from_secs(5);
+/// How long a planned migration may wait for its source's plan (or for the claim of its
+/// slots) before the target rejects it: nothing has moved by then.
+pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the driver needs of the cluster.
 pub trait Cluster: Send + Sized + 'static {
@@ -54,6 +57,8 @@ pub trait Cluster: Send + Sized + 'static {
     fn rules(&self) -> crate::migrate::plan::Rules;
     /// Bytes per second the drain may move (`kelvin-migration-drain-rate`; 0: no limit).
     fn drain_rate(&self) -> u64;
+    /// Bytes `group` may still take under `maxmemory` (`None`: no limit here).
+    fn room(&self, group: u64) -> Option<u64>;
     /// Keeps what the driver measured of a migration (`CLUSTER KELVIN-MIGRATIONS`).
     fn record(&self, figures: &Figures);
     /// Runs `argv` on group `group` (its leader, wherever it is); the RESP2 reply.
@@ -123,9 +128,20 @@ pub struct State {
     figures: std::collections::HashMap<u64, Figures>,
     /// The migrations handed over whose push, drain and finish run now, side by side.
     running: std::collections::HashMap<u64, tokio::task::JoinHandle<()>>,
+    /// When each planned migration was first tried (for [`NEGOTIATION_TIMEOUT`]).
+    first_tried: std::collections::HashMap<u64, std::time::Instant>,
 }
 
 impl State {
+    /// Whether `m` has waited past [`NEGOTIATION_TIMEOUT`] since it was first tried.
+    fn timed_out(&mut self, m: &MigrationSpec) -> bool {
+        let first = self
+            .first_tried
+            .entry(m.id)
+            .or_insert_with(std::time::Instant::now);
+        first.elapsed() >= NEGOTIATION_TIMEOUT
+    }
+
     fn figures(&mut self, m: &MigrationSpec) -> &mut Figures {
         self.figures.entry(m.id).or_insert_with(|| Figures {
             id: m.id,
@@ -237,8 +253,9 @@ async fn handover<C: Cluster>(
     // window in which they are served by neither group): which keys are critical (they
     // move before the slots change hands, read after the seal so their values are
     // final) and which are eager (pushed right after).
-    let mut plans = Vec::new();
-    for m in planned {
+    let mut plans: Vec<(&MigrationSpec, Plan)> = Vec::new();
+    let mut rejected: Vec<(&MigrationSpec, String)> = Vec::new();
+    for m in planned.iter().copied() {
         let reply = c
             .on_group(
                 m.source,
@@ -250,22 +267,70 @@ async fn handover<C: Cluster>(
                 ],
             )
             .await;
-        plans.push(
-            plan_reply(&reply)
-                .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?,
-        );
+        match plan_reply(&reply) {
+            Some(plan) => plans.push((m, plan)),
+            None if reply.starts_with(b"-ERR unknown command") => rejected.push((
+                m,
+                format!(
+                    "group {} runs a version without live migrations ({})",
+                    m.source,
+                    text(&reply)
+                ),
+            )),
+            None if state.timed_out(m) => rejected.push((
+                m,
+                format!(
+                    "group {} gave no plan within {NEGOTIATION_TIMEOUT:?} (last: {})",
+                    m.source,
+                    text(&reply)
+                ),
+            )),
+            None => return Err(format!("group {}: plan: {}", m.source, text(&reply))),
+        }
+    }
+    // The target takes what it can hold: all it imports now must fit under its
+    // maxmemory (the plan's bytes of every class that moves), or none of it moves.
+    let mut targets: Vec<u64> = plans.iter().map(|(m, _)| m.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let need: u64 = plans
+            .iter()
+            .filter(|(m, _)| m.target == target)
+            .flat_map(|(_, p)| p.2.iter().take(3).map(|t| t.1))
+            .sum();
+        match c.room(target) {
+            Some(room) if need > room => {
+                let reason = format!(
+                    "group {target} has {room} bytes left under maxmemory and {need} bytes were planned to move"
+                );
+                for (m, _) in plans.iter().filter(|(m, _)| m.target == target) {
+                    rejected.push((m, reason.clone()));
+                }
+                plans.retain(|(m, _)| m.target != target);
+            }
+            _ => {}
+        }
     }
     boundary("migrate-after-plan").await;
     let window = std::time::Instant::now();
-    for (m, (critical, hot, totals)) in planned.iter().zip(plans) {
+    let mut accepted = Vec::new();
+    for (m, (critical, hot, totals)) in plans {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
         let (source, target) = (m.source.to_string(), m.target.to_string());
-        expect_ok(
-            c,
-            m.target,
-            args(&["KELVIN.MIGRATE", "IMPORT", &id, &source, &slots]),
-        )
-        .await?;
+        let import = c
+            .on_group(
+                m.target,
+                args(&["KELVIN.MIGRATE", "IMPORT", &id, &source, &slots]),
+            )
+            .await;
+        if !import.starts_with(b"+OK") {
+            if import_busy(&import) {
+                rejected.push((m, format!("group {}: {}", m.target, text(&import))));
+                continue;
+            }
+            return Err(format!("group {}: {}", m.target, text(&import)));
+        }
         boundary("migrate-after-import").await;
         let sealed = c
             .on_group(
@@ -273,8 +338,16 @@ async fn handover<C: Cluster>(
                 args(&["KELVIN.MIGRATE", "SEAL", &id, &target, &slots]),
             )
             .await;
-        let [index, log_ms] = seal_reply(&sealed)
-            .ok_or_else(|| format!("group {}: seal: {}", m.source, text(&sealed)))?;
+        let Some([index, log_ms]) = seal_reply(&sealed) else {
+            if import_busy(&sealed) {
+                // The source's slots are in another migration: the import is undone
+                // (nothing moved to it), the migration rejected.
+                expect_ok(c, m.target, args(&["KELVIN.MIGRATE", "FINISH", &id])).await?;
+                rejected.push((m, format!("group {}: {}", m.source, text(&sealed))));
+                continue;
+            }
+            return Err(format!("group {}: seal: {}", m.source, text(&sealed)));
+        };
         boundary("migrate-after-seal").await;
         expect_ok(
             c,
@@ -300,8 +373,15 @@ async fn handover<C: Cluster>(
         f.critical_moved = moved;
         c.record(f);
         state.eager.insert(m.id, hot);
+        accepted.push(m);
     }
-    let ids: Vec<u64> = planned.iter().map(|m| m.id).collect();
+    for (m, reason) in &rejected {
+        reject(c, state, m, reason).await?;
+    }
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u64> = accepted.iter().map(|m| m.id).collect();
     change_topology(c, |t| {
         let mut owner = t.slot_groups();
         let mut changed = false;
@@ -327,13 +407,45 @@ async fn handover<C: Cluster>(
         ms = began.elapsed().as_millis() as u64,
         "planned to handed over"
     );
-    for m in planned {
+    for m in accepted {
+        state.first_tried.remove(&m.id);
         let f = state.figures(m);
         f.handover_ms = ms;
         f.phase = "handed-over";
         c.record(f);
     }
     tracing::info!(migrations = ?ids, ms, "handed over");
+    Ok(())
+}
+
+/// Whether a step was refused because a slot is in another migration.
+fn import_busy(reply: &[u8]) -> bool {
+    reply.starts_with(b"-ERR slot")
+        && memchr::memmem::find(reply, b"is already in migration").is_some()
+}
+
+/// The target rejects `m` before anything moved: its line leaves the topology, and its
+/// figures say why (`kelvin-cli cluster reshard` prints it).
+async fn reject<C: Cluster>(
+    c: &mut C,
+    state: &mut State,
+    m: &MigrationSpec,
+    reason: &str,
+) -> Result<(), String> {
+    tracing::warn!(migration = m.id, source = m.source, target = m.target, %reason,
+        "migration rejected");
+    change_topology(c, |t| {
+        let before = t.migrations.len();
+        t.migrations
+            .retain(|x| !(x.id == m.id && x.phase == MigrationPhase::Planned));
+        t.migrations.len() != before
+    })
+    .await?;
+    state.first_tried.remove(&m.id);
+    let f = state.figures(m);
+    f.phase = "rejected";
+    f.reason = reason.to_string();
+    c.record(f);
     Ok(())
 }
 
@@ -484,11 +596,13 @@ async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) 
 
 /// Keys and bytes per class, as the plan counted them.
 type Totals = Vec<(u64, u64)>;
+/// The source's plan: critical keys, eager keys, totals per class.
+type Plan = (KeyList, KeyList, Totals);
 /// Keys to move, `(db, key)`, in order.
 type KeyList = Vec<(usize, Bytes)>;
 
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class.
-fn plan_reply(reply: &[u8]) -> Option<(KeyList, KeyList, Totals)> {
+fn plan_reply(reply: &[u8]) -> Option<Plan> {
     let mut p = Parser {
         buf: reply,
         whole: None,

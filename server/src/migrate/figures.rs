@@ -24,8 +24,10 @@ pub struct Figures {
     pub source: u64,
     pub target: u64,
     pub slots: u64,
-    /// `sealing`, `handed-over`, `draining`, `done`.
+    /// `sealing`, `handed-over`, `draining`, `done`, or `rejected` (with `reason`).
     pub phase: &'static str,
+    /// Why the target rejected the migration before anything moved (empty otherwise).
+    pub reason: String,
     /// From the first step (import) to the topology's handover applied.
     pub handover_ms: u64,
     /// Keys and bytes per class, as the source's planner counted them: critical,
@@ -64,6 +66,9 @@ impl Figures {
             ("drained_bytes", self.drained_bytes.to_string()),
             ("drain_ms", self.drain_ms.to_string()),
         ]);
+        if !self.reason.is_empty() {
+            f.push(("reason", self.reason.clone()));
+        }
         f
     }
 }
