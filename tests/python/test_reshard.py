@@ -7,6 +7,7 @@ Kelvin only: Redis has no such command."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -16,7 +17,7 @@ import redis.cluster
 
 from support import TARGET, ServerProcess
 from test_cluster_kelvin import create, rport
-from test_cluster_membership import addr, cli, four, topology  # noqa: F401 (a fixture)
+from test_cluster_membership import addr, cli, four, hosted_groups, topology  # noqa: F401
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own cluster admin")
 
@@ -454,3 +455,49 @@ def test_a_target_without_room_rejects_the_move_with_its_reason(four):
     assert out.returncode == 0, out.stdout + out.stderr
     assert owners(first)[3] == 4096
     check_values(four, expected)
+
+
+def test_readonly_reads_on_a_replica_of_the_new_owner_never_miss_unmoved_keys(four):
+    """A READONLY client reading from a replica of the target group during the lazy
+    phase: a key not moved yet is not in that replica's keyspace, so the read goes to the
+    group's leader (relayed on the main port, -MOVED to it on the redirect port), which
+    pulls it; the answer is the key's value, never nil."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    expected = {f"ro:{i}": f"v{i}" for i in range(2000)}
+    c.mset(expected)
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 1000)
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    moved = slot_ranges(first, 3)
+    keys = [k for k in expected if any(a <= c.cluster("keyslot", k) <= b for a, b in moved)]
+    assert len(keys) > 100, len(keys)
+    leader = group_leader(four, 3)
+    followers = [n for n in four if n is not leader and 3 in hosted_groups(n)]
+    assert followers, "the new group has no replica besides its leader"
+    follower = followers[0]
+    plain = follower.client()
+    assert plain.execute_command("READONLY")
+    for k in keys[:40]:
+        assert plain.get(k) == expected[k], k
+    with socket.create_connection(("127.0.0.1", rport(follower)), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(b"*1\r\n$8\r\nREADONLY\r\n")
+        assert f.readline() == b"+OK\r\n"
+        for k in keys[40:80]:
+            s.sendall(f"*2\r\n$3\r\nGET\r\n${len(k)}\r\n{k}\r\n".encode())
+            line = f.readline().decode()
+            if line.startswith("-MOVED"):
+                assert line.split()[2] == f"127.0.0.1:{rport(leader)}", line
+            else:
+                assert line.startswith("$"), line
+                assert f.readline().decode().strip() == expected[k], k
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 0)
+    out = cli("reshard", addr(first), "--wait-drained", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -305,7 +305,7 @@ pub(super) fn run_batch(
             argv
         };
         let checked = precheck(client, out, spec, &argv).and_then(|()| match client.redirect {
-            true => redirection(node, client, spec, &argv, here)
+            true => redirection(node, client, spec, &argv, (gid, here, guard.as_deref()))
                 .map_or(Ok(()), |e| Err(CmdError::raw(e))),
             false => Ok(()),
         });
@@ -357,7 +357,9 @@ pub(super) fn run_batch(
         // order, so its replies come back in order. (Not on the redirect port: there
         // the client is told where to go.)
         if let (Route::Forward(_) | Route::NoLeader, false) = (here, client.redirect) {
-            let stale_read_ok = client.readonly && is_read(spec);
+            let stale_read_ok = client.readonly
+                && is_read(spec)
+                && replica_serves(node, (gid, guard.as_deref()), client.db, spec, &argv);
             // With several groups the transaction's group is known only from its keys:
             // MULTI, EXEC and WATCH stay here (see the EXEC case below).
             let local_tx = several_groups(node) && !matches!(spec.handler, Handler::Data(_));
