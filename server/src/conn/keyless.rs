@@ -226,7 +226,8 @@ struct Walk<'a> {
     client: &'a mut ClientState,
     version: RespVersion,
     deadline: tokio::time::Instant,
-    /// Migrations whose target answered that it has finished: its slots are its own.
+    /// Migrations whose target answered that it has no slot in them (finished: the
+    /// slots are its own; or not importing yet: the source holds them as its own).
     finished: HashSet<u64>,
 }
 
@@ -394,11 +395,12 @@ impl Walk<'_> {
     }
 
     /// DBSIZE or KEYS: the groups' parts, then every migration's keys (each page
-    /// checked as [`Walk::page`] says); the parts again if a target turned out to have
-    /// finished meanwhile (its slots were in no part before, and are in its own now).
+    /// checked as [`Walk::page`] says). A target that turned out to have finished had
+    /// its slots in no part (it imported them then) and has them in its own now: the
+    /// parts run again, and the walks of the others after them, until a round in which
+    /// no target finished (at most one round per migration).
     async fn whole(&mut self, k: &Keyless, migrations: &[MigrationSpec]) -> Reply<Vec<u8>> {
         let groups = every_group(self.node, migrations);
-        let mut parts = self.parts(&groups, &k.argv).await?;
         let filter: Vec<Bytes> = match &k.kind {
             Kind::Keys { pattern } if &pattern[..] != b"*" => {
                 vec![Bytes::from_static(b"MATCH"), pattern.clone()]
@@ -406,24 +408,30 @@ impl Walk<'_> {
             _ => Vec::new(),
         };
         let names = matches!(k.kind, Kind::Keys { .. });
-        let (mut walked, mut count) = (Vec::new(), 0usize);
-        for m in migrations {
-            let (mut keys, mut n) = (Vec::new(), 0usize);
-            self.all(m, &filter, |key| {
-                n += 1;
-                if names {
-                    keys.push(key);
-                }
-            })
-            .await?;
-            if !self.finished.contains(&m.id) {
+        let (parts, walked, count) = loop {
+            let finished = self.finished.len();
+            let parts = self.parts(&groups, &k.argv).await?;
+            let (mut walked, mut count) = (Vec::new(), 0usize);
+            let walking: Vec<&MigrationSpec> = migrations
+                .iter()
+                .filter(|m| !self.finished.contains(&m.id))
+                .collect();
+            for m in walking {
+                let (mut keys, mut n) = (Vec::new(), 0usize);
+                self.all(m, &filter, |key| {
+                    n += 1;
+                    if names {
+                        keys.push(key);
+                    }
+                })
+                .await?;
                 walked.extend(keys);
                 count += n;
             }
-        }
-        if !self.finished.is_empty() {
-            parts = self.parts(&groups, &k.argv).await?;
-        }
+            if self.finished.len() == finished {
+                break (parts, walked, count);
+            }
+        };
         let mut out = ReplyWriter::new(self.version);
         if names {
             let mut elements: Vec<&[u8]> = Vec::new();
