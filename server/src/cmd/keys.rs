@@ -201,8 +201,7 @@ pub(crate) fn scan_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool) -> C
     let mut from = cursor & ((1u64 << CURSOR_HASH_BITS) - 1);
     let now = ex.now_ms;
     let store = &*ex.store;
-    let empty = crate::store::Keyspace::default();
-    let ks = store.db_ref(ex.db).unwrap_or(&empty);
+    let ks = store.db_view(ex.db);
     let mut found: Vec<Vec<u8>> = Vec::new();
     let mut visited = 0usize;
     let mut next_cursor = 0u64;

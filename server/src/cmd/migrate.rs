@@ -408,8 +408,7 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         )));
     }
     // From `slot` on, over this migration's sealed slots, until `count` keys.
-    let empty = crate::store::Keyspace::default();
-    let ks = ex.store.db_ref(db).unwrap_or(&empty);
+    let ks = ex.store.db_view(db);
     let (keys, slot, cursor) = slot_pages(ks, (slot, cursor), count, |s| sealed_here(ex.store, s));
     let keys: Vec<Vec<u8>> = keys.into_iter().map(<[u8]>::to_vec).collect();
     ex.out.array(3);
@@ -456,8 +455,7 @@ fn names(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     takes_part(ex, migration)?;
     let now = ex.now_ms;
     let store = &*ex.store;
-    let empty = crate::store::Keyspace::default();
-    let ks = store.db_ref(page.db).unwrap_or(&empty);
+    let ks = store.db_view(page.db);
     let start = (page.slot, page.cursor);
     let (mut found, slot, cursor) = slot_pages(ks, start, page.count, |s| {
         store.migrations.in_migration(s as u16, migration)
