@@ -47,6 +47,19 @@ def cli(*args, timeout=900):
                           timeout=timeout)
 
 
+def cpu_seconds(nodes) -> float:
+    """User + system CPU time the nodes' processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for n in nodes:
+        if n.proc is None or n.proc.poll() is not None:
+            continue
+        with open(f"/proc/{n.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def run(opts) -> bool:
     started = cluster_nodes(4, "redirect_port", appendfsync=opts.appendfsync)
     nodes = next(started)
@@ -91,6 +104,7 @@ def run(opts) -> bool:
             m = re.search(r"after (\d+) ms", out.stdout)
             handover_ms = int(m.group(1)) if m else -1
             t2 = time.monotonic()
+            cpu_before = cpu_seconds(nodes)
             killed = ""
             if opts.kill_source_leader:
                 time.sleep(0.2)
@@ -105,6 +119,7 @@ def run(opts) -> bool:
                 victim.start(keep_port=True)
             out = cli("reshard", addrs[1], "--wait-drained", timeout=1800)
             drain_s = time.monotonic() - t2
+            drain_cpu = cpu_seconds(nodes) - cpu_before
             if out.returncode != 0:
                 print(out.stdout + out.stderr)
                 return False
@@ -140,7 +155,9 @@ def run(opts) -> bool:
               f"printed {handover_ms} ms and returned in {reshard_s * 1000:.0f} ms); "
               f"drains moved {drained_mb:.1f} MB in {drain_ms} ms "
               f"({drained_mb / max(drain_ms, 1) * 1000:.0f} MB/s; --wait-drained returned after "
-              f"{drain_s:.1f} s); fault-ins {faultins}; client ops during the move {during}, "
+              f"{drain_s:.1f} s; the nodes used {drain_cpu:.1f} CPU s meanwhile: "
+              f"{drained_mb / max(drain_cpu, 0.01):.0f} MB per CPU s); "
+              f"fault-ins {faultins}; client ops during the move {during}, "
               f"errors {len(traffic.errors)}; values wrong or missing {bad}; "
               f"DBSIZE {dbsize} (want {len(expected)})")
         if traffic.errors:

@@ -61,6 +61,9 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         Some("create") => create(&args[1..], pass),
         Some("status") if args.len() == 2 => status(&args[1], pass),
         Some("rebalance") if args.len() == 2 => rebalance(&args[1], pass),
+        Some("rebalance") if args.len() == 3 && args[2] == "--slots" => {
+            crate::reshard::rebalance(&args[1], pass)
+        }
         Some("heat") if args.len() == 2 || args.len() == 4 => {
             let top = match args.get(2..4) {
                 Some([kw, n]) if kw == "--top" => n
@@ -93,7 +96,7 @@ pub fn cluster(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             admin(&args[3], pass).remove_replica(group_number(&args[1])?, &args[2])
         }
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT\n       kelvin-cli cluster heat HOST:PORT [--top N]\n       kelvin-cli cluster reshard SEED_HOST:PORT --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED_HOST:PORT --wait-drained\n       kelvin-cli cluster migrations SEED_HOST:PORT\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
+            "usage: kelvin-cli cluster create HOST:PORT... [--replicas N] [--groups G] [--yes]\n       kelvin-cli cluster status HOST:PORT\n       kelvin-cli cluster rebalance HOST:PORT [--slots]\n       kelvin-cli cluster heat HOST:PORT [--top N]\n       kelvin-cli cluster reshard SEED_HOST:PORT --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED_HOST:PORT --wait-drained\n       kelvin-cli cluster migrations SEED_HOST:PORT\n       kelvin-cli cluster add-node NEW_HOST:PORT SEED_HOST:PORT [--yes]\n       kelvin-cli cluster remove-node NODE SEED_HOST:PORT [--yes]\n       kelvin-cli cluster add-replica GROUP NODE SEED_HOST:PORT\n       kelvin-cli cluster remove-replica GROUP NODE SEED_HOST:PORT\n(NODE: HOST:PORT or node id)"
         ),
     }
 }

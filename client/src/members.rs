@@ -31,6 +31,9 @@ pub const STEP_WAIT: Duration = Duration::from_secs(60);
 /// on its own, unless the leader changed before it could).
 const JOINT_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a wait goes on while no member answers (the seed killed, restarting...).
+pub const UNREACHABLE_WAIT: Duration = Duration::from_secs(30);
+
 /// The topology as `CLUSTER KELVIN-TOPOLOGY` gives it: the lines of `cluster.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -171,6 +174,38 @@ impl Admin<'_> {
         Topology::parse(&t)
     }
 
+    /// The topology while waiting on the cluster: from the seed, or while it cannot be
+    /// reached, from any member of the last topology read (a node killed during a change
+    /// must not end the wait: the cluster goes on without it). An error once no member
+    /// has answered for [`UNREACHABLE_WAIT`].
+    pub fn watch(&self, last: &mut Option<Topology>) -> anyhow::Result<Topology> {
+        let began = Instant::now();
+        loop {
+            let err = match self.topology() {
+                Ok(t) => {
+                    *last = Some(t.clone());
+                    return Ok(t);
+                }
+                Err(e) => e,
+            };
+            let others = last.iter().flat_map(|t| t.members.iter());
+            for (_, host, port, ..) in others {
+                let other = Admin {
+                    seed: format!("{host}:{port}"),
+                    pass: self.pass,
+                };
+                if let Ok(t) = other.topology() {
+                    *last = Some(t.clone());
+                    return Ok(t);
+                }
+            }
+            if began.elapsed() >= UNREACHABLE_WAIT {
+                return Err(err.context(format!("no member answered for {UNREACHABLE_WAIT:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The address of the node that leads `group`, asking its replicas (for the meta
     /// group, every member). Waits out an election.
     pub(crate) fn leader(&self, t: &Topology, group: Group) -> anyhow::Result<String> {
@@ -228,8 +263,9 @@ impl Admin<'_> {
         change: impl Fn(&mut Topology) -> anyhow::Result<()>,
     ) -> anyhow::Result<Topology> {
         let deadline = Instant::now() + STEP_WAIT;
+        let mut last = None;
         loop {
-            let now = self.topology()?;
+            let now = self.watch(&mut last)?;
             let mut new = now.clone();
             change(&mut new)?;
             if new == now {
@@ -237,7 +273,7 @@ impl Admin<'_> {
             }
             new.epoch = now.epoch + 1;
             let leader = self.leader(&now, Group::Meta)?;
-            let reply = self.call(
+            let sent = self.call(
                 &leader,
                 &[
                     "CLUSTER",
@@ -246,20 +282,29 @@ impl Admin<'_> {
                     &now.epoch.to_string(),
                     &new.render(),
                 ],
-            )?;
+            );
+            let reply = match sent {
+                Ok(reply) => reply,
+                // The leader lost on the way: try again (the change is read back first).
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Frame::Error(e) = &reply {
                 if !e.contains("does not lead") {
                     anyhow::bail!("[ERR] {leader}: {e}");
                 }
             }
-            // Read it back from the leader until applied (or overtaken by another change).
+            // Read it back from the leader until applied (or overtaken by another change,
+            // or the leader lost: then from the top, where the change may be found done).
             let applied_by = Instant::now() + Duration::from_secs(5);
             while Instant::now() < applied_by {
-                let t = text(
-                    self.call(&leader, &["CLUSTER", "KELVIN-TOPOLOGY"])?,
-                    &leader,
-                    "CLUSTER KELVIN-TOPOLOGY",
-                )?;
+                let Ok(reply) = self.call(&leader, &["CLUSTER", "KELVIN-TOPOLOGY"]) else {
+                    break;
+                };
+                let t = text(reply, &leader, "CLUSTER KELVIN-TOPOLOGY")?;
                 let t = Topology::parse(&t)?;
                 if t == new {
                     println!("[OK] Topology epoch {}: {what}", new.epoch);

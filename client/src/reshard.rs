@@ -243,7 +243,20 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
             sources.push((*g, all));
         }
     }
-    let plan = take_slots(&sources, n);
+    begin(admin, n, target, &addr, &sources)
+}
+
+/// Moves `n` slots to group `target` (led at `addr`) from `sources` (each group with the
+/// slots it may give, highest taken first), in proportion to what each may give: writes
+/// the migrations into the topology and returns their ids once all are handed over.
+fn begin(
+    admin: &Admin<'_>,
+    n: usize,
+    target: u64,
+    addr: &str,
+    sources: &[(u64, Vec<u16>)],
+) -> anyhow::Result<Vec<u64>> {
+    let plan = take_slots(sources, n);
     let moving: usize = plan.iter().map(|p| p.1.len()).sum();
     if moving == 0 {
         anyhow::bail!("[ERR] No slots to move to group {target}");
@@ -290,8 +303,9 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
     })?;
     let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
     let deadline = Instant::now() + HANDOVER_WAIT;
+    let mut last = None;
     loop {
-        let now = admin.topology()?;
+        let now = admin.watch(&mut last)?;
         let planned = now
             .migrations
             .iter()
@@ -313,13 +327,83 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
     Ok(ids)
 }
 
+/// `cluster rebalance SEED --slots`: spreads the 16384 slots evenly over the groups (the
+/// lower-numbered groups get the odd slots), one target at a time: the group furthest
+/// below its share takes its deficit from the groups above theirs, in proportion to
+/// their surplus (their highest slots), and the move drains before the next begins.
+pub fn rebalance(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
+    let admin = Admin {
+        seed: seed.to_string(),
+        pass,
+    };
+    let began = Instant::now();
+    loop {
+        let t = admin.topology()?;
+        if let Some((id, ..)) = t.migrations.first() {
+            println!(">>> Migration {id} in progress: waiting for it to drain first");
+            drained(&admin, &[])?;
+            continue;
+        }
+        let mut groups: Vec<(u64, Vec<u16>)> = t
+            .groups
+            .iter()
+            .map(|(g, slots, _)| {
+                (
+                    *g,
+                    ranges(slots).into_iter().flat_map(|(a, b)| a..=b).collect(),
+                )
+            })
+            .collect();
+        groups.sort_by_key(|g| g.0);
+        let count = groups.len().max(1);
+        let share = |i: usize| SLOTS / count + usize::from(i < SLOTS % count);
+        let Some((i, (target, held))) = groups
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| g.1.len() < share(*i))
+            .max_by_key(|(i, g)| (share(*i) - g.1.len(), std::cmp::Reverse(g.0)))
+        else {
+            println!(
+                "[OK] Slots balanced: {} groups, {} slots each or one more ({} ms)",
+                count,
+                SLOTS / count,
+                began.elapsed().as_millis()
+            );
+            return Ok(());
+        };
+        let deficit = share(i) - held.len();
+        let sources: Vec<(u64, Vec<u16>)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(j, g)| g.1.len() > share(*j))
+            .map(|(j, g)| (g.0, g.1[share(j)..].to_vec()))
+            .collect();
+        println!(
+            ">>> Group {target} holds {} slots, {deficit} below its share",
+            held.len()
+        );
+        let ids = begin(
+            &admin,
+            deficit,
+            *target,
+            &format!("group {target}"),
+            &sources,
+        )?;
+        drained(&admin, &ids)?;
+    }
+}
+
+/// Slots in all.
+const SLOTS: usize = 16384;
+
 /// Waits until the migrations `ids` (every migration if empty) are gone.
 fn drained(admin: &Admin<'_>, ids: &[u64]) -> anyhow::Result<()> {
     let began = Instant::now();
     let deadline = began + DRAIN_WAIT;
     let mut said = Instant::now();
+    let mut last = None;
     loop {
-        let t = admin.topology()?;
+        let t = admin.watch(&mut last)?;
         let left: Vec<&(u64, u64, u64, String, String)> = t
             .migrations
             .iter()

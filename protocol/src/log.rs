@@ -14,13 +14,15 @@
 //! command := 1 Single      | db u8 | argv
 //!          | 2 Transaction | watch_since u64 | nwatch u32 | (db u8, key bytes)* | nitem u32 | item*
 //!          | 3 ExpireKeys  | db u8 | nkeys u32 | key bytes*
-//!          | 4 Migrate     | version u8 (=MIGRATE_OP_VERSION) | op    (live resharding)
+//!          | 4 Migrate     | version u8 (1, or 2 for Part) | op     (live resharding)
 //!          | 5 EvictKeys   | db u8 | nkeys u32 | key bytes*           (maxmemory)
 //! op      := 1 Seal   migration u64 | group u64 (the target) | nslots u32 | slot u16*
 //!          | 2 Import migration u64 | group u64 (the source) | nslots u32 | slot u16*
 //!          | 3 Proof  migration u64 | seal index u64 | seal log ms u64
 //!          | 4 Keys   migration u64 | db u8 | nkeys u32 | (key bytes, expire_at u64, payload bytes)*
 //!          | 5 Finish migration u64
+//!          | 6 Part   migration u64 | db u8 | key bytes | expire_at u64 | offset u64 |
+//!                     total u64 | chunk bytes          (a payload too big for one entry)
 //! item    := 1 Data db u8 argv | 2 Literal bytes      (a reply rendered by the proposer,
 //!                                                     e.g. of a PING queued in MULTI)
 //! argv    := argc u32 | bytes*
@@ -37,6 +39,9 @@ pub const LOG_FORMAT_VERSION: u8 = 1;
 /// Version byte of a [`LogCommand::Migrate`] op: a node that does not know it refuses
 /// the entry with an error naming it, instead of misreading it.
 pub const MIGRATE_OP_VERSION: u8 = 1;
+/// Version byte of the ops that came later ([`MigrateOp::Part`]): a node that knows only
+/// version 1 refuses them by their version.
+pub const MIGRATE_OP_VERSION_2: u8 = 2;
 
 /// A step of a migration, in the log of the group it concerns (see the server's
 /// `migrate` module for what each does at apply).
@@ -71,6 +76,17 @@ pub enum MigrateOp {
     },
     /// Either side: the migration is over here.
     Finish { migration: u64 },
+    /// The target: a part of a key whose payload is too big for one entry, bytes
+    /// `offset..offset + chunk.len()` of `total`; the key lands with its last part.
+    Part {
+        migration: u64,
+        db: u8,
+        key: Bytes,
+        expire_at: u64,
+        offset: u64,
+        total: u64,
+        chunk: Bytes,
+    },
 }
 
 /// One key as it moves between groups: its absolute expiry and its value serialized as
@@ -217,7 +233,10 @@ impl LogCommand {
             }
             LogCommand::Migrate(op) => {
                 out.push(4);
-                out.push(MIGRATE_OP_VERSION);
+                out.push(match op {
+                    MigrateOp::Part { .. } => MIGRATE_OP_VERSION_2,
+                    _ => MIGRATE_OP_VERSION,
+                });
                 op.encode(out);
             }
         }
@@ -276,7 +295,9 @@ impl LogCommand {
                 })
             }
             4 => match r.u8()? {
-                MIGRATE_OP_VERSION => Ok(LogCommand::Migrate(MigrateOp::decode(r)?)),
+                MIGRATE_OP_VERSION | MIGRATE_OP_VERSION_2 => {
+                    Ok(LogCommand::Migrate(MigrateOp::decode(r)?))
+                }
                 _ => Err(LogDecodeError("unsupported migration entry version")),
             },
             _ => Err(LogDecodeError("unknown command kind")),
@@ -342,6 +363,24 @@ impl MigrateOp {
                 out.push(5);
                 out.extend_from_slice(&migration.to_le_bytes());
             }
+            MigrateOp::Part {
+                migration,
+                db,
+                key,
+                expire_at,
+                offset,
+                total,
+                chunk,
+            } => {
+                out.push(6);
+                out.extend_from_slice(&migration.to_le_bytes());
+                out.push(*db);
+                put_bytes(out, key);
+                out.extend_from_slice(&expire_at.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&total.to_le_bytes());
+                put_bytes(out, chunk);
+            }
         }
     }
 
@@ -395,6 +434,15 @@ impl MigrateOp {
             }
             5 => MigrateOp::Finish {
                 migration: r.u64()?,
+            },
+            6 => MigrateOp::Part {
+                migration: r.u64()?,
+                db: r.u8()?,
+                key: r.bytes()?,
+                expire_at: r.u64()?,
+                offset: r.u64()?,
+                total: r.u64()?,
+                chunk: r.bytes()?,
             },
             _ => return Err(LogDecodeError("unknown migration op")),
         })
@@ -562,6 +610,15 @@ mod tests {
                 }],
             },
             MigrateOp::Finish { migration: 7 },
+            MigrateOp::Part {
+                migration: 7,
+                db: 1,
+                key: b("big"),
+                expire_at: 0,
+                offset: 4,
+                total: 9,
+                chunk: b("abcd"),
+            },
         ]
     }
 
@@ -579,7 +636,7 @@ mod tests {
             }
             // The op version follows the batch header (13 bytes) and the kind byte.
             let mut newer = out.clone();
-            newer[14] = MIGRATE_OP_VERSION + 1;
+            newer[14] = MIGRATE_OP_VERSION_2 + 1;
             assert_eq!(
                 LogBatch::decode(&newer),
                 Err(LogDecodeError("unsupported migration entry version"))

@@ -216,6 +216,10 @@ pub struct GroupStatus {
     pub applied: AtomicU64,
     /// Snapshots this group wrote since it started.
     pub snapshots: AtomicU64,
+    /// Whether the store may hold migrations (set under the store lock after each apply,
+    /// before any reply goes out; `true` until the first apply): when `false`, a
+    /// connection skips the store lock that the migration check of a request takes.
+    migrating: AtomicBool,
     /// The membership and the replicas' progress, refreshed every tick.
     pub conf: parking_lot::Mutex<ConfView>,
 }
@@ -231,8 +235,16 @@ impl GroupStatus {
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            migrating: AtomicBool::new(true),
             conf: parking_lot::Mutex::new(ConfView::default()),
         }
+    }
+
+    /// Whether a request must be checked against the group's migrations. A `false` seen
+    /// just before a migration's first step applies is harmless: the same check at apply
+    /// refuses what it must, and the connection runs it again.
+    pub fn may_migrate(&self) -> bool {
+        self.migrating.load(Ordering::Acquire)
     }
 
     /// The leader's id, if there is one.
@@ -1254,6 +1266,9 @@ impl Group {
                     }
                 }
             }
+            self.status
+                .migrating
+                .store(!store.migrations.is_empty(), Ordering::Release);
         }
         for (w, result) in answers {
             if let Some(reply) = w.reply {

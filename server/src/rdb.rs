@@ -49,9 +49,12 @@ pub enum RdbError {
 
 const CRC64_POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
 
-static CRC64_TABLE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
-    let mut table = [0u64; 256];
-    for (i, slot) in table.iter_mut().enumerate() {
+/// Slicing-by-8 tables (as Redis's crcspeed): `TABLES[0]` is the byte-at-a-time table;
+/// `TABLES[k][i]` is the CRC of byte `i` followed by `k` zero bytes. Eight bytes per
+/// step instead of one: the migration's drain checks every key it moves twice.
+static CRC64_TABLES: std::sync::LazyLock<[[u64; 256]; 8]> = std::sync::LazyLock::new(|| {
+    let mut t = [[0u64; 256]; 8];
+    for (i, slot) in t[0].iter_mut().enumerate() {
         let mut crc = i as u64;
         for _ in 0..8 {
             crc = if crc & 1 == 1 {
@@ -62,13 +65,34 @@ static CRC64_TABLE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|
         }
         *slot = crc;
     }
-    table
+    for k in 1..8 {
+        for i in 0..256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
+        }
+    }
+    t
 });
 
 pub fn crc64(data: &[u8]) -> u64 {
-    let table = &*CRC64_TABLE;
-    data.iter().fold(0u64, |crc, &b| {
-        table[((crc ^ b as u64) & 0xFF) as usize] ^ (crc >> 8)
+    let t = &*CRC64_TABLES;
+    let mut crc = 0u64;
+    let mut chunks = data.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = crc ^ u64::from_le_bytes(word);
+        crc = t[7][(x & 0xFF) as usize]
+            ^ t[6][((x >> 8) & 0xFF) as usize]
+            ^ t[5][((x >> 16) & 0xFF) as usize]
+            ^ t[4][((x >> 24) & 0xFF) as usize]
+            ^ t[3][((x >> 32) & 0xFF) as usize]
+            ^ t[2][((x >> 40) & 0xFF) as usize]
+            ^ t[1][((x >> 48) & 0xFF) as usize]
+            ^ t[0][(x >> 56) as usize];
+    }
+    chunks.remainder().iter().fold(crc, |crc, &b| {
+        t[0][((crc ^ b as u64) & 0xFF) as usize] ^ (crc >> 8)
     })
 }
 
@@ -101,6 +125,8 @@ pub fn dump(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     match value {
         Value::Str(s) => {
+            // type, length (at most 9 bytes), the string, version and CRC: one allocation.
+            out.reserve_exact(1 + 9 + s.len() + 10);
             out.push(TYPE_STRING);
             put_str(&mut out, s);
         }
@@ -552,6 +578,21 @@ mod tests {
     fn crc64_matches_redis() {
         // Redis's crc64 test vector (src/crc64.c).
         assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        // Eight bytes at a time agrees with one at a time, at every length and offset.
+        let table = &CRC64_TABLES[0];
+        let bytewise = |data: &[u8]| {
+            data.iter().fold(0u64, |crc, &b| {
+                table[((crc ^ b as u64) & 0xFF) as usize] ^ (crc >> 8)
+            })
+        };
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for start in 0..9 {
+            for end in start..data.len() {
+                assert_eq!(crc64(&data[start..end]), bytewise(&data[start..end]));
+            }
+        }
     }
 
     #[test]

@@ -286,6 +286,16 @@ def group_leader(nodes, group):
     return None
 
 
+def kill_leader_and_restart(nodes, group):
+    """SIGKILLs `group`'s leader among `nodes`, then starts it again a second later."""
+    victim = group_leader(nodes, group)
+    assert victim is not None
+    victim.proc.kill()
+    victim.proc.wait(timeout=10)
+    time.sleep(1)
+    victim.start(keep_port=True)
+
+
 def migrating(n: ServerProcess) -> int:
     return len([x for x in topology(n).splitlines() if x.startswith("migrate ")])
 
@@ -317,12 +327,7 @@ def test_a_source_leader_killed_during_the_drain(four):
         out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
         assert out.returncode == 0, out.stdout + out.stderr
         assert migrating(second) == 3
-        victim = group_leader([first, second, third], 0)
-        assert victim is not None
-        victim.proc.kill()
-        victim.proc.wait(timeout=10)
-        time.sleep(1)
-        victim.start(keep_port=True)
+        kill_leader_and_restart([first, second, third], 0)
         # Still draining after the restart: the fault hit a migration in progress.
         assert migrating(new) > 0
         for node in four:
@@ -364,3 +369,67 @@ def test_a_client_blocked_at_the_old_owner_is_served_by_the_new_one(four):
     assert third.client().rpush(key, "hello") == 1
     waiter.join(timeout=25)
     assert got == [(key, "hello")]
+
+
+def test_values_over_the_log_bound_move_in_parts(four):
+    """A value bigger than one log entry may carry (built up by APPEND and RPUSH, 70 MB
+    each, over the 59 MiB bound of one write) moves in parts: one faults in on a read
+    during the lazy phase, the other with the drain; both arrive whole."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client(socket_timeout=120)
+    # Keys in the slots that move: the highest slots of group 0 (0-5461).
+    names = [f"big:{i}" for i in range(100000) if 4096 <= c.cluster("keyslot", f"big:{i}") <= 5461]
+    text_key, list_key = names[0], names[1]
+    chunk = "s" * (1 << 20)
+    for i in range(70):
+        c.append(text_key, chunk)
+        c.rpush(list_key, f"{i}:" + chunk)
+    assert c.strlen(text_key) == 70 << 20
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # A slow drain: the string is read (fault-in) before the drain reaches it.
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 1000)
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(a <= c.cluster("keyslot", text_key) <= b for a, b in slot_ranges(first, 3))
+    got = second.client(socket_timeout=120).get(text_key)
+    assert got is not None and len(got) == 70 << 20 and set(got) == {"s"}
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 0)
+    out = cli("reshard", addr(first), "--wait-drained", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Drained: the source dropped its slots, so the new group holds both itself.
+    assert new.client().execute_command("KELVIN.ON", 3, "DBSIZE") == 2
+    assert c.llen(list_key) == 70
+    assert c.lindex(list_key, 69) == "69:" + chunk
+    assert c.strlen(text_key) == 70 << 20
+
+
+def test_rebalance_spreads_the_slots_evenly_over_the_groups(four):
+    """`cluster rebalance SEED --slots`: after a small reshard to a new node (1000 slots),
+    the four groups end with 4096 slots each, every key where it was written."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    expected = {f"r:{i}": f"v{i}" for i in range(3000)}
+    c.mset(expected)
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = cli("reshard", addr(first), "--slots", "1000", "--to", addr(new), "--yes",
+              "--wait-drained")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert owners(first)[3] == 1000
+    out = cli("rebalance", addr(second), "--slots", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[OK] Slots balanced" in out.stdout, out.stdout
+    assert owners(first) == {0: 4096, 1: 4096, 2: 4096, 3: 4096}, owners(first)
+    assert migrating(first) == 0
+    check_values(four, expected)
+    assert c.dbsize() == len(expected)
+    # Balanced already: nothing moves.
+    out = cli("rebalance", addr(second), "--slots")
+    assert out.returncode == 0 and ">>> Group" not in out.stdout, out.stdout

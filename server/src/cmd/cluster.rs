@@ -642,6 +642,10 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         crate::failpoint::configure(&text(&argv[2]), &text(&argv[3])).map_err(CmdError::err)?;
         tracing::warn!(name = %text(&argv[2]), actions = %text(&argv[3]), "fail point set");
         ctx.out.ok();
+    } else if is(sub, "kelvin-failpoint-hits") && argv.len() == 3 {
+        let name = String::from_utf8_lossy(&argv[2]).into_owned();
+        let hits = crate::failpoint::hits(&name).map_err(CmdError::err)?;
+        ctx.out.int(hits as i64);
     } else if is(sub, "myid") && argv.len() == 2 {
         ctx.out.bulk(node_name(ctx.node.id()).as_bytes());
     } else if is(sub, "keyslot") && argv.len() == 3 {
@@ -673,6 +677,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    Hand the leadership of <group>, which this node leads, to replica <node-id>.",
             "KELVIN-FAILPOINT <name> <actions|OFF>",
             "    Set a fail point of this node (fault tests; builds with the failpoints feature).",
+            "KELVIN-FAILPOINT-HITS <name>",
+            "    Return how many times the fail point was reached with an action set.",
             "KELVIN-BOOTSTRAP <node-id> <host> <port> <cluster-port> <redirect-port> [...]",
             "    Form the group with these members (kelvin-cli cluster create sends it).",
             "KELVIN-TOPOLOGY [SET <expected-epoch> <text>]",
@@ -700,6 +706,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "kelvin-join",
         "kelvin-transfer",
         "kelvin-failpoint",
+        "kelvin-failpoint-hits",
         "help",
     ]
     .iter()

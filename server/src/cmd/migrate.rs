@@ -45,7 +45,10 @@
 //! KELVIN.MIGRATE PROOF <migration> <index> <log ms>          (target) -> OK
 //! KELVIN.MIGRATE KEYS <migration> <db> [<key> <expire_at> <payload>]...  (target) -> written
 //! KELVIN.MIGRATE FINISH <migration>                          (either) -> OK
+//! KELVIN.MIGRATE PART <migration> <db> <key> <expire_at> <offset> <total> <chunk>
+//!                                     (target) -> 1 once the last part wrote the key, else 0
 //! ```
+//! (PART carries a payload too big for one entry, [`crate::migrate::moves`].)
 //! `<slots>` as in `cluster.conf`: `0-99,200`.
 
 use bytes::Bytes;
@@ -249,6 +252,18 @@ fn migrate(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         [m] if crate::cmd::is(op, "finish") => MigrateOp::Finish {
             migration: number(m)?,
         },
+        [m, db, key, expire_at, offset, total, chunk] if crate::cmd::is(op, "part") => {
+            database(db)?;
+            MigrateOp::Part {
+                migration: number(m)?,
+                db: number(db)? as u8,
+                key: key.clone(),
+                expire_at: number(expire_at)?,
+                offset: number(offset)?,
+                total: number(total)?,
+                chunk: chunk.clone(),
+            }
+        }
         _ => return Err(CmdError::SYNTAX),
     };
     let mut reply = kelvin_protocol::ReplyWriter::new(ex.out.version);

@@ -405,11 +405,11 @@ pub(super) fn run_batch(
                 if here == Route::Leader && !key_pos.is_empty() {
                     // A slot in migration: wait for it, or pull its keys first.
                     let need = match node.hosted(gid) {
-                        Some(group) => {
+                        Some(group) if group.status.may_migrate() => {
                             let store = guard.get_or_insert_with(|| group.store.lock_arc());
                             migrate::need(store, client.db, spec, &argv)
                         }
-                        None => migrate::Need::Run,
+                        _ => migrate::Need::Run,
                     };
                     if need != migrate::Need::Run {
                         let argv = flush_or_continue!(argv);
@@ -508,7 +508,10 @@ pub(super) fn run_batch(
                     match route(node, group) {
                         Route::Leader => {
                             // Keys of the transaction that must come from a source first.
-                            let need = node.hosted(group).map(|g| tx_need(&g.store.lock(), &tx));
+                            let need = node
+                                .hosted(group)
+                                .filter(|g| g.status.may_migrate())
+                                .map(|g| tx_need(&g.store.lock(), &tx));
                             if let Some(need) = need.filter(|n| *n != migrate::Need::Run) {
                                 let request = crate::cmd::connection::kelvin_exec_request(tx);
                                 step =

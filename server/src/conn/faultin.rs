@@ -76,30 +76,12 @@ async fn pull_and_write(
         );
         return Err(UNREACHABLE.to_string());
     };
-    let head = [
-        Bytes::from_static(b"KELVIN.MIGRATE"),
-        Bytes::from_static(b"KEYS"),
-        Bytes::from(fault.migration.to_string()),
-        Bytes::from(fault.db.to_string()),
-    ];
-    // Batches under the log's entry bound; a value alone over it cannot move this way.
-    let mut batches: Vec<Vec<Bytes>> = Vec::new();
-    let mut size = usize::MAX;
-    for (key, value) in fault.keys.iter().zip(values) {
+    // Batches under the log's entry bound; a value over it goes in parts.
+    let keys = fault.keys.iter().zip(values).map(|(key, value)| {
         let (expire_at, payload) = value.unwrap_or((0, Bytes::new()));
-        let bytes = key.len() + payload.len() + 32;
-        if bytes > crate::group::MAX_COMMAND_BYTES {
-            return Err(crate::group::TOO_LARGE.to_string());
-        }
-        if size.saturating_add(bytes) > crate::group::MAX_COMMAND_BYTES {
-            batches.push(head.to_vec());
-            size = 0;
-        }
-        size += bytes;
-        if let Some(batch) = batches.last_mut() {
-            batch.extend([key.clone(), Bytes::from(expire_at.to_string()), payload]);
-        }
-    }
+        (key.clone(), expire_at, payload)
+    });
+    let batches = crate::migrate::moves::requests(fault.migration, fault.db, keys);
     for batch in batches {
         let reply = internal(node, client, version, pin(fault.group, batch)).await;
         if !reply.starts_with(b":") {
@@ -173,7 +155,7 @@ fn pulled(reply: &[u8], version: RespVersion) -> Option<Vec<Option<(u64, Bytes)>
 /// Whether a migration refusal (see [`crate::migrate::apply::refusal`]) is among the
 /// replies.
 pub(super) fn refused_by_migration(replies: &[u8], version: RespVersion) -> bool {
-    replies.windows(10).any(|w| w == b"-TRYAGAIN ")
+    memchr::memmem::find(replies, b"-TRYAGAIN ").is_some()
         && split_replies(replies, version)
             .iter()
             .any(|r| is_refusal(r))

@@ -36,7 +36,7 @@ impl Internal {
     pub async fn call(&mut self, argv: Vec<Bytes>) -> Vec<u8> {
         let mut out = ReplyWriter::new(RespVersion::Resp2);
         drive(&self.node, &mut self.client, &mut out, vec![argv]).await;
-        out.buf.to_vec()
+        out.buf
     }
 
     /// Runs `argv` on group `group`, wherever its leader is (`KELVIN.ON`).

@@ -60,6 +60,28 @@ pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWrit
             return;
         }
         MigrateOp::Finish { migration } => finish(store, *migration),
+        MigrateOp::Part {
+            migration,
+            db,
+            key,
+            expire_at,
+            offset,
+            total,
+            chunk,
+        } => {
+            let part = Part {
+                key,
+                expire_at: *expire_at,
+                offset: *offset,
+                total: *total,
+                chunk,
+            };
+            match moved_part(store, *migration, *db, part, now_ms) {
+                Ok(written) => out.int(written as i64),
+                Err(e) => out.error(&format!("ERR {e}")),
+            }
+            return;
+        }
     };
     if result.is_ok() && matches!(op, MigrateOp::Seal { .. }) {
         // Clients blocked here (BLPOP...) on keys of the sealed slots run again: they
@@ -88,22 +110,10 @@ fn moved_keys(
         return Err("moved keys for a database out of range".into());
     }
     // All or nothing: every key must belong to this migration's import.
-    let mut seals = Vec::with_capacity(keys.len());
-    for k in keys {
-        let slot = kelvin_protocol::key_slot(&k.key);
-        match store.migrations.role(slot) {
-            Some(SlotRole::Importing {
-                migration: m,
-                proof,
-                ..
-            }) if m == migration => seals.push(proof.map_or(0, |p| p.log_ms)),
-            _ => {
-                return Err(format!(
-                    "key of slot {slot} is not imported by migration {migration}"
-                ))
-            }
-        }
-    }
+    let seals = keys
+        .iter()
+        .map(|k| seal_ms(store, migration, &k.key))
+        .collect::<Result<Vec<u64>, String>>()?;
     let mut written = 0;
     for (k, seal_ms) in keys.iter().zip(seals) {
         if k.expire_at != 0 && k.expire_at <= now_ms.max(seal_ms) {
@@ -130,6 +140,62 @@ fn moved_keys(
         written += 1;
     }
     Ok(written)
+}
+
+/// The seal's log time of `migration` if it imports `key`'s slot here (0 before the
+/// proof), else the error that refuses a moved key.
+fn seal_ms(store: &Store, migration: u64, key: &[u8]) -> Result<u64, String> {
+    let slot = kelvin_protocol::key_slot(key);
+    match store.migrations.role(slot) {
+        Some(SlotRole::Importing {
+            migration: m,
+            proof,
+            ..
+        }) if m == migration => Ok(proof.map_or(0, |p| p.log_ms)),
+        _ => Err(format!(
+            "key of slot {slot} is not imported by migration {migration}"
+        )),
+    }
+}
+
+/// A part of a key whose payload is too big for one entry ([`MigrateOp::Part`]).
+struct Part<'a> {
+    key: &'a Bytes,
+    expire_at: u64,
+    offset: u64,
+    total: u64,
+    chunk: &'a Bytes,
+}
+
+/// Stages a part of a moved key; with its last part the key lands as [`moved_keys`]
+/// lands one (1 if written). A key settled here meanwhile drops its parts (0).
+fn moved_part(
+    store: &mut Store,
+    migration: u64,
+    db: u8,
+    p: Part<'_>,
+    now_ms: u64,
+) -> Result<usize, String> {
+    if db as usize >= crate::store::DATABASES {
+        return Err("moved keys for a database out of range".into());
+    }
+    seal_ms(store, migration, p.key)?;
+    if store.migrations.is_settled(db, p.key) {
+        store.migrations.drop_parts(db, p.key);
+        return Ok(0);
+    }
+    let staged = store
+        .migrations
+        .add_part(db, p.key, p.expire_at, p.offset, p.total, p.chunk)?;
+    let Some(whole) = staged else {
+        return Ok(0);
+    };
+    let key = MovedKey {
+        key: p.key.clone(),
+        expire_at: whole.expire_at,
+        payload: Bytes::from(whole.bytes),
+    };
+    moved_keys(store, migration, db, &[key], now_ms)
 }
 
 /// The end of a migration here: a source drops the keys of the slots it sealed (the

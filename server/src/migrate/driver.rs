@@ -86,6 +86,23 @@ pub async fn run<C: Cluster>(
     }
 }
 
+/// A phase boundary: where the fault tests stop or end the driver's node
+/// ([`crate::failpoint::MIGRATE_PHASES`]; nothing happens without the `failpoints`
+/// feature).
+async fn boundary(name: &'static str) {
+    use crate::failpoint::{phase, PhaseAction};
+    loop {
+        match phase(name) {
+            PhaseAction::Go => return,
+            PhaseAction::Hold => tokio::time::sleep(Duration::from_millis(20)).await,
+            PhaseAction::Abort => {
+                tracing::error!(phase = name, "fail point: the process ends here");
+                std::process::abort();
+            }
+        }
+    }
+}
+
 fn args(words: &[&str]) -> Vec<Bytes> {
     words
         .iter()
@@ -193,6 +210,7 @@ async fn settle<C: Cluster>(
     f.drained_bytes = bytes;
     f.drain_ms = began.elapsed().as_millis() as u64;
     c.record(&f);
+    boundary("migrate-after-drain").await;
     finish(c, &m).await?;
     f.phase = "done";
     c.record(&f);
@@ -237,6 +255,7 @@ async fn handover<C: Cluster>(
                 .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?,
         );
     }
+    boundary("migrate-after-plan").await;
     let window = std::time::Instant::now();
     for (m, (critical, hot, totals)) in planned.iter().zip(plans) {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
@@ -247,6 +266,7 @@ async fn handover<C: Cluster>(
             args(&["KELVIN.MIGRATE", "IMPORT", &id, &source, &slots]),
         )
         .await?;
+        boundary("migrate-after-import").await;
         let sealed = c
             .on_group(
                 m.source,
@@ -255,6 +275,7 @@ async fn handover<C: Cluster>(
             .await;
         let [index, log_ms] = seal_reply(&sealed)
             .ok_or_else(|| format!("group {}: seal: {}", m.source, text(&sealed)))?;
+        boundary("migrate-after-seal").await;
         expect_ok(
             c,
             m.target,
@@ -268,6 +289,7 @@ async fn handover<C: Cluster>(
         )
         .await?;
         let moved = move_keys(c, m, &critical).await?;
+        boundary("migrate-after-proof").await;
         tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
             critical = critical.len(), moved, eager = hot.len(), ?totals,
             "sealed, proof at the target, critical keys moved");
@@ -297,6 +319,7 @@ async fn handover<C: Cluster>(
         changed
     })
     .await?;
+    boundary("migrate-after-handover").await;
     // The handover: from the first seal to the topology's change applied here (the
     // window in which requests for the slots wait).
     let ms = window.elapsed().as_millis() as u64;
@@ -350,6 +373,8 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                     ]),
                 )
                 .await;
+            // Owned once: the keys and payloads of the page are slices of it, not copies.
+            let page = Bytes::from(page);
             if page.starts_with(b"-ERR slot") {
                 // The source finished already: nothing is left there.
                 return Ok((moved, bytes));
@@ -358,11 +383,11 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                 .ok_or_else(|| format!("group {}: drain: {}", m.source, text(&page)))?;
             seen += entries.len() as u64;
             if !entries.is_empty() {
-                let mut keys = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
-                for (key, expire_at, payload) in entries {
-                    bytes += (key.len() + payload.len()) as u64;
-                    keys.extend([key, Bytes::from(expire_at.to_string()), payload]);
-                }
+                bytes += entries
+                    .iter()
+                    .map(|(k, _, p)| (k.len() + p.len()) as u64)
+                    .sum::<u64>();
+                let writes = crate::migrate::moves::requests(m.id, db, entries);
                 // The write of this page goes on while the next page is read.
                 let spare = match writing.take() {
                     Some(w) => {
@@ -371,18 +396,27 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
                             Some(n) => moved += n,
                             None => return Ok((moved, bytes)),
                         }
+                        boundary("migrate-mid-drain").await;
                         w
                     }
                     None => c.fork(),
                 };
-                writing = Some(tokio::spawn(write_page(spare, m.target, keys)));
+                writing = Some(tokio::spawn(write_page(spare, m.target, writes)));
             }
             (slot, cursor) = (next_slot, next_cursor);
-            // Throttled: no faster than the rate set now (it may change meanwhile).
-            let rate = c.drain_rate();
-            if rate > 0 {
+            // Throttled: no faster than the rate set now, read again every tick while
+            // waiting (it may be raised or lifted meanwhile).
+            loop {
+                let rate = c.drain_rate();
+                if rate == 0 {
+                    break;
+                }
                 let due = began + Duration::from_secs_f64(bytes as f64 / rate as f64);
-                tokio::time::sleep_until(due).await;
+                let now = tokio::time::Instant::now();
+                if now >= due {
+                    break;
+                }
+                tokio::time::sleep((due - now).min(DRIVER_TICK)).await;
             }
         }
     }
@@ -394,16 +428,19 @@ async fn drain<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(u64, u64), S
     Ok((moved, bytes))
 }
 
-/// Keys per drain page: [`DRAIN_PAGE_KEYS`], or when the drain is throttled to `rate`
-/// bytes/s, about a tenth of a second's worth at the mean size of the keys seen so far
-/// (1 KiB before any), so that the pace holds page by page.
+/// Keys per drain page: [`DRAIN_PAGE_KEYS`], or fewer at the mean size of the keys seen
+/// so far (1 KiB before any): about one write's worth of bytes
+/// ([`crate::migrate::moves::MOVE_BATCH_BYTES`]), and when the drain is throttled to
+/// `rate` bytes/s, about a tenth of a second's worth, so that the pace holds page by page.
 fn page_keys(rate: u64, bytes: u64, seen: u64) -> u64 {
     let limit = DRAIN_PAGE_KEYS as u64;
-    if rate == 0 {
-        return limit;
-    }
     let mean = bytes.checked_div(seen).unwrap_or(1024).max(1);
-    (rate / 10 / mean).clamp(1, limit)
+    let by_size = crate::migrate::moves::MOVE_BATCH_BYTES as u64 / mean;
+    let by_rate = match rate {
+        0 => u64::MAX,
+        rate => rate / 10 / mean,
+    };
+    by_size.min(by_rate).clamp(1, limit)
 }
 
 /// The cluster handle back, and how many keys a page wrote (`None`: the target had
@@ -412,18 +449,22 @@ type Written<C> = (C, Result<Option<u64>, String>);
 
 /// Writes one drained page at the target: how many keys landed, `None` if the target
 /// finished the migration already. Hands the cluster handle back for the next page.
-async fn write_page<C: Cluster>(mut c: C, target: u64, keys: Vec<Bytes>) -> Written<C> {
-    let reply = c.on_group(target, keys).await;
-    let result = if reply.starts_with(b"-ERR key of slot") {
-        Ok(None)
-    } else {
-        text(&reply)
+async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) -> Written<C> {
+    let mut written = 0;
+    for write in writes {
+        let reply = c.on_group(target, write).await;
+        if reply.starts_with(b"-ERR key of slot") {
+            return (c, Ok(None));
+        }
+        match text(&reply)
             .strip_prefix(':')
             .and_then(|n| n.parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| format!("group {target}: drain: {}", text(&reply)))
-    };
-    (c, result)
+        {
+            Some(n) => written += n,
+            None => return (c, Err(format!("group {target}: drain: {}", text(&reply)))),
+        }
+    }
+    (c, Ok(Some(written)))
 }
 
 /// Keys and bytes per class, as the plan counted them.
@@ -433,7 +474,10 @@ type KeyList = Vec<(usize, Bytes)>;
 
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class.
 fn plan_reply(reply: &[u8]) -> Option<(KeyList, KeyList, Totals)> {
-    let mut p = Parser { buf: reply };
+    let mut p = Parser {
+        buf: reply,
+        whole: None,
+    };
     if p.header(b'*')? != 3 {
         return None;
     }
@@ -489,16 +533,17 @@ async fn move_keys<C: Cluster>(
             let values = pull_reply(&reply)
                 .filter(|v| v.len() == names.len())
                 .ok_or_else(|| format!("group {}: pull: {}", m.source, text(&reply)))?;
-            let mut write = args(&["KELVIN.MIGRATE", "KEYS", &id, &db_text]);
-            for (key, value) in names.into_iter().zip(values) {
+            let keys = names.into_iter().zip(values).map(|(key, value)| {
                 let (expire_at, payload) = value.unwrap_or((0, Bytes::new()));
-                write.extend([key, Bytes::from(expire_at.to_string()), payload]);
+                (key, expire_at, payload)
+            });
+            for write in crate::migrate::moves::requests(m.id, db, keys) {
+                let reply = c.on_group(m.target, write).await;
+                moved += text(&reply)
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("group {}: push: {}", m.target, text(&reply)))?;
             }
-            let reply = c.on_group(m.target, write).await;
-            moved += text(&reply)
-                .strip_prefix(':')
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| format!("group {}: push: {}", m.target, text(&reply)))?;
         }
     }
     Ok(moved)
@@ -506,7 +551,10 @@ async fn move_keys<C: Cluster>(
 
 /// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload).
 fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
-    let mut p = Parser { buf: reply };
+    let mut p = Parser {
+        buf: reply,
+        whole: None,
+    };
     let n = p.header(b'*')?;
     let mut out = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
@@ -526,9 +574,13 @@ fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
 
 type Moved = (Bytes, u64, Bytes);
 
-/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s.
-fn scan_page(reply: &[u8]) -> Option<(u64, u64, Vec<Moved>)> {
-    let mut p = Parser { buf: reply };
+/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s
+/// (slices of `reply`).
+fn scan_page(reply: &Bytes) -> Option<(u64, u64, Vec<Moved>)> {
+    let mut p = Parser {
+        buf: reply,
+        whole: Some(reply),
+    };
     if p.header(b'*')? != 3 {
         return None;
     }
@@ -551,6 +603,9 @@ fn scan_page(reply: &[u8]) -> Option<(u64, u64, Vec<Moved>)> {
 /// Just enough RESP2 to read the driver's replies.
 struct Parser<'a> {
     buf: &'a [u8],
+    /// What `buf` is a part of, if it is held in [`Bytes`]: bulk strings are then
+    /// slices of it instead of copies.
+    whole: Option<&'a Bytes>,
 }
 
 impl Parser<'_> {
@@ -566,7 +621,10 @@ impl Parser<'_> {
     fn bulk(&mut self) -> Option<Bytes> {
         let len = usize::try_from(self.header(b'$')?).ok()?;
         let body = self.buf.get(..len)?;
-        let value = Bytes::copy_from_slice(body);
+        let value = match self.whole {
+            Some(whole) => whole.slice_ref(body),
+            None => Bytes::copy_from_slice(body),
+        };
         self.buf = self.buf.get(len + 2..)?;
         Some(value)
     }
@@ -582,7 +640,11 @@ async fn finish<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> 
         if !reply.starts_with(b"+OK") && !reply.starts_with(b"-ERR no migration") {
             return Err(format!("group {group}: finish: {}", text(&reply)));
         }
+        if group == m.target {
+            boundary("migrate-after-finish-target").await;
+        }
     }
+    boundary("migrate-after-finish").await;
     change_topology(c, |t| {
         let before = t.migrations.len();
         t.migrations.retain(|x| x.id != m.id);
@@ -670,7 +732,7 @@ mod tests {
             None
         );
         let page = b"*3\r\n:12\r\n:0\r\n*2\r\n*3\r\n$1\r\na\r\n:0\r\n$2\r\nxy\r\n*3\r\n$1\r\nb\r\n:99\r\n$0\r\n\r\n";
-        let (slot, cursor, entries) = scan_page(page).unwrap();
+        let (slot, cursor, entries) = scan_page(&Bytes::from_static(page)).unwrap();
         assert_eq!((slot, cursor), (12, 0));
         assert_eq!(
             entries,
@@ -679,7 +741,7 @@ mod tests {
                 (Bytes::from_static(b"b"), 99, Bytes::new()),
             ]
         );
-        assert!(scan_page(b"*3\r\n:12\r\n:0\r\n*1\r\n").is_none());
+        assert!(scan_page(&Bytes::from_static(b"*3\r\n:12\r\n:0\r\n*1\r\n")).is_none());
         let pulled = pull_reply(b"*2\r\n$-1\r\n*2\r\n:5\r\n$2\r\nab\r\n").unwrap();
         assert_eq!(pulled, vec![None, Some((5, Bytes::from_static(b"ab")))]);
         let plan = b"*3\r\n*1\r\n*2\r\n:0\r\n$4\r\nauth\r\n*0\r\n*1\r\n*2\r\n:1\r\n:4\r\n";

@@ -26,5 +26,6 @@
 pub mod apply;
 pub mod driver;
 pub mod figures;
+pub mod moves;
 pub mod plan;
 pub mod state;

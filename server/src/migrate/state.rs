@@ -74,6 +74,18 @@ pub enum MigrationError {
     WrongRole(u64),
 }
 
+/// The most bytes a key arriving in parts may have (Redis's largest string, 512 MB, and
+/// room for a collection's DUMP framing).
+pub const MAX_STAGED_BYTES: u64 = 1 << 30;
+
+/// A key arriving in parts (its payload too big for one log entry): what came so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub expire_at: u64,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+}
+
 /// The migration state of one group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationState {
@@ -81,6 +93,8 @@ pub struct MigrationState {
     /// Keys of importing slots that hold their final word here (written or deleted at
     /// the target, or already moved): `(db, key)`.
     settled: HashSet<(u8, Vec<u8>)>,
+    /// Keys of importing slots arriving in parts, `(db, key)`: their payload so far.
+    parts: BTreeMap<(u8, Vec<u8>), Staged>,
 }
 
 impl MigrationState {
@@ -253,7 +267,60 @@ impl MigrationState {
         }
         self.settled
             .retain(|(_, k)| !slots.contains(&kelvin_protocol::key_slot(k)));
+        self.parts
+            .retain(|(_, k), _| !slots.contains(&kelvin_protocol::key_slot(k)));
         Ok(slots)
+    }
+
+    /// Adds bytes `offset..` of a key's payload of `total` bytes: the whole payload once
+    /// its last part is in (the staging forgotten), `None` while parts are due. A first
+    /// part (offset 0) starts the key over; any other must follow the bytes so far.
+    pub fn add_part(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        expire_at: u64,
+        offset: u64,
+        total: u64,
+        chunk: &[u8],
+    ) -> Result<Option<Staged>, String> {
+        let end = offset.saturating_add(chunk.len() as u64);
+        if total > MAX_STAGED_BYTES || end > total || chunk.is_empty() {
+            return Err(format!(
+                "bad part: bytes {offset}..{end} of {total} (at most {MAX_STAGED_BYTES})"
+            ));
+        }
+        let id = (db, key.to_vec());
+        if offset == 0 {
+            self.parts.insert(
+                id.clone(),
+                Staged {
+                    expire_at,
+                    total,
+                    bytes: Vec::new(),
+                },
+            );
+        }
+        let Some(staged) = self
+            .parts
+            .get_mut(&id)
+            .filter(|s| s.bytes.len() as u64 == offset && s.total == total)
+        else {
+            let have = self.parts.get(&id).map_or(0, |s| s.bytes.len());
+            return Err(format!(
+                "part at offset {offset} does not follow the {have} bytes here; send the key again from its first part"
+            ));
+        };
+        staged.bytes.extend_from_slice(chunk);
+        if end < total {
+            return Ok(None);
+        }
+        Ok(self.parts.remove(&id))
+    }
+
+    /// Forgets a key's parts (it was settled here meanwhile).
+    pub fn drop_parts(&mut self, db: u8, key: &[u8]) {
+        self.parts.remove(&(db, key.to_vec()));
     }
 }
 
@@ -264,7 +331,10 @@ impl MigrationState {
     /// nslots u32 | (slot u16, role u8: 1 sealed | 2 importing, migration u64, group u64,
     ///               has_proof u8, proof index u64, proof log_ms u64)*
     /// nsettled u32 | (db u8, key_len u32, key)*
+    /// [nparts u32 | (db u8, key_len u32, key, expire_at u64, total u64, len u32, bytes)*]
     /// ```
+    /// (the parts only when a key is arriving in parts: a state without them encodes as
+    /// before they existed).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Cannot truncate: at most 16384 slots; settled keys are far fewer than 2^32.
@@ -297,6 +367,19 @@ impl MigrationState {
             out.push(*db);
             out.extend_from_slice(&(key.len() as u32).to_le_bytes());
             out.extend_from_slice(key);
+        }
+        if !self.parts.is_empty() {
+            out.extend_from_slice(&(self.parts.len() as u32).to_le_bytes());
+            for ((db, key), staged) in &self.parts {
+                out.push(*db);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(&staged.expire_at.to_le_bytes());
+                out.extend_from_slice(&staged.total.to_le_bytes());
+                // Cannot truncate: staged bytes are at most MAX_STAGED_BYTES (1 GiB).
+                out.extend_from_slice(&(staged.bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(&staged.bytes);
+            }
         }
         out
     }
@@ -350,6 +433,27 @@ impl MigrationState {
             let len = u32_at(take(&mut buf, 4)?);
             let key = take(&mut buf, len)?.to_vec();
             state.settled.insert((db, key));
+        }
+        if !buf.is_empty() {
+            let n = u32_at(take(&mut buf, 4)?);
+            for _ in 0..n {
+                let db = take(&mut buf, 1)?[0];
+                let len = u32_at(take(&mut buf, 4)?);
+                let key = take(&mut buf, len)?.to_vec();
+                let expire_at = u64_at(take(&mut buf, 8)?);
+                let total = u64_at(take(&mut buf, 8)?);
+                let len = u32_at(take(&mut buf, 4)?);
+                let bytes = take(&mut buf, len)?.to_vec();
+                if bytes.len() as u64 >= total {
+                    return Err("migration state: a staged key longer than its total");
+                }
+                let staged = Staged {
+                    expire_at,
+                    total,
+                    bytes,
+                };
+                state.parts.insert((db, key), staged);
+            }
         }
         if !buf.is_empty() {
             return Err("migration state: trailing bytes");
@@ -454,6 +558,45 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_in_parts_lands_whole_in_order_and_travels_in_snapshots() {
+        let k = b"big";
+        let mut st = MigrationState::default();
+        st.import(4, &[slot_of(k)], 1).unwrap();
+        assert_eq!(st.add_part(0, k, 7, 0, 6, b"ab"), Ok(None));
+        // Out of order, or a different total: refused, the staging kept.
+        assert!(st.add_part(0, k, 7, 4, 6, b"ef").is_err());
+        assert!(st.add_part(0, k, 7, 2, 9, b"cd").is_err());
+        assert_eq!(st.add_part(0, k, 7, 2, 6, b"cd"), Ok(None));
+        let plain = {
+            let mut p = st.clone();
+            p.drop_parts(0, k);
+            p.encode()
+        };
+        let bytes = st.encode();
+        assert_eq!(MigrationState::decode(&bytes), Ok(st.clone()));
+        for cut in plain.len() + 1..bytes.len() {
+            assert!(
+                MigrationState::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let done = st.add_part(0, k, 7, 4, 6, b"ef").unwrap().unwrap();
+        assert_eq!((done.expire_at, done.bytes), (7, b"abcdef".to_vec()));
+        assert_eq!(
+            st.encode(),
+            plain,
+            "nothing staged: encoded as before parts existed"
+        );
+        // A first part starts over; bounds are checked; FINISH forgets the staging.
+        assert_eq!(st.add_part(0, k, 0, 0, 4, b"xy"), Ok(None));
+        assert_eq!(st.add_part(0, k, 0, 0, 4, b"zz"), Ok(None));
+        assert!(st.add_part(0, k, 0, 2, 4, b"abc").is_err());
+        assert!(st.add_part(0, k, 0, 0, MAX_STAGED_BYTES + 1, b"a").is_err());
+        st.finish(4).unwrap();
+        assert_eq!(st, MigrationState::default());
     }
 
     #[derive(Debug, Clone)]
