@@ -186,6 +186,27 @@ def slot_ranges(n: ServerProcess, group: int) -> list[tuple[int, int]]:
     return []
 
 
+def reshard_slowly(four: list[ServerProcess], rate: int):
+    """The fourth node joins the cluster of the first three, the drain is throttled to
+    `rate` bytes/s on every node, and 4096 slots move to the new node's group (group 3).
+    Returns whether a key is in the moved slots."""
+    first, new = four[0], four[3]
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", rate)
+    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    moved_ranges = slot_ranges(first, 3)
+    assert sum(b - a + 1 for a, b in moved_ranges) == 4096
+    c = first.client()
+
+    def moved(key: str) -> bool:
+        s = c.cluster("keyslot", key)
+        return any(a <= s <= b for a, b in moved_ranges)
+    return moved
+
+
 def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
     """During the lazy phase every command on a key not moved yet answers as if the key
     had always been there: reads, TTLs, types other than strings, INCR, DEL's count,
@@ -206,20 +227,9 @@ def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
             pipe.execute()
     pipe.execute()
     c.set("short", "x", px=1500)
-    out = cli("add-node", addr(new), addr(first), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
     # A drain slow enough that the checks below run while most keys are still at the
     # source: about 30 KB per source group at 2 KB/s, pages of a few keys.
-    for node in four:
-        node.client().config_set("kelvin-migration-drain-rate", 2000)
-    out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
-    moved_ranges = slot_ranges(first, 3)
-    assert sum(b - a + 1 for a, b in moved_ranges) == 4096
-
-    def moved(key):
-        s = c.cluster("keyslot", key)
-        return any(a <= s <= b for a, b in moved_ranges)
+    moved = reshard_slowly(four, 2000)
     # (The four keys of one id share a slot: {u<id>}.)
     ids = [i for i in range(1200) if moved(f"{{u{i}}}:s")][:60]
     assert len(ids) >= 20, len(ids)

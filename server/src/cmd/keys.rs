@@ -115,17 +115,46 @@ fn renamenx(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 fn keys(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    keys_listed(ex, argv, false)
+}
+
+/// The keys a keyspace listing of this group shows: those of the slots
+/// [`crate::migrate::state::MigrationState::listed`] keeps (never a slot it sealed; with
+/// `imports`, not a slot it imports either).
+fn listed_slots(store: &crate::store::Store, imports: bool) -> impl Iterator<Item = usize> + '_ {
+    (0..kelvin_protocol::SLOT_COUNT).filter(move |&s| store.migrations.listed(s as u16, imports))
+}
+
+/// DBSIZE over the slots this group lists (see [`listed_slots`]): its count, less the
+/// per-slot counts of the slots it leaves out.
+pub(crate) fn listed_len(store: &crate::store::Store, db: usize, imports: bool) -> usize {
+    let Some(ks) = store.db_ref(db) else {
+        return 0;
+    };
+    let hidden: usize = store
+        .migrations
+        .unlisted(imports)
+        .map(|s| ks.slot(s as usize).map.len())
+        .sum();
+    ks.len().saturating_sub(hidden)
+}
+
+/// KEYS over the slots this group lists (see [`listed_slots`]).
+pub(crate) fn keys_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool) -> CmdResult {
     let pattern = &argv[1];
     let now = ex.now_ms;
     let all = pattern[..] == b"*"[..];
-    let found: Vec<Vec<u8>> = ex
-        .ks()
-        .iter()
-        .filter(|(k, e)| {
-            !e.is_expired(now) && (all || kelvin_protocol::glob::glob_match(pattern, k, false))
-        })
-        .map(|(k, _)| k.to_vec())
-        .collect();
+    let store = &*ex.store;
+    let found: Vec<Vec<u8>> = match store.db_ref(ex.db) {
+        None => Vec::new(),
+        Some(ks) => listed_slots(store, imports)
+            .flat_map(|s| ks.slot(s).map.iter())
+            .filter(|(k, e)| {
+                !e.is_expired(now) && (all || kelvin_protocol::glob::glob_match(pattern, k, false))
+            })
+            .map(|(k, _)| k.to_vec())
+            .collect(),
+    };
     ex.out.bulks(found.iter());
     Ok(())
 }
@@ -139,6 +168,12 @@ pub fn parse_cursor(arg: &[u8]) -> Result<u64, CmdError> {
 }
 
 fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    scan_listed(ex, argv, false)
+}
+
+/// SCAN over the slots this group lists (see [`listed_slots`]): a slot left out is
+/// walked as an empty one.
+pub(crate) fn scan_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool) -> CmdResult {
     let cursor = parse_cursor(&argv[1])?;
     let mut pattern: Option<&[u8]> = None;
     let mut count = 10usize;
@@ -165,12 +200,16 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let mut slot = (cursor >> CURSOR_HASH_BITS) as usize;
     let mut from = cursor & ((1u64 << CURSOR_HASH_BITS) - 1);
     let now = ex.now_ms;
-    let ks = ex.ks();
+    let store = &*ex.store;
+    let ks = store.db_view(ex.db);
     let mut found: Vec<Vec<u8>> = Vec::new();
     let mut visited = 0usize;
     let mut next_cursor = 0u64;
     while slot < kelvin_protocol::SLOT_COUNT {
-        let (keys, resume) = ks.scan_slot(slot, from, count.saturating_sub(visited).max(1));
+        let (keys, resume) = match store.migrations.listed(slot as u16, imports) {
+            true => ks.scan_slot(slot, from, count.saturating_sub(visited).max(1)),
+            false => (Vec::new(), None),
+        };
         visited += keys.len();
         for k in keys {
             let Some(entry) = ks.raw_get(k) else { continue };
@@ -219,16 +258,23 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 fn randomkey(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    randomkey_listed(ex, argv, false)
+}
+
+/// RANDOMKEY over the slots this group lists (see [`listed_slots`]).
+pub(crate) fn randomkey_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool) -> CmdResult {
     let _ = argv;
     let now = ex.now_ms;
     let db = ex.db;
     let store = &mut *ex.store;
-    let ks = store.db(db);
     let mut picked: Option<Vec<u8>> = None;
-    if !ks.is_empty() {
-        let nonempty: Vec<usize> = (0..kelvin_protocol::SLOT_COUNT)
-            .filter(|&s| !ks.slot(s).map.is_empty())
-            .collect();
+    let nonempty: Vec<usize> = match store.db_ref(db) {
+        Some(ks) if !ks.is_empty() => (0..kelvin_protocol::SLOT_COUNT)
+            .filter(|&s| !ks.slot(s).map.is_empty() && store.migrations.listed(s as u16, imports))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !nonempty.is_empty() {
         // Bounded tries so a keyspace of only expired keys cannot spin.
         for _ in 0..100 {
             let (r1, r2): (usize, usize) = (store.rng.gen(), store.rng.gen());

@@ -9,6 +9,27 @@
 //!        (from `slot` on, over the migration's sealed slots; next slot 16384: done)
 //! ```
 //!
+//!
+//! What the main port asks both sides for, to answer DBSIZE, KEYS, SCAN and RANDOMKEY
+//! exactly while keys move (`conn::keyless`); read-only, in pages:
+//!
+//! ```text
+//! KELVIN.MIGRATE-NAMES <migration> <db> <slot> <cursor> <count> [MATCH pattern] [TYPE type]
+//!     -> [next slot, next cursor, [key ...]]
+//!        the live keys this group holds in the migration's slots (sealed here: the
+//!        source's copies; imported here: the target's keys), from `slot` and the cursor
+//!        hash `cursor` on, in SCAN order, after looking at up to `count` keys (at most
+//!        MAX_MOVE_BATCH); next slot 16384: done. "ERR no migration <m> here" if this
+//!        group has no slot in it (not sealed yet, or finished).
+//! KELVIN.MIGRATE-UNSETTLED <migration> <db> <key> [key ...]
+//!     -> [key ...] those of the keys (at most MAX_MOVE_BATCH, of slots this group
+//!        imports for the migration) not settled here: their value is still the
+//!        source's copy. "ERR no migration <m> here" once the target finished.
+//! KELVIN.OUTSIDE DBSIZE | KEYS pattern | SCAN cursor [options] | RANDOMKEY
+//!     -> the command's reply, over this group's slots in no migration (the plain
+//!        commands leave out only the slots a group sealed)
+//! ```
+//!
 //! Payloads are DUMP payloads ([`crate::rdb`]); `expire_at` is absolute Unix ms (0: none).
 //! Both only read slots this group sealed for that migration: once sealed the source
 //! writes nothing there, so what it answers is the keys' final value at the source.
@@ -65,6 +86,33 @@ pub const COMMANDS: &[CommandSpec] = &[
         "cluster",
         "Reads a sealed slot's keys in pages, to move them (Kelvin: the drain of live resharding).",
         scan,
+    ),
+    data(
+        "kelvin.migrate-names",
+        -6,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "Lists the names of the keys this group holds in a migration's slots, in pages (Kelvin: keyless commands during live resharding).",
+        names,
+    ),
+    data(
+        "kelvin.migrate-unsettled",
+        -4,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "Which of the keys of slots this group imports are not settled here yet (Kelvin: keyless commands during live resharding).",
+        unsettled,
+    ),
+    data(
+        "kelvin.outside",
+        -2,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "Runs DBSIZE, KEYS, SCAN or RANDOMKEY over this group's slots in no migration (Kelvin: a part of the main port's keyless commands during live resharding).",
+        outside,
     ),
     data(
         "kelvin.migrate-plan",
@@ -260,6 +308,35 @@ fn sealed(ex: &Exec<'_>, migration: u64, slot: u16) -> Result<(), CmdError> {
     }
 }
 
+/// The keys of `ks` in the slots `take` accepts, from `(slot, cursor hash)` on in SCAN
+/// order, until `count` keys were looked at (more only to keep keys of one cursor hash
+/// together); with where to resume (slot [`kelvin_protocol::SLOT_COUNT`]: done).
+fn slot_pages(
+    ks: &crate::store::Keyspace,
+    (mut slot, mut cursor): (usize, u64),
+    count: usize,
+    take: impl Fn(usize) -> bool,
+) -> (Vec<&[u8]>, usize, u64) {
+    let mut keys = Vec::new();
+    while slot < kelvin_protocol::SLOT_COUNT && keys.len() < count {
+        if !take(slot) {
+            slot += 1;
+            cursor = 0;
+            continue;
+        }
+        let (page, next) = ks.scan_slot(slot, cursor, count - keys.len());
+        keys.extend(page);
+        match next {
+            Some(c) if c != 0 => cursor = c,
+            _ => {
+                slot += 1;
+                cursor = 0;
+            }
+        }
+    }
+    (keys, slot, cursor)
+}
+
 /// Writes `[expire_at, payload]` of `key`, or nil if it is absent or expired.
 fn entry_reply(ex: &mut Exec<'_>, db: usize, key: &[u8], with_key: bool) -> bool {
     let now = ex.now_ms;
@@ -299,16 +376,38 @@ fn pull(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let migration = number(&argv[1])?;
-    let db = database(&argv[2])?;
+/// Where a page of `KELVIN.MIGRATE-SCAN` or `-NAMES` starts:
+/// `<migration> <db> <slot> <cursor> <count>` (count capped at [`MAX_MOVE_BATCH`]).
+struct PageStart {
+    migration: u64,
+    db: usize,
+    slot: usize,
+    cursor: u64,
+    count: usize,
+}
+
+fn page_start(argv: &[Bytes]) -> Result<PageStart, CmdError> {
     let slot = number(&argv[3])?;
     if slot as usize > kelvin_protocol::SLOT_COUNT {
         return Err(CmdError::err("Invalid or out of range slot"));
     }
-    let mut slot = slot as usize;
-    let mut cursor = number(&argv[4])?;
-    let count = (number(&argv[5])? as usize).clamp(1, MAX_MOVE_BATCH);
+    Ok(PageStart {
+        migration: number(&argv[1])?,
+        db: database(&argv[2])?,
+        slot: slot as usize,
+        cursor: number(&argv[4])?,
+        count: (number(&argv[5])? as usize).clamp(1, MAX_MOVE_BATCH),
+    })
+}
+
+fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let PageStart {
+        migration,
+        db,
+        slot,
+        cursor,
+        count,
+    } = page_start(argv)?;
     let sealed_here = |store: &crate::store::Store, s: usize| {
         matches!(store.migrations.role(s as u16),
             Some(SlotRole::Sealed { migration: m, .. }) if m == migration)
@@ -324,23 +423,9 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         )));
     }
     // From `slot` on, over this migration's sealed slots, until `count` keys.
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    while slot < kelvin_protocol::SLOT_COUNT && keys.len() < count {
-        if !sealed_here(ex.store, slot) {
-            slot += 1;
-            cursor = 0;
-            continue;
-        }
-        let (page, next) = ex.store.db(db).scan_slot(slot, cursor, count - keys.len());
-        keys.extend(page.into_iter().map(|k| k.to_vec()));
-        match next {
-            Some(c) if c != 0 => cursor = c,
-            _ => {
-                slot += 1;
-                cursor = 0;
-            }
-        }
-    }
+    let ks = ex.store.db_view(db);
+    let (keys, slot, cursor) = slot_pages(ks, (slot, cursor), count, |s| sealed_here(ex.store, s));
+    let keys: Vec<Vec<u8>> = keys.into_iter().map(<[u8]>::to_vec).collect();
     ex.out.array(3);
     ex.out.int(slot as i64);
     ex.out.int(cursor as i64);
@@ -357,6 +442,105 @@ fn scan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     ex.out.array(n);
     ex.out.buf.extend_from_slice(&body.buf);
     Ok(())
+}
+
+/// `ERR no migration <m> here` unless this group has a slot in `migration`.
+fn takes_part(ex: &Exec<'_>, migration: u64) -> Result<(), CmdError> {
+    match ex.store.migrations.takes_part(migration) {
+        true => Ok(()),
+        false => Err(CmdError::err(
+            crate::migrate::state::MigrationError::Unknown(migration).to_string(),
+        )),
+    }
+}
+
+fn names(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let page = page_start(argv)?;
+    let migration = page.migration;
+    let (mut pattern, mut type_name) = (None, None);
+    for option in argv[6..].chunks(2) {
+        match option {
+            [name, value] if crate::cmd::is(name, "match") => pattern = Some(value),
+            [name, value] if crate::cmd::is(name, "type") => {
+                type_name = Some(String::from_utf8_lossy(value).to_ascii_lowercase())
+            }
+            _ => return Err(CmdError::SYNTAX),
+        }
+    }
+    takes_part(ex, migration)?;
+    let now = ex.now_ms;
+    let store = &*ex.store;
+    let ks = store.db_view(page.db);
+    let start = (page.slot, page.cursor);
+    let (mut found, slot, cursor) = slot_pages(ks, start, page.count, |s| {
+        store.migrations.in_migration(s as u16, migration)
+    });
+    found.retain(|k| {
+        ks.get(k, now).is_some_and(|e| {
+            pattern.is_none_or(|p| kelvin_protocol::glob::glob_match(p, k, false))
+                && type_name
+                    .as_deref()
+                    .is_none_or(|t| t == e.value.type_name())
+        })
+    });
+    ex.out.array(3);
+    ex.out.int(slot as i64);
+    ex.out.int(cursor as i64);
+    ex.out.bulks(found.iter());
+    Ok(())
+}
+
+fn unsettled(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let migration = number(&argv[1])?;
+    let db = database(&argv[2])?;
+    let keys = &argv[3..];
+    if keys.len() > MAX_MOVE_BATCH {
+        return Err(CmdError::err(format!(
+            "at most {MAX_MOVE_BATCH} keys per KELVIN.MIGRATE-UNSETTLED"
+        )));
+    }
+    takes_part(ex, migration)?;
+    let state = &ex.store.migrations;
+    for k in keys {
+        let slot = kelvin_protocol::key_slot(k);
+        if !matches!(state.role(slot),
+            Some(SlotRole::Importing { migration: m, .. }) if m == migration)
+        {
+            return Err(CmdError::err(format!(
+                "slot {slot} is not imported by migration {migration} in this group"
+            )));
+        }
+    }
+    let open: Vec<&Bytes> = keys
+        .iter()
+        .filter(|k| !state.is_settled(db as u8, k))
+        .collect();
+    ex.out.bulks(open.into_iter());
+    Ok(())
+}
+
+/// `KELVIN.OUTSIDE <command> [args]`: DBSIZE, KEYS, SCAN or RANDOMKEY over the slots of
+/// this group in no migration.
+fn outside(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    use crate::cmd::keys;
+    let inner = &argv[1..];
+    let spec = crate::cmd::lookup(&inner[0]).ok_or_else(|| crate::cmd::unknown_command(inner))?;
+    if !spec.arity_ok(inner.len()) {
+        return Err(CmdError::arity(spec.name));
+    }
+    match spec.name {
+        "dbsize" => {
+            let n = keys::listed_len(ex.store, ex.db, true);
+            ex.out.int(n as i64);
+            Ok(())
+        }
+        "keys" => keys::keys_listed(ex, inner, true),
+        "scan" => keys::scan_listed(ex, inner, true),
+        "randomkey" => keys::randomkey_listed(ex, inner, true),
+        _ => Err(CmdError::err(
+            "KELVIN.OUTSIDE takes DBSIZE, KEYS, SCAN or RANDOMKEY",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +574,142 @@ mod tests {
             out.error(&e.0);
         }
         out.buf
+    }
+
+    /// The bulk strings of a reply, in order (keys without CR or LF).
+    fn bulks(reply: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(reply).to_string();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        lines
+            .windows(2)
+            .filter(|w| w[0].starts_with('$') && w[0] != "$-1")
+            .map(|w| w[1].to_string())
+            .collect()
+    }
+
+    /// Every name `KELVIN.MIGRATE-NAMES` gives for migration 7 in pages of `count`.
+    fn all_names(store: &mut Store, count: &str, options: &[&str]) -> Vec<String> {
+        let (mut slot, mut cursor, mut names) = ("0".to_string(), "0".to_string(), Vec::new());
+        for _ in 0..100 {
+            let mut words = vec!["KELVIN.MIGRATE-NAMES", "7", "0", &slot, &cursor, count];
+            words.extend_from_slice(options);
+            let page = String::from_utf8_lossy(&run(store, &words, 100)).to_string();
+            assert!(page.starts_with("*3\r\n:"), "{page}");
+            let fields: Vec<&str> = page.split("\r\n").collect();
+            (slot, cursor) = (fields[1][1..].to_string(), fields[2][1..].to_string());
+            names.extend(bulks(page.as_bytes()));
+            if slot == "16384" {
+                names.sort();
+                return names;
+            }
+        }
+        panic!("KELVIN.MIGRATE-NAMES never ended")
+    }
+
+    /// Every key of a whole SCAN iteration (`words` before the cursor).
+    fn scan_all(store: &mut Store, words: &[&str]) -> Vec<String> {
+        let (mut cursor, mut keys) = ("0".to_string(), Vec::new());
+        for _ in 0..100 {
+            let mut argv = words.to_vec();
+            argv.extend(["SCAN", &cursor, "COUNT", "1000"]);
+            let page = bulks(&run(store, &argv, 100));
+            cursor = page[0].clone();
+            keys.extend(page[1..].iter().cloned());
+            if cursor == "0" {
+                return keys;
+            }
+        }
+        panic!("SCAN never ended")
+    }
+
+    fn put(store: &mut Store, key: &str, value: Value, expire_at: u64) {
+        let mut e = Entry::new(value);
+        e.expire_at = expire_at;
+        store.db(0).insert(key.as_bytes(), e);
+    }
+
+    #[test]
+    fn names_list_both_sides_and_unsettled_says_what_is_still_the_sources() {
+        let slot = kelvin_protocol::key_slot(b"{m}a");
+        let mut source = Store::default();
+        for k in ["{m}a", "{m}b", "{m}c"] {
+            put(&mut source, k, Value::Str(b"v".to_vec()), 0);
+        }
+        put(&mut source, "{m}h", Value::Hash(Default::default()), 0);
+        put(&mut source, "{m}gone", Value::Str(b"v".to_vec()), 10);
+        put(&mut source, "elsewhere", Value::Str(b"v".to_vec()), 0);
+        assert_ne!(kelvin_protocol::key_slot(b"elsewhere"), slot);
+        let names = ["KELVIN.MIGRATE-NAMES", "7", "0", "0", "0", "10"];
+        assert_eq!(
+            run(&mut source, &names, 100),
+            b"-ERR no migration 7 here\r\n"
+        );
+        assert_eq!(run(&mut source, &["DBSIZE"], 100), b":6\r\n");
+        source.migrations.seal(7, &[slot], 2).unwrap();
+        // The source's own listings leave the sealed slot out; its names are all there,
+        // the expired key aside, in pages of any size, with MATCH and TYPE.
+        assert_eq!(run(&mut source, &["DBSIZE"], 100), b":1\r\n");
+        assert_eq!(bulks(&run(&mut source, &["KEYS", "*"], 100)), ["elsewhere"]);
+        assert_eq!(scan_all(&mut source, &[]), ["elsewhere"]);
+        assert_eq!(bulks(&run(&mut source, &["RANDOMKEY"], 100)), ["elsewhere"]);
+        let every = ["{m}a", "{m}b", "{m}c", "{m}h"];
+        assert_eq!(all_names(&mut source, "1", &[]), every);
+        assert_eq!(all_names(&mut source, "1000", &[]), every);
+        assert_eq!(all_names(&mut source, "2", &["MATCH", "*a"]), ["{m}a"]);
+        assert_eq!(all_names(&mut source, "2", &["TYPE", "hash"]), ["{m}h"]);
+        let bad = ["KELVIN.MIGRATE-NAMES", "7", "0", "0", "0", "10", "MATCH"];
+        assert!(run(&mut source, &bad, 100).starts_with(b"-ERR syntax"));
+
+        // The target: b written there, c moved there, a and h still the source's.
+        let mut target = Store::default();
+        let unsettled = ["KELVIN.MIGRATE-UNSETTLED", "7", "0", "{m}a", "{m}b", "{m}c"];
+        assert_eq!(
+            run(&mut target, &unsettled, 100),
+            b"-ERR no migration 7 here\r\n"
+        );
+        target.migrations.import(7, &[slot], 1).unwrap();
+        assert_eq!(
+            bulks(&run(&mut target, &unsettled, 100)),
+            ["{m}a", "{m}b", "{m}c"]
+        );
+        target.migrations.settle(0, b"{m}b");
+        assert!(target.migrations.accept_moved(0, b"{m}c"));
+        put(&mut target, "{m}c", Value::Str(b"v".to_vec()), 0);
+        put(&mut target, "own", Value::Str(b"v".to_vec()), 0);
+        assert_eq!(bulks(&run(&mut target, &unsettled, 100)), ["{m}a"]);
+        let wrong = ["KELVIN.MIGRATE-UNSETTLED", "7", "0", "elsewhere"];
+        assert!(run(&mut target, &wrong, 100).starts_with(b"-ERR slot"));
+        assert_eq!(all_names(&mut target, "10", &[]), ["{m}c"]);
+        // Plain listings keep an imported slot; KELVIN.OUTSIDE leaves it out.
+        assert_eq!(run(&mut target, &["DBSIZE"], 100), b":2\r\n");
+        assert_eq!(
+            run(&mut target, &["KELVIN.OUTSIDE", "DBSIZE"], 100),
+            b":1\r\n"
+        );
+        assert_eq!(
+            bulks(&run(&mut target, &["KELVIN.OUTSIDE", "KEYS", "*"], 100)),
+            ["own"]
+        );
+        assert_eq!(scan_all(&mut target, &["KELVIN.OUTSIDE"]), ["own"]);
+        assert_eq!(scan_all(&mut target, &[]).len(), 2);
+        assert_eq!(
+            bulks(&run(&mut target, &["KELVIN.OUTSIDE", "RANDOMKEY"], 100)),
+            ["own"]
+        );
+        assert!(run(&mut target, &["KELVIN.OUTSIDE", "GET", "x"], 100).starts_with(b"-ERR"));
+        assert!(
+            run(&mut target, &["KELVIN.OUTSIDE", "KEYS"], 100).starts_with(b"-ERR wrong number")
+        );
+        // Finished: nothing left to ask either side.
+        target.migrations.finish(7).unwrap();
+        assert_eq!(
+            run(&mut target, &unsettled, 100),
+            b"-ERR no migration 7 here\r\n"
+        );
+        assert_eq!(
+            run(&mut target, &["KELVIN.OUTSIDE", "DBSIZE"], 100),
+            b":2\r\n"
+        );
     }
 
     #[test]

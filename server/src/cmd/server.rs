@@ -123,7 +123,8 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn dbsize(ex: &mut Exec<'_>, _argv: &[Bytes]) -> CmdResult {
-    let n = ex.ks().len();
+    // Not the keys of slots this group sealed: they are the target's now.
+    let n = crate::cmd::keys::listed_len(ex.store, ex.db, false);
     ex.out.int(n as i64);
     Ok(())
 }

@@ -262,6 +262,14 @@ pub(super) fn run_batch(
         last = spec.name;
         let key_pos = spec.keys_in(&argv);
         if pinned.is_none() && key_pos.is_empty() {
+            if let Some(keyless) = super::keyless::plan(node, client, spec, &argv) {
+                let _argv = flush_or_continue!(argv);
+                step = Step::Keyless {
+                    keyless,
+                    rest: requests.by_ref().collect(),
+                };
+                break;
+            }
             if let Some((parts, merge)) = broadcast(node, client, spec, &argv) {
                 let _argv = flush_or_continue!(argv);
                 step = Step::Split {

@@ -205,6 +205,10 @@ pub(super) async fn drive(
                 batch = requests;
                 batch.extend(rest);
             }
+            Step::Keyless { keyless, rest } => {
+                super::keyless::run(node, client, out, keyless).await;
+                batch = rest;
+            }
             Step::Split { parts, merge, rest } => {
                 // Each part goes to its own group like any request; their replies are
                 // then merged into the one reply the client expects.
@@ -231,6 +235,7 @@ impl Step {
             | Step::AwaitMigration { rest, .. }
             | Step::FaultIn { rest, .. }
             | Step::WatchBarrier { requests: rest, .. }
+            | Step::Keyless { rest, .. }
             | Step::Split { rest, .. } => rest.extend(tail),
         }
         Ok(step)
@@ -362,6 +367,12 @@ pub enum Step {
     FaultIn {
         fault: super::faultin::Fault,
         requests: Vec<Vec<Bytes>>,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// DBSIZE, KEYS, SCAN or RANDOMKEY on the main port while slots move: answered
+    /// with the migrations' keys ([`super::keyless`]), then go on with `rest`.
+    Keyless {
+        keyless: super::keyless::Keyless,
         rest: Vec<Vec<Bytes>>,
     },
     /// A multi-key command whose keys are in several groups, on the main port: run

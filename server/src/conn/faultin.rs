@@ -114,7 +114,7 @@ pub(super) async fn leader_index(
 
 /// Runs one of Kelvin's own requests on this connection, as the main port would (relayed
 /// to the leader that must run it), and returns its reply.
-async fn internal(
+pub(super) async fn internal(
     node: &Arc<Node>,
     client: &mut ClientState,
     version: RespVersion,

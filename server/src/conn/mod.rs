@@ -10,6 +10,7 @@ mod batch;
 mod drive;
 mod faultin;
 mod internal;
+mod keyless;
 mod memory;
 mod merge;
 mod route;

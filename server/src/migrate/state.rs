@@ -192,6 +192,39 @@ impl MigrationState {
         }
     }
 
+    /// Whether this group has a slot in `migration` (sealed or importing).
+    pub fn takes_part(&self, migration: u64) -> bool {
+        self.slots.values().any(|r| same_migration(r, migration))
+    }
+
+    /// Whether `slot` is in `migration` here (sealed or importing).
+    pub fn in_migration(&self, slot: u16, migration: u64) -> bool {
+        self.slots
+            .get(&slot)
+            .is_some_and(|r| same_migration(r, migration))
+    }
+
+    /// Whether this group's keyspace listings (DBSIZE, KEYS, SCAN, RANDOMKEY) show the
+    /// keys it holds in `slot`: never those of a slot it sealed (they are the target's
+    /// now, or still to be moved there), and with `imports` also not those of a slot it
+    /// imports (the main port lists a migration's keys from both sides itself, see
+    /// `conn::keyless`).
+    pub fn listed(&self, slot: u16, imports: bool) -> bool {
+        match self.slots.get(&slot) {
+            None => true,
+            Some(SlotRole::Sealed { .. }) => false,
+            Some(SlotRole::Importing { .. }) => !imports,
+        }
+    }
+
+    /// The slots [`MigrationState::listed`] leaves out.
+    pub fn unlisted(&self, imports: bool) -> impl Iterator<Item = u16> + '_ {
+        self.slots
+            .keys()
+            .copied()
+            .filter(move |&s| !self.listed(s, imports))
+    }
+
     /// Whether `key` (of an importing slot) holds its final word here.
     pub fn is_settled(&self, db: u8, key: &[u8]) -> bool {
         self.settled.contains(&(db, key.to_vec()))

@@ -509,6 +509,14 @@ impl Store {
         self.dbs.get(db).and_then(|d| d.as_deref())
     }
 
+    /// Database `db` to read, or an empty one if it was never used (made once, shared:
+    /// a read allocates nothing).
+    pub fn db_view(&self, db: usize) -> &Keyspace {
+        static EMPTY: std::sync::OnceLock<Keyspace> = std::sync::OnceLock::new();
+        self.db_ref(db)
+            .unwrap_or_else(|| EMPTY.get_or_init(Keyspace::default))
+    }
+
     /// Indices and keyspaces of every database that was used.
     pub fn dbs(&self) -> impl Iterator<Item = (usize, &Keyspace)> {
         self.dbs
