@@ -488,7 +488,7 @@ pub(super) fn run_batch(
                     out.error(&err.0);
                 }
                 crate::cmdstats::call(spec.name, usec, crate::cmdstats::error_in(&out.buf[mark..]));
-                if let Some(tx) = client.transaction.take() {
+                if let Some((tx, watch_group)) = client.transaction.take() {
                     let group = match transaction_group(node, &tx, gid) {
                         Ok(g) => g,
                         Err(err) => {
@@ -497,12 +497,18 @@ pub(super) fn run_batch(
                             continue;
                         }
                     };
+                    if watch_moved(&tx, watch_group, group) {
+                        // Watched in another group's log: its index says nothing here.
+                        out.buf.truncate(mark);
+                        out.null_array();
+                        continue;
+                    }
+                    let request = crate::cmd::connection::kelvin_exec_request(&tx, watch_group);
                     match route(node, group) {
                         Route::Leader => {
                             // Keys of the transaction that must come from a source first.
                             let need = node.hosted(group).map(|g| tx_need(&g.store.lock(), &tx));
                             if let Some(need) = need.filter(|n| *n != migrate::Need::Run) {
-                                let request = crate::cmd::connection::kelvin_exec_request(tx);
                                 step =
                                     migration_step(need, group, client.db, request, &mut requests);
                                 break;
@@ -513,14 +519,14 @@ pub(super) fn run_batch(
                         Route::Forward(leader) => {
                             step = Step::Forward {
                                 leader,
-                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                requests: vec![request],
                                 rest: requests.by_ref().collect(),
                             };
                             break;
                         }
                         Route::NoLeader => {
                             step = Step::AwaitLeader {
-                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                requests: vec![request],
                                 rest: requests.by_ref().collect(),
                             };
                             break;
@@ -531,16 +537,15 @@ pub(super) fn run_batch(
                             continue;
                         }
                     }
+                    // Run again as `request` if the group refuses it unapplied (a migration
+                    // at apply, or leadership lost): routed anew, its watch checked anew.
                     let seg = Segment {
                         group,
                         commands: vec![tx],
-                        requests: Vec::new(),
+                        requests: vec![request],
                         bytes: 0,
                     };
                     step = seg.propose(node, out, None, requests.by_ref().collect());
-                    if let Step::Propose { replies, .. } = &mut step {
-                        *replies = 1;
-                    }
                     break;
                 }
             }
@@ -612,6 +617,15 @@ fn migration_step(
             rest,
         },
     }
+}
+
+/// Whether `tx` watches keys in the log of a group other than `group`, the one it runs
+/// on: their slot moved since the WATCH, and the watch index belongs to the old owner.
+fn watch_moved(tx: &LogCommand, watch_group: Option<u64>, group: u64) -> bool {
+    let LogCommand::Transaction { watch, .. } = tx else {
+        return false;
+    };
+    !watch.is_empty() && watch_group.is_some_and(|g| g != group)
 }
 
 /// What a transaction's data commands need (the first that needs anything).
@@ -770,6 +784,41 @@ mod tests {
         assert_eq!(
             lease_read_time(&store, 0, [&k].into_iter(), 1_500),
             Some(2_000)
+        );
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use kelvin_protocol::log::TxItem;
+
+    /// Seen in tests/python/test_reshard_races.py: a WATCH at the old owner of a slot
+    /// (index 1500 of its log), a write at the new owner (index 40 of another log), and
+    /// the EXEC ran there: the old group's index was no floor in the new group's log.
+    #[test]
+    fn a_watch_made_in_another_groups_log_aborts() {
+        let tx = |watch: Vec<(u8, Bytes)>| LogCommand::Transaction {
+            watch_since: 1500,
+            watch,
+            items: vec![TxItem::Data {
+                db: 0,
+                argv: vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k")],
+            }],
+        };
+        let watched = tx(vec![(0, Bytes::from_static(b"k"))]);
+        assert!(watch_moved(&watched, Some(0), 3));
+        assert!(!watch_moved(&watched, Some(3), 3));
+        // Nothing watched, or a node without groups: nothing to abort for.
+        assert!(!watch_moved(&tx(Vec::new()), Some(0), 3));
+        assert!(!watch_moved(&watched, None, 3));
+        // The request a transaction runs again as carries its watch group.
+        let request = crate::cmd::connection::kelvin_exec_request(&watched, Some(0));
+        assert_eq!(request.len(), 3);
+        assert_eq!(&request[2][..], b"0");
+        assert_eq!(
+            crate::cmd::connection::kelvin_exec_request(&watched, None).len(),
+            2
         );
     }
 }
