@@ -584,3 +584,36 @@ def test_fault_ins_racing_the_end_of_the_drain(four):
             th.join(timeout=30)
     assert errors == [], errors[:10]
     assert c.dbsize() == 3000 + sum(counts)
+
+
+def test_moves_between_databases_pull_the_other_databases_key(four):
+    """MOVE and COPY ... DB depend on the key in the other database too: it is pulled
+    first, so they answer as Redis does, and the drain never lands the other database's
+    old copy over what they wrote."""
+    first, second, third, new = four
+    form_and_add(four, 300)
+    tags = tags_in(4300, 5400, 4, "m")
+    c0, c1 = first.client(db=0), first.client(db=1)
+    for t in tags:
+        c0.set(f"{t}:k", "a")
+        c1.set(f"{t}:k", "b")
+        c0.set(f"{t}:free", "f")
+        c0.set(f"{t}:src", "src")
+        c1.set(f"{t}:dst", "old")
+    moved = reshard(first, new)
+    assert all(moved(t) for t in tags)
+    t, u = tags[0], tags[1]
+    # Redis: 0, the key stays where it was; the other database's copy is untouched.
+    assert c0.move(f"{t}:k", 1) is False
+    assert c0.get(f"{t}:k") == "a" and c1.get(f"{t}:k") == "b"
+    assert c0.move(f"{t}:free", 1) is True
+    assert c0.execute_command("COPY", f"{t}:src", f"{t}:dst", "DB", 1) == 0
+    assert c0.execute_command("COPY", f"{u}:src", f"{u}:dst", "DB", 1, "REPLACE") == 1
+    assert c0.execute_command("COPY", f"{u}:src", f"{u}:new", "DB", 1) == 1
+    wait_drained(four)
+    for node in four:
+        d0, d1 = node.client(db=0), node.client(db=1)
+        assert d0.get(f"{t}:k") == "a" and d1.get(f"{t}:k") == "b"
+        assert d0.exists(f"{t}:free") == 0 and d1.get(f"{t}:free") == "f"
+        assert d1.get(f"{t}:dst") == "old"
+        assert d1.get(f"{u}:dst") == "src" and d1.get(f"{u}:new") == "src"

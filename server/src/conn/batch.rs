@@ -405,7 +405,7 @@ pub(super) fn run_batch(
                     };
                     if need != migrate::Need::Run {
                         let argv = flush_or_continue!(argv);
-                        step = migration_step(need, gid, client.db, argv, &mut requests);
+                        step = migration_step(need, gid, argv, &mut requests);
                         break;
                     }
                 }
@@ -509,8 +509,7 @@ pub(super) fn run_batch(
                             // Keys of the transaction that must come from a source first.
                             let need = node.hosted(group).map(|g| tx_need(&g.store.lock(), &tx));
                             if let Some(need) = need.filter(|n| *n != migrate::Need::Run) {
-                                step =
-                                    migration_step(need, group, client.db, request, &mut requests);
+                                step = migration_step(need, group, request, &mut requests);
                                 break;
                             }
                         }
@@ -584,7 +583,6 @@ pub(super) fn run_batch(
 fn migration_step(
     need: migrate::Need,
     group: u64,
-    db: usize,
     argv: Vec<Bytes>,
     requests: &mut std::vec::IntoIter<Vec<Bytes>>,
 ) -> Step {
@@ -604,6 +602,7 @@ fn migration_step(
         migrate::Need::Pull {
             migration,
             source,
+            db,
             keys,
         } => Step::FaultIn {
             fault: super::faultin::Fault {
