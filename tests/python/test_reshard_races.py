@@ -71,7 +71,8 @@ def wait_drained(four):
 # The races: per key kind, what each of the racing clients does to it (a fresh key not
 # moved yet each round), and its value at the source before.
 KINDS = ["incr", "hincrby", "append", "rpush", "sadd", "zincrby", "del", "getdel",
-         "delget", "nx_absent", "nx_present", "blind", "rename", "watch", "getset"]
+         "delget", "nx_absent", "nx_present", "blind", "rename", "watch", "getset", "mdel",
+         "lpop", "hsetnx"]
 REPS = 3
 
 
@@ -89,6 +90,11 @@ def preload_race_keys(c: redis.Redis, ids: range):
             pipe.set(f"{t}:{k}", f"{k}{i}")
         pipe.set(f"{t}:nx_present", "here")
         pipe.set(f"{t}:watch", 100)
+        pipe.set(f"{t}:mdel:1", 1)
+        pipe.set(f"{t}:mdel:2", 2)
+        pipe.hset(f"{t}:mdel:3", "f", 3)
+        pipe.rpush(f"{t}:lpop", *range(10))
+        pipe.hset(f"{t}:hsetnx", "other", "x")
         pipe.hset(f"{t}:fill", mapping={f"f{j}": "y" * 40 for j in range(4)})
         if i % 50 == 49:
             pipe.execute()
@@ -181,6 +187,14 @@ class Racers:
                 got.append(str(e))
         elif kind == "getset":
             got.append((me, client.set(key, me, get=True)))
+        elif kind == "mdel":
+            # The same keys in another order by each client, and one never there.
+            keys = [f"{key}:{j}" for j in (1, 2, 3)] + [f"{key}:absent"]
+            got.append(client.delete(*(keys[n % 4:] + keys[:n % 4])))
+        elif kind == "lpop":
+            got += [client.lpop(key) for _ in range(REPS)]
+        elif kind == "hsetnx":
+            got.append((me, client.hsetnx(key, "f", me)))
         elif kind == "watch":
             if isinstance(client, redis.cluster.RedisCluster):
                 got.append(("incr", client.incr(key)))
@@ -268,6 +282,18 @@ def check_race_round(i: int, kind: str, replies: list[list], read):
         writers = [me for me, _ in flat]
         assert final in writers, (where, final)
         assert olds == sorted([f"getset{i}"] + [w for w in writers if w != final]), where
+    elif kind == "mdel":
+        assert sum(flat) == 3, where
+        assert read("EXISTS", f"{key}:1", f"{key}:2", f"{key}:3") == 0, where
+    elif kind == "lpop":
+        # Each item popped once, in order of the pops that answered.
+        popped = [x for x in flat if x is not None]
+        assert sorted(popped, key=int) == [str(j) for j in range(10)][:len(flat)], where
+        assert read("LLEN", key) == max(0, 10 - len(flat)), where
+    elif kind == "hsetnx":
+        winners = [me for me, ok in flat if ok]
+        assert len(winners) == 1 and read("HGET", key, "f") == winners[0], where
+        assert read("HGET", key, "other") == "x", where
     elif kind == "watch":
         execs = [x for op, x in flat if op == "exec"]
         incrs = [x for op, x in flat if op == "incr"]
@@ -350,7 +376,8 @@ def test_ttls_across_the_move(four):
     for i in range(n):
         t = f"{{t{i}}}"
         pipe.set(f"{t}:pre", "p", px=300)
-        for k in ("expire", "persist0", "pexat", "zero", "pexpast", "blind", "gone"):
+        for k in ("expire", "persist0", "pexat", "zero", "pexpast", "blind", "gone",
+                  "getexpast", "keep0"):
             pipe.set(f"{t}:{k}", k)
         for k in ("persist", "getex", "getexp", "keepttl", "neg", "nx", "gt", "later"):
             pipe.set(f"{t}:{k}", k, ex=1000)
@@ -414,6 +441,12 @@ def test_ttls_across_the_move(four):
         assert c.expire(f"{t}:zero", 0) is True and c.exists(f"{t}:zero") == 0
         assert c.expire(f"{t}:neg", -5) is True and c.get(f"{t}:neg") is None
         assert c.pexpireat(f"{t}:pexpast", 1) is True and c.ttl(f"{t}:pexpast") == -2
+        assert c.getex(f"{t}:getexpast", pxat=1) == "getexpast"
+        assert c.exists(f"{t}:getexpast") == 0
+        assert c.set(f"{t}:keep0", "k", keepttl=True) is True and c.ttl(f"{t}:keep0") == -1
+        # The absolute deadline, as the source stored it.
+        assert c.execute_command("PEXPIRETIME", f"{t}:ttl") == ttl_at
+        assert c.execute_command("EXPIRETIME", f"{t}:keep0") == -1
         # A blind write with a short TTL: no pull; when it expires, the old value does
         # not come back.
         assert c.set(f"{t}:blind", "mine", px=1500) is True
@@ -434,7 +467,7 @@ def test_ttls_across_the_move(four):
             for i in ids:
                 t = f"{{t{i}}}"
                 for k in ("pre", "lazy", "drained", "pulled", "zero", "neg", "pexpast",
-                          "blind", "gone"):
+                          "blind", "gone", "getexpast"):
                     assert cn.get(f"{t}:{k}") is None, (node.port, i, k)
                     assert cn.exists(f"{t}:{k}") == 0, (node.port, i, k)
                 assert cn.get(f"{t}:keepttl") == "new"
