@@ -72,7 +72,7 @@ def wait_drained(four):
 # moved yet each round), and its value at the source before.
 KINDS = ["incr", "hincrby", "append", "rpush", "sadd", "zincrby", "del", "getdel",
          "delget", "nx_absent", "nx_present", "blind", "rename", "watch", "getset", "mdel",
-         "lpop", "hsetnx"]
+         "lpop", "hsetnx", "pipeline"]
 REPS = 3
 
 
@@ -95,6 +95,9 @@ def preload_race_keys(c: redis.Redis, ids: range):
         pipe.hset(f"{t}:mdel:3", "f", 3)
         pipe.rpush(f"{t}:lpop", *range(10))
         pipe.hset(f"{t}:hsetnx", "other", "x")
+        pipe.set(f"{t}:pipeline:a", 10)
+        pipe.set(f"{t}:pipeline:b", 10)
+        pipe.set(f"{t}:pipeline:c", "x")
         pipe.hset(f"{t}:fill", mapping={f"f{j}": "y" * 40 for j in range(4)})
         if i % 50 == 49:
             pipe.execute()
@@ -195,6 +198,16 @@ class Racers:
             got += [client.lpop(key) for _ in range(REPS)]
         elif kind == "hsetnx":
             got.append((me, client.hsetnx(key, "f", me)))
+        elif kind == "pipeline":
+            # Several unmoved keys in one pipeline: each pulled in its turn, the replies
+            # in order, a read after a write seeing it.
+            p = client.pipeline(transaction=False)
+            p.incr(f"{key}:a")
+            p.incr(f"{key}:b")
+            p.get(f"{key}:a")
+            p.delete(f"{key}:c")
+            p.incr(f"{key}:a")
+            got.append(p.execute())
         elif kind == "watch":
             if isinstance(client, redis.cluster.RedisCluster):
                 got.append(("incr", client.incr(key)))
@@ -294,6 +307,16 @@ def check_race_round(i: int, kind: str, replies: list[list], read):
         winners = [me for me, ok in flat if ok]
         assert len(winners) == 1 and read("HGET", key, "f") == winners[0], where
         assert read("HGET", key, "other") == "x", where
+    elif kind == "pipeline":
+        firsts = [a1 for a1, _, _, _, _ in flat]
+        seconds = [a2 for _, _, _, _, a2 in flat]
+        n = len(flat)
+        assert sorted(firsts + seconds) == list(range(11, 11 + 2 * n)), where
+        assert sorted(b for _, b, _, _, _ in flat) == list(range(11, 11 + n)), where
+        assert all(a1 <= int(got) < a2 for a1, _, got, _, a2 in flat), where
+        assert sorted(d for _, _, _, d, _ in flat) == [0] * (n - 1) + [1], where
+        assert read("MGET", f"{key}:a", f"{key}:b") == [str(10 + 2 * n), str(10 + n)], where
+        assert read("EXISTS", f"{key}:c") == 0, where
     elif kind == "watch":
         execs = [x for op, x in flat if op == "exec"]
         incrs = [x for op, x in flat if op == "incr"]
