@@ -673,3 +673,36 @@ def test_moves_between_databases_pull_the_other_databases_key(four):
         assert d0.exists(f"{t}:free") == 0 and d1.get(f"{t}:free") == "f"
         assert d1.get(f"{t}:dst") == "old"
         assert d1.get(f"{u}:dst") == "src" and d1.get(f"{u}:new") == "src"
+
+
+def test_readonly_replicas_read_unmoved_keys_right(four):
+    """--replicas 3: READONLY reads away from the new owner's leader (its followers, a node
+    with no replica of the new group, and replica reads of a RedisCluster client) answer
+    keys not moved yet with their values and TTLs, never as if they were absent."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    set_drain_rate(four, 300)
+    tags = tags_in(4300, 5400, 40, "o")
+    c = first.client()
+    for t in tags:
+        c.set(f"{t}:k", f"v{t}", ex=1000)
+    moved = reshard(first, new)
+    assert all(moved(t) for t in tags)
+    at = 0
+    for node in four:
+        r = node.client()
+        assert r.execute_command("READONLY")
+        for t in tags[at:at + 5]:
+            assert r.get(f"{t}:k") == f"v{t}", (node.port, t)
+            assert 990 <= r.ttl(f"{t}:k") <= 1000, (node.port, t)
+        at += 5
+    rc = redis.cluster.RedisCluster(
+        host="127.0.0.1", port=rport(second), socket_timeout=15, decode_responses=True,
+        load_balancing_strategy=redis.cluster.LoadBalancingStrategy.ROUND_ROBIN)
+    for t in tags[at:]:
+        assert rc.get(f"{t}:k") == f"v{t}", t
+    rc.close()
+    wait_drained(four)

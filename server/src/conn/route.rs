@@ -57,14 +57,15 @@ pub const CROSSSLOT_GROUPS: &str =
 
 /// On the redirect port, as Redis Cluster's `getNodeByQuery`: keys in different slots are
 /// `-CROSSSLOT`; a slot another node leads is `-MOVED slot host:port` (the leader's
-/// advertised port), unless this is a READONLY connection reading its replica. `None`: run
-/// it here (keyless, led here, or no leader yet: the request waits for one like any other).
+/// advertised port), unless `replica_read`: a READONLY read this node's replica answers
+/// (see `batch::replica_serves`). `None`: run it here (keyless, led here, or no leader
+/// yet: the request waits for one like any other).
 pub(super) fn redirection(
     node: &Node,
-    client: &ClientState,
     spec: &CommandSpec,
     argv: &[Bytes],
     here: Route,
+    replica_read: bool,
 ) -> Option<String> {
     let mut slot = None;
     for p in spec.keys_in(argv) {
@@ -79,7 +80,7 @@ pub(super) fn redirection(
     let Route::Forward(leader) = here else {
         return None;
     };
-    if client.readonly && is_read(spec) {
+    if replica_read {
         return None;
     }
     let membership = node.membership.read();
