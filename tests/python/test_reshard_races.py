@@ -531,7 +531,7 @@ def test_transactions_across_the_handover(four):
     first, second, third, new = four
     form_and_add(four, 300)
     # Group 0 holds 0-5461 and gives its highest slots (4096 on) to the new group.
-    tags = tags_in(4300, 5400, 8, "x")
+    tags = tags_in(4300, 5400, 9, "x")
     c = first.client()
     for t in tags:
         c.set(f"{t}:a", 0)
@@ -564,14 +564,33 @@ def test_transactions_across_the_handover(four):
                 p.incr(f"{t}:a")
                 p.incr(f"{t}:b")
                 a, b = p.execute()
-                if a != b or a != done[n] + 1:
-                    errors.append(f"{n}: EXEC -> {a}, {b} after {done[n]}")
+                # And one outside a transaction (refused at the seal, it runs again).
+                c = cl.incr(f"{t}:c")
+                if a != b or a != done[n] + 1 or c != a:
+                    errors.append(f"{n}: EXEC -> {a}, {b}, INCR -> {c} after {done[n]}")
                     return
                 done[n] += 1
             except redis.exceptions.RedisError as e:
                 errors.append(f"{n}: {e!r}")
                 return
     threads = [threading.Thread(target=run, args=(n,)) for n in range(len(four))]
+    rc_done = [0]
+
+    def cluster_client():
+        rc = redis.cluster.RedisCluster(host="127.0.0.1", port=rport(third), socket_timeout=15,
+                                        decode_responses=True)
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline and rc_done[0] < 20000:
+            try:
+                if rc.incr(f"{tags[8]}:rc") != rc_done[0] + 1:
+                    errors.append(f"rc: INCR after {rc_done[0]}")
+                    return
+                rc_done[0] += 1
+            except redis.exceptions.RedisError as e:
+                errors.append(f"rc: {e!r} {e}")
+                return
+        rc.close()
+    threads.append(threading.Thread(target=cluster_client))
     for th in threads:
         th.start()
     try:
@@ -584,8 +603,9 @@ def test_transactions_across_the_handover(four):
             th.join(timeout=30)
     assert all(moved(t) for t in tags), tags
     assert min(done) > 0, done
-    for n, t in enumerate(tags[4:]):
-        assert c.mget(f"{t}:a", f"{t}:b") == [str(done[n])] * 2
+    for n, t in enumerate(tags[4:8]):
+        assert c.mget(f"{t}:a", f"{t}:b", f"{t}:c") == [str(done[n])] * 3
+    assert rc_done[0] > 0 and c.get(f"{tags[8]}:rc") == str(rc_done[0])
     # The watched keys, written at the new owner after the WATCH: every EXEC aborts.
     for n, (t, p) in enumerate(zip(tags, watchers)):
         assert c.set(f"{t}:w", f"new{n}")
