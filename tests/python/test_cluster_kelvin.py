@@ -31,10 +31,10 @@ def three_nodes(*port_options):
     yield from cluster_nodes(3, *port_options)
 
 
-def cluster_nodes(count, *port_options, appendfsync="always"):
-    """`count` cluster-mode nodes. Every port (main, cluster, and each of `port_options`)
-    is picked up front and distinct: a port picked for a node not started yet must not be
-    handed to another node meanwhile."""
+def cluster_nodes(count, *port_options, appendfsync="always", **options):
+    """`count` cluster-mode nodes (with `options` on each). Every port (main, cluster, and
+    each of `port_options`) is picked up front and distinct: a port picked for a node not
+    started yet must not be handed to another node meanwhile."""
     taken = set()
 
     def fresh():
@@ -43,7 +43,7 @@ def cluster_nodes(count, *port_options, appendfsync="always"):
         taken.add(p)
         return p
     nodes = [ServerProcess(cluster_port=fresh(), cluster_secret=SECRET, appendfsync=appendfsync,
-                           **{name: fresh() for name in port_options})
+                           **{name: fresh() for name in port_options}, **options)
              for _ in range(count)]
     for n in nodes:
         n.port = fresh()

@@ -136,7 +136,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     conn(
         "kelvin.exec",
-        2,
+        -2,
         NO_MULTI | NOSCRIPT | LOADING | STALE,
         "transactions",
         "Runs a transaction queued on another node (Kelvin: a plain client's MULTI/EXEC relayed to its group's leader).",
@@ -653,32 +653,46 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
             }
         }
     }
-    let (watch_since, watch) = match watch {
-        Some(w) => (w.since, w.keys),
-        None => (0, Vec::new()),
+    let (watch_since, watch, watch_group) = match watch {
+        Some(w) => (w.since, w.keys, w.group),
+        None => (0, Vec::new(), None),
     };
     // The connection proposes it; the reply comes from the log.
-    ctx.client.transaction = Some(LogCommand::Transaction {
-        watch_since,
-        watch,
-        items,
-    });
+    ctx.client.transaction = Some((
+        LogCommand::Transaction {
+            watch_since,
+            watch,
+            items,
+        },
+        watch_group,
+    ));
     Ok(())
 }
 
-/// KELVIN.EXEC <transaction>: what a node sends the leader of a transaction's group when
-/// a plain client's MULTI/EXEC was queued on it (the queue and the watch live where the
-/// client is connected; the group is led elsewhere). The argument is the encoded
-/// `LogCommand::Transaction`, watch index included: log indexes are the same on every
-/// replica of a group, and the sender's, being a follower's, is at most the leader's, so
-/// the watch check can only err towards aborting. Runs like the EXEC it came from (the
-/// reply is EXEC's); anything but one transaction is refused.
+/// KELVIN.EXEC <transaction> [<watch group>]: what a node sends the leader of a
+/// transaction's group when a plain client's MULTI/EXEC was queued on it (the queue and
+/// the watch live where the client is connected; the group is led elsewhere), and what a
+/// transaction runs again as (after a fault-in, or refused at apply by a migration). The
+/// argument is the encoded `LogCommand::Transaction`, watch index included: log indexes
+/// are the same on every replica of a group, and the sender's, being a follower's, is at
+/// most the leader's, so the watch check can only err towards aborting. `<watch group>`
+/// is the group whose log that index counts in ([`crate::conn::Watch::group`]). Runs like
+/// the EXEC it came from (the reply is EXEC's); anything but one transaction is refused.
 fn kelvin_exec(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let batch = kelvin_protocol::log::LogBatch::decode(&argv[1])
         .map_err(|e| CmdError::err(format!("KELVIN.EXEC: not a transaction: {e}")))?;
+    let watch_group = match argv.get(2) {
+        Some(g) => Some(
+            std::str::from_utf8(g)
+                .ok()
+                .and_then(|g| g.parse::<u64>().ok())
+                .ok_or(CmdError::NOT_INTEGER)?,
+        ),
+        None => None,
+    };
     match <[LogCommand; 1]>::try_from(batch.commands) {
         Ok([tx @ LogCommand::Transaction { .. }]) => {
-            ctx.client.transaction = Some(tx);
+            ctx.client.transaction = Some((tx, watch_group));
             Ok(())
         }
         _ => Err(CmdError::err("KELVIN.EXEC takes one encoded transaction")),
@@ -706,15 +720,17 @@ fn kelvin_relayed(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-/// The request that relays `tx` (see [`kelvin_exec`]).
-pub fn kelvin_exec_request(tx: LogCommand) -> Vec<Bytes> {
+/// The request that relays `tx`, watched in `watch_group`'s log (see [`kelvin_exec`]).
+pub fn kelvin_exec_request(tx: &LogCommand, watch_group: Option<u64>) -> Vec<Bytes> {
     let mut buf = Vec::new();
     kelvin_protocol::log::LogBatch {
         now_ms: 0,
-        commands: vec![tx],
+        commands: vec![tx.clone()],
     }
     .encode(&mut buf);
-    vec![Bytes::from_static(b"KELVIN.EXEC"), Bytes::from(buf)]
+    let mut request = vec![Bytes::from_static(b"KELVIN.EXEC"), Bytes::from(buf)];
+    request.extend(watch_group.map(|g| Bytes::from(g.to_string())));
+    request
 }
 
 fn discard(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
@@ -754,6 +770,7 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let watch = ctx.client.watch.get_or_insert_with(|| Watch {
         since,
         keys: Vec::new(),
+        group,
     });
     for key in &argv[1..] {
         if !watch.keys.iter().any(|(d, k)| *d == db && k == key) {

@@ -312,8 +312,14 @@ pub(super) fn run_batch(
                     .is_some_and(|g| g.status.can_read_locally());
             argv
         };
+        // A READONLY read away from the leader that this node's replica answers itself.
+        let replica_read = client.readonly
+            && is_read(spec)
+            && here != Route::Leader
+            && spec.arity_ok(argv.len())
+            && replica_serves(node, gid, &mut guard, client.db, spec, &argv);
         let checked = precheck(client, out, spec, &argv).and_then(|()| match client.redirect {
-            true => redirection(node, client, spec, &argv, (gid, here, guard.as_deref()))
+            true => redirection(node, spec, &argv, here, replica_read)
                 .map_or(Ok(()), |e| Err(CmdError::raw(e))),
             false => Ok(()),
         });
@@ -365,9 +371,7 @@ pub(super) fn run_batch(
         // order, so its replies come back in order. (Not on the redirect port: there
         // the client is told where to go.)
         if let (Route::Forward(_) | Route::NoLeader, false) = (here, client.redirect) {
-            let stale_read_ok = client.readonly
-                && is_read(spec)
-                && replica_serves(node, (gid, guard.as_deref()), client.db, spec, &argv);
+            let stale_read_ok = replica_read;
             // With several groups the transaction's group is known only from its keys:
             // MULTI, EXEC and WATCH stay here (see the EXEC case below).
             let local_tx = several_groups(node) && !matches!(spec.handler, Handler::Data(_));
@@ -415,7 +419,7 @@ pub(super) fn run_batch(
                     };
                     if need != migrate::Need::Run {
                         let argv = flush_or_continue!(argv);
-                        step = migration_step(need, gid, client.db, argv, &mut requests);
+                        step = migration_step(need, gid, argv, &mut requests);
                         break;
                     }
                 }
@@ -498,7 +502,7 @@ pub(super) fn run_batch(
                     out.error(&err.0);
                 }
                 crate::cmdstats::call(spec.name, usec, crate::cmdstats::error_in(&out.buf[mark..]));
-                if let Some(tx) = client.transaction.take() {
+                if let Some((tx, watch_group)) = client.transaction.take() {
                     let group = match transaction_group(node, &tx, gid) {
                         Ok(g) => g,
                         Err(err) => {
@@ -507,6 +511,13 @@ pub(super) fn run_batch(
                             continue;
                         }
                     };
+                    if watch_moved(&tx, watch_group, group) {
+                        // Watched in another group's log: its index says nothing here.
+                        out.buf.truncate(mark);
+                        out.null_array();
+                        continue;
+                    }
+                    let request = crate::cmd::connection::kelvin_exec_request(&tx, watch_group);
                     match route(node, group) {
                         Route::Leader => {
                             // Keys of the transaction that must come from a source first.
@@ -515,9 +526,7 @@ pub(super) fn run_batch(
                                 .filter(|g| g.status.may_migrate())
                                 .map(|g| tx_need(&g.store.lock(), &tx));
                             if let Some(need) = need.filter(|n| *n != migrate::Need::Run) {
-                                let request = crate::cmd::connection::kelvin_exec_request(tx);
-                                step =
-                                    migration_step(need, group, client.db, request, &mut requests);
+                                step = migration_step(need, group, request, &mut requests);
                                 break;
                             }
                         }
@@ -526,14 +535,14 @@ pub(super) fn run_batch(
                         Route::Forward(leader) => {
                             step = Step::Forward {
                                 leader,
-                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                requests: vec![request],
                                 rest: requests.by_ref().collect(),
                             };
                             break;
                         }
                         Route::NoLeader => {
                             step = Step::AwaitLeader {
-                                requests: vec![crate::cmd::connection::kelvin_exec_request(tx)],
+                                requests: vec![request],
                                 rest: requests.by_ref().collect(),
                             };
                             break;
@@ -544,16 +553,15 @@ pub(super) fn run_batch(
                             continue;
                         }
                     }
+                    // Run again as `request` if the group refuses it unapplied (a migration
+                    // at apply, or leadership lost): routed anew, its watch checked anew.
                     let seg = Segment {
                         group,
                         commands: vec![tx],
-                        requests: Vec::new(),
+                        requests: vec![request],
                         bytes: 0,
                     };
                     step = seg.propose(node, out, None, requests.by_ref().collect());
-                    if let Step::Propose { replies, .. } = &mut step {
-                        *replies = 1;
-                    }
                     break;
                 }
             }
@@ -587,12 +595,35 @@ pub(super) fn run_batch(
     step
 }
 
+/// Whether this node's replica of `gid` (its store locked in `guard`) may answer a READONLY
+/// read of `argv` itself: not if it has none, nor for a key of a slot in migration that
+/// is not here yet
+/// (found by test_reshard_races.py: a follower of the new owner answered nil for keys the
+/// source still held; pulling them is the leader's work), nor one of a slot sealed here.
+fn replica_serves(
+    node: &Node,
+    gid: u64,
+    guard: &mut Option<parking_lot::ArcMutexGuard<parking_lot::RawMutex, Store>>,
+    db: usize,
+    spec: &CommandSpec,
+    argv: &[Bytes],
+) -> bool {
+    let Some(group) = node.hosted(gid) else {
+        // No replica here (a group made by a reshard on other nodes): the leader answers.
+        return false;
+    };
+    if !group.status.may_migrate() {
+        return true;
+    }
+    let store = guard.get_or_insert_with(|| group.store.lock_arc());
+    migrate::need(store, db, spec, argv) == migrate::Need::Run
+}
+
 /// The step for a command whose slot is in migration ([`migrate::need`]): wait for it,
 /// or pull its keys first; then it runs again, and the rest after it.
 fn migration_step(
     need: migrate::Need,
     group: u64,
-    db: usize,
     argv: Vec<Bytes>,
     requests: &mut std::vec::IntoIter<Vec<Bytes>>,
 ) -> Step {
@@ -612,6 +643,7 @@ fn migration_step(
         migrate::Need::Pull {
             migration,
             source,
+            db,
             keys,
         } => Step::FaultIn {
             fault: super::faultin::Fault {
@@ -625,6 +657,15 @@ fn migration_step(
             rest,
         },
     }
+}
+
+/// Whether `tx` watches keys in the log of a group other than `group`, the one it runs
+/// on: their slot moved since the WATCH, and the watch index belongs to the old owner.
+fn watch_moved(tx: &LogCommand, watch_group: Option<u64>, group: u64) -> bool {
+    let LogCommand::Transaction { watch, .. } = tx else {
+        return false;
+    };
+    !watch.is_empty() && watch_group.is_some_and(|g| g != group)
 }
 
 /// What a transaction's data commands need (the first that needs anything).
@@ -783,6 +824,41 @@ mod tests {
         assert_eq!(
             lease_read_time(&store, 0, [&k].into_iter(), 1_500),
             Some(2_000)
+        );
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use kelvin_protocol::log::TxItem;
+
+    /// Seen in tests/python/test_reshard_races.py: a WATCH at the old owner of a slot
+    /// (index 1500 of its log), a write at the new owner (index 40 of another log), and
+    /// the EXEC ran there: the old group's index was no floor in the new group's log.
+    #[test]
+    fn a_watch_made_in_another_groups_log_aborts() {
+        let tx = |watch: Vec<(u8, Bytes)>| LogCommand::Transaction {
+            watch_since: 1500,
+            watch,
+            items: vec![TxItem::Data {
+                db: 0,
+                argv: vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k")],
+            }],
+        };
+        let watched = tx(vec![(0, Bytes::from_static(b"k"))]);
+        assert!(watch_moved(&watched, Some(0), 3));
+        assert!(!watch_moved(&watched, Some(3), 3));
+        // Nothing watched, or a node without groups: nothing to abort for.
+        assert!(!watch_moved(&tx(Vec::new()), Some(0), 3));
+        assert!(!watch_moved(&watched, None, 3));
+        // The request a transaction runs again as carries its watch group.
+        let request = crate::cmd::connection::kelvin_exec_request(&watched, Some(0));
+        assert_eq!(request.len(), 3);
+        assert_eq!(&request[2][..], b"0");
+        assert_eq!(
+            crate::cmd::connection::kelvin_exec_request(&watched, None).len(),
+            2
         );
     }
 }

@@ -321,8 +321,8 @@ pub enum Step {
     /// Every request was answered (or the connection parked in a blocking command).
     Done,
     /// Wait for this proposal, write its replies, then go on with `rest`. `retry` holds
-    /// the requests to run again if the node turns out not to be the leader (empty for a
-    /// transaction, which cannot be rebuilt).
+    /// the requests to run again if the node turns out not to be the leader, or a
+    /// migration refused them at apply (a transaction's is its `KELVIN.EXEC` request).
     Propose {
         rx: oneshot::Receiver<ProposalResult>,
         retry: Vec<Vec<Bytes>>,

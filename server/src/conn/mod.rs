@@ -59,6 +59,10 @@ pub struct Multi {
 pub struct Watch {
     pub since: u64,
     pub keys: Vec<(u8, Bytes)>,
+    /// The group whose log `since` is an index of: the keys' group at the WATCH. Once
+    /// their slot has moved to another group, the index means nothing there, and EXEC
+    /// aborts (as Redis's does when MIGRATE deletes a watched key at the old owner).
+    pub group: Option<u64>,
 }
 
 /// The state of one connection that commands read and change.
@@ -82,8 +86,9 @@ pub struct ClientState {
     pub blocked: Option<Blocked>,
     /// Requests that arrived behind a blocked command; they run once it is answered.
     pub pending: Vec<Vec<Bytes>>,
-    /// A transaction EXEC built, for the connection to propose.
-    pub transaction: Option<LogCommand>,
+    /// A transaction EXEC built, for the connection to propose, and the group its watch
+    /// index belongs to ([`Watch::group`]).
+    pub transaction: Option<(LogCommand, Option<u64>)>,
     /// The connection to the leader that relays this client's requests.
     /// The connections to leaders that relay this client's requests, one per leader
     /// (several when its keys live in groups led by different nodes); each keeps the

@@ -57,14 +57,15 @@ pub const CROSSSLOT_GROUPS: &str =
 
 /// On the redirect port, as Redis Cluster's `getNodeByQuery`: keys in different slots are
 /// `-CROSSSLOT`; a slot another node leads is `-MOVED slot host:port` (the leader's
-/// advertised port), unless this is a READONLY connection reading its replica. `None`: run
-/// it here (keyless, led here, or no leader yet: the request waits for one like any other).
+/// advertised port), unless `replica_read`: a READONLY read this node's replica answers
+/// (see `batch::replica_serves`). `None`: run it here (keyless, led here, or no leader
+/// yet: the request waits for one like any other).
 pub(super) fn redirection(
     node: &Node,
-    client: &ClientState,
     spec: &CommandSpec,
     argv: &[Bytes],
-    (gid, here, locked): (u64, Route, Option<&Store>),
+    here: Route,
+    replica_read: bool,
 ) -> Option<String> {
     let mut slot = None;
     for p in spec.keys_in(argv) {
@@ -79,10 +80,7 @@ pub(super) fn redirection(
     let Route::Forward(leader) = here else {
         return None;
     };
-    if client.readonly
-        && is_read(spec)
-        && replica_serves(node, (gid, locked), client.db, spec, argv)
-    {
+    if replica_read {
         return None;
     }
     let membership = node.membership.read();
@@ -98,31 +96,6 @@ pub(super) fn forwarded(spec: &CommandSpec) -> bool {
             spec.name,
             "multi" | "exec" | "discard" | "watch" | "unwatch"
         )
-}
-
-/// Whether this node's replica of `gid` may answer a READONLY client's read from its own
-/// keyspace: not while a key of it has not moved to the group yet, nor once its slot was
-/// sealed away (only the leader pulls the key, or waits for the new owner): the read
-/// goes to the leader instead (`-MOVED` on the redirect port, relayed on the main port).
-/// `locked`: the group's store, if the caller holds its lock already.
-pub(super) fn replica_serves(
-    node: &Node,
-    (gid, locked): (u64, Option<&Store>),
-    db: usize,
-    spec: &CommandSpec,
-    argv: &[Bytes],
-) -> bool {
-    use crate::migrate::apply::{need, Need};
-    let Some(group) = node.hosted(gid) else {
-        return true;
-    };
-    if !group.status.may_migrate() {
-        return true;
-    }
-    match locked {
-        Some(store) => need(store, db, spec, argv) == Need::Run,
-        None => need(&group.store.lock(), db, spec, argv) == Need::Run,
-    }
 }
 
 pub(super) fn is_read(spec: &CommandSpec) -> bool {

@@ -233,11 +233,13 @@ pub enum Need {
     /// Its slot is sealed here (the target serves it) or imported without the seal's
     /// proof yet: the answer to give if the routing does not catch up.
     Wait(&'static str),
-    /// These keys of `migration` must be pulled from `source` first (one migration at a
-    /// time; the command is checked again after the pull).
+    /// These keys of database `db` of `migration` must be pulled from `source` first
+    /// (one migration and one database at a time; the command is checked again after
+    /// the pull).
     Pull {
         migration: u64,
         source: u64,
+        db: usize,
         keys: Vec<Bytes>,
     },
 }
@@ -257,14 +259,36 @@ pub fn replaces_whole(spec: &CommandSpec, argv: &[Bytes]) -> bool {
     }
 }
 
+/// The key a command reads or writes in another database than its own, and that
+/// database: MOVE's key in the database it moves to (MOVE fails if it is there), COPY's
+/// destination with `DB` (COPY without REPLACE fails if it is there).
+fn other_database_key(spec: &CommandSpec, argv: &[Bytes]) -> Option<(usize, Bytes)> {
+    let number = |a: &Bytes| std::str::from_utf8(a).ok()?.parse::<usize>().ok();
+    let (db, key) = match spec.name {
+        "move" => (number(argv.get(2)?)?, argv.get(1)?),
+        "copy" => {
+            let at = argv
+                .iter()
+                .skip(3)
+                .position(|a| a.eq_ignore_ascii_case(b"db"))?;
+            (number(argv.get(3 + at + 1)?)?, argv.get(2)?)
+        }
+        _ => return None,
+    };
+    (db < crate::store::DATABASES).then(|| (db, key.clone()))
+}
+
 /// What `argv` (a data command on database `db`) needs before it may run here.
 pub fn need(store: &Store, db: usize, spec: &CommandSpec, argv: &[Bytes]) -> Need {
     if store.migrations.is_empty() {
         return Need::Run;
     }
-    let mut pull: Option<(u64, u64, Vec<Bytes>)> = None;
-    for p in spec.keys_in(argv) {
-        let key = &argv[p];
+    let keys = spec.keys_in(argv);
+    let mine = keys.iter().map(|&p| (db, &argv[p]));
+    // Then the key it touches in another database, once its own are here.
+    let other = other_database_key(spec, argv);
+    let mut pull: Option<(u64, u64, usize, Vec<Bytes>)> = None;
+    for (db, key) in mine.chain(other.as_ref().map(|(d, k)| (*d, k))) {
         let slot = kelvin_protocol::key_slot(key);
         match store.migrations.serve(slot) {
             Serve::Normal => {}
@@ -279,8 +303,8 @@ pub fn need(store: &Store, db: usize, spec: &CommandSpec, argv: &[Bytes]) -> Nee
                     continue;
                 };
                 match &mut pull {
-                    None => pull = Some((migration, source, vec![key.clone()])),
-                    Some((m, _, keys)) if *m == migration && !keys.contains(key) => {
+                    None => pull = Some((migration, source, db, vec![key.clone()])),
+                    Some((m, _, d, keys)) if *m == migration && *d == db && !keys.contains(key) => {
                         keys.push(key.clone())
                     }
                     Some(_) => {}
@@ -290,9 +314,10 @@ pub fn need(store: &Store, db: usize, spec: &CommandSpec, argv: &[Bytes]) -> Nee
     }
     match pull {
         None => Need::Run,
-        Some((migration, source, keys)) => Need::Pull {
+        Some((migration, source, db, keys)) => Need::Pull {
             migration,
             source,
+            db,
             keys,
         },
     }
@@ -412,6 +437,49 @@ mod tests {
         settle_written(&mut store, 0, set, &cmd);
         assert!(store.migrations.is_settled(0, b"k"));
         assert!(!store.migrations.accept_moved(0, b"k"));
+    }
+
+    /// Seen in tests/python/test_reshard_races.py: MOVE and COPY ... DB ran at the
+    /// target without the key of the other database, answered as if it were absent, and
+    /// the drain then landed the source's old copy over what they wrote there.
+    #[test]
+    fn moves_between_databases_pull_the_other_databases_key() {
+        let mut store = Store::default();
+        let slot = kelvin_protocol::key_slot(b"{m}k");
+        store.migrations.import(1, &[slot], 7).unwrap();
+        store
+            .migrations
+            .prove_seal(
+                1,
+                SealProof {
+                    index: 3,
+                    log_ms: 0,
+                },
+            )
+            .unwrap();
+        let run = |store: &Store, words: &[&str]| {
+            let argv = argv(words);
+            need(store, 0, crate::cmd::lookup(&argv[0]).unwrap(), &argv)
+        };
+        let pull = |db: usize, keys: &[&str]| Need::Pull {
+            migration: 1,
+            source: 7,
+            db,
+            keys: argv(keys),
+        };
+        assert_eq!(run(&store, &["MOVE", "{m}k", "1"]), pull(0, &["{m}k"]));
+        store.migrations.accept_moved(0, b"{m}k");
+        assert_eq!(run(&store, &["MOVE", "{m}k", "1"]), pull(1, &["{m}k"]));
+        store.migrations.accept_moved(1, b"{m}k");
+        assert_eq!(run(&store, &["MOVE", "{m}k", "1"]), Need::Run);
+        let copy = ["COPY", "{m}k", "{m}d", "REPLACE", "DB", "2"];
+        assert_eq!(run(&store, &copy), pull(0, &["{m}d"]));
+        store.migrations.accept_moved(0, b"{m}d");
+        assert_eq!(run(&store, &copy), pull(2, &["{m}d"]));
+        // A database out of range or not a number: the command answers its own error.
+        store.migrations.accept_moved(0, b"{m}x");
+        assert_eq!(run(&store, &["MOVE", "{m}x", "99"]), Need::Run);
+        assert_eq!(run(&store, &["MOVE", "{m}x", "one"]), Need::Run);
     }
 
     /// Keys of slot `slot` that move: a value, one settled by a target write meanwhile,
