@@ -56,6 +56,9 @@ class Traffic:
         self.expected = dict(preloaded)
         self.deleted: set[str] = set()
         self.errors: list[str] = []
+        # Keys a request failed on (an unknown outcome, e.g. its node was killed): their
+        # value is not known from here on, nor whether a new one exists.
+        self.uncertain: set[str] = set()
         self.ops = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -105,6 +108,8 @@ class Traffic:
                 self.ops += 1
             except (redis.exceptions.RedisError, OSError) as e:
                 self.errors.append(f"{name}: {key}: {e!r}")
+                with self.lock:
+                    self.uncertain.update((key, f"{name}:new:{i}"))
                 time.sleep(0.05)
             i += 1
         client.close()
@@ -340,10 +345,16 @@ def test_a_source_leader_killed_during_the_drain(four):
     assert traffic.ops > 200, (traffic.ops, traffic.errors[:5])
     expected = dict(preloaded)
     expected.update(traffic.expected)
+    # Requests that failed around the kill may or may not have been applied: those keys
+    # are left out of the value check, and counted as they are now.
+    unknown = sorted(traffic.uncertain)
+    assert len(unknown) < 50, unknown
+    for k in unknown:
+        expected.pop(k, None)
     check_values(four, expected)
     for n in four:
         assert n.client().exists(*gone) == 0
-    assert c.dbsize() == len(expected)
+    assert c.dbsize() == len(expected) + (c.exists(*unknown) if unknown else 0)
     assert owners(first)[3] == 4096
 
 
