@@ -16,8 +16,10 @@
 //! add-node NEW SEED:  topology: NEW is a member; NEW: KELVIN-JOIN (empty meta replica);
 //!                     meta leader: ADD-LEARNER NEW, wait, PROMOTE NEW
 //! remove-node N SEED: each group N replicates gets a replica on another node first (if
-//!                     one is free), then loses N's; then N leaves the meta group and the
-//!                     topology, and is shut down
+//!                     one is free), then loses N's (a group whose only replica is on N
+//!                     gives its slots to the other groups by live resharding instead,
+//!                     and goes); then N leaves the meta group and the topology, and is
+//!                     shut down
 //! ```
 
 use std::time::{Duration, Instant};
@@ -296,10 +298,20 @@ impl Admin<'_> {
                 if !e.contains("does not lead") {
                     anyhow::bail!("[ERR] {leader}: {e}");
                 }
+                // Not proposed (leadership moved, or a stale answer): ask again at once
+                // instead of waiting to read back a change that was never made.
+                if Instant::now() >= deadline {
+                    anyhow::bail!("[ERR] {leader}: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
             // Read it back from the leader until applied (or overtaken by another change,
             // or the leader lost: then from the top, where the change may be found done).
-            let applied_by = Instant::now() + Duration::from_secs(5);
+            // A proposal the leader dropped (a leadership transfer under way) is never
+            // applied: after a second it is proposed again (the epoch check at apply
+            // keeps a change from landing twice).
+            let applied_by = Instant::now() + Duration::from_secs(1);
             while Instant::now() < applied_by {
                 let Ok(reply) = self.call(&leader, &["CLUSTER", "KELVIN-TOPOLOGY"]) else {
                     break;
@@ -549,6 +561,17 @@ impl Admin<'_> {
         println!(">>> Removing node {addr} ({node})");
         for (g, _, reps) in t.groups.iter().filter(|g| g.2.contains(&node)) {
             let now = self.topology()?;
+            // Its only replica is here: its slots move to the other groups by live
+            // resharding (handover first, no copy of the group made before), and the
+            // empty group goes.
+            let others = now
+                .groups
+                .iter()
+                .any(|o| o.0 != *g && o.2.iter().any(|r| *r != node));
+            if reps.len() == 1 && others {
+                crate::reshard::empty_group(self, *g, &node)?;
+                continue;
+            }
             // A replacement keeps the group's replication: the member with the fewest
             // replicas that has none of this group.
             let load = |id: &str| {

@@ -398,6 +398,53 @@ fn rejections(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)
     out
 }
 
+/// Moves every slot of group `g` to the other groups (those with a replica on a node
+/// other than `leaving`), evenly, each move drained, then takes the empty group out of the
+/// topology (its replica stops): `remove-node` of the node holding a group's only replica.
+pub(crate) fn empty_group(admin: &Admin<'_>, g: u64, leaving: &str) -> anyhow::Result<()> {
+    if !admin.topology()?.migrations.is_empty() {
+        println!(">>> Migrations in progress: waiting for them to drain first");
+        drained(admin, &[])?;
+    }
+    let t = admin.topology()?;
+    let targets: Vec<u64> = t
+        .groups
+        .iter()
+        .filter(|o| o.0 != g && o.2.iter().any(|r| r != leaving))
+        .map(|o| o.0)
+        .collect();
+    let mut left = owned_by(&t, g);
+    if targets.is_empty() {
+        anyhow::bail!("[ERR] Group {g}: no other group to move its slots to");
+    }
+    println!(
+        ">>> Group {g} has its only replica on the leaving node: moving its {} slots to groups {targets:?}",
+        left.len()
+    );
+    for (i, target) in targets.iter().enumerate() {
+        let share = left.len() / (targets.len() - i);
+        if share > 0 {
+            let ids = begin(
+                admin,
+                share,
+                *target,
+                &format!("group {target}"),
+                &[(g, left)],
+            )?;
+            drained(admin, &ids)?;
+        }
+        left = owned_by(&admin.topology()?, g);
+    }
+    if !left.is_empty() {
+        anyhow::bail!("[ERR] Group {g} still holds {} slots", left.len());
+    }
+    admin.change_topology(&format!("group {g} (no slots left) removed"), |t| {
+        t.groups.retain(|x| x.0 != g);
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// `cluster rebalance SEED --slots`: spreads the 16384 slots evenly over the groups (the
 /// lower-numbered groups get the odd slots), one target at a time: the group furthest
 /// below its share takes its deficit from the groups above theirs, in proportion to

@@ -522,3 +522,25 @@ def test_readonly_reads_on_a_replica_of_the_new_owner_never_miss_unmoved_keys(fo
         node.client().config_set("kelvin-migration-drain-rate", 0)
     out = cli("reshard", addr(first), "--wait-drained", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_removing_the_node_with_a_groups_only_replica_reshards_its_slots_away(four):
+    """--replicas 1: every group lives on one node. `remove-node` of one of them moves its
+    group's slots to the other groups by live resharding (no copy of the group before the
+    handover), takes the empty group out, and shuts the node down; every key stays."""
+    first, second, third, _ = four
+    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    expected = {f"rm:{i}": f"v{i}" for i in range(3000)}
+    c.mset(expected)
+    doomed = next(g for g, f in hosted_groups(third).items())
+    out = cli("remove-node", addr(third), addr(first), "--yes", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "only replica on the leaving node" in out.stdout, out.stdout
+    third.proc.wait(timeout=30)
+    slots = owners(first)
+    assert doomed not in slots and sum(slots.values()) == 16384, slots
+    assert migrating(first) == 0
+    check_values([first, second], expected)
+    assert c.dbsize() == len(expected)

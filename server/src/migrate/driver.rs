@@ -37,8 +37,10 @@ pub const DRIVER_TICK: Duration = Duration::from_millis(100);
 pub const DRIVER_BACKOFF: Duration = Duration::from_millis(500);
 /// Keys per drain page (bounded by [`crate::cmd::migrate::MAX_MOVE_BATCH`]).
 pub const DRAIN_PAGE_KEYS: usize = 1000;
-/// How long a topology change may take to be applied before it is tried again.
-const TOPOLOGY_WAIT: Duration = Duration::from_secs(5);
+/// How long a topology change may take to be applied before it is proposed again (a
+/// proposal the meta leader dropped, e.g. during a leadership transfer, never is; the
+/// epoch check at apply keeps a change from landing twice).
+const TOPOLOGY_WAIT: Duration = Duration::from_secs(1);
 /// How long a planned migration may wait for its source's plan (or for the claim of its
 /// slots) before the target rejects it: nothing has moved by then.
 pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(30);
