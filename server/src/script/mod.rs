@@ -15,9 +15,11 @@
 //! read-only variants are served like other reads, under the leader's lease.
 
 mod cjson;
+mod cmsgpack;
 mod convert;
 pub mod functions;
 mod libs;
+mod lstruct;
 mod rand48;
 mod undo;
 mod vm;
@@ -365,7 +367,7 @@ fn run_in(
 ) -> Result<Outcome, CmdError> {
     let lua = &vm.lua;
     let set_globals = || -> mlua::Result<()> {
-        let globals = lua.globals();
+        let globals = &vm.base;
         let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
@@ -383,6 +385,7 @@ fn run_in(
     state.exhausted.store(false, Ordering::Relaxed);
     state.kill.store(false, Ordering::Relaxed);
     state.resp3.store(false, Ordering::Relaxed);
+    *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
     *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
     let db = ex.db;
@@ -472,10 +475,8 @@ impl CallCtx {
         for a in args {
             let bytes = match a {
                 Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
-                Value::Integer(_) | Value::Number(_) => match lua.coerce_string(a) {
-                    Ok(Some(s)) => Bytes::copy_from_slice(&s.as_bytes()),
-                    _ => Bytes::new(),
-                },
+                Value::Integer(i) => Bytes::from(convert::number_arg(i as f64)),
+                Value::Number(n) => Bytes::from(convert::number_arg(n)),
                 _ => {
                     return err_table(
                         lua,
