@@ -189,6 +189,7 @@ fn commit(store: &mut Store, lib: Compiled, code: &[u8]) {
             functions,
         },
     );
+    scripts.functions_changed();
 }
 
 /// The first function of `lib` that a stored library other than `lib`'s own (and other
@@ -288,6 +289,7 @@ fn delete(store: &mut Store, name: &str) -> bool {
     for f in &lib.functions {
         scripts.functions.remove(&f.name.to_ascii_lowercase());
     }
+    scripts.functions_changed();
     true
 }
 
@@ -354,7 +356,11 @@ pub fn fcall(ex: &mut Exec<'_>, argv: &[Bytes], read_only: bool) -> CmdResult {
         .map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
     execute(
         ex,
-        &name,
+        super::Running {
+            name: &name,
+            is_eval: false,
+            command: argv,
+        },
         bound,
         &argv[3..3 + numkeys],
         &argv[3 + numkeys..],
@@ -428,6 +434,7 @@ pub fn function_cmd(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             }
             ex.store.scripts.libraries.clear();
             ex.store.scripts.functions.clear();
+            ex.store.scripts.functions_changed();
             ex.out.ok();
         }
         "dump" => {

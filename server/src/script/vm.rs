@@ -53,8 +53,13 @@ pub struct RunState {
     pub budget: AtomicI64,
     /// Set by the hook once the budget is spent.
     pub exhausted: AtomicBool,
-    /// SCRIPT KILL asked to stop the running (read-only) script.
+    /// SCRIPT KILL / FUNCTION KILL stopped this run (see [`super::busy`]).
     pub kill: AtomicBool,
+    /// This run has handed its worker's other tasks to another thread
+    /// ([`super::busy::step_aside`]).
+    pub stepped_aside: AtomicBool,
+    /// The group's watch: the kill request, whether the run has written.
+    pub watch: Arc<super::busy::ScriptWatch>,
     /// `redis.setresp(3)` was called: `redis.call` replies are parsed as RESP3.
     pub resp3: AtomicBool,
     /// `math.random`'s generator.
@@ -245,7 +250,7 @@ pub fn script_sha(body: &[u8]) -> String {
 
 impl Vm {
     /// A fresh sandboxed state. Fails only if Lua cannot allocate its first state.
-    pub fn new() -> mlua::Result<Vm> {
+    pub fn new(watch: Arc<super::busy::ScriptWatch>) -> mlua::Result<Vm> {
         // `debug` is loaded for the error handler's `getinfo` and removed from the
         // globals before any script runs (the prelude keeps its own reference).
         let lua = unsafe {
@@ -255,7 +260,10 @@ impl Vm {
             )
         };
         lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
-        let state = Arc::new(RunState::default());
+        let state = Arc::new(RunState {
+            watch,
+            ..RunState::default()
+        });
         let globals = lua.globals();
         let redis = redis_table(&lua, &state)?;
         globals.raw_set("redis", redis.clone())?;
@@ -326,7 +334,14 @@ impl Vm {
                     hook_state.exhausted.store(true, Ordering::Relaxed);
                     return Err(mlua::Error::runtime("script instruction budget exhausted"));
                 }
-                if hook_state.kill.load(Ordering::Relaxed) {
+                let ran = super::INSTRUCTION_BUDGET - left + HOOK_EVERY as i64;
+                if ran >= super::busy::STEP_ASIDE_AFTER
+                    && !hook_state.stepped_aside.swap(true, Ordering::Relaxed)
+                {
+                    super::busy::step_aside();
+                }
+                if hook_state.watch.killed(ran) {
+                    hook_state.kill.store(true, Ordering::Relaxed);
                     return Err(mlua::Error::runtime(
                         "Script killed by user with SCRIPT KILL...",
                     ));
@@ -356,6 +371,15 @@ impl Vm {
     }
 }
 
+/// `redis.error_reply`'s text as Redis makes it (a `-` added if missing, then
+/// `luaPushErrorBuff`): the first word is the code, or `ERR` when there is one word only;
+/// newlines at the ends are trimmed.
+fn error_reply_text(text: &str) -> String {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (code, msg) = body.split_once(' ').unwrap_or(("ERR", body));
+    format!("{code} {}", msg.trim_matches(['\r', '\n']))
+}
+
 /// The static part of the `redis` table.
 fn redis_table(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Table> {
     let redis = lua.create_table()?;
@@ -371,10 +395,12 @@ fn redis_table(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Table> {
     )?;
     redis.raw_set(
         "error_reply",
-        lua.create_function(|lua, msg: mlua::String| {
+        lua.create_function(|lua, args: mlua::MultiValue| {
             let t = lua.create_table()?;
-            let text = msg.to_string_lossy();
-            let text = text.strip_prefix('-').unwrap_or(&text).to_string();
+            let text = match (args.len(), args.front()) {
+                (1, Some(Value::String(s))) => error_reply_text(&s.to_string_lossy()),
+                _ => "ERR wrong number or type of arguments".to_string(),
+            };
             t.raw_set("err", text)?;
             Ok(t)
         })?,
