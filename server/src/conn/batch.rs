@@ -265,7 +265,9 @@ pub(super) fn run_batch(
         if let Some(answer) = crate::script::busy::at_connection(node, spec, &argv) {
             let _argv = flush_or_continue!(argv);
             match answer {
-                crate::script::busy::Answer::Error(e) => refuse(client, out, Some(spec), e),
+                crate::script::busy::Answer::Error(e) => {
+                    super::memory::refuse_or_abort(client, out, spec, e)
+                }
                 answer => answer.write(out),
             }
             continue;

@@ -42,18 +42,31 @@ pub const KILL_FENCE: i64 = 10_000_000;
 pub const STEP_ASIDE_AFTER: i64 = 1_000_000;
 
 /// How long [`step_aside`] waits for another thread to take the worker's tasks.
-const STEP_ASIDE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+const STEP_ASIDE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A script that runs long blocks its runtime worker (it runs under the group's task or a
-/// connection's): once, past [`STEP_ASIDE_AFTER`], it lets tokio move the worker's
-/// other tasks to another thread (`block_in_place`, which does so at its start; the
-/// short wait lets the new thread take them before the script goes on).
-pub fn step_aside() {
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(|| std::thread::sleep(STEP_ASIDE_WAIT));
-        }
+/// connection's): past [`STEP_ASIDE_AFTER`] it lets tokio move the worker's other tasks
+/// to another thread (`block_in_place` hands them over at its start), and waits until a
+/// task spawned here has run elsewhere, so the hand-over is done before the script goes
+/// on. False if it could not tell (no multi-thread runtime, or not within the wait): the
+/// caller tries again later.
+pub fn step_aside() -> bool {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return true;
+    };
+    if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return true;
     }
+    let moved = Arc::new(AtomicBool::new(false));
+    let flag = moved.clone();
+    rt.spawn(async move { flag.store(true, Relaxed) });
+    tokio::task::block_in_place(|| {
+        let start = Instant::now();
+        while !moved.load(Relaxed) && start.elapsed() < STEP_ASIDE_WAIT {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    });
+    moved.load(Relaxed)
 }
 
 /// The error of a write past [`KILL_FENCE`].
@@ -192,13 +205,13 @@ impl Answer {
 }
 
 /// Redis's `allow-busy` commands (besides SCRIPT KILL, FUNCTION KILL and FUNCTION STATS).
+/// Not EXEC: a transaction's EXEC during BUSY answers `EXECABORT ... BUSY`.
 fn allowed_when_busy(name: &str) -> bool {
     matches!(
         name,
         "auth"
             | "hello"
             | "discard"
-            | "exec"
             | "multi"
             | "quit"
             | "reset"

@@ -44,6 +44,11 @@ use vm::Vm;
 /// that has not written can be killed: [`busy`]).
 pub const INSTRUCTION_BUDGET: i64 = 500_000_000;
 
+/// What one `redis.call`/`redis.pcall` counts for in the instruction budget: about what
+/// Lua runs in the time a command takes (a `redis.call('ping')` loop then reaches the
+/// kill fence about as soon as a bare loop does).
+pub const CALL_INSTRUCTIONS: i64 = 100;
+
 /// The loaded scripts of a group's store (the replicated state) and its Lua state (a
 /// cache of it, created on first use).
 #[derive(Default)]
@@ -481,6 +486,9 @@ pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) ->
     // it lives. The lifetimes erased by the cast are those of `run_in`'s borrows, which
     // outlive the call.
     let run = unsafe { &mut *p };
+    // A command costs more than a Lua instruction: it counts as `CALL_INSTRUCTIONS` of
+    // the budget (and toward the kill fence), the same on every replica.
+    state.budget.fetch_sub(CALL_INSTRUCTIONS, Ordering::Relaxed);
     // Values built by the host (the reply) are bounded by the store, not by the script:
     // built without the limit, which lets mlua skip a protected call per value.
     vm::unbounded(lua, || run.ctx.call(run.ex, lua, args))

@@ -336,9 +336,10 @@ impl Vm {
                 }
                 let ran = super::INSTRUCTION_BUDGET - left + HOOK_EVERY as i64;
                 if ran >= super::busy::STEP_ASIDE_AFTER
-                    && !hook_state.stepped_aside.swap(true, Ordering::Relaxed)
+                    && !hook_state.stepped_aside.load(Ordering::Relaxed)
+                    && super::busy::step_aside()
                 {
-                    super::busy::step_aside();
+                    hook_state.stepped_aside.store(true, Ordering::Relaxed);
                 }
                 if hook_state.watch.killed(ran) {
                     hook_state.kill.store(true, Ordering::Relaxed);
