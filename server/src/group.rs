@@ -279,6 +279,8 @@ pub struct GroupHandle {
     /// The group's state machine: the keyspace of the slots it owns. Connections read it
     /// (under the lock) where the group may serve reads; only the group's task writes.
     pub store: Arc<Mutex<Store>>,
+    /// The store's running script, read without its lock (BUSY, SCRIPT KILL).
+    pub scripts: Arc<crate::script::busy::ScriptWatch>,
     tx: UnboundedSender<GroupMsg>,
     pub status: Arc<GroupStatus>,
     /// Signalled when the group's task has finished (and fsynced).
@@ -490,8 +492,10 @@ pub fn start(
                 })?;
         }
     }
+    let scripts = store.lock().scripts.watch.clone();
     Ok(Arc::new(GroupHandle {
         group_id: cfg.group_id,
+        scripts,
         store,
         tx,
         status,

@@ -576,7 +576,12 @@ impl Node {
         let Some(meta) = self.meta.get() else {
             return;
         };
-        let stored = crate::cluster::stored_topology(&mut meta.store.lock());
+        // A script holding the store: next time (this runs periodically).
+        let Some(mut meta_store) = meta.store.try_lock() else {
+            return;
+        };
+        let stored = crate::cluster::stored_topology(&mut meta_store);
+        drop(meta_store);
         match stored {
             Some(Ok(m)) if m.epoch > self.membership.read().epoch.max(1) => self.topology_changed(),
             Some(_) => {}
@@ -633,7 +638,9 @@ fn sweep_group(group: &GroupHandle, now_ms: u64) -> Option<oneshot::Receiver<Pro
         }
         let mut commands = Vec::new();
         {
-            let mut store = group.store.lock();
+            // A script holding the store (it may run for a while): skip this tick rather
+            // than block the runtime worker.
+            let mut store = group.store.try_lock()?;
             let dbs: Vec<usize> = store
                 .dbs()
                 .filter(|(_, k)| k.expires_count() > 0)

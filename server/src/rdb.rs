@@ -175,8 +175,8 @@ pub fn dump(value: &Value) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Decoding.
 
-/// Checks the footer (version, CRC) and decodes the value.
-pub fn restore(payload: &[u8]) -> Result<Value, RdbError> {
+/// The body of a DUMP payload once its footer (version, CRC) checks out.
+fn checked_body(payload: &[u8]) -> Result<&[u8], RdbError> {
     if payload.len() < 10 {
         return Err(RdbError::VersionOrChecksum);
     }
@@ -189,6 +189,54 @@ pub fn restore(payload: &[u8]) -> Result<Value, RdbError> {
     {
         return Err(RdbError::VersionOrChecksum);
     }
+    Ok(body)
+}
+
+/// Redis's RDB opcode of a function library (its code as one string).
+const OPCODE_FUNCTION2: u8 = 245;
+
+/// FUNCTION DUMP's payload: each library's code after `OPCODE_FUNCTION2`, then the
+/// footer, as Redis's `functionDumpCommand`.
+pub fn dump_functions<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in codes {
+        out.push(OPCODE_FUNCTION2);
+        put_str(&mut out, code);
+    }
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Why FUNCTION RESTORE could not read a payload (Redis's texts).
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionPayloadError {
+    #[error("ERR payload version or checksum are wrong")]
+    VersionOrChecksum,
+    #[error("ERR given type is not a function")]
+    NotAFunction,
+    #[error("ERR failed loading the given functions payload")]
+    BadData,
+}
+
+/// The library codes of a FUNCTION DUMP payload (Redis's, LZF-compressed strings too).
+pub fn function_codes(payload: &[u8]) -> Result<Vec<Vec<u8>>, FunctionPayloadError> {
+    let body = checked_body(payload).map_err(|_| FunctionPayloadError::VersionOrChecksum)?;
+    let mut r = Reader { buf: body };
+    let mut codes = Vec::new();
+    while !r.buf.is_empty() {
+        if r.byte().map_err(|_| FunctionPayloadError::BadData)? != OPCODE_FUNCTION2 {
+            return Err(FunctionPayloadError::NotAFunction);
+        }
+        codes.push(r.string().map_err(|_| FunctionPayloadError::BadData)?);
+    }
+    Ok(codes)
+}
+
+/// Checks the footer (version, CRC) and decodes the value.
+pub fn restore(payload: &[u8]) -> Result<Value, RdbError> {
+    let body = checked_body(payload)?;
     let mut r = Reader { buf: body };
     let value = r.value()?;
     if !r.buf.is_empty() || value.is_empty_collection() {

@@ -182,3 +182,63 @@ fn loaded_scripts_survive_a_restart_and_a_snapshot() {
     let v: String = q(&mut con, &["EVALSHA", &sha1("return 'two'"), "0"]);
     assert_eq!(v, "two");
 }
+
+/// Waits (bounded) until `PING` on `con` answers an error, and returns it.
+fn wait_for_busy(con: &mut redis::Connection) -> String {
+    for _ in 0..500 {
+        let reply: redis::RedisResult<String> = redis::cmd("PING").query(con);
+        if let Err(e) = reply {
+            return e.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the script never made the server busy");
+}
+
+#[test]
+fn busy_clients_get_busy_and_script_kill_stops_a_script_that_has_not_written() {
+    let server = TestServer::start();
+    let mut con = server.client();
+    let _: () = q(&mut con, &["CONFIG", "SET", "busy-reply-threshold", "10"]);
+    let notbusy = err_text(&mut con, &["SCRIPT", "KILL"]);
+    assert_eq!(notbusy, "NOTBUSY No scripts in execution right now.");
+    // A script that wrote cannot be killed; it runs to its budget, writes undone.
+    let mut writer = server.client();
+    let wrote = std::thread::spawn(move || {
+        err_text(
+            &mut writer,
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], 'x') while true do end",
+                "1",
+                "w",
+            ],
+        )
+    });
+    let busy = wait_for_busy(&mut con);
+    assert!(
+        busy.contains("Redis is busy running a script. You can only call SCRIPT KILL"),
+        "{busy}"
+    );
+    let unkillable = err_text(&mut con, &["SCRIPT", "KILL"]);
+    assert!(unkillable.starts_with("UNKILLABLE"), "{unkillable}");
+    assert!(wrote
+        .join()
+        .unwrap()
+        .starts_with("ERR Script exceeded its budget"));
+    // A script that has not written is killed.
+    let mut reader = server.client();
+    let killed =
+        std::thread::spawn(move || err_text(&mut reader, &["EVAL", "while true do end", "0"]));
+    wait_for_busy(&mut con);
+    let wrong = err_text(&mut con, &["FUNCTION", "KILL"]);
+    assert!(wrong.starts_with("BUSY"), "{wrong}");
+    let ok: String = q(&mut con, &["SCRIPT", "KILL"]);
+    assert_eq!(ok, "OK");
+    let err = killed.join().unwrap();
+    assert!(err.contains("Script killed by user"), "{err}");
+    let pong: String = q(&mut con, &["PING"]);
+    assert_eq!(pong, "PONG");
+    let exists: i64 = q(&mut con, &["EXISTS", "w"]);
+    assert_eq!(exists, 0);
+}

@@ -270,7 +270,7 @@ static USED_MEMORY_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 /// INFO's memory section. `used_memory` is what the keyspaces of this node's replicas
 /// hold by their own count ([`crate::store::memory`]), the figure `maxmemory` (a limit
 /// per group) is compared with; `used_memory_rss` is the process's resident size.
-fn memory_info(node: &crate::node::Node, used: usize) -> String {
+fn memory_info(node: &crate::node::Node, used: usize, scripts: usize) -> String {
     let used = used as u64;
     let peak = USED_MEMORY_PEAK
         .fetch_max(used, Ordering::Relaxed)
@@ -278,7 +278,7 @@ fn memory_info(node: &crate::node::Node, used: usize) -> String {
     let rss = rss_bytes();
     let limit = node.memory.get();
     format!(
-        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n\r\n",
+        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nnumber_of_cached_scripts:{scripts}\r\n\r\n",
         human_bytes(used),
         human_bytes(rss),
         human_bytes(peak),
@@ -404,10 +404,13 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     // Summed over the groups this node replicates.
-    let (keyspace_lines, hits, misses, expired, evicted, used, changes) = {
+    let (keyspace_lines, hits, misses, expired, evicted, used, changes, scripts) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
         let (mut hits, mut misses, mut expired, mut evicted, mut used, mut changes) =
             (0, 0, 0, 0, 0, 0);
+        // Each group keeps its own script cache; SCRIPT LOAD on the main port loads into
+        // every group, so the node's count is the largest.
+        let mut scripts = 0;
         for g in node
             .groups()
             .map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
@@ -423,6 +426,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             expired += store.expired_keys;
             evicted += store.evicted_keys;
             used += store.used_memory();
+            scripts = scripts.max(store.scripts.len());
             changes += store.changes_since_snapshot;
         }
         let lines: Vec<String> = keys
@@ -431,10 +435,12 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             .filter(|(_, (n, _))| *n > 0)
             .map(|(i, (n, e))| format!("db{i}:keys={n},expires={e},avg_ttl=0"))
             .collect();
-        (lines, hits, misses, expired, evicted, used, changes)
+        (
+            lines, hits, misses, expired, evicted, used, changes, scripts,
+        )
     };
     if want("memory") {
-        text.push_str(&memory_info(node, used));
+        text.push_str(&memory_info(node, used, scripts));
     }
     if want("persistence") {
         let _ = write!(

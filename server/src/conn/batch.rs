@@ -260,6 +260,18 @@ pub(super) fn run_batch(
             continue;
         };
         last = spec.name;
+        // While a script runs: BUSY past the threshold, SCRIPT/FUNCTION KILL and
+        // FUNCTION STATS answered here (the store is locked by the script).
+        if let Some(answer) = crate::script::busy::at_connection(node, spec, &argv) {
+            let _argv = flush_or_continue!(argv);
+            match answer {
+                crate::script::busy::Answer::Error(e) => {
+                    super::memory::refuse_or_abort(client, out, spec, e)
+                }
+                answer => answer.write(out),
+            }
+            continue;
+        }
         let key_pos = spec.keys_in(&argv);
         if pinned.is_none() && key_pos.is_empty() {
             if let Some(keyless) = super::keyless::plan(node, client, spec, &argv) {

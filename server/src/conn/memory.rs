@@ -22,8 +22,20 @@ pub(super) fn grows(client: &ClientState, spec: &CommandSpec) -> bool {
 /// The OOM refusal: EXEC also discards its transaction and answers `EXECABORT`; any
 /// other command in MULTI marks the transaction failed, as in Redis.
 pub(super) fn refuse_oom(client: &mut ClientState, out: &mut ReplyWriter, spec: &CommandSpec) {
-    if spec.name != "exec" {
-        refuse(client, out, Some(spec), crate::evict::OOM);
+    refuse_or_abort(client, out, spec, crate::evict::OOM);
+}
+
+/// Redis's `rejectCommand`: an error reply to a request that did not run; EXEC also
+/// discards its transaction and answers `EXECABORT Transaction discarded because of:`
+/// the reason (OOM, BUSY).
+pub(super) fn refuse_or_abort(
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    spec: &CommandSpec,
+    err: &str,
+) {
+    if spec.name != "exec" || client.multi.is_none() {
+        refuse(client, out, Some(spec), err);
         return;
     }
     *client.info.multi.lock() = -1;
@@ -32,7 +44,6 @@ pub(super) fn refuse_oom(client: &mut ClientState, out: &mut ReplyWriter, spec: 
         client.unwatch();
     }
     out.error(&format!(
-        "EXECABORT Transaction discarded because of: {}",
-        crate::evict::OOM
+        "EXECABORT Transaction discarded because of: {err}"
     ));
 }

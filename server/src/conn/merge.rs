@@ -252,7 +252,7 @@ pub(super) fn broadcast(
         "function"
             if argv
                 .get(1)
-                .is_some_and(|a| cmd::is(a, "flush") || cmd::is(a, "delete")) =>
+                .is_some_and(|a| ["flush", "delete", "restore"].iter().any(|s| cmd::is(a, s))) =>
         {
             each(Merge::Ok)
         }

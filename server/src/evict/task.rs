@@ -99,7 +99,8 @@ fn evict_group(
     limit: super::Limit,
 ) -> Option<oneshot::Receiver<ProposalResult>> {
     let commands: Vec<LogCommand> = {
-        let store = group.store.lock();
+        // A script holding the store: the next round (this runs periodically).
+        let store = group.store.try_lock()?;
         let excess = limit.excess(&store);
         if excess == 0 {
             return None;

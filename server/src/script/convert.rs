@@ -23,6 +23,57 @@ use mlua::{Lua, Table, Value};
 /// stops at the Lua stack limit).
 pub const MAX_NESTING: usize = 1000;
 
+/// A Lua number as `redis.call` passes it to a command: C's `%.17g`, as Redis formats
+/// it (so 9007199254740991 stays exact, where Lua's own `%.14g` would round it).
+pub fn number_arg(n: f64) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.to_string();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.to_string();
+    }
+    if n == n.trunc() && n.abs() < 1e17 {
+        return itoa::Buffer::new().format(n as i64).to_string();
+    }
+    // 17 significant digits, then %g's choice of form and its trailing-zero trim.
+    let sci = format!("{n:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut out = String::with_capacity(24);
+    if negative {
+        out.push('-');
+    }
+    if !(-4..17).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        let rest = rest.trim_end_matches('0');
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exp.abs()));
+        return out;
+    }
+    let point = exp + 1;
+    let (int_part, frac_part) = if point <= 0 {
+        ("0".to_string(), "0".repeat((-point) as usize) + &digits)
+    } else {
+        let p = point as usize;
+        (digits[..p].to_string(), digits[p..].to_string())
+    };
+    out.push_str(&int_part);
+    let frac = frac_part.trim_end_matches('0');
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
+}
+
 /// Parses one reply from `buf` into a Lua value. `buf` was written by our own
 /// [`ReplyWriter`], so it is well formed; anything else reads as `nil`.
 pub fn reply_to_lua(lua: &Lua, buf: &[u8]) -> mlua::Result<Value> {
@@ -275,6 +326,17 @@ mod tests {
         assert_eq!(round(b"(123\r\n", r3), b"(123\r\n");
         // A double to a RESP2 caller is a bulk string.
         assert_eq!(round(b",1.5\r\n", RespVersion::Resp2), b"$3\r\n1.5\r\n");
+    }
+
+    #[test]
+    fn number_args_are_percent_17g() {
+        assert_eq!(number_arg(9007199254740991.0), "9007199254740991");
+        assert_eq!(number_arg(0.1), "0.10000000000000001");
+        assert_eq!(number_arg(-1.5), "-1.5");
+        assert_eq!(number_arg(1e20), "1e+20");
+        assert_eq!(number_arg(1.25e-7), "1.2499999999999999e-07");
+        assert_eq!(number_arg(0.00012), "0.00012");
+        assert_eq!(number_arg(123456789012345680.0), "1.2345678901234568e+17");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The libraries Redis gives scripts beyond Lua's own: `bit` (LuaBitOp's API on 32-bit
-//! integers) and `cjson` ([`super::cjson`]).
+//! integers), `cjson` ([`super::cjson`]), `cmsgpack` ([`super::cmsgpack`]) and `struct`
+//! ([`super::lstruct`]); and Redis's fix of Lua 5.1's `unpack`.
 
-use mlua::{Lua, Table};
+use std::ffi::c_int;
+
+use mlua::{ffi, Lua, Table};
 
 /// A Lua number as LuaBitOp reads it: wrapped to 32 bits.
 fn tobit(n: f64) -> i32 {
@@ -11,7 +14,7 @@ fn tobit(n: f64) -> i32 {
 }
 
 /// Installs the `bit` library into the globals.
-pub fn install(lua: &Lua) -> mlua::Result<()> {
+pub fn install(lua: &Lua, state: &super::vm::RunState) -> mlua::Result<()> {
     let bit: Table = lua.create_table()?;
     bit.raw_set("tobit", lua.create_function(|_, n: f64| Ok(tobit(n)))?)?;
     bit.raw_set("bnot", lua.create_function(|_, n: f64| Ok(!tobit(n)))?)?;
@@ -78,5 +81,42 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     lua.globals().raw_set("bit", bit)?;
-    super::cjson::install(lua)
+    // SAFETY: `unpack` follows the C API's protocol (see there).
+    let unpack = unsafe { lua.create_c_function(unpack)? };
+    lua.globals().raw_set("unpack", unpack)?;
+    super::cjson::install(lua, &state.cjson)?;
+    super::cmsgpack::install(lua)?;
+    super::lstruct::install(lua)
+}
+
+/// `unpack(t [, i [, j]])` as Redis patched Lua 5.1's `luaB_unpack`: the element count
+/// in unsigned arithmetic, so a range such as `(-2, 2^31-1)` is "too many results to
+/// unpack" instead of a signed overflow (which the C compiler may assume away, and then
+/// Lua writes past its stack).
+unsafe extern "C-unwind" fn unpack(state: *mut ffi::lua_State) -> c_int {
+    // Only C API calls on the arguments; errors long-jump out (no Rust value with a
+    // destructor is alive here).
+    ffi::luaL_checktype(state, 1, ffi::LUA_TTABLE);
+    let i = ffi::luaL_optinteger(state, 2, 1) as c_int;
+    let e = if ffi::lua_isnoneornil(state, 3) != 0 {
+        ffi::lua_objlen(state, 1) as c_int
+    } else {
+        ffi::luaL_checkinteger(state, 3) as c_int
+    };
+    if i > e {
+        return 0;
+    }
+    let n = (e as u32).wrapping_sub(i as u32);
+    if n >= i32::MAX as u32 || ffi::lua_checkstack(state, (n + 1) as c_int) == 0 {
+        return ffi::luaL_error(state, c"too many results to unpack".as_ptr());
+    }
+    let mut k = i;
+    loop {
+        ffi::lua_rawgeti(state, 1, k as ffi::lua_Integer);
+        if k == e {
+            break;
+        }
+        k += 1;
+    }
+    (n + 1) as c_int
 }

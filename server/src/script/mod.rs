@@ -14,10 +14,13 @@
 //! EVAL_RO/EVALSHA_RO (and scripts whose shebang says `no-writes`) refuse writes, so the
 //! read-only variants are served like other reads, under the leader's lease.
 
+pub mod busy;
 mod cjson;
+mod cmsgpack;
 mod convert;
 pub mod functions;
 mod libs;
+mod lstruct;
 mod rand48;
 mod undo;
 mod vm;
@@ -36,8 +39,15 @@ use vm::Vm;
 
 /// Lua VM instructions one script may run. Counted by the instruction hook, so every
 /// replica stops a script at the same point (a wall-clock limit could stop it at a
-/// different point on each). About a second of Lua on a current core.
-pub const INSTRUCTION_BUDGET: i64 = 200_000_000;
+/// different point on each). One to 25 seconds of Lua on a current core, depending on
+/// the instructions (Redis has no such bound; meanwhile clients get BUSY and a script
+/// that has not written can be killed: [`busy`]).
+pub const INSTRUCTION_BUDGET: i64 = 500_000_000;
+
+/// What one `redis.call`/`redis.pcall` counts for in the instruction budget: about what
+/// Lua runs in the time a command takes (a `redis.call('ping')` loop then reaches the
+/// kill fence about as soon as a bare loop does).
+pub const CALL_INSTRUCTIONS: i64 = 100;
 
 /// The loaded scripts of a group's store (the replicated state) and its Lua state (a
 /// cache of it, created on first use).
@@ -53,6 +63,9 @@ pub struct Scripts {
     libraries: std::collections::BTreeMap<String, functions::Library>,
     /// Registered functions by name: library, callback (in `vm`), `no-writes`.
     functions: HashMap<String, functions::Registered>,
+    /// The running script as connections see it (BUSY, KILL): shared with the group's
+    /// handle, kept for the store's life.
+    pub watch: Arc<busy::ScriptWatch>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -101,6 +114,7 @@ impl Scripts {
         self.libraries.clear();
         self.functions.clear();
         self.vm = None;
+        self.functions_changed();
     }
 
     /// Lua instructions run so far by this store's scripts.
@@ -110,14 +124,20 @@ impl Scripts {
             .map_or(0, |vm| vm.state.instructions.load(Ordering::Relaxed))
     }
 
-    /// Asks the running script, if any, to stop (SCRIPT KILL on a read-only script).
-    pub fn kill_handle(&self) -> Option<Arc<vm::RunState>> {
-        self.vm.as_ref().map(|vm| vm.state.clone())
+    /// Tells the watch how many libraries and functions are loaded (FUNCTION STATS
+    /// answered while a script runs).
+    fn functions_changed(&self) {
+        let functions: usize = self.libraries.values().map(|l| l.functions.len()).sum();
+        self.watch
+            .libraries
+            .store(self.libraries.len(), Ordering::Relaxed);
+        self.watch.functions.store(functions, Ordering::Relaxed);
     }
 
     fn vm(&mut self) -> Result<&mut Vm, CmdError> {
         if self.vm.is_none() {
-            let vm = Vm::new().map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+            let vm = Vm::new(self.watch.clone())
+                .map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
             // Functions compiled in an earlier state (one lost to a panic mid-run) do not
             // belong to this one.
             self.compiled.clear();
@@ -223,7 +243,7 @@ pub fn eval(ex: &mut Exec<'_>, argv: &[Bytes], by_sha: bool, read_only: bool) ->
         true => Source::Sha(&argv[1]),
         false => Source::Body(&argv[1]),
     };
-    run(ex, source, keys, args, read_only)
+    run(ex, source, keys, args, read_only, argv)
 }
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
@@ -234,6 +254,7 @@ fn run(
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
+    command: &[Bytes],
 ) -> CmdResult {
     let by_body = matches!(source, Source::Body(_));
     let (sha, body) = match source {
@@ -262,7 +283,11 @@ fn run(
     };
     execute(
         ex,
-        &sha,
+        Running {
+            name: &sha,
+            is_eval: true,
+            command,
+        },
         function,
         keys,
         args,
@@ -270,16 +295,27 @@ fn run(
     )
 }
 
+/// The script about to run, as FUNCTION STATS and the errors name it.
+pub struct Running<'a> {
+    /// SHA1 of a script, or function name.
+    pub name: &'a str,
+    /// EVAL and friends (SCRIPT KILL stops them), or FCALL (FUNCTION KILL).
+    pub is_eval: bool,
+    /// The whole command.
+    pub command: &'a [Bytes],
+}
+
 /// Runs a compiled script or a bound function (`name` names it in errors) and writes
 /// its reply; a run stopped by its budget or the memory bound leaves no writes.
 fn execute(
     ex: &mut Exec<'_>,
-    sha: &str,
+    running: Running<'_>,
     function: mlua::Function,
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
 ) -> CmdResult {
+    let sha = running.name;
     let events_mark = ex.events.len();
     // The state is taken out of the store for the run (and put back after), so the run
     // can borrow the store mutably; nothing a script calls reaches it meanwhile (SCRIPT,
@@ -288,7 +324,10 @@ fn execute(
     let Some(vm) = ex.store.scripts.vm.take() else {
         return Err(CmdError::raw(NOSCRIPT));
     };
+    let watch = ex.store.scripts.watch.clone();
+    watch.start(running.is_eval, read_only, sha, running.command);
     let outcome = run_in(ex, &vm, function, keys, args, read_only);
+    watch.finish();
     ex.store.scripts.vm = Some(vm);
     let (outcome, undo, exhausted, killed) = outcome?;
     let stopped = match &outcome {
@@ -313,6 +352,15 @@ fn execute(
         return Err(CmdError::raw(err));
     }
     match outcome {
+        // An error table returned by the script is the command's error reply (counted
+        // in errorstats and as a failed call, as Redis does).
+        Ok(Ok(Value::Table(t))) if matches!(t.raw_get::<Value>("err"), Ok(Value::String(_))) => {
+            let text: String = t.raw_get("err").unwrap_or_default();
+            let text = convert::one_line(&text);
+            Err(CmdError::raw(
+                text.strip_prefix('-').unwrap_or(&text).to_string(),
+            ))
+        }
         Ok(Ok(value)) => {
             let script_resp3 = ex
                 .store
@@ -365,7 +413,7 @@ fn run_in(
 ) -> Result<Outcome, CmdError> {
     let lua = &vm.lua;
     let set_globals = || -> mlua::Result<()> {
-        let globals = lua.globals();
+        let globals = &vm.base;
         let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
@@ -382,7 +430,9 @@ fn run_in(
     state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
     state.exhausted.store(false, Ordering::Relaxed);
     state.kill.store(false, Ordering::Relaxed);
+    state.stepped_aside.store(false, Ordering::Relaxed);
     state.resp3.store(false, Ordering::Relaxed);
+    *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
     *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
     let db = ex.db;
@@ -436,6 +486,9 @@ pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) ->
     // it lives. The lifetimes erased by the cast are those of `run_in`'s borrows, which
     // outlive the call.
     let run = unsafe { &mut *p };
+    // A command costs more than a Lua instruction: it counts as `CALL_INSTRUCTIONS` of
+    // the budget (and toward the kill fence), the same on every replica.
+    state.budget.fetch_sub(CALL_INSTRUCTIONS, Ordering::Relaxed);
     // Values built by the host (the reply) are bounded by the store, not by the script:
     // built without the limit, which lets mlua skip a protected call per value.
     vm::unbounded(lua, || run.ctx.call(run.ex, lua, args))
@@ -472,10 +525,8 @@ impl CallCtx {
         for a in args {
             let bytes = match a {
                 Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
-                Value::Integer(_) | Value::Number(_) => match lua.coerce_string(a) {
-                    Ok(Some(s)) => Bytes::copy_from_slice(&s.as_bytes()),
-                    _ => Bytes::new(),
-                },
+                Value::Integer(i) => Bytes::from(convert::number_arg(i as f64)),
+                Value::Number(n) => Bytes::from(convert::number_arg(n)),
                 _ => {
                     return err_table(
                         lua,
@@ -565,6 +616,16 @@ impl CallCtx {
                 return Err(CmdError::err(
                     "Write commands are not allowed from read-only scripts.",
                 ));
+            }
+            let watch = &self.state.watch;
+            if !watch.written.load(Ordering::Relaxed) {
+                // Past the fence a kill may have stopped this script on some replica:
+                // no replica lets it write (see `busy`).
+                let ran = INSTRUCTION_BUDGET - self.state.budget.load(Ordering::Relaxed);
+                if ran >= busy::KILL_FENCE {
+                    return Err(CmdError::raw(busy::late_write()));
+                }
+                watch.written.store(true, Ordering::Relaxed);
             }
             self.undo.before_write(ex.store, ex.db, spec, argv);
         }

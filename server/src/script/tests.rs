@@ -8,15 +8,17 @@ use crate::machine::{apply_batch, Replies};
 use crate::store::Store;
 
 fn apply(store: &mut Store, index: u64, words: &[&str]) -> String {
+    let argv = words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    String::from_utf8_lossy(&apply_raw(store, index, argv)).into_owned()
+}
+
+fn apply_raw(store: &mut Store, index: u64, argv: Vec<Bytes>) -> Vec<u8> {
     let batch = LogBatch {
         now_ms: 1_700_000_000_123,
-        commands: vec![LogCommand::Single {
-            db: 0,
-            argv: words
-                .iter()
-                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-                .collect(),
-        }],
+        commands: vec![LogCommand::Single { db: 0, argv }],
     };
     let mut writers = vec![ReplyWriter::default()];
     let mut events = Vec::new();
@@ -30,7 +32,7 @@ fn apply(store: &mut Store, index: u64, words: &[&str]) -> String {
             owner: &[0],
         }),
     );
-    String::from_utf8_lossy(&writers[0].buf).into_owned()
+    std::mem::take(&mut writers[0].buf)
 }
 
 #[test]
@@ -351,4 +353,159 @@ fn function_libraries_travel_in_snapshots() {
         crate::snapshot::load_chunk(&mut t, c).unwrap();
     }
     assert_eq!(apply(&mut t, 2, &["FCALL", "hello", "0"]), "$2\r\nhi\r\n");
+}
+
+/// `FUNCTION DUMP` of redis-server 7.0.15 after `FUNCTION LOAD "#!lua name=mylib\n
+/// redis.register_function('myfunc', function(keys, args) return args[1] end)"` (its
+/// code LZF-compressed, as Redis writes strings over 20 bytes).
+const REDIS_FUNCTION_DUMP: &str = "f5c34056405b1f23216c7561206e616d653d6d796c69620a72656469732e72656769737465725f0b66756e6374696f6e28276d79400b02272c2040066012116b6579732c2061726773292072657475726e600c075b315d20656e64290a008d5936adc6e707da";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn restore(s: &mut Store, i: u64, payload: &[u8], policy: Option<&str>) -> String {
+    let mut argv = vec![
+        Bytes::from_static(b"FUNCTION"),
+        Bytes::from_static(b"RESTORE"),
+        Bytes::copy_from_slice(payload),
+    ];
+    argv.extend(policy.map(|p| Bytes::copy_from_slice(p.as_bytes())));
+    String::from_utf8_lossy(&apply_raw(s, i, argv)).into_owned()
+}
+
+#[test]
+fn function_restore_reads_redis_payloads_and_dump_writes_them() {
+    let mut s = Store::default();
+    let payload = unhex(REDIS_FUNCTION_DUMP);
+    assert_eq!(restore(&mut s, 1, &payload, None), "+OK\r\n");
+    assert_eq!(
+        apply(&mut s, 2, &["FCALL", "myfunc", "0", "hi"]),
+        "$2\r\nhi\r\n"
+    );
+    assert_eq!(
+        restore(&mut s, 3, &payload, None),
+        "-ERR Library mylib already exists\r\n"
+    );
+    assert_eq!(restore(&mut s, 4, &payload, Some("REPLACE")), "+OK\r\n");
+    assert_eq!(
+        restore(&mut s, 5, b"bad_payload", None),
+        "-ERR payload version or checksum are wrong\r\n"
+    );
+    // Our own dump (strings not compressed) restores into a fresh store.
+    let dump = apply_raw(
+        &mut s,
+        6,
+        vec![Bytes::from_static(b"FUNCTION"), Bytes::from_static(b"DUMP")],
+    );
+    let start = dump.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let body = &dump[start..dump.len() - 2];
+    let mut t = Store::default();
+    assert_eq!(restore(&mut t, 1, body, Some("FLUSH")), "+OK\r\n");
+    assert_eq!(
+        apply(&mut t, 2, &["FCALL", "myfunc", "0", "x"]),
+        "$1\r\nx\r\n"
+    );
+}
+
+#[test]
+fn a_script_may_not_write_once_past_the_kill_fence() {
+    let mut s = Store::default();
+    // About four instructions a turn: well past the fence before the write.
+    let late = apply(
+        &mut s,
+        1,
+        &[
+            "EVAL",
+            "local i = 0 while i < 5000000 do i = i + 1 end return redis.call('set', KEYS[1], 'v')",
+            "1",
+            "k",
+        ],
+    );
+    assert!(
+        late.starts_with("-ERR Write commands are not allowed from a script that ran"),
+        "{late}"
+    );
+    assert_eq!(apply(&mut s, 2, &["EXISTS", "k"]), ":0\r\n");
+    // Written before the fence: it may go on writing.
+    let early = apply(
+        &mut s,
+        3,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'a') local i = 0 while i < 5000000 do i = i + 1 end return redis.call('set', KEYS[1], 'b')",
+            "1",
+            "k",
+        ],
+    );
+    assert_eq!(early, "+OK\r\n");
+}
+
+#[test]
+fn a_kill_stops_only_a_script_that_cannot_write_any_more() {
+    use super::busy::{ScriptWatch, KILL_FENCE};
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = ScriptWatch::default();
+    w.start(true, false, "sha", &[]);
+    w.request_kill();
+    assert!(
+        !w.killed(KILL_FENCE - 1),
+        "before the fence it could still write"
+    );
+    assert!(w.killed(KILL_FENCE));
+    w.written.store(true, Relaxed);
+    assert!(!w.killed(KILL_FENCE), "a script that wrote is unkillable");
+    w.finish();
+    // A kill aimed at an earlier run does not stop the next; a read-only run stops at once.
+    w.start(true, true, "sha", &[]);
+    assert!(!w.killed(KILL_FENCE));
+    w.request_kill();
+    assert!(w.killed(1));
+    w.finish();
+}
+
+#[test]
+fn the_sandbox_keeps_globals_and_libraries_read_only() {
+    let mut s = Store::default();
+    let mut i = 0;
+    let mut run = |words: &[&str]| {
+        i += 1;
+        apply(&mut s, i, words)
+    };
+    for code in [
+        "redis = function() return 1 end",
+        "_G = {}",
+        "setmetatable(_G, {})",
+        "getmetatable(_G).__index.redis = 1",
+        "getmetatable('').__index = {}",
+        "cmsgpack.pack = nil",
+        "KEYS = {}",
+    ] {
+        let reply = run(&["EVAL", code, "0"]);
+        assert!(
+            reply.contains("Attempt to modify a readonly table"),
+            "{code}: {reply}"
+        );
+    }
+    assert_eq!(
+        run(&["EVAL", "return type(redis.call)", "0"]),
+        "$8\r\nfunction\r\n"
+    );
+    // FUNCTION LOAD sees only the library API.
+    let reply = run(&["FUNCTION", "LOAD", "#!lua name=l\nlocal r = math.random()"]);
+    assert!(
+        reply.contains("Script attempted to access nonexistent global variable 'math'"),
+        "{reply}"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.error_reply('MY_CODE some text')", "0"]),
+        "-MY_CODE some text\r\n"
+    );
+    assert_eq!(
+        run(&["EVAL", "return redis.error_reply('')", "0"]),
+        "-ERR \r\n"
+    );
 }

@@ -53,8 +53,13 @@ pub struct RunState {
     pub budget: AtomicI64,
     /// Set by the hook once the budget is spent.
     pub exhausted: AtomicBool,
-    /// SCRIPT KILL asked to stop the running (read-only) script.
+    /// SCRIPT KILL / FUNCTION KILL stopped this run (see [`super::busy`]).
     pub kill: AtomicBool,
+    /// This run has handed its worker's other tasks to another thread
+    /// ([`super::busy::step_aside`]).
+    pub stepped_aside: AtomicBool,
+    /// The group's watch: the kill request, whether the run has written.
+    pub watch: Arc<super::busy::ScriptWatch>,
     /// `redis.setresp(3)` was called: `redis.call` replies are parsed as RESP3.
     pub resp3: AtomicBool,
     /// `math.random`'s generator.
@@ -65,9 +70,11 @@ pub struct RunState {
     pub current: AtomicPtr<()>,
     /// A failed `redis.call` left its error table in `hidden.pending`.
     pub pending: AtomicBool,
-    /// While FUNCTION LOAD runs a library: what it registers (name, callback,
-    /// `no-writes`). `None` otherwise: `redis.register_function` then fails.
-    pub registering: Mutex<Option<Vec<(String, Function, bool)>>>,
+    /// While FUNCTION LOAD runs a library: what it registers. `None` otherwise:
+    /// `redis.register_function` then fails.
+    pub registering: Mutex<Option<Vec<Registration>>>,
+    /// `cjson`'s settings (back to the defaults before each script).
+    pub cjson: super::cjson::Config,
 }
 
 /// The Lua state and what the runner needs from it.
@@ -78,6 +85,8 @@ pub struct Vm {
     pub runner: Function,
     /// Hidden table where a failed `redis.call` leaves its error table (`pending`).
     pub hidden: Table,
+    /// The table the (empty, read-only) globals read from: the libraries, KEYS, ARGV.
+    pub base: Table,
 }
 
 impl std::fmt::Debug for Vm {
@@ -89,9 +98,12 @@ impl std::fmt::Debug for Vm {
 /// Lua run before the sandbox closes: the error handler, the `redis.call`/`pcall`
 /// wrappers, and the read-only globals.
 const PRELUDE: &str = r#"
-local hidden, redis = ...
-local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, string =
-  debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, string
+local hidden, redis, libredis = ...
+local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs =
+  debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs
+local loadstring_ = loadstring
+local G = _G
+local base = {}
 
 local function handler(err)
   local source, line = '@user_script', 0
@@ -129,7 +141,7 @@ end
 local runner = function(f) return xpcall(f, handler) end
 -- FCALL: the registered callback called with the run's KEYS and ARGV.
 hidden.bind = function(f)
-  return function() return f(rawget(_G, 'KEYS'), rawget(_G, 'ARGV')) end
+  return function() return f(rawget(base, 'KEYS'), rawget(base, 'ARGV')) end
 end
 
 -- A script stopped by its budget must not catch that error and go on: once stopped,
@@ -147,11 +159,32 @@ local function pass(ok, ...)
   end
   return ok, ...
 end
-rawset(_G, 'pcall', function(...) return pass(pcall_(...)) end)
-rawset(_G, 'xpcall', function(...) return pass(xpcall_(...)) end)
+rawset(G, 'pcall', function(...) return pass(pcall_(...)) end)
+rawset(G, 'xpcall', function(...) return pass(xpcall_(...)) end)
 coroutine.resume = function(...) return pass(resume_(...)) end
+-- Text chunks only, as Redis's patched Lua (a binary chunk could break the VM).
+local function loadstring(s, name)
+  if type(s) == 'string' and string.byte(s, 1) == 27 then
+    return nil, 'binary chunks are not allowed'
+  end
+  return loadstring_(s, name)
+end
+rawset(G, 'loadstring', loadstring)
+rawset(G, 'load', function(reader, name)
+  local parts = {}
+  while true do
+    local piece = reader()
+    if piece == nil or piece == '' then break end
+    if type(piece) ~= 'string' then return nil, 'reader function must return a string' end
+    parts[#parts + 1] = piece
+  end
+  return loadstring(table.concat(parts), name)
+end)
 
 local function readonly_error() error('Attempt to modify a readonly table', 2) end
+local function missing(_, k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+end
 local readonly = {}
 local function protect(t)
   local proxy = setmetatable({}, {__index = t, __newindex = readonly_error, __metatable = false})
@@ -159,23 +192,51 @@ local function protect(t)
   return proxy
 end
 for _, name in ipairs({'string', 'math', 'table', 'redis', 'bit', 'cjson', 'struct', 'cmsgpack', 'coroutine'}) do
-  if rawget(_G, name) then rawset(_G, name, protect(rawget(_G, name))) end
+  if rawget(G, name) then rawset(G, name, protect(rawget(G, name))) end
 end
-rawset(_G, 'rawset', function(t, k, v)
-  if t == _G or readonly[t] then error('Attempt to modify a readonly table', 0) end
+-- The metatable of strings is reachable with getmetatable(''): shown read-only.
+local string_mt = getmetatable('')
+rawset(string_mt, '__metatable', protect(string_mt))
+for _, name in ipairs({'debug', 'dofile', 'loadfile', 'print', 'module', 'require', 'newproxy',
+                       'setfenv', 'getfenv', 'gcinfo', 'collectgarbage'}) do
+  rawset(G, name, nil)
+end
+rawset(G, 'rawset', function(t, k, v)
+  if t == G or t == base or readonly[t] then error('Attempt to modify a readonly table', 2) end
   return rawset(t, k, v)
 end)
-for _, name in ipairs({'debug', 'loadstring', 'load', 'dofile', 'loadfile', 'print', 'module', 'require', 'newproxy', 'gcinfo', 'collectgarbage'}) do
-  rawset(_G, name, nil)
+rawset(G, 'setmetatable', function(t, mt)
+  if t == G or t == base or readonly[t] then error('Attempt to modify a readonly table', 2) end
+  return setmetatable(t, mt)
+end)
+
+-- As Redis 7: the globals table stays empty and read-only, its metatable reads from
+-- `base` (every library; KEYS and ARGV) or, while FUNCTION LOAD runs a library, from
+-- `libapi` (only `redis.register_function`, `redis.log` and the constants).
+local names = {}
+for k in pairs(G) do names[#names + 1] = k end
+for _, k in ipairs(names) do
+  rawset(base, k, rawget(G, k))
+  rawset(G, k, nil)
 end
-setmetatable(_G, {
-  __index = function(_, k)
-    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+rawset(base, '_G', G)
+setmetatable(base, {__index = missing, __newindex = readonly_error, __metatable = false})
+local libapi = {redis = setmetatable({}, {
+  __index = function(t, k)
+    local v = rawget(libredis, k)
+    if v == nil then missing(t, k) end
+    return v
   end,
-  __newindex = readonly_error,
-  __metatable = false,
-})
-return runner
+  __newindex = readonly_error, __metatable = false})}
+readonly[libapi.redis] = true
+setmetatable(libapi, {__index = missing, __newindex = readonly_error, __metatable = false})
+local globals_mt = {__index = base, __newindex = readonly_error,
+  __metatable = protect({__index = protect(base)})}
+setmetatable(G, globals_mt)
+hidden.load_env = function(loading)
+  rawset(globals_mt, '__index', loading and libapi or base)
+end
+return runner, base
 "#;
 
 fn sha1hex(data: &[u8]) -> String {
@@ -189,7 +250,7 @@ pub fn script_sha(body: &[u8]) -> String {
 
 impl Vm {
     /// A fresh sandboxed state. Fails only if Lua cannot allocate its first state.
-    pub fn new() -> mlua::Result<Vm> {
+    pub fn new(watch: Arc<super::busy::ScriptWatch>) -> mlua::Result<Vm> {
         // `debug` is loaded for the error handler's `getinfo` and removed from the
         // globals before any script runs (the prelude keeps its own reference).
         let lua = unsafe {
@@ -199,12 +260,15 @@ impl Vm {
             )
         };
         lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
-        let state = Arc::new(RunState::default());
+        let state = Arc::new(RunState {
+            watch,
+            ..RunState::default()
+        });
         let globals = lua.globals();
         let redis = redis_table(&lua, &state)?;
         globals.raw_set("redis", redis.clone())?;
         install_math_random(&lua, &state)?;
-        super::libs::install(&lua)?;
+        super::libs::install(&lua, &state)?;
         let hidden = lua.create_table()?;
         let stop_state = state.clone();
         hidden.raw_set(
@@ -236,17 +300,26 @@ impl Vm {
                 Ok(super::call_current(&pcall_state, lua, args).1)
             })?,
         )?;
+        // What a library sees of `redis` while FUNCTION LOAD runs it.
+        let libredis = lua.create_table()?;
         let reg_state = state.clone();
-        redis.raw_set(
+        libredis.raw_set(
             "register_function",
             lua.create_function(move |_, args: mlua::MultiValue| {
                 register_function(&reg_state, args)
             })?,
         )?;
-        let runner: Function = lua
-            .load(PRELUDE)
-            .set_name("=kelvin")
-            .call((hidden.clone(), redis.clone()))?;
+        for pair in redis.clone().pairs::<String, Value>() {
+            let (k, v) = pair?;
+            if k == "log" || k.starts_with("LOG_") || k.starts_with("REDIS_VERSION") {
+                libredis.raw_set(k, v)?;
+            }
+        }
+        let (runner, base): (Function, Table) = lua.load(PRELUDE).set_name("=kelvin").call((
+            hidden.clone(),
+            redis.clone(),
+            libredis,
+        ))?;
         let hook_state = state.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
@@ -261,7 +334,15 @@ impl Vm {
                     hook_state.exhausted.store(true, Ordering::Relaxed);
                     return Err(mlua::Error::runtime("script instruction budget exhausted"));
                 }
-                if hook_state.kill.load(Ordering::Relaxed) {
+                let ran = super::INSTRUCTION_BUDGET - left + HOOK_EVERY as i64;
+                if ran >= super::busy::STEP_ASIDE_AFTER
+                    && !hook_state.stepped_aside.load(Ordering::Relaxed)
+                    && super::busy::step_aside()
+                {
+                    hook_state.stepped_aside.store(true, Ordering::Relaxed);
+                }
+                if hook_state.watch.killed(ran) {
+                    hook_state.kill.store(true, Ordering::Relaxed);
                     return Err(mlua::Error::runtime(
                         "Script killed by user with SCRIPT KILL...",
                     ));
@@ -274,6 +355,7 @@ impl Vm {
             state,
             runner,
             hidden,
+            base,
         })
     }
 
@@ -288,6 +370,15 @@ impl Vm {
                 other => other.to_string(),
             })
     }
+}
+
+/// `redis.error_reply`'s text as Redis makes it (a `-` added if missing, then
+/// `luaPushErrorBuff`): the first word is the code, or `ERR` when there is one word only;
+/// newlines at the ends are trimmed.
+fn error_reply_text(text: &str) -> String {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (code, msg) = body.split_once(' ').unwrap_or(("ERR", body));
+    format!("{code} {}", msg.trim_matches(['\r', '\n']))
 }
 
 /// The static part of the `redis` table.
@@ -305,10 +396,12 @@ fn redis_table(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Table> {
     )?;
     redis.raw_set(
         "error_reply",
-        lua.create_function(|lua, msg: mlua::String| {
+        lua.create_function(|lua, args: mlua::MultiValue| {
             let t = lua.create_table()?;
-            let text = msg.to_string_lossy();
-            let text = text.strip_prefix('-').unwrap_or(&text).to_string();
+            let text = match (args.len(), args.front()) {
+                (1, Some(Value::String(s))) => error_reply_text(&s.to_string_lossy()),
+                _ => "ERR wrong number or type of arguments".to_string(),
+            };
             t.raw_set("err", text)?;
             Ok(t)
         })?,
@@ -426,58 +519,159 @@ fn install_math_random(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<()> {
     Ok(())
 }
 
-/// `redis.register_function(name, callback)` or `redis.register_function{function_name=,
-/// callback=, flags={...}}`, during FUNCTION LOAD only.
-fn register_function(state: &RunState, args: mlua::MultiValue) -> mlua::Result<()> {
-    let mut args = args.into_iter();
-    let (name, callback, no_writes) = match (args.next(), args.next()) {
-        (Some(Value::Table(t)), None) => {
-            let name: mlua::String = t.raw_get("function_name").map_err(|_| {
-                mlua::Error::runtime(
-                    "function_name argument given to redis.register_function must be a string",
-                )
-            })?;
-            let callback: Function = t.raw_get("callback").map_err(|_| {
-                mlua::Error::runtime(
-                    "callback argument given to redis.register_function must be a function",
-                )
-            })?;
-            let mut no_writes = false;
-            if let Ok(flags) = t.raw_get::<Table>("flags") {
-                for flag in flags.sequence_values::<mlua::String>() {
-                    match &*flag?.to_string_lossy() {
-                        "no-writes" => no_writes = true,
-                        "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
-                        _ => return Err(mlua::Error::runtime("unknown flag given")),
+/// The flags a function may declare, in Redis's order (`scripts_flags_def`): bit `i`
+/// of [`Registration::flags`] is `FUNCTION_FLAGS[i]`.
+pub const FUNCTION_FLAGS: [&str; 5] = [
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+/// The `no-writes` bit of [`Registration::flags`].
+pub const FLAG_NO_WRITES: u8 = 1;
+
+/// One `redis.register_function` call of a library being loaded.
+pub struct Registration {
+    pub name: String,
+    pub callback: Function,
+    pub description: Option<String>,
+    pub flags: u8,
+}
+
+/// A Lua value as Redis's `luaGetStringSds` reads it: a string or a number.
+fn string_arg(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string_lossy()),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Number(n) => Some(super::convert::number_arg(*n)),
+        _ => None,
+    }
+}
+
+fn named_args(t: &Table) -> mlua::Result<Registration> {
+    let fail = |m: &str| Err(mlua::Error::runtime(m.to_string()));
+    let (mut name, mut description, mut callback, mut flags) = (None, None, None, 0u8);
+    for pair in t.clone().pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Some(key) = string_arg(&k) else {
+            return fail("named argument key given to redis.register_function is not a string");
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "function_name" => {
+                match string_arg(&v) {
+                    Some(n) => name = Some(n),
+                    None => return fail(
+                        "function_name argument given to redis.register_function must be a string",
+                    ),
+                }
+            }
+            "description" => {
+                match string_arg(&v) {
+                    Some(d) => description = Some(d),
+                    None => return fail(
+                        "description argument given to redis.register_function must be a string",
+                    ),
+                }
+            }
+            "callback" => match v {
+                Value::Function(f) => callback = Some(f),
+                _ => {
+                    return fail(
+                        "callback argument given to redis.register_function must be a function",
+                    )
+                }
+            },
+            "flags" => {
+                let Value::Table(list) = v else {
+                    return fail("flags argument to redis.register_function must be a table representing function flags");
+                };
+                for i in 1.. {
+                    let flag = match list.raw_get::<Value>(i)? {
+                        Value::Nil => break,
+                        v => string_arg(&v),
+                    };
+                    let bit = flag.and_then(|f| {
+                        FUNCTION_FLAGS
+                            .iter()
+                            .position(|known| known.eq_ignore_ascii_case(&f))
+                    });
+                    match bit {
+                        Some(b) => flags |= 1 << b,
+                        None => return fail("unknown flag given"),
                     }
                 }
             }
-            (name.to_string_lossy(), callback, no_writes)
+            _ => return fail("unknown argument given to redis.register_function"),
         }
-        (Some(Value::String(name)), Some(Value::Function(f))) => (name.to_string_lossy(), f, false),
+    }
+    let Some(name) = name else {
+        return fail("redis.register_function must get a function name argument");
+    };
+    let Some(callback) = callback else {
+        return fail("redis.register_function must get a callback argument");
+    };
+    Ok(Registration {
+        name,
+        callback,
+        description,
+        flags,
+    })
+}
+
+/// `redis.register_function(name, callback)` or `redis.register_function{function_name=,
+/// callback=, description=, flags={...}}`, during FUNCTION LOAD only; Redis's checks
+/// and texts.
+fn register_function(state: &RunState, args: mlua::MultiValue) -> mlua::Result<()> {
+    let mut guard = state.registering.lock();
+    let Some(list) = guard.as_mut() else {
+        return Err(mlua::Error::runtime(
+            "redis.register_function can only be called on FUNCTION LOAD command",
+        ));
+    };
+    let reg = match args.len() {
+        1 => match &args[0] {
+            Value::Table(t) => named_args(t)?,
+            _ => return Err(mlua::Error::runtime(
+                "calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).",
+            )),
+        },
+        2 => {
+            let Some(name) = string_arg(&args[0]) else {
+                return Err(mlua::Error::runtime(
+                    "first argument to redis.register_function must be a string",
+                ));
+            };
+            let Value::Function(callback) = args[1].clone() else {
+                return Err(mlua::Error::runtime(
+                    "second argument to redis.register_function must be a function",
+                ));
+            };
+            Registration {
+                name,
+                callback,
+                description: None,
+                flags: 0,
+            }
+        }
         _ => {
             return Err(mlua::Error::runtime(
                 "wrong number of arguments to redis.register_function",
             ))
         }
     };
+    let name = &reg.name;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(mlua::Error::runtime(
-            "Function names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+            "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long",
         ));
     }
-    match state.registering.lock().as_mut() {
-        Some(list) => {
-            if list.iter().any(|(n, _, _)| *n == name) {
-                return Err(mlua::Error::runtime(
-                    "Function already exists in the library",
-                ));
-            }
-            list.push((name, callback, no_writes));
-            Ok(())
-        }
-        None => Err(mlua::Error::runtime(
-            "redis.register_function can only be called on FUNCTION LOAD command",
-        )),
+    if list.iter().any(|r| r.name == *name) {
+        return Err(mlua::Error::runtime(
+            "Function already exists in the library",
+        ));
     }
+    list.push(reg);
+    Ok(())
 }
