@@ -96,6 +96,8 @@ struct Run {
     redirects: [u64; 4],
     /// The first failed requests, described.
     failures: Vec<String>,
+    /// Loaded sessions that no longer exist after the move.
+    lost_sessions: u64,
 }
 
 pub fn run(opts: &Options) -> Result<String> {
@@ -244,6 +246,31 @@ fn tool(cmd: &mut Command, timeout: Duration) -> Result<String> {
 
 /// Loads `sessions` sessions with pipelined HSETs, one thread per node.
 fn load_sessions(map: &SlotMap, sessions: u64, value_bytes: usize) -> Result<()> {
+    per_node(map, sessions, |id| {
+        let fields = session_fields(id, value_bytes, 0);
+        let mut args = vec![b"HSET".to_vec(), session_key(id).into_bytes()];
+        args.extend(fields);
+        args
+    })
+    .map(drop)
+}
+
+/// How many of the loaded sessions are gone (EXISTS, pipelined per node).
+fn missing_sessions(map: &SlotMap, sessions: u64) -> Result<u64> {
+    let found = per_node(map, sessions, |id| {
+        vec![b"EXISTS".to_vec(), session_key(id).into_bytes()]
+    })?;
+    Ok(sessions - found)
+}
+
+/// Sends `command(id)` for every session id to the node the map gives its key, batched
+/// and pipelined, one thread per node; returns the sum of the integer replies.
+fn per_node(
+    map: &SlotMap,
+    sessions: u64,
+    command: impl Fn(u64) -> Vec<Vec<u8>> + Sync,
+) -> Result<u64> {
+    let command = &command;
     let mut by_port: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
     for id in 0..sessions {
         let key = session_key(id);
@@ -254,34 +281,35 @@ fn load_sessions(map: &SlotMap, sessions: u64, value_bytes: usize) -> Result<()>
         let handles: Vec<_> = by_port
             .into_iter()
             .map(|(port, ids)| {
-                scope.spawn(move || -> Result<()> {
+                scope.spawn(move || -> Result<u64> {
                     let mut conn = Conn::open(port, CLIENT_TIMEOUT)?;
+                    let mut sum = 0;
                     for chunk in ids.chunks(LOAD_BATCH) {
                         let mut buf = Vec::new();
                         for &id in chunk {
-                            let key = session_key(id);
-                            let fields = session_fields(id, value_bytes, 0);
-                            let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
-                            args.extend(fields.iter().map(Vec::as_slice));
+                            let args = command(id);
+                            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                             crate::servers::push_command(&mut buf, &args);
                         }
                         conn.send(&buf)?;
                         for _ in chunk {
                             match conn.read()? {
-                                Reply::Int(_) => {}
-                                other => bail!("HSET on port {port}: {other:?}"),
+                                Reply::Int(n) => sum += n.max(0) as u64,
+                                other => bail!("on port {port}: {other:?}"),
                             }
                         }
                     }
-                    Ok(())
+                    Ok(sum)
                 })
             })
             .collect();
+        let mut total = 0;
         for h in handles {
-            h.join()
+            total += h
+                .join()
                 .map_err(|_| anyhow::anyhow!("a loader thread panicked"))??;
         }
-        Ok(())
+        Ok(total)
     })
 }
 
@@ -355,6 +383,9 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
             cluster.new.log_tail()
         )
     })?;
+    // Every loaded session still there (through a fresh map: the moved slots' new owner).
+    map.refresh(seed_port)?;
+    let lost_sessions = missing_sessions(&map, sessions)?;
     let r = &map.redirects;
     let redirects = [
         r.moved.load(Ordering::Relaxed),
@@ -393,6 +424,7 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         kelvin,
         redirects,
         failures,
+        lost_sessions,
     })
 }
 
@@ -536,7 +568,9 @@ fn record(r: &Run) -> Value {
         "p999_during_ms": p(&r.samples, r.reshard_at, during_to, 0.999),
         "throughput_steady": steady_ok as f64 / steady_s.max(0.001),
         "throughput_during_min": during_min,
-        "errors": r.samples.iter().filter(|s| s.failure.is_some()).count(),
+        // Failed requests, and sessions the move lost (users logged out for good).
+        "errors": r.samples.iter().filter(|s| s.failure.is_some()).count() as u64
+            + r.lost_sessions,
         "moved_bytes": r.moved_bytes,
     });
     if let Some((eager, fault_ins, _)) = &r.kelvin {
@@ -574,6 +608,7 @@ fn details(r: &Run) -> Value {
         "end_at_ms": r.end_at,
         "errors_by_kind": errors,
         "first_errors": r.failures,
+        "lost_sessions": r.lost_sessions,
         "redirects": {
             "moved": r.redirects[0], "ask": r.redirects[1],
             "tryagain_or_clusterdown": r.redirects[2], "reconnects": r.redirects[3],
@@ -594,12 +629,13 @@ fn one_line(r: &Run) -> String {
     };
     format!(
         "handover {} ms, complete {} ms, p99 steady {} ms / during {} ms, errors {}{first}, \
-         moved {} B; redirects MOVED {} ASK {} TRYAGAIN {}",
+         lost sessions {}, moved {} B; redirects MOVED {} ASK {} TRYAGAIN {}",
         v["handover_ms"],
         v["complete_ms"],
         v["p99_steady_ms"],
         v["p99_during_ms"],
         v["errors"],
+        r.lost_sessions,
         v["moved_bytes"],
         r.redirects[0],
         r.redirects[1],
