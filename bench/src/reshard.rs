@@ -29,7 +29,7 @@ use crate::group::{cluster_secret, run_with_timeout, Group};
 use crate::openloop::{per_second, quantile_ms, session_fields, session_key, Load, Sample};
 use crate::openloop::{Workload, Zipf};
 use crate::servers::{command, connect, workspace_root, Kind, Programs, ServerGuard, Spec, HOST};
-use crate::slotclient::{Conn, Failure, Reply, SlotMap};
+use crate::slotclient::{ClusterClient, Conn, Failure, Reply, SlotMap};
 
 pub struct Options {
     pub programs: Programs,
@@ -98,6 +98,8 @@ struct Run {
     failures: Vec<String>,
     /// Loaded sessions that no longer exist after the move.
     lost_sessions: u64,
+    /// The client ports of the 3 formed nodes, then the new one's (to read the notes).
+    client_ports: Vec<u16>,
 }
 
 pub fn run(opts: &Options) -> Result<String> {
@@ -115,8 +117,16 @@ pub fn run(opts: &Options) -> Result<String> {
             let run = run_one(opts, system, sessions)?;
             eprintln!("    {}", one_line(&run));
             runs.push(run);
+            // After each run, so that a run that fails later leaves the earlier ones.
+            write_results(opts, &runs)?;
         }
     }
+    plot(&opts.out)?;
+    Ok(table(opts, &runs))
+}
+
+/// `summary.json`, `runs.json` and `table.md` of the runs so far.
+fn write_results(opts: &Options, runs: &[Run]) -> Result<()> {
     let summary = json!({ "runs": runs.iter().map(record).collect::<Vec<_>>() });
     write_json(&opts.out.join("summary.json"), &summary)?;
     let details = json!({
@@ -127,10 +137,8 @@ pub fn run(opts: &Options) -> Result<String> {
         "runs": runs.iter().map(details).collect::<Vec<_>>(),
     });
     write_json(&opts.out.join("runs.json"), &details)?;
-    let table = table(opts, &runs);
-    std::fs::write(opts.out.join("table.md"), &table)?;
-    plot(&opts.out)?;
-    Ok(table)
+    std::fs::write(opts.out.join("table.md"), table(opts, runs))?;
+    Ok(())
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
@@ -245,7 +253,7 @@ fn tool(cmd: &mut Command, timeout: Duration) -> Result<String> {
 }
 
 /// Loads `sessions` sessions with pipelined HSETs, one thread per node.
-fn load_sessions(map: &SlotMap, sessions: u64, value_bytes: usize) -> Result<()> {
+fn load_sessions(map: &Arc<SlotMap>, sessions: u64, value_bytes: usize) -> Result<()> {
     per_node(map, sessions, |id| {
         let fields = session_fields(id, value_bytes, 0);
         let mut args = vec![b"HSET".to_vec(), session_key(id).into_bytes()];
@@ -256,7 +264,7 @@ fn load_sessions(map: &SlotMap, sessions: u64, value_bytes: usize) -> Result<()>
 }
 
 /// How many of the loaded sessions are gone (EXISTS, pipelined per node).
-fn missing_sessions(map: &SlotMap, sessions: u64) -> Result<u64> {
+fn missing_sessions(map: &Arc<SlotMap>, sessions: u64) -> Result<u64> {
     let found = per_node(map, sessions, |id| {
         vec![b"EXISTS".to_vec(), session_key(id).into_bytes()]
     })?;
@@ -266,7 +274,7 @@ fn missing_sessions(map: &SlotMap, sessions: u64) -> Result<u64> {
 /// Sends `command(id)` for every session id to the node the map gives its key, batched
 /// and pipelined, one thread per node; returns the sum of the integer replies.
 fn per_node(
-    map: &SlotMap,
+    map: &Arc<SlotMap>,
     sessions: u64,
     command: impl Fn(u64) -> Vec<Vec<u8>> + Sync,
 ) -> Result<u64> {
@@ -283,6 +291,7 @@ fn per_node(
             .map(|(port, ids)| {
                 scope.spawn(move || -> Result<u64> {
                     let mut conn = Conn::open(port, CLIENT_TIMEOUT)?;
+                    let mut client = ClusterClient::new(map.clone());
                     let mut sum = 0;
                     for chunk in ids.chunks(LOAD_BATCH) {
                         let mut buf = Vec::new();
@@ -292,9 +301,19 @@ fn per_node(
                             crate::servers::push_command(&mut buf, &args);
                         }
                         conn.send(&buf)?;
-                        for _ in chunk {
+                        for &id in chunk {
                             match conn.read()? {
                                 Reply::Int(n) => sum += n.max(0) as u64,
+                                // A group's leader moved (an election): this one goes
+                                // again through the cluster client, which follows it.
+                                Reply::Error(e) if e.starts_with("MOVED ") => {
+                                    let args = command(id);
+                                    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                                    match client.exec(&args) {
+                                        Ok(Reply::Int(n)) => sum += n.max(0) as u64,
+                                        other => bail!("on port {port}, then: {other:?}"),
+                                    }
+                                }
                                 other => bail!("on port {port}: {other:?}"),
                             }
                         }
@@ -383,6 +402,13 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
             cluster.new.log_tail()
         )
     })?;
+    let client_ports: Vec<u16> = cluster
+        .group
+        .nodes
+        .iter()
+        .chain([&cluster.new])
+        .map(Cluster::client_port)
+        .collect();
     // Every loaded session still there (through a fresh map: the moved slots' new owner).
     map.refresh(seed_port)?;
     let lost_sessions = missing_sessions(&map, sessions)?;
@@ -425,6 +451,7 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         redirects,
         failures,
         lost_sessions,
+        client_ports,
     })
 }
 
@@ -609,6 +636,7 @@ fn details(r: &Run) -> Value {
         "errors_by_kind": errors,
         "first_errors": r.failures,
         "lost_sessions": r.lost_sessions,
+        "client_ports": { "formed": &r.client_ports[..3], "new": r.client_ports[3] },
         "redirects": {
             "moved": r.redirects[0], "ask": r.redirects[1],
             "tryagain_or_clusterdown": r.redirects[2], "reconnects": r.redirects[3],
