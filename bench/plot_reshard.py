@@ -23,6 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLORS = {"kelvin": "tab:blue", "kelvin-r3": "tab:green", "redis-cluster": "tab:red"}
 
 
+def details_rate(runs):
+    """The highest per-second count of any run (the offered rate, unless it stalled)."""
+    return max((s["ops"] for r in runs for s in r["seconds"]), default=0)
+
+
 def timeline(runs, path, title):
     fig, (thr, lat) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     for r in runs:
@@ -38,7 +43,7 @@ def timeline(runs, path, title):
             ax.axvspan(0, max(done, 0.05), color=color, alpha=0.12)
             ax.axvline(hand, color=color, linestyle="--", linewidth=1)
     thr.set_ylabel("requests/s completed")
-    thr.set_ylim(bottom=0)
+    thr.set_ylim(0, max(details_rate(runs) * 1.15, 1))
     lat.set_ylabel("p99 latency (ms, log)")
     lat.set_yscale("log")
     lat.set_xlabel("seconds from the reshard's start (shaded: the move, dashed: handover)")
@@ -60,7 +65,8 @@ def sweep(summary, path):
                 label=f"{system} handover")
         ax.plot(mb, [max(r["complete_ms"], 1) for r in rs], "s:", color=COLORS[system],
                 label=f"{system} complete")
-    ax.set_xlabel("data size (MB of sessions)")
+    ax.set_xlabel("data size (MB of sessions, log)")
+    ax.set_xscale("log")
     ax.set_ylabel("ms (log)")
     ax.set_yscale("log")
     ax.set_title("Time until the new node owns its slots (handover), and until the move is done")
