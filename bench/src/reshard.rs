@@ -61,6 +61,10 @@ const LOAD_BATCH: usize = 500;
 /// The read timeout of the benchmark's client.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The read timeout while loading or checking sessions in pipelined batches (a node
+/// busy taking a snapshot of a large store may hold a batch for seconds).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum System {
     RedisCluster,
@@ -290,7 +294,7 @@ fn per_node(
             .into_iter()
             .map(|(port, ids)| {
                 scope.spawn(move || -> Result<u64> {
-                    let mut conn = Conn::open(port, CLIENT_TIMEOUT)?;
+                    let mut conn = Conn::open(port, BATCH_TIMEOUT)?;
                     let mut client = ClusterClient::new(map.clone());
                     let mut sum = 0;
                     for chunk in ids.chunks(LOAD_BATCH) {
