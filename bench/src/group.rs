@@ -33,12 +33,23 @@ impl Group {
         size: usize,
         groups: usize,
     ) -> Result<Group> {
+        Group::start_kelvin_replicas(programs, spec, size, size, groups)
+    }
+
+    /// As [`Group::start_kelvin`], with `--replicas <replicas>` (copies of each group).
+    pub fn start_kelvin_replicas(
+        programs: &Programs,
+        spec: &Spec,
+        size: usize,
+        replicas: usize,
+        groups: usize,
+    ) -> Result<Group> {
         let spec = Spec {
-            cluster_secret: Some(format!("kelvin-bench-{}", std::process::id())),
+            cluster_secret: Some(cluster_secret()),
             ..spec.clone()
         };
         let group = Group::start_nodes(programs, &spec, size)?;
-        let (replicas, groups) = (size.to_string(), groups.to_string());
+        let (replicas, groups) = (replicas.to_string(), groups.to_string());
         group.form(
             programs.kelvin_cli()?,
             &["cluster", "create"],
@@ -232,6 +243,12 @@ pub fn parse_masters(text: &str) -> Vec<Master> {
     masters
 }
 
+/// The `--cluster-secret` of the Kelvin nodes this process starts (a node that joins
+/// later needs the same).
+pub fn cluster_secret() -> String {
+    format!("kelvin-bench-{}", std::process::id())
+}
+
 /// A field of CLUSTER INFO.
 fn cluster_info(port: u16, field: &str) -> Result<String> {
     let mut s = connect(port, Duration::from_secs(2))?;
@@ -251,7 +268,7 @@ fn role(port: u16) -> Result<String> {
 }
 
 /// Runs `cmd` to completion (killed after `timeout`); returns (success, stdout+stderr).
-fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, String)> {
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, String)> {
     let dir = temp_dir(Kind::Kelvin)?;
     let out_path = dir.join("out");
     let out = std::fs::File::create(&out_path)?;

@@ -6,6 +6,7 @@
 //! cargo run --release -p kelvin-bench -- durable [--quick] [--requests N]
 //! cargo run --release -p kelvin-bench -- restart [--quick] [--keys N]
 //! cargo run --release -p kelvin-bench -- cluster [--quick] [--requests N]
+//! cargo run --release -p kelvin-bench -- reshard [--quick] [--sessions N] [--value-bytes B] [--rate R] [--out DIR]
 //! ```
 //!
 //! Each subcommand starts its own servers on free loopback ports with temporary
@@ -16,9 +17,12 @@ mod cluster;
 mod durable;
 mod group;
 mod memory;
+mod openloop;
+mod reshard;
 mod restart;
 mod servers;
 mod session;
+mod slotclient;
 mod throughput;
 
 use std::path::PathBuf;
@@ -52,6 +56,40 @@ enum Cmd {
     /// SET/GET with redis-benchmark --cluster: 3-node Kelvin cluster vs 3-master Redis
     /// Cluster, appendfsync everysec and always.
     Cluster(ClusterArgs),
+    /// A live scale-out (a 4th node takes 4096 slots) on Kelvin and on Redis Cluster under
+    /// the same open-loop session load, at 3 data sizes: summary.json, table.md and plots.
+    Reshard(ReshardArgs),
+}
+
+#[derive(Args)]
+struct ReshardArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// The kelvin-cli binary (default: next to kelvin-server, built if missing).
+    #[arg(long)]
+    kelvin_cli: Option<PathBuf>,
+    /// The redis-cli binary (default: from PATH).
+    #[arg(long)]
+    redis_cli: Option<PathBuf>,
+    /// Sessions of the largest run; the sweep also runs a tenth and a third of it
+    /// (default 1000000; 30000 with --quick).
+    #[arg(long)]
+    sessions: Option<u64>,
+    /// Bytes per session (a hash of 4 fields).
+    #[arg(long, default_value_t = 1000)]
+    value_bytes: usize,
+    /// Requests per second of the open-loop load (default 2000; 1000 with --quick).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// `redis-cli --cluster reshard --cluster-pipeline` (keys per MIGRATE).
+    #[arg(long, default_value_t = 100)]
+    redis_pipeline: u32,
+    /// Where summary.json, runs.json, table.md and the PNGs go.
+    #[arg(long, default_value = "bench-results/reshard")]
+    out: PathBuf,
+    /// Small sizes and short phases, a few minutes in all.
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args)]
@@ -262,6 +300,33 @@ fn main() -> Result<()> {
                 threads: 3,
             };
             let report = cluster::run(&opts)?;
+            println!("{report}");
+        }
+        Cmd::Reshard(args) => {
+            let mut programs = programs(&args.servers)?;
+            programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
+            let largest = sized(args.sessions, args.quick, 30_000, 1_000_000);
+            let mut sizes = vec![(largest / 10).max(1), (largest / 3).max(1), largest];
+            sizes.dedup();
+            let phase = Duration::from_secs(if args.quick { 4 } else { 10 });
+            let rate = args
+                .rate
+                .unwrap_or(if args.quick { 1000 } else { 2000 })
+                .max(1);
+            let opts = reshard::Options {
+                programs,
+                redis_cli: locate_program(args.redis_cli, "redis-cli")?,
+                sizes,
+                value_bytes: args.value_bytes.max(16),
+                rate,
+                steady: phase,
+                after: phase,
+                redis_pipeline: args.redis_pipeline.max(1),
+                out: args.out,
+                // At least half of what the steady phase alone should have sent.
+                min_requests: (rate * phase.as_secs() / 2) as usize,
+            };
+            let report = reshard::run(&opts)?;
             println!("{report}");
         }
     }
