@@ -283,15 +283,19 @@ fn begin(
     }
     let began = Instant::now();
     let ours: Vec<u16> = plan.iter().flat_map(|p| p.1.iter().copied()).collect();
+    let from_epoch = admin.topology()?.epoch;
     admin.change_topology(&format!("{moving} slots to group {target}"), |t| {
         // Already applied, and maybe already moved on by the cluster's driver (handed
-        // over, even finished) before this command read it back: nothing to add.
+        // over, even finished, or rejected) before this command read it back: nothing
+        // to add. The topology moved on since it was read and the lines are not in it:
+        // they were added and taken out again (a rejection), never added twice.
         let target_owns = t.groups.iter().find(|g| g.0 == target).is_some_and(|g| {
             ranges(&g.1)
                 .iter()
                 .any(|&(a, b)| ours.iter().any(|s| (a..=b).contains(s)))
         });
         if target_owns
+            || t.epoch > from_epoch
             || t.migrations
                 .iter()
                 .any(|m| lines.iter().any(|l| l.0 == m.0))
