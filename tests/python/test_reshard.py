@@ -183,6 +183,19 @@ def test_reshard_to_a_new_node_while_clients_read_and_write(four):
     assert held > 0.2 * len(expected), held
 
 
+def grown(four, replicas: str, keys: dict[str, str]):
+    """The first three nodes as three groups (`--replicas`), `keys` written, the fourth
+    node added, owning nothing yet."""
+    first, new = four[0], four[3]
+    done = create(four[:3], "--replicas", replicas, "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    items = list(keys.items())
+    for start in range(0, len(items), 500):
+        first.client().mset(dict(items[start:start + 500]))
+    out = cli("add-node", addr(new), addr(first), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def slot_ranges(n: ServerProcess, group: int) -> list[tuple[int, int]]:
     for line in topology(n).splitlines():
         f = line.split()
@@ -362,10 +375,7 @@ def test_a_client_blocked_at_the_old_owner_is_served_by_the_new_one(four):
     """BLPOP waiting on a key whose slot moves: it follows the slot and a push at the new
     owner serves it (Redis Cluster would answer -MOVED/UNBLOCKED instead)."""
     first, second, third, new = four
-    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = cli("add-node", addr(new), addr(first), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
+    grown(four, "1", {})
     c = first.client()
     # A key in the slots that move: the highest slots of group 0 (0-5461 here).
     key = next(f"q:{i}" for i in range(100000) if 4096 <= c.cluster("keyslot", f"q:{i}") <= 5461)
@@ -424,13 +434,9 @@ def test_rebalance_spreads_the_slots_evenly_over_the_groups(four):
     """`cluster rebalance SEED --slots`: after a small reshard to a new node (1000 slots),
     the four groups end with 4096 slots each, every key where it was written."""
     first, second, third, new = four
-    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
-    assert done.returncode == 0, done.stdout + done.stderr
-    c = first.client()
     expected = {f"r:{i}": f"v{i}" for i in range(3000)}
-    c.mset(expected)
-    out = cli("add-node", addr(new), addr(first), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
+    grown(four, "1", expected)
+    c = first.client()
     out = cli("reshard", addr(first), "--slots", "1000", "--to", addr(new), "--yes",
               "--wait-drained")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -452,14 +458,8 @@ def test_a_target_without_room_rejects_the_move_with_its_reason(four):
     the migrations before anything moves; `reshard` prints the reason and fails, the
     slots and keys stay where they were. With room, the same move goes through."""
     first, second, third, new = four
-    done = create([first, second, third], "--replicas", "1", "--groups", "3", "--yes")
-    assert done.returncode == 0, done.stdout + done.stderr
-    c = first.client()
     expected = {f"m:{i}": "x" * 1000 for i in range(4000)}
-    for start in range(0, 4000, 500):
-        c.mset(dict(list(expected.items())[start:start + 500]))
-    out = cli("add-node", addr(new), addr(first), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
+    grown(four, "1", expected)
     before = owners(first)
     # The new group, made by the first reshard, is led by the new node: its limit counts.
     new.client().config_set("maxmemory", "300kb")
@@ -484,13 +484,9 @@ def test_readonly_reads_on_a_replica_of_the_new_owner_never_miss_unmoved_keys(fo
     group's leader (relayed on the main port, -MOVED to it on the redirect port), which
     pulls it; the answer is the key's value, never nil."""
     first, second, third, new = four
-    done = create([first, second, third], "--replicas", "3", "--groups", "3", "--yes")
-    assert done.returncode == 0, done.stdout + done.stderr
-    c = first.client()
     expected = {f"ro:{i}": f"v{i}" for i in range(2000)}
-    c.mset(expected)
-    out = cli("add-node", addr(new), addr(first), "--yes")
-    assert out.returncode == 0, out.stdout + out.stderr
+    grown(four, "3", expected)
+    c = first.client()
     for node in four:
         node.client().config_set("kelvin-migration-drain-rate", 1000)
     out = cli("reshard", addr(first), "--slots", "4096", "--to", addr(new), "--yes")
