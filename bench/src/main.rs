@@ -90,6 +90,16 @@ struct ReshardArgs {
     /// Small sizes and short phases, a few minutes in all.
     #[arg(long)]
     quick: bool,
+    /// Only these systems (comma-separated: redis-cluster, kelvin, kelvin-r3; default all).
+    #[arg(long, value_delimiter = ',')]
+    systems: Vec<String>,
+    /// `kelvin-migration-drain-rate` (bytes/s) set on every Kelvin node before the move
+    /// (default: the server's own).
+    #[arg(long)]
+    kelvin_drain_rate: Option<u64>,
+    /// Only the largest size of the sweep (for one figure at a time; no sweep plot).
+    #[arg(long)]
+    largest_only: bool,
 }
 
 #[derive(Args)]
@@ -307,6 +317,9 @@ fn main() -> Result<()> {
             programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
             let largest = sized(args.sessions, args.quick, 30_000, 1_000_000);
             let mut sizes = vec![(largest / 10).max(1), (largest / 3).max(1), largest];
+            if args.largest_only {
+                sizes = vec![largest];
+            }
             sizes.dedup();
             let phase = Duration::from_secs(if args.quick { 4 } else { 10 });
             let rate = args
@@ -317,12 +330,14 @@ fn main() -> Result<()> {
                 programs,
                 redis_cli: locate_program(args.redis_cli, "redis-cli")?,
                 sizes,
+                systems: reshard::systems(&args.systems)?,
                 value_bytes: args.value_bytes.max(16),
                 rate,
                 steady: phase,
                 after: phase,
                 redis_pipeline: args.redis_pipeline.max(1),
                 out: args.out,
+                kelvin_drain_rate: args.kelvin_drain_rate,
                 // At least half of what the steady phase alone should have sent.
                 min_requests: (rate * phase.as_secs() / 2) as usize,
             };

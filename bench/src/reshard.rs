@@ -36,6 +36,8 @@ pub struct Options {
     pub redis_cli: PathBuf,
     /// The data sizes of the sweep, in sessions.
     pub sizes: Vec<u64>,
+    /// The systems each size runs on, in this order.
+    pub systems: Vec<System>,
     pub value_bytes: usize,
     /// Requests per second of the load.
     pub rate: u64,
@@ -45,6 +47,9 @@ pub struct Options {
     /// `redis-cli --cluster reshard --cluster-pipeline`.
     pub redis_pipeline: u32,
     pub out: PathBuf,
+    /// `kelvin-migration-drain-rate` set on every Kelvin node before the move (bytes/s;
+    /// `None`: the server's default).
+    pub kelvin_drain_rate: Option<u64>,
     /// Fewer than this many requests in a run proves nothing: the run fails.
     pub min_requests: usize,
 }
@@ -66,7 +71,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum System {
+pub enum System {
     RedisCluster,
     Kelvin,
     KelvinR3,
@@ -82,6 +87,22 @@ impl System {
             System::KelvinR3 => "kelvin-r3",
         }
     }
+}
+
+/// The systems named (all of them when none is).
+pub fn systems(names: &[String]) -> Result<Vec<System>> {
+    if names.is_empty() {
+        return Ok(System::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            System::ALL
+                .into_iter()
+                .find(|s| s.name() == n.trim())
+                .with_context(|| format!("unknown system {n:?} (redis-cluster, kelvin, kelvin-r3)"))
+        })
+        .collect()
 }
 
 /// What one run measured. Times in ms from the load's start.
@@ -111,7 +132,7 @@ pub fn run(opts: &Options) -> Result<String> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let mut runs = Vec::new();
     for &sessions in &opts.sizes {
-        for system in System::ALL {
+        for &system in &opts.systems {
             eprintln!(
                 "{}: {sessions} sessions of ~{} B, {} req/s",
                 system.name(),
@@ -379,6 +400,13 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
                 (done, done)
             }
             System::Kelvin | System::KelvinR3 => {
+                if let Some(rate) = opts.kelvin_drain_rate {
+                    for node in cluster.group.nodes.iter().chain([&cluster.new]) {
+                        let mut s = connect(node.port, Duration::from_secs(2))?;
+                        let set = ["CONFIG", "SET", "kelvin-migration-drain-rate"];
+                        command(&mut s, &[set[0], set[1], set[2], &rate.to_string()])?;
+                    }
+                }
                 let cli = opts.programs.kelvin_cli()?;
                 let mut cmd = Command::new(cli);
                 cmd.args(["cluster", "reshard", &cluster.seed()])

@@ -168,7 +168,12 @@ impl ServerGuard {
                     .arg(dir.join("data"))
                     .arg("--appendfsync")
                     .arg(spec.appendfsync)
-                    .env("RUST_LOG", "warn");
+                    // KELVIN_BENCH_LOG: the servers' log filter (default `warn`);
+                    // with KELVIN_BENCH_LOG_DIR their logs are copied there at the end.
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("KELVIN_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                    );
                 if let Some(secret) = &spec.cluster_secret {
                     let cport = free_port()?;
                     cluster_port = Some(cport);
@@ -322,6 +327,11 @@ impl Drop for ServerGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(to) = std::env::var_os("KELVIN_BENCH_LOG_DIR") {
+            let name = format!("{}-{}.log", self.kind.name(), self.port);
+            let _ = fs::create_dir_all(&to);
+            let _ = fs::copy(self.dir.join("server.log"), PathBuf::from(to).join(name));
+        }
         if !self.keep_dir {
             let _ = fs::remove_dir_all(&self.dir);
         }

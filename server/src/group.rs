@@ -70,7 +70,8 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVERYSEC: Duration = Duration::from_secs(1);
 /// Take a snapshot (and compact the log) after this many entries...
 pub const SNAPSHOT_ENTRIES: u64 = 500_000;
-/// ...or this many bytes of log written since the last one.
+/// ...or this many bytes of log written since the last one, and at least as many as the
+/// keyspace holds.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// Entries kept after an automatic snapshot, so a follower a little behind catches up
 /// from the log. (SAVE keeps none: it is asked for to free the disk.)
@@ -451,6 +452,9 @@ pub fn start(
         turn_commands: Vec::new(),
         log_bytes_after_snapshot: 0,
         snapshot_log_bytes: cfg.snapshot_log_bytes,
+        bgsnap: None,
+        bgsnap_failed: None,
+        snapshot_base_bytes: 0,
         started,
         replayed: false,
     };
@@ -540,6 +544,9 @@ fn raft_config(id: u64, applied: u64) -> raft::Config {
         ..Default::default()
     }
 }
+
+/// How long after a failed background snapshot the next is tried.
+const BGSNAP_RETRY: Duration = Duration::from_secs(1);
 
 /// How long `stop` waits for the group to finish its turn.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -677,6 +684,13 @@ struct Group {
     /// stays): growth beyond it is what triggers the next snapshot.
     log_bytes_after_snapshot: u64,
     snapshot_log_bytes: u64,
+    /// The snapshot a forked child is writing ([`crate::bgsnap`]).
+    bgsnap: Option<crate::bgsnap::Pending>,
+    /// When the last child failed (the next waits [`BGSNAP_RETRY`]).
+    bgsnap_failed: Option<Instant>,
+    /// The keys' bytes the newest snapshot holds: the log may grow as much before the
+    /// next.
+    snapshot_base_bytes: u64,
     started: Instant,
     replayed: bool,
 }
@@ -1291,8 +1305,22 @@ impl Group {
     }
 
     /// Writes a snapshot of the keyspace at the applied index and compacts the log,
-    /// when the log has grown enough or a follower needs one.
+    /// when the log has grown enough or a follower needs one: in a forked child
+    /// ([`crate::bgsnap`]), so that the group goes on applying meanwhile; recorded and
+    /// the log compacted here once the child has written it.
     fn maybe_snapshot(&mut self) -> Result<(), GroupError> {
+        if let Some(pending) = self.bgsnap.as_mut() {
+            return match pending.poll() {
+                crate::bgsnap::Outcome::Running => Ok(()),
+                done => self.bgsnap_done(done),
+            };
+        }
+        if self
+            .bgsnap_failed
+            .is_some_and(|t| t.elapsed() < BGSNAP_RETRY)
+        {
+            return Ok(());
+        }
         let applied = self.applied();
         let snap_index = self
             .raw
@@ -1300,23 +1328,116 @@ impl Group {
             .snapshot_file()
             .map(|(m, _)| m.index)
             .unwrap_or(0);
-        let requested = self.raw.mut_store().take_snapshot_request();
+        // The log may grow by as much as the keyspace held at the last snapshot (at least
+        // `snapshot_log_bytes`) before the next, as Redis rewrites its AOF once it has
+        // doubled: a snapshot costs what the keyspace holds, so each logged byte pays for
+        // about one snapshotted byte, however large the keyspace (a migration draining
+        // 100 MB into a group took 4 snapshots of a growing keyspace at a fixed 64 MiB).
+        let growth = self
+            .raw
+            .store()
+            .log_bytes()
+            .saturating_sub(self.log_bytes_after_snapshot);
         let grown = applied.saturating_sub(snap_index) >= SNAPSHOT_ENTRIES
-            || self
-                .raw
-                .store()
-                .log_bytes()
-                .saturating_sub(self.log_bytes_after_snapshot)
-                >= self.snapshot_log_bytes;
-        if applied <= snap_index || !(requested || grown) {
+            || growth >= self.snapshot_log_bytes.max(self.snapshot_base_bytes);
+        if applied <= snap_index || !(grown || self.raw.store().snapshot_requested()) {
             return Ok(());
         }
-        blocking(|| self.snapshot_now(KEEP_ENTRIES)).map(|_| ())
+        self.raw.mut_store().take_snapshot_request();
+        // The log must be durable up to what the snapshot covers before the log below it
+        // goes away (at the child's end).
+        blocking(|| self.sync_in_turn())?;
+        let meta = self.snapshot_meta(applied)?;
+        let dir = self.raw.store().snapshot_dir();
+        let store = self.store.lock();
+        let base = store.keys_bytes() as u64;
+        match crate::bgsnap::start(&store, meta, &dir, store.changes_since_snapshot, base) {
+            Ok(p) => self.bgsnap = Some(p),
+            Err(cause) => {
+                drop(store);
+                // No child: written here, as before (the group waits for it).
+                tracing::warn!(group = self.group_id, %cause, "cannot fork for a snapshot; writing it in the group");
+                blocking(|| self.snapshot_now(KEEP_ENTRIES))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata of a snapshot at `index` (applied here): its term, the membership.
+    fn snapshot_meta(&self, index: u64) -> Result<raft::eraftpb::SnapshotMetadata, GroupError> {
+        let mut meta = raft::eraftpb::SnapshotMetadata {
+            index,
+            term: self.raw.store().term(index)?,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        Ok(meta)
+    }
+
+    /// The child of [`Self::bgsnap`] ended: its snapshot recorded, or the next tried in
+    /// [`BGSNAP_RETRY`].
+    fn bgsnap_done(&mut self, outcome: crate::bgsnap::Outcome) -> Result<(), GroupError> {
+        let Some(p) = self.bgsnap.take() else {
+            return Ok(());
+        };
+        match outcome {
+            crate::bgsnap::Outcome::Written => self.record_bgsnap(p),
+            crate::bgsnap::Outcome::Running => {
+                self.bgsnap = Some(p);
+                Ok(())
+            }
+            crate::bgsnap::Outcome::Failed(cause) => {
+                tracing::warn!(group = self.group_id, %cause, "background snapshot failed; trying again later");
+                self.bgsnap_failed = Some(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// A child's snapshot written: recorded as the newest (unless a newer one came
+    /// meanwhile, from SAVE or the leader) and the log compacted below it.
+    fn record_bgsnap(&mut self, p: crate::bgsnap::Pending) -> Result<(), GroupError> {
+        let index = p.meta.index;
+        let newer = self
+            .raw
+            .store()
+            .snapshot_file()
+            .is_some_and(|(m, _)| m.index >= index);
+        if newer {
+            let _ = std::fs::remove_file(&p.path);
+            return Ok(());
+        }
+        self.raw.mut_store().set_snapshot(p.meta.clone(), &p.path)?;
+        self.raw
+            .mut_store()
+            .compact(index.saturating_sub(KEEP_ENTRIES).max(1))?;
+        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
+        self.snapshot_base_bytes = p.base_bytes;
+        self.status.snapshots.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut store = self.store.lock();
+            store.changes_since_snapshot = store.changes_since_snapshot.saturating_sub(p.changes);
+        }
+        release_free_memory();
+        tracing::info!(
+            group = self.group_id,
+            index,
+            elapsed_ms = p.started.elapsed().as_millis() as u64,
+            "snapshot written by a child, log compacted"
+        );
+        Ok(())
     }
 
     /// Writes a snapshot at the applied index (unless one exists there already) and
     /// compacts the log below it, keeping the last `keep` entries. Returns the index.
     fn snapshot_now(&mut self, keep: u64) -> Result<u64, GroupError> {
+        // A child's snapshot first (it may be of this very index: one file, one writer).
+        while let Some(p) = self.bgsnap.as_mut() {
+            match p.poll() {
+                crate::bgsnap::Outcome::Running => std::thread::sleep(Duration::from_millis(5)),
+                done => self.bgsnap_done(done)?,
+            }
+        }
         let applied = self.applied();
         if self
             .raw
@@ -1333,12 +1454,7 @@ impl Group {
         // goes away.
         self.sync_in_turn()?;
         let started = Instant::now();
-        let mut meta = raft::eraftpb::SnapshotMetadata {
-            index: applied,
-            term: self.raw.store().term(applied)?,
-            ..Default::default()
-        };
-        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let meta = self.snapshot_meta(applied)?;
         let dir = self.raw.store().snapshot_dir();
         let mut writer = SnapshotWriter::create(&dir, &meta)?;
         let mut encoder = crate::snapshot::SnapshotEncoder::new();
@@ -1361,7 +1477,10 @@ impl Group {
             .compact(applied.saturating_sub(keep).max(1))?;
         self.log_bytes_after_snapshot = self.raw.store().log_bytes();
         self.status.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.store.lock().changes_since_snapshot = 0;
+        let mut store = self.store.lock();
+        store.changes_since_snapshot = 0;
+        self.snapshot_base_bytes = store.keys_bytes() as u64;
+        drop(store);
         release_free_memory();
         tracing::info!(
             group = self.group_id,

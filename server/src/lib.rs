@@ -9,6 +9,7 @@
 //! - [`config`]: flags, config file, CONFIG GET/SET;
 //! - [`transport`]: the authenticated node-to-node channel for Raft messages and snapshots.
 
+pub mod bgsnap;
 pub mod cluster;
 pub mod cmd;
 pub mod cmdstats;

@@ -972,7 +972,9 @@ fn chaos_round(seed: u64) {
 /// Regression: the snapshot trigger once compared the whole log on disk (the active
 /// segment always stays) with the threshold, so past it every turn wrote a full snapshot
 /// (a 1M-key load took 198 s instead of 3). Now it counts the log written since the last
-/// snapshot: 200 writes of 1 KiB with a 32 KiB threshold make a handful of snapshots.
+/// snapshot, and (since snapshots are written by a forked child) waits for as much log
+/// as the keyspace holds: 200 writes of 1 KiB with a 32 KiB threshold make a few
+/// snapshots (at ~32, ~64, ~128 KiB), each recorded once its child is done.
 #[test]
 fn snapshots_follow_log_growth_not_log_size() {
     let c = Cluster::start_with(1, 7, 32 << 10);
@@ -981,7 +983,16 @@ fn snapshots_follow_log_growth_not_log_size() {
     for i in 0..200 {
         c.set_acked(&[leader], &format!("k{i}"), &value);
     }
-    let snapshots = c.handle(1).status.snapshots.load(Ordering::Relaxed);
+    // The last child may still be writing: its snapshot counts once recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut snapshots = 0;
+    while std::time::Instant::now() < deadline {
+        snapshots = c.handle(1).status.snapshots.load(Ordering::Relaxed);
+        if snapshots >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         (2..=20).contains(&snapshots),
         "{snapshots} snapshots for ~200 KiB of log at a 32 KiB threshold"

@@ -638,6 +638,11 @@ impl DiskStorage {
         Some((meta.clone(), self.snap_dir.join(name)))
     }
 
+    /// Whether raft asked for a snapshot newer than the newest file (not yet taken).
+    pub fn snapshot_requested(&self) -> bool {
+        self.snapshot_requested.get()
+    }
+
     /// Whether raft asked for a snapshot newer than the newest file since the last call.
     pub fn take_snapshot_request(&mut self) -> bool {
         self.snapshot_requested.replace(false)

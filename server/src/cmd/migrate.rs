@@ -116,7 +116,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     data(
         "kelvin.migrate-plan",
-        4,
+        -4,
         READONLY | NOSCRIPT,
         NO_KEYS,
         "cluster",
@@ -138,9 +138,19 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// of `slots` here (before or after the seal), with `rules` (a rules file's text, the
 /// target's):
 /// `[[db, key]...]` critical, `[[db, key]...]` eager (hottest per byte first), and
-/// `[keys, bytes]` per class (critical, eager, lazy, skip).
+/// `[keys, bytes]` per class (critical, eager, lazy, skip). With a last argument
+/// `CRITICAL`, the plan before the handover: critical keys only, the rest counted as
+/// lazy and its bytes estimated ([`crate::migrate::plan::critical_plan`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    use crate::migrate::plan::{range_facts, HeatPlanner, Planner};
+    use crate::migrate::plan::{critical_plan, range_facts, HeatPlanner, Planner};
+    let critical_only = match argv.get(4) {
+        None => false,
+        Some(a) if crate::cmd::is(a, "critical") => true,
+        Some(_) => return Err(CmdError::SYNTAX),
+    };
+    if argv.len() > 5 {
+        return Err(CmdError::SYNTAX);
+    }
     let migration = number(&argv[1])?;
     let rules = std::str::from_utf8(&argv[2])
         .map_err(|_| CmdError::err("migration rules: not UTF-8"))
@@ -151,7 +161,10 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         .into_iter()
         .flat_map(|(a, b)| a as usize..=b as usize)
         .collect();
-    let plan = HeatPlanner { rules }.plan(range_facts(ex.store, &slots), ex.now_ms);
+    let plan = match critical_only {
+        true => critical_plan(ex.store, &slots, &rules, ex.now_ms),
+        false => HeatPlanner { rules }.plan(range_facts(ex.store, &slots), ex.now_ms),
+    };
     ex.out.array(3);
     for keys in [&plan.critical, &plan.eager] {
         ex.out.array(keys.len());

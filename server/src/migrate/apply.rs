@@ -59,7 +59,16 @@ pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWrit
             }
             return;
         }
-        MigrateOp::Finish { migration } => finish(store, *migration),
+        MigrateOp::Finish { migration } => {
+            let began = std::time::Instant::now();
+            let r = finish(store, *migration);
+            tracing::info!(
+                migration,
+                us = began.elapsed().as_micros() as u64,
+                "migration finished in this group"
+            );
+            r
+        }
         MigrateOp::Part {
             migration,
             db,
@@ -211,11 +220,13 @@ fn finish(store: &mut Store, migration: u64) -> Result<(), super::state::Migrati
         .collect();
     store.migrations.finish(migration)?;
     let dbs: Vec<usize> = store.dbs().map(|(db, _)| db).collect();
+    let mut dropped = Vec::new();
     for db in dbs {
         for &slot in &sealed {
-            store.db(db).drop_slot(slot as usize);
+            dropped.push(store.db(db).drop_slot(slot as usize));
         }
     }
+    crate::store::drop_later(dropped);
     Ok(())
 }
 

@@ -37,6 +37,11 @@ pub const DRIVER_TICK: Duration = Duration::from_millis(100);
 pub const DRIVER_BACKOFF: Duration = Duration::from_millis(500);
 /// Keys per drain page (bounded by [`crate::cmd::migrate::MAX_MOVE_BATCH`]).
 pub const DRAIN_PAGE_KEYS: usize = 1000;
+/// Bytes per drain page, about: the source's lock while it reads a page, and the
+/// target's apply of it, each last well under a millisecond, so client requests pass
+/// between pages (pages of 1000 keys, ~1 MB at sessions of 1 KB, put several ms of wait
+/// in front of the requests that came meanwhile).
+pub const DRAIN_PAGE_BYTES: usize = 256 << 10;
 /// How long a topology change may take to be applied before it is proposed again (a
 /// proposal the meta leader dropped, e.g. during a leadership transfer, never is; the
 /// epoch check at apply keeps a change from landing twice).
@@ -121,12 +126,12 @@ fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).trim_end().to_string()
 }
 
-/// What the driver remembers between passes: per migration, the keys to push right
-/// after the handover, hottest first (what the source's planner said at the seal), and
-/// its figures. Lost if the driver's node dies: the drain moves those keys then.
+/// What the driver remembers between passes: the migrations handed over whose eager
+/// keys are still to be planned and pushed, and their figures. Lost if the driver's node
+/// dies: the drain moves those keys then.
 #[derive(Default)]
 pub struct State {
-    eager: std::collections::HashMap<u64, KeyList>,
+    eager: std::collections::HashSet<u64>,
     figures: std::collections::HashMap<u64, Figures>,
     /// The migrations handed over whose push, drain and finish run now, side by side.
     running: std::collections::HashMap<u64, tokio::task::JoinHandle<()>>,
@@ -186,11 +191,13 @@ pub async fn step<C: Cluster>(c: &mut C, state: &mut State) -> Result<(), String
             continue;
         }
         let eager = state.eager.remove(&m.id);
+        let rules = c.rules().to_toml();
         let figures = state.figures(&m).clone();
         state.figures.remove(&m.id);
         let fork = c.fork();
         let id = m.id;
         let task = tokio::spawn(async move {
+            let eager = eager.then_some(rules);
             if let Err(e) = settle(fork, m, eager, figures).await {
                 tracing::warn!(migration = id, cause = %e, "migration driver: trying again");
             }
@@ -200,26 +207,31 @@ pub async fn step<C: Cluster>(c: &mut C, state: &mut State) -> Result<(), String
     Ok(())
 }
 
-/// A migration handed over: its eager keys pushed, the rest drained, both sides
-/// finished, its line gone.
+/// A migration handed over: its eager keys planned and pushed (`eager`: the rules, if
+/// that is still to do), the rest drained, both sides finished, its line gone.
 async fn settle<C: Cluster>(
     mut c: C,
     m: MigrationSpec,
-    eager: Option<KeyList>,
+    eager: Option<String>,
     mut f: Figures,
 ) -> Result<(), String> {
     let c = &mut c;
     f.phase = "draining";
-    if let Some(keys) = eager {
+    if let Some(rules) = eager {
         let began = std::time::Instant::now();
-        f.eager_moved = move_keys(c, &m, &keys).await?;
+        let (planned, moved) = push_eager(c, &m, &rules).await?;
+        f.eager_moved = moved;
         f.eager_ms = began.elapsed().as_millis() as u64;
+        // The counts of every class, now that each key was looked at (before the
+        // handover the bytes were estimated).
+        f.planned = planned;
         c.record(&f);
         tracing::info!(
             migration = m.id,
-            keys = keys.len(),
-            moved = f.eager_moved,
-            "eager keys pushed"
+            keys = f.planned[1].0,
+            moved,
+            ms = f.eager_ms,
+            "eager keys planned and pushed"
         );
     }
     let began = std::time::Instant::now();
@@ -259,15 +271,7 @@ async fn handover<C: Cluster>(
     let mut rejected: Vec<(&MigrationSpec, String)> = Vec::new();
     for m in planned.iter().copied() {
         let reply = c
-            .on_group(
-                m.source,
-                vec![
-                    Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
-                    Bytes::from(m.id.to_string()),
-                    Bytes::from(rules.clone()),
-                    Bytes::from(ranges_text(&m.slots)),
-                ],
-            )
+            .on_group(m.source, plan_request(m.id, &rules, &m.slots, true))
             .await;
         match plan_reply(&reply) {
             Some(plan) => plans.push((m, plan)),
@@ -317,7 +321,7 @@ async fn handover<C: Cluster>(
     boundary("migrate-after-plan").await;
     let window = std::time::Instant::now();
     let mut accepted = Vec::new();
-    for (m, (critical, hot, totals)) in plans {
+    for (m, (critical, _, totals)) in plans {
         let (id, slots) = (m.id.to_string(), ranges_text(&m.slots));
         let (source, target) = (m.source.to_string(), m.target.to_string());
         let import = c
@@ -366,7 +370,7 @@ async fn handover<C: Cluster>(
         let moved = move_keys(c, m, &critical).await?;
         boundary("migrate-after-proof").await;
         tracing::info!(migration = m.id, source = m.source, target = m.target, slots = %slots,
-            critical = critical.len(), moved, eager = hot.len(), ?totals,
+            critical = critical.len(), moved, ?totals,
             "sealed, proof at the target, critical keys moved");
         let f = state.figures(m);
         for (i, t) in totals.iter().take(4).enumerate() {
@@ -374,7 +378,7 @@ async fn handover<C: Cluster>(
         }
         f.critical_moved = moved;
         c.record(f);
-        state.eager.insert(m.id, hot);
+        state.eager.insert(m.id);
         accepted.push(m);
     }
     for (m, reason) in &rejected {
@@ -558,13 +562,12 @@ async fn drain<C: Cluster>(
 }
 
 /// Keys per drain page: [`DRAIN_PAGE_KEYS`], or fewer at the mean size of the keys seen
-/// so far (1 KiB before any): about one write's worth of bytes
-/// ([`crate::migrate::moves::MOVE_BATCH_BYTES`]), and when the drain is throttled to
+/// so far (1 KiB before any): about [`DRAIN_PAGE_BYTES`], and when the drain is throttled to
 /// `rate` bytes/s, about a tenth of a second's worth, so that the pace holds page by page.
 fn page_keys(rate: u64, bytes: u64, seen: u64) -> u64 {
     let limit = DRAIN_PAGE_KEYS as u64;
     let mean = bytes.checked_div(seen).unwrap_or(1024).max(1);
-    let by_size = crate::migrate::moves::MOVE_BATCH_BYTES as u64 / mean;
+    let by_size = DRAIN_PAGE_BYTES as u64 / mean;
     let by_rate = match rate {
         0 => u64::MAX,
         rate => rate / 10 / mean,
@@ -635,6 +638,69 @@ fn plan_reply(reply: &[u8]) -> Option<Plan> {
     }
     let hot = lists.pop()?;
     Some((lists.pop()?, hot, totals))
+}
+
+/// Slots per eager plan: the source ranks this many slots' keys while it holds its
+/// store's lock (about a thousand keys at a million sessions over 16384 slots).
+pub const PLAN_CHUNK_SLOTS: usize = 16;
+
+/// Plans the eager keys of `m` at the source a chunk of slots at a time
+/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget) and
+/// pushes each chunk's right away: the counts per class over the whole range, and how
+/// many keys moved.
+async fn push_eager<C: Cluster>(
+    c: &mut C,
+    m: &MigrationSpec,
+    rules: &str,
+) -> Result<([(u64, u64); 4], u64), String> {
+    let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
+    let mut planned = [(0u64, 0u64); 4];
+    let mut moved = 0;
+    for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
+        let ranges = runs(chunk);
+        let reply = c
+            .on_group(m.source, plan_request(m.id, rules, &ranges, false))
+            .await;
+        if reply.starts_with(b"-ERR slot") {
+            // The source finished already: nothing is left there.
+            break;
+        }
+        let (_, eager, totals) = plan_reply(&reply)
+            .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
+        for (sum, t) in planned.iter_mut().zip(&totals) {
+            sum.0 += t.0;
+            sum.1 += t.1;
+        }
+        moved += move_keys(c, m, &eager).await?;
+    }
+    Ok((planned, moved))
+}
+
+/// `KELVIN.MIGRATE-PLAN` of `slots` with `rules`; `critical`: the plan before the
+/// handover (critical keys only, the rest estimated).
+fn plan_request(id: u64, rules: &str, slots: &[(u16, u16)], critical: bool) -> Vec<Bytes> {
+    let mut argv = vec![
+        Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
+        Bytes::from(id.to_string()),
+        Bytes::from(rules.to_string()),
+        Bytes::from(ranges_text(slots)),
+    ];
+    if critical {
+        argv.push(Bytes::from_static(b"CRITICAL"));
+    }
+    argv
+}
+
+/// Ascending slots as ranges of consecutive ones.
+fn runs(slots: &[u16]) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &s in slots {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(s) => last.1 = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
 }
 
 /// Pulls `keys` ((db, key), in order) from the source and writes them at the target,
@@ -847,8 +913,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slots_as_runs() {
+        assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[65535]), vec![(65535, 65535)]);
+    }
+
+    #[test]
     fn throttled_pages_hold_a_tenth_of_a_second() {
-        assert_eq!(page_keys(0, 0, 0), DRAIN_PAGE_KEYS as u64);
+        assert_eq!(page_keys(0, 0, 0), 256);
+        assert_eq!(page_keys(0, 100, 10), DRAIN_PAGE_KEYS as u64);
         assert_eq!(page_keys(1 << 20, 0, 0), 102);
         assert_eq!(page_keys(20_000, 40_000, 1000), 50);
         assert_eq!(page_keys(100, 1 << 20, 10), 1);

@@ -258,6 +258,42 @@ impl Planner for HeatPlanner {
     }
 }
 
+/// The plan before the handover, without a pass over every key: the critical keys (a
+/// pass over the range's keys only when a rule names a class `critical`, matching names
+/// without copying them), and the range's keys and bytes counted as lazy, the bytes
+/// estimated from each database's mean key size. The eager keys are planned after the
+/// handover, a few slots at a time ([`range_facts`] per chunk), so that the handover
+/// takes as long for a million keys as for a thousand, and no request waits for the
+/// store's lock while a whole range is ranked.
+pub fn critical_plan(store: &Store, slots: &[usize], rules: &Rules, now_ms: u64) -> Plan {
+    let mut plan = Plan::default();
+    let any_critical = rules.rules.iter().any(|r| r.class == Class::Critical);
+    for (db, ks) in store.dbs() {
+        let mean = ks.used_bytes().checked_div(ks.len()).unwrap_or(0) as u64;
+        for &slot in slots {
+            let table = ks.slot(slot);
+            let mut keys = table.map.len() as u64;
+            if any_critical {
+                for (key, entry) in table.map.iter() {
+                    let expiring = entry.expire_at != 0
+                        && entry.expire_at <= now_ms.saturating_add(rules.skip_expiring_within_ms);
+                    if !expiring && rules.class_of(key) == Some(Class::Critical) {
+                        let t = &mut plan.totals[Class::Critical as usize];
+                        t.keys += 1;
+                        t.bytes += (key.len() + entry.value.approx_bytes()) as u64;
+                        plan.critical.push((db, key.to_vec()));
+                        keys -= 1;
+                    }
+                }
+            }
+            let t = &mut plan.totals[Class::Lazy as usize];
+            t.keys += keys;
+            t.bytes += keys * mean;
+        }
+    }
+    plan
+}
+
 /// The facts of every key of `slots` in `store`, for a [`Planner`].
 pub fn range_facts(store: &Store, slots: &[usize]) -> Vec<KeyFacts> {
     let mut facts = Vec::new();

@@ -262,13 +262,22 @@ impl MigrationState {
         if slots.is_empty() {
             return Err(MigrationError::Unknown(migration));
         }
+        // One look-up per key (a scan of the slot list per key took a second for a
+        // quarter of a million settled keys, with the group's apply waiting).
+        let mut ending = vec![false; kelvin_protocol::SLOT_COUNT];
         for s in &slots {
             self.slots.remove(s);
+            ending[usize::from(*s)] = true;
         }
-        self.settled
-            .retain(|(_, k)| !slots.contains(&kelvin_protocol::key_slot(k)));
-        self.parts
-            .retain(|(_, k), _| !slots.contains(&kelvin_protocol::key_slot(k)));
+        let ends = |k: &[u8]| ending[usize::from(kelvin_protocol::key_slot(k))];
+        // The names that go are freed off the apply path (a quarter of a million of them
+        // held the group for a tenth of a second).
+        let (gone, kept): (HashSet<_>, HashSet<_>) = std::mem::take(&mut self.settled)
+            .into_iter()
+            .partition(|(_, k)| ends(k));
+        self.settled = kept;
+        crate::store::drop_later(gone);
+        self.parts.retain(|(_, k), _| !ends(k));
         Ok(slots)
     }
 

@@ -192,6 +192,13 @@ pub struct SlotTable {
     pub expires: usize,
 }
 
+/// Frees `garbage` on a short-lived thread of its own (or here, if no thread can start).
+pub fn drop_later<T: Send + 'static>(garbage: T) {
+    let _ = std::thread::Builder::new()
+        .name("kelvin-free".into())
+        .spawn(move || drop(garbage));
+}
+
 /// One logical database: a table per slot plus counters.
 #[derive(Debug)]
 pub struct Keyspace {
@@ -335,8 +342,10 @@ impl Keyspace {
     }
 
     /// Empties `slot` (a migrated slot the source drops), keeping the counters right;
-    /// returns how many keys it held.
-    pub fn drop_slot(&mut self, slot: usize) -> usize {
+    /// returns its table, for the caller to free off the apply path ([`drop_later`]:
+    /// freeing tens of thousands of values held the group's apply, and every read
+    /// waiting for the store's lock, for up to seconds).
+    pub fn drop_slot(&mut self, slot: usize) -> SlotTable {
         let table = std::mem::take(&mut self.slots[slot]);
         let bytes: usize = table
             .map
@@ -346,7 +355,7 @@ impl Keyspace {
         self.used = self.used.saturating_sub(bytes);
         self.len -= table.map.len();
         self.expires -= table.expires;
-        table.map.len()
+        table
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
@@ -587,6 +596,11 @@ impl Store {
         self.dbs.iter_mut().for_each(|db| *db = None);
         self.migrations = Default::default();
         self.scripts.clear();
+    }
+
+    /// Bytes the keys of every database hold (without the fixed tables).
+    pub fn keys_bytes(&self) -> usize {
+        self.dbs().map(|(_, ks)| ks.used_bytes()).sum()
     }
 
     /// Bytes the keyspace holds: every used database's keys and fixed tables (what
