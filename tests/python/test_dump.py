@@ -178,3 +178,46 @@ def test_hyperloglog_errors(rb):
     rb.set("d:bad", b"HYLL\x01" + b"\x00" * 10 + b"\x80" + b"\x7f\xff\x80")
     with pytest.raises(redis.ResponseError, match="Corrupted HLL object detected"):
         rb.pfcount("d:bad")
+
+
+@pytest.mark.parametrize("count", [0, 3, 40, 400, 3000])
+def test_hyperloglog_bytes_are_redis_bytes(real_redis, rb, count):
+    """The same PFADDs write the same string as redis-server: sparse while small (edited
+    in place as Redis does), dense past hll-sparse-max-bytes; PFCOUNT writes the cached
+    cardinality back alike; PFMERGE too. So the values match byte for byte."""
+    elements = [f"e{i}" for i in range(count)]
+    for c in (real_redis, rb):
+        c.delete("d:hb", "d:hb2", "d:hm", "d:hr")
+        c.pfadd("d:hb", *elements)
+        for i in range(0, count, 97):  # later adds, one at a time
+            c.pfadd("d:hb", f"late{i}")
+    assert rb.get("d:hb") == real_redis.get("d:hb")
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:hb") == \
+        real_redis.execute_command("PFDEBUG", "ENCODING", "d:hb")
+    assert rb.pfcount("d:hb") == real_redis.pfcount("d:hb")
+    assert rb.get("d:hb") == real_redis.get("d:hb"), "the cached cardinality"
+    for c in (real_redis, rb):
+        c.pfadd("d:hb2", *[f"other{i}" for i in range(25)])
+        c.pfmerge("d:hm", "d:hb2", "d:hb")
+    assert rb.get("d:hm") == real_redis.get("d:hm")
+    # Each DUMP restores on the other side to the same bytes.
+    real_redis.restore("d:hr", 0, rb.dump("d:hm"), replace=True)
+    rb.restore("d:hr", 0, real_redis.dump("d:hm"), replace=True)
+    assert rb.get("d:hr") == real_redis.get("d:hr") == rb.get("d:hm")
+
+
+def test_pfdebug(rb):
+    rb.pfadd("d:pd", "a", "b", "c")
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:pd") == b"sparse"
+    assert rb.execute_command("PFDEBUG", "DECODE", "d:pd").startswith(b"Z:")
+    registers = rb.execute_command("PFDEBUG", "GETREG", "d:pd")
+    assert len(registers) == 16384 and sum(1 for r in registers if r) == 3
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:pd") == b"dense"
+    assert rb.execute_command("PFDEBUG", "TODENSE", "d:pd") == 0
+    with pytest.raises(redis.ResponseError, match="^HLL encoding is not sparse$"):
+        rb.execute_command("PFDEBUG", "DECODE", "d:pd")
+    with pytest.raises(redis.ResponseError, match="^The specified key does not exist$"):
+        rb.execute_command("PFDEBUG", "ENCODING", "d:nope")
+    with pytest.raises(redis.ResponseError, match="^Unknown PFDEBUG subcommand 'Nope'$"):
+        rb.execute_command("PFDEBUG", "Nope", "d:pd")
+    assert rb.pfcount("d:pd") == 3

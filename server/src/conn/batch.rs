@@ -435,7 +435,7 @@ pub(super) fn run_batch(
                         break;
                     }
                 }
-                if !spec.is_write() && (local_reads || client.readonly) {
+                if !spec.through_log() && (local_reads || client.readonly) {
                     if !segment.commands.is_empty() {
                         // A read after writes waits for them, so it sees them.
                         step = segment_step(segment, node, out, argv, &mut requests);

@@ -217,6 +217,7 @@ pub fn run_data(
         events: &mut client.events,
         lazy_expired: &mut client.lazy_expired,
         may_block,
+        local_read: true,
         block: None,
     };
     let started = std::time::Instant::now();
