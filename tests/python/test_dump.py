@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from support import HOST, free_port
+from support import HOST, TARGET, free_port
 
 pytestmark = pytest.mark.dump
 
@@ -221,3 +221,81 @@ def test_pfdebug(rb):
     with pytest.raises(redis.ResponseError, match="^Unknown PFDEBUG subcommand 'Nope'$"):
         rb.execute_command("PFDEBUG", "Nope", "d:pd")
     assert rb.pfcount("d:pd") == 3
+
+
+def _port(c):
+    return c.connection_pool.connection_kwargs["port"]
+
+
+def test_migrate_to_redis_and_back(real_redis, server, rb):
+    """MIGRATE to a redis-server (COPY, REPLACE, KEYS, TTLs, the target's errors), and
+    from redis-server into the server under test."""
+    target = _port(real_redis)
+    real_redis.delete("m:a", "m:l", "m:b", "m:h")
+    rb.set("m:a", "1")
+    rb.rpush("m:l", "x", "y")
+    rb.pexpire("m:l", 100000)
+    assert rb.migrate(HOST, target, "m:a", 0, 1000) == b"OK"
+    assert rb.exists("m:a") == 0 and real_redis.get("m:a") == b"1"
+    assert rb.execute_command("MIGRATE", HOST, target, "", 0, 1000,
+                              "KEYS", "m:l", "m:nokey") == b"OK"
+    assert real_redis.lrange("m:l", 0, -1) == [b"x", b"y"]
+    assert 0 < real_redis.pttl("m:l") <= 100000
+    assert rb.execute_command("MIGRATE", HOST, target, "m:nokey", 0, 1000) == b"NOKEY"
+    rb.set("m:b", "here")
+    real_redis.set("m:b", "there")
+    with pytest.raises(redis.ResponseError,
+                       match="^Target instance replied with error: BUSYKEY Target key name already exists.$"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000)
+    assert rb.get("m:b") == b"here", "a key the target refused stays"
+    assert rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "COPY", "REPLACE") == b"OK"
+    assert rb.get("m:b") == real_redis.get("m:b") == b"here"
+    with pytest.raises(redis.ResponseError, match="^Target instance replied with error: ERR AUTH"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "AUTH", "pw")
+    assert rb.get("m:b") == b"here", "nothing moves after a failed AUTH"
+    with pytest.raises(redis.ResponseError, match="^When using MIGRATE KEYS option"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "KEYS", "m:b")
+    with pytest.raises(redis.ResponseError, match="^syntax error$"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "AUTH2", "u")
+    # From redis-server into the server under test, database 5.
+    real_redis.hset("m:h", mapping={"f": "v"})
+    assert real_redis.migrate(HOST, _port(rb), "m:h", 5, 1000) == b"OK"
+    other = server.client(decode_responses=False, db=5)
+    try:
+        assert other.hgetall("m:h") == {b"f": b"v"}
+        other.delete("m:h")
+    finally:
+        other.close()
+
+
+def test_migrate_with_auth_and_into_itself(real_redis, server, rb):
+    target = _port(real_redis)
+    real_redis.config_set("requirepass", "s3cret")
+    try:
+        real_redis.execute_command("AUTH", "s3cret")
+        real_redis.delete("m:p", "m:p2")
+        rb.set("m:p", "1")
+        rb.set("m:p2", "2")
+        assert rb.execute_command("MIGRATE", HOST, target, "m:p", 0, 1000,
+                                  "AUTH", "s3cret") == b"OK"
+        assert rb.execute_command("MIGRATE", HOST, target, "m:p2", 0, 1000,
+                                  "AUTH2", "default", "s3cret") == b"OK"
+        assert real_redis.mget("m:p", "m:p2") == [b"1", b"2"]
+    finally:
+        real_redis.config_set("requirepass", "")
+    # A refused connection fails on the write in Redis (its connect is non-blocking).
+    with pytest.raises(redis.ResponseError, match="^IOERR error or timeout writing to target instance$"):
+        rb.set("m:gone", "v")
+        rb.execute_command("MIGRATE", HOST, free_port(), "m:gone", 0, 200)
+    if TARGET == "redis":
+        return  # redis-server waits on its own reply until the timeout: IOERR
+    # Kelvin may be its own target (another database): each connection has its task.
+    rb.set("m:self", "v")
+    assert rb.migrate(HOST, _port(rb), "m:self", 9, 1000) == b"OK"
+    assert rb.exists("m:self") == 0
+    other = server.client(decode_responses=False, db=9)
+    try:
+        assert other.get("m:self") == b"v"
+        other.delete("m:self")
+    finally:
+        other.close()

@@ -13,6 +13,7 @@ mod internal;
 mod keyless;
 mod memory;
 mod merge;
+mod migrate_cmd;
 mod querybuf;
 mod route;
 
