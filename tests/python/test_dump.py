@@ -299,3 +299,21 @@ def test_migrate_with_auth_and_into_itself(real_redis, server, rb):
         other.delete("m:self")
     finally:
         other.close()
+
+
+def test_pfcount_cache_write_aborts_watch_only_when_written(r, r2):
+    """PFCOUNT writes the cached cardinality back when it was stale: a WATCH on the key
+    sees that change (as in Redis), and not a PFCOUNT that found it valid."""
+    r.pfadd("d:w", "a", "b")
+    # The first PFCOUNT writes the cache (WATCH aborts); the second finds it valid.
+    for aborted in (True, False):
+        with r.pipeline() as p:
+            p.watch("d:w")
+            r2.pfcount("d:w")
+            p.multi()
+            p.set("d:w-done", "1")
+            if aborted:
+                with pytest.raises(redis.WatchError):
+                    p.execute()
+            else:
+                assert p.execute() == [True]

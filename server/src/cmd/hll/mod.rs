@@ -146,7 +146,8 @@ fn pfcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         return Ok(());
     }
     let key = &argv[1];
-    let write_cache = !ex.local_read;
+    let may_write = !ex.local_read;
+    let mut cached_now = false;
     let card = match ex.read_value(key) {
         None => 0,
         Some(Value::Str(s)) => {
@@ -155,8 +156,9 @@ fn pfcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
                 Some(card) => card,
                 None => {
                     let card = repr::count(&repr::registers(s)?);
-                    if write_cache {
+                    if may_write {
                         repr::set_cache(s, card);
+                        cached_now = true;
                     }
                     card
                 }
@@ -164,7 +166,7 @@ fn pfcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         }
         Some(_) => return Err(CmdError::WRONGTYPE),
     };
-    if write_cache {
+    if cached_now {
         // The cache is part of the value: WATCH sees it change, as in Redis.
         ex.store.signal_modified(ex.db, key);
     }
