@@ -117,6 +117,8 @@ pub struct Args {
 pub const DEFAULT_PROTO_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
 /// Default client limit (Redis's `maxclients`).
 pub const DEFAULT_MAXCLIENTS: usize = 10_000;
+/// Redis's default `hll-sparse-max-bytes`.
+pub const DEFAULT_HLL_SPARSE_MAX_BYTES: usize = 3000;
 
 /// The effective settings of a node.
 #[derive(Debug, Clone)]
@@ -486,6 +488,13 @@ impl Settings {
                     .unwrap_or_else(|| param.default.to_string())
             }
         })
+    }
+
+    /// `hll-sparse-max-bytes` (validated by [`Settings::set`]; the default otherwise).
+    pub fn hll_sparse_max_bytes(&self) -> usize {
+        self.get("hll-sparse-max-bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_HLL_SPARSE_MAX_BYTES)
     }
 
     /// `maxmemory`, `maxmemory-policy` and `maxmemory-samples` as the evictor reads them

@@ -411,7 +411,9 @@ pub fn start(
     }
     let store = {
         let mut s = Store::default();
-        s.notify_flags = node.settings.read().notify_flags;
+        let settings = node.settings.read();
+        s.notify_flags = settings.notify_flags;
+        s.hll_sparse_max_bytes = settings.hll_sparse_max_bytes();
         Arc::new(Mutex::new(s))
     };
     let mut applied = 0;

@@ -180,6 +180,7 @@ fn exec<'a>(
         events,
         lazy_expired,
         may_block,
+        local_read: false,
         block: None,
     }
 }

@@ -52,6 +52,19 @@ pub struct ClientInfo {
     /// [`UNBLOCK_TIMEOUT`] or [`UNBLOCK_ERROR`].
     unblock: AtomicU8,
     unblock_signal: Notify,
+    /// The connection's buffers, as CLIENT LIST shows them.
+    pub memory: ClientMemory,
+}
+
+/// A connection's buffer figures, published by its task after each turn.
+#[derive(Debug, Default)]
+pub struct ClientMemory {
+    /// Query buffer: bytes received and not yet run, and its free room.
+    pub qbuf: AtomicUsize,
+    pub qbuf_free: AtomicUsize,
+    /// The reply buffer's allocation, and the bytes of it not yet written to the socket.
+    pub obuf: AtomicUsize,
+    pub omem: AtomicUsize,
 }
 
 /// No CLIENT UNBLOCK pending.
@@ -84,6 +97,7 @@ impl ClientInfo {
             kill_signal: Notify::new(),
             unblock: AtomicU8::new(UNBLOCK_NONE),
             unblock_signal: Notify::new(),
+            memory: ClientMemory::default(),
         }
     }
 
@@ -131,8 +145,15 @@ impl ClientInfo {
         } else {
             "N"
         };
+        let m = &self.memory;
+        let qbuf = m.qbuf.load(Ordering::Relaxed);
+        let qbuf_free = m.qbuf_free.load(Ordering::Relaxed);
+        let (obuf, omem) = (
+            m.obuf.load(Ordering::Relaxed),
+            m.omem.load(Ordering::Relaxed),
+        );
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -144,6 +165,10 @@ impl ClientInfo {
             self.subs.load(Ordering::Relaxed),
             self.psubs.load(Ordering::Relaxed),
             *self.multi.lock(),
+            qbuf,
+            qbuf_free,
+            omem,
+            qbuf + qbuf_free + obuf,
             self.last_cmd.lock(),
             self.resp.load(Ordering::Relaxed),
             self.lib_name.lock().as_deref().unwrap_or(""),

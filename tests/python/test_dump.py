@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from support import HOST, free_port
+from support import HOST, TARGET, free_port
 
 pytestmark = pytest.mark.dump
 
@@ -178,3 +178,142 @@ def test_hyperloglog_errors(rb):
     rb.set("d:bad", b"HYLL\x01" + b"\x00" * 10 + b"\x80" + b"\x7f\xff\x80")
     with pytest.raises(redis.ResponseError, match="Corrupted HLL object detected"):
         rb.pfcount("d:bad")
+
+
+@pytest.mark.parametrize("count", [0, 3, 40, 400, 3000])
+def test_hyperloglog_bytes_are_redis_bytes(real_redis, rb, count):
+    """The same PFADDs write the same string as redis-server: sparse while small (edited
+    in place as Redis does), dense past hll-sparse-max-bytes; PFCOUNT writes the cached
+    cardinality back alike; PFMERGE too. So the values match byte for byte."""
+    elements = [f"e{i}" for i in range(count)]
+    for c in (real_redis, rb):
+        c.delete("d:hb", "d:hb2", "d:hm", "d:hr")
+        c.pfadd("d:hb", *elements)
+        for i in range(0, count, 97):  # later adds, one at a time
+            c.pfadd("d:hb", f"late{i}")
+    assert rb.get("d:hb") == real_redis.get("d:hb")
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:hb") == \
+        real_redis.execute_command("PFDEBUG", "ENCODING", "d:hb")
+    assert rb.pfcount("d:hb") == real_redis.pfcount("d:hb")
+    assert rb.get("d:hb") == real_redis.get("d:hb"), "the cached cardinality"
+    for c in (real_redis, rb):
+        c.pfadd("d:hb2", *[f"other{i}" for i in range(25)])
+        c.pfmerge("d:hm", "d:hb2", "d:hb")
+    assert rb.get("d:hm") == real_redis.get("d:hm")
+    # Each DUMP restores on the other side to the same bytes.
+    real_redis.restore("d:hr", 0, rb.dump("d:hm"), replace=True)
+    rb.restore("d:hr", 0, real_redis.dump("d:hm"), replace=True)
+    assert rb.get("d:hr") == real_redis.get("d:hr") == rb.get("d:hm")
+
+
+def test_pfdebug(rb):
+    rb.pfadd("d:pd", "a", "b", "c")
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:pd") == b"sparse"
+    assert rb.execute_command("PFDEBUG", "DECODE", "d:pd").startswith(b"Z:")
+    registers = rb.execute_command("PFDEBUG", "GETREG", "d:pd")
+    assert len(registers) == 16384 and sum(1 for r in registers if r) == 3
+    assert rb.execute_command("PFDEBUG", "ENCODING", "d:pd") == b"dense"
+    assert rb.execute_command("PFDEBUG", "TODENSE", "d:pd") == 0
+    with pytest.raises(redis.ResponseError, match="^HLL encoding is not sparse$"):
+        rb.execute_command("PFDEBUG", "DECODE", "d:pd")
+    with pytest.raises(redis.ResponseError, match="^The specified key does not exist$"):
+        rb.execute_command("PFDEBUG", "ENCODING", "d:nope")
+    with pytest.raises(redis.ResponseError, match="^Unknown PFDEBUG subcommand 'Nope'$"):
+        rb.execute_command("PFDEBUG", "Nope", "d:pd")
+    assert rb.pfcount("d:pd") == 3
+
+
+def _port(c):
+    return c.connection_pool.connection_kwargs["port"]
+
+
+def test_migrate_to_redis_and_back(real_redis, server, rb):
+    """MIGRATE to a redis-server (COPY, REPLACE, KEYS, TTLs, the target's errors), and
+    from redis-server into the server under test."""
+    target = _port(real_redis)
+    real_redis.delete("m:a", "m:l", "m:b", "m:h")
+    rb.set("m:a", "1")
+    rb.rpush("m:l", "x", "y")
+    rb.pexpire("m:l", 100000)
+    assert rb.migrate(HOST, target, "m:a", 0, 1000) == b"OK"
+    assert rb.exists("m:a") == 0 and real_redis.get("m:a") == b"1"
+    assert rb.execute_command("MIGRATE", HOST, target, "", 0, 1000,
+                              "KEYS", "m:l", "m:nokey") == b"OK"
+    assert real_redis.lrange("m:l", 0, -1) == [b"x", b"y"]
+    assert 0 < real_redis.pttl("m:l") <= 100000
+    assert rb.execute_command("MIGRATE", HOST, target, "m:nokey", 0, 1000) == b"NOKEY"
+    rb.set("m:b", "here")
+    real_redis.set("m:b", "there")
+    with pytest.raises(redis.ResponseError,
+                       match="^Target instance replied with error: BUSYKEY Target key name already exists.$"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000)
+    assert rb.get("m:b") == b"here", "a key the target refused stays"
+    assert rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "COPY", "REPLACE") == b"OK"
+    assert rb.get("m:b") == real_redis.get("m:b") == b"here"
+    with pytest.raises(redis.ResponseError, match="^Target instance replied with error: ERR AUTH"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "AUTH", "pw")
+    assert rb.get("m:b") == b"here", "nothing moves after a failed AUTH"
+    with pytest.raises(redis.ResponseError, match="^When using MIGRATE KEYS option"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "KEYS", "m:b")
+    with pytest.raises(redis.ResponseError, match="^syntax error$"):
+        rb.execute_command("MIGRATE", HOST, target, "m:b", 0, 1000, "AUTH2", "u")
+    # From redis-server into the server under test, database 5.
+    real_redis.hset("m:h", mapping={"f": "v"})
+    assert real_redis.migrate(HOST, _port(rb), "m:h", 5, 1000) == b"OK"
+    other = server.client(decode_responses=False, db=5)
+    try:
+        assert other.hgetall("m:h") == {b"f": b"v"}
+        other.delete("m:h")
+    finally:
+        other.close()
+
+
+def test_migrate_with_auth_and_into_itself(real_redis, server, rb):
+    target = _port(real_redis)
+    real_redis.config_set("requirepass", "s3cret")
+    try:
+        real_redis.execute_command("AUTH", "s3cret")
+        real_redis.delete("m:p", "m:p2")
+        rb.set("m:p", "1")
+        rb.set("m:p2", "2")
+        assert rb.execute_command("MIGRATE", HOST, target, "m:p", 0, 1000,
+                                  "AUTH", "s3cret") == b"OK"
+        assert rb.execute_command("MIGRATE", HOST, target, "m:p2", 0, 1000,
+                                  "AUTH2", "default", "s3cret") == b"OK"
+        assert real_redis.mget("m:p", "m:p2") == [b"1", b"2"]
+    finally:
+        real_redis.config_set("requirepass", "")
+    # A refused connection fails on the write in Redis (its connect is non-blocking).
+    with pytest.raises(redis.ResponseError, match="^IOERR error or timeout writing to target instance$"):
+        rb.set("m:gone", "v")
+        rb.execute_command("MIGRATE", HOST, free_port(), "m:gone", 0, 200)
+    if TARGET == "redis":
+        return  # redis-server waits on its own reply until the timeout: IOERR
+    # Kelvin may be its own target (another database): each connection has its task.
+    rb.set("m:self", "v")
+    assert rb.migrate(HOST, _port(rb), "m:self", 9, 1000) == b"OK"
+    assert rb.exists("m:self") == 0
+    other = server.client(decode_responses=False, db=9)
+    try:
+        assert other.get("m:self") == b"v"
+        other.delete("m:self")
+    finally:
+        other.close()
+
+
+def test_pfcount_cache_write_aborts_watch_only_when_written(r, r2):
+    """PFCOUNT writes the cached cardinality back when it was stale: a WATCH on the key
+    sees that change (as in Redis), and not a PFCOUNT that found it valid."""
+    r.pfadd("d:w", "a", "b")
+    # The first PFCOUNT writes the cache (WATCH aborts); the second finds it valid.
+    for aborted in (True, False):
+        with r.pipeline() as p:
+            p.watch("d:w")
+            r2.pfcount("d:w")
+            p.multi()
+            p.set("d:w-done", "1")
+            if aborted:
+                with pytest.raises(redis.WatchError):
+                    p.execute()
+            else:
+                assert p.execute() == [True]

@@ -168,6 +168,31 @@ def test_client_list_info(single, r2):
     assert "db" in info
 
 
+def test_client_list_query_buffer_figures(single, r2):
+    """CLIENT LIST's qbuf/qbuf-free are the connection's real query buffer, sized as
+    Redis sizes it: 16 KiB to read into, kept after a big request, then trimmed to the
+    recent peak and freed when idle."""
+    single.client_setname("qbuf")
+
+    def figures():
+        mine = [c for c in r2.client_list() if c.get("name") == "qbuf"]
+        assert len(mine) == 1
+        return int(mine[0]["qbuf"]), int(mine[0]["qbuf-free"]), int(mine[0]["tot-mem"])
+
+    used, free, total = figures()
+    assert used == 0 and 16384 <= free < 32768
+    assert total >= used + free
+    single.set("srv:big", "A" * 400000)
+    used, free, _ = figures()
+    assert used + free > 32768
+    # Quiet, the buffer is given back (checked for up to 10 s).
+    deadline = time.time() + 10
+    while figures()[:2] != (0, 0) and time.time() < deadline:
+        time.sleep(0.2)
+    assert figures()[:2] == (0, 0)
+    assert single.get("srv:big") == "A" * 400000
+
+
 def test_select(raw):
     c = raw()
     for db in range(16):

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::cmd::{data, flags::*, int_arg, is, CmdError, CmdResult, CommandSpec, Exec, KEY1};
+use crate::cmd::{
+    data, flags::*, int_arg, is, CmdError, CmdResult, CommandSpec, Exec, Handler, KeySpec, KEY1,
+};
 use crate::notify::GENERIC;
 use crate::store::Entry;
 
@@ -26,7 +28,30 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Creates a key from the serialized representation of a value.",
         restore,
     ),
+    // Run by the connection itself (`conn::migrate_cmd`), which intercepts it before
+    // any handler: it waits on another server. Its key is the third argument, or the
+    // ones after KEYS, as Redis reports.
+    CommandSpec {
+        name: "migrate",
+        arity: -6,
+        flags: WRITE | NOT_IN_MULTI,
+        keys: KeySpec {
+            first: 3,
+            last: 3,
+            step: 1,
+        },
+        group: "generic",
+        summary: "Atomically transfers a key from one Redis instance to another.",
+        handler: Handler::Conn(migrate_elsewhere),
+    },
 ];
+
+/// MIGRATE anywhere but at the connection (a script's `redis.call`): refused.
+fn migrate_elsewhere(_: &mut crate::conn::ConnCtx<'_>, _: &[Bytes]) -> CmdResult {
+    Err(CmdError::err(
+        "MIGRATE is only served from a client connection",
+    ))
+}
 
 fn dump(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     match ex.read_value(&argv[1]) {

@@ -581,6 +581,7 @@ mod tests {
             events: &mut events,
             lazy_expired: &mut lazy,
             may_block: false,
+            local_read: false,
             block: None,
         };
         if let Err(e) = handler(&mut ex, &argv) {

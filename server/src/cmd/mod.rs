@@ -119,8 +119,11 @@ pub mod flags {
     pub const WHOLE_VALUE: u32 = 1 << 13;
     /// Refused inside MULTI (Redis's `no-multi`: SAVE, SHUTDOWN).
     pub const NOT_IN_MULTI: u32 = 1 << 14;
+    /// Not a write, but may change the store (Redis's `may-replicate`; here PFCOUNT, which
+    /// writes back the cached cardinality): goes through the log like a write.
+    pub const MAY_REPLICATE: u32 = 1 << 15;
 
-    pub const NAMES: [(u32, &str); 12] = [
+    pub const NAMES: [(u32, &str); 13] = [
         (WRITE, "write"),
         (READONLY, "readonly"),
         (DENYOOM, "denyoom"),
@@ -133,6 +136,7 @@ pub mod flags {
         (FAST, "fast"),
         (NO_AUTH, "no_auth"),
         (NOT_IN_MULTI, "no_multi"),
+        (MAY_REPLICATE, "may_replicate"),
     ];
 }
 
@@ -191,6 +195,12 @@ pub struct CommandSpec {
 impl CommandSpec {
     pub fn is_write(&self) -> bool {
         self.flags & flags::WRITE != 0
+    }
+
+    /// Whether the command runs through the log: a write, or a command that may change
+    /// the store without being one ([`flags::MAY_REPLICATE`]).
+    pub fn through_log(&self) -> bool {
+        self.flags & (flags::WRITE | flags::MAY_REPLICATE) != 0
     }
 
     pub fn arity_ok(&self, argc: usize) -> bool {
@@ -409,6 +419,10 @@ pub struct Exec<'a> {
     pub lazy_expired: &'a mut Vec<(usize, Blob)>,
     /// May a blocking command (BLPOP...) wait? Not inside MULTI, as in Redis.
     pub may_block: bool,
+    /// A read served from this node's store outside the log (a lease or replica read, a
+    /// read-only script): nothing may change the store, not even a cache
+    /// ([`flags::MAY_REPLICATE`] commands leave theirs alone).
+    pub local_read: bool,
     /// Set by a blocking command that found nothing: the connection waits for a list
     /// write or the timeout, then runs the command again.
     pub block: Option<BlockOn>,

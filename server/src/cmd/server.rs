@@ -782,7 +782,9 @@ fn config(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             .into_iter()
             .flat_map(|gs| gs.hosted.values().cloned().collect::<Vec<_>>())
         {
-            g.store.lock().notify_flags = next.notify_flags;
+            let mut store = g.store.lock();
+            store.notify_flags = next.notify_flags;
+            store.hll_sparse_max_bytes = next.hll_sparse_max_bytes();
         }
         ctx.node.memory.set(next.memory_limit());
         *ctx.node.settings.write() = next;

@@ -272,6 +272,19 @@ pub(super) fn run_batch(
             }
             continue;
         }
+        if spec.name == "migrate" {
+            // Runs at the connection: its keys' DUMP, PTTL and DEL route as requests.
+            let argv = flush_or_continue!(argv);
+            if let Err(err) = precheck(client, out, spec, &argv) {
+                refuse(client, out, Some(spec), &err.0);
+                continue;
+            }
+            step = Step::Migrate {
+                argv,
+                rest: requests.by_ref().collect(),
+            };
+            break;
+        }
         let key_pos = spec.keys_in(&argv);
         if pinned.is_none() && key_pos.is_empty() {
             if let Some(keyless) = super::keyless::plan(node, client, spec, &argv) {
@@ -435,7 +448,7 @@ pub(super) fn run_batch(
                         break;
                     }
                 }
-                if !spec.is_write() && (local_reads || client.readonly) {
+                if !spec.through_log() && (local_reads || client.readonly) {
                     if !segment.commands.is_empty() {
                         // A read after writes waits for them, so it sees them.
                         step = segment_step(segment, node, out, argv, &mut requests);

@@ -217,6 +217,10 @@ pub(super) async fn drive(
                 merge.write(&sub.buf, out);
                 batch = rest;
             }
+            Step::Migrate { argv, rest } => {
+                super::migrate_cmd::run(node, client, out, &argv).await;
+                batch = rest;
+            }
         }
     }
 }
@@ -236,7 +240,8 @@ impl Step {
             | Step::FaultIn { rest, .. }
             | Step::WatchBarrier { requests: rest, .. }
             | Step::Keyless { rest, .. }
-            | Step::Split { rest, .. } => rest.extend(tail),
+            | Step::Split { rest, .. }
+            | Step::Migrate { rest, .. } => rest.extend(tail),
         }
         Ok(step)
     }
@@ -380,6 +385,11 @@ pub enum Step {
     Split {
         parts: Vec<Vec<Bytes>>,
         merge: Merge,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// MIGRATE: talks to its target ([`super::migrate_cmd`]), then go on with `rest`.
+    Migrate {
+        argv: Vec<Bytes>,
         rest: Vec<Vec<Bytes>>,
     },
 }

@@ -13,6 +13,8 @@ mod internal;
 mod keyless;
 mod memory;
 mod merge;
+mod migrate_cmd;
+mod querybuf;
 mod route;
 
 pub use batch::{process_batch, CLUSTER_DOWN};
@@ -29,7 +31,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kelvin_protocol::{ReplyWriter, RequestDecoder, RequestLimits, RespVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
@@ -42,9 +44,7 @@ use crate::pubsub::{PushMessage, PUSH_QUEUE_LEN};
 use crate::relay::Relay;
 use crate::store::{Blob, Store};
 use kelvin_protocol::log::LogCommand;
-
-/// Bytes the read buffer keeps free before each read.
-const READ_RESERVE: usize = 16 * 1024;
+use querybuf::QueryBuf;
 
 /// A MULTI in progress.
 pub struct Multi {
@@ -217,6 +217,7 @@ pub fn run_data(
         events: &mut client.events,
         lazy_expired: &mut client.lazy_expired,
         may_block,
+        local_read: true,
         block: None,
     };
     let started = std::time::Instant::now();
@@ -276,7 +277,7 @@ impl Connection {
             max_bulk_len: max_bulk,
             ..Default::default()
         });
-        let mut inbuf = BytesMut::with_capacity(READ_RESERVE);
+        let mut query = QueryBuf::new(std::time::Instant::now());
         let mut out = ReplyWriter::new(RespVersion::Resp2);
         let redirect = node.settings.read().redirect_port == Some(info.laddr.port());
         let mut client = ClientState::new(info.clone(), push_tx, !requirepass, redirect);
@@ -289,21 +290,34 @@ impl Connection {
             }
         };
         tokio::pin!(stop);
+        // The query buffer's next resize check, armed while it holds memory.
+        let resize = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(resize);
+        let mut resize_armed: Option<std::time::Instant> = None;
         tracing::debug!("connected");
         loop {
-            if inbuf.capacity() - inbuf.len() < READ_RESERVE / 4 {
-                inbuf.reserve(READ_RESERVE);
-            }
             tokio::select! {
-                read = stream.read_buf(&mut inbuf) => {
-                    match read {
+                ready = stream.readable() => {
+                    if let Err(err) = ready {
+                        tracing::debug!(cause = %err, "read failed");
+                        break;
+                    }
+                    // Room only now: an idle client's freed buffer stays freed until it
+                    // sends something.
+                    query.reserve();
+                    match stream.try_read_buf(&mut query.buf) {
                         Ok(0) => break,
-                        Ok(n) => { node.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                        Ok(n) => {
+                            node.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            query.read(std::time::Instant::now());
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(err) => {
                             tracing::debug!(cause = %err, "read failed");
                             break;
                         }
                     }
+                    let inbuf = &mut query.buf;
                     if client.blocked.is_some() {
                         // Requests behind a blocked command wait in the buffer, bounded.
                         if inbuf.len() > decoder.limits().max_query_len {
@@ -312,7 +326,7 @@ impl Connection {
                         }
                         continue;
                     }
-                    let (batch, proto_err) = decode_all(&mut decoder, &mut inbuf);
+                    let (batch, proto_err) = decode_all(&mut decoder, inbuf);
                     drive_replying(&node, &mut client, &mut out, batch).await;
                     if let Some(err) = proto_err {
                         tracing::debug!(cause = %err, "protocol error, closing");
@@ -339,7 +353,7 @@ impl Connection {
                             }
                         }
                     }
-                    let (more, proto_err) = decode_all(&mut decoder, &mut inbuf);
+                    let (more, proto_err) = decode_all(&mut decoder, &mut query.buf);
                     if client.blocked.is_some() {
                         // Blocked again: what came behind waits, bounded as above.
                         client.pending.extend(more);
@@ -364,10 +378,30 @@ impl Connection {
                         }
                     }
                 }
+                () = &mut resize, if resize_armed.is_some() => {
+                    resize_armed = None;
+                    query.check(std::time::Instant::now());
+                }
                 _ = &mut stop => break,
             }
+            query.settle();
+            if let Some(at) = query.next_check() {
+                if resize_armed.is_none_or(|armed| at < armed) {
+                    resize.as_mut().reset(at.into());
+                    resize_armed = Some(at);
+                }
+            }
+            let (qbuf, qbuf_free) = query.figures();
+            info.memory.qbuf.store(qbuf, Ordering::Relaxed);
+            info.memory.qbuf_free.store(qbuf_free, Ordering::Relaxed);
+            info.memory
+                .obuf
+                .store(out.buf.capacity(), Ordering::Relaxed);
             if !out.buf.is_empty() {
-                if let Err(err) = stream.write_all(&out.buf).await {
+                info.memory.omem.store(out.buf.len(), Ordering::Relaxed);
+                let written = stream.write_all(&out.buf).await;
+                info.memory.omem.store(0, Ordering::Relaxed);
+                if let Err(err) = written {
                     tracing::debug!(cause = %err, "write failed");
                     break;
                 }

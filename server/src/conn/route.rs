@@ -99,7 +99,7 @@ pub(super) fn forwarded(spec: &CommandSpec) -> bool {
 }
 
 pub(super) fn is_read(spec: &CommandSpec) -> bool {
-    matches!(spec.handler, Handler::Data(_)) && !spec.is_write()
+    matches!(spec.handler, Handler::Data(_)) && !spec.through_log()
 }
 
 /// The group a command goes to: the owner of its keys' slots; for a keyless command,

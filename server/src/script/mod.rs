@@ -638,6 +638,7 @@ impl CallCtx {
             events: &mut *ex.events,
             lazy_expired: &mut *ex.lazy_expired,
             may_block: false,
+            local_read: ex.local_read,
             block: None,
         };
         let result = handler(&mut inner, argv);

@@ -199,6 +199,7 @@ mod tests {
             events: &mut events,
             lazy_expired: &mut lazy,
             may_block: false,
+            local_read: false,
             block: None,
         };
         let _ = handler(&mut ex, &argv);

@@ -462,6 +462,9 @@ pub struct Store {
     flushed: [u64; DATABASES],
     /// Parsed `notify-keyspace-events` classes (see [`crate::notify`]).
     pub notify_flags: u32,
+    /// `hll-sparse-max-bytes`: the size past which a sparse HyperLogLog turns dense (a
+    /// node setting, as in Redis, where each replica applies its own).
+    pub hll_sparse_max_bytes: usize,
     /// Source of randomness for SPOP, RANDOMKEY and friends. Seeded, so the Raft log can
     /// carry a seed per entry and replicas draw the same numbers.
     pub rng: rand::rngs::SmallRng,
@@ -494,6 +497,7 @@ impl Default for Store {
             last_apply_ms: 0,
             flushed: [0; DATABASES],
             notify_flags: 0,
+            hll_sparse_max_bytes: crate::config::DEFAULT_HLL_SPARSE_MAX_BYTES,
             rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
             expired_keys: 0,
             evicted_keys: 0,
