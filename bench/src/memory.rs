@@ -1,5 +1,7 @@
 //! `kelvin-bench memory`: load the same keys into Kelvin and redis-server and compare the
-//! resident memory each process needs for them.
+//! resident memory each process needs for them, and break Kelvin's down by where the
+//! bytes go (its INFO memory figures: slot tables, keys' and values' heap blocks, the
+//! Raft log in memory; the rest of the RSS growth is allocator overhead and the process).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
@@ -7,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::servers::{
-    connect, environment_note, rss_bytes, save_result, Kind, Programs, ServerGuard,
+    command, connect, environment_note, info_field, rss_bytes, save_result, Kind, Programs,
+    ServerGuard,
 };
 
 pub struct Options {
@@ -25,6 +28,8 @@ struct Measurement {
     before: u64,
     after: u64,
     load_secs: f64,
+    /// INFO memory after loading.
+    info: String,
 }
 
 impl Measurement {
@@ -52,6 +57,10 @@ pub fn run(opts: &Options) -> Result<String> {
         guard.check_alive()?;
         std::thread::sleep(opts.settle);
         let after = rss_bytes(guard.pid())?;
+        let info = command(
+            &mut connect(guard.port, Duration::from_secs(10))?,
+            &["INFO", "memory"],
+        )?;
         eprintln!(
             "    loaded {} keys in {load_secs:.1}s; RSS {} -> {}",
             opts.keys,
@@ -63,6 +72,7 @@ pub fn run(opts: &Options) -> Result<String> {
             before,
             after,
             load_secs,
+            info,
         });
         drop(guard);
     }
@@ -105,9 +115,51 @@ pub fn run(opts: &Options) -> Result<String> {
             ));
         }
     }
+    if let Some(k) = results.iter().find(|m| m.kind == Kind::Kelvin) {
+        report.push_str(&breakdown(k, opts.keys));
+    }
     let path = save_result("memory", &report)?;
     eprintln!("written to {}", path.display());
     Ok(report)
+}
+
+/// Kelvin's bytes per key by where they go, from its INFO memory figures.
+fn breakdown(m: &Measurement, keys: u64) -> String {
+    let field = |name: &str| -> u64 {
+        info_field(&m.info, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (tables, heap, raft_log) = (
+        field("mem_keyspace_tables"),
+        field("mem_keyspace_heap"),
+        field("mem_raft_log"),
+    );
+    let rest = m.delta().saturating_sub(tables + heap + raft_log);
+    let per = |b: u64| b as f64 / keys as f64;
+    let mut text = format!(
+        "\nKelvin's bytes per key by where they go (INFO memory after loading):\n\n\
+         | part | bytes | bytes/key |\n|---|---:|---:|\n\
+         | slot tables (buckets of {} B: key inline, value header, expiry 8, heat 8; used or not) | {} | {:.1} |\n\
+         | keys' and values' heap blocks (store's count) | {} | {:.1} |\n\
+         | Raft log in memory (unapplied entries, term and place of each since the snapshot) | {} | {:.1} |\n\
+         | allocator overhead and the rest (RSS delta minus the above) | {} | {:.1} |\n",
+        field("mem_bucket_bytes"),
+        mib(tables),
+        per(tables),
+        mib(heap),
+        per(heap),
+        mib(raft_log),
+        per(raft_log),
+        mib(rest),
+        per(rest),
+    );
+    text.push_str(&format!(
+        "| **RSS delta** | {} | {:.1} |\n",
+        mib(m.delta()),
+        per(m.delta())
+    ));
+    text
 }
 
 fn mib(bytes: u64) -> String {

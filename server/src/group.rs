@@ -217,6 +217,9 @@ pub struct GroupStatus {
     pub applied: AtomicU64,
     /// Snapshots this group wrote since it started.
     pub snapshots: AtomicU64,
+    /// Bytes the Raft log holds in memory (entries not applied yet, and the term and
+    /// place in the WAL of each entry since the last snapshot), for INFO.
+    pub log_memory: AtomicU64,
     /// Whether the store may hold migrations (set under the store lock after each apply,
     /// before any reply goes out; `true` until the first apply): when `false`, a
     /// connection skips the store lock that the migration check of a request takes.
@@ -236,6 +239,7 @@ impl GroupStatus {
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            log_memory: AtomicU64::new(0),
             migrating: AtomicBool::new(true),
             conf: parking_lot::Mutex::new(ConfView::default()),
         }
@@ -1121,6 +1125,9 @@ impl Group {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        // Applied entries leave memory; the WAL keeps them for a follower that lags.
+        let applied = self.applied();
+        self.raw.mut_store().release(applied);
         self.after_ready(read_states);
         Ok(())
     }
@@ -1130,6 +1137,9 @@ impl Group {
             .term
             .store(self.raw.raft.term, Ordering::Relaxed);
         self.status.applied.store(self.applied(), Ordering::Relaxed);
+        self.status
+            .log_memory
+            .store(self.raw.store().memory_bytes(), Ordering::Relaxed);
         self.on_read_states(read_states);
         if !self.replayed && self.applied() >= self.raw.raft.raft_log.committed {
             self.replayed = true;

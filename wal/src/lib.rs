@@ -80,6 +80,7 @@
 //! Written by [`SnapshotWriter`] (tmp file, fsync, rename, fsync dir), verified completely by
 //! [`SnapshotReader::open`], so a file copied byte for byte from a leader validates itself.
 
+mod held;
 mod record;
 mod snapshot;
 mod storage;

@@ -5,10 +5,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use protobuf::Message;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
+use crate::held::{segment_path, HeldLog, Location};
 use crate::record::{self, Record, Scan};
 use crate::WalError;
 
@@ -74,42 +74,22 @@ struct LogState {
     first_cs: Option<ConfState>,
     /// Newest snapshot file: its metadata and file name inside `snap/`.
     snapshot: Option<(SnapshotMetadata, String)>,
-    /// Index and term of the entry just before the first one held (0, 0 if none dropped).
-    truncated: (u64, u64),
-    /// Invariant: `entries[i].index == truncated.0 + 1 + i`.
-    entries: Vec<Entry>,
+    /// The entries after the compaction point (payloads of the newest only).
+    log: HeldLog,
 }
 
 impl LogState {
     fn first_index(&self) -> u64 {
-        self.truncated.0 + 1
+        self.log.first_index()
     }
 
     fn last_index(&self) -> u64 {
-        self.entries.last().map_or(self.truncated.0, |e| e.index)
-    }
-
-    /// Places `ents` (contiguous, `first_index <= ents[0].index <= last_index + 1`).
-    fn splice(&mut self, ents: &[Entry]) {
-        let keep = (ents[0].index - self.first_index()) as usize;
-        self.entries.truncate(keep);
-        self.entries.extend_from_slice(ents);
-    }
-
-    /// Drops entries `<= index`; `term` is the term of `index`.
-    fn compact(&mut self, index: u64, term: u64) {
-        let n = index.saturating_sub(self.truncated.0);
-        let n = usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(self.entries.len());
-        self.entries.drain(..n);
-        self.truncated = (index, term);
+        self.log.last_index()
     }
 
     /// Like `MemStorageCore::apply_snapshot` after its out-of-date check.
     fn apply_snapshot(&mut self, meta: &SnapshotMetadata) {
-        self.entries.clear();
-        self.truncated = (meta.index, meta.term);
+        self.log.reset((meta.index, meta.term));
         self.hs.term = self.hs.term.max(meta.term);
         self.hs.commit = meta.index;
         self.cs = meta.get_conf_state().clone();
@@ -122,7 +102,7 @@ impl LogState {
         if let Some((meta, name)) = &self.snapshot {
             record::put_snapshot(buf, record::SNAP_CREATED, meta, name)?;
         }
-        record::put_compact(buf, self.truncated.0, self.truncated.1)
+        record::put_compact(buf, self.log.truncated.0, self.log.truncated.1)
     }
 }
 
@@ -148,11 +128,17 @@ struct Replay {
 }
 
 impl Replay {
-    fn apply(&mut self, st: &mut LogState, rec: Record, seg_max: &mut u64) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        st: &mut LogState,
+        rec: Record,
+        at: Location,
+        seg_max: &mut u64,
+    ) -> Result<(), String> {
         match rec {
             Record::Entries(ents) => {
                 let first = ents[0].index;
-                if first <= st.truncated.0 || first > st.last_index() + 1 {
+                if first <= st.log.truncated.0 || first > st.last_index() + 1 {
                     if !self.rebasing && self.seen_batch {
                         return Err(format!(
                             "entries start at {first} but the log holds {}..={}",
@@ -160,12 +146,11 @@ impl Replay {
                             st.last_index()
                         ));
                     }
-                    st.entries.clear();
-                    st.truncated = (first - 1, 0);
+                    st.log.reset((first - 1, 0));
                     self.rebasing = true;
                 }
                 self.seen_batch = true;
-                st.splice(&ents);
+                st.log.splice(&ents, at);
                 *seg_max = (*seg_max).max(st.last_index());
             }
             Record::HardState(hs) => st.hs = hs,
@@ -183,8 +168,8 @@ impl Replay {
                 st.snapshot = Some((meta, name));
             }
             Record::Compact { index, term } => {
-                if index > st.truncated.0 || (self.rebasing && index == st.truncated.0) {
-                    st.compact(index, term);
+                if index > st.log.truncated.0 || (self.rebasing && index == st.log.truncated.0) {
+                    st.log.compact(index, term);
                     self.rebasing = false;
                 }
             }
@@ -209,10 +194,6 @@ pub struct DiskStorage {
     dir_unsynced: bool,
     poisoned: bool,
     snapshot_requested: Cell<bool>,
-}
-
-fn segment_path(wal_dir: &Path, name: u64) -> PathBuf {
-    wal_dir.join(format!("{name:020}.log"))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -295,7 +276,13 @@ impl DiskStorage {
                     Scan::End => break,
                     Scan::Record { ty, payload, end } => {
                         record::decode(ty, payload)
-                            .and_then(|rec| replay.apply(&mut st, rec, &mut max_index))
+                            .and_then(|rec| {
+                                let at = Location {
+                                    segment: name,
+                                    offset: off as u64,
+                                };
+                                replay.apply(&mut st, rec, at, &mut max_index)
+                            })
                             .map_err(|reason| WalError::corrupt(&path, off, reason))?;
                         off = end;
                     }
@@ -333,7 +320,7 @@ impl DiskStorage {
                 0,
                 format!(
                     "entries up to {} are missing and no compaction record covers them",
-                    st.truncated.0
+                    st.log.truncated.0
                 ),
             ));
         }
@@ -393,9 +380,9 @@ impl DiskStorage {
     pub fn is_initialized(&self) -> bool {
         self.st.hs != HardState::default()
             || self.st.cs != ConfState::default()
-            || !self.st.entries.is_empty()
+            || !self.st.log.is_empty()
             || self.st.snapshot.is_some()
-            || self.st.truncated.0 > 0
+            || self.st.log.truncated.0 > 0
     }
 
     /// Bootstraps a brand-new group with `cs` (synced), like
@@ -435,8 +422,8 @@ impl DiskStorage {
         }
         self.buf.clear();
         record::put_entries(&mut self.buf, ents)?;
-        self.write_buf()?;
-        self.st.splice(ents);
+        let at = self.write_buf()?;
+        self.st.log.splice(ents, at);
         if let Some(seg) = self.segments.last_mut() {
             seg.max_index = seg.max_index.max(last.index);
         }
@@ -523,7 +510,7 @@ impl DiskStorage {
     /// deletes the oldest segments whose entries are all `<= index` (never the active one).
     /// A no-op if `index` is already compacted; an error if `index > last_index`.
     pub fn compact(&mut self, index: u64) -> Result<(), WalError> {
-        if index <= self.st.truncated.0 {
+        if index <= self.st.log.truncated.0 {
             return Ok(());
         }
         if index > self.st.last_index() {
@@ -532,11 +519,13 @@ impl DiskStorage {
                 self.st.last_index()
             )));
         }
-        let term = self.st.entries[(index - self.st.first_index()) as usize].term;
+        let term = self.st.log.term(index).ok_or_else(|| {
+            WalError::Invalid(format!("compact to {index}: the entry is not held"))
+        })?;
         self.buf.clear();
         record::put_compact(&mut self.buf, index, term)?;
         self.write_buf()?;
-        self.st.compact(index, term);
+        self.st.log.compact(index, term);
 
         let dead = self.segments[..self.segments.len() - 1]
             .iter()
@@ -658,7 +647,18 @@ impl DiskStorage {
 
     /// Number of entries held (after the compaction point).
     pub fn entries_len(&self) -> usize {
-        self.st.entries.len()
+        self.st.log.len()
+    }
+
+    /// Drops from memory the payloads of the entries `<= index`: the owner has applied
+    /// them. They stay in the WAL, and [`Storage::entries`] reads them back from there.
+    pub fn release(&mut self, index: u64) {
+        self.st.log.release(index);
+    }
+
+    /// Bytes the log holds in memory (see [`crate::held`]'s `HeldLog::memory_bytes`).
+    pub fn memory_bytes(&self) -> u64 {
+        self.st.log.memory_bytes()
     }
 
     /// Total size of the WAL segment files.
@@ -674,13 +674,17 @@ impl DiskStorage {
         }
     }
 
-    /// Hands `self.buf` to the OS in one write.
-    fn write_buf(&mut self) -> Result<(), WalError> {
+    /// Hands `self.buf` to the OS in one write; returns where it starts.
+    fn write_buf(&mut self) -> Result<Location, WalError> {
         self.check_poisoned()?;
         let seg = self
             .segments
             .last_mut()
             .ok_or_else(|| WalError::Invalid("no active segment".into()))?;
+        let at = Location {
+            segment: seg.name,
+            offset: seg.bytes,
+        };
         if let Err(e) = self.active.write_all(&self.buf) {
             self.poisoned = true;
             return Err(WalError::io(&seg.path)(e));
@@ -696,7 +700,7 @@ impl DiskStorage {
             }
             self.zeroed = to;
         }
-        Ok(())
+        Ok(at)
     }
 
     fn maybe_roll(&mut self) -> Result<(), WalError> {
@@ -737,22 +741,6 @@ fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, WalError> {
     Ok(out)
 }
 
-/// How many of `ents` `raft::util::limit_size` would keep.
-fn limited_len(ents: &[Entry], max: Option<u64>) -> usize {
-    let max = match max {
-        Some(max) if max != u64::MAX && ents.len() > 1 => max,
-        _ => return ents.len(),
-    };
-    let mut size = 0u64;
-    ents.iter()
-        .take_while(|e| {
-            let first = size == 0;
-            size += u64::from(e.compute_size());
-            first || size <= max
-        })
-        .count()
-}
-
 impl Storage for DiskStorage {
     /// The conf state as of the newest snapshot (or of creation), not the latest one:
     /// Raft restarts from the snapshot's index and re-applies the membership changes
@@ -780,12 +768,17 @@ impl Storage for DiskStorage {
         if high > self.st.last_index() + 1 || low > high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let ents = &self.st.entries[(low - first) as usize..(high - first) as usize];
-        Ok(ents[..limited_len(ents, max_size.into())].to_vec())
+        if low == high {
+            return Ok(Vec::new());
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        // Reading a released entry back fails only if the WAL file did (raft-rs treats
+        // any error but Compacted and Unavailable as fatal, as a failed append is).
+        Ok(self.st.log.entries(low, high, max, &self.wal_dir)?)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (t_index, t_term) = self.st.truncated;
+        let (t_index, t_term) = self.st.log.truncated;
         if idx == t_index {
             return Ok(t_term);
         }
@@ -804,7 +797,10 @@ impl Storage for DiskStorage {
         if idx > self.st.last_index() {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        Ok(self.st.entries[(idx - t_index - 1) as usize].term)
+        self.st
+            .log
+            .term(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -868,36 +864,6 @@ impl PendingSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limited_len_matches_raft_limit_size() {
-        let ents: Vec<Entry> = (1..=8u64)
-            .map(|i| Entry {
-                index: i,
-                data: vec![0; (i * 13 % 40) as usize].into(),
-                ..Default::default()
-            })
-            .collect();
-        for n in 0..ents.len() {
-            for max in [
-                None,
-                Some(0),
-                Some(1),
-                Some(20),
-                Some(45),
-                Some(100),
-                Some(u64::MAX),
-            ] {
-                let mut expect = ents[..n].to_vec();
-                raft::util::limit_size(&mut expect, max);
-                assert_eq!(
-                    limited_len(&ents[..n], max),
-                    expect.len(),
-                    "n={n} max={max:?}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn snapshot_names() {

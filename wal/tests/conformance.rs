@@ -53,7 +53,16 @@ impl Store for Mem {
     }
 }
 
-struct Disk(tempfile::TempDir, Option<DiskStorage>);
+/// How much of the log a [`Disk`] releases from memory before each observation, so the
+/// entries it answers come from memory, from the WAL files, or both.
+#[derive(Clone, Copy, Debug)]
+enum Release {
+    Nothing,
+    Half,
+    All,
+}
+
+struct Disk(tempfile::TempDir, Option<DiskStorage>, Release);
 
 impl Disk {
     fn s(&self) -> &DiskStorage {
@@ -123,6 +132,16 @@ impl Store for Disk {
         self.m().sync().unwrap();
         self.1 = None;
         self.1 = Some(open(self.0.path()));
+        let (first, last) = (
+            self.s().first_index().unwrap(),
+            self.s().last_index().unwrap(),
+        );
+        let upto = match self.2 {
+            Release::Nothing => 0,
+            Release::Half => first + (last.saturating_sub(first)) / 2,
+            Release::All => u64::MAX,
+        };
+        self.m().release(upto);
     }
     fn prev_term(&self, _: u64) -> Option<u64> {
         None
@@ -236,10 +255,16 @@ fn snapshots<S: Store>(s: &mut S, obs: &mut Vec<Obs>) {
 }
 
 fn run(name: &str, mem: Scenario<Mem>, disk: Scenario<Disk>) {
+    for release in [Release::Nothing, Release::Half, Release::All] {
+        run_releasing(&format!("{name}, release {release:?}"), mem, disk, release);
+    }
+}
+
+fn run_releasing(name: &str, mem: Scenario<Mem>, disk: Scenario<Disk>, release: Release) {
     let mut m = Mem(MemStorage::new(), None);
     let dir = tempfile::tempdir().unwrap();
     let d = open(dir.path());
-    let mut d = Disk(dir, Some(d));
+    let mut d = Disk(dir, Some(d), release);
     let (mut om, mut od) = (Vec::new(), Vec::new());
     mem(&mut m, &mut om);
     disk(&mut d, &mut od);

@@ -11,10 +11,27 @@ use raft::{GetEntriesContext, Storage};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { back: u16, len: u8, term: u8 },
-    HardState { term: u8, vote: u8, commit: u16 },
-    Compact { pick: u16 },
-    InstallSnapshot { ahead: u8, term: u8 },
+    Append {
+        back: u16,
+        len: u8,
+        term: u8,
+    },
+    HardState {
+        term: u8,
+        vote: u8,
+        commit: u16,
+    },
+    Compact {
+        pick: u16,
+    },
+    InstallSnapshot {
+        ahead: u8,
+        term: u8,
+    },
+    /// Drops payloads up to some index from memory (invisible: they read back from the WAL).
+    Release {
+        pick: u16,
+    },
     Sync,
     Reopen,
 }
@@ -26,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(term, vote, commit)| Op::HardState { term, vote, commit }),
         1 => any::<u16>().prop_map(|pick| Op::Compact { pick }),
         1 => (any::<u8>(), 1..9u8).prop_map(|(ahead, term)| Op::InstallSnapshot { ahead, term }),
+        2 => any::<u16>().prop_map(|pick| Op::Release { pick }),
         2 => Just(Op::Sync),
         2 => Just(Op::Reopen),
     ]
@@ -64,6 +82,13 @@ fn check(s: &DiskStorage, m: &Model) {
         )
         .unwrap();
     assert_eq!(got, m.entries);
+    // Every sub-range reads the same, wherever its entries come from.
+    for lo in m.first()..=m.last() {
+        let got = s
+            .entries(lo, m.last() + 1, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got[..], m.entries[(lo - m.first()) as usize..]);
+    }
 }
 
 fn run(ops: Vec<Op>, preallocate: bool) {
@@ -113,6 +138,10 @@ fn run(ops: Vec<Op>, preallocate: bool) {
                 m.hs.commit = index;
                 m.cs = meta.get_conf_state().clone();
                 assert_eq!(s.snapshot_file().unwrap().1, file);
+            }
+            Op::Release { pick } => {
+                let span = m.last() + 2 - m.truncated.0;
+                s.release(m.truncated.0 + u64::from(pick) % span);
             }
             Op::Sync => {
                 s.sync().unwrap();

@@ -215,7 +215,7 @@ impl CommandSpec {
     /// Positions of the keys in `argv`, the `numkeys` commands (ZUNION, SINTERCARD,
     /// ZUNIONSTORE...) included, whose key spec cannot say where their keys end: what
     /// cluster routing uses. Positions are within `argv`.
-    pub fn keys_in(&self, argv: &[Bytes]) -> Vec<usize> {
+    pub fn keys_in(&self, argv: &[Bytes]) -> KeyPositions {
         // Where `numkeys` is, and where the keys before it start (EVAL's argument 1 is
         // its script, BLMPOP's its timeout: not keys).
         let (numkeys_at, first) = match self.name {
@@ -265,7 +265,7 @@ impl CommandSpec {
             return self.key_positions(argv.len());
         };
         // Before `numkeys`: the destination of the *STORE commands.
-        let mut keys: Vec<usize> = (first..at).collect();
+        let mut keys: KeyPositions = (first..at).collect();
         let n = argv
             .get(at)
             .and_then(|a| std::str::from_utf8(a).ok()?.parse::<usize>().ok())
@@ -275,9 +275,9 @@ impl CommandSpec {
     }
 
     /// Positions of the keys in `argv` according to the key spec.
-    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
+    pub fn key_positions(&self, argc: usize) -> KeyPositions {
         if self.keys.first <= 0 {
-            return Vec::new();
+            return KeyPositions::new();
         }
         let last = if self.keys.last < 0 {
             argc as i32 + self.keys.last
@@ -291,6 +291,10 @@ impl CommandSpec {
             .collect()
     }
 }
+
+/// Positions of a request's keys: inline up to 4, so routing a request (which asks for
+/// them two or three times) allocates nothing for the usual one key.
+pub type KeyPositions = smallvec::SmallVec<[usize; 4]>;
 
 /// Shorthand for table rows.
 pub const fn data(

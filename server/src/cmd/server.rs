@@ -270,15 +270,31 @@ static USED_MEMORY_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 /// INFO's memory section. `used_memory` is what the keyspaces of this node's replicas
 /// hold by their own count ([`crate::store::memory`]), the figure `maxmemory` (a limit
 /// per group) is compared with; `used_memory_rss` is the process's resident size.
-fn memory_info(node: &crate::node::Node, used: usize, scripts: usize) -> String {
+///
+/// Kelvin's own lines break the figures down for `kelvin-bench memory`:
+/// `mem_keyspace_tables` (the slot tables as allocated), `mem_keyspace_heap` (what keys
+/// and values hold beyond their buckets), `mem_bucket_bytes` (one table bucket: key,
+/// value header, expiry, heat, control byte), `mem_raft_log` (the Raft log in memory).
+fn memory_info(
+    node: &crate::node::Node,
+    used: usize,
+    scripts: usize,
+    parts: crate::store::MemoryBreakdown,
+) -> String {
     let used = used as u64;
+    let raft_log: u64 = node.groups().map_or(0, |gs| {
+        gs.hosted
+            .values()
+            .map(|g| g.status.log_memory.load(Ordering::Relaxed))
+            .sum()
+    });
     let peak = USED_MEMORY_PEAK
         .fetch_max(used, Ordering::Relaxed)
         .max(used);
     let rss = rss_bytes();
     let limit = node.memory.get();
     format!(
-        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nnumber_of_cached_scripts:{scripts}\r\n\r\n",
+        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nnumber_of_cached_scripts:{scripts}\r\nmem_keyspace_tables:{}\r\nmem_keyspace_heap:{}\r\nmem_bucket_bytes:{}\r\nmem_raft_log:{raft_log}\r\n\r\n",
         human_bytes(used),
         human_bytes(rss),
         human_bytes(peak),
@@ -286,6 +302,9 @@ fn memory_info(node: &crate::node::Node, used: usize, scripts: usize) -> String 
         human_bytes(limit.maxmemory),
         limit.policy.as_str(),
         rss as f64 / used.max(1) as f64,
+        parts.tables,
+        parts.heap,
+        crate::store::memory::BUCKET_BYTES,
     )
 }
 
@@ -404,6 +423,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         );
     }
     // Summed over the groups this node replicates.
+    let mut parts = crate::store::MemoryBreakdown::default();
     let (keyspace_lines, hits, misses, expired, evicted, used, changes, scripts) = {
         let mut keys = vec![(0usize, 0usize); crate::store::DATABASES];
         let (mut hits, mut misses, mut expired, mut evicted, mut used, mut changes) =
@@ -426,6 +446,11 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             expired += store.expired_keys;
             evicted += store.evicted_keys;
             used += store.used_memory();
+            if want("memory") {
+                let p = store.memory_breakdown();
+                parts.tables += p.tables;
+                parts.heap += p.heap;
+            }
             scripts = scripts.max(store.scripts.len());
             changes += store.changes_since_snapshot;
         }
@@ -440,7 +465,7 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
         )
     };
     if want("memory") {
-        text.push_str(&memory_info(node, used, scripts));
+        text.push_str(&memory_info(node, used, scripts, parts));
     }
     if want("persistence") {
         let _ = write!(

@@ -219,10 +219,11 @@ pub(super) fn run_batch(
     // group, once what is gathered for this one has gone out.
     let mut gid = pinned.unwrap_or_else(|| default_group(node));
     let mut here = route(node, gid);
-    let mut local_reads = here == Route::Leader
-        && node
-            .hosted(gid)
-            .is_some_and(|g| g.status.can_read_locally());
+    // This node's replica of `gid`, looked up once per batch (and again when `gid` changes):
+    // each lookup takes the groups' lock and clones an `Arc`.
+    let mut hosted = node.hosted(gid);
+    let mut local_reads =
+        here == Route::Leader && hosted.as_ref().is_some_and(|g| g.status.can_read_locally());
     let mut guard: Option<parking_lot::ArcMutexGuard<parking_lot::RawMutex, Store>> = None;
     let mut last: &'static str = "NULL";
     let mut segment = Segment::default();
@@ -331,10 +332,9 @@ pub(super) fn run_batch(
             guard = None;
             gid = target;
             here = route(node, gid);
+            hosted = node.hosted(gid);
             local_reads = here == Route::Leader
-                && node
-                    .hosted(gid)
-                    .is_some_and(|g| g.status.can_read_locally());
+                && hosted.as_ref().is_some_and(|g| g.status.can_read_locally());
             argv
         };
         // A READONLY read away from the leader that this node's replica answers itself.
@@ -435,7 +435,7 @@ pub(super) fn run_batch(
                 }
                 if here == Route::Leader && !key_pos.is_empty() {
                     // A slot in migration: wait for it, or pull its keys first.
-                    let need = match node.hosted(gid) {
+                    let need = match hosted.as_deref() {
                         Some(group) if group.status.may_migrate() => {
                             let store = guard.get_or_insert_with(|| group.store.lock_arc());
                             migrate::need(store, client.db, spec, &argv)
@@ -455,7 +455,7 @@ pub(super) fn run_batch(
                         segment = Segment::default();
                         break;
                     }
-                    let Some(group) = node.hosted(gid) else {
+                    let Some(group) = hosted.as_deref() else {
                         out.error(CLUSTER_DOWN);
                         continue;
                     };

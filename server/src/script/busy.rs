@@ -230,6 +230,10 @@ pub fn at_connection(
     spec: &CommandSpec,
     argv: &[Bytes],
 ) -> Option<Answer> {
+    // Every request passes here: the common case (nothing runs, not a kill) first.
+    if RUNNING.load(Relaxed) == 0 && !matches!(spec.name, "script" | "function") {
+        return None;
+    }
     let sub = argv.get(1).filter(|_| argv.len() == 2);
     let kill = sub.is_some_and(|s| is(s, "kill"));
     let script_kill = spec.name == "script" && kill;

@@ -21,6 +21,10 @@ use bytes::Bytes;
 use super::{Blob, Entry, Key, SlotTable, Store, Value};
 use crate::cmd::CommandSpec;
 
+/// One bucket of a slot table: the key (inline if short), the entry (value header,
+/// expiry, heat) and hashbrown's control byte.
+pub const BUCKET_BYTES: usize = size_of::<(Key, Entry)>() + 1;
+
 /// What one key costs besides its value: its bucket in the slot's table (key, entry and
 /// the control byte, with hashbrown's 7/8 load factor rounded up to a whole byte).
 pub const ENTRY_OVERHEAD: usize = size_of::<(Key, Entry)>() + 10;

@@ -184,6 +184,13 @@ impl Entry {
     }
 }
 
+/// [`Store::memory_breakdown`]'s figures, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryBreakdown {
+    pub tables: usize,
+    pub heap: usize,
+}
+
 /// The keys of one hash slot.
 #[derive(Debug, Default)]
 pub struct SlotTable {
@@ -613,6 +620,23 @@ impl Store {
         self.dbs()
             .map(|(_, ks)| ks.used + memory::KEYSPACE_BYTES)
             .sum()
+    }
+
+    /// Where the keyspace's bytes are (INFO's `mem_keyspace_*`): the slot tables as
+    /// allocated (every bucket, used or not, holding the key if short, the value's
+    /// header, the expiry and the heat), and by the store's own count what keys and
+    /// values hold on the heap beyond their buckets. Walks the slot tables, not the keys.
+    pub fn memory_breakdown(&self) -> MemoryBreakdown {
+        let mut b = MemoryBreakdown::default();
+        for (_, ks) in self.dbs() {
+            b.tables += memory::KEYSPACE_BYTES
+                + ks.slots
+                    .iter()
+                    .map(|t| t.map.allocation_size())
+                    .sum::<usize>();
+            b.heap += ks.used.saturating_sub(ks.len * memory::ENTRY_OVERHEAD);
+        }
+        b
     }
 
     /// Swaps two databases (SWAPDB).
