@@ -23,7 +23,7 @@
 //! There is never a moment when both groups accept a write for a slot: S stops at its
 //! seal's apply; T starts only once the seal's index is in T's log, which is after it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Where the seal of a range was applied in the source's log: what the target must hold
 /// before it serves the range.
@@ -91,8 +91,9 @@ pub struct Staged {
 pub struct MigrationState {
     slots: BTreeMap<u16, SlotRole>,
     /// Keys of importing slots that hold their final word here (written or deleted at
-    /// the target, or already moved): `(db, key)`.
-    settled: HashSet<(u8, Vec<u8>)>,
+    /// the target, or already moved): `(db, key)`, per slot (a migration's finish takes
+    /// its slots' sets whole).
+    settled: HashMap<u16, HashSet<(u8, Vec<u8>)>>,
     /// Keys of importing slots arriving in parts, `(db, key)`: their payload so far.
     parts: BTreeMap<(u8, Vec<u8>), Staged>,
 }
@@ -227,7 +228,17 @@ impl MigrationState {
 
     /// Whether `key` (of an importing slot) holds its final word here.
     pub fn is_settled(&self, db: u8, key: &[u8]) -> bool {
-        self.settled.contains(&(db, key.to_vec()))
+        self.settled
+            .get(&kelvin_protocol::key_slot(key))
+            .is_some_and(|s| s.contains(&(db, key.to_vec())))
+    }
+
+    /// Marks `key` settled: `false` if it was already.
+    fn mark_settled(&mut self, db: u8, key: &[u8]) -> bool {
+        self.settled
+            .entry(kelvin_protocol::key_slot(key))
+            .or_default()
+            .insert((db, key.to_vec()))
     }
 
     /// A write at the target that replaced or deleted `key` whole: a later pull or push
@@ -235,7 +246,7 @@ impl MigrationState {
     pub fn settle(&mut self, db: u8, key: &[u8]) {
         let slot = kelvin_protocol::key_slot(key);
         if matches!(self.slots.get(&slot), Some(SlotRole::Importing { .. })) {
-            self.settled.insert((db, key.to_vec()));
+            self.mark_settled(db, key);
         }
     }
 
@@ -247,7 +258,7 @@ impl MigrationState {
         if !matches!(self.slots.get(&slot), Some(SlotRole::Importing { .. })) {
             return false;
         }
-        self.settled.insert((db, key.to_vec()))
+        self.mark_settled(db, key)
     }
 
     /// The migration is over on this side: its slots become ordinary (the target's own,
@@ -262,22 +273,19 @@ impl MigrationState {
         if slots.is_empty() {
             return Err(MigrationError::Unknown(migration));
         }
-        // One look-up per key (a scan of the slot list per key took a second for a
-        // quarter of a million settled keys, with the group's apply waiting).
+        // The settled names of the slots go whole, freed off the apply path (a pass
+        // over a quarter of a million of them held the group's apply for a third of a
+        // second); the parts by one look-up per key.
         let mut ending = vec![false; kelvin_protocol::SLOT_COUNT];
+        let mut gone = Vec::new();
         for s in &slots {
             self.slots.remove(s);
             ending[usize::from(*s)] = true;
+            gone.extend(self.settled.remove(s));
         }
-        let ends = |k: &[u8]| ending[usize::from(kelvin_protocol::key_slot(k))];
-        // The names that go are freed off the apply path (a quarter of a million of them
-        // held the group for a tenth of a second).
-        let (gone, kept): (HashSet<_>, HashSet<_>) = std::mem::take(&mut self.settled)
-            .into_iter()
-            .partition(|(_, k)| ends(k));
-        self.settled = kept;
         crate::store::drop_later(gone);
-        self.parts.retain(|(_, k), _| !ends(k));
+        self.parts
+            .retain(|(_, k), _| !ending[usize::from(kelvin_protocol::key_slot(k))]);
         Ok(slots)
     }
 
@@ -369,7 +377,7 @@ impl MigrationState {
             out.extend_from_slice(&p.index.to_le_bytes());
             out.extend_from_slice(&p.log_ms.to_le_bytes());
         }
-        let mut settled: Vec<&(u8, Vec<u8>)> = self.settled.iter().collect();
+        let mut settled: Vec<&(u8, Vec<u8>)> = self.settled.values().flatten().collect();
         settled.sort_unstable();
         out.extend_from_slice(&(settled.len() as u32).to_le_bytes());
         for (db, key) in settled {
@@ -441,7 +449,7 @@ impl MigrationState {
             let db = take(&mut buf, 1)?[0];
             let len = u32_at(take(&mut buf, 4)?);
             let key = take(&mut buf, len)?.to_vec();
-            state.settled.insert((db, key));
+            state.mark_settled(db, &key);
         }
         if !buf.is_empty() {
             let n = u32_at(take(&mut buf, 4)?);

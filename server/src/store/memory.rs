@@ -131,6 +131,8 @@ pub struct Bracket {
     keys: Vec<Bytes>,
     before_keys: usize,
     before_total: usize,
+    /// Per slot of the keys: its count before the command, and its keys' bytes then.
+    before_slots: Vec<(usize, usize, usize)>,
 }
 
 impl Bracket {
@@ -154,22 +156,49 @@ impl Bracket {
         if keys.is_empty() {
             return None;
         }
-        let before_keys = keys.iter().map(|k| key_bytes(store, db, k)).sum();
         let before_total = store.db(db).used_bytes();
+        let before_slots = slot_counts(store, db, &keys);
+        let before_keys = before_slots.iter().map(|s| s.2).sum();
         Some(Bracket {
             db,
             keys,
             before_keys,
             before_total,
+            before_slots,
         })
     }
 
-    /// Measures the keys again after the command and sets the database's total.
+    /// Measures the keys again after the command and sets the database's total and
+    /// their slots' counts.
     pub fn close(self, store: &mut Store) {
-        let after: usize = self.keys.iter().map(|k| key_bytes(store, self.db, k)).sum();
+        let after_slots = slot_counts(store, self.db, &self.keys);
+        let after: usize = after_slots.iter().map(|s| s.2).sum();
         let total = (self.before_total + after).saturating_sub(self.before_keys);
-        store.db(self.db).set_used_bytes(total);
+        let slots: Vec<(usize, usize)> = self
+            .before_slots
+            .iter()
+            .zip(&after_slots)
+            .map(|(&(slot, count, before), &(_, _, after))| {
+                (slot, (count + after).saturating_sub(before))
+            })
+            .collect();
+        store.db(self.db).set_used_bytes(total, &slots);
     }
+}
+
+/// Per distinct slot of `keys`, in order: (slot, its count now, the bytes of those of
+/// `keys` in it now).
+fn slot_counts(store: &mut Store, db: usize, keys: &[Bytes]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for k in keys {
+        let slot = kelvin_protocol::key_slot(k) as usize;
+        let bytes = key_bytes(store, db, k);
+        match out.iter_mut().find(|s| s.0 == slot) {
+            Some(s) => s.2 += bytes,
+            None => out.push((slot, store.db(db).slot(slot).used, bytes)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -246,6 +275,12 @@ mod tests {
         for step in steps {
             run(&mut s, step);
             assert_eq!(s.db(0).used_bytes(), total_by_walk(&s), "after {step:?}");
+            // Each slot's count is its own keys' bytes too (a migration drops a slot by it).
+            for slot in 0..kelvin_protocol::SLOT_COUNT {
+                let t = s.db(0).slot(slot);
+                let walked: usize = t.map.iter().map(|(k, e)| entry_bytes(k, e)).sum();
+                assert_eq!(t.used, walked, "slot {slot} after {step:?}");
+            }
         }
         for i in 0..300 {
             run(&mut s, &["HSET", "big", &format!("field{i}"), "value"]);

@@ -197,6 +197,9 @@ pub struct SlotTable {
     pub map: HashMap<Key, Entry>,
     /// Keys in this slot with an expiry, so the sweep can skip slots without any.
     pub expires: usize,
+    /// Bytes its keys hold ([`memory::entry_bytes`]): a migrated slot is dropped
+    /// without a pass over its keys.
+    pub used: usize,
 }
 
 /// Frees `garbage` on a short-lived thread of its own (or here, if no thread can start).
@@ -275,9 +278,13 @@ impl Keyspace {
         self.used
     }
 
-    /// Sets the total after a command changed values in place ([`memory::Bracket`]).
-    pub fn set_used_bytes(&mut self, used: usize) {
+    /// Sets the counts after a command changed values in place ([`memory::Bracket`]):
+    /// the database's, and those of the slots given.
+    pub fn set_used_bytes(&mut self, used: usize, slots: &[(usize, usize)]) {
         self.used = used;
+        for &(slot, used) in slots {
+            self.slots[slot].used = used;
+        }
     }
 
     pub fn slot(&self, slot: usize) -> &SlotTable {
@@ -328,6 +335,7 @@ impl Keyspace {
         let had_ttl = old.as_ref().is_some_and(|e| e.expire_at != 0);
         let removed = old.as_ref().map_or(0, |e| memory::entry_bytes(key, e));
         self.used = (self.used + added).saturating_sub(removed);
+        table.used = (table.used + added).saturating_sub(removed);
         if old.is_none() {
             self.len += 1;
             if self.track_new {
@@ -354,12 +362,7 @@ impl Keyspace {
     /// waiting for the store's lock, for up to seconds).
     pub fn drop_slot(&mut self, slot: usize) -> SlotTable {
         let table = std::mem::take(&mut self.slots[slot]);
-        let bytes: usize = table
-            .map
-            .iter()
-            .map(|(k, e)| memory::entry_bytes(k, e))
-            .sum();
-        self.used = self.used.saturating_sub(bytes);
+        self.used = self.used.saturating_sub(table.used);
         self.len -= table.map.len();
         self.expires -= table.expires;
         table
@@ -368,7 +371,9 @@ impl Keyspace {
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let table = &mut self.slots[key_slot(key) as usize];
         let old = table.map.remove(key)?;
-        self.used = self.used.saturating_sub(memory::entry_bytes(key, &old));
+        let bytes = memory::entry_bytes(key, &old);
+        self.used = self.used.saturating_sub(bytes);
+        table.used = table.used.saturating_sub(bytes);
         self.len -= 1;
         if old.expire_at != 0 {
             table.expires -= 1;
@@ -403,6 +408,7 @@ impl Keyspace {
         for table in &mut self.slots {
             table.map = HashMap::new();
             table.expires = 0;
+            table.used = 0;
         }
         self.len = 0;
         self.expires = 0;
