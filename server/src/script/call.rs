@@ -74,6 +74,10 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
     let _ = lua.set_memory_limit(0);
     // SAFETY: `l` is a running C function's state; reading arguments does not raise.
     let args = unsafe { read_args(l) };
+    // Drop the arguments (copied above), as Redis does: the reply then has the room a C
+    // function is given, however many arguments there were (`unpack` of thousands).
+    // SAFETY: shrinking the stack of a running C function.
+    unsafe { ffi::lua_settop(l, 0) };
     let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         super::call_current(state, lua, args)
     })) {
