@@ -510,6 +510,20 @@ fn the_sandbox_keeps_globals_and_libraries_read_only() {
     );
 }
 
+#[test]
+fn redis_call_takes_thousands_of_arguments() {
+    // Redis's unit/scripting "Script check unpack with massive arguments": the reply
+    // must find room on the Lua stack after 7999 arguments.
+    let mut s = Store::default();
+    let script = "local a = {} for i=1,7999 do a[i] = 1 end \
+                  return redis.call('lpush', 'l', unpack(a))";
+    assert_eq!(apply(&mut s, 1, &["EVAL", script, "0"]), ":7999\r\n");
+    // And an error reply after as many arguments is still the script's error.
+    let script = "local a = {} for i=1,7999 do a[i] = 1 end \
+                  return redis.pcall('get', unpack(a))";
+    assert!(apply(&mut s, 2, &["EVAL", script, "0"]).starts_with("-ERR Wrong number of args"));
+}
+
 /// Not a test: times the EVALSHA row's script against SET through `apply_batch`
 /// (`cargo test --release -p kelvin-server evalsha_apply_cost -- --ignored --nocapture`).
 #[test]
