@@ -172,3 +172,13 @@ def test_functions_load_fcall_list_delete(r):
     assert r.function_delete("counters") is True
     with pytest.raises(ResponseError, match="Library not found"):
         r.function_delete("counters")
+
+
+def test_function_help_is_redis_text(r):
+    help_lines = r.execute_command("FUNCTION", "HELP")
+    assert len(help_lines) == 40
+    assert help_lines[0] == "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    assert help_lines[1] == "LOAD [REPLACE] <FUNCTION CODE>"
+    assert help_lines[-2:] == ["HELP", "    Prints this help."]
+    with pytest.raises(ResponseError, match="wrong number of arguments for .function.help. command"):
+        r.execute_command("FUNCTION", "HELP", "extra")

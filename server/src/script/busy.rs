@@ -117,7 +117,14 @@ pub struct ScriptWatch {
 impl ScriptWatch {
     /// A script starts: `name` is its SHA1 or function name, `argv` its command.
     pub fn start(&self, is_eval: bool, read_only: bool, name: &str, argv: &[Bytes]) {
-        *self.detail.lock() = (name.to_string(), argv.to_vec());
+        {
+            // The buffers of the last run are reused: no allocation per run once warm.
+            let mut detail = self.detail.lock();
+            detail.0.clear();
+            detail.0.push_str(name);
+            detail.1.clear();
+            detail.1.extend_from_slice(argv);
+        }
         self.is_eval.store(is_eval, Relaxed);
         self.read_only.store(read_only, Relaxed);
         self.written.store(false, Relaxed);

@@ -16,6 +16,7 @@
 //!                  {verbatim_string=}          array table        *n up to the first nil
 //! ```
 
+use bytes::Bytes;
 use kelvin_protocol::ReplyWriter;
 use mlua::{Lua, Table, Value};
 
@@ -74,6 +75,62 @@ pub fn number_arg(n: f64) -> String {
     out
 }
 
+/// The error of a `redis.call` argument that is neither a string nor a number.
+pub const BAD_CALL_ARG: &str = "ERR Lua redis lib command arguments must be strings or integers";
+
+/// `redis.call`'s arguments copied into one buffer (one allocation per call, not one per
+/// argument). `Err` holds Redis's error for an argument of another type.
+pub struct CallArgs(pub Result<Vec<Bytes>, &'static str>);
+
+/// Collects argument bytes into one buffer, then cuts it into the arguments.
+#[derive(Default)]
+pub struct ArgsBuilder {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl ArgsBuilder {
+    pub fn with_capacity(args: usize) -> ArgsBuilder {
+        ArgsBuilder {
+            buf: Vec::with_capacity(64),
+            ends: Vec::with_capacity(args),
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn finish(self) -> Vec<Bytes> {
+        let all = Bytes::from(self.buf);
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let arg = all.slice(start..end);
+                start = end;
+                arg
+            })
+            .collect()
+    }
+}
+
+impl mlua::FromLuaMulti for CallArgs {
+    fn from_lua_multi(values: mlua::MultiValue, _: &Lua) -> mlua::Result<Self> {
+        let mut args = ArgsBuilder::default();
+        for v in values {
+            match v {
+                Value::String(s) => args.push(&s.as_bytes()),
+                Value::Integer(i) => args.push(number_arg(i as f64).as_bytes()),
+                Value::Number(n) => args.push(number_arg(n).as_bytes()),
+                _ => return Ok(CallArgs(Err(BAD_CALL_ARG))),
+            }
+        }
+        Ok(CallArgs(Ok(args.finish())))
+    }
+}
+
 /// Parses one reply from `buf` into a Lua value. `buf` was written by our own
 /// [`ReplyWriter`], so it is well formed; anything else reads as `nil`.
 pub fn reply_to_lua(lua: &Lua, buf: &[u8]) -> mlua::Result<Value> {
@@ -81,21 +138,21 @@ pub fn reply_to_lua(lua: &Lua, buf: &[u8]) -> mlua::Result<Value> {
     parse(lua, buf, &mut pos, 0)
 }
 
-fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+pub fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let rest = buf.get(*pos..)?;
     let end = rest.windows(2).position(|w| w == b"\r\n")?;
     *pos += end + 2;
     Some(&rest[..end])
 }
 
-fn int(bytes: &[u8]) -> i64 {
+pub fn int(bytes: &[u8]) -> i64 {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
 
-fn bulk<'a>(buf: &'a [u8], pos: &mut usize, len: i64) -> Option<&'a [u8]> {
+pub fn bulk<'a>(buf: &'a [u8], pos: &mut usize, len: i64) -> Option<&'a [u8]> {
     let len = usize::try_from(len).ok()?;
     let data = buf.get(*pos..pos.checked_add(len)?)?;
     *pos += len + 2;

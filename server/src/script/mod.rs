@@ -15,6 +15,7 @@
 //! read-only variants are served like other reads, under the leader's lease.
 
 pub mod busy;
+mod call;
 mod cjson;
 mod cmsgpack;
 mod convert;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use kelvin_protocol::{ReplyWriter, RespVersion};
-use mlua::{Lua, MultiValue, Value};
+use mlua::{ffi, Lua, Value};
 
 use crate::cmd::{self, flags, CmdError, CmdResult, Exec, Handler};
 pub use vm::script_sha;
@@ -412,18 +413,25 @@ fn run_in(
     read_only: bool,
 ) -> Result<Outcome, CmdError> {
     let lua = &vm.lua;
+    // KEYS and ARGV straight onto the Lua stack (no handle per string, as mlua's values
+    // would need): `base` is the only argument, at stack index 1.
     let set_globals = || -> mlua::Result<()> {
-        let globals = &vm.base;
-        let to_table = |items: &[Bytes]| -> mlua::Result<mlua::Table> {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, lua.create_string(item)?)?;
-            }
-            Ok(t)
-        };
-        globals.raw_set("KEYS", to_table(keys)?)?;
-        globals.raw_set("ARGV", to_table(args)?)?;
-        Ok(())
+        // SAFETY: `exec_raw` runs the closure in a protected call with `base` pushed and
+        // 3 free stack slots checked, which is all it uses (name, table, item); Lua errors
+        // (allocation) are caught by that call, and the closure holds nothing to drop.
+        unsafe {
+            lua.exec_raw::<()>(&vm.base, |state| {
+                for (name, items) in [(c"KEYS", keys), (c"ARGV", args)] {
+                    ffi::lua_pushstring(state, name.as_ptr());
+                    ffi::lua_createtable(state, items.len().min(i32::MAX as usize) as i32, 0);
+                    for (i, item) in items.iter().enumerate() {
+                        ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
+                        ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
+                    }
+                    ffi::lua_rawset(state, 1);
+                }
+            })
+        }
     };
     vm::unbounded(lua, set_globals).map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
     let state = &vm.state;
@@ -467,15 +475,23 @@ fn run_in(
     ))
 }
 
-/// `redis.call`/`redis.pcall` of the script running now: `(true, reply)` or `(false,
-/// {err=...})`.
-pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) -> (bool, Value) {
+/// What a `redis.call` gave: a RESP2 reply that is not an error, to push as it is
+/// (the run's scratch buffer, valid until the next call), or a Lua value: `(true,
+/// reply)` or `(false, {err=...})`.
+pub(crate) enum Called {
+    Resp2(*const [u8]),
+    Value(bool, Value),
+}
+
+/// `redis.call`/`redis.pcall` of the script running now (see [`call`]).
+pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: convert::CallArgs) -> Called {
     let p = state.current.load(Ordering::Acquire) as *mut Run<'static, 'static>;
     if p.is_null() {
-        return err_table(
+        let (ok, v) = err_table(
             lua,
             "ERR redis.call is only available inside a running script",
         );
+        return Called::Value(ok, v);
     }
     // SAFETY: `run_in` publishes a pointer to its `Run` only for the duration of
     // `runner.call`, on this thread (the store lock is held throughout, so no other
@@ -489,9 +505,7 @@ pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: MultiValue) ->
     // A command costs more than a Lua instruction: it counts as `CALL_INSTRUCTIONS` of
     // the budget (and toward the kill fence), the same on every replica.
     state.budget.fetch_sub(CALL_INSTRUCTIONS, Ordering::Relaxed);
-    // Values built by the host (the reply) are bounded by the store, not by the script:
-    // built without the limit, which lets mlua skip a protected call per value.
-    vm::unbounded(lua, || run.ctx.call(run.ex, lua, args))
+    run.ctx.call(run.ex, lua, args)
 }
 
 /// What `redis.call` needs during one script run.
@@ -513,45 +527,40 @@ fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
 }
 
 impl CallCtx {
-    /// `redis.call`/`redis.pcall`: `(true, reply)` or `(false, {err=...})`.
-    fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, args: MultiValue) -> (bool, Value) {
-        if args.is_empty() {
-            return err_table(
-                lua,
-                "ERR Please specify at least one argument for this redis lib call",
-            );
-        }
-        let mut argv = Vec::with_capacity(args.len());
-        for a in args {
-            let bytes = match a {
-                Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
-                Value::Integer(i) => Bytes::from(convert::number_arg(i as f64)),
-                Value::Number(n) => Bytes::from(convert::number_arg(n)),
-                _ => {
-                    return err_table(
-                        lua,
-                        "ERR Lua redis lib command arguments must be strings or integers",
-                    )
-                }
-            };
-            argv.push(bytes);
-        }
-        let version = match self.state.resp3.load(Ordering::Relaxed) {
+    /// `redis.call`/`redis.pcall`: see [`Called`].
+    fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, args: convert::CallArgs) -> Called {
+        let failed = |msg: &str| {
+            let (ok, v) = err_table(lua, msg);
+            Called::Value(ok, v)
+        };
+        let argv = match args.0 {
+            Ok(argv) if argv.is_empty() => {
+                return failed("ERR Please specify at least one argument for this redis lib call")
+            }
+            Ok(argv) => argv,
+            Err(e) => return failed(e),
+        };
+        let resp3 = self.state.resp3.load(Ordering::Relaxed);
+        self.scratch.buf.clear();
+        self.scratch.version = match resp3 {
             true => RespVersion::Resp3,
             false => RespVersion::Resp2,
         };
-        self.scratch.buf.clear();
-        self.scratch.version = version;
         if let Err(e) = self.dispatch(ex, &argv) {
             self.scratch.buf.clear();
-            return err_table(lua, &e.0);
+            return failed(&e.0);
+        }
+        // RESP2 has only the types the raw pusher knows; an error reply takes the slow
+        // path, which makes it the error `redis.call` raises.
+        if !resp3 && self.scratch.buf.first().is_some_and(|&b| b != b'-') {
+            return Called::Resp2(self.scratch.buf.as_slice() as *const [u8]);
         }
         match convert::reply_to_lua(lua, &self.scratch.buf) {
             Ok(Value::Table(t)) if matches!(t.raw_get::<Value>("err"), Ok(Value::String(_))) => {
-                (false, Value::Table(t))
+                Called::Value(false, Value::Table(t))
             }
-            Ok(v) => (true, v),
-            Err(e) => err_table(lua, &format!("ERR {e}")),
+            Ok(v) => Called::Value(true, v),
+            Err(e) => failed(&format!("ERR {e}")),
         }
     }
 

@@ -509,3 +509,63 @@ fn the_sandbox_keeps_globals_and_libraries_read_only() {
         "-ERR \r\n"
     );
 }
+
+#[test]
+fn redis_call_takes_thousands_of_arguments() {
+    // Redis's unit/scripting "Script check unpack with massive arguments": the reply
+    // must find room on the Lua stack after 7999 arguments.
+    let mut s = Store::default();
+    let script = "local a = {} for i=1,7999 do a[i] = 1 end \
+                  return redis.call('lpush', 'l', unpack(a))";
+    assert_eq!(apply(&mut s, 1, &["EVAL", script, "0"]), ":7999\r\n");
+    // And an error reply after as many arguments is still the script's error.
+    let script = "local a = {} for i=1,7999 do a[i] = 1 end \
+                  return redis.pcall('get', unpack(a))";
+    assert!(apply(&mut s, 2, &["EVAL", script, "0"]).starts_with("-ERR Wrong number of args"));
+}
+
+/// Not a test: times the EVALSHA row's script against SET through `apply_batch`
+/// (`cargo test --release -p kelvin-server evalsha_apply_cost -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn evalsha_apply_cost() {
+    let mut s = Store::default();
+    let script = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1]) \
+                  redis.call('SET', KEYS[1], v) return v";
+    let sha = apply(&mut s, 1, &["SCRIPT", "LOAD", script]);
+    let sha = sha.lines().nth(1).unwrap().to_string();
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let keys: Vec<String> = (0..100_000).map(|i| format!("rmw:{i:012}")).collect();
+    // The arguments as the log hands them over: slices of one buffer.
+    let shared = |words: &[&str]| -> Vec<Bytes> {
+        let all = Bytes::from(words.concat());
+        let mut at = 0;
+        words
+            .iter()
+            .map(|w| {
+                at += w.len();
+                all.slice(at - w.len()..at)
+            })
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let k = &keys[(i * 7919 % 100_000) as usize];
+        apply_raw(&mut s, 2 + i, shared(&["EVALSHA", &sha, "1", k, "1"]));
+    }
+    let eval = t.elapsed();
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let k = &keys[(i * 7919 % 100_000) as usize];
+        apply_raw(&mut s, 2 + n + i, shared(&["SET", k, "1"]));
+    }
+    let set = t.elapsed();
+    eprintln!(
+        "EVALSHA {:.2} us/op, SET {:.2} us/op",
+        eval.as_secs_f64() * 1e6 / n as f64,
+        set.as_secs_f64() * 1e6 / n as f64
+    );
+}

@@ -26,16 +26,41 @@ enum Record {
     Swap(usize, usize),
 }
 
+/// Up to this many key records, whether a key is already recorded is found by a scan of
+/// the records (a script touches a few keys); past it, by a set.
+const SCAN_RECORDS: usize = 16;
+
 /// See the module documentation.
 #[derive(Default)]
 pub struct UndoLog {
     records: Vec<Record>,
+    /// Records from here on are of the current database layout (after the last SWAPDB).
+    since_swap: usize,
+    /// The keys recorded since the last swap, once there are more than [`SCAN_RECORDS`].
     seen: HashSet<(usize, Blob)>,
 }
 
 impl UndoLog {
+    /// Whether `key` of `db` is recorded since the last swap; records it in `seen` if not.
+    fn first_touch(&mut self, db: usize, key: &[u8]) -> bool {
+        let recent = &self.records[self.since_swap..];
+        if recent.len() < SCAN_RECORDS {
+            return !recent.iter().any(
+                |r| matches!(r, Record::Key { db: d, key: k, .. } if *d == db && k[..] == *key),
+            );
+        }
+        if self.seen.is_empty() {
+            for r in recent {
+                if let Record::Key { db, key, .. } = r {
+                    self.seen.insert((*db, key.clone()));
+                }
+            }
+        }
+        self.seen.insert((db, key.into()))
+    }
+
     fn key(&mut self, store: &Store, db: usize, key: &[u8]) {
-        if db >= DATABASES || !self.seen.insert((db, key.into())) {
+        if db >= DATABASES || !self.first_touch(db, key) {
             return;
         }
         let entry = store.db_ref(db).and_then(|ks| ks.raw_get(key)).cloned();
@@ -69,6 +94,7 @@ impl UndoLog {
                     if a < DATABASES && b < DATABASES {
                         self.records.push(Record::Swap(a, b));
                         // Keys recorded before the swap live in the other database now.
+                        self.since_swap = self.records.len();
                         self.seen.clear();
                     }
                 }
@@ -158,5 +184,33 @@ mod tests {
         assert_eq!(get(&store, 1, b"b"), Some(b"2".to_vec()));
         assert_eq!(get(&store, 0, b"new"), None);
         assert_eq!(store.db(0).len(), 1);
+    }
+
+    #[test]
+    fn keys_past_the_scan_are_recorded_once_each() {
+        let mut store = Store::default();
+        let set = crate::cmd::lookup(b"set").unwrap();
+        let mut undo = UndoLog::default();
+        for round in 0..2 {
+            for i in 0..(SCAN_RECORDS * 3) {
+                let key = format!("k{i}");
+                if round == 0 && i % 2 == 0 {
+                    store
+                        .db(0)
+                        .insert(key.as_bytes(), Entry::new(Value::Str(b"old".to_vec())));
+                }
+                undo.before_write(&store, 0, set, &argv(&["set", &key, "new"]));
+                store
+                    .db(0)
+                    .insert(key.as_bytes(), Entry::new(Value::Str(b"new".to_vec())));
+            }
+        }
+        assert_eq!(undo.records.len(), SCAN_RECORDS * 3);
+        undo.undo(&mut store);
+        assert_eq!(store.db(0).len(), SCAN_RECORDS * 3 / 2);
+        for i in (0..(SCAN_RECORDS * 3)).step_by(2) {
+            let entry = store.db(0).raw_get(format!("k{i}").as_bytes()).cloned();
+            assert!(matches!(entry, Some(Entry { value: Value::Str(v), .. }) if v == b"old"));
+        }
     }
 }

@@ -75,6 +75,8 @@ pub struct RunState {
     pub registering: Mutex<Option<Vec<Registration>>>,
     /// `cjson`'s settings (back to the defaults before each script).
     pub cjson: super::cjson::Config,
+    /// The `hidden` table (set once the state is built), for [`super::call`]'s slow path.
+    pub hidden: std::sync::OnceLock<Table>,
 }
 
 /// The Lua state and what the runner needs from it.
@@ -278,28 +280,9 @@ impl Vm {
                     || stop_state.kill.load(Ordering::Relaxed))
             })?,
         )?;
-        let call_state = state.clone();
-        let call_hidden = hidden.clone();
-        redis.raw_set(
-            "call",
-            lua.create_function(move |lua, args: mlua::MultiValue| {
-                let (ok, value) = super::call_current(&call_state, lua, args);
-                if ok {
-                    return Ok(value);
-                }
-                // Raise, leaving Redis's error table for the handler and `pcall`.
-                call_hidden.raw_set("pending", value)?;
-                call_state.pending.store(true, Ordering::Relaxed);
-                Err(mlua::Error::runtime("redis.call failed"))
-            })?,
-        )?;
-        let pcall_state = state.clone();
-        redis.raw_set(
-            "pcall",
-            lua.create_function(move |lua, args: mlua::MultiValue| {
-                Ok(super::call_current(&pcall_state, lua, args).1)
-            })?,
-        )?;
+        let _ = state.hidden.set(hidden.clone());
+        redis.raw_set("call", super::call::create(&lua, &state, &hidden, true)?)?;
+        redis.raw_set("pcall", super::call::create(&lua, &state, &hidden, false)?)?;
         // What a library sees of `redis` while FUNCTION LOAD runs it.
         let libredis = lua.create_table()?;
         let reg_state = state.clone();

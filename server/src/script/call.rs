@@ -1,0 +1,241 @@
+//! `redis.call` and `redis.pcall` as raw Lua C functions: the hot path of a script.
+//!
+//! How it fits: mlua's callbacks turn each argument into a Lua value handle and build
+//! each reply value through the same handles, which cost more than the command a script
+//! calls. These two functions read their arguments off the Lua stack into one buffer
+//! ([`read_args`]), run the command through [`super::call_current`], and push a RESP2
+//! reply straight onto the stack ([`push_resp2`]). Error replies and RESP3 replies (after
+//! `redis.setresp(3)`) go the slow way, as mlua values ([`super::convert`]), handed over
+//! through `hidden.transfer`.
+//!
+//! Upvalues: 1 = the run state (light userdata: the [`super::vm::Vm`] holds its `Arc` for
+//! the life of the Lua state), 2 = the `hidden` table. A failed `redis.call` leaves its
+//! `{err=...}` table in `hidden.pending` and raises (the handler and the `pcall`
+//! wrappers take the table from there), as the mlua version did.
+//!
+//! No Rust value with a destructor is alive where Lua may raise (a raise is a `longjmp`):
+//! values are built with the memory limit lifted, so allocation cannot fail short of the
+//! process running out, and the only raise is the deliberate one, after everything owned
+//! is dropped.
+
+use std::ffi::{c_int, c_void};
+use std::sync::Arc;
+
+use mlua::{ffi, Function, Lua, Table, Value};
+
+use super::convert::{self, CallArgs, BAD_CALL_ARG, MAX_NESTING};
+use super::vm::{RunState, LUA_MEMORY_LIMIT};
+use super::Called;
+
+/// Creates `redis.call` (`raise`: a failed command raises) or `redis.pcall` (it returns
+/// the error table).
+pub fn create(
+    lua: &Lua,
+    state: &Arc<RunState>,
+    hidden: &Table,
+    raise: bool,
+) -> mlua::Result<Function> {
+    let run_state = Arc::as_ptr(state) as *mut c_void;
+    let f: ffi::lua_CFunction = match raise {
+        true => redis_call,
+        false => redis_pcall,
+    };
+    // SAFETY: a protected call with `hidden` at index 1: pushes the light userdata and
+    // `hidden` as upvalues, makes the closure, and leaves only it on the stack.
+    unsafe {
+        lua.exec_raw::<Function>(hidden, |l| {
+            ffi::lua_pushlightuserdata(l, run_state);
+            ffi::lua_pushvalue(l, 1);
+            ffi::lua_pushcclosure(l, f, 2);
+            ffi::lua_replace(l, 1);
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as a C closure made by `create`.
+    unsafe { call(l, true) }
+}
+
+unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as above.
+    unsafe { call(l, false) }
+}
+
+/// The body of both functions; returns the number of results (1) or raises.
+///
+/// # Safety
+/// `l` is the state of a running Lua C closure made by [`create`].
+unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
+    // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
+    let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
+    // SAFETY: the `Lua` of this state outlives the call (mlua runs the script).
+    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    let _ = lua.set_memory_limit(0);
+    // SAFETY: `l` is a running C function's state; reading arguments does not raise.
+    let args = unsafe { read_args(l) };
+    // Drop the arguments (copied above), as Redis does: the reply then has the room a C
+    // function is given, however many arguments there were (`unpack` of thousands).
+    // SAFETY: shrinking the stack of a running C function.
+    unsafe { ffi::lua_settop(l, 0) };
+    let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::call_current(state, lua, args)
+    })) {
+        Ok(Called::Resp2(reply)) => {
+            let top = unsafe { ffi::lua_gettop(l) };
+            // SAFETY: the reply lives in the run's scratch buffer, untouched until the
+            // next `redis.call`; pushing runs no Rust code that reaches it.
+            let reply = unsafe { &*reply };
+            let mut pos = 0;
+            if unsafe { push_resp2(l, reply, &mut pos, 0) } {
+                let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+                return 1;
+            }
+            // Too deep for the fast path: the slow one gives Redis's error.
+            unsafe { ffi::lua_settop(l, top) };
+            let parsed = convert::reply_to_lua(lua, reply);
+            transfer(state, lua, l, parsed, true)
+        }
+        Ok(Called::Value(ok, value)) => transfer(state, lua, l, Ok(value), ok),
+        Err(_) => {
+            let t = lua.create_table();
+            let t = t.and_then(|t| {
+                t.raw_set("err", "ERR redis.call failed: internal error")?;
+                Ok(Value::Table(t))
+            });
+            transfer(state, lua, l, t, false)
+        }
+    };
+    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+    if ok || !raise {
+        return 1;
+    }
+    // Leave the table for the handler and the `pcall` wrappers, then raise.
+    // SAFETY: upvalue 2 is `hidden`; two free slots are guaranteed to a C function.
+    unsafe {
+        ffi::lua_pushstring(l, c"pending".as_ptr());
+        ffi::lua_pushvalue(l, -2);
+        ffi::lua_rawset(l, ffi::lua_upvalueindex(2));
+        state
+            .pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        ffi::lua_pushstring(l, c"redis.call failed".as_ptr());
+        ffi::lua_error(l)
+    }
+}
+
+/// Puts `value` on the stack through `hidden.transfer` (an mlua value handle cannot be
+/// pushed from here); returns whether the call succeeded (`ok`, unless the value
+/// could not be built).
+fn transfer(
+    state: &RunState,
+    lua: &Lua,
+    l: *mut ffi::lua_State,
+    value: mlua::Result<Value>,
+    ok: bool,
+) -> bool {
+    let (ok, value) = match value {
+        Ok(v) => (ok, v),
+        Err(e) => {
+            let t = lua.create_table().and_then(|t| {
+                t.raw_set("err", format!("ERR {e}"))?;
+                Ok(t)
+            });
+            (false, t.map(Value::Table).unwrap_or(Value::Nil))
+        }
+    };
+    if let Some(hidden) = state.hidden.get() {
+        let _ = hidden.raw_set("transfer", value);
+    }
+    // SAFETY: upvalue 2 is `hidden`: reads `transfer` onto the stack and clears it, with
+    // the slots a C function is given.
+    unsafe {
+        ffi::lua_pushstring(l, c"transfer".as_ptr());
+        ffi::lua_rawget(l, ffi::lua_upvalueindex(2));
+        ffi::lua_pushstring(l, c"transfer".as_ptr());
+        ffi::lua_pushnil(l);
+        ffi::lua_rawset(l, ffi::lua_upvalueindex(2));
+    }
+    ok
+}
+
+/// `redis.call`'s arguments straight off the stack (strings as they are, numbers as
+/// Redis formats them), or Redis's error for another type.
+///
+/// # Safety
+/// `l` is a running C function's state; its arguments are the whole stack.
+unsafe fn read_args(l: *mut ffi::lua_State) -> CallArgs {
+    let n = unsafe { ffi::lua_gettop(l) };
+    let mut args = convert::ArgsBuilder::with_capacity(n.max(0) as usize);
+    for idx in 1..=n {
+        // SAFETY: `idx` is a valid stack index; these reads do not allocate or raise, and
+        // a string's bytes are copied while it is on the stack.
+        unsafe {
+            match ffi::lua_type(l, idx) {
+                ffi::LUA_TSTRING => {
+                    let mut len = 0usize;
+                    let ptr = ffi::lua_tolstring(l, idx, &mut len);
+                    args.push(std::slice::from_raw_parts(ptr.cast::<u8>(), len));
+                }
+                ffi::LUA_TNUMBER => {
+                    args.push(convert::number_arg(ffi::lua_tonumber(l, idx)).as_bytes())
+                }
+                _ => return CallArgs(Err(BAD_CALL_ARG)),
+            }
+        }
+    }
+    CallArgs(Ok(args.finish()))
+}
+
+/// Pushes the RESP2 reply at `buf[*pos..]` as Redis converts it (`convert`'s table):
+/// `:n` a number, `$s` a string, `$-1` false, `*n` an array table, `*-1` false, `+s`
+/// `{ok=s}`, `-s` `{err=s}`. False, with something partly pushed, on anything else or past
+/// [`MAX_NESTING`]; the caller resets the stack.
+///
+/// # Safety
+/// `l` is a running C function's state, with the memory limit lifted.
+unsafe fn push_resp2(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth: usize) -> bool {
+    if depth > MAX_NESTING || unsafe { ffi::lua_checkstack(l, 4) } == 0 {
+        return false;
+    }
+    let Some(&kind) = buf.get(*pos) else {
+        return false;
+    };
+    *pos += 1;
+    let Some(head) = convert::line(buf, pos) else {
+        return false;
+    };
+    // SAFETY (each block): pushes onto a stack with room checked above.
+    match kind {
+        b':' => unsafe { ffi::lua_pushnumber(l, convert::int(head) as f64) },
+        b'$' => match convert::bulk(buf, pos, convert::int(head)) {
+            Some(data) => unsafe {
+                ffi::lua_pushlstring(l, data.as_ptr().cast(), data.len());
+            },
+            None => unsafe { ffi::lua_pushboolean(l, 0) },
+        },
+        b'+' | b'-' => unsafe {
+            ffi::lua_createtable(l, 0, 1);
+            let key = if kind == b'+' { c"ok" } else { c"err" };
+            ffi::lua_pushstring(l, key.as_ptr());
+            ffi::lua_pushlstring(l, head.as_ptr().cast(), head.len());
+            ffi::lua_rawset(l, -3);
+        },
+        b'*' => {
+            let n = convert::int(head);
+            if n < 0 {
+                unsafe { ffi::lua_pushboolean(l, 0) };
+                return true;
+            }
+            unsafe { ffi::lua_createtable(l, n.min(i32::MAX as i64) as c_int, 0) };
+            for i in 0..n {
+                if !unsafe { push_resp2(l, buf, pos, depth + 1) } {
+                    return false;
+                }
+                unsafe { ffi::lua_rawseti(l, -2, i + 1) };
+            }
+        }
+        _ => return false,
+    }
+    true
+}
