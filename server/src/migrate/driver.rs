@@ -645,9 +645,11 @@ fn plan_reply(reply: &[u8]) -> Option<Plan> {
 pub const PLAN_CHUNK_SLOTS: usize = 16;
 
 /// Plans the eager keys of `m` at the source a chunk of slots at a time
-/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget) and
-/// pushes each chunk's right away: the counts per class over the whole range, and how
-/// many keys moved.
+/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget), then
+/// pushes them hottest first over the whole range (each chunk's first, then each one's
+/// second...: a chunk's list is in heat order, and a hot key waiting behind a whole
+/// chunk of cooler ones faulted in meanwhile): the counts per class over the whole
+/// range, and how many keys moved.
 async fn push_eager<C: Cluster>(
     c: &mut C,
     m: &MigrationSpec,
@@ -655,7 +657,7 @@ async fn push_eager<C: Cluster>(
 ) -> Result<([(u64, u64); 4], u64), String> {
     let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
     let mut planned = [(0u64, 0u64); 4];
-    let mut moved = 0;
+    let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
     for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
         let ranges = runs(chunk);
         let reply = c
@@ -671,8 +673,17 @@ async fn push_eager<C: Cluster>(
             sum.0 += t.0;
             sum.1 += t.1;
         }
-        moved += move_keys(c, m, &eager).await?;
+        lists.push(eager.into_iter());
     }
+    let mut order: KeyList = Vec::new();
+    loop {
+        let before = order.len();
+        order.extend(lists.iter_mut().filter_map(Iterator::next));
+        if order.len() == before {
+            break;
+        }
+    }
+    let moved = move_keys(c, m, &order).await?;
     Ok((planned, moved))
 }
 
