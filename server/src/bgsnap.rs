@@ -10,9 +10,12 @@
 //! The child runs only this module's code between the fork and `_exit`: no logging, no
 //! lock another thread could have held at the fork (the store's lock is held by the
 //! forking thread itself, so the child owns its guard), allocation through the C library's
-//! fork-safe allocator. It dies with its parent (`PR_SET_PDEATHSIG`), so a killed node
-//! never leaves a child writing into the directory of the node that restarts. The parent
-//! records the file as the newest snapshot and compacts the log once the child exits 0.
+//! fork-safe allocator. It stops, before the file is renamed into place, as soon as its
+//! parent is gone (it checks between chunks that its parent is still the process that
+//! forked it: `PR_SET_PDEATHSIG` would fire when the forking *thread* ends, and the
+//! runtime's threads come and go), so a killed node never leaves a child finishing a
+//! snapshot into the directory of the node that restarts. The parent records the file as
+//! the newest snapshot and compacts the log once the child exits 0.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,14 +65,7 @@ pub fn start(
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
         0 => {
-            // SAFETY: prctl, getppid and _exit have no preconditions.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent {
-                    libc::_exit(3);
-                }
-            }
-            let code = match child(store, &meta, dir) {
+            let code = match child(store, &meta, dir, parent) {
                 Ok(()) => 0,
                 Err(e) => {
                     let line = format!("kelvin: snapshot child: {e}\n");
@@ -93,12 +89,17 @@ pub fn start(
     }
 }
 
-/// The child's work: encode every chunk and write the file.
-fn child(store: &Store, meta: &SnapshotMetadata, dir: &Path) -> Result<(), String> {
+/// The child's work: encode every chunk and write the file, while `parent` lives.
+fn child(store: &Store, meta: &SnapshotMetadata, dir: &Path, parent: i32) -> Result<(), String> {
+    // SAFETY: getppid has no preconditions.
+    let orphaned = || unsafe { libc::getppid() } != parent;
     let mut writer = SnapshotWriter::create(dir, meta).map_err(|e| e.to_string())?;
     let mut encoder = crate::snapshot::SnapshotEncoder::new();
     let mut chunk = Vec::new();
     loop {
+        if orphaned() {
+            return Err("the node is gone".into());
+        }
         let more = encoder
             .encode_next(store, &mut chunk)
             .map_err(|e| e.to_string())?;
@@ -108,6 +109,9 @@ fn child(store: &Store, meta: &SnapshotMetadata, dir: &Path) -> Result<(), Strin
         if !more {
             break;
         }
+    }
+    if orphaned() {
+        return Err("the node is gone".into());
     }
     writer.finish().map(|_| ()).map_err(|e| e.to_string())
 }
