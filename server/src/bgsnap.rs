@@ -40,14 +40,6 @@ pub struct Pending {
     pub base_bytes: u64,
 }
 
-/// What a child came to.
-pub enum Outcome {
-    Running,
-    /// The file is written, fsynced and renamed into place.
-    Written,
-    Failed(String),
-}
-
 /// Forks a child that writes `store` (locked by the caller, at `meta.index`) as a
 /// snapshot into `dir`.
 pub fn start(
@@ -117,10 +109,12 @@ fn child(store: &Store, meta: &SnapshotMetadata, dir: &Path, parent: i32) -> Res
 }
 
 impl Pending {
-    /// Whether the child is done, without waiting; one past [`CHILD_TIMEOUT`] is killed.
-    pub fn poll(&mut self) -> Outcome {
+    /// Whether the child is done, without waiting: `None` while it runs, `Ok` once the
+    /// file is written, fsynced and renamed into place, `Err` why not. One past
+    /// [`CHILD_TIMEOUT`] is killed.
+    pub fn poll(&mut self) -> Option<Result<(), String>> {
         if self.pid <= 0 {
-            return Outcome::Failed("the child was reaped already".into());
+            return Some(Err("the child was reaped already".into()));
         }
         let mut status = 0;
         // SAFETY: waits only for our own child, without blocking.
@@ -128,20 +122,22 @@ impl Pending {
         match r {
             0 if self.started.elapsed() >= CHILD_TIMEOUT => {
                 self.kill();
-                Outcome::Failed(format!("no snapshot after {CHILD_TIMEOUT:?}: child killed"))
+                Some(Err(format!(
+                    "no snapshot after {CHILD_TIMEOUT:?}: child killed"
+                )))
             }
-            0 => Outcome::Running,
+            0 => None,
             -1 => {
                 let cause = std::io::Error::last_os_error();
                 self.pid = 0;
-                Outcome::Failed(format!("waitpid: {cause}"))
+                Some(Err(format!("waitpid: {cause}")))
             }
             _ => {
                 self.pid = 0;
                 if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                    Outcome::Written
+                    Some(Ok(()))
                 } else {
-                    Outcome::Failed(format!("snapshot child ended with status {status:#x}"))
+                    Some(Err(format!("snapshot child ended with status {status:#x}")))
                 }
             }
         }

@@ -71,7 +71,7 @@ pub const EVERYSEC: Duration = Duration::from_secs(1);
 /// Take a snapshot (and compact the log) after this many entries...
 pub const SNAPSHOT_ENTRIES: u64 = 500_000;
 /// ...or this many bytes of log written since the last one, and at least as many as the
-/// keyspace holds.
+/// keys that snapshot held.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
 /// Entries kept after an automatic snapshot, so a follower a little behind catches up
 /// from the log. (SAVE keeps none: it is asked for to free the disk.)
@@ -1323,8 +1323,8 @@ impl Group {
     fn maybe_snapshot(&mut self) -> Result<(), GroupError> {
         if let Some(pending) = self.bgsnap.as_mut() {
             return match pending.poll() {
-                crate::bgsnap::Outcome::Running => Ok(()),
-                done => self.bgsnap_done(done),
+                None => Ok(()),
+                Some(written) => self.bgsnap_done(written),
             };
         }
         if self
@@ -1375,6 +1375,33 @@ impl Group {
         Ok(())
     }
 
+    /// A snapshot file written (holding `changes` of the store's changes and
+    /// `base_bytes` of keys): recorded as the newest, the log compacted below it, keeping
+    /// `keep` entries.
+    fn snapshot_recorded(
+        &mut self,
+        meta: raft::eraftpb::SnapshotMetadata,
+        path: &std::path::Path,
+        keep: u64,
+        changes: u64,
+        base_bytes: u64,
+    ) -> Result<(), GroupError> {
+        let index = meta.index;
+        self.raw.mut_store().set_snapshot(meta, path)?;
+        self.raw
+            .mut_store()
+            .compact(index.saturating_sub(keep).max(1))?;
+        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
+        self.snapshot_base_bytes = base_bytes;
+        self.status.snapshots.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut store = self.store.lock();
+            store.changes_since_snapshot = store.changes_since_snapshot.saturating_sub(changes);
+        }
+        release_free_memory();
+        Ok(())
+    }
+
     /// The metadata of a snapshot at `index` (applied here): its term, the membership.
     fn snapshot_meta(&self, index: u64) -> Result<raft::eraftpb::SnapshotMetadata, GroupError> {
         let mut meta = raft::eraftpb::SnapshotMetadata {
@@ -1386,19 +1413,15 @@ impl Group {
         Ok(meta)
     }
 
-    /// The child of [`Self::bgsnap`] ended: its snapshot recorded, or the next tried in
-    /// [`BGSNAP_RETRY`].
-    fn bgsnap_done(&mut self, outcome: crate::bgsnap::Outcome) -> Result<(), GroupError> {
+    /// The child of [`Self::bgsnap`] ended (`written`, or failed for `cause`): its
+    /// snapshot recorded, or the next tried in [`BGSNAP_RETRY`].
+    fn bgsnap_done(&mut self, written: Result<(), String>) -> Result<(), GroupError> {
         let Some(p) = self.bgsnap.take() else {
             return Ok(());
         };
-        match outcome {
-            crate::bgsnap::Outcome::Written => self.record_bgsnap(p),
-            crate::bgsnap::Outcome::Running => {
-                self.bgsnap = Some(p);
-                Ok(())
-            }
-            crate::bgsnap::Outcome::Failed(cause) => {
+        match written {
+            Ok(()) => self.record_bgsnap(p),
+            Err(cause) => {
                 tracing::warn!(group = self.group_id, %cause, "background snapshot failed; trying again later");
                 self.bgsnap_failed = Some(Instant::now());
                 Ok(())
@@ -1419,18 +1442,13 @@ impl Group {
             let _ = std::fs::remove_file(&p.path);
             return Ok(());
         }
-        self.raw.mut_store().set_snapshot(p.meta.clone(), &p.path)?;
-        self.raw
-            .mut_store()
-            .compact(index.saturating_sub(KEEP_ENTRIES).max(1))?;
-        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
-        self.snapshot_base_bytes = p.base_bytes;
-        self.status.snapshots.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut store = self.store.lock();
-            store.changes_since_snapshot = store.changes_since_snapshot.saturating_sub(p.changes);
-        }
-        release_free_memory();
+        self.snapshot_recorded(
+            p.meta.clone(),
+            &p.path,
+            KEEP_ENTRIES,
+            p.changes,
+            p.base_bytes,
+        )?;
         tracing::info!(
             group = self.group_id,
             index,
@@ -1446,8 +1464,8 @@ impl Group {
         // A child's snapshot first (it may be of this very index: one file, one writer).
         while let Some(p) = self.bgsnap.as_mut() {
             match p.poll() {
-                crate::bgsnap::Outcome::Running => std::thread::sleep(Duration::from_millis(5)),
-                done => self.bgsnap_done(done)?,
+                None => std::thread::sleep(Duration::from_millis(5)),
+                Some(written) => self.bgsnap_done(written)?,
             }
         }
         let applied = self.applied();
@@ -1468,6 +1486,11 @@ impl Group {
         let started = Instant::now();
         let meta = self.snapshot_meta(applied)?;
         let dir = self.raw.store().snapshot_dir();
+        // Nothing is applied until the snapshot is written: the counts now are its own.
+        let (changes, base_bytes) = {
+            let store = self.store.lock();
+            (store.changes_since_snapshot, store.keys_bytes() as u64)
+        };
         let mut writer = SnapshotWriter::create(&dir, &meta)?;
         let mut encoder = crate::snapshot::SnapshotEncoder::new();
         let mut chunk = Vec::new();
@@ -1483,17 +1506,7 @@ impl Group {
             }
         }
         let path = writer.finish()?;
-        self.raw.mut_store().set_snapshot(meta, &path)?;
-        self.raw
-            .mut_store()
-            .compact(applied.saturating_sub(keep).max(1))?;
-        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
-        self.status.snapshots.fetch_add(1, Ordering::Relaxed);
-        let mut store = self.store.lock();
-        store.changes_since_snapshot = 0;
-        self.snapshot_base_bytes = store.keys_bytes() as u64;
-        drop(store);
-        release_free_memory();
+        self.snapshot_recorded(meta, &path, keep, changes, base_bytes)?;
         tracing::info!(
             group = self.group_id,
             index = applied,
