@@ -57,6 +57,7 @@ pub fn start(
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
         0 => {
+            crate::store::background_priority();
             let code = match child(store, &meta, dir, parent) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -73,6 +73,9 @@ pub const SNAPSHOT_ENTRIES: u64 = 500_000;
 /// ...or this many bytes of log written since the last one, and at least as many as the
 /// keys that snapshot held.
 pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+/// How far the log may grow since the last snapshot while the group takes part in a
+/// migration (see [`Group::maybe_snapshot`]).
+pub const MIGRATING_SNAPSHOT_LOG_BYTES: u64 = 1 << 30;
 /// Entries kept after an automatic snapshot, so a follower a little behind catches up
 /// from the log. (SAVE keeps none: it is asked for to free the disk.)
 /// Counted in entries, which group commit makes up to `MAX_ENTRY_BYTES` each, so few.
@@ -405,7 +408,11 @@ pub fn start(
     sender: Arc<dyn RaftSender>,
 ) -> Result<Arc<GroupHandle>, GroupError> {
     let started = Instant::now();
-    let mut storage = DiskStorage::open(&cfg.dir, WalOptions::default())?;
+    let opts = WalOptions {
+        preallocate: cfg.fsync == AppendFsync::Always,
+        ..WalOptions::default()
+    };
+    let mut storage = DiskStorage::open(&cfg.dir, opts)?;
     let fresh = !storage.is_initialized();
     if fresh {
         storage.initialize(ConfState {
@@ -449,6 +456,7 @@ pub fn start(
         status: status.clone(),
         fsync: cfg.fsync,
         last_sync: Instant::now(),
+        syncing: None,
         batch_seq: rand::random::<u64>() >> 16,
         pending: BTreeMap::new(),
         term_start: u64::MAX,
@@ -457,8 +465,10 @@ pub fn start(
         encode_buf: Vec::new(),
         turn_commands: Vec::new(),
         log_bytes_after_snapshot: 0,
+        log_bytes_at_snapshot_index: 0,
         snapshot_log_bytes: cfg.snapshot_log_bytes,
         bgsnap: None,
+        bgsnap_sync: None,
         bgsnap_failed: None,
         snapshot_base_bytes: 0,
         started,
@@ -665,6 +675,52 @@ impl Lease {
     }
 }
 
+/// An fdatasync of the log running on the blocking pool ([`DiskStorage::begin_sync`]):
+/// the group goes on meanwhile and asks for its end each turn.
+struct DetachedSync(tokio::sync::oneshot::Receiver<Result<(), kelvin_wal::WalError>>);
+
+impl DetachedSync {
+    /// Starts syncing what the log wrote so far, if anything.
+    fn start(log: &mut DiskStorage) -> Result<Option<DetachedSync>, GroupError> {
+        let Some(pending) = log.begin_sync()? else {
+            return Ok(None);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(pending.run());
+        });
+        Ok(Some(DetachedSync(rx)))
+    }
+
+    /// Whether the sync in `slot` still runs; once it ended it is taken out, and its
+    /// failure returned.
+    fn pending(slot: &mut Option<DetachedSync>) -> Result<bool, GroupError> {
+        let Some(sync) = slot else {
+            return Ok(false);
+        };
+        match sync.poll() {
+            None => Ok(true),
+            Some(result) => {
+                *slot = None;
+                result.map(|()| false)
+            }
+        }
+    }
+
+    /// `None` while it runs; then its outcome, a failure being the log's (fatal).
+    fn poll(&mut self) -> Option<Result<(), GroupError>> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match self.0.try_recv() {
+            Err(TryRecvError::Empty) => None,
+            Ok(result) => Some(result.map_err(GroupError::from)),
+            Err(TryRecvError::Closed) => Some(Err(GroupError::Entry {
+                index: 0,
+                cause: "the fsync task failed".into(),
+            })),
+        }
+    }
+}
+
 struct Group {
     group_id: u64,
     node: Arc<Node>,
@@ -674,6 +730,9 @@ struct Group {
     status: Arc<GroupStatus>,
     fsync: AppendFsync,
     last_sync: Instant,
+    /// `appendfsync everysec`'s fdatasync running on the blocking pool, if one is
+    /// ([`Group::sync_everysec`]).
+    syncing: Option<DetachedSync>,
     /// Numbers this node's entries; the context of an entry is (node id, number), so an
     /// applied entry is recognised as ours, or as the one that took our entry's place.
     batch_seq: u64,
@@ -689,9 +748,15 @@ struct Group {
     /// Log bytes on disk right after the last snapshot's compaction (the active segment
     /// stays): growth beyond it is what triggers the next snapshot.
     log_bytes_after_snapshot: u64,
+    /// The log's size when the snapshot being written was taken (at its index): what
+    /// the log grew by meanwhile counts towards the next one.
+    log_bytes_at_snapshot_index: u64,
     snapshot_log_bytes: u64,
     /// The snapshot a forked child is writing ([`crate::bgsnap`]).
     bgsnap: Option<crate::bgsnap::Pending>,
+    /// The fdatasync of the log up to what [`Self::bgsnap`] covers, started at the fork:
+    /// the log is compacted below the snapshot only once both ended.
+    bgsnap_sync: Option<DetachedSync>,
     /// When the last child failed (the next waits [`BGSNAP_RETRY`]).
     bgsnap_failed: Option<Instant>,
     /// The keys' bytes the newest snapshot holds: the log may grow as much before the
@@ -753,6 +818,10 @@ impl Group {
             self.propose_batch(batch)?;
             // CONFIG SET appendfsync takes effect at the next turn.
             self.fsync = self.node.settings.read().appendfsync;
+            // Zeros ahead of the log's end help only an fdatasync per write.
+            self.raw
+                .mut_store()
+                .set_preallocate(self.fsync == AppendFsync::Always);
             if tick {
                 self.raw.tick();
                 self.ticks += 1;
@@ -761,9 +830,7 @@ impl Group {
                 self.publish_conf();
             }
             self.on_ready().await?;
-            if self.fsync == AppendFsync::Everysec && self.last_sync.elapsed() >= EVERYSEC {
-                self.sync_now().await?;
-            }
+            self.sync_everysec()?;
             self.maybe_snapshot()?;
         }
     }
@@ -1039,6 +1106,23 @@ impl Group {
             }
         }
         self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// `appendfsync everysec`: once a second, an fdatasync of what the log wrote since
+    /// the last one, on the blocking pool while the group goes on (as Redis's background
+    /// fsync): a drain or a bulk load writing a hundred MB a second made the fsync take
+    /// a tenth of a second and more, and every request of the group waited for it. The
+    /// next one starts once this one ended; its failure is the log's, as in turn.
+    fn sync_everysec(&mut self) -> Result<(), GroupError> {
+        if DetachedSync::pending(&mut self.syncing)? {
+            return Ok(());
+        }
+        if self.fsync != AppendFsync::Everysec || self.last_sync.elapsed() < EVERYSEC {
+            return Ok(());
+        }
+        self.last_sync = Instant::now();
+        self.syncing = DetachedSync::start(self.raw.mut_store())?;
         Ok(())
     }
 
@@ -1321,6 +1405,9 @@ impl Group {
     /// ([`crate::bgsnap`]), so that the group goes on applying meanwhile; recorded and
     /// the log compacted here once the child has written it.
     fn maybe_snapshot(&mut self) -> Result<(), GroupError> {
+        if DetachedSync::pending(&mut self.bgsnap_sync)? {
+            return Ok(());
+        }
         if let Some(pending) = self.bgsnap.as_mut() {
             return match pending.poll() {
                 None => Ok(()),
@@ -1350,23 +1437,40 @@ impl Group {
             .store()
             .log_bytes()
             .saturating_sub(self.log_bytes_after_snapshot);
-        let grown = applied.saturating_sub(snap_index) >= SNAPSHOT_ENTRIES
-            || growth >= self.snapshot_log_bytes.max(self.snapshot_base_bytes);
+        let mut limit = self.snapshot_log_bytes.max(self.snapshot_base_bytes);
+        if growth >= limit && !self.store.lock().migrations.is_empty() {
+            // A group taking part in a migration waits for its end (up to
+            // MIGRATING_SNAPSHOT_LOG_BYTES): a target's log grows by what the drain
+            // brings, and each snapshot meanwhile (a fork, a child writing a growing
+            // keyspace, the log's compaction) held its requests for tens of ms, three
+            // times in a 1M-session move; one snapshot after it writes the keys once.
+            limit = limit.max(MIGRATING_SNAPSHOT_LOG_BYTES);
+        }
+        let grown = applied.saturating_sub(snap_index) >= SNAPSHOT_ENTRIES || growth >= limit;
         if applied <= snap_index || !(grown || self.raw.store().snapshot_requested()) {
             return Ok(());
         }
         self.raw.mut_store().take_snapshot_request();
-        // The log must be durable up to what the snapshot covers before the log below it
-        // goes away (at the child's end).
-        blocking(|| self.sync_in_turn())?;
         let meta = self.snapshot_meta(applied)?;
         let dir = self.raw.store().snapshot_dir();
         let store = self.store.lock();
         let base = store.keys_bytes() as u64;
         match crate::bgsnap::start(&store, meta, &dir, store.changes_since_snapshot, base) {
-            Ok(p) => self.bgsnap = Some(p),
+            Ok(p) => {
+                drop(store);
+                self.bgsnap = Some(p);
+                self.log_bytes_at_snapshot_index = self.raw.store().log_bytes();
+                // The log must be durable up to what the snapshot covers before the log
+                // below it goes away (at the child's end, which waits for this): synced
+                // beside the child, not in the group's turn (up to a second of a drain's
+                // writing, a tenth of a second and more).
+                self.bgsnap_sync = DetachedSync::start(self.raw.mut_store())?;
+            }
             Err(cause) => {
                 drop(store);
+                // The log must be durable up to what the snapshot covers before the log
+                // below it goes away.
+                blocking(|| self.sync_in_turn())?;
                 // No child: written here, as before (the group waits for it).
                 tracing::warn!(group = self.group_id, %cause, "cannot fork for a snapshot; writing it in the group");
                 blocking(|| self.snapshot_now(KEEP_ENTRIES))?;
@@ -1387,11 +1491,18 @@ impl Group {
         base_bytes: u64,
     ) -> Result<(), GroupError> {
         let index = meta.index;
+        // The log written since the snapshot's index (while a child wrote it) counts as
+        // growth already.
+        let since = self
+            .raw
+            .store()
+            .log_bytes()
+            .saturating_sub(self.log_bytes_at_snapshot_index);
         self.raw.mut_store().set_snapshot(meta, path)?;
         self.raw
             .mut_store()
             .compact(index.saturating_sub(keep).max(1))?;
-        self.log_bytes_after_snapshot = self.raw.store().log_bytes();
+        self.log_bytes_after_snapshot = self.raw.store().log_bytes().saturating_sub(since);
         self.snapshot_base_bytes = base_bytes;
         self.status.snapshots.fetch_add(1, Ordering::Relaxed);
         {
@@ -1419,6 +1530,12 @@ impl Group {
         let Some(p) = self.bgsnap.take() else {
             return Ok(());
         };
+        // The log below the snapshot goes only once it is durable: the sync started at
+        // the fork has ended ([`Self::maybe_snapshot`] waits for it without blocking;
+        // `SAVE` and the like come here at once).
+        while DetachedSync::pending(&mut self.bgsnap_sync)? {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         match written {
             Ok(()) => self.record_bgsnap(p),
             Err(cause) => {
@@ -1506,6 +1623,7 @@ impl Group {
             }
         }
         let path = writer.finish()?;
+        self.log_bytes_at_snapshot_index = self.raw.store().log_bytes();
         self.snapshot_recorded(meta, &path, keep, changes, base_bytes)?;
         tracing::info!(
             group = self.group_id,

@@ -68,6 +68,38 @@ pub struct ClientMemory {
 }
 
 /// No CLIENT UNBLOCK pending.
+/// How long a connection refused for `maxclients` is kept open, reading and dropping
+/// what the client sends, after its error line ([`reject`]).
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+/// Most refused connections kept open so at once; past it they close at once.
+const MAX_REJECTS_LINGERING: usize = 64;
+
+/// Answers a connection past `maxclients` with Redis's error line and closes it. The
+/// client may have sent a request already (redis-py sends `CLIENT SETINFO` as it
+/// connects): closed with it unread, the connection is reset and the client may see a
+/// broken pipe instead of the error line. So the write side is shut and what comes is
+/// read and dropped until the client closes, for at most [`REJECT_LINGER`], and for at
+/// most [`MAX_REJECTS_LINGERING`] connections at once.
+async fn reject(mut socket: tokio::net::TcpStream, lingering: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if socket
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if lingering.fetch_add(1, Ordering::AcqRel) < MAX_REJECTS_LINGERING {
+        let _ = socket.shutdown().await;
+        let _ = tokio::time::timeout(REJECT_LINGER, async {
+            let mut buf = [0u8; 4096];
+            while let Ok(1..) = socket.read(&mut buf).await {}
+        })
+        .await;
+    }
+    lingering.fetch_sub(1, Ordering::AcqRel);
+}
+
 pub const UNBLOCK_NONE: u8 = 0;
 /// CLIENT UNBLOCK id [TIMEOUT]: the command answers as if its timeout passed.
 pub const UNBLOCK_TIMEOUT: u8 = 1;
@@ -721,6 +753,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut shutdown = node.shutdown_signal();
     let active = Arc::new(AtomicUsize::new(0));
+    let lingering = Arc::new(AtomicUsize::new(0));
     let all_done = Arc::new(Notify::new());
 
     let sweeper = {
@@ -773,13 +806,8 @@ pub async fn serve(
             node.stats
                 .rejected_connections
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut socket = socket;
-                let _ = socket
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            });
+            let lingering = lingering.clone();
+            tokio::spawn(reject(socket, lingering));
             continue;
         }
         active.fetch_add(1, Ordering::AcqRel);

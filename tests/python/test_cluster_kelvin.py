@@ -542,28 +542,30 @@ def test_three_uneven_groups_scan_swapdb_relay_hops_and_big_values(trio):
     # A relay connection says how many times its requests were relayed: past
     # MAX_RELAY_HOPS (4) a node that does not lead the key's group refuses to relay
     # again (TRYAGAIN), one that leads it serves the request.
-    here = nodes[0]
-    led_here = set()
-    for start, end, master, *_ in here.client().execute_command("CLUSTER", "SLOTS"):
-        if int(master[1]) == here.port:
-            led_here.update(range(int(start), int(end) + 1))
-    relayed = here.client(single_connection_client=True)
-    assert relayed.execute_command("KELVIN.RELAYED", 4, 0) == "OK"
-    # One key of a slot led here and one of a slot led elsewhere (which groups this node
-    # leads depends on the elections: ten fixed keys could all fall on one side).
-    assert led_here and len(led_here) < 16384, len(led_here)
-    plain = here.client()
-    picked = {}
-    for i in range(10000):
-        k = f"hop:{i}"
-        side = "served" if plain.execute_command("CLUSTER", "KEYSLOT", k) in led_here else "refused"
-        picked.setdefault(side, k)
-        if len(picked) == 2:
-            break
-    assert set(picked) == {"served", "refused"}
-    assert relayed.set(picked["served"], "1")
+    # Which node leads which slots depends on the elections (under load, one node may
+    # lead every group, or none): the served case on a node that leads some slot, the
+    # refused case on one that does not lead them all.
+    led = {}
+    for start, end, master, *_ in nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+        led.setdefault(int(master[1]), set()).update(range(int(start), int(end) + 1))
+    plain = nodes[0].client()
+
+    def key_where(slots, inside):
+        for i in range(10000):
+            k = f"hop:{i}"
+            if (plain.execute_command("CLUSTER", "KEYSLOT", k) in slots) == inside:
+                return k
+        raise AssertionError(f"no key {'in' if inside else 'outside'} {len(slots)} slots")
+
+    leader = next(n for n in nodes if led.get(n.port))
+    follower = next(n for n in nodes if len(led.get(n.port, ())) < 16384)
+    served = leader.client(single_connection_client=True)
+    assert served.execute_command("KELVIN.RELAYED", 4, 0) == "OK"
+    assert served.set(key_where(led[leader.port], True), "1")
+    refused = follower.client(single_connection_client=True)
+    assert refused.execute_command("KELVIN.RELAYED", 4, 0) == "OK"
     with pytest.raises(redis.exceptions.ResponseError, match="relayed from node to node"):
-        relayed.set(picked["refused"], "1")
+        refused.set(key_where(led.get(follower.port, set()), False), "1")
 
     # A write over the log's entry limit is refused at once, naming the limit, and the
     # group keeps its leader; a large one under it is replicated.

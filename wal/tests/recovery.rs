@@ -536,3 +536,29 @@ fn initial_state_gives_the_membership_replay_starts_from() {
     assert_eq!(s.initial_state().unwrap().conf_state, *m.get_conf_state());
     assert_eq!(s.conf_state(), &joint);
 }
+
+#[test]
+fn a_detached_sync_counts_as_done_only_once_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.append(&ents(1..=3, 1)).unwrap();
+    assert!(s.has_unsynced());
+    let first = s.begin_sync().unwrap().expect("entries to sync");
+    // Taken but not run: a sync in turn must still make it durable.
+    assert!(s.has_unsynced());
+    let second = s
+        .begin_sync()
+        .unwrap()
+        .expect("the first detached sync has not run");
+    second.run().unwrap();
+    assert!(!s.has_unsynced());
+    assert!(s.begin_sync().unwrap().is_none());
+    first.run().unwrap();
+    // New entries after a detached sync ran: a sync in turn clears them.
+    s.append(&ents(4..=4, 1)).unwrap();
+    let third = s.begin_sync().unwrap().expect("entry 4 to sync");
+    s.sync().unwrap();
+    assert!(!s.has_unsynced());
+    third.run().unwrap();
+    assert!(!s.has_unsynced());
+}
