@@ -29,5 +29,6 @@ pub mod history;
 pub mod selftest;
 mod sim;
 
-pub use checker::{check, check_with, Options, Report, Verdict};
+pub use checker::run::{check_run, RunFacts};
+pub use checker::{check, check_with, Options, Problem, Reason, Report, Verdict};
 pub use history::{read_jsonl, write_jsonl, Kind, Op, Recorder, Value, F};

@@ -5,8 +5,9 @@
 //! ```
 //!
 //! `self-test` runs the library's known histories ([`kelvin_jepsen::selftest`]) through
-//! the checkers, prints one line per case (name, expected verdict, verdict, time) and a
-//! last line `valid: true` if every verdict was the expected one, `valid: false`
+//! the checkers, prints one line per case (name, expected verdict, verdict, time, and for
+//! a bad case the reasons found and expected) and a last line `valid: true` if every
+//! verdict was the expected one for exactly the expected reasons, `valid: false`
 //! otherwise; the exit status is 0 only in the first case.
 
 use std::process::ExitCode;
@@ -155,14 +156,29 @@ fn self_test(verbose: bool) -> bool {
         let result = selftest::run(case);
         let passed = result.passed();
         all_passed &= passed;
+        let reasons = |r: &std::collections::BTreeSet<kelvin_jepsen::Reason>| {
+            r.iter()
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         println!(
-            "{:<width$}  expected {:<7}  got {:<7}  {}  {:>8.1} ms  ({} ops)",
+            "{:<width$}  expected {:<7}  got {:<7}  {}  {:>8.1} ms  ({} ops)  {}",
             result.name,
             verdict_word(result.expect_valid),
             verdict_word(result.report.valid()),
             if passed { "ok  " } else { "FAIL" },
             result.elapsed.as_secs_f64() * 1000.0,
             result.report.history.ops,
+            if result.expect_reasons.is_empty() && passed {
+                String::new()
+            } else {
+                format!(
+                    "for {} (expected {})",
+                    reasons(&result.report.reasons()),
+                    reasons(&result.expect_reasons)
+                )
+            },
         );
         if verbose || !passed {
             for problem in result.report.verdict().problems {

@@ -319,7 +319,7 @@ pub(crate) fn simulate(cfg: &SimConfig) -> Vec<Op> {
             });
         }
     }
-    let process = sim.next_process;
+    let process = crate::checker::run::FINAL_READ_PROCESS;
     for def in finals {
         sim.record(process, Kind::Invoke, &def, Value::None);
         let v = sim.store.apply(&def).unwrap_or(Value::None);

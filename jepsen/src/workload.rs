@@ -200,7 +200,7 @@ pub fn value_of(f: F, v: redis::Value) -> Value {
         }
     }
     match (f, v) {
-        (F::Read | F::Incr | F::Expire | F::Del, v) => text(&v),
+        (F::Read | F::Incr | F::Delete | F::Expire | F::Del, v) => text(&v),
         (F::ReadList, redis::Value::Array(items)) => Value::list(items.iter().map(text)),
         (F::HGetAll, redis::Value::Array(items)) => {
             Value::map(items.chunks(2).filter(|c| c.len() == 2).map(|c| {

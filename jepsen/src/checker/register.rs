@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::linear::{self, Call, Model, Search};
-use super::{explain_failure, Options, Verdict};
+use super::{explain_failure, Options, Problem, Reason, Verdict};
 use crate::history::{Operation, Outcome, Value, Workload, F};
 
 /// A register value: nil, an integer, or an interned non-integer string.
@@ -242,7 +242,7 @@ fn calls_of<'a>(
     key: &str,
     ops: &[&'a Operation],
     interner: &mut Interner,
-) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<String>) {
+) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut calls: Vec<Call<Input>> = Vec::new();
     let mut sources: Vec<&Operation> = Vec::new();
@@ -255,9 +255,12 @@ fn calls_of<'a>(
         let input = match op.f {
             F::Write => match interner.value(&op.input) {
                 Some(Reg::Nil) | None => {
-                    problems.push(format!(
-                        "register key {key:?}: malformed write (the value must be a number \
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!(
+                            "register key {key:?}: malformed write (the value must be a number \
                          or a string): {op}"
+                        ),
                     ));
                     continue;
                 }
@@ -266,8 +269,11 @@ fn calls_of<'a>(
             F::Read => match interner.value(&op.output) {
                 Some(v) => Input::Read(v),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: malformed read result (a list or a map): {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!(
+                            "register key {key:?}: malformed read result (a list or a map): {op}"
+                        ),
                     ));
                     continue;
                 }
@@ -275,8 +281,9 @@ fn calls_of<'a>(
             F::Incr if known => match int_result(&op.output) {
                 Some(r) => Input::Incr(Some(r)),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: incr result is not an integer: {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!("register key {key:?}: incr result is not an integer: {op}"),
                     ));
                     continue;
                 }
@@ -285,8 +292,9 @@ fn calls_of<'a>(
             F::Delete if known && op.output != Value::None => match int_result(&op.output) {
                 Some(n) => Input::Delete(Some(n > 0)),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: delete result is not a count: {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!("register key {key:?}: delete result is not a count: {op}"),
                     ));
                     continue;
                 }
@@ -306,7 +314,7 @@ fn calls_of<'a>(
     (calls, sources, problems)
 }
 
-fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
+fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
     let mut interner = Interner::default();
     let (mut calls, mut sources, mut problems) = calls_of(key, ops, &mut interner);
 
@@ -327,10 +335,13 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
                 Reg::Str(_) => written.contains(&v),
             };
             if !producible {
-                problems.push(format!(
-                    "register key {key:?}: read a value never written: {op} (no write or \
+                problems.push(Problem::new(
+                    Reason::NeverWritten,
+                    format!(
+                        "register key {key:?}: read a value never written: {op} (no write or \
                      incr that did not fail could produce {})",
-                    interner.show(&v)
+                        interner.show(&v)
+                    ),
                 ));
             }
         }
@@ -375,10 +386,13 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
                 &interner.show(&shown),
             ))
         }
-        Search::GaveUp { steps, cached } => problems.push(format!(
+        Search::GaveUp { steps, cached } => problems.push(Problem::new(
+            Reason::Undecided,
+            format!(
             "register key {key:?}: undecided: the linearizability search gave up after {steps} \
              steps and {cached} cached configurations ({} operations)",
             calls.len()
+        ),
         )),
     }
     problems

@@ -6,14 +6,17 @@
 //!
 //! - `hset {f: v, ...}` sets those fields (one atomic step); its result is not checked;
 //! - `hgetall` must return exactly the state (`{}` or `null` for a missing key);
+//! - the state also says whether the key carries a TTL, as in Redis 7: `del` (and any
+//!   deletion) removes the key with its TTL, `hset` on a missing key creates it without
+//!   one, `hset` on an existing key keeps the one it has;
 //! - `del` empties the hash; a recorded result (`0`/`1`) must match whether it existed;
 //! - `expire ttl` with `ttl <= 0` deletes like `del` (its recorded result, if any, says
 //!   whether the key existed); with `ttl > 0`, its recorded result (`1`/`0`, if any) must
-//!   match whether the key existed, and unless it returned `0` it may delete the key at
-//!   any later moment. Expiry is deliberately not tied to the TTL or to clocks: Kelvin
-//!   expires on the leader's clock, which faults may skew. So after an `EXPIRE` that did
-//!   not return `0`, the key may vanish (absence is unchecked), but it can never come
-//!   back with old contents.
+//!   match whether the key existed, and on an existing key it sets the TTL. A key with a
+//!   TTL may expire (vanish) at any later moment. Expiry is deliberately not tied to the
+//!   TTL's length or to clocks: Kelvin expires on the leader's clock, which faults may
+//!   skew. So after an `EXPIRE`, the key may vanish until a `DEL` or an expiry removes
+//!   it, but never after, and it never comes back with old contents.
 //!
 //! As for registers: `Fail` operations are dropped, an `Info` `hgetall` is dropped, and
 //! other `Info` operations may take effect any time after their invocation or never.
@@ -26,11 +29,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::linear::{self, Call, Model, Search};
 use super::register::int_result;
-use super::{explain_failure, Options, Verdict};
+use super::{explain_failure, Options, Problem, Reason, Verdict};
 use crate::history::{Operation, Outcome, Value, F};
 
 /// A hash's contents: (field id, value id) pairs sorted by field.
 type Fields = Vec<(u32, u32)>;
+
+/// The model's state: the hash, and whether it carries a TTL.
+type State = (Fields, bool);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Input {
@@ -38,9 +44,10 @@ enum Input {
     Read(Fields),
     /// `DEL`, or `EXPIRE` with `ttl <= 0`: whether the key existed, if recorded.
     Delete(Option<bool>),
-    /// `EXPIRE` with `ttl > 0`, its recorded result: whether the key existed.
-    ExpireCheck(bool),
-    /// The deletion an `EXPIRE` may cause later.
+    /// `EXPIRE` with `ttl > 0`: sets the TTL of an existing key; its recorded result,
+    /// if any: whether the key existed.
+    Expire(Option<bool>),
+    /// The deletion a TTL may cause at any moment after the `EXPIRE` that set it.
     Expiry,
 }
 
@@ -83,13 +90,13 @@ impl SessionModel {
 }
 
 impl Model for SessionModel {
-    type State = Fields;
+    type State = State;
     type Input = Input;
 
-    fn step(&self, state: &Fields, input: &Input) -> Option<Fields> {
+    fn step(&self, (hash, ttl): &State, input: &Input) -> Option<State> {
         match input {
             Input::Set(fields) => {
-                let mut next = state.clone();
+                let mut next = hash.clone();
                 for &pair in fields {
                     let (f, v) = self.canon(pair);
                     match next.binary_search_by_key(&f, |&(f, _)| f) {
@@ -97,23 +104,30 @@ impl Model for SessionModel {
                         Err(i) => next.insert(i, (f, v)),
                     }
                 }
-                Some(next)
+                // A new key has no TTL; an existing one keeps its own.
+                Some((next, *ttl && !hash.is_empty()))
             }
-            Input::Read(fields) => (fields == state).then(|| state.clone()),
+            Input::Read(fields) => (fields == hash).then(|| (hash.clone(), *ttl)),
             Input::Delete(existed) => match existed {
-                Some(e) if *e == state.is_empty() => None,
-                _ => Some(Vec::new()),
+                Some(e) if *e == hash.is_empty() => None,
+                _ => Some((Vec::new(), false)),
             },
-            Input::ExpireCheck(existed) => (*existed != state.is_empty()).then(|| state.clone()),
-            Input::Expiry => Some(Vec::new()),
+            Input::Expire(existed) => match existed {
+                Some(e) if *e == hash.is_empty() => None,
+                _ => Some((hash.clone(), *ttl || !hash.is_empty())),
+            },
+            // Without a TTL nothing expires: as if the expiry never happened.
+            Input::Expiry if *ttl => Some((Vec::new(), false)),
+            Input::Expiry => Some((hash.clone(), false)),
         }
     }
 
     fn read_only(&self, input: &Input) -> bool {
-        // A delete that found no key is accepted only on the empty hash, which it keeps.
+        // A delete or expire that found no key is accepted only on the empty hash, which
+        // it keeps.
         matches!(
             input,
-            Input::Read(_) | Input::ExpireCheck(_) | Input::Delete(Some(false))
+            Input::Read(_) | Input::Expire(Some(false)) | Input::Delete(Some(false))
         )
     }
 }
@@ -151,6 +165,15 @@ impl Interner {
         }
         h.sort_unstable();
         Some(h)
+    }
+
+    fn show_state(&self, (h, ttl): &State) -> String {
+        let shown = self.show(h);
+        if *ttl {
+            format!("{shown} with a TTL")
+        } else {
+            shown
+        }
     }
 
     fn show(&self, h: &Fields) -> String {
@@ -198,12 +221,16 @@ fn calls_of<'a>(
     key: &str,
     ops: &[&'a Operation],
     interner: &mut Interner,
-) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<String>) {
+) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut calls: Vec<Call<Input>> = Vec::new();
     let mut sources: Vec<&Operation> = Vec::new();
-    let malformed =
-        |what: &str, op: &Operation| format!("sessions key {key:?}: malformed {what}: {op}");
+    let malformed = |what: &str, op: &Operation| {
+        Problem::new(
+            Reason::Malformed,
+            format!("sessions key {key:?}: malformed {what}: {op}"),
+        )
+    };
 
     for &op in ops {
         if op.outcome == Outcome::Fail || (op.outcome == Outcome::Info && op.f == F::HGetAll) {
@@ -256,9 +283,7 @@ fn calls_of<'a>(
                     push(Input::Delete(existed), end);
                     continue;
                 }
-                if let Some(e) = existed {
-                    push(Input::ExpireCheck(e), end);
-                }
+                push(Input::Expire(existed), end);
                 if existed != Some(false) {
                     push(Input::Expiry, None);
                 }
@@ -271,7 +296,7 @@ fn calls_of<'a>(
     (calls, sources, problems)
 }
 
-fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
+fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
     let mut interner = Interner::default();
     let (mut calls, sources, mut problems) = calls_of(key, ops, &mut interner);
 
@@ -288,11 +313,14 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
         if let Input::Read(h) = &call.input {
             for &(f, v) in h {
                 if !written.contains(&(f, v)) {
-                    problems.push(format!(
-                        "sessions key {key:?}: read a value never written: field {:?} = {:?} \
+                    problems.push(Problem::new(
+                        Reason::NeverWritten,
+                        format!(
+                            "sessions key {key:?}: read a value never written: field {:?} = {:?} \
                          in {op}",
-                        interner.text(f),
-                        interner.text(v)
+                            interner.text(f),
+                            interner.text(v)
+                        ),
                     ));
                 }
             }
@@ -313,26 +341,32 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
         }
     }
 
-    match linear::search(&model, Vec::new(), &calls, options.limits()) {
+    match linear::search(&model, (Vec::new(), false), &calls, options.limits()) {
         Search::Linearizable => {}
         Search::NotLinearizable(failure) => {
             // The real state after the prefix, not the canonical one: replay it.
             let plain = SessionModel::new(&calls, false);
-            let state = failure.prefix.iter().try_fold(Vec::new(), |state, &i| {
-                calls.get(i).and_then(|c| plain.step(&state, &c.input))
-            });
+            let state = failure
+                .prefix
+                .iter()
+                .try_fold((Vec::new(), false), |state, &i| {
+                    calls.get(i).and_then(|c| plain.step(&state, &c.input))
+                });
             let shown = state.unwrap_or_else(|| failure.state.clone());
             problems.push(explain_failure(
                 &format!("sessions key {key:?}"),
                 &failure,
                 &sources,
-                &interner.show(&shown),
+                &interner.show_state(&shown),
             ))
         }
-        Search::GaveUp { steps, cached } => problems.push(format!(
-            "sessions key {key:?}: undecided: the linearizability search gave up after \
+        Search::GaveUp { steps, cached } => problems.push(Problem::new(
+            Reason::Undecided,
+            format!(
+                "sessions key {key:?}: undecided: the linearizability search gave up after \
              {steps} steps and {cached} cached configurations ({} operations)",
-            calls.len()
+                calls.len()
+            ),
         )),
     }
     problems
@@ -392,7 +426,7 @@ mod tests {
             let refs: Vec<&Operation> = paired.operations.iter().collect();
             let (calls, _, problems) = calls_of("k", &refs, &mut Interner::default());
             prop_assert!(problems.is_empty());
-            let expected = brute(&SessionModel::new(&calls, false), Vec::new(), &calls);
+            let expected = brute(&SessionModel::new(&calls, false), (Vec::new(), false), &calls);
             prop_assert_eq!(verdict.valid, expected, "{:#?}\n{:#?}", ops, verdict);
         }
     }
