@@ -221,6 +221,17 @@ pub fn cases() -> Vec<Case> {
             &[Malformed],
             history_malformed,
         ),
+        (
+            "register-cas-over-a-changed-value",
+            &[NotLinearizable],
+            register_cas_over_a_changed_value,
+        ),
+        ("string-lost-append", &[LostAppend], string_lost_append),
+        (
+            "sessions-lost-hincrby",
+            &[NotLinearizable],
+            sessions_lost_hincrby,
+        ),
     ];
     let good: Vec<Named> = vec![
         (
@@ -256,6 +267,9 @@ pub fn cases() -> Vec<Case> {
         ("sessions-basic", sessions_basic),
         ("sessions-expire-then-gone", sessions_expire_then_gone),
         ("sessions-concurrent-hset-and-read", sessions_concurrent),
+        ("register-cas-and-aborted-cas", register_cas),
+        ("string-appends-read-back", string_appends),
+        ("sessions-hincrby-and-hset", sessions_hincrby),
         (
             "sessions-hset-keeps-the-ttl-of-an-existing-key",
             sessions_hset_keeps_ttl,
@@ -348,6 +362,18 @@ fn read_list(r: &Recorder, p: u64, key: &str, elements: &[i64]) {
 
 fn hset(r: &Recorder, p: u64, key: &str, field: &str, v: &str) {
     done(r, p, F::HSet, key, Value::map([(field, v)]), Value::Int(1));
+}
+
+/// `HINCRBY key n 1` returning `new`.
+fn hincrby(r: &Recorder, p: u64, key: &str, new: i64) {
+    done(
+        r,
+        p,
+        F::HIncrBy,
+        key,
+        Value::map([("n", 1)]),
+        Value::Int(new),
+    );
 }
 
 fn hgetall(r: &Recorder, p: u64, key: &str, fields: &[(&str, &str)]) {
@@ -680,6 +706,31 @@ fn sessions_expire_outlives_new_hset() -> Vec<Op> {
     r.into_ops()
 }
 
+/// A cas acknowledged as replacing 1, though 2 had replaced 1 before it began.
+fn register_cas_over_a_changed_value() -> Vec<Op> {
+    let r = Recorder::new();
+    write(&r, 1, "x", 1);
+    write(&r, 1, "x", 2);
+    done(&r, 2, F::Cas, "x", Value::Int(3), Value::Int(1));
+    r.into_ops()
+}
+
+fn string_lost_append() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 1, F::AppendStr, "a", Value::Int(1), Value::Int(2));
+    done(&r, 1, F::AppendStr, "a", Value::Int(2), Value::Int(4));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,".into());
+    r.into_ops()
+}
+
+fn sessions_lost_hincrby() -> Vec<Op> {
+    let r = Recorder::new();
+    hincrby(&r, 1, "s", 1);
+    hincrby(&r, 1, "s", 2);
+    hgetall(&r, 2, "s", &[("n", "1")]);
+    r.into_ops()
+}
+
 // ---- runs: a valid history, and the facts around it with one hole each ----
 
 /// A valid mixed history (final reads included) and facts that pass.
@@ -946,6 +997,44 @@ fn sessions_concurrent() -> Vec<Op> {
     r.into_ops()
 }
 
+/// Compare-and-set: one that ran, one aborted (`fail`), one unknown that took effect.
+fn register_cas() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 1, F::Cas, "x", Value::Int(1), Value::None);
+    let aborted = r.invoke(2, F::Cas, "x", Value::Int(5));
+    write(&r, 1, "x", 2);
+    r.fail(&aborted, Value::None);
+    let unknown = r.invoke(3, F::Cas, "x", Value::Int(3));
+    r.info(&unknown, Value::Int(2));
+    read(&r, 4, "x", Value::Int(3));
+    r.into_ops()
+}
+
+fn string_appends() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 2, F::ReadStr, "a", Value::None, Value::None);
+    done(&r, 1, F::AppendStr, "a", Value::Int(1), Value::Int(2));
+    let a = r.invoke(1, F::AppendStr, "a", Value::Int(2));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,".into());
+    r.ok(&a, Value::Int(4));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,2,".into());
+    r.into_ops()
+}
+
+fn sessions_hincrby() -> Vec<Op> {
+    let r = Recorder::new();
+    hset(&r, 1, "s", "user", "ann");
+    hincrby(&r, 1, "s", 1);
+    let lost = r.invoke(2, F::HIncrBy, "s", Value::map([("n", 1)]));
+    r.info(&lost, "timeout".into());
+    hgetall(&r, 3, "s", &[("user", "ann"), ("n", "2")]);
+    hincrby(&r, 1, "s", 3);
+    done(&r, 1, F::Del, "s", Value::None, Value::Int(1));
+    hincrby(&r, 1, "s", 1);
+    hgetall(&r, 3, "s", &[("n", "1")]);
+    r.into_ops()
+}
+
 /// `HSET` on an existing key keeps its TTL: the key may still expire.
 fn sessions_hset_keeps_ttl() -> Vec<Op> {
     let r = Recorder::new();
@@ -1056,6 +1145,12 @@ mod tests {
         run_replicas_differ_rejected => "run-replicas-differ",
         run_replica_unreachable_rejected => "run-replica-unreachable",
         run_valid_accepted => "run-valid",
+        register_cas_over_a_changed_value_rejected => "register-cas-over-a-changed-value",
+        string_lost_append_rejected => "string-lost-append",
+        sessions_lost_hincrby_rejected => "sessions-lost-hincrby",
+        register_cas_accepted => "register-cas-and-aborted-cas",
+        string_appends_accepted => "string-appends-read-back",
+        sessions_hincrby_accepted => "sessions-hincrby-and-hset",
         register_concurrent_one_order_accepted => "register-concurrent-writes-one-order",
         register_concurrent_other_order_accepted => "register-concurrent-writes-other-order",
         register_info_took_effect_accepted => "register-info-write-took-effect",
@@ -1086,7 +1181,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 58);
+        assert_eq!(names.len(), 64);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! List-append: `RPUSH key element` with elements unique per key, read back whole with
-//! `LRANGE key 0 -1`.
+//! `LRANGE key 0 -1`; and the same on strings: `APPEND key "element,"` read back with
+//! `GET key` (split at the commas).
 //!
-//! How it fits: [`check`] keeps [`F::Append`] and [`F::ReadList`] operations, groups them
+//! How it fits: [`check`] keeps [`F::Append`] and [`F::ReadList`] operations (and their string forms [`F::AppendStr`], [`F::ReadStr`]), groups them
 //! by key and checks each key's `Ok` reads against its appends. Elements compare by
 //! canonical text (`7` == `"7"`); a `null` read result counts as the empty list. Per key:
 //!
@@ -33,7 +34,7 @@ const SHOWN: usize = 5;
 pub fn check(ops: &[Operation]) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
-        if matches!(op.f, F::Append | F::ReadList) {
+        if matches!(op.f, F::Append | F::ReadList | F::AppendStr | F::ReadStr) {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
@@ -95,11 +96,15 @@ impl<'a> Elem<'a> {
     fn of(v: &'a Value) -> Elem<'a> {
         match v {
             Value::Int(i) => Elem::Int(*i),
-            Value::Str(s) => match s.parse::<i64>() {
-                Ok(i) if i.to_string() == *s => Elem::Int(i),
-                _ => Elem::Str(s),
-            },
+            Value::Str(s) => Elem::of_text(s),
             other => Elem::Other(other.to_string()),
+        }
+    }
+
+    fn of_text(s: &'a str) -> Elem<'a> {
+        match s.parse::<i64>() {
+            Ok(i) if i.to_string() == s => Elem::Int(i),
+            _ => Elem::Str(s),
         }
     }
 
@@ -168,7 +173,10 @@ fn check_key(key: &str, ops: &[&Operation]) -> Vec<Problem> {
 
     // Appends by element.
     let mut appends: HashMap<Elem<'_>, &Operation> = HashMap::new();
-    for &op in ops.iter().filter(|op| op.f == F::Append) {
+    for &op in ops
+        .iter()
+        .filter(|op| matches!(op.f, F::Append | F::AppendStr))
+    {
         let e = Elem::of(&op.input);
         if !e.is_scalar() {
             problems.push(Problem::new(
@@ -195,13 +203,26 @@ fn check_key(key: &str, ops: &[&Operation]) -> Vec<Problem> {
 
     // Successful reads.
     let mut reads: Vec<Read<'_>> = Vec::new();
-    for &op in ops.iter().filter(|op| op.f == F::ReadList) {
+    for &op in ops
+        .iter()
+        .filter(|op| matches!(op.f, F::ReadList | F::ReadStr))
+    {
         if op.outcome != Outcome::Ok {
             continue;
         }
         let elements = match &op.output {
             Value::None => Vec::new(),
-            Value::List(items) => items.iter().map(Elem::of).collect(),
+            Value::List(items) if op.f == F::ReadList => items.iter().map(Elem::of).collect(),
+            // Each element ends with a comma; a torn tail is an element of its own (one
+            // never appended).
+            Value::Str(text) if op.f == F::ReadStr => {
+                let text = text.strip_suffix(',').unwrap_or(text);
+                if text.is_empty() {
+                    Vec::new()
+                } else {
+                    text.split(',').map(Elem::of_text).collect()
+                }
+            }
             other => {
                 problems.push(Problem::new(
                     Reason::Malformed,

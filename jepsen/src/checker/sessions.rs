@@ -5,6 +5,10 @@
 //! [`super::linear`] on each key with the whole hash as the state:
 //!
 //! - `hset {f: v, ...}` sets those fields (one atomic step); its result is not checked;
+//! - `hincrby {f: 1}` adds one to the integer in field f (a missing field counts as 0);
+//!   an `Ok` one must have returned the new value. A field `hincrby` touches is a
+//!   counter: `hset` must not write it (reported as malformed), so that its values are
+//!   the integers 0 ..= (the key's `hincrby`s) and the model can name each in advance;
 //! - `hgetall` must return exactly the state (`{}` or `null` for a missing key);
 //! - the state also says whether the key carries a TTL, as in Redis 7: `del` (and any
 //!   deletion) removes the key with its TTL, `hset` on a missing key creates it without
@@ -49,6 +53,8 @@ enum Input {
     Expire(Option<bool>),
     /// The deletion a TTL may cause at any moment after the `EXPIRE` that set it.
     Expiry,
+    /// `HINCRBY field 1`: the field, and the new value if recorded.
+    Incr(u32, Option<i64>),
 }
 
 /// Stands for a field value no read returned (the interner never hands out this id).
@@ -65,10 +71,16 @@ struct SessionModel {
     canonical: bool,
     /// (field, value) pairs some `Ok` read returned.
     read: HashSet<(u32, u32)>,
+    /// Counter values: the value id of each integer 0 ..= the key's `hincrby`s, and back.
+    counter_ids: Vec<u32>,
+    counter_values: HashMap<u32, i64>,
+    /// Fields `hincrby` touches (never canonicalized: their values are computed).
+    counters: HashSet<u32>,
 }
 
 impl SessionModel {
-    fn new(calls: &[Call<Input>], canonical: bool) -> SessionModel {
+    /// `counter_ids[i]` is the value id of the integer `i`.
+    fn new(calls: &[Call<Input>], canonical: bool, counter_ids: Vec<u32>) -> SessionModel {
         let read = calls
             .iter()
             .filter_map(|c| match &c.input {
@@ -77,11 +89,29 @@ impl SessionModel {
             })
             .flatten()
             .collect();
-        SessionModel { canonical, read }
+        let counters = calls
+            .iter()
+            .filter_map(|c| match c.input {
+                Input::Incr(f, _) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let counter_values = counter_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as i64))
+            .collect();
+        SessionModel {
+            canonical,
+            read,
+            counter_ids,
+            counter_values,
+            counters,
+        }
     }
 
     fn canon(&self, (f, v): (u32, u32)) -> (u32, u32) {
-        if self.canonical && !self.read.contains(&(f, v)) {
+        if self.canonical && !self.counters.contains(&f) && !self.read.contains(&(f, v)) {
             (f, UNREAD)
         } else {
             (f, v)
@@ -119,6 +149,27 @@ impl Model for SessionModel {
             // Without a TTL nothing expires: as if the expiry never happened.
             Input::Expiry if *ttl => Some((Vec::new(), false)),
             Input::Expiry => Some((hash.clone(), false)),
+            Input::Incr(field, result) => {
+                let at = hash.binary_search_by_key(field, |&(f, _)| f);
+                let current = match at {
+                    Ok(i) => self.counter_values.get(&hash[i].1).copied(),
+                    Err(_) => Some(0),
+                };
+                // Not an integer: the server refuses, with no effect.
+                let Some(next) = current.map(|c| c + 1) else {
+                    return result.is_none().then(|| (hash.clone(), *ttl));
+                };
+                if result.is_some_and(|r| r != next) {
+                    return None;
+                }
+                let id = *self.counter_ids.get(next as usize)?;
+                let mut h = hash.clone();
+                match at {
+                    Ok(i) => h[i].1 = id,
+                    Err(i) => h.insert(i, (*field, id)),
+                }
+                Some((h, *ttl && !hash.is_empty()))
+            }
         }
     }
 
@@ -192,7 +243,7 @@ impl Interner {
 pub fn check(ops: &[Operation], options: &Options) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
-        if matches!(op.f, F::HSet | F::HGetAll | F::Expire | F::Del) {
+        if matches!(op.f, F::HSet | F::HIncrBy | F::HGetAll | F::Expire | F::Del) {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
@@ -204,6 +255,11 @@ pub fn check(ops: &[Operation], options: &Options) -> Verdict {
     }
     verdict.valid = verdict.problems.is_empty();
     verdict
+}
+
+/// The value ids of the integers 0 ..= `incrs`: every value a counter field can hold.
+fn counter_ids(interner: &mut Interner, incrs: usize) -> Vec<u32> {
+    (0..=incrs).map(|i| interner.id(&i.to_string())).collect()
 }
 
 /// An existence result (`DEL`, `EXPIRE`): `None` for `null`, `Err` if not a count.
@@ -254,6 +310,24 @@ fn calls_of<'a>(
                 },
                 _ => problems.push(malformed("hset (needs a non-empty map)", op)),
             },
+            F::HIncrBy => {
+                let incr = match &op.input {
+                    Value::Map(m) if m.len() == 1 => m
+                        .iter()
+                        .next()
+                        .filter(|(_, by)| int_result(by) == Some(1))
+                        .map(|(f, _)| interner.id(f)),
+                    _ => None,
+                };
+                let result = if known { int_result(&op.output) } else { None };
+                match incr {
+                    Some(_) if known && result.is_none() => {
+                        problems.push(malformed("hincrby result (not an integer)", op))
+                    }
+                    Some(f) => push(Input::Incr(f, result), end),
+                    None => problems.push(malformed("hincrby (needs {field: 1})", op)),
+                }
+            }
             F::HGetAll => {
                 let read = match &op.output {
                     Value::None => Some(Vec::new()),
@@ -299,9 +373,34 @@ fn calls_of<'a>(
 fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
     let mut interner = Interner::default();
     let (mut calls, sources, mut problems) = calls_of(key, ops, &mut interner);
+    let incrs = calls
+        .iter()
+        .filter(|c| matches!(c.input, Input::Incr(..)))
+        .count();
+    let counter_ids = counter_ids(&mut interner, incrs);
+    let counters: HashSet<u32> = calls
+        .iter()
+        .filter_map(|c| match c.input {
+            Input::Incr(f, _) => Some(f),
+            _ => None,
+        })
+        .collect();
+    for (call, op) in calls.iter().zip(&sources) {
+        if let Input::Set(h) = &call.input {
+            if h.iter().any(|(f, _)| counters.contains(f)) {
+                problems.push(Problem::new(
+                    Reason::Malformed,
+                    format!(
+                        "sessions key {key:?}: malformed hset (writes a field hincrby \
+                         counts in): {op}"
+                    ),
+                ));
+            }
+        }
+    }
 
     // Field values no hset could have written.
-    let written: HashSet<(u32, u32)> = calls
+    let mut written: HashSet<(u32, u32)> = calls
         .iter()
         .filter_map(|c| match &c.input {
             Input::Set(h) => Some(h.iter().copied()),
@@ -309,6 +408,9 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
         })
         .flatten()
         .collect();
+    for &f in &counters {
+        written.extend(counter_ids[1..].iter().map(|&v| (f, v)));
+    }
     for (call, op) in calls.iter().zip(&sources) {
         if let Input::Read(h) = &call.input {
             for &(f, v) in h {
@@ -332,7 +434,7 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
 
     // Unknown hsets of unread values are alike: with equal inputs they are
     // interchangeable for the search.
-    let model = SessionModel::new(&calls, true);
+    let model = SessionModel::new(&calls, true, counter_ids.clone());
     for c in calls.iter_mut() {
         if let (None, Input::Set(h)) = (c.end, &mut c.input) {
             for pair in h.iter_mut() {
@@ -345,7 +447,7 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
         Search::Linearizable => {}
         Search::NotLinearizable(failure) => {
             // The real state after the prefix, not the canonical one: replay it.
-            let plain = SessionModel::new(&calls, false);
+            let plain = SessionModel::new(&calls, false, counter_ids);
             let state = failure
                 .prefix
                 .iter()
@@ -391,15 +493,23 @@ mod tests {
     }
 
     fn op_spec() -> impl Strategy<Value = (u32, u32, Kind, F, Value, Value)> {
-        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..4, 1u8..16, 0u8..3).prop_map(
+        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..5, 1u8..64, 0u8..3).prop_map(
             |(a, b, roll, f, bits, d)| {
                 let count = [Value::Int(0), Value::Int(1), Value::None][d as usize].clone();
                 let (f, input, output) = match f {
-                    0 => (F::HSet, small_map(bits), Value::None),
-                    1 => (
-                        F::HGetAll,
-                        Value::None,
-                        small_map(bits & !(if d == 0 { 15 } else { 0 })),
+                    0 => (F::HSet, small_map((bits & 15).max(1)), Value::None),
+                    1 => {
+                        let mut read = small_map(bits & !(if d == 0 { 63 } else { 0 }));
+                        let n = i64::from((bits >> 4) & 3);
+                        if let (Value::Map(m), true) = (&mut read, n > 0 && d != 0) {
+                            m.insert("n".into(), Value::Int(n));
+                        }
+                        (F::HGetAll, Value::None, read)
+                    }
+                    4 => (
+                        F::HIncrBy,
+                        Value::map([("n", 1)]),
+                        Value::Int(i64::from(bits & 3) + 1),
                     ),
                     2 => (F::Del, Value::None, count),
                     _ => (
@@ -424,9 +534,12 @@ mod tests {
             let verdict = check(&pair(&ops).operations, &Options::default());
             let paired = pair(&ops);
             let refs: Vec<&Operation> = paired.operations.iter().collect();
-            let (calls, _, problems) = calls_of("k", &refs, &mut Interner::default());
+            let mut interner = Interner::default();
+            let (calls, _, problems) = calls_of("k", &refs, &mut interner);
             prop_assert!(problems.is_empty());
-            let expected = brute(&SessionModel::new(&calls, false), (Vec::new(), false), &calls);
+            let incrs = calls.iter().filter(|c| matches!(c.input, Input::Incr(..))).count();
+            let ids = counter_ids(&mut interner, incrs);
+            let expected = brute(&SessionModel::new(&calls, false, ids), (Vec::new(), false), &calls);
             prop_assert_eq!(verdict.valid, expected, "{:#?}\n{:#?}", ops, verdict);
         }
     }
