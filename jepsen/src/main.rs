@@ -52,11 +52,12 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A short run for CI: 3 nodes, 120 s (about one round of its faults), every fault
-    /// but kill-all and kill-majority.
+    /// A short run for CI: 3 nodes, 120 s (longer if its first round of faults needs
+    /// it), every fault but kill-all and kill-majority.
     #[arg(long)]
     quick: bool,
-    /// Seconds of workload and faults (default 600; 120 with --quick).
+    /// Seconds of workload and faults (default 600; 120 with --quick); the run goes on
+    /// until every fault has been tried once.
     #[arg(long)]
     time_limit: Option<u64>,
     /// Faults, comma-separated names, or `all`.

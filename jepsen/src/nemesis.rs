@@ -2,8 +2,8 @@
 //! and how it ends; the schedule alternates a fault with a quiet spell, and every start
 //! and end goes into the timeline. Each fault confirms it took effect (the killed
 //! process is gone, the paused container frozen, the partition's rules read back, the
-//! leadership moved, the fail point reached, the member gone from the topology); one that
-//! did not is a no-op, said so in the timeline and not counted. The first round tries
+//! leadership moved, the skewed clock seen in `TIME`, the member gone from the
+//! topology); one that did not is a no-op, said so in the timeline and not counted. The first round tries
 //! every fault until it took effect (at most [`FAULT_ATTEMPTS`] times), and the run lasts
 //! until that round is over, however long the time limit.
 //!
@@ -43,6 +43,13 @@ fn last_line(e: &anyhow::Error) -> String {
 
 /// Tries of one fault in the first round before its no-ops are left to fail the run.
 pub const FAULT_ATTEMPTS: usize = 3;
+
+/// How far a skewed node's `TIME` may be from the skew asked for (or a tenth of it, if
+/// more) for the skew to count as in effect: the request's own time, and rounding.
+const SKEW_TOLERANCE_MS: i64 = 250;
+
+/// How long a killed node's container gets to be seen stopped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a transferred leadership gets to move before the transfer counts as a no-op.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
@@ -299,11 +306,12 @@ impl Nemesis {
     fn stops_leading(&self, node: &Node, group: i64) -> bool {
         let deadline = Instant::now() + TRANSFER_WAIT;
         while Instant::now() < deadline {
+            // A node that does not answer proves nothing.
             let leads = self
                 .cluster
                 .groups(node)
-                .is_some_and(|gs| gs.iter().any(|g| g.group == group && g.leads));
-            if !leads {
+                .map(|gs| gs.iter().any(|g| g.group == group && g.leads));
+            if leads == Some(false) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -340,16 +348,23 @@ impl Nemesis {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        // Killed: the container's process is gone.
+        // Killed: the container's process is gone (docker notes the exit a moment after
+        // the signal, so it gets a few seconds).
         let kill = |victims: &[Node]| -> anyhow::Result<bool> {
-            let mut all_dead = true;
             for n in victims {
                 c.kill(n)?;
             }
-            for n in victims {
-                all_dead &= !c.is_running(n)?;
+            let deadline = Instant::now() + KILL_WAIT;
+            loop {
+                let mut all_dead = true;
+                for n in victims {
+                    all_dead &= !c.is_running(n)?;
+                }
+                if all_dead || Instant::now() >= deadline {
+                    return Ok(all_dead);
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            Ok(all_dead)
         };
         // Cut: every running node on either side drops the other side, read back.
         let cut = |a: &[Node], b: &[Node]| -> anyhow::Result<bool> {
@@ -459,10 +474,18 @@ impl Nemesis {
                 &["KELVIN-FAILPOINT", "clock-skew", &format!("return({ms})")],
             );
             match r {
-                Ok(_) => {
-                    detail.push(format!("{} {ms:+} ms", n.name));
-                    skewed.push(n.clone());
-                }
+                // In effect once the node's TIME shows the shift (the containers share the
+                // host's clock, so the host's time is the reference).
+                Ok(_) => match self.clock_offset_ms(n) {
+                    Some(offset) if (offset - ms).abs() <= SKEW_TOLERANCE_MS.max(ms.abs() / 10) => {
+                        detail.push(format!("{} {ms:+} ms", n.name));
+                        skewed.push(n.clone());
+                    }
+                    offset => detail.push(format!(
+                        "{} {ms:+} ms not in effect (TIME off by {offset:?} ms)",
+                        n.name
+                    )),
+                },
                 // Refused for want of the fail point is a broken setup, not a fault.
                 Err(e) if e.to_string().contains("not compiled in") => return Err(e),
                 Err(e) => detail.push(format!("{}: {e}", n.name)),
@@ -474,6 +497,21 @@ impl Nemesis {
             Undo::ClockSkew(skewed),
             took_effect,
         ))
+    }
+
+    /// How far the node's clock (its `TIME`) is from the host's, in ms; `None` if it
+    /// does not answer.
+    fn clock_offset_ms(&self, node: &Node) -> Option<i64> {
+        let host_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let mut c = crate::workload::connect(&node.client_addr())?;
+        let before = host_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut c).ok()?;
+        let after = host_ms();
+        Some(secs * 1000 + micros / 1000 - (before + after) / 2)
     }
 
     /// A node that answers other than `not`, as the seed of `kelvin-cli cluster ...`.
@@ -562,26 +600,18 @@ impl Nemesis {
     }
 
     /// Ends a fault's own part; the membership steps are retried until they hold.
-    /// Returns false if the end shows the fault was a no-op after all (a clock skew
-    /// whose fail point no node reached).
+    /// Returns false if the end shows the fault was a no-op after all.
     fn undo(&self, undo: Undo) -> anyhow::Result<bool> {
         match undo {
             Undo::Nothing => Ok(true),
             Undo::ClockSkew(nodes) => {
-                let mut reached = false;
                 for n in &nodes {
-                    let hits = self
-                        .cluster
-                        .call(n, &["KELVIN-FAILPOINT-HITS", "clock-skew"])
-                        .ok()
-                        .and_then(|h| h.trim().parse::<u64>().ok());
-                    reached |= hits.is_some_and(|h| h > 0);
                     // A node killed since has lost its fail points with its process.
                     let _ = self
                         .cluster
                         .call(n, &["KELVIN-FAILPOINT", "clock-skew", "off"]);
                 }
-                Ok(reached)
+                Ok(true)
             }
             Undo::Replica { group, node } => {
                 // Heal first: a membership change needs the other faults gone.

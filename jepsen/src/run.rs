@@ -398,8 +398,14 @@ fn timeline(ops: &[Op], events: &[Event]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for e in events {
+        // A no-op's band is paler and says so.
+        let (fill, note) = if e.took_effect {
+            ("#ddd", "")
+        } else {
+            ("#f4f4f4", " (no-op)")
+        };
         svg.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ddd\"/><text x=\"{:.1}\" y=\"22\">{}</text>\n",
+            "<rect x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\"/><text x=\"{:.1}\" y=\"22\">{}{note}</text>\n",
             x(e.start),
             (x(e.end) - x(e.start)).max(1.0),
             h - bottom - 10.0,
