@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kelvin_jepsen::checker::run::{FaultOutcome, ReplicaContents, SlotDigests, FINAL_READ_PROCESS};
-use kelvin_jepsen::history::{Kind, Op, Recorder, Value, Workload, F};
+use kelvin_jepsen::checker::run::{
+    FaultOutcome, ReplicaContents, SlotDigests, FINAL_READ_PROCESS, KEY_TYPES,
+};
+use kelvin_jepsen::history::{Kind, Op, Recorder, Value, F};
 use kelvin_jepsen::{Options, RunFacts};
 
 use crate::cluster::Cluster;
@@ -38,7 +40,7 @@ pub struct RunOptions {
 /// (`KELVIN_FEATURES=failpoints docker/build.sh`); `KELVIN_JEPSEN_IMAGE` names another.
 pub const JEPSEN_IMAGE: &str = "kelvin:jepsen";
 
-/// Fewest `ok` operations each workload must have for the run to count.
+/// Fewest `ok` operations each kind of key must have for the run to count.
 pub const OK_FLOOR: usize = 200;
 
 /// How long the replicas get to reach the same log index and contents at the end.
@@ -138,10 +140,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
     .spawn();
     let mut facts = RunFacts {
         ok_floor: OK_FLOOR,
-        workloads: [Workload::Register, Workload::ListAppend, Workload::Sessions]
-            .iter()
-            .map(|w| w.name())
-            .collect(),
+        key_types: KEY_TYPES.to_vec(),
         requested: opts.faults.iter().map(|f| f.name().to_string()).collect(),
         ..RunFacts::default()
     };

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{check_with, Options, Problem, Reason, Report, Verdict};
-use crate::history::{pair, Outcome, F};
+use crate::history::{pair, Outcome, Workload, F};
 use crate::Op;
 
 /// The process id of the final reads (one per key, after healing); no worker reaches
@@ -45,13 +45,36 @@ pub struct ReplicaContents {
     pub contents: Result<SlotDigests, String>,
 }
 
+/// The kinds of key a run's floor applies to, as [`key_type`] names them.
+pub const KEY_TYPES: [&str; 5] = ["register", "counter", "list", "string", "session"];
+
+/// The kind of a key, from the functions its operations call: a register key sees
+/// `INCR` never (a counter does), a list key `RPUSH`, a string key `APPEND`.
+pub fn key_type<'a>(fs: impl IntoIterator<Item = &'a F>) -> &'static str {
+    let (mut incr, mut string, mut kind) = (false, false, "register");
+    for f in fs {
+        incr |= *f == F::Incr;
+        string |= matches!(f, F::AppendStr | F::ReadStr);
+        kind = match f.workload() {
+            Workload::Register => kind,
+            Workload::ListAppend => "list",
+            Workload::Sessions => "session",
+        };
+    }
+    match kind {
+        "register" if incr => "counter",
+        "list" if string => "string",
+        other => other,
+    }
+}
+
 /// What the harness saw of a run, besides the history.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunFacts {
-    /// Fewest `ok` operations each workload must have (final reads not counted).
+    /// Fewest `ok` operations each kind of key must have (final reads not counted).
     pub ok_floor: usize,
-    /// The workloads that ran (each must reach the floor).
-    pub workloads: Vec<&'static str>,
+    /// The kinds of key the workers used ([`KEY_TYPES`]): each must reach the floor.
+    pub key_types: Vec<&'static str>,
     /// Panic messages of worker threads.
     pub worker_panics: Vec<String>,
     /// The faults asked for, by name.
@@ -77,11 +100,21 @@ fn judge(ops: &[Op], facts: &RunFacts) -> Verdict {
     let mut problems = Vec::new();
     let paired = pair(ops);
 
-    // The floor of `ok` operations per workload.
-    let mut ok: BTreeMap<&str, usize> = facts.workloads.iter().map(|w| (*w, 0)).collect();
+    // The floor of `ok` operations per kind of key.
+    let mut fs: BTreeMap<&str, Vec<F>> = BTreeMap::new();
+    for op in &paired.operations {
+        let seen = fs.entry(&op.key).or_default();
+        if !seen.contains(&op.f) {
+            seen.push(op.f);
+        }
+    }
+    let types: BTreeMap<&str, &str> = fs.iter().map(|(k, f)| (*k, key_type(f))).collect();
+    let mut ok: BTreeMap<&str, usize> = facts.key_types.iter().map(|t| (*t, 0)).collect();
     for op in &paired.operations {
         if op.outcome == Outcome::Ok && op.process != FINAL_READ_PROCESS {
-            *ok.entry(op.f.workload().name()).or_default() += 1;
+            if let Some(t) = types.get(op.key.as_str()) {
+                *ok.entry(t).or_default() += 1;
+            }
         }
     }
     for (w, n) in &ok {
@@ -89,7 +122,7 @@ fn judge(ops: &[Op], facts: &RunFacts) -> Verdict {
             problems.push(Problem::new(
                 Reason::TooFewOk,
                 format!(
-                    "run: {w}: {n} ok operations, fewer than the floor of {}",
+                    "run: {w} keys: {n} ok operations, fewer than the floor of {}",
                     facts.ok_floor
                 ),
             ));
@@ -211,4 +244,22 @@ fn compare_replicas(replicas: &[ReplicaContents]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_types_follow_the_functions_used() {
+        assert_eq!(
+            key_type(&[F::Read, F::Write, F::Cas, F::Delete]),
+            "register"
+        );
+        assert_eq!(key_type(&[F::Read, F::Incr]), "counter");
+        assert_eq!(key_type(&[F::Append, F::ReadList]), "list");
+        assert_eq!(key_type(&[F::ReadStr, F::AppendStr]), "string");
+        assert_eq!(key_type(&[F::HGetAll, F::HIncrBy, F::Expire]), "session");
+        assert!(KEY_TYPES.iter().all(|t| !t.is_empty()));
+    }
 }
