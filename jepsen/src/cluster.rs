@@ -39,9 +39,6 @@ pub struct GroupView {
     pub group: i64,
     /// This node leads it.
     pub leads: bool,
-    pub applied: i64,
-    pub keys: i64,
-    pub bytes: i64,
 }
 
 /// A running compose cluster.
@@ -207,6 +204,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether the node's process runs (docker's view: not exited, not being killed).
+    pub fn is_running(&self, node: &Node) -> anyhow::Result<bool> {
+        let id = self.container(node)?;
+        let state = run(Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", &id]))?;
+        Ok(state.trim() == "true")
+    }
+
+    /// Whether the node's container is frozen (docker pause).
+    pub fn is_paused(&self, node: &Node) -> anyhow::Result<bool> {
+        let id = self.container(node)?;
+        let state = run(Command::new("docker").args(["inspect", "-f", "{{.State.Paused}}", &id]))?;
+        Ok(state.trim() == "true")
+    }
+
+    /// Whether `node` drops what comes from every one of `from` (the rules
+    /// [`Cluster::partition`] installs, read back with `iptables -S INPUT`); `None` if
+    /// the node does not run.
+    pub fn drops_from(&self, node: &Node, from: &[Node]) -> anyhow::Result<Option<bool>> {
+        let Some(pid) = self.pid(node)? else {
+            return Ok(None);
+        };
+        let rules =
+            run(Command::new("nsenter").args(["-t", &pid, "-n", "iptables", "-S", "INPUT"]))?;
+        Ok(Some(from.iter().all(|o| {
+            let rule = format!("-A INPUT -s {}/32 -j DROP", o.ip);
+            rules.lines().any(|l| l.trim() == rule)
+        })))
+    }
+
     fn pid(&self, node: &Node) -> anyhow::Result<Option<String>> {
         let id = self.container(node)?;
         let pid = run(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]))?;
@@ -307,17 +333,23 @@ impl Cluster {
         self.old_logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// `CLUSTER <args>` on a node, its reply as text.
-    pub fn call(&self, node: &Node, args: &[&str]) -> anyhow::Result<String> {
+    /// `CLUSTER <args>` on a node, its reply as it came.
+    pub fn query(&self, node: &Node, args: &[&str]) -> anyhow::Result<redis::Value> {
         let mut c = crate::workload::connect(&node.client_addr())
             .with_context(|| format!("{} does not answer", node.name))?;
-        let v = redis::cmd("CLUSTER")
+        redis::cmd("CLUSTER")
             .arg(args)
             .query::<redis::Value>(&mut c)
-            .with_context(|| format!("CLUSTER {} on {}", args.join(" "), node.name))?;
+            .with_context(|| format!("CLUSTER {} on {}", args.join(" "), node.name))
+    }
+
+    /// `CLUSTER <args>` on a node, its reply as text.
+    pub fn call(&self, node: &Node, args: &[&str]) -> anyhow::Result<String> {
+        let v = self.query(node, args)?;
         Ok(match v {
             redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
             redis::Value::SimpleString(s) => s,
+            redis::Value::Int(i) => i.to_string(),
             other => format!("{other:?}"),
         })
     }
@@ -345,9 +377,6 @@ impl Cluster {
                     GroupView {
                         group: int("group"),
                         leads: matches!(field("role"), Some(redis::Value::BulkString(r)) if r == b"leader"),
-                        applied: int("applied"),
-                        keys: int("keys"),
-                        bytes: int("bytes"),
                     }
                 })
                 .collect(),

@@ -26,15 +26,22 @@
 //! | `write`     | the value written              | ignored                                       |
 //! | `incr`      | `null`                         | the new value (an integer)                    |
 //! | `delete`    | `null`                         | keys removed (0 or 1), or `null` to not check |
+//! | `cas`       | the value written              | the value read under `WATCH` (replaced)       |
 //! | `append`    | the element appended (unique)  | ignored                                       |
 //! | `read_list` | `null`                         | the whole list (`LRANGE 0 -1`)                |
+//! | `append_str`| the element appended (unique)  | ignored                                       |
+//! | `read_str`  | `null`                         | the string (`GET`): elements each ending `,`  |
 //! | `hset`      | a map `{field: value, ...}`    | ignored                                       |
+//! | `hincrby`   | a map `{field: increment}`     | the field's new value (an integer)            |
 //! | `hgetall`   | `null`                         | the map read, `{}` for a missing key          |
 //! | `expire`    | the TTL in seconds (integer)   | 1 if a TTL was set, 0 if the key was missing, or `null` |
 //! | `del`       | `null`                         | keys removed (0 or 1), or `null` to not check |
 //!
 //! `Fail` and `Info` completions may carry any value (an error message as a string, say);
-//! the checkers ignore it.
+//! the checkers ignore it, except for `cas`: its `Info` completion carries the value read
+//! under `WATCH` (the `EXEC` was sent, its outcome is unknown). A `cas` is `WATCH key`,
+//! `GET key`, `MULTI`, `SET key value`, `EXEC`: `Ok` if `EXEC` ran the transaction, `Fail`
+//! if it aborted (the key changed since `WATCH`) or if anything before `EXEC` failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -73,15 +80,27 @@ pub enum F {
     /// Register: `DEL key`.
     #[serde(rename = "delete")]
     Delete,
+    /// Register: compare-and-set by `WATCH`, `GET`, `MULTI`, `SET`, `EXEC`.
+    #[serde(rename = "cas")]
+    Cas,
     /// List-append: `RPUSH key element`, each element unique per key.
     #[serde(rename = "append")]
     Append,
     /// List-append: `LRANGE key 0 -1`.
     #[serde(rename = "read_list")]
     ReadList,
+    /// List-append on a string: `APPEND key "element,"`, each element unique per key.
+    #[serde(rename = "append_str")]
+    AppendStr,
+    /// List-append on a string: `GET key`, the elements each ending with `,`.
+    #[serde(rename = "read_str")]
+    ReadStr,
     /// Sessions: `HSET key field value [field value ...]`.
     #[serde(rename = "hset")]
     HSet,
+    /// Sessions: `HINCRBY key field increment`.
+    #[serde(rename = "hincrby")]
+    HIncrBy,
     /// Sessions: `HGETALL key`.
     #[serde(rename = "hgetall")]
     HGetAll,
@@ -97,9 +116,9 @@ impl F {
     /// The workload (and checker) this function belongs to.
     pub fn workload(self) -> Workload {
         match self {
-            F::Read | F::Write | F::Incr | F::Delete => Workload::Register,
-            F::Append | F::ReadList => Workload::ListAppend,
-            F::HSet | F::HGetAll | F::Expire | F::Del => Workload::Sessions,
+            F::Read | F::Write | F::Incr | F::Delete | F::Cas => Workload::Register,
+            F::Append | F::ReadList | F::AppendStr | F::ReadStr => Workload::ListAppend,
+            F::HSet | F::HIncrBy | F::HGetAll | F::Expire | F::Del => Workload::Sessions,
         }
     }
 
@@ -110,9 +129,13 @@ impl F {
             F::Write => "write",
             F::Incr => "incr",
             F::Delete => "delete",
+            F::Cas => "cas",
             F::Append => "append",
             F::ReadList => "read_list",
+            F::AppendStr => "append_str",
+            F::ReadStr => "read_str",
             F::HSet => "hset",
+            F::HIncrBy => "hincrby",
             F::HGetAll => "hgetall",
             F::Expire => "expire",
             F::Del => "del",
@@ -123,11 +146,11 @@ impl F {
 /// The three workloads; a key belongs to exactly one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Workload {
-    /// `GET`/`SET`/`INCR`/`DEL` on string keys.
+    /// `GET`/`SET`/`INCR`/`DEL` and `WATCH`...`EXEC` on string keys.
     Register,
-    /// `RPUSH`/`LRANGE` on list keys.
+    /// `RPUSH`/`LRANGE` on list keys, `APPEND`/`GET` on string keys.
     ListAppend,
-    /// `HSET`/`HGETALL`/`EXPIRE`/`DEL` on hash keys.
+    /// `HSET`/`HINCRBY`/`HGETALL`/`EXPIRE`/`DEL` on hash keys.
     Sessions,
 }
 
@@ -431,7 +454,9 @@ impl fmt::Display for Operation {
         }
         match self.outcome {
             Outcome::Ok => {
-                if self.output != Value::None || matches!(self.f, F::Read | F::ReadList) {
+                if self.output != Value::None
+                    || matches!(self.f, F::Read | F::ReadList | F::ReadStr)
+                {
                     write!(f, " -> {}", self.output)?;
                 }
                 write!(f, " ok")?;

@@ -5,8 +5,9 @@
 //! ```
 //!
 //! `self-test` runs the library's known histories ([`kelvin_jepsen::selftest`]) through
-//! the checkers, prints one line per case (name, expected verdict, verdict, time) and a
-//! last line `valid: true` if every verdict was the expected one, `valid: false`
+//! the checkers, prints one line per case (name, expected verdict, verdict, time, and for
+//! a bad case the reasons found and expected) and a last line `valid: true` if every
+//! verdict was the expected one for exactly the expected reasons, `valid: false`
 //! otherwise; the exit status is 0 only in the first case.
 
 use std::process::ExitCode;
@@ -51,11 +52,12 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A short run for CI: 3 nodes, 120 s (about one round of its faults), every fault
-    /// but kill-all and kill-majority.
+    /// A short run for CI: 3 nodes, 120 s (longer if its first round of faults needs
+    /// it), every fault but kill-all and kill-majority.
     #[arg(long)]
     quick: bool,
-    /// Seconds of workload and faults (default 600; 120 with --quick).
+    /// Seconds of workload and faults (default 600; 120 with --quick); the run goes on
+    /// until every fault has been tried once.
     #[arg(long)]
     time_limit: Option<u64>,
     /// Faults, comma-separated names, or `all`.
@@ -155,14 +157,29 @@ fn self_test(verbose: bool) -> bool {
         let result = selftest::run(case);
         let passed = result.passed();
         all_passed &= passed;
+        let reasons = |r: &std::collections::BTreeSet<kelvin_jepsen::Reason>| {
+            r.iter()
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         println!(
-            "{:<width$}  expected {:<7}  got {:<7}  {}  {:>8.1} ms  ({} ops)",
+            "{:<width$}  expected {:<7}  got {:<7}  {}  {:>8.1} ms  ({} ops)  {}",
             result.name,
             verdict_word(result.expect_valid),
             verdict_word(result.report.valid()),
             if passed { "ok  " } else { "FAIL" },
             result.elapsed.as_secs_f64() * 1000.0,
             result.report.history.ops,
+            if result.expect_reasons.is_empty() && passed {
+                String::new()
+            } else {
+                format!(
+                    "for {} (expected {})",
+                    reasons(&result.report.reasons()),
+                    reasons(&result.expect_reasons)
+                )
+            },
         );
         if verbose || !passed {
             for problem in result.report.verdict().problems {

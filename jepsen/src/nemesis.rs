@@ -1,6 +1,11 @@
 //! The nemesis: faults on a schedule. Each [`Fault`] knows how to start on the cluster
 //! and how it ends; the schedule alternates a fault with a quiet spell, and every start
-//! and end goes into the timeline.
+//! and end goes into the timeline. Each fault confirms it took effect (the killed
+//! process is gone, the paused container frozen, the partition's rules read back, the
+//! leadership moved, the skewed clock seen in `TIME`, the member gone from the
+//! topology); one that did not is a no-op, said so in the timeline and not counted. The first round tries
+//! every fault until it took effect (at most [`FAULT_ATTEMPTS`] times), and the run lasts
+//! until that round is over, however long the time limit.
 //!
 //! How it fits: `run` runs [`Nemesis::run`] on its own thread while the workers record the
 //! history. A new kind of fault (resharding's "move slots during faults") is one more
@@ -35,6 +40,19 @@ fn last_line(e: &anyhow::Error) -> String {
         .trim()
         .to_string()
 }
+
+/// Tries of one fault in the first round before its no-ops are left to fail the run.
+pub const FAULT_ATTEMPTS: usize = 3;
+
+/// How far a skewed node's `TIME` may be from the skew asked for (or a tenth of it, if
+/// more) for the skew to count as in effect: the request's own time, and rounding.
+const SKEW_TOLERANCE_MS: i64 = 250;
+
+/// How long a killed node's container gets to be seen stopped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a transferred leadership gets to move before the transfer counts as a no-op.
+const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a fault lasts, and the quiet spell after it.
 pub const FAULT_TIME: Duration = Duration::from_secs(6);
@@ -117,6 +135,25 @@ pub struct Event {
     pub start: f64,
     pub end: f64,
     pub detail: String,
+    /// Confirmed in effect; `false` for a no-op.
+    pub took_effect: bool,
+}
+
+/// A fault just started: what it did, how it ends, and whether it was confirmed.
+struct Started {
+    detail: String,
+    undo: Undo,
+    took_effect: bool,
+}
+
+impl Started {
+    fn new(detail: impl Into<String>, undo: Undo, took_effect: bool) -> Started {
+        Started {
+            detail: detail.into(),
+            undo,
+            took_effect,
+        }
+    }
 }
 
 /// What ends a fault besides [`Cluster::heal`].
@@ -141,6 +178,9 @@ pub struct Nemesis {
     pub cluster: Arc<Cluster>,
     pub faults: Vec<Fault>,
     pub stop: Arc<AtomicBool>,
+    /// Set once every fault has been tried in the first round (the workers run until
+    /// then).
+    pub round_done: Arc<AtomicBool>,
     pub until: Instant,
     pub began: Instant,
     pub seed: u64,
@@ -152,44 +192,66 @@ impl Nemesis {
         std::thread::spawn(move || self.run())
     }
 
-    /// Quiet, fault, quiet, fault... until the time is up; ends with everything healed.
+    /// Quiet, fault, quiet, fault... until the time is up and every fault has been
+    /// tried; ends with everything healed.
     pub fn run(self) -> anyhow::Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
-        // Rounds: every fault once in a random order, then again, so that a run long
-        // enough for one round has met every fault.
+        // The first round: every fault in a random order, each again (up to
+        // FAULT_ATTEMPTS tries) while it turns out a no-op. Then rounds of every fault
+        // once until the time is up.
+        let mut owed: Vec<(Fault, usize)> = self.faults.iter().map(|&f| (f, 1)).collect();
+        owed.shuffle(&mut rng);
+        self.round_done.store(owed.is_empty(), Ordering::Relaxed);
         let mut deck: Vec<Fault> = Vec::new();
         let result = (|| {
             while self.sleep(QUIET_TIME) {
-                if deck.is_empty() {
-                    deck = self.faults.clone();
-                    deck.shuffle(&mut rng);
-                }
-                let Some(fault) = deck.pop() else {
-                    break;
+                let (fault, attempt) = match owed.pop() {
+                    Some(next) => (next.0, Some(next.1)),
+                    None if Instant::now() >= self.until => break,
+                    None => {
+                        if deck.is_empty() {
+                            deck = self.faults.clone();
+                            deck.shuffle(&mut rng);
+                        }
+                        let Some(fault) = deck.pop() else {
+                            break;
+                        };
+                        (fault, None)
+                    }
                 };
                 let start = self.began.elapsed().as_secs_f64();
-                let (detail, undo) = self.start(fault, &mut rng)?;
-                tracing::info!(fault = fault.name(), %detail, "fault started");
+                let started = self.start(fault, &mut rng)?;
+                let detail = started.detail;
+                tracing::info!(fault = fault.name(), %detail, took_effect = started.took_effect, "fault started");
                 if fault == Fault::ClockSkew {
                     self.move_leaders(&mut rng, FAULT_TIME);
                 } else {
                     self.sleep(FAULT_TIME);
                 }
-                self.undo(undo)?;
+                let confirmed = self.undo(started.undo)?;
+                let took_effect = started.took_effect && confirmed;
                 self.cluster.heal()?;
                 let end = self.began.elapsed().as_secs_f64();
-                tracing::info!(fault = fault.name(), "fault healed");
+                tracing::info!(fault = fault.name(), took_effect, "fault healed");
+                if let Some(n) = attempt.filter(|&n| !took_effect && n < FAULT_ATTEMPTS) {
+                    owed.insert(0, (fault, n + 1));
+                }
+                if owed.is_empty() {
+                    self.round_done.store(true, Ordering::Relaxed);
+                }
                 if let Ok(mut e) = self.events.lock() {
                     e.push(Event {
                         fault,
                         start,
                         end,
                         detail,
+                        took_effect,
                     });
                 }
             }
             Ok(())
         })();
+        self.round_done.store(true, Ordering::Relaxed);
         self.cluster.heal()?;
         result
     }
@@ -204,10 +266,11 @@ impl Nemesis {
     }
 
     /// Hands a random group's leadership to a random other node (a no-op, said in the
-    /// answer, when that node is not a voter of the group).
-    fn transfer_leader(&self, rng: &mut impl Rng) -> String {
+    /// answer, when that node is not a voter of the group); true once the old leader
+    /// no longer leads the group.
+    fn transfer_leader(&self, rng: &mut impl Rng) -> (String, bool) {
         let Some((g, n)) = self.leader(rng) else {
-            return "no leader known".into();
+            return ("no leader known".into(), false);
         };
         let to = self
             .cluster
@@ -222,20 +285,47 @@ impl Nemesis {
                     .call(&n, &["KELVIN-TRANSFER", &g.to_string(), &id]);
                 // Refused when the target is not a voter of that group: the fault is then
                 // a no-op, and says so.
+                let moved = r.is_ok() && self.stops_leading(&n, g);
                 let r = r
-                    .map(|_| "ok".to_string())
+                    .map(|_| {
+                        if moved {
+                            "moved"
+                        } else {
+                            "accepted, not moved"
+                        }
+                        .to_string()
+                    })
                     .unwrap_or_else(|e| last_line(&e));
-                format!("group {g} from {}: {r}", n.name)
+                (format!("group {g} from {}: {r}", n.name), moved)
             }
-            None => "no target".into(),
+            None => ("no target".into(), false),
         }
     }
 
-    /// Sleeps up to `d`; false once the run is over.
+    /// Waits (up to [`TRANSFER_WAIT`]) until `node` no longer leads `group`.
+    fn stops_leading(&self, node: &Node, group: i64) -> bool {
+        let deadline = Instant::now() + TRANSFER_WAIT;
+        while Instant::now() < deadline {
+            // A node that does not answer proves nothing.
+            let leads = self
+                .cluster
+                .groups(node)
+                .map(|gs| gs.iter().any(|g| g.group == group && g.leads));
+            if leads == Some(false) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Sleeps up to `d`; false once the run is over (stopped, or the time is up and the
+    /// first round done).
     fn sleep(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
         while Instant::now() < end {
-            if self.stop.load(Ordering::Relaxed) || Instant::now() >= self.until {
+            let over = Instant::now() >= self.until && self.round_done.load(Ordering::Relaxed);
+            if self.stop.load(Ordering::Relaxed) || over {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -243,7 +333,7 @@ impl Nemesis {
         true
     }
 
-    fn start(&self, fault: Fault, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+    fn start(&self, fault: Fault, rng: &mut impl Rng) -> anyhow::Result<Started> {
         match fault {
             Fault::ClockSkew => return self.skew(rng),
             Fault::MemberReplica => return self.remove_replica(rng),
@@ -258,21 +348,56 @@ impl Nemesis {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let random = || nodes.choose(&mut rand::thread_rng()).cloned();
-        let detail = match fault {
+        // Killed: the container's process is gone (docker notes the exit a moment after
+        // the signal, so it gets a few seconds).
+        let kill = |victims: &[Node]| -> anyhow::Result<bool> {
+            for n in victims {
+                c.kill(n)?;
+            }
+            let deadline = Instant::now() + KILL_WAIT;
+            loop {
+                let mut all_dead = true;
+                for n in victims {
+                    all_dead &= !c.is_running(n)?;
+                }
+                if all_dead || Instant::now() >= deadline {
+                    return Ok(all_dead);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        // Cut: every running node on either side drops the other side, read back.
+        let cut = |a: &[Node], b: &[Node]| -> anyhow::Result<bool> {
+            c.partition(a, b)?;
+            let mut cut_any = false;
+            for (x, others) in a.iter().map(|x| (x, b)).chain(b.iter().map(|x| (x, a))) {
+                match c.drops_from(x, others)? {
+                    Some(true) => cut_any = true,
+                    Some(false) => return Ok(false),
+                    None => {}
+                }
+            }
+            Ok(cut_any)
+        };
+        let random = nodes.choose(rng).cloned();
+        let started = match fault {
             Fault::KillLeader => match self.leader(rng) {
                 Some((g, n)) => {
-                    c.kill(&n)?;
-                    format!("{} (leader of group {g})", n.name)
+                    let dead = kill(std::slice::from_ref(&n))?;
+                    Started::new(
+                        format!("{} (leader of group {g})", n.name),
+                        Undo::Nothing,
+                        dead,
+                    )
                 }
-                None => "no leader known".into(),
+                None => Started::new("no leader known", Undo::Nothing, false),
             },
-            Fault::KillRandom => match random() {
+            Fault::KillRandom => match random {
                 Some(n) => {
-                    c.kill(&n)?;
-                    n.name
+                    let dead = kill(std::slice::from_ref(&n))?;
+                    Started::new(n.name, Undo::Nothing, dead)
                 }
-                None => String::new(),
+                None => Started::new("no node", Undo::Nothing, false),
             },
             Fault::KillMajority | Fault::KillAll => {
                 let mut victims = nodes.clone();
@@ -280,46 +405,59 @@ impl Nemesis {
                 if fault == Fault::KillMajority {
                     victims.truncate(nodes.len() / 2 + 1);
                 }
-                for n in &victims {
-                    c.kill(n)?;
-                }
-                names(&victims)
+                let dead = kill(&victims)?;
+                Started::new(names(&victims), Undo::Nothing, dead)
             }
-            Fault::Pause => match random() {
+            Fault::Pause => match random {
                 Some(n) => {
                     c.pause(&n)?;
-                    n.name
+                    let frozen = c.is_paused(&n)?;
+                    Started::new(n.name, Undo::Nothing, frozen)
                 }
-                None => String::new(),
+                None => Started::new("no node", Undo::Nothing, false),
             },
             Fault::PartitionMajority => {
                 let mut all = nodes.clone();
                 all.shuffle(rng);
                 let minority = all.split_off(nodes.len() / 2 + 1);
-                c.partition(&all, &minority)?;
-                format!("{} | {}", names(&all), names(&minority))
+                let done = cut(&all, &minority)?;
+                Started::new(
+                    format!("{} | {}", names(&all), names(&minority)),
+                    Undo::Nothing,
+                    done,
+                )
             }
             Fault::IsolateLeader => match self.leader(rng) {
                 Some((g, n)) => {
                     let others: Vec<Node> = nodes.iter().filter(|x| **x != n).cloned().collect();
-                    c.partition(std::slice::from_ref(&n), &others)?;
-                    format!("{} (leader of group {g})", n.name)
+                    let done = cut(std::slice::from_ref(&n), &others)?;
+                    Started::new(
+                        format!("{} (leader of group {g})", n.name),
+                        Undo::Nothing,
+                        done,
+                    )
                 }
-                None => "no leader known".into(),
+                None => Started::new("no leader known", Undo::Nothing, false),
             },
-            Fault::TransferLeader => self.transfer_leader(rng),
-            Fault::ClockSkew | Fault::MemberReplica | Fault::MemberNode => String::new(),
+            Fault::TransferLeader => {
+                let (detail, moved) = self.transfer_leader(rng);
+                Started::new(detail, Undo::Nothing, moved)
+            }
+            Fault::ClockSkew | Fault::MemberReplica | Fault::MemberNode => {
+                Started::new("", Undo::Nothing, false)
+            }
         };
-        Ok((detail, Undo::Nothing))
+        Ok(started)
     }
 
     /// A few nodes' wall clocks shifted: each by a few hundred ms to a minute, ahead or
     /// behind.
-    fn skew(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+    fn skew(&self, rng: &mut impl Rng) -> anyhow::Result<Started> {
         let mut victims = self.cluster.nodes.clone();
         victims.shuffle(rng);
         victims.truncate(rng.gen_range(1..=self.cluster.nodes.len() / 2 + 1));
         let mut detail = Vec::new();
+        let mut skewed = Vec::new();
         for n in &victims {
             let magnitude = if rng.gen_bool(0.5) {
                 rng.gen_range(200..2_000)
@@ -336,13 +474,44 @@ impl Nemesis {
                 &["KELVIN-FAILPOINT", "clock-skew", &format!("return({ms})")],
             );
             match r {
-                Ok(_) => detail.push(format!("{} {ms:+} ms", n.name)),
+                // In effect once the node's TIME shows the shift (the containers share the
+                // host's clock, so the host's time is the reference).
+                Ok(_) => match self.clock_offset_ms(n) {
+                    Some(offset) if (offset - ms).abs() <= SKEW_TOLERANCE_MS.max(ms.abs() / 10) => {
+                        detail.push(format!("{} {ms:+} ms", n.name));
+                        skewed.push(n.clone());
+                    }
+                    offset => detail.push(format!(
+                        "{} {ms:+} ms not in effect (TIME off by {offset:?} ms)",
+                        n.name
+                    )),
+                },
                 // Refused for want of the fail point is a broken setup, not a fault.
                 Err(e) if e.to_string().contains("not compiled in") => return Err(e),
                 Err(e) => detail.push(format!("{}: {e}", n.name)),
             }
         }
-        Ok((detail.join(", "), Undo::ClockSkew(victims)))
+        let took_effect = !skewed.is_empty();
+        Ok(Started::new(
+            detail.join(", "),
+            Undo::ClockSkew(skewed),
+            took_effect,
+        ))
+    }
+
+    /// How far the node's clock (its `TIME`) is from the host's, in ms; `None` if it
+    /// does not answer.
+    fn clock_offset_ms(&self, node: &Node) -> Option<i64> {
+        let host_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let mut c = crate::workload::connect(&node.client_addr())?;
+        let before = host_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut c).ok()?;
+        let after = host_ms();
+        Some(secs * 1000 + micros / 1000 - (before + after) / 2)
     }
 
     /// A node that answers other than `not`, as the seed of `kelvin-cli cluster ...`.
@@ -355,17 +524,21 @@ impl Nemesis {
             .map(Node::client_addr)
     }
 
-    fn remove_replica(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+    fn remove_replica(&self, rng: &mut impl Rng) -> anyhow::Result<Started> {
         let t = self.cluster.topology()?;
         let Some((group, _, replicas)) = t.groups.iter().filter(|g| g.2.len() > 1).choose(rng)
         else {
-            return Ok(("no group with two replicas".into(), Undo::Nothing));
+            return Ok(Started::new(
+                "no group with two replicas",
+                Undo::Nothing,
+                false,
+            ));
         };
         let Some(node) = replicas
             .choose(rng)
             .and_then(|id| self.cluster.node_of(&t, id))
         else {
-            return Ok(("replica not found".into(), Undo::Nothing));
+            return Ok(Started::new("replica not found", Undo::Nothing, false));
         };
         let seed = self.seed(&node).unwrap_or_default();
         let g = group.to_string();
@@ -373,25 +546,32 @@ impl Nemesis {
         let r = self
             .cluster
             .cli(&["cluster", "remove-replica", &g, &addr, &seed]);
-        // Failed half-way or not: the end puts the replica back either way.
+        // Failed half-way or not: the end puts the replica back either way. In effect
+        // once the topology no longer lists the node among the group's replicas.
+        let gone = r.is_ok()
+            && self.cluster.topology().is_ok_and(|t| {
+                node_id_at(&t, &node)
+                    .is_none_or(|id| !t.replicas(*group).is_some_and(|r| r.contains(&id)))
+            });
         let detail = format!(
             "group {group} on {}: {}",
             node.name,
-            r.map(|_| "removed".to_string())
+            r.map(|_| if gone { "removed" } else { "still listed" }.to_string())
                 .unwrap_or_else(|e| last_line(&e))
         );
-        Ok((
+        Ok(Started::new(
             detail,
             Undo::Replica {
                 group: *group,
                 node,
             },
+            gone,
         ))
     }
 
-    fn remove_node(&self, rng: &mut impl Rng) -> anyhow::Result<(String, Undo)> {
+    fn remove_node(&self, rng: &mut impl Rng) -> anyhow::Result<Started> {
         let Some(node) = self.cluster.nodes.choose(rng).cloned() else {
-            return Ok((String::new(), Undo::Nothing));
+            return Ok(Started::new("no node", Undo::Nothing, false));
         };
         let seed = self.seed(&node).unwrap_or_default();
         let r = self.cluster.cli(&[
@@ -401,22 +581,29 @@ impl Nemesis {
             &seed,
             "--yes",
         ]);
-        let detail = match r {
+        let (detail, gone) = match r {
             Ok(_) => {
                 self.cluster.set_removed(&node, true);
                 // SHUTDOWN ends the container; stop it should SHUTDOWN not have arrived.
                 self.cluster.kill(&node)?;
-                format!("{} removed", node.name)
+                // In effect once the topology no longer lists it.
+                let gone = self
+                    .cluster
+                    .topology()
+                    .is_ok_and(|t| node_id_at(&t, &node).is_none());
+                let what = if gone { "removed" } else { "still listed" };
+                (format!("{} {what}", node.name), gone)
             }
-            Err(e) => format!("{}: {}", node.name, last_line(&e)),
+            Err(e) => (format!("{}: {}", node.name, last_line(&e)), false),
         };
-        Ok((detail, Undo::Node(node)))
+        Ok(Started::new(detail, Undo::Node(node), gone))
     }
 
     /// Ends a fault's own part; the membership steps are retried until they hold.
-    fn undo(&self, undo: Undo) -> anyhow::Result<()> {
+    /// Returns false if the end shows the fault was a no-op after all.
+    fn undo(&self, undo: Undo) -> anyhow::Result<bool> {
         match undo {
-            Undo::Nothing => Ok(()),
+            Undo::Nothing => Ok(true),
             Undo::ClockSkew(nodes) => {
                 for n in &nodes {
                     // A node killed since has lost its fail points with its process.
@@ -424,7 +611,7 @@ impl Nemesis {
                         .cluster
                         .call(n, &["KELVIN-FAILPOINT", "clock-skew", "off"]);
                 }
-                Ok(())
+                Ok(true)
             }
             Undo::Replica { group, node } => {
                 // Heal first: a membership change needs the other faults gone.
@@ -443,7 +630,8 @@ impl Nemesis {
                         return Ok(());
                     }
                     self.add_replica(group, &node)
-                })
+                })?;
+                Ok(true)
             }
             Undo::Node(node) => {
                 self.cluster.heal()?;
@@ -488,7 +676,7 @@ impl Nemesis {
                         self.add_replica(group, &node)
                     })?;
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }

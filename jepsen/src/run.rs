@@ -1,10 +1,12 @@
 //! `kelvin-jepsen run`: one test end to end.
 //!
 //! How it fits: builds the image (`docker/build.sh`), brings the compose cluster up from a
-//! clean state, runs the workers and the nemesis for the time limit, heals, reads every
-//! key once more, checks the history ([`kelvin_jepsen::check`]) and what the nodes say of
-//! themselves (no panic in any log, every group's replicas identical), writes the results
-//! folder, tears the cluster down, and ends with the line `valid: true` or `valid: false`.
+//! clean state, runs the workers and the nemesis for the time limit (and until every
+//! fault has been tried), heals, reads every key once more, gathers the run's facts
+//! (worker panics, the faults and whether each took effect, every replica's contents
+//! digest per slot, panics in the nodes' logs), checks them with the history
+//! ([`kelvin_jepsen::check_run`]), writes the results folder, tears the cluster down, and
+//! ends with the line `valid: true` or `valid: false`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -12,7 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use kelvin_jepsen::checker::run::{
+    FaultOutcome, ReplicaContents, SlotDigests, FINAL_READ_PROCESS, KEY_TYPES,
+};
 use kelvin_jepsen::history::{Kind, Op, Recorder, Value, F};
+use kelvin_jepsen::{Options, RunFacts};
 
 use crate::cluster::Cluster;
 use crate::nemesis::{Event, Fault, Nemesis};
@@ -31,17 +37,24 @@ pub struct RunOptions {
 }
 
 /// The image of the nodes under test: kelvin-server with its fail points compiled in
-/// (`KELVIN_FEATURES=failpoints docker/build.sh`).
+/// (`KELVIN_FEATURES=failpoints docker/build.sh`); `KELVIN_JEPSEN_IMAGE` names another.
 pub const JEPSEN_IMAGE: &str = "kelvin:jepsen";
+
+/// Fewest `ok` operations each kind of key must have for the run to count.
+pub const OK_FLOOR: usize = 200;
+
+/// How long the replicas get to reach the same log index and contents at the end.
+const REPLICA_WAIT: Duration = Duration::from_secs(60);
 
 /// How long the cluster gets to recover once healed.
 const RECOVERY_WAIT: Duration = Duration::from_secs(90);
 
 /// Runs the test; `Ok(valid)`.
 pub fn run(opts: RunOptions) -> anyhow::Result<bool> {
+    let image = std::env::var("KELVIN_JEPSEN_IMAGE").unwrap_or_else(|_| JEPSEN_IMAGE.into());
     if opts.build_image {
         let status = std::process::Command::new(opts.repo.join("docker/build.sh"))
-            .env("KELVIN_IMAGE", JEPSEN_IMAGE)
+            .env("KELVIN_IMAGE", &image)
             .env("KELVIN_FEATURES", "failpoints")
             .status()
             .context("docker/build.sh")?;
@@ -72,7 +85,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<bool> {
     let cluster = Arc::new(Cluster::up(
         &opts.repo,
         "kelvin-jepsen",
-        JEPSEN_IMAGE,
+        &image,
         opts.nodes,
         cli,
     )?);
@@ -95,6 +108,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
     let began = Instant::now();
     let until = began + opts.time_limit;
     let stop = Arc::new(AtomicBool::new(false));
+    let round_done = Arc::new(AtomicBool::new(opts.faults.is_empty()));
     let events = Arc::new(Mutex::new(Vec::new()));
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
     let workers: Vec<_> = (0..opts.workers)
@@ -105,6 +119,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
                 nodes: addrs.clone(),
                 recorder: recorder.clone(),
                 stop: stop.clone(),
+                faults_done: round_done.clone(),
                 until,
                 began,
                 seed: opts.seed.wrapping_add(i + 1),
@@ -116,86 +131,121 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
         cluster: cluster.clone(),
         faults: opts.faults.clone(),
         stop: stop.clone(),
+        round_done,
         until,
         began,
         seed: opts.seed,
         events: events.clone(),
     }
     .spawn();
-    for w in workers {
-        let _ = w.join();
+    let mut facts = RunFacts {
+        ok_floor: OK_FLOOR,
+        key_types: KEY_TYPES.to_vec(),
+        requested: opts.faults.iter().map(|f| f.name().to_string()).collect(),
+        ..RunFacts::default()
+    };
+    for (i, w) in workers.into_iter().enumerate() {
+        if let Err(panic) = w.join() {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            facts.worker_panics.push(format!("worker {i}: {what}"));
+        }
     }
-    let nemesis_result = nemesis
-        .join()
-        .map_err(|_| anyhow::anyhow!("the nemesis thread panicked"))?;
-    let mut problems = Vec::new();
-    if let Err(e) = nemesis_result {
-        problems.push(format!("nemesis: {e}"));
+    match nemesis.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => facts.cluster.push(format!("nemesis: {e:#}")),
+        Err(_) => facts.cluster.push("the nemesis thread panicked".into()),
     }
     cluster.heal()?;
     if let Err(e) = cluster.wait_healthy(RECOVERY_WAIT) {
-        problems.push(format!("after healing: {e}"));
+        facts.cluster.push(format!("after healing: {e}"));
     }
     final_reads(&recorder, &addrs, generation(began.elapsed()));
-    problems.extend(replicas_identical(cluster));
+    match replica_contents(cluster) {
+        Ok(replicas) => facts.replicas = replicas,
+        Err(e) => facts
+            .cluster
+            .push(format!("replicas: no topology to find them in: {e:#}")),
+    }
     for n in &cluster.nodes {
         let log = cluster.logs(n).unwrap_or_default();
         if log.contains("panicked") {
-            problems.push(format!("{} panicked (see {}.log)", n.name, n.name));
+            facts
+                .cluster
+                .push(format!("{} panicked (see {}.log)", n.name, n.name));
         }
     }
     for (i, (name, log)) in cluster.old_logs().iter().enumerate() {
         if log.contains("panicked") {
-            problems.push(format!("{name} panicked (see {name}.{i}.log)"));
+            facts
+                .cluster
+                .push(format!("{name} panicked (see {name}.{i}.log)"));
         }
     }
+    let events = events.lock().map(|e| e.clone()).unwrap_or_default();
+    facts.faults = events
+        .iter()
+        .map(|e| FaultOutcome {
+            fault: e.fault.name().to_string(),
+            took_effect: e.took_effect,
+            detail: e.detail.clone(),
+        })
+        .collect();
     let recorder =
         Arc::try_unwrap(recorder).map_err(|_| anyhow::anyhow!("recorder still shared"))?;
     let ops = recorder.into_ops();
-    let report = kelvin_jepsen::check(&ops);
-    let events = events.lock().map(|e| e.clone()).unwrap_or_default();
-    write_results(&opts.results, &ops, &report, &events, &problems)?;
+    let report = kelvin_jepsen::check_run(&ops, &facts, &Options::default());
+    write_results(&opts.results, &ops, &report, &events)?;
     let counts = |k: Kind| ops.iter().filter(|o| o.kind == k).count();
+    let in_effect = events.iter().filter(|e| e.took_effect).count();
     println!(
-        "history: {} operations ({} ok, {} fail, {} info); {} faults",
+        "history: {} operations ({} ok, {} fail, {} info); {in_effect} faults took effect, {} \
+         were no-ops",
         counts(Kind::Invoke),
         counts(Kind::Ok),
         counts(Kind::Fail),
         counts(Kind::Info),
-        events.len()
+        events.len() - in_effect
     );
     for e in &events {
         println!(
-            "  {:>6.1}s..{:>6.1}s {} {}",
+            "  {:>6.1}s..{:>6.1}s {} {}{}",
             e.start,
             e.end,
             e.fault.name(),
-            e.detail
+            e.detail,
+            if e.took_effect { "" } else { " (no-op)" }
         );
     }
+    let groups: std::collections::BTreeSet<u64> = facts.replicas.iter().map(|r| r.group).collect();
+    println!(
+        "replicas: {} of {} groups compared by contents digest",
+        facts.replicas.len(),
+        groups.len()
+    );
     for (name, v) in report.parts() {
         println!("{name}: {}", if v.valid { "valid" } else { "INVALID" });
         for p in v.problems.iter().take(10) {
             println!("  {p}");
         }
     }
-    for p in &problems {
-        println!("problem: {p}");
-    }
-    Ok(report.valid() && problems.is_empty())
+    Ok(report.valid())
 }
 
 /// One more read of every key, on a healed cluster, so that the checkers see the final
 /// state (list-append: every acknowledged append must be in it).
 fn final_reads(recorder: &Recorder, addrs: &[String], last_gen: u64) {
-    // A process id no worker reaches (workers count up from 0 by their number).
-    let process = u64::MAX / 2;
+    let process = FINAL_READ_PROCESS;
     let reads = (0..=last_gen).flat_map(|g| {
         (0..KEYS).flat_map(move |k| {
             [
                 (F::Read, key_name("r", k, g), "GET"),
                 (F::Read, key_name("c", k, g), "GET"),
                 (F::ReadList, key_name("l", k, g), "LRANGE"),
+                (F::ReadStr, key_name("a", k, g), "GET"),
                 (F::HGetAll, key_name("s", k, g), "HGETALL"),
             ]
         })
@@ -226,37 +276,71 @@ fn final_reads(recorder: &Recorder, addrs: &[String], last_gen: u64) {
     }
 }
 
-/// Every group's replicas hold the same keys and bytes once they have applied the same
-/// log (waits, bounded, for them to catch up).
-fn replicas_identical(cluster: &Cluster) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Every replica of every group in the topology, asked for its contents digest (`CLUSTER
+/// KELVIN-DIGEST`) until the replicas of each group report the same log index and the
+/// same digests (bounded). A replica that never answers is reported as such: the
+/// checker counts it against the run, never skips it.
+fn replica_contents(cluster: &Cluster) -> anyhow::Result<Vec<ReplicaContents>> {
+    let deadline = Instant::now() + REPLICA_WAIT;
     loop {
-        // group -> per node (applied, keys, bytes)
-        let mut seen: std::collections::BTreeMap<i64, Vec<(String, i64, i64, i64)>> =
-            Default::default();
-        for n in &cluster.nodes {
-            for g in cluster.groups(n).unwrap_or_default() {
-                seen.entry(g.group)
-                    .or_default()
-                    .push((n.name.clone(), g.applied, g.keys, g.bytes));
+        let t = cluster.topology()?;
+        let mut all = Vec::new();
+        let mut settled = true;
+        for (group, _, replicas) in &t.groups {
+            let mut views: Vec<(i64, ReplicaContents)> = Vec::new();
+            for id in replicas {
+                let (applied, contents) = match cluster.node_of(&t, id) {
+                    Some(node) => match digest(cluster, &node, *group) {
+                        Ok((applied, d)) => (applied, Ok(d)),
+                        Err(e) => (-1, Err(format!("{e:#}"))),
+                    },
+                    None => (-1, Err(format!("node {id} is not one of the cluster's"))),
+                };
+                let node = cluster
+                    .node_of(&t, id)
+                    .map_or_else(|| id.clone(), |n| n.name);
+                views.push((
+                    applied,
+                    ReplicaContents {
+                        group: *group,
+                        node,
+                        contents,
+                    },
+                ));
             }
+            settled &= views.iter().all(|(a, v)| {
+                *a == views[0].0 && v.contents.is_ok() && v.contents == views[0].1.contents
+            });
+            all.extend(views.into_iter().map(|(_, v)| v));
         }
-        let caught_up = seen.values().all(|r| r.iter().all(|x| x.1 == r[0].1));
-        if caught_up || Instant::now() >= deadline {
-            let mut problems = Vec::new();
-            for (g, r) in &seen {
-                if r.iter()
-                    .any(|x| (x.1, x.2, x.3) != (r[0].1, r[0].2, r[0].3))
-                {
-                    problems.push(format!(
-                        "group {g}: replicas differ (node, applied, keys, bytes): {r:?}"
-                    ));
-                }
-            }
-            return problems;
+        if settled || Instant::now() >= deadline {
+            return Ok(all);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// `CLUSTER KELVIN-DIGEST <group>` on `node`: its applied index and digests per slot.
+fn digest(
+    cluster: &Cluster,
+    node: &crate::cluster::Node,
+    group: u64,
+) -> anyhow::Result<(i64, SlotDigests)> {
+    let reply = cluster.query(node, &["KELVIN-DIGEST", &group.to_string()])?;
+    let redis::Value::Array(items) = reply else {
+        anyhow::bail!("KELVIN-DIGEST on {}: not an array: {reply:?}", node.name);
+    };
+    let mut items = items.into_iter();
+    let Some(redis::Value::Int(applied)) = items.next() else {
+        anyhow::bail!("KELVIN-DIGEST on {}: no applied index", node.name);
+    };
+    let mut slots = SlotDigests::new();
+    for item in items {
+        let (slot, keys, digest): (u16, u64, String) = redis::from_redis_value(&item)
+            .map_err(|e| anyhow::anyhow!("KELVIN-DIGEST on {}: {e}", node.name))?;
+        slots.insert(slot, (keys, digest));
+    }
+    Ok((applied, slots))
 }
 
 fn write_results(
@@ -264,7 +348,6 @@ fn write_results(
     ops: &[Op],
     report: &kelvin_jepsen::Report,
     events: &[Event],
-    problems: &[String],
 ) -> anyhow::Result<()> {
     let history = std::fs::File::create(dir.join("history.jsonl"))?;
     kelvin_jepsen::write_jsonl(std::io::BufWriter::new(history), ops)?;
@@ -278,13 +361,7 @@ fn write_results(
             verdict.push_str(&format!("  {p}\n"));
         }
     }
-    for p in problems {
-        verdict.push_str(&format!("problem: {p}\n"));
-    }
-    verdict.push_str(&format!(
-        "valid: {}\n",
-        report.valid() && problems.is_empty()
-    ));
+    verdict.push_str(&format!("valid: {}\n", report.valid()));
     std::fs::write(dir.join("verdict.txt"), verdict)?;
     std::fs::write(dir.join("timeline.svg"), timeline(ops, events))?;
     Ok(())
@@ -320,8 +397,14 @@ fn timeline(ops: &[Op], events: &[Event]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for e in events {
+        // A no-op's band is paler and says so.
+        let (fill, note) = if e.took_effect {
+            ("#ddd", "")
+        } else {
+            ("#f4f4f4", " (no-op)")
+        };
         svg.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ddd\"/><text x=\"{:.1}\" y=\"22\">{}</text>\n",
+            "<rect x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\"/><text x=\"{:.1}\" y=\"22\">{}{note}</text>\n",
             x(e.start),
             (x(e.end) - x(e.start)).max(1.0),
             h - bottom - 10.0,

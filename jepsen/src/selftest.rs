@@ -9,19 +9,30 @@
 
 use std::time::{Duration, Instant};
 
-use crate::checker::{check, Report};
+use std::collections::BTreeSet;
+
+use crate::checker::run::{
+    check_run, FaultOutcome, ReplicaContents, RunFacts, SlotDigests, FINAL_READ_PROCESS,
+};
+use crate::checker::{check, Options, Reason, Report};
 use crate::history::{Kind, Op, Recorder, Value, Workload, F};
 use crate::sim::{simulate, SimConfig};
 
-/// One history and whether the checkers must accept it.
+/// One history (and, for a run, the facts around it) and the verdict the checkers must
+/// reach.
 #[derive(Debug, Clone)]
 pub struct Case {
     /// A short unique name.
     pub name: &'static str,
     /// True if the history is valid and must be accepted.
     pub expect_valid: bool,
+    /// For a bad case, exactly the reasons it must be rejected for: rejected for another
+    /// reason, the case fails (the checker would pass it by accident).
+    pub reasons: Vec<Reason>,
     /// The records.
     pub history: Vec<Op>,
+    /// For a run case, what the harness saw besides the history.
+    pub facts: Option<RunFacts>,
 }
 
 /// The result of running one [`Case`].
@@ -31,6 +42,8 @@ pub struct CaseResult {
     pub name: &'static str,
     /// What was expected.
     pub expect_valid: bool,
+    /// The reasons expected.
+    pub expect_reasons: BTreeSet<Reason>,
     /// The checkers' report.
     pub report: Report,
     /// Time spent checking.
@@ -38,63 +51,189 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
-    /// True if the verdict is the expected one.
+    /// True if the verdict is the expected one, for exactly the expected reasons.
     pub fn passed(&self) -> bool {
-        self.report.valid() == self.expect_valid
+        self.report.valid() == self.expect_valid && self.report.reasons() == self.expect_reasons
     }
 }
 
 /// Checks one case.
 pub fn run(case: &Case) -> CaseResult {
     let start = Instant::now();
-    let report = check(&case.history);
+    let report = match &case.facts {
+        Some(facts) => check_run(&case.history, facts, &Options::default()),
+        None => check(&case.history),
+    };
     CaseResult {
         name: case.name,
         expect_valid: case.expect_valid,
+        expect_reasons: case.reasons.iter().copied().collect(),
         report,
         elapsed: start.elapsed(),
     }
 }
 
-/// A case's name and the function building its history.
+/// A bad case: its name, the reasons it must be rejected for, and its history.
+type Bad = (&'static str, &'static [Reason], fn() -> Vec<Op>);
+/// A good case's name and the function building its history.
 type Named = (&'static str, fn() -> Vec<Op>);
+/// A run case: its name, the reason (`None`: valid), and its history and facts.
+type RunCase = (&'static str, Option<Reason>, fn() -> (Vec<Op>, RunFacts));
 
 /// Every case, bad ones first.
 pub fn cases() -> Vec<Case> {
-    let bad: [Named; 22] = [
-        ("register-stale-read", register_stale_read),
-        ("register-lost-write", register_lost_write),
-        ("register-resurrected-key", register_resurrected_key),
-        ("register-value-never-written", register_value_never_written),
+    use Reason::*;
+    let bad: Vec<Bad> = vec![
+        (
+            "register-stale-read",
+            &[NotLinearizable],
+            register_stale_read,
+        ),
+        (
+            "register-lost-write",
+            &[NotLinearizable],
+            register_lost_write,
+        ),
+        (
+            "register-resurrected-key",
+            &[NotLinearizable],
+            register_resurrected_key,
+        ),
+        (
+            "register-value-never-written",
+            &[NeverWritten],
+            register_value_never_written,
+        ),
         (
             "register-failed-write-visible",
+            &[NeverWritten],
             register_failed_write_visible,
         ),
         (
             "register-read-from-the-future",
+            &[NotLinearizable],
             register_read_from_the_future,
         ),
-        ("register-wrong-incr", register_wrong_incr),
-        ("register-wrong-delete-count", register_wrong_delete_count),
+        (
+            "register-wrong-incr",
+            &[NotLinearizable],
+            register_wrong_incr,
+        ),
+        (
+            "register-wrong-delete-count",
+            &[NotLinearizable],
+            register_wrong_delete_count,
+        ),
+        (
+            "register-delete-count-of-missing-key",
+            &[NotLinearizable],
+            register_delete_count_of_missing_key,
+        ),
         (
             "register-long-stale-final-read",
+            &[NotLinearizable],
             register_long_stale_final_read,
         ),
-        ("list-lost-append-final-read", list_lost_append_final_read),
-        ("list-lost-append-later-read", list_lost_append_later_read),
-        ("list-duplicate-element", list_duplicate_element),
-        ("list-value-never-appended", list_value_never_appended),
-        ("list-failed-append-visible", list_failed_append_visible),
-        ("list-non-prefix-reads", list_non_prefix_reads),
-        ("list-stale-read", list_stale_read),
-        ("list-reordered-appends", list_reordered_appends),
-        ("list-long-lost-append", list_long_lost_append),
-        ("sessions-resurrected-key", sessions_resurrected_key),
-        ("sessions-lost-hset", sessions_lost_hset),
-        ("sessions-value-never-written", sessions_value_never_written),
-        ("history-completion-without-invocation", history_malformed),
+        (
+            "list-lost-append-final-read",
+            &[LostAppend],
+            list_lost_append_final_read,
+        ),
+        (
+            "list-lost-append-later-read",
+            &[LostAppend],
+            list_lost_append_later_read,
+        ),
+        (
+            "list-skipped-append-no-final-read",
+            &[SkippedAppend],
+            list_skipped_append_no_final_read,
+        ),
+        (
+            "list-read-from-the-future",
+            &[FutureAppend],
+            list_read_from_the_future,
+        ),
+        (
+            "list-duplicate-element",
+            &[DuplicateElement],
+            list_duplicate_element,
+        ),
+        (
+            "list-value-never-appended",
+            &[NeverAppended],
+            list_value_never_appended,
+        ),
+        (
+            "list-failed-append-visible",
+            &[FailedAppendVisible],
+            list_failed_append_visible,
+        ),
+        (
+            "list-non-prefix-reads",
+            &[OrderDisagreement],
+            list_non_prefix_reads,
+        ),
+        (
+            "list-order-disagreement-no-longer-read",
+            &[OrderDisagreement],
+            list_order_disagreement_no_longer_read,
+        ),
+        ("list-stale-read", &[StaleRead], list_stale_read),
+        (
+            "list-reordered-appends",
+            &[ReorderedAppends],
+            list_reordered_appends,
+        ),
+        (
+            "list-no-successful-read",
+            &[NoSuccessfulRead],
+            list_no_successful_read,
+        ),
+        (
+            "list-long-lost-append",
+            &[LostAppend, OrderDisagreement],
+            list_long_lost_append,
+        ),
+        (
+            "sessions-resurrected-key",
+            &[NotLinearizable],
+            sessions_resurrected_key,
+        ),
+        ("sessions-lost-hset", &[NotLinearizable], sessions_lost_hset),
+        (
+            "sessions-value-never-written",
+            &[NeverWritten],
+            sessions_value_never_written,
+        ),
+        (
+            "sessions-expire-outlives-del",
+            &[NotLinearizable],
+            sessions_expire_outlives_del,
+        ),
+        (
+            "sessions-expire-outlives-new-hset",
+            &[NotLinearizable],
+            sessions_expire_outlives_new_hset,
+        ),
+        (
+            "history-completion-without-invocation",
+            &[Malformed],
+            history_malformed,
+        ),
+        (
+            "register-cas-over-a-changed-value",
+            &[NotLinearizable],
+            register_cas_over_a_changed_value,
+        ),
+        ("string-lost-append", &[LostAppend], string_lost_append),
+        (
+            "sessions-lost-hincrby",
+            &[NotLinearizable],
+            sessions_lost_hincrby,
+        ),
     ];
-    let good: [Named; 21] = [
+    let good: Vec<Named> = vec![
         (
             "register-concurrent-writes-one-order",
             register_concurrent_one_order,
@@ -128,6 +267,13 @@ pub fn cases() -> Vec<Case> {
         ("sessions-basic", sessions_basic),
         ("sessions-expire-then-gone", sessions_expire_then_gone),
         ("sessions-concurrent-hset-and-read", sessions_concurrent),
+        ("register-cas-and-aborted-cas", register_cas),
+        ("string-appends-read-back", string_appends),
+        ("sessions-hincrby-and-hset", sessions_hincrby),
+        (
+            "sessions-hset-keeps-the-ttl-of-an-existing-key",
+            sessions_hset_keeps_ttl,
+        ),
         ("register-long-random", register_long_random),
         ("register-long-random-5-keys", register_long_random_keys),
         ("list-long-random", list_long_random),
@@ -135,17 +281,60 @@ pub fn cases() -> Vec<Case> {
         ("mixed-long-random", mixed_long_random),
         ("empty-history", Vec::new),
     ];
-    let bad = bad.into_iter().map(|(name, f)| Case {
+    let runs: Vec<RunCase> = vec![
+        ("run-too-few-ok", Some(TooFewOk), run_too_few_ok),
+        (
+            "run-final-read-failed",
+            Some(FinalReadFailed),
+            run_final_read_failed,
+        ),
+        (
+            "run-worker-panicked",
+            Some(WorkerPanicked),
+            run_worker_panicked,
+        ),
+        (
+            "run-fault-no-op",
+            Some(FaultNeverTookEffect),
+            run_fault_no_op,
+        ),
+        (
+            "run-replicas-differ",
+            Some(ReplicasDiffer),
+            run_replicas_differ,
+        ),
+        (
+            "run-replica-unreachable",
+            Some(ReplicaUnreachable),
+            run_replica_unreachable,
+        ),
+        ("run-valid", None, run_valid),
+    ];
+    let bad = bad.into_iter().map(|(name, reasons, f)| Case {
         name,
         expect_valid: false,
+        reasons: reasons.to_vec(),
         history: f(),
+        facts: None,
     });
     let good = good.into_iter().map(|(name, f)| Case {
         name,
         expect_valid: true,
+        reasons: Vec::new(),
         history: f(),
+        facts: None,
     });
-    bad.chain(good).collect()
+    let runs = runs.into_iter().map(|(name, reason, f)| {
+        let (history, facts) = f();
+        Case {
+            name,
+            expect_valid: reason.is_none(),
+            reasons: reason.into_iter().collect(),
+            history,
+            facts: Some(facts),
+        }
+    });
+    bad.chain(runs).chain(good).collect()
 }
 
 /// Invokes and completes `Ok` at once (no concurrency).
@@ -173,6 +362,18 @@ fn read_list(r: &Recorder, p: u64, key: &str, elements: &[i64]) {
 
 fn hset(r: &Recorder, p: u64, key: &str, field: &str, v: &str) {
     done(r, p, F::HSet, key, Value::map([(field, v)]), Value::Int(1));
+}
+
+/// `HINCRBY key n 1` returning `new`.
+fn hincrby(r: &Recorder, p: u64, key: &str, new: i64) {
+    done(
+        r,
+        p,
+        F::HIncrBy,
+        key,
+        Value::map([("n", 1)]),
+        Value::Int(new),
+    );
 }
 
 fn hgetall(r: &Recorder, p: u64, key: &str, fields: &[(&str, &str)]) {
@@ -299,7 +500,7 @@ fn list_duplicate_element() -> Vec<Op> {
     let r = Recorder::new();
     append(&r, 1, "l", 1);
     append(&r, 2, "l", 2);
-    read_list(&r, 3, "l", &[1, 2, 1]);
+    read_list(&r, 3, "l", &[1, 2, 2]);
     r.into_ops()
 }
 
@@ -353,7 +554,9 @@ fn list_reordered_appends() -> Vec<Op> {
     r.into_ops()
 }
 
-/// A long valid list history whose final read of one key loses an acknowledged append.
+/// A long valid list history whose final read of one key loses an acknowledged append
+/// (its first element: the final read then also disagrees with the earlier reads on the
+/// order, as it holds the second element first).
 fn list_long_lost_append() -> Vec<Op> {
     let mut ops = long(vec![Workload::ListAppend], 1, 2000, 11);
     drop_acked_from_final_read(&mut ops);
@@ -428,6 +631,201 @@ fn history_malformed() -> Vec<Op> {
         time_ns: 0,
     });
     ops
+}
+
+// ---- bad: the holes closed for issue 14 ----
+
+fn register_delete_count_of_missing_key() -> Vec<Op> {
+    let r = Recorder::new();
+    write(&r, 1, "x", 5);
+    done(&r, 1, F::Delete, "x", Value::None, Value::Int(1));
+    done(&r, 2, F::Delete, "x", Value::None, Value::Int(1));
+    r.into_ops()
+}
+
+/// A read that holds element 2 but not 1, whose append was acknowledged before the
+/// append of 2 began; the read itself began before either, and no longer read follows.
+fn list_skipped_append_no_final_read() -> Vec<Op> {
+    let r = Recorder::new();
+    let read = r.invoke(3, F::ReadList, "l", Value::None);
+    append(&r, 1, "l", 1);
+    append(&r, 2, "l", 2);
+    r.ok(&read, Value::list([2]));
+    r.into_ops()
+}
+
+fn list_read_from_the_future() -> Vec<Op> {
+    let r = Recorder::new();
+    read_list(&r, 2, "l", &[1]);
+    append(&r, 1, "l", 1);
+    read_list(&r, 2, "l", &[1]);
+    r.into_ops()
+}
+
+/// Two concurrent reads that disagree on the order of 1 and 2, with no longer read to
+/// compare them with.
+fn list_order_disagreement_no_longer_read() -> Vec<Op> {
+    let r = Recorder::new();
+    let a1 = r.invoke(1, F::Append, "l", Value::Int(1));
+    let a2 = r.invoke(2, F::Append, "l", Value::Int(2));
+    read_list(&r, 3, "l", &[1, 2]);
+    read_list(&r, 4, "l", &[2, 1]);
+    r.ok(&a1, Value::None);
+    r.ok(&a2, Value::None);
+    r.into_ops()
+}
+
+fn list_no_successful_read() -> Vec<Op> {
+    let r = Recorder::new();
+    append(&r, 1, "l", 1);
+    let read = r.invoke(2, F::ReadList, "l", Value::None);
+    r.fail(&read, "CLUSTERDOWN".into());
+    r.into_ops()
+}
+
+/// `DEL` clears the TTL with the key: a key written again after it cannot expire.
+fn sessions_expire_outlives_del() -> Vec<Op> {
+    let r = Recorder::new();
+    hset(&r, 1, "s", "user", "ann");
+    done(&r, 1, F::Expire, "s", Value::Int(1), Value::Int(1));
+    done(&r, 1, F::Del, "s", Value::None, Value::Int(1));
+    hset(&r, 1, "s", "user", "bob");
+    hgetall(&r, 2, "s", &[]);
+    r.into_ops()
+}
+
+/// A key that expired and was created again by `HSET` has no TTL.
+fn sessions_expire_outlives_new_hset() -> Vec<Op> {
+    let r = Recorder::new();
+    hset(&r, 1, "s", "user", "ann");
+    done(&r, 1, F::Expire, "s", Value::Int(1), Value::Int(1));
+    hgetall(&r, 2, "s", &[]);
+    hset(&r, 1, "s", "user", "bob");
+    hgetall(&r, 2, "s", &[("user", "bob")]);
+    hgetall(&r, 2, "s", &[]);
+    r.into_ops()
+}
+
+/// A cas acknowledged as replacing 1, though 2 had replaced 1 before it began.
+fn register_cas_over_a_changed_value() -> Vec<Op> {
+    let r = Recorder::new();
+    write(&r, 1, "x", 1);
+    write(&r, 1, "x", 2);
+    done(&r, 2, F::Cas, "x", Value::Int(3), Value::Int(1));
+    r.into_ops()
+}
+
+fn string_lost_append() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 1, F::AppendStr, "a", Value::Int(1), Value::Int(2));
+    done(&r, 1, F::AppendStr, "a", Value::Int(2), Value::Int(4));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,".into());
+    r.into_ops()
+}
+
+fn sessions_lost_hincrby() -> Vec<Op> {
+    let r = Recorder::new();
+    hincrby(&r, 1, "s", 1);
+    hincrby(&r, 1, "s", 2);
+    hgetall(&r, 2, "s", &[("n", "1")]);
+    r.into_ops()
+}
+
+// ---- runs: a valid history, and the facts around it with one hole each ----
+
+/// A valid mixed history (final reads included) and facts that pass.
+fn run_valid() -> (Vec<Op>, RunFacts) {
+    let all = vec![Workload::Register, Workload::ListAppend, Workload::Sessions];
+    let ops = long(all, 2, 1500, 21);
+    let digests: SlotDigests = [(5, (2, "a1".to_string())), (9, (1, "b2".to_string()))]
+        .into_iter()
+        .collect();
+    let replica = |node: &str| ReplicaContents {
+        group: 1,
+        node: node.to_string(),
+        contents: Ok(digests.clone()),
+    };
+    let facts = RunFacts {
+        ok_floor: 100,
+        // The simulation's register keys see incrs: counters.
+        key_types: vec!["counter", "list", "session"],
+        worker_panics: Vec::new(),
+        requested: vec!["kill-leader".into(), "pause".into()],
+        faults: vec![
+            FaultOutcome {
+                fault: "kill-leader".into(),
+                took_effect: true,
+                detail: "n1 (leader of group 1)".into(),
+            },
+            FaultOutcome {
+                fault: "pause".into(),
+                took_effect: false,
+                detail: "n2: not paused".into(),
+            },
+            FaultOutcome {
+                fault: "pause".into(),
+                took_effect: true,
+                detail: "n3".into(),
+            },
+        ],
+        replicas: vec![replica("n1"), replica("n2"), replica("n3")],
+        cluster: Vec::new(),
+    };
+    (ops, facts)
+}
+
+fn run_too_few_ok() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    facts.ok_floor = 100_000;
+    (ops, facts)
+}
+
+/// A register key whose final read failed (the others succeeded).
+fn run_final_read_failed() -> (Vec<Op>, RunFacts) {
+    let (mut ops, facts) = run_valid();
+    if let Some(last) = ops
+        .iter_mut()
+        .rev()
+        .find(|o| o.process == FINAL_READ_PROCESS && o.f == F::Read && o.kind == Kind::Ok)
+    {
+        last.kind = Kind::Fail;
+        last.value = "CLUSTERDOWN".into();
+    }
+    (ops, facts)
+}
+
+fn run_worker_panicked() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    facts
+        .worker_panics
+        .push("worker 3: index out of bounds".into());
+    (ops, facts)
+}
+
+/// Every attempt of one requested fault was a no-op.
+fn run_fault_no_op() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    for f in facts.faults.iter_mut().filter(|f| f.fault == "pause") {
+        f.took_effect = false;
+    }
+    (ops, facts)
+}
+
+/// One replica holds a different value in one slot (same key count).
+fn run_replicas_differ() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    if let Some(Ok(d)) = facts.replicas.last_mut().map(|r| &mut r.contents) {
+        d.insert(9, (1, "c3".to_string()));
+    }
+    (ops, facts)
+}
+
+fn run_replica_unreachable() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    if let Some(r) = facts.replicas.last_mut() {
+        r.contents = Err("n3 does not answer".into());
+    }
+    (ops, facts)
 }
 
 // ---- good ----
@@ -600,6 +998,55 @@ fn sessions_concurrent() -> Vec<Op> {
     r.into_ops()
 }
 
+/// Compare-and-set: one that ran, one aborted (`fail`), one unknown that took effect.
+fn register_cas() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 1, F::Cas, "x", Value::Int(1), Value::None);
+    let aborted = r.invoke(2, F::Cas, "x", Value::Int(5));
+    write(&r, 1, "x", 2);
+    r.fail(&aborted, Value::None);
+    let unknown = r.invoke(3, F::Cas, "x", Value::Int(3));
+    r.info(&unknown, Value::Int(2));
+    read(&r, 4, "x", Value::Int(3));
+    r.into_ops()
+}
+
+fn string_appends() -> Vec<Op> {
+    let r = Recorder::new();
+    done(&r, 2, F::ReadStr, "a", Value::None, Value::None);
+    done(&r, 1, F::AppendStr, "a", Value::Int(1), Value::Int(2));
+    let a = r.invoke(1, F::AppendStr, "a", Value::Int(2));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,".into());
+    r.ok(&a, Value::Int(4));
+    done(&r, 2, F::ReadStr, "a", Value::None, "1,2,".into());
+    r.into_ops()
+}
+
+fn sessions_hincrby() -> Vec<Op> {
+    let r = Recorder::new();
+    hset(&r, 1, "s", "user", "ann");
+    hincrby(&r, 1, "s", 1);
+    let lost = r.invoke(2, F::HIncrBy, "s", Value::map([("n", 1)]));
+    r.info(&lost, "timeout".into());
+    hgetall(&r, 3, "s", &[("user", "ann"), ("n", "2")]);
+    hincrby(&r, 1, "s", 3);
+    done(&r, 1, F::Del, "s", Value::None, Value::Int(1));
+    hincrby(&r, 1, "s", 1);
+    hgetall(&r, 3, "s", &[("n", "1")]);
+    r.into_ops()
+}
+
+/// `HSET` on an existing key keeps its TTL: the key may still expire.
+fn sessions_hset_keeps_ttl() -> Vec<Op> {
+    let r = Recorder::new();
+    hset(&r, 1, "s", "user", "ann");
+    done(&r, 1, F::Expire, "s", Value::Int(1), Value::Int(1));
+    hset(&r, 1, "s", "cart", "3");
+    hgetall(&r, 2, "s", &[("user", "ann"), ("cart", "3")]);
+    hgetall(&r, 2, "s", &[]);
+    r.into_ops()
+}
+
 fn long(workloads: Vec<Workload>, keys: usize, ops: usize, seed: u64) -> Vec<Op> {
     simulate(&SimConfig {
         processes: 5,
@@ -650,9 +1097,10 @@ mod tests {
                     let result = run(&case);
                     assert!(
                         result.passed(),
-                        "{}: expected valid={}, got {:#?}",
+                        "{}: expected valid={} for {:?}, got {:#?}",
                         case.name,
                         case.expect_valid,
+                        case.reasons,
                         result.report
                     );
                 }
@@ -683,6 +1131,27 @@ mod tests {
         sessions_lost_hset_rejected => "sessions-lost-hset",
         sessions_value_never_written_rejected => "sessions-value-never-written",
         history_malformed_rejected => "history-completion-without-invocation",
+        register_delete_count_of_missing_key_rejected => "register-delete-count-of-missing-key",
+        list_skipped_append_no_final_read_rejected => "list-skipped-append-no-final-read",
+        list_read_from_the_future_rejected => "list-read-from-the-future",
+        list_order_disagreement_no_longer_read_rejected => "list-order-disagreement-no-longer-read",
+        list_no_successful_read_rejected => "list-no-successful-read",
+        sessions_expire_outlives_del_rejected => "sessions-expire-outlives-del",
+        sessions_expire_outlives_new_hset_rejected => "sessions-expire-outlives-new-hset",
+        sessions_hset_keeps_ttl_accepted => "sessions-hset-keeps-the-ttl-of-an-existing-key",
+        run_too_few_ok_rejected => "run-too-few-ok",
+        run_final_read_failed_rejected => "run-final-read-failed",
+        run_worker_panicked_rejected => "run-worker-panicked",
+        run_fault_no_op_rejected => "run-fault-no-op",
+        run_replicas_differ_rejected => "run-replicas-differ",
+        run_replica_unreachable_rejected => "run-replica-unreachable",
+        run_valid_accepted => "run-valid",
+        register_cas_over_a_changed_value_rejected => "register-cas-over-a-changed-value",
+        string_lost_append_rejected => "string-lost-append",
+        sessions_lost_hincrby_rejected => "sessions-lost-hincrby",
+        register_cas_accepted => "register-cas-and-aborted-cas",
+        string_appends_accepted => "string-appends-read-back",
+        sessions_hincrby_accepted => "sessions-hincrby-and-hset",
         register_concurrent_one_order_accepted => "register-concurrent-writes-one-order",
         register_concurrent_other_order_accepted => "register-concurrent-writes-other-order",
         register_info_took_effect_accepted => "register-info-write-took-effect",
@@ -713,7 +1182,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 43);
+        assert_eq!(names.len(), 64);
     }
 
     #[test]
@@ -730,16 +1199,16 @@ mod tests {
         let report = check(&register_stale_read());
         let p = &report.register.problems;
         assert_eq!(p.len(), 1, "{p:#?}");
-        assert!(p[0].contains("\"x\""), "{}", p[0]);
-        assert!(p[0].contains("p3 read -> 1 ok"), "{}", p[0]);
-        assert!(p[0].contains("leaving 2"), "{}", p[0]);
+        assert!(p[0].text.contains("\"x\""), "{}", p[0]);
+        assert!(p[0].text.contains("p3 read -> 1 ok"), "{}", p[0]);
+        assert!(p[0].text.contains("leaving 2"), "{}", p[0]);
         let report = check(&list_lost_append_final_read());
         let p = &report.list_append.problems;
         assert!(p
             .iter()
-            .any(|p| p.contains("final read") && p.contains("missing from it: 2")));
+            .any(|p| p.text.contains("final read") && p.text.contains("missing from it: 2")));
         let report = check(&sessions_resurrected_key());
-        assert!(report.sessions.problems[0].contains("p2 hgetall"));
+        assert!(report.sessions.problems[0].text.contains("p2 hgetall"));
     }
 }
 #[cfg(test)]

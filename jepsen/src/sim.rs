@@ -122,6 +122,24 @@ impl Store {
                 Ok(Value::Int(i64::from(exists)))
             }
             F::Del => Ok(Value::Int(i64::from(self.delete_hash(key)))),
+            F::HIncrBy => {
+                let Value::Map(fields) = &def.input else {
+                    return Err(());
+                };
+                let Some((field, _)) = fields.iter().next() else {
+                    return Err(());
+                };
+                let hash = self.hashes.entry(key.clone()).or_default();
+                let current = match hash.get(field) {
+                    None => 0,
+                    Some(Value::Int(i)) => *i,
+                    Some(_) => return Err(()),
+                };
+                hash.insert(field.clone(), Value::Int(current + 1));
+                Ok(Value::Int(current + 1))
+            }
+            // Not generated: their histories come from the harness and the unit tests.
+            F::Cas | F::AppendStr | F::ReadStr => Err(()),
         }
     }
 
@@ -207,6 +225,8 @@ impl Sim {
                     let field = format!("f{}", self.rng.gen_range(0..3));
                     let n = self.unique();
                     (F::HSet, Value::map([(field, format!("v{n}"))]))
+                } else if roll < 0.55 {
+                    (F::HIncrBy, Value::map([("n", 1)]))
                 } else if roll < 0.82 {
                     (F::HGetAll, Value::None)
                 } else if roll < 0.9 {
@@ -319,7 +339,7 @@ pub(crate) fn simulate(cfg: &SimConfig) -> Vec<Op> {
             });
         }
     }
-    let process = sim.next_process;
+    let process = crate::checker::run::FINAL_READ_PROCESS;
     for def in finals {
         sim.record(process, Kind::Invoke, &def, Value::None);
         let v = sim.store.apply(&def).unwrap_or(Value::None);

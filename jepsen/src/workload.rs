@@ -29,7 +29,7 @@ pub fn generation(elapsed: Duration) -> u64 {
 }
 
 /// Key `k` of generation `gen` of a workload (`prefix`: r register, c counter, l list,
-/// s session).
+/// a string appended to, s session).
 pub fn key_name(prefix: &str, k: usize, gen: u64) -> String {
     format!("{prefix}{k}.{gen}")
 }
@@ -45,6 +45,9 @@ pub struct Worker {
     pub nodes: Vec<String>,
     pub recorder: Arc<Recorder>,
     pub stop: Arc<AtomicBool>,
+    /// Set once the nemesis has tried every fault: the workers run until then, past
+    /// `until` if need be.
+    pub faults_done: Arc<AtomicBool>,
     pub until: Instant,
     pub began: Instant,
     pub seed: u64,
@@ -53,7 +56,7 @@ pub struct Worker {
 /// How an error reply is recorded. Kelvin's TRYAGAIN says the write was not applied (a
 /// leader change dropped it); anything else from a write might have happened.
 fn outcome_of_error(f: F, err: &redis::RedisError) -> bool {
-    let reads = matches!(f, F::Read | F::ReadList | F::HGetAll);
+    let reads = matches!(f, F::Read | F::ReadList | F::ReadStr | F::HGetAll);
     reads || err.code() == Some("TRYAGAIN") || err.code() == Some("WRONGTYPE")
 }
 
@@ -68,7 +71,7 @@ impl Worker {
         let mut conn: Option<(usize, redis::Connection)> = None;
         let mut seq: u64 = 0;
         while !self.stop.load(Ordering::Relaxed)
-            && Instant::now() < self.until
+            && (Instant::now() < self.until || !self.faults_done.load(Ordering::Relaxed))
             && seq < MAX_OPS_PER_WORKER
         {
             seq += 1;
@@ -87,25 +90,53 @@ impl Worker {
             let key = |prefix: &str| key_name(prefix, k, gen);
             // INCR has keys of its own (counters): mixed with SET's unique values it
             // defeats the checker's reductions.
-            let (f, key, arg, mut cmd) = match rng.gen_range(0..100) {
-                0..=17 => (F::Read, key("r"), Value::None, redis::cmd("GET")),
-                18..=31 => (
+            let roll = rng.gen_range(0..100);
+            if (30..=33).contains(&roll) {
+                // WATCH/GET/MULTI/SET/EXEC: a transaction that only runs on an unchanged key.
+                let op = self
+                    .recorder
+                    .invoke(process, F::Cas, key("r"), Value::Int(unique as i64));
+                let (known, keep) = self.cas(c, &op, unique as i64);
+                if !known {
+                    process += self.workers;
+                }
+                if !keep {
+                    conn = None;
+                }
+                continue;
+            }
+            let (f, key, arg, mut cmd) = match roll {
+                0..=15 => (F::Read, key("r"), Value::None, redis::cmd("GET")),
+                16..=27 => (
                     F::Write,
                     key("r"),
                     Value::Int(unique as i64),
                     redis::cmd("SET"),
                 ),
-                32..=33 => (F::Delete, key("r"), Value::None, redis::cmd("DEL")),
+                28..=29 => (F::Delete, key("r"), Value::None, redis::cmd("DEL")),
                 34..=37 => (F::Read, key("c"), Value::None, redis::cmd("GET")),
                 38..=41 => (F::Incr, key("c"), Value::None, redis::cmd("INCR")),
-                42..=61 => (
+                42..=55 => (
                     F::Append,
                     key("l"),
                     Value::Int(unique as i64),
                     redis::cmd("RPUSH"),
                 ),
-                62..=79 => (F::ReadList, key("l"), Value::None, redis::cmd("LRANGE")),
-                80..=88 => (
+                56..=67 => (F::ReadList, key("l"), Value::None, redis::cmd("LRANGE")),
+                68..=71 => (
+                    F::AppendStr,
+                    key("a"),
+                    Value::Int(unique as i64),
+                    redis::cmd("APPEND"),
+                ),
+                72..=75 => (F::ReadStr, key("a"), Value::None, redis::cmd("GET")),
+                84..=86 => (
+                    F::HIncrBy,
+                    key("s"),
+                    Value::map([("n", 1)]),
+                    redis::cmd("HINCRBY"),
+                ),
+                76..=83 => (
                     F::HSet,
                     key("s"),
                     Value::map([(
@@ -114,10 +145,10 @@ impl Worker {
                     )]),
                     redis::cmd("HSET"),
                 ),
-                89..=96 => (F::HGetAll, key("s"), Value::None, redis::cmd("HGETALL")),
+                87..=94 => (F::HGetAll, key("s"), Value::None, redis::cmd("HGETALL")),
                 // Sessions expire within a key's lifetime: expiry runs under the faults
                 // (clock skew among them).
-                97..=98 => (
+                95..=97 => (
                     F::Expire,
                     key("s"),
                     Value::Int(rng.gen_range(1..=EXPIRE_MAX_SECS)),
@@ -129,6 +160,14 @@ impl Worker {
             match (&f, &arg) {
                 (F::Write | F::Append | F::Expire, Value::Int(v)) => {
                     cmd.arg(*v);
+                }
+                (F::AppendStr, Value::Int(v)) => {
+                    cmd.arg(format!("{v},"));
+                }
+                (F::HIncrBy, Value::Map(m)) => {
+                    for (k, v) in m {
+                        cmd.arg(k).arg(v.to_string());
+                    }
                 }
                 (F::ReadList, _) => {
                     cmd.arg(0).arg(-1);
@@ -146,6 +185,48 @@ impl Worker {
                 // Unknown outcome: this process may still have the request in flight.
                 process += self.workers;
                 conn = None;
+            }
+        }
+    }
+
+    /// `WATCH key`, `GET key`, `MULTI`, `SET key new`, `EXEC`, recorded as one `cas`
+    /// (see [`kelvin_jepsen::history`]). Returns (outcome known, connection reusable).
+    fn cas(&self, c: &mut redis::Connection, op: &Pending, new: i64) -> (bool, bool) {
+        let key = op.key.as_str();
+        let before_exec = (|| -> redis::RedisResult<redis::Value> {
+            redis::cmd("WATCH").arg(key).query::<()>(c)?;
+            let old = redis::cmd("GET").arg(key).query::<redis::Value>(c)?;
+            redis::cmd("MULTI").query::<()>(c)?;
+            redis::cmd("SET").arg(key).arg(new).query::<()>(c)?;
+            Ok(old)
+        })();
+        let old = match before_exec {
+            Ok(old) => value_of(F::Read, old),
+            Err(e) => {
+                // EXEC never went out: nothing was written. The connection may be left
+                // inside MULTI or with a WATCH: not reused.
+                self.recorder.fail(op, Value::Str(e.to_string()));
+                return (true, false);
+            }
+        };
+        match redis::cmd("EXEC").query::<redis::Value>(c) {
+            Ok(redis::Value::Nil) => {
+                // Aborted: the key changed since the WATCH.
+                self.recorder.fail(op, Value::None);
+                (true, true)
+            }
+            Ok(redis::Value::Array(_)) => {
+                self.recorder.ok(op, old);
+                (true, true)
+            }
+            Err(e) if e.code() == Some("TRYAGAIN") || e.code() == Some("EXECABORT") => {
+                self.recorder.fail(op, Value::Str(e.to_string()));
+                (true, false)
+            }
+            // Unknown: the value read under WATCH goes with it (see the history's docs).
+            _ => {
+                self.recorder.info(op, old);
+                (false, false)
             }
         }
     }
@@ -169,7 +250,7 @@ impl Worker {
             Err(e) => {
                 // Timeout, refused or broken connection: a read did nothing, a write may
                 // or may not have been applied.
-                if matches!(f, F::Read | F::ReadList | F::HGetAll) {
+                if matches!(f, F::Read | F::ReadList | F::ReadStr | F::HGetAll) {
                     self.recorder.fail(op, Value::Str(e.to_string()));
                     return false;
                 }
@@ -200,7 +281,9 @@ pub fn value_of(f: F, v: redis::Value) -> Value {
         }
     }
     match (f, v) {
-        (F::Read | F::Incr | F::Expire | F::Del, v) => text(&v),
+        (F::Read | F::ReadStr | F::Incr | F::HIncrBy | F::Delete | F::Expire | F::Del, v) => {
+            text(&v)
+        }
         (F::ReadList, redis::Value::Array(items)) => Value::list(items.iter().map(text)),
         (F::HGetAll, redis::Value::Array(items)) => {
             Value::map(items.chunks(2).filter(|c| c.len() == 2).map(|c| {

@@ -610,3 +610,99 @@ fn script_load_and_flush_reach_every_group() {
         assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
     }
 }
+
+/// A replica's contents as `CLUSTER KELVIN-DIGEST` gives them: (applied index,
+/// [(slot, keys, digest)]).
+type Contents = (i64, Vec<(i64, i64, String)>);
+
+/// `CLUSTER KELVIN-DIGEST <group>` on one node.
+fn contents_digest(node: &ServerProc, group: i64) -> redis::RedisResult<Contents> {
+    let mut con = node.client();
+    let reply: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("KELVIN-DIGEST")
+        .arg(group)
+        .query(&mut con)?;
+    let applied = match reply.first() {
+        Some(redis::Value::Int(i)) => *i,
+        other => panic!("KELVIN-DIGEST: no applied index first: {other:?}"),
+    };
+    let slots = reply[1..]
+        .iter()
+        .map(|v| redis::from_redis_value::<(i64, i64, String)>(v).unwrap())
+        .collect();
+    Ok((applied, slots))
+}
+
+/// The replicas of a group, leader and followers, report the same digest per slot once
+/// they are at the same log index; a write changes its slot's digest (value or TTL),
+/// and a group the node does not host is an error, not an empty answer.
+#[test]
+fn every_replica_reports_the_same_contents_digest() {
+    let nodes = form_group(false, 1);
+    let leader = wait_for_leader(&nodes, Duration::from_secs(30));
+    let group = group_states(&nodes)[leader].as_ref().expect("groups")[0].0;
+    let mut con = nodes[leader].client();
+    for i in 0..40 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .query(&mut con)
+            .unwrap();
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("h{i}"))
+            .arg("a")
+            .arg(i)
+            .arg("b")
+            .arg("x")
+            .query(&mut con)
+            .unwrap();
+        let _: i64 = redis::cmd("EXPIRE")
+            .arg(format!("h{i}"))
+            .arg(1000)
+            .query(&mut con)
+            .unwrap();
+    }
+    let agreed = |nodes: &[ServerProc]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all: Vec<_> = nodes
+                .iter()
+                .map(|n| contents_digest(n, group).unwrap())
+                .collect();
+            if all.iter().all(|d| *d == all[0]) {
+                return all[0].clone();
+            }
+            assert!(Instant::now() < deadline, "replicas never agreed: {all:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = agreed(&nodes);
+    assert_eq!(before.1.iter().map(|s| s.1).sum::<i64>(), 80, "{before:?}");
+    let slot_of = |key: &str| -> i64 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut nodes[leader].client())
+            .unwrap()
+    };
+    let digest_at =
+        |d: &(i64, Vec<(i64, i64, String)>), slot: i64| d.1.iter().find(|s| s.0 == slot).cloned();
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg("h0")
+        .arg(2_000_000)
+        .query(&mut con)
+        .unwrap();
+    let ttl_changed = agreed(&nodes);
+    let h0 = slot_of("h0");
+    assert_ne!(digest_at(&before, h0), digest_at(&ttl_changed, h0));
+    let _: () = redis::cmd("SET")
+        .arg("k0")
+        .arg("other")
+        .query(&mut con)
+        .unwrap();
+    let value_changed = agreed(&nodes);
+    let k0 = slot_of("k0");
+    assert_ne!(digest_at(&ttl_changed, k0), digest_at(&value_changed, k0));
+    let err = contents_digest(&nodes[leader], group + 100).unwrap_err();
+    assert!(err.to_string().contains("hosts no replica"), "{err}");
+}

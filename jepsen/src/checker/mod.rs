@@ -19,6 +19,7 @@
 mod linear;
 pub mod list_append;
 pub mod register;
+pub mod run;
 pub mod sessions;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,87 @@ use serde::Serialize;
 
 use crate::history::{pair, Op, Operation, Workload};
 use linear::{Failure, Limits};
+
+/// Why a history (or a run) was rejected: one per kind of violation, so that a test can
+/// tell a checker that rejected a bad history for the right reason from one that
+/// rejected it by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// A record that cannot be paired or interpreted (a completion without an
+    /// invocation, a malformed value).
+    Malformed,
+    /// A key used by two workloads.
+    MixedWorkloads,
+    /// A read of a value (or field value) no write could have produced.
+    NeverWritten,
+    /// No order of the key's operations consistent with real time is a legal sequence.
+    NotLinearizable,
+    /// The linearizability search hit its bounds.
+    Undecided,
+    /// List: the same element appended twice (the checker needs unique elements).
+    DuplicateAppend,
+    /// List: an element twice in one read.
+    DuplicateElement,
+    /// List: an element no append carried.
+    NeverAppended,
+    /// List: an element of a failed append.
+    FailedAppendVisible,
+    /// List: an element read before its append was invoked.
+    FutureAppend,
+    /// List: two reads disagree on the order of their common elements.
+    OrderDisagreement,
+    /// List: a read shorter than one that completed before it began.
+    StaleRead,
+    /// List: a read misses an append acknowledged before the read began.
+    LostAppend,
+    /// List: a read misses an append acknowledged before the append of an element it
+    /// holds began (so that element cannot come first).
+    SkippedAppend,
+    /// List: elements in an order their appends' real-time order forbids.
+    ReorderedAppends,
+    /// List: acknowledged appends and no successful read to show they survived.
+    NoSuccessfulRead,
+    /// Run: fewer `ok` operations of a workload than the floor.
+    TooFewOk,
+    /// Run: a key's final read (after healing) did not succeed.
+    FinalReadFailed,
+    /// Run: a worker thread panicked (its operations stopped being recorded).
+    WorkerPanicked,
+    /// Run: a requested fault never took effect (every attempt was a no-op).
+    FaultNeverTookEffect,
+    /// Run: two replicas of a group hold different contents.
+    ReplicasDiffer,
+    /// Run: a replica could not be asked for its contents.
+    ReplicaUnreachable,
+    /// Run: a node panicked, did not recover, or the nemesis failed.
+    Cluster,
+}
+
+/// One violation: its kind and a line in plain words naming the key and the culprits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The kind.
+    pub reason: Reason,
+    /// The explanation.
+    pub text: String,
+}
+
+impl Problem {
+    /// A problem of kind `reason`.
+    pub fn new(reason: Reason, text: impl Into<String>) -> Problem {
+        Problem {
+            reason,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
 
 /// The judgement of one checker (or of all, combined).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,8 +119,15 @@ pub struct Verdict {
     pub keys: usize,
     /// Operations (paired invocations) examined.
     pub ops: usize,
-    /// One human-readable line per violation found.
-    pub problems: Vec<String>,
+    /// One per violation found.
+    pub problems: Vec<Problem>,
+}
+
+impl Verdict {
+    /// The kinds of the problems found.
+    pub fn reasons(&self) -> std::collections::BTreeSet<Reason> {
+        self.problems.iter().map(|p| p.reason).collect()
+    }
 }
 
 impl Default for Verdict {
@@ -90,6 +179,9 @@ pub struct Report {
     pub list_append: Verdict,
     /// [`sessions::check`].
     pub sessions: Verdict,
+    /// [`run::check_run`]: what a run must show besides its history (always valid for a
+    /// history checked alone).
+    pub run: Verdict,
 }
 
 impl Report {
@@ -99,13 +191,19 @@ impl Report {
     }
 
     /// The parts with their names, in a fixed order.
-    pub fn parts(&self) -> [(&'static str, &Verdict); 4] {
+    pub fn parts(&self) -> [(&'static str, &Verdict); 5] {
         [
             ("history", &self.history),
             ("register", &self.register),
             ("list-append", &self.list_append),
             ("sessions", &self.sessions),
+            ("run", &self.run),
         ]
+    }
+
+    /// The kinds of every problem found.
+    pub fn reasons(&self) -> std::collections::BTreeSet<Reason> {
+        self.parts().iter().flat_map(|(_, v)| v.reasons()).collect()
     }
 
     /// All parts in one verdict: counts of the checkers summed (the history part's counts
@@ -113,7 +211,7 @@ impl Report {
     pub fn verdict(&self) -> Verdict {
         let mut all = Verdict::default();
         for (name, v) in self.parts() {
-            if name != "history" {
+            if name != "history" && name != "run" {
                 all.keys += v.keys;
                 all.ops += v.ops;
             }
@@ -134,7 +232,11 @@ pub fn check_with(ops: &[Op], options: &Options) -> Report {
     let paired = pair(ops);
     let mut history = Verdict {
         ops: paired.operations.len(),
-        problems: paired.problems,
+        problems: paired
+            .problems
+            .into_iter()
+            .map(|p| Problem::new(Reason::Malformed, p))
+            .collect(),
         ..Verdict::default()
     };
     let mut workloads: BTreeMap<&str, Vec<Workload>> = BTreeMap::new();
@@ -148,10 +250,13 @@ pub fn check_with(ops: &[Op], options: &Options) -> Report {
     for (key, w) in &workloads {
         if w.len() > 1 {
             let names: Vec<&str> = w.iter().map(|w| w.name()).collect();
-            history.problems.push(format!(
-                "history: key {key:?} is used by more than one workload ({}); each checker \
-                 sees only its own operations on it",
-                names.join(", ")
+            history.problems.push(Problem::new(
+                Reason::MixedWorkloads,
+                format!(
+                    "history: key {key:?} is used by more than one workload ({}); each \
+                     checker sees only its own operations on it",
+                    names.join(", ")
+                ),
             ));
         }
     }
@@ -162,6 +267,7 @@ pub fn check_with(ops: &[Op], options: &Options) -> Report {
         register: register::check(operations, options),
         list_append: list_append::check(operations),
         sessions: sessions::check(operations, options),
+        run: Verdict::default(),
     }
 }
 
@@ -176,7 +282,7 @@ fn explain_failure<S>(
     failure: &Failure<S>,
     sources: &[&Operation],
     state: &str,
-) -> String {
+) -> Problem {
     let show = |i: usize| {
         sources
             .get(i)
@@ -226,5 +332,5 @@ fn explain_failure<S>(
             refused.join(", ")
         ));
     }
-    s
+    Problem::new(Reason::NotLinearizable, s)
 }

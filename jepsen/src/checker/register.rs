@@ -10,7 +10,11 @@
 //!   match whether the key existed; `read` must return the state (nil for nil);
 //! - `incr` turns nil into 1 and an integer i into i + 1, and an `Ok` incr must have
 //!   returned exactly that; on a non-integer (or at `i64::MAX`) the server refuses, so an
-//!   `Ok` incr there is impossible and an unknown one has no effect.
+//!   `Ok` incr there is impossible and an unknown one has no effect;
+//! - `cas old new` (`WATCH`, `GET` -> old, `MULTI`, `SET new`, `EXEC`) takes effect only
+//!   where the state is `old` (the transaction runs only if the key is unchanged since
+//!   the `WATCH`), and sets `new`; an unknown one elsewhere aborts, with no effect; an
+//!   aborted one is `Fail` and dropped.
 //!
 //! Outcomes: `Fail` operations are dropped (they did not happen); an `Info` read imposes
 //! nothing and is dropped; an `Info` write, incr or delete ends at +infinity, so it may
@@ -28,7 +32,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::linear::{self, Call, Model, Search};
-use super::{explain_failure, Options, Verdict};
+use super::{explain_failure, Options, Problem, Reason, Verdict};
 use crate::history::{Operation, Outcome, Value, Workload, F};
 
 /// A register value: nil, an integer, or an interned non-integer string.
@@ -47,6 +51,8 @@ enum Input {
     Incr(Option<i64>),
     /// Whether the key existed, if the result was recorded.
     Delete(Option<bool>),
+    /// Compare-and-set: the value read under `WATCH`, the value written.
+    Cas(Reg, Reg),
 }
 
 /// The register's sequential specification, with states canonicalized for the search.
@@ -95,6 +101,13 @@ impl RegisterModel {
                     match result {
                         Some(r) => model.observed_ints.push(r),
                         None => model.unknown_incrs += 1,
+                    }
+                }
+                // The value a cas read is observed like a read's.
+                Input::Cas(old, _) => {
+                    model.read.insert(old);
+                    if let Reg::Int(i) = old {
+                        model.observed_ints.push(i);
                     }
                 }
                 Input::Write(_) | Input::Delete(_) => {}
@@ -152,6 +165,10 @@ impl Model for RegisterModel {
                 Some(e) if e != (*state != Reg::Nil) => None,
                 _ => Some(Reg::Nil),
             },
+            // Where the state is not `old` the transaction aborts: impossible for an `Ok`
+            // one; the search offers unknown calls as optional, so `None` means "not
+            // here" for them too.
+            Input::Cas(old, new) => (old == *state).then(|| self.canon(new)),
         }
     }
 
@@ -242,7 +259,7 @@ fn calls_of<'a>(
     key: &str,
     ops: &[&'a Operation],
     interner: &mut Interner,
-) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<String>) {
+) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut calls: Vec<Call<Input>> = Vec::new();
     let mut sources: Vec<&Operation> = Vec::new();
@@ -255,9 +272,12 @@ fn calls_of<'a>(
         let input = match op.f {
             F::Write => match interner.value(&op.input) {
                 Some(Reg::Nil) | None => {
-                    problems.push(format!(
-                        "register key {key:?}: malformed write (the value must be a number \
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!(
+                            "register key {key:?}: malformed write (the value must be a number \
                          or a string): {op}"
+                        ),
                     ));
                     continue;
                 }
@@ -266,8 +286,11 @@ fn calls_of<'a>(
             F::Read => match interner.value(&op.output) {
                 Some(v) => Input::Read(v),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: malformed read result (a list or a map): {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!(
+                            "register key {key:?}: malformed read result (a list or a map): {op}"
+                        ),
                     ));
                     continue;
                 }
@@ -275,8 +298,9 @@ fn calls_of<'a>(
             F::Incr if known => match int_result(&op.output) {
                 Some(r) => Input::Incr(Some(r)),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: incr result is not an integer: {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!("register key {key:?}: incr result is not an integer: {op}"),
                     ));
                     continue;
                 }
@@ -285,13 +309,30 @@ fn calls_of<'a>(
             F::Delete if known && op.output != Value::None => match int_result(&op.output) {
                 Some(n) => Input::Delete(Some(n > 0)),
                 None => {
-                    problems.push(format!(
-                        "register key {key:?}: delete result is not a count: {op}"
+                    problems.push(Problem::new(
+                        Reason::Malformed,
+                        format!("register key {key:?}: delete result is not a count: {op}"),
                     ));
                     continue;
                 }
             },
             F::Delete => Input::Delete(None),
+            F::Cas => {
+                // `Ok` and `Info` both carry the value read under WATCH.
+                match (interner.value(&op.input), interner.value(&op.output)) {
+                    (Some(new), Some(old)) if new != Reg::Nil => Input::Cas(old, new),
+                    _ => {
+                        problems.push(Problem::new(
+                            Reason::Malformed,
+                            format!(
+                                "register key {key:?}: malformed cas (a scalar to write, \
+                                 the value read under WATCH as its result): {op}"
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+            }
             // Not a register function: `check` filters these out.
             _ => continue,
         };
@@ -306,7 +347,7 @@ fn calls_of<'a>(
     (calls, sources, problems)
 }
 
-fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
+fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
     let mut interner = Interner::default();
     let (mut calls, mut sources, mut problems) = calls_of(key, ops, &mut interner);
 
@@ -314,23 +355,33 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
     let written: HashSet<Reg> = calls
         .iter()
         .filter_map(|c| match c.input {
-            Input::Write(v) => Some(v),
+            Input::Write(v) | Input::Cas(_, v) => Some(v),
             _ => None,
         })
         .collect();
     let any_incr = calls.iter().any(|c| matches!(c.input, Input::Incr(_)));
     for (call, op) in calls.iter().zip(&sources) {
-        if let Input::Read(v) = call.input {
+        // An unknown cas may never have run (the search treats it so): its read is not
+        // held against it here either.
+        let observed = match call.input {
+            Input::Read(v) => Some(v),
+            Input::Cas(v, _) if call.end.is_some() => Some(v),
+            _ => None,
+        };
+        if let Some(v) = observed {
             let producible = match v {
                 Reg::Nil => true,
                 Reg::Int(_) => any_incr || written.contains(&v),
                 Reg::Str(_) => written.contains(&v),
             };
             if !producible {
-                problems.push(format!(
-                    "register key {key:?}: read a value never written: {op} (no write or \
+                problems.push(Problem::new(
+                    Reason::NeverWritten,
+                    format!(
+                        "register key {key:?}: read a value never written: {op} (no write or \
                      incr that did not fail could produce {})",
-                    interner.show(&v)
+                        interner.show(&v)
+                    ),
                 ));
             }
         }
@@ -344,13 +395,18 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
     // checked delete), they cannot influence any observation and go entirely.
     let model = RegisterModel::new(&calls, true);
     for c in calls.iter_mut() {
-        if let (None, Input::Write(v)) = (c.end, c.input) {
-            c.input = Input::Write(model.canon(v));
+        match (c.end, c.input) {
+            (None, Input::Write(v)) => c.input = Input::Write(model.canon(v)),
+            (None, Input::Cas(old, v)) => c.input = Input::Cas(old, model.canon(v)),
+            _ => {}
         }
     }
-    let observing = calls
-        .iter()
-        .any(|c| matches!(c.input, Input::Incr(_) | Input::Delete(Some(_))));
+    let observing = calls.iter().any(|c| {
+        matches!(
+            c.input,
+            Input::Incr(_) | Input::Delete(Some(_)) | Input::Cas(..)
+        )
+    });
     if !observing {
         (calls, sources) = calls
             .into_iter()
@@ -375,10 +431,13 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
                 &interner.show(&shown),
             ))
         }
-        Search::GaveUp { steps, cached } => problems.push(format!(
+        Search::GaveUp { steps, cached } => problems.push(Problem::new(
+            Reason::Undecided,
+            format!(
             "register key {key:?}: undecided: the linearizability search gave up after {steps} \
              steps and {cached} cached configurations ({} operations)",
             calls.len()
+        ),
         )),
     }
     problems
@@ -459,9 +518,18 @@ pub(crate) mod tests {
     }
 
     fn op_spec() -> impl Strategy<Value = (u32, u32, Kind, F, Value, Value)> {
-        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..4, 0i64..4, 0u8..3).prop_map(
+        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..5, 0i64..4, 0u8..3).prop_map(
             |(a, b, roll, f, v, d)| {
                 let (f, input, output) = match f {
+                    4 => (
+                        F::Cas,
+                        Value::Int(v),
+                        if d == 0 {
+                            Value::None
+                        } else {
+                            Value::Int(i64::from(d))
+                        },
+                    ),
                     0 => (
                         F::Read,
                         Value::None,

@@ -5,15 +5,22 @@
 //! [`super::linear`] on each key with the whole hash as the state:
 //!
 //! - `hset {f: v, ...}` sets those fields (one atomic step); its result is not checked;
+//! - `hincrby {f: 1}` adds one to the integer in field f (a missing field counts as 0);
+//!   an `Ok` one must have returned the new value. A field `hincrby` touches is a
+//!   counter: `hset` must not write it (reported as malformed), so that its values are
+//!   the integers 0 ..= (the key's `hincrby`s) and the model can name each in advance;
 //! - `hgetall` must return exactly the state (`{}` or `null` for a missing key);
+//! - the state also says whether the key carries a TTL, as in Redis 7: `del` (and any
+//!   deletion) removes the key with its TTL, `hset` on a missing key creates it without
+//!   one, `hset` on an existing key keeps the one it has;
 //! - `del` empties the hash; a recorded result (`0`/`1`) must match whether it existed;
 //! - `expire ttl` with `ttl <= 0` deletes like `del` (its recorded result, if any, says
 //!   whether the key existed); with `ttl > 0`, its recorded result (`1`/`0`, if any) must
-//!   match whether the key existed, and unless it returned `0` it may delete the key at
-//!   any later moment. Expiry is deliberately not tied to the TTL or to clocks: Kelvin
-//!   expires on the leader's clock, which faults may skew. So after an `EXPIRE` that did
-//!   not return `0`, the key may vanish (absence is unchecked), but it can never come
-//!   back with old contents.
+//!   match whether the key existed, and on an existing key it sets the TTL. A key with a
+//!   TTL may expire (vanish) at any later moment. Expiry is deliberately not tied to the
+//!   TTL's length or to clocks: Kelvin expires on the leader's clock, which faults may
+//!   skew. So after an `EXPIRE`, the key may vanish until a `DEL` or an expiry removes
+//!   it, but never after, and it never comes back with old contents.
 //!
 //! As for registers: `Fail` operations are dropped, an `Info` `hgetall` is dropped, and
 //! other `Info` operations may take effect any time after their invocation or never.
@@ -26,11 +33,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::linear::{self, Call, Model, Search};
 use super::register::int_result;
-use super::{explain_failure, Options, Verdict};
+use super::{explain_failure, Options, Problem, Reason, Verdict};
 use crate::history::{Operation, Outcome, Value, F};
 
 /// A hash's contents: (field id, value id) pairs sorted by field.
 type Fields = Vec<(u32, u32)>;
+
+/// The model's state: the hash, and whether it carries a TTL.
+type State = (Fields, bool);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Input {
@@ -38,10 +48,13 @@ enum Input {
     Read(Fields),
     /// `DEL`, or `EXPIRE` with `ttl <= 0`: whether the key existed, if recorded.
     Delete(Option<bool>),
-    /// `EXPIRE` with `ttl > 0`, its recorded result: whether the key existed.
-    ExpireCheck(bool),
-    /// The deletion an `EXPIRE` may cause later.
+    /// `EXPIRE` with `ttl > 0`: sets the TTL of an existing key; its recorded result,
+    /// if any: whether the key existed.
+    Expire(Option<bool>),
+    /// The deletion a TTL may cause at any moment after the `EXPIRE` that set it.
     Expiry,
+    /// `HINCRBY field 1`: the field, and the new value if recorded.
+    Incr(u32, Option<i64>),
 }
 
 /// Stands for a field value no read returned (the interner never hands out this id).
@@ -58,10 +71,16 @@ struct SessionModel {
     canonical: bool,
     /// (field, value) pairs some `Ok` read returned.
     read: HashSet<(u32, u32)>,
+    /// Counter values: the value id of each integer 0 ..= the key's `hincrby`s, and back.
+    counter_ids: Vec<u32>,
+    counter_values: HashMap<u32, i64>,
+    /// Fields `hincrby` touches (never canonicalized: their values are computed).
+    counters: HashSet<u32>,
 }
 
 impl SessionModel {
-    fn new(calls: &[Call<Input>], canonical: bool) -> SessionModel {
+    /// `counter_ids[i]` is the value id of the integer `i`.
+    fn new(calls: &[Call<Input>], canonical: bool, counter_ids: Vec<u32>) -> SessionModel {
         let read = calls
             .iter()
             .filter_map(|c| match &c.input {
@@ -70,11 +89,29 @@ impl SessionModel {
             })
             .flatten()
             .collect();
-        SessionModel { canonical, read }
+        let counters = calls
+            .iter()
+            .filter_map(|c| match c.input {
+                Input::Incr(f, _) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let counter_values = counter_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as i64))
+            .collect();
+        SessionModel {
+            canonical,
+            read,
+            counter_ids,
+            counter_values,
+            counters,
+        }
     }
 
     fn canon(&self, (f, v): (u32, u32)) -> (u32, u32) {
-        if self.canonical && !self.read.contains(&(f, v)) {
+        if self.canonical && !self.counters.contains(&f) && !self.read.contains(&(f, v)) {
             (f, UNREAD)
         } else {
             (f, v)
@@ -83,13 +120,13 @@ impl SessionModel {
 }
 
 impl Model for SessionModel {
-    type State = Fields;
+    type State = State;
     type Input = Input;
 
-    fn step(&self, state: &Fields, input: &Input) -> Option<Fields> {
+    fn step(&self, (hash, ttl): &State, input: &Input) -> Option<State> {
         match input {
             Input::Set(fields) => {
-                let mut next = state.clone();
+                let mut next = hash.clone();
                 for &pair in fields {
                     let (f, v) = self.canon(pair);
                     match next.binary_search_by_key(&f, |&(f, _)| f) {
@@ -97,23 +134,51 @@ impl Model for SessionModel {
                         Err(i) => next.insert(i, (f, v)),
                     }
                 }
-                Some(next)
+                // A new key has no TTL; an existing one keeps its own.
+                Some((next, *ttl && !hash.is_empty()))
             }
-            Input::Read(fields) => (fields == state).then(|| state.clone()),
+            Input::Read(fields) => (fields == hash).then(|| (hash.clone(), *ttl)),
             Input::Delete(existed) => match existed {
-                Some(e) if *e == state.is_empty() => None,
-                _ => Some(Vec::new()),
+                Some(e) if *e == hash.is_empty() => None,
+                _ => Some((Vec::new(), false)),
             },
-            Input::ExpireCheck(existed) => (*existed != state.is_empty()).then(|| state.clone()),
-            Input::Expiry => Some(Vec::new()),
+            Input::Expire(existed) => match existed {
+                Some(e) if *e == hash.is_empty() => None,
+                _ => Some((hash.clone(), *ttl || !hash.is_empty())),
+            },
+            // Without a TTL nothing expires: as if the expiry never happened.
+            Input::Expiry if *ttl => Some((Vec::new(), false)),
+            Input::Expiry => Some((hash.clone(), false)),
+            Input::Incr(field, result) => {
+                let at = hash.binary_search_by_key(field, |&(f, _)| f);
+                let current = match at {
+                    Ok(i) => self.counter_values.get(&hash[i].1).copied(),
+                    Err(_) => Some(0),
+                };
+                // Not an integer: the server refuses, with no effect.
+                let Some(next) = current.map(|c| c + 1) else {
+                    return result.is_none().then(|| (hash.clone(), *ttl));
+                };
+                if result.is_some_and(|r| r != next) {
+                    return None;
+                }
+                let id = *self.counter_ids.get(next as usize)?;
+                let mut h = hash.clone();
+                match at {
+                    Ok(i) => h[i].1 = id,
+                    Err(i) => h.insert(i, (*field, id)),
+                }
+                Some((h, *ttl && !hash.is_empty()))
+            }
         }
     }
 
     fn read_only(&self, input: &Input) -> bool {
-        // A delete that found no key is accepted only on the empty hash, which it keeps.
+        // A delete or expire that found no key is accepted only on the empty hash, which
+        // it keeps.
         matches!(
             input,
-            Input::Read(_) | Input::ExpireCheck(_) | Input::Delete(Some(false))
+            Input::Read(_) | Input::Expire(Some(false)) | Input::Delete(Some(false))
         )
     }
 }
@@ -153,6 +218,15 @@ impl Interner {
         Some(h)
     }
 
+    fn show_state(&self, (h, ttl): &State) -> String {
+        let shown = self.show(h);
+        if *ttl {
+            format!("{shown} with a TTL")
+        } else {
+            shown
+        }
+    }
+
     fn show(&self, h: &Fields) -> String {
         if h.is_empty() {
             return "an empty (missing) hash".to_string();
@@ -169,7 +243,7 @@ impl Interner {
 pub fn check(ops: &[Operation], options: &Options) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
-        if matches!(op.f, F::HSet | F::HGetAll | F::Expire | F::Del) {
+        if matches!(op.f, F::HSet | F::HIncrBy | F::HGetAll | F::Expire | F::Del) {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
@@ -181,6 +255,11 @@ pub fn check(ops: &[Operation], options: &Options) -> Verdict {
     }
     verdict.valid = verdict.problems.is_empty();
     verdict
+}
+
+/// The value ids of the integers 0 ..= `incrs`: every value a counter field can hold.
+fn counter_ids(interner: &mut Interner, incrs: usize) -> Vec<u32> {
+    (0..=incrs).map(|i| interner.id(&i.to_string())).collect()
 }
 
 /// An existence result (`DEL`, `EXPIRE`): `None` for `null`, `Err` if not a count.
@@ -198,12 +277,16 @@ fn calls_of<'a>(
     key: &str,
     ops: &[&'a Operation],
     interner: &mut Interner,
-) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<String>) {
+) -> (Vec<Call<Input>>, Vec<&'a Operation>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut calls: Vec<Call<Input>> = Vec::new();
     let mut sources: Vec<&Operation> = Vec::new();
-    let malformed =
-        |what: &str, op: &Operation| format!("sessions key {key:?}: malformed {what}: {op}");
+    let malformed = |what: &str, op: &Operation| {
+        Problem::new(
+            Reason::Malformed,
+            format!("sessions key {key:?}: malformed {what}: {op}"),
+        )
+    };
 
     for &op in ops {
         if op.outcome == Outcome::Fail || (op.outcome == Outcome::Info && op.f == F::HGetAll) {
@@ -227,6 +310,24 @@ fn calls_of<'a>(
                 },
                 _ => problems.push(malformed("hset (needs a non-empty map)", op)),
             },
+            F::HIncrBy => {
+                let incr = match &op.input {
+                    Value::Map(m) if m.len() == 1 => m
+                        .iter()
+                        .next()
+                        .filter(|(_, by)| int_result(by) == Some(1))
+                        .map(|(f, _)| interner.id(f)),
+                    _ => None,
+                };
+                let result = if known { int_result(&op.output) } else { None };
+                match incr {
+                    Some(_) if known && result.is_none() => {
+                        problems.push(malformed("hincrby result (not an integer)", op))
+                    }
+                    Some(f) => push(Input::Incr(f, result), end),
+                    None => problems.push(malformed("hincrby (needs {field: 1})", op)),
+                }
+            }
             F::HGetAll => {
                 let read = match &op.output {
                     Value::None => Some(Vec::new()),
@@ -256,9 +357,7 @@ fn calls_of<'a>(
                     push(Input::Delete(existed), end);
                     continue;
                 }
-                if let Some(e) = existed {
-                    push(Input::ExpireCheck(e), end);
-                }
+                push(Input::Expire(existed), end);
                 if existed != Some(false) {
                     push(Input::Expiry, None);
                 }
@@ -271,12 +370,37 @@ fn calls_of<'a>(
     (calls, sources, problems)
 }
 
-fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
+fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<Problem> {
     let mut interner = Interner::default();
     let (mut calls, sources, mut problems) = calls_of(key, ops, &mut interner);
+    let incrs = calls
+        .iter()
+        .filter(|c| matches!(c.input, Input::Incr(..)))
+        .count();
+    let counter_ids = counter_ids(&mut interner, incrs);
+    let counters: HashSet<u32> = calls
+        .iter()
+        .filter_map(|c| match c.input {
+            Input::Incr(f, _) => Some(f),
+            _ => None,
+        })
+        .collect();
+    for (call, op) in calls.iter().zip(&sources) {
+        if let Input::Set(h) = &call.input {
+            if h.iter().any(|(f, _)| counters.contains(f)) {
+                problems.push(Problem::new(
+                    Reason::Malformed,
+                    format!(
+                        "sessions key {key:?}: malformed hset (writes a field hincrby \
+                         counts in): {op}"
+                    ),
+                ));
+            }
+        }
+    }
 
     // Field values no hset could have written.
-    let written: HashSet<(u32, u32)> = calls
+    let mut written: HashSet<(u32, u32)> = calls
         .iter()
         .filter_map(|c| match &c.input {
             Input::Set(h) => Some(h.iter().copied()),
@@ -284,15 +408,21 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
         })
         .flatten()
         .collect();
+    for &f in &counters {
+        written.extend(counter_ids[1..].iter().map(|&v| (f, v)));
+    }
     for (call, op) in calls.iter().zip(&sources) {
         if let Input::Read(h) = &call.input {
             for &(f, v) in h {
                 if !written.contains(&(f, v)) {
-                    problems.push(format!(
-                        "sessions key {key:?}: read a value never written: field {:?} = {:?} \
+                    problems.push(Problem::new(
+                        Reason::NeverWritten,
+                        format!(
+                            "sessions key {key:?}: read a value never written: field {:?} = {:?} \
                          in {op}",
-                        interner.text(f),
-                        interner.text(v)
+                            interner.text(f),
+                            interner.text(v)
+                        ),
                     ));
                 }
             }
@@ -304,7 +434,7 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
 
     // Unknown hsets of unread values are alike: with equal inputs they are
     // interchangeable for the search.
-    let model = SessionModel::new(&calls, true);
+    let model = SessionModel::new(&calls, true, counter_ids.clone());
     for c in calls.iter_mut() {
         if let (None, Input::Set(h)) = (c.end, &mut c.input) {
             for pair in h.iter_mut() {
@@ -313,26 +443,32 @@ fn check_key(key: &str, ops: &[&Operation], options: &Options) -> Vec<String> {
         }
     }
 
-    match linear::search(&model, Vec::new(), &calls, options.limits()) {
+    match linear::search(&model, (Vec::new(), false), &calls, options.limits()) {
         Search::Linearizable => {}
         Search::NotLinearizable(failure) => {
             // The real state after the prefix, not the canonical one: replay it.
-            let plain = SessionModel::new(&calls, false);
-            let state = failure.prefix.iter().try_fold(Vec::new(), |state, &i| {
-                calls.get(i).and_then(|c| plain.step(&state, &c.input))
-            });
+            let plain = SessionModel::new(&calls, false, counter_ids);
+            let state = failure
+                .prefix
+                .iter()
+                .try_fold((Vec::new(), false), |state, &i| {
+                    calls.get(i).and_then(|c| plain.step(&state, &c.input))
+                });
             let shown = state.unwrap_or_else(|| failure.state.clone());
             problems.push(explain_failure(
                 &format!("sessions key {key:?}"),
                 &failure,
                 &sources,
-                &interner.show(&shown),
+                &interner.show_state(&shown),
             ))
         }
-        Search::GaveUp { steps, cached } => problems.push(format!(
-            "sessions key {key:?}: undecided: the linearizability search gave up after \
+        Search::GaveUp { steps, cached } => problems.push(Problem::new(
+            Reason::Undecided,
+            format!(
+                "sessions key {key:?}: undecided: the linearizability search gave up after \
              {steps} steps and {cached} cached configurations ({} operations)",
-            calls.len()
+                calls.len()
+            ),
         )),
     }
     problems
@@ -357,15 +493,23 @@ mod tests {
     }
 
     fn op_spec() -> impl Strategy<Value = (u32, u32, Kind, F, Value, Value)> {
-        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..4, 1u8..16, 0u8..3).prop_map(
+        (any::<u32>(), any::<u32>(), 0u8..20, 0u8..5, 1u8..64, 0u8..3).prop_map(
             |(a, b, roll, f, bits, d)| {
                 let count = [Value::Int(0), Value::Int(1), Value::None][d as usize].clone();
                 let (f, input, output) = match f {
-                    0 => (F::HSet, small_map(bits), Value::None),
-                    1 => (
-                        F::HGetAll,
-                        Value::None,
-                        small_map(bits & !(if d == 0 { 15 } else { 0 })),
+                    0 => (F::HSet, small_map((bits & 15).max(1)), Value::None),
+                    1 => {
+                        let mut read = small_map(bits & !(if d == 0 { 63 } else { 0 }));
+                        let n = i64::from((bits >> 4) & 3);
+                        if let (Value::Map(m), true) = (&mut read, n > 0 && d != 0) {
+                            m.insert("n".into(), Value::Int(n));
+                        }
+                        (F::HGetAll, Value::None, read)
+                    }
+                    4 => (
+                        F::HIncrBy,
+                        Value::map([("n", 1)]),
+                        Value::Int(i64::from(bits & 3) + 1),
                     ),
                     2 => (F::Del, Value::None, count),
                     _ => (
@@ -390,9 +534,12 @@ mod tests {
             let verdict = check(&pair(&ops).operations, &Options::default());
             let paired = pair(&ops);
             let refs: Vec<&Operation> = paired.operations.iter().collect();
-            let (calls, _, problems) = calls_of("k", &refs, &mut Interner::default());
+            let mut interner = Interner::default();
+            let (calls, _, problems) = calls_of("k", &refs, &mut interner);
             prop_assert!(problems.is_empty());
-            let expected = brute(&SessionModel::new(&calls, false), Vec::new(), &calls);
+            let incrs = calls.iter().filter(|c| matches!(c.input, Input::Incr(..))).count();
+            let ids = counter_ids(&mut interner, incrs);
+            let expected = brute(&SessionModel::new(&calls, false, ids), (Vec::new(), false), &calls);
             prop_assert_eq!(verdict.valid, expected, "{:#?}\n{:#?}", ops, verdict);
         }
     }

@@ -308,6 +308,39 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
     }
 }
 
+/// CLUSTER KELVIN-DIGEST <group>: what this node's replica of a data group holds, for
+/// comparing replicas (leader or follower alike; see [`crate::store::digest`]).
+///
+/// ```text
+/// 1) (integer) applied log index the contents are at
+/// 2) 1) (integer) slot          one entry per slot holding keys, by slot
+///    2) (integer) keys
+///    3) "digest"               16 hex digits
+/// ...
+/// ```
+fn kelvin_digest(ctx: &mut ConnCtx<'_>, group: &[u8]) -> CmdResult {
+    let id = group_arg(group)?;
+    let Some(group) = ctx.node.hosted(id) else {
+        return Err(CmdError::err("this node hosts no replica of that group"));
+    };
+    let (applied, slots) = {
+        let store = group.store.lock();
+        (
+            store.apply_index,
+            crate::store::digest::slot_digests(&store),
+        )
+    };
+    ctx.out.array(slots.len() + 1);
+    ctx.out.int(applied as i64);
+    for (slot, d) in slots {
+        ctx.out.array(3);
+        ctx.out.int(i64::from(slot));
+        ctx.out.int(d.keys as i64);
+        ctx.out.bulk(format!("{:016x}", d.digest).as_bytes());
+    }
+    Ok(())
+}
+
 /// A group argument: a data group's number, or `meta`.
 fn group_arg(arg: &[u8]) -> Result<u64, CmdError> {
     if arg.eq_ignore_ascii_case(b"meta") {
@@ -625,6 +658,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         crate::cmd::migrate::kelvin_migrations(ctx);
     } else if is(sub, "kelvin-groups") && argv.len() == 2 {
         kelvin_groups(ctx);
+    } else if is(sub, "kelvin-digest") && argv.len() == 3 {
+        kelvin_digest(ctx, &argv[2])?;
     } else if is(sub, "kelvin-topology") && argv.len() == 2 {
         kelvin_topology(ctx)?;
     } else if is(sub, "kelvin-topology") && argv.len() == 5 && is(&argv[2], "set") {
@@ -673,6 +708,8 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
             "    Return the hash slot for <key>.",
             "KELVIN-GROUPS",
             "    The Raft groups this node hosts: id, slots, replicas, role, leader, term, applied index, keys, bytes.",
+            "KELVIN-DIGEST <group>",
+            "    Return the applied index of this node's replica of <group> and, per slot, its keys and a digest of their values and TTLs.",
             "KELVIN-TRANSFER <group> <node-id>",
             "    Hand the leadership of <group>, which this node leads, to replica <node-id>.",
             "KELVIN-FAILPOINT <name> <actions|OFF>",
@@ -699,6 +736,7 @@ fn cluster(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         "keyslot",
         "kelvin-bootstrap",
         "kelvin-groups",
+        "kelvin-digest",
         "kelvin-migrations",
         "kelvin-topology",
         "kelvin-raft",

@@ -18,6 +18,7 @@ use kelvin_protocol::{key_slot, SLOT_COUNT};
 
 use crate::zset::ZSet;
 
+pub mod digest;
 pub mod heat;
 pub mod memory;
 pub use heat::Heat;
