@@ -20,7 +20,9 @@ use crate::zset::ZSet;
 
 pub mod heat;
 pub mod memory;
+pub mod slotmap;
 pub use heat::Heat;
+pub use slotmap::SlotMap;
 
 /// A key or a member of a collection: owned bytes, exactly sized.
 pub type Blob = Box<[u8]>;
@@ -194,7 +196,7 @@ pub struct MemoryBreakdown {
 /// The keys of one hash slot.
 #[derive(Debug, Default)]
 pub struct SlotTable {
-    pub map: HashMap<Key, Entry>,
+    pub map: SlotMap,
     /// Keys in this slot with an expiry, so the sweep can skip slots without any.
     pub expires: usize,
     /// Bytes its keys hold ([`memory::entry_bytes`]): a migrated slot is dropped
@@ -322,16 +324,7 @@ impl Keyspace {
         let has_ttl = entry.expire_at != 0;
         let added = memory::entry_bytes(key, &entry);
         let table = &mut self.slots[key_slot(key) as usize];
-        // One probe for both cases: replace in place, or insert.
-        let old = match table.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                Some(std::mem::replace(o.get_mut(), entry))
-            }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                v.insert(entry);
-                None
-            }
-        };
+        let old = table.map.insert(key, entry);
         let had_ttl = old.as_ref().is_some_and(|e| e.expire_at != 0);
         let removed = old.as_ref().map_or(0, |e| memory::entry_bytes(key, e));
         self.used = (self.used + added).saturating_sub(removed);
@@ -406,7 +399,7 @@ impl Keyspace {
     /// Drops every key.
     pub fn clear(&mut self) {
         for table in &mut self.slots {
-            table.map = HashMap::new();
+            table.map = SlotMap::default();
             table.expires = 0;
             table.used = 0;
         }
