@@ -5,9 +5,9 @@
 //! buckets run between 7/16 and 7/8 full, so every empty bucket costs a whole entry: with
 //! 1,000,000 keys over 16384 slots (about 61 each, just past the 56 a 64-bucket table
 //! holds) most tables sat at half load and the buckets cost 116 bytes per key. Here the
-//! hash table holds only a 4-byte position into `entries` (5 bytes with its control
-//! byte), and `entries` grows by an eighth at a time, so an empty bucket costs 5 bytes and
-//! the spare places at the end of `entries` about a sixteenth of an entry per key.
+//! hash table holds only a position into `entries`: 2 bytes (3 with its control byte)
+//! while the slot has fewer than 65536 keys, 4 past that. `entries` grows by an eighth at
+//! a time, so its spare places cost about a sixteenth of an entry per key.
 //!
 //! Positions are not stable: removing a key moves the last entry into its place. Nothing
 //! keeps a position across calls (SCAN orders a slot's keys by [`super::cursor_hash`],
@@ -16,7 +16,7 @@
 use std::hash::BuildHasher;
 
 use hashbrown::hash_table::Entry as IndexEntry;
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{Entry, Key};
 
@@ -31,16 +31,110 @@ pub const ENTRIES_MIN_GROWTH: usize = 4;
 /// One key's place in `entries`: the key (inline if short) and its entry.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<(Key, Entry)>();
 
-/// One bucket of the index: a position into `entries` and hashbrown's control byte.
-pub const INDEX_BUCKET_BYTES: usize = std::mem::size_of::<u32>() + 1;
+/// One bucket of a slot's index while the slot has fewer than 65536 keys: a 2-byte
+/// position and hashbrown's control byte.
+pub const INDEX_BUCKET_BYTES: usize = std::mem::size_of::<u16>() + 1;
+
+/// A position into `entries`, as an index bucket holds it.
+trait Position: Copy {
+    fn new(i: usize) -> Self;
+    fn get(self) -> usize;
+}
+
+impl Position for u16 {
+    fn new(i: usize) -> Self {
+        // Narrow indexes hold fewer than 2^16 entries (`SlotMap::insert` widens first).
+        i as u16
+    }
+    fn get(self) -> usize {
+        self as usize
+    }
+}
+
+impl Position for u32 {
+    fn new(i: usize) -> Self {
+        // A slot would need 2^32 keys (240 GiB of entries) to overflow.
+        i as u32
+    }
+    fn get(self) -> usize {
+        self as usize
+    }
+}
+
+/// The positions of a slot's entries, hashed by their keys' bytes: 2 bytes each while
+/// they fit, 4 past that.
+enum Index {
+    Narrow(HashTable<u16>),
+    Wide(HashTable<u32>),
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::Narrow(HashTable::new())
+    }
+}
+
+/// The operations of [`SlotMap`] on an index of either width.
+struct Probe<'a> {
+    entries: &'a [(Key, Entry)],
+    hasher: &'a DefaultHashBuilder,
+    key: &'a [u8],
+    hash: u64,
+}
+
+impl Probe<'_> {
+    fn find<P: Position>(&self, index: &HashTable<P>) -> Option<usize> {
+        index
+            .find(self.hash, |&p| {
+                self.entries[p.get()].0.as_bytes() == self.key
+            })
+            .map(|p| p.get())
+    }
+
+    /// The key's position, or `None` after recording it at the end of `entries`.
+    fn find_or_push<P: Position>(&self, index: &mut HashTable<P>) -> Option<usize> {
+        let (entries, hasher) = (self.entries, self.hasher);
+        match index.entry(
+            self.hash,
+            |&p| entries[p.get()].0.as_bytes() == self.key,
+            |&p| hasher.hash_one(entries[p.get()].0.as_bytes()),
+        ) {
+            IndexEntry::Occupied(o) => Some(o.get().get()),
+            IndexEntry::Vacant(v) => {
+                v.insert(P::new(entries.len()));
+                None
+            }
+        }
+    }
+
+    /// Takes the key out of the index and points the last entry's bucket at the place
+    /// it moves to; returns that place.
+    fn remove<P: Position>(&self, index: &mut HashTable<P>) -> Option<usize> {
+        let found = index
+            .find_entry(self.hash, |&p| {
+                self.entries[p.get()].0.as_bytes() == self.key
+            })
+            .ok()?;
+        let i = found.remove().0.get();
+        let last = self.entries.len() - 1;
+        if i != last {
+            let moved = self.hasher.hash_one(self.entries[last].0.as_bytes());
+            let place = index
+                .find_mut(moved, |&p| p.get() == last)
+                // Every entry's position is in the index under its key's hash.
+                .expect("the last entry is indexed");
+            *place = P::new(i);
+        }
+        Some(i)
+    }
+}
 
 /// A slot's keys and entries. See the module documentation.
 #[derive(Default)]
 pub struct SlotMap {
-    /// Positions into `entries`, hashed by their key's bytes.
-    index: HashTable<u32>,
+    index: Index,
     entries: Vec<(Key, Entry)>,
-    hasher: hashbrown::DefaultHashBuilder,
+    hasher: DefaultHashBuilder,
 }
 
 impl std::fmt::Debug for SlotMap {
@@ -58,12 +152,21 @@ impl SlotMap {
         self.entries.is_empty()
     }
 
+    fn probe<'a>(&'a self, key: &'a [u8]) -> Probe<'a> {
+        Probe {
+            entries: &self.entries,
+            hasher: &self.hasher,
+            key,
+            hash: self.hasher.hash_one(key),
+        }
+    }
+
     fn position(&self, key: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
-        let entries = &self.entries;
-        self.index
-            .find(hash, |&i| entries[i as usize].0.as_bytes() == key)
-            .map(|&i| i as usize)
+        let probe = self.probe(key);
+        match &self.index {
+            Index::Narrow(t) => probe.find(t),
+            Index::Wide(t) => probe.find(t),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
@@ -84,63 +187,74 @@ impl SlotMap {
         self.entries.get(i).map(|(k, e)| (k, e))
     }
 
+    /// Rebuilds a narrow index with 4-byte positions, before the 65537th key.
+    fn widen(&mut self) {
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        let mut wide = HashTable::with_capacity(entries.len() + 1);
+        for (i, (k, _)) in entries.iter().enumerate() {
+            wide.insert_unique(hasher.hash_one(k.as_bytes()), u32::new(i), |&p| {
+                hasher.hash_one(entries[p.get()].0.as_bytes())
+            });
+        }
+        self.index = Index::Wide(wide);
+    }
+
     /// Stores `entry` under `key` in one probe, replacing what was there; returns the old
     /// entry.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
-        let hash = self.hasher.hash_one(key);
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        let found = self.index.entry(
-            hash,
-            |&i| entries[i as usize].0.as_bytes() == key,
-            |&i| hasher.hash_one(entries[i as usize].0.as_bytes()),
-        );
-        match found {
-            IndexEntry::Occupied(o) => {
-                let i = *o.get() as usize;
-                Some(std::mem::replace(&mut self.entries[i].1, entry))
-            }
-            IndexEntry::Vacant(v) => {
-                // A slot would need 2^32 keys (256 GiB of entries) to overflow.
-                v.insert(self.entries.len() as u32);
-                if self.entries.len() == self.entries.capacity() {
-                    let grow = (self.entries.capacity() / ENTRIES_GROWTH_DIVISOR)
-                        .max(ENTRIES_MIN_GROWTH);
-                    self.entries.reserve_exact(grow);
-                }
-                self.entries.push((Key::from(key), entry));
-                None
-            }
+        if matches!(self.index, Index::Narrow(_)) && self.entries.len() > u16::MAX as usize {
+            self.widen();
         }
+        let probe = Probe {
+            entries: &self.entries,
+            hasher: &self.hasher,
+            key,
+            hash: self.hasher.hash_one(key),
+        };
+        // (`self.probe` would borrow all of `self`, the index too.)
+        let found = match &mut self.index {
+            Index::Narrow(t) => probe.find_or_push(t),
+            Index::Wide(t) => probe.find_or_push(t),
+        };
+        if let Some(i) = found {
+            return Some(std::mem::replace(&mut self.entries[i].1, entry));
+        }
+        if self.entries.len() == self.entries.capacity() {
+            let grow = (self.entries.capacity() / ENTRIES_GROWTH_DIVISOR).max(ENTRIES_MIN_GROWTH);
+            self.entries.reserve_exact(grow);
+        }
+        self.entries.push((Key::from(key), entry));
+        None
     }
 
     /// Removes `key`; the last entry moves into its place.
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let hash = self.hasher.hash_one(key);
-        let entries = &self.entries;
-        let found = self
-            .index
-            .find_entry(hash, |&i| entries[i as usize].0.as_bytes() == key)
-            .ok()?;
-        let i = found.remove().0 as usize;
-        let last = self.entries.len() - 1;
-        if i != last {
-            let moved = self.hasher.hash_one(self.entries[last].0.as_bytes());
-            let place = self
-                .index
-                .find_mut(moved, |&j| j as usize == last)
-                // Every entry's position is in the index under its key's hash.
-                .expect("the last entry is indexed");
-            *place = i as u32;
-        }
+        let probe = Probe {
+            entries: &self.entries,
+            hasher: &self.hasher,
+            key,
+            hash: self.hasher.hash_one(key),
+        };
+        let i = match &mut self.index {
+            Index::Narrow(t) => probe.remove(t),
+            Index::Wide(t) => probe.remove(t),
+        }?;
         Some(self.entries.swap_remove(i).1)
     }
 
     /// Makes room for `additional` more keys at once (loading a snapshot).
     pub fn reserve(&mut self, additional: usize) {
+        if self.entries.len() + additional > u16::MAX as usize + 1 {
+            if let Index::Narrow(_) = self.index {
+                self.widen();
+            }
+        }
         let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index.reserve(additional, |&i| {
-            hasher.hash_one(entries[i as usize].0.as_bytes())
-        });
+        let rehash = |p: usize| hasher.hash_one(entries[p].0.as_bytes());
+        match &mut self.index {
+            Index::Narrow(t) => t.reserve(additional, |&p| rehash(p.get())),
+            Index::Wide(t) => t.reserve(additional, |&p| rehash(p.get())),
+        }
         self.entries.reserve_exact(additional);
     }
 
@@ -154,7 +268,11 @@ impl SlotMap {
 
     /// Bytes allocated: the index's buckets and every place of `entries`, used or not.
     pub fn allocation_size(&self) -> usize {
-        self.index.allocation_size() + self.entries.capacity() * ENTRY_BYTES
+        let index = match &self.index {
+            Index::Narrow(t) => t.allocation_size(),
+            Index::Wide(t) => t.allocation_size(),
+        };
+        index + self.entries.capacity() * ENTRY_BYTES
     }
 }
 
@@ -205,6 +323,38 @@ mod tests {
             let (k, e) = map.get_index(i).expect("in range");
             assert_eq!(map.get(k).map(|f| f.expire_at), Some(e.expire_at));
         }
+    }
+
+    #[test]
+    fn an_index_widens_past_65536_keys() {
+        let mut map = SlotMap::default();
+        let n = u16::MAX as u32 + 5000;
+        for i in 0..n {
+            assert!(map.insert(&i.to_be_bytes(), entry(i.into())).is_none());
+        }
+        assert!(matches!(map.index, Index::Wide(_)));
+        for i in (0..n).step_by(2) {
+            assert_eq!(
+                map.remove(&i.to_be_bytes()).map(|e| e.expire_at),
+                Some(i.into())
+            );
+        }
+        assert_eq!(map.len(), n as usize / 2);
+        for i in 0..n {
+            let want = (i % 2 == 1).then_some(u64::from(i));
+            assert_eq!(map.get(&i.to_be_bytes()).map(|e| e.expire_at), want);
+        }
+        // A snapshot's load reserves past the narrow index at once.
+        let mut loaded = SlotMap::default();
+        loaded.reserve(n as usize);
+        assert!(matches!(loaded.index, Index::Wide(_)));
+    }
+
+    #[test]
+    fn an_entry_is_56_bytes() {
+        // A 16-byte key (inline up to 15 bytes), the value's 24-byte header, the expiry
+        // and the heat: what a key costs in its slot besides the index.
+        assert_eq!(ENTRY_BYTES, 56);
     }
 
     #[test]
