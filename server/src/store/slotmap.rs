@@ -297,7 +297,7 @@ mod tests {
         for step in 0..20_000u64 {
             // Short and long keys (inline and on the heap), few enough to collide often.
             let n: u32 = rng.gen_range(0..600);
-            let key = if n % 3 == 0 {
+            let key = if n.is_multiple_of(3) {
                 format!("a-long-key-past-the-inline-length:{n}")
             } else {
                 format!("k{n}")
@@ -341,7 +341,7 @@ mod tests {
         }
         assert_eq!(map.len(), n as usize / 2);
         for i in 0..n {
-            let want = (i % 2 == 1).then_some(u64::from(i));
+            let want = (!i.is_multiple_of(2)).then_some(u64::from(i));
             assert_eq!(map.get(&i.to_be_bytes()).map(|e| e.expire_at), want);
         }
         // A snapshot's load reserves past the narrow index at once.
