@@ -23,10 +23,10 @@ use super::{Blob, Entry, SlotTable, Store, Value};
 use crate::cmd::CommandSpec;
 
 /// What one key costs besides its value, in its slot's [`super::SlotMap`]: its place in
-/// the entries (key inline if short, value header, expiry, heat), the sixteenth of a
-/// place the entries' spare room averages, and two index buckets (hashbrown's load runs
-/// from 7/16 to 7/8, about half on average).
-pub const ENTRY_OVERHEAD: usize = ENTRY_BYTES + ENTRY_BYTES / 16 + 2 * INDEX_BUCKET_BYTES;
+/// the entries (key inline if short, value header, expiry, heat), the eighth of a place
+/// the entries' spare room averages (they grow by a quarter), and two index buckets
+/// (hashbrown's load runs from 7/16 to 7/8, about half on average).
+pub const ENTRY_OVERHEAD: usize = ENTRY_BYTES + ENTRY_BYTES / 8 + 2 * INDEX_BUCKET_BYTES;
 
 /// What the allocator adds to each heap block (size class rounding and headers, as
 /// jemalloc's and glibc's small classes do on average).
