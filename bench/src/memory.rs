@@ -140,11 +140,12 @@ fn breakdown(m: &Measurement, keys: u64) -> String {
     let mut text = format!(
         "\nKelvin's bytes per key by where they go (INFO memory after loading):\n\n\
          | part | bytes | bytes/key |\n|---|---:|---:|\n\
-         | slot tables (buckets of {} B: key inline, value header, expiry 8, heat 8; used or not) | {} | {:.1} |\n\
+         | slot tables (entries of {} B: key inline, value header, expiry 8, heat 8; index buckets of {} B; spare places and empty buckets included) | {} | {:.1} |\n\
          | keys' and values' heap blocks (store's count) | {} | {:.1} |\n\
          | Raft log in memory (unapplied entries, term and place of each since the snapshot) | {} | {:.1} |\n\
          | allocator overhead and the rest (RSS delta minus the above) | {} | {:.1} |\n",
-        field("mem_bucket_bytes"),
+        field("mem_entry_bytes"),
+        field("mem_index_bucket_bytes"),
         mib(tables),
         per(tables),
         mib(heap),

@@ -280,7 +280,7 @@ pub(crate) fn randomkey_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool)
             let (r1, r2): (usize, usize) = (store.rng.gen(), store.rng.gen());
             let Some(ks) = store.db_ref(db) else { break };
             let table = ks.slot(nonempty[r1 % nonempty.len()]);
-            if let Some((k, e)) = table.map.iter().nth(r2 % table.map.len()) {
+            if let Some((k, e)) = table.map.get_index(r2 % table.map.len()) {
                 picked = Some(k.to_vec());
                 if !e.is_expired(now) {
                     break;

@@ -273,8 +273,9 @@ static USED_MEMORY_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 ///
 /// Kelvin's own lines break the figures down for `kelvin-bench memory`:
 /// `mem_keyspace_tables` (the slot tables as allocated), `mem_keyspace_heap` (what keys
-/// and values hold beyond their buckets), `mem_bucket_bytes` (one table bucket: key,
-/// value header, expiry, heat, control byte), `mem_raft_log` (the Raft log in memory).
+/// and values hold beyond their entries), `mem_entry_bytes` (one key's place in a slot's
+/// entries: key, value header, expiry, heat), `mem_index_bucket_bytes` (one bucket of a
+/// slot's index: a position and a control byte), `mem_raft_log` (the Raft log in memory).
 fn memory_info(
     node: &crate::node::Node,
     used: usize,
@@ -294,7 +295,7 @@ fn memory_info(
     let rss = rss_bytes();
     let limit = node.memory.get();
     format!(
-        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nnumber_of_cached_scripts:{scripts}\r\nmem_keyspace_tables:{}\r\nmem_keyspace_heap:{}\r\nmem_bucket_bytes:{}\r\nmem_raft_log:{raft_log}\r\n\r\n",
+        "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nnumber_of_cached_scripts:{scripts}\r\nmem_keyspace_tables:{}\r\nmem_keyspace_heap:{}\r\nmem_entry_bytes:{}\r\nmem_index_bucket_bytes:{}\r\nmem_raft_log:{raft_log}\r\n\r\n",
         human_bytes(used),
         human_bytes(rss),
         human_bytes(peak),
@@ -304,7 +305,8 @@ fn memory_info(
         rss as f64 / used.max(1) as f64,
         parts.tables,
         parts.heap,
-        crate::store::memory::BUCKET_BYTES,
+        crate::store::slotmap::ENTRY_BYTES,
+        crate::store::slotmap::INDEX_BUCKET_BYTES,
     )
 }
 

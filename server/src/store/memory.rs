@@ -18,16 +18,15 @@ use std::mem::size_of;
 
 use bytes::Bytes;
 
-use super::{Blob, Entry, Key, SlotTable, Store, Value};
+use super::slotmap::{ENTRY_BYTES, INDEX_BUCKET_BYTES};
+use super::{Blob, Entry, SlotTable, Store, Value};
 use crate::cmd::CommandSpec;
 
-/// One bucket of a slot table: the key (inline if short), the entry (value header,
-/// expiry, heat) and hashbrown's control byte.
-pub const BUCKET_BYTES: usize = size_of::<(Key, Entry)>() + 1;
-
-/// What one key costs besides its value: its bucket in the slot's table (key, entry and
-/// the control byte, with hashbrown's 7/8 load factor rounded up to a whole byte).
-pub const ENTRY_OVERHEAD: usize = size_of::<(Key, Entry)>() + 10;
+/// What one key costs besides its value, in its slot's [`super::SlotMap`]: its place in
+/// the entries (key inline if short, value header, expiry, heat), the eighth of a place
+/// the entries' spare room averages (they grow by a quarter), and two index buckets
+/// (hashbrown's load runs from 7/16 to 7/8, about half on average).
+pub const ENTRY_OVERHEAD: usize = ENTRY_BYTES + ENTRY_BYTES / 8 + 2 * INDEX_BUCKET_BYTES;
 
 /// What the allocator adds to each heap block (size class rounding and headers, as
 /// jemalloc's and glibc's small classes do on average).

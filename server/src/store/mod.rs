@@ -21,47 +21,124 @@ use crate::zset::ZSet;
 pub mod digest;
 pub mod heat;
 pub mod memory;
+pub mod slotmap;
 pub use heat::Heat;
+pub use slotmap::SlotMap;
 
 /// A key or a member of a collection: owned bytes, exactly sized.
 pub type Blob = Box<[u8]>;
 
-/// Longest key stored inline in its table bucket, without a heap allocation.
-pub const INLINE_KEY_LEN: usize = 22;
+/// Longest key stored inline in its entry, without a heap allocation.
+pub const INLINE_KEY_LEN: usize = 15;
 
-/// A key of the keyspace. Keys up to [`INLINE_KEY_LEN`] bytes live inside the hash
-/// table's bucket, so a lookup compares them without another cache miss and stores them
-/// without another allocation; longer keys live on the heap. Hashes and compares as the
-/// `[u8]` it holds, so tables are probed with plain byte slices.
-#[derive(Clone)]
-pub enum Key {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_KEY_LEN],
-    },
-    Heap(Box<[u8]>),
+/// The tag byte of a key on the heap (an inline key's tag is its length, at most 15).
+const HEAP_TAG: u8 = u8::MAX;
+
+/// A key on the heap: the block's pointer and length, and [`HEAP_TAG`] in the last byte.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct HeapKey {
+    ptr: *mut u8,
+    /// The length's low 7 bytes, little-endian (2^56 bytes is past any memory).
+    len: [u8; 7],
+    tag: u8,
 }
 
+impl HeapKey {
+    fn len(&self) -> usize {
+        let mut b = [0u8; 8];
+        b[..7].copy_from_slice(&self.len);
+        u64::from_le_bytes(b) as usize
+    }
+}
+
+/// Both forms of a [`Key`] in 16 bytes; the last byte says which.
+#[repr(C)]
+union KeyRepr {
+    /// Up to [`INLINE_KEY_LEN`] bytes, then the length in the last byte.
+    inline: [u8; 16],
+    heap: HeapKey,
+}
+
+/// A key of the keyspace, in 16 bytes. Keys up to [`INLINE_KEY_LEN`] bytes live inside
+/// the slot's entry, so a lookup compares them without another cache miss and stores
+/// them without another allocation; longer keys live on the heap. (An enum of an inline
+/// array and a `Box<[u8]>` takes 24 bytes: the tag shares the last byte here instead,
+/// which every entry of the keyspace saves.) Hashes and compares as the `[u8]` it holds,
+/// so tables are probed with plain byte slices.
+pub struct Key(KeyRepr);
+
+// SAFETY: a Key owns its heap block (as a Box<[u8]> would) and shares nothing.
+unsafe impl Send for Key {}
+// SAFETY: as above; `&Key` only reads.
+unsafe impl Sync for Key {}
+
 impl Key {
+    fn tag(&self) -> u8 {
+        // SAFETY: both forms are 16 initialized bytes with the tag in the last one.
+        unsafe { self.0.inline[15] }
+    }
+
+    /// True if the key lives on the heap (longer than [`INLINE_KEY_LEN`]).
+    pub fn is_heap(&self) -> bool {
+        self.tag() == HEAP_TAG
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..*len as usize],
-            Key::Heap(b) => b,
+        if self.is_heap() {
+            // SAFETY: the tag says `heap` was written by `From`, from a leaked Box<[u8]>
+            // of `len` bytes that this key owns until it drops.
+            unsafe {
+                let h = self.0.heap;
+                std::slice::from_raw_parts(h.ptr, h.len())
+            }
+        } else {
+            // SAFETY: the tag says `inline`; its length is at most INLINE_KEY_LEN.
+            unsafe { &self.0.inline[..self.tag() as usize] }
         }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if self.is_heap() {
+            // SAFETY: as in `as_bytes`: the block came from Box::into_raw, and is freed
+            // once, here.
+            unsafe {
+                let h = self.0.heap;
+                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    h.ptr,
+                    h.len(),
+                )));
+            }
+        }
+    }
+}
+
+impl Clone for Key {
+    fn clone(&self) -> Key {
+        Key::from(self.as_bytes())
     }
 }
 
 impl From<&[u8]> for Key {
     fn from(b: &[u8]) -> Key {
         if b.len() <= INLINE_KEY_LEN {
-            let mut bytes = [0u8; INLINE_KEY_LEN];
-            bytes[..b.len()].copy_from_slice(b);
-            Key::Inline {
-                len: b.len() as u8,
-                bytes,
-            }
+            let mut inline = [0u8; 16];
+            inline[..b.len()].copy_from_slice(b);
+            inline[15] = b.len() as u8;
+            Key(KeyRepr { inline })
         } else {
-            Key::Heap(b.into())
+            let mut len = [0u8; 7];
+            len.copy_from_slice(&(b.len() as u64).to_le_bytes()[..7]);
+            let ptr = Box::into_raw(Box::<[u8]>::from(b)) as *mut u8;
+            Key(KeyRepr {
+                heap: HeapKey {
+                    ptr,
+                    len,
+                    tag: HEAP_TAG,
+                },
+            })
         }
     }
 }
@@ -195,7 +272,7 @@ pub struct MemoryBreakdown {
 /// The keys of one hash slot.
 #[derive(Debug, Default)]
 pub struct SlotTable {
-    pub map: HashMap<Key, Entry>,
+    pub map: SlotMap,
     /// Keys in this slot with an expiry, so the sweep can skip slots without any.
     pub expires: usize,
     /// Bytes its keys hold ([`memory::entry_bytes`]): a migrated slot is dropped
@@ -341,16 +418,7 @@ impl Keyspace {
         let has_ttl = entry.expire_at != 0;
         let added = memory::entry_bytes(key, &entry);
         let table = &mut self.slots[key_slot(key) as usize];
-        // One probe for both cases: replace in place, or insert.
-        let old = match table.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                Some(std::mem::replace(o.get_mut(), entry))
-            }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                v.insert(entry);
-                None
-            }
-        };
+        let old = table.map.insert(key, entry);
         let had_ttl = old.as_ref().is_some_and(|e| e.expire_at != 0);
         let removed = old.as_ref().map_or(0, |e| memory::entry_bytes(key, e));
         self.used = (self.used + added).saturating_sub(removed);
@@ -425,7 +493,7 @@ impl Keyspace {
     /// Drops every key.
     pub fn clear(&mut self) {
         for table in &mut self.slots {
-            table.map = HashMap::new();
+            table.map = SlotMap::default();
             table.expires = 0;
             table.used = 0;
         }
@@ -729,9 +797,14 @@ mod tests {
             ks.insert(k, s("v"));
             assert!(ks.raw_get(k).is_some());
         }
-        assert!(matches!(Key::from(&exact[..]), Key::Inline { .. }));
-        assert!(matches!(Key::from(&long[..]), Key::Heap(_)));
-        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert!(!Key::from(&exact[..]).is_heap());
+        assert!(Key::from(&long[..]).is_heap());
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+        for k in [&b""[..], b"a", &exact, &long] {
+            let key = Key::from(k);
+            assert_eq!(key.as_bytes(), k);
+            assert_eq!(key.clone().as_bytes(), k);
+        }
         assert_eq!(ks.len(), 4);
     }
 
