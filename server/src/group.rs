@@ -707,16 +707,29 @@ impl DetachedSync {
         }
     }
 
+    /// Waits for its end (a failure is the log's, fatal).
+    async fn wait(self) -> Result<(), GroupError> {
+        match self.0.await {
+            Ok(result) => result.map_err(GroupError::from),
+            Err(_) => Err(Self::lost()),
+        }
+    }
+
+    /// The sync's task ended without an outcome (it panicked).
+    fn lost() -> GroupError {
+        GroupError::Entry {
+            index: 0,
+            cause: "the fsync task failed".into(),
+        }
+    }
+
     /// `None` while it runs; then its outcome, a failure being the log's (fatal).
     fn poll(&mut self) -> Option<Result<(), GroupError>> {
         use tokio::sync::oneshot::error::TryRecvError;
         match self.0.try_recv() {
             Err(TryRecvError::Empty) => None,
             Ok(result) => Some(result.map_err(GroupError::from)),
-            Err(TryRecvError::Closed) => Some(Err(GroupError::Entry {
-                index: 0,
-                cause: "the fsync task failed".into(),
-            })),
+            Err(TryRecvError::Closed) => Some(Err(Self::lost())),
         }
     }
 }
@@ -1094,16 +1107,8 @@ impl Group {
     /// pool while this task waits, so the worker goes on serving connections (whose
     /// proposals make the next entry).
     async fn sync_now(&mut self) -> Result<(), GroupError> {
-        if let Some(pending) = self.raw.mut_store().begin_sync()? {
-            match tokio::task::spawn_blocking(move || pending.run()).await {
-                Ok(result) => result?,
-                Err(e) => {
-                    return Err(GroupError::Entry {
-                        index: 0,
-                        cause: format!("the fsync task failed: {e}"),
-                    })
-                }
-            }
+        if let Some(sync) = DetachedSync::start(self.raw.mut_store())? {
+            sync.wait().await?;
         }
         self.last_sync = Instant::now();
         Ok(())
