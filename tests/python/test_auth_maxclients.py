@@ -1,5 +1,6 @@
 """A password-protected server (--requirepass secret) and a server with --maxclients 2."""
 
+import select
 import time
 
 import pytest
@@ -173,12 +174,28 @@ def test_redis_py_sees_max_clients_error(small_server):
     held = [_connect_with_retry(small_server.port), _connect_with_retry(small_server.port)]
     try:
         assert None not in held
-        c = small_server.client()
+        # The server writes the error at accept time and closes. A client that sends a
+        # command first races that close (its write may meet the reset: "Broken pipe",
+        # against redis-server too), so this connection sends nothing on connect (no
+        # CLIENT SETINFO, RESP2) and reads once the error line is there: what is checked
+        # is that redis-py turns exactly that line into its ConnectionError.
+        conn = redis.Connection(
+            host="127.0.0.1",
+            port=small_server.port,
+            protocol=2,
+            lib_name=None,
+            lib_version=None,
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+        )
         try:
+            conn.connect()
+            readable, _, _ = select.select([conn._sock], [], [], 5.0)
+            assert readable, "the server sent nothing to a client over the limit"
             with pytest.raises(redis.ConnectionError, match="max number of clients reached"):
-                c.ping()
+                conn.read_response()
         finally:
-            c.close()
+            conn.disconnect()
     finally:
         for h in held:
             if h is not None:
