@@ -133,6 +133,8 @@ pub struct Sample {
     pub due_ms: u32,
     pub latency_us: u32,
     pub failure: Option<Failure>,
+    /// What it was: `b'r'` a read, `b't'` a touch, `b'l'` a new login.
+    pub op: u8,
 }
 
 impl Sample {
@@ -231,7 +233,7 @@ fn worker(
                 break;
             }
         }
-        let result = request(&mut client, &mut rng, w, zipf, i);
+        let (op, result) = request(&mut client, &mut rng, w, zipf, i);
         let due_ms = due.duration_since(start).as_millis() as u32;
         let failure = result.as_ref().err().map(|(f, _)| *f);
         if let Err((f, what)) = result {
@@ -244,6 +246,7 @@ fn worker(
             due_ms,
             latency_us: due.elapsed().as_micros().min(u32::MAX as u128) as u32,
             failure,
+            op,
         });
     }
     samples
@@ -257,9 +260,9 @@ fn request(
     w: &Workload,
     zipf: &Zipf,
     i: u64,
-) -> Result<(), (Failure, String)> {
-    let (what, result) = session_request(client, rng, w, zipf, i);
-    result.map_err(|f| (f, what))
+) -> (u8, Result<(), (Failure, String)>) {
+    let (op, what, result) = session_request(client, rng, w, zipf, i);
+    (op, result.map_err(|f| (f, what)))
 }
 
 fn session_request(
@@ -268,7 +271,7 @@ fn session_request(
     w: &Workload,
     zipf: &Zipf,
     i: u64,
-) -> (String, Result<(), Failure>) {
+) -> (u8, String, Result<(), Failure>) {
     let roll: u32 = rng.gen_range(0..100);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -283,6 +286,7 @@ fn session_request(
             Err(f) => Err(f),
         };
         (
+            b'r',
             format!("HGETALL {key} (slot port {})", client.port_of(&key)),
             result,
         )
@@ -292,7 +296,7 @@ fn session_request(
         let result = client
             .exec(&[b"HSET", key.as_bytes(), b"last_seen", now.as_bytes()])
             .map(drop);
-        (format!("HSET {key} last_seen"), result)
+        (b't', format!("HSET {key} last_seen"), result)
     } else {
         let key = format!("login:{i:012}");
         let fields = session_fields(i, w.value_bytes, now_ms);
@@ -304,7 +308,7 @@ fn session_request(
                 .exec(&[b"EXPIRE", key.as_bytes(), ttl.as_bytes()])
                 .map(drop)
         });
-        (format!("HSET {key} (new login) + EXPIRE"), result)
+        (b'l', format!("HSET {key} (new login) + EXPIRE"), result)
     }
 }
 
@@ -383,11 +387,13 @@ mod tests {
                 due_ms: 10,
                 latency_us: 2_000_000,
                 failure: None,
+                op: b'r',
             },
             Sample {
                 due_ms: 20,
                 latency_us: 500,
                 failure: Some(Failure::Timeout),
+                op: b'r',
             },
         ];
         let s = per_second(&samples);

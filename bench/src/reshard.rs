@@ -163,17 +163,18 @@ fn write_results(opts: &Options, runs: &[Run]) -> Result<()> {
     });
     write_json(&opts.out.join("runs.json"), &details)?;
     std::fs::write(opts.out.join("table.md"), table(opts, runs))?;
-    // KELVIN_BENCH_SAMPLES: every request too (`due_ms,latency_us,failed`), one CSV per
+    // KELVIN_BENCH_SAMPLES: every request too (`due_ms,latency_us,failed,op`), one CSV per
     // run, to find when a slow second's slow requests were sent.
     if std::env::var_os("KELVIN_BENCH_SAMPLES").is_some() {
         for r in runs {
-            let mut csv = String::from("due_ms,latency_us,failed\n");
+            let mut csv = String::from("due_ms,latency_us,failed,op\n");
             for s in &r.samples {
                 csv += &format!(
-                    "{},{},{}\n",
+                    "{},{},{},{}\n",
                     s.due_ms,
                     s.latency_us,
-                    u8::from(s.failure.is_some())
+                    u8::from(s.failure.is_some()),
+                    char::from(s.op)
                 );
             }
             let name = format!("samples-{}-{}.csv", r.system.name(), r.sessions);
@@ -791,7 +792,7 @@ mod tests {
 migration 1: group 0 -> group 3 (led by x), slots 0-10, draining
 127.0.0.1:1: migration 1 group 0 -> 3 (1365 slots), done: handover 40 ms; planned critical 2 keys 300 bytes, eager 10 keys 2000 bytes, lazy 5 keys 700 bytes, skip 0 keys 0 bytes; moved critical 2, eager 10 in 3 ms; drained 5 keys, 800 bytes in 9 ms (0 MB/s)
 127.0.0.1:2: migration 2 group 1 -> 3 (1365 slots), done: handover 41 ms; planned critical 0 keys 0 bytes, eager 1 keys 100 bytes, lazy 5 keys 700 bytes, skip 0 keys 0 bytes; moved critical 0, eager 1 in 3 ms; drained 7 keys, 1000 bytes in 9 ms (0 MB/s)
-127.0.0.1:2: 4 fault-ins (4 keys), mean 300 us; <=1ms 4, <=10ms 0, <=100ms 0, <=1s 0, over 0
+127.0.0.1:2: 4 fault-ins (4 keys, 3 reads answered from the pull), mean 300 us; <=1ms 4, <=10ms 0, <=100ms 0, <=1s 0, over 0
 127.0.0.1:3: 1 fault-ins (2 keys), mean 300 us; <=1ms 1, <=10ms 0, <=100ms 0, <=1s 0, over 0
 ";
         let f = KelvinFigures::parse(text);

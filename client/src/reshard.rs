@@ -658,8 +658,9 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                 let us: u64 = get("us").parse().unwrap_or(0);
                 if let Some(mean) = us.checked_div(n) {
                     println!(
-                        "{addr}: {n} fault-ins ({} keys), mean {} us; <=1ms {}, <=10ms {}, <=100ms {}, <=1s {}, over {}",
+                        "{addr}: {n} fault-ins ({} keys, {} reads answered from the pull), mean {} us; <=1ms {}, <=10ms {}, <=100ms {}, <=1s {}, over {}",
                         get("keys"),
+                        get("served"),
                         mean,
                         buckets.first().map_or("0", |b| b),
                         buckets.get(1).map_or("0", |b| b),

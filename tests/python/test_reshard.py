@@ -7,6 +7,7 @@ Kelvin only: Redis has no such command."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -269,6 +270,13 @@ def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
     assert figures.returncode == 0, figures.stdout + figures.stderr
     assert "fault-ins" in figures.stdout, figures.stdout
     assert "migration" in figures.stdout
+    # Reads above were answered from what was pulled (no log round before the answer);
+    # the checks after the drain below find every key as it should be.
+    served = sum(
+        int(m.group(1))
+        for m in re.finditer(r", (\d+) reads answered from the pull\)", figures.stdout)
+    )
+    assert served > 0, figures.stdout
 
     # The drain at full speed, then everything as it should be, on every node.
     for node in four:

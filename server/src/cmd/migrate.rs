@@ -200,12 +200,13 @@ pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
     }
     let (n, keys, us, buckets) = ctx.node.migrations.faultins();
     let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
-    ctx.out.array(8);
+    ctx.out.array(10);
     for (name, value) in [
         ("faultins", n.to_string()),
         ("keys", keys.to_string()),
         ("us", us.to_string()),
         ("buckets", buckets.join(",")),
+        ("served", ctx.node.migrations.faultins_served().to_string()),
     ] {
         ctx.out.bulk(name.as_bytes());
         ctx.out.bulk(value.as_bytes());

@@ -230,6 +230,7 @@ pub(super) fn run_batch(
     let mut forward: Vec<Vec<Bytes>> = Vec::new();
     let mut requests = batch.into_iter();
     let mut step = Step::Done;
+    let ahead = client.settle_ahead.take();
     // What waits before `$argv` goes out first and ends the batch there (see
     // `flush_before`); with nothing waiting, evaluates to `$argv`.
     macro_rules! flush_or_continue {
@@ -441,6 +442,27 @@ pub(super) fn run_batch(
                             migrate::need(store, client.db, spec, &argv)
                         }
                         _ => migrate::Need::Run,
+                    };
+                    let need = match (need, &ahead) {
+                        // Its keys' fault-in write is proposed already: this write goes
+                        // behind it (a write on its own settles them).
+                        (
+                            migrate::Need::Pull {
+                                migration,
+                                db,
+                                keys,
+                                ..
+                            },
+                            Some(a),
+                        ) if spec.through_log()
+                            && a.group == gid
+                            && a.migration == migration
+                            && a.db == db
+                            && keys.iter().all(|k| a.keys.contains(k)) =>
+                        {
+                            migrate::Need::Run
+                        }
+                        (need, _) => need,
                     };
                     if need != migrate::Need::Run {
                         let argv = flush_or_continue!(argv);

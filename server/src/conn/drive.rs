@@ -183,11 +183,12 @@ pub(super) async fn drive(
                 rest,
             } => {
                 let pulled = match tokio::time::Instant::now() < deadline {
-                    true => super::faultin::fault_in(node, client, out.version, &fault).await,
+                    true => super::faultin::fault_in(node, client, out, &fault, &requests).await,
                     false => Err(super::faultin::UNREACHABLE.to_string()),
                 };
                 match pulled {
-                    Ok(()) => {
+                    Ok(super::faultin::Faulted::Served) => batch = rest,
+                    Ok(super::faultin::Faulted::Written) => {
                         batch = requests;
                         batch.extend(rest);
                     }

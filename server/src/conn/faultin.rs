@@ -22,7 +22,7 @@ use super::drive::*;
 use super::merge::*;
 use super::route::*;
 use super::*;
-use crate::cmd::flags;
+use crate::cmd::{self, flags};
 use crate::migrate::apply::{NOT_YET, SEALED, UNSETTLED};
 use crate::migrate::state::SlotRole;
 
@@ -42,22 +42,37 @@ pub struct Fault {
     pub keys: Vec<Bytes>,
 }
 
+/// How a fault-in ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Faulted {
+    /// The keys are written here: the requests run again.
+    Written,
+    /// The one waiting request was a read, answered from the pulled values; the keys
+    /// go through the target's log meanwhile ([`serve_pulled`]).
+    Served,
+}
+
 /// Pulls `fault.keys` from the source and writes them through the target's log (absent
-/// ones are settled as absent). `Err` is the reply for the requests that waited.
+/// ones are settled as absent), or answers the one read that waited from what was
+/// pulled and writes them in the background. `Err` is the reply for the requests that
+/// waited.
 pub(super) async fn fault_in(
     node: &Arc<Node>,
     client: &mut ClientState,
-    version: RespVersion,
+    out: &mut ReplyWriter,
     fault: &Fault,
-) -> Result<(), String> {
+    requests: &[Vec<Bytes>],
+) -> Result<Faulted, String> {
     let began = std::time::Instant::now();
-    let result = match pull_and_write(node, client, version, fault).await {
+    let result = match pull_and_write(node, client, out, fault, requests).await {
         // The migration finished meanwhile (the target first, then the source): the keys
         // are ordinary ones of the target now, and the requests run again as such.
-        Err(_) if !importing(node, fault) => Ok(()),
+        Err(_) if !importing(node, fault) => Ok(Faulted::Written),
         result => result,
     };
-    node.migrations.faultin(fault.keys.len(), began.elapsed());
+    let served = matches!(result, Ok(Faulted::Served));
+    node.migrations
+        .faultin(fault.keys.len(), began.elapsed(), served);
     result
 }
 
@@ -80,17 +95,18 @@ fn importing(node: &Node, fault: &Fault) -> bool {
 async fn pull_and_write(
     node: &Arc<Node>,
     client: &mut ClientState,
-    version: RespVersion,
+    out: &mut ReplyWriter,
     fault: &Fault,
-) -> Result<(), String> {
+    requests: &[Vec<Bytes>],
+) -> Result<Faulted, String> {
     let mut pull = vec![
         Bytes::from_static(b"KELVIN.MIGRATE-PULL"),
         Bytes::from(fault.migration.to_string()),
         Bytes::from(fault.db.to_string()),
     ];
     pull.extend(fault.keys.iter().cloned());
-    let reply = internal(node, client, version, pin(fault.source, pull)).await;
-    let Some(values) = pulled(&reply, version).filter(|v| v.len() == fault.keys.len()) else {
+    let reply = internal(node, client, out.version, pin(fault.source, pull)).await;
+    let Some(values) = pulled(&reply, out.version).filter(|v| v.len() == fault.keys.len()) else {
         tracing::debug!(
             migration = fault.migration,
             reply = %String::from_utf8_lossy(&reply),
@@ -98,14 +114,31 @@ async fn pull_and_write(
         );
         return Err(UNREACHABLE.to_string());
     };
+    let served = match requests {
+        [argv] => serve_pulled(node, client, out, fault, argv, &values),
+        _ => false,
+    };
     // Batches under the log's entry bound; a value over it goes in parts.
     let keys = fault.keys.iter().zip(values).map(|(key, value)| {
         let (expire_at, payload) = value.unwrap_or((0, Bytes::new()));
         (key.clone(), expire_at, payload)
     });
     let batches = crate::migrate::moves::requests(fault.migration, fault.db, keys);
+    if served {
+        // The reader has its answer; the keys land as any fault-in's do, and until they
+        // have, a request for them pulls them again (the source's copy does not change:
+        // its slots are sealed).
+        install_later(node, fault.migration, fault.group, batches);
+        return Ok(Faulted::Served);
+    }
+    if let [batch] = &batches[..] {
+        if let Some(ahead) = propose_ahead(node, client, out.version, fault, requests, batch) {
+            client.settle_ahead = Some(ahead);
+            return Ok(Faulted::Written);
+        }
+    }
     for batch in batches {
-        let reply = internal(node, client, version, pin(fault.group, batch)).await;
+        let reply = internal(node, client, out.version, pin(fault.group, batch)).await;
         if !reply.starts_with(b":") {
             tracing::debug!(
                 migration = fault.migration,
@@ -115,7 +148,139 @@ async fn pull_and_write(
             return Err(UNREACHABLE.to_string());
         }
     }
-    Ok(())
+    Ok(Faulted::Written)
+}
+
+/// For one write waiting on a fault-in, on the target's leader: proposes the pulled keys'
+/// write (`batch`, one entry) and returns what lets the waiting write be proposed right
+/// behind it, so the two share a log round instead of taking one each. The log keeps
+/// their order; a write applied on keys that did not land is refused there and runs again
+/// ([`redo_refused`]).
+fn propose_ahead(
+    node: &Node,
+    client: &ClientState,
+    version: RespVersion,
+    fault: &Fault,
+    requests: &[Vec<Bytes>],
+    batch: &[Bytes],
+) -> Option<Fault> {
+    let [argv] = requests else {
+        return None;
+    };
+    let spec = cmd::lookup(argv.first()?)?;
+    if !matches!(spec.handler, cmd::Handler::Data(_))
+        || !spec.through_log()
+        || client.multi.is_some()
+        || client.db != fault.db
+    {
+        return None;
+    }
+    let group = node.hosted(fault.group).filter(|g| g.status.is_leader())?;
+    group.propose(crate::group::Proposal {
+        commands: vec![LogCommand::Single {
+            db: client.db as u8,
+            argv: batch.to_vec(),
+        }],
+        version,
+        reply: None,
+    });
+    Some(fault.clone())
+}
+
+/// Writes the batches of a fault-in through `group`'s log on a task of its own (a
+/// function apart from [`pull_and_write`], whose future the task's would hold).
+fn install_later(node: &Arc<Node>, migration: u64, group: u64, batches: Vec<Vec<Bytes>>) {
+    let mut own = super::Internal::new(node);
+    tokio::spawn(async move {
+        for batch in batches {
+            let reply = own.call_on_group(group, batch).await;
+            if !reply.starts_with(b":") {
+                tracing::debug!(
+                    migration,
+                    reply = %String::from_utf8_lossy(&reply),
+                    "fault-in: the target did not take the keys of a read served"
+                );
+                return;
+            }
+        }
+    });
+}
+
+/// Answers `argv`, a read whose keys are all among `fault.keys`, from the values just
+/// pulled, if this node may answer it now: it leads the target group with a read lease
+/// and none of the keys was settled here meanwhile. Then no write to them has been
+/// acknowledged here (it would have settled them) and the source's copies, sealed, are
+/// their values: the read is what a read of the written keys would answer, one log round
+/// sooner. `false`: nothing was written to `out`, the keys are written first.
+fn serve_pulled(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    out: &mut ReplyWriter,
+    fault: &Fault,
+    argv: &[Bytes],
+    values: &[Option<(u64, Bytes)>],
+) -> bool {
+    let Some(spec) = cmd::lookup(&argv[0]) else {
+        return false;
+    };
+    let cmd::Handler::Data(handler) = spec.handler else {
+        return false;
+    };
+    if !is_read(spec)
+        || spec.flags & flags::BLOCKING != 0
+        || client.multi.is_some()
+        || client.db != fault.db
+        || !spec.arity_ok(argv.len())
+    {
+        return false;
+    }
+    let keys = spec.keys_in(argv);
+    if keys.is_empty() || !keys.iter().all(|&i| fault.keys.contains(&argv[i])) {
+        return false;
+    }
+    let Some(group) = node.hosted(fault.group) else {
+        return false;
+    };
+    if !group.status.can_read_locally() {
+        return false;
+    }
+    let mut store = group.store.lock();
+    // Every key still to be pulled, for this migration: none was settled meanwhile.
+    match crate::migrate::apply::need(&store, fault.db, spec, argv) {
+        crate::migrate::apply::Need::Pull {
+            migration, keys: k, ..
+        } if migration == fault.migration && keys.iter().all(|&i| k.contains(&argv[i])) => {}
+        _ => return false,
+    }
+    let at = cmd::unix_ms().max(store.last_apply_ms);
+    let mut scratch = Store::default();
+    for (key, value) in fault.keys.iter().zip(values) {
+        let Some((expire_at, payload)) = value else {
+            continue;
+        };
+        // One that expires by now: the log decides it (the write settles it as absent).
+        if *expire_at != 0 && *expire_at <= at {
+            return false;
+        }
+        let Ok(value) = crate::rdb::restore(payload) else {
+            return false;
+        };
+        let mut entry = crate::store::Entry::new(value);
+        entry.expire_at = *expire_at;
+        scratch.db(fault.db).insert(key, entry);
+    }
+    run_data(
+        &mut scratch,
+        client,
+        out,
+        (spec.name, handler),
+        argv,
+        at,
+        false,
+    );
+    store.keyspace_hits += scratch.keyspace_hits;
+    store.keyspace_misses += scratch.keyspace_misses;
+    true
 }
 
 /// The apply index of `group`'s leader (`KELVIN.APPLIED`, pinned to the group).

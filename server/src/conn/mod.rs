@@ -82,6 +82,11 @@ pub struct ClientState {
     /// The next write that finds its group over `maxmemory` has already waited for the
     /// evictor once ([`crate::evict::task::EVICTION_WAIT`]): it goes ahead.
     pub eviction_waited: bool,
+    /// Keys whose fault-in write was just proposed ([`faultin::Fault`]): the next batch
+    /// proposes a write to them at once, behind it in the log, without waiting for it to
+    /// be applied (taken by that batch; the log refuses the write if they did not land,
+    /// and it runs again).
+    pub settle_ahead: Option<faultin::Fault>,
     /// A blocking command waiting for a list write or its timeout.
     pub blocked: Option<Blocked>,
     /// Requests that arrived behind a blocked command; they run once it is answered.
@@ -161,6 +166,7 @@ impl ClientState {
             events: Vec::new(),
             lazy_expired: Vec::new(),
             eviction_waited: false,
+            settle_ahead: None,
             blocked: None,
             pending: Vec::new(),
             transaction: None,

@@ -80,6 +80,9 @@ pub struct Log {
     faultins: [AtomicU64; FAULTIN_BUCKETS_US.len() + 1],
     faultin_us: AtomicU64,
     faultin_keys: AtomicU64,
+    /// Fault-ins of a read answered from the pulled values ([`crate::conn`]'s
+    /// `serve_pulled`), before the keys were written here.
+    faultin_served: AtomicU64,
 }
 
 impl Log {
@@ -101,8 +104,12 @@ impl Log {
         self.records.lock().iter().cloned().collect()
     }
 
-    /// A fault-in of `keys` keys that took `took`.
-    pub fn faultin(&self, keys: usize, took: Duration) {
+    /// A fault-in of `keys` keys that took `took`; `served`: a read answered from the
+    /// pulled values.
+    pub fn faultin(&self, keys: usize, took: Duration, served: bool) {
+        if served {
+            self.faultin_served.fetch_add(1, Ordering::Relaxed);
+        }
         let us = took.as_micros().min(u64::MAX as u128) as u64;
         let bucket = FAULTIN_BUCKETS_US
             .iter()
@@ -128,6 +135,11 @@ impl Log {
             buckets,
         )
     }
+
+    /// Fault-ins of a read answered from the pulled values.
+    pub fn faultins_served(&self) -> u64 {
+        self.faultin_served.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -152,11 +164,11 @@ mod tests {
         assert_eq!(records.len(), MAX_RECORDS);
         assert_eq!(records[0].id, 3);
         assert_eq!(records.iter().find(|r| r.id == 5).unwrap().phase, "done");
-        log.faultin(2, Duration::from_micros(500));
-        log.faultin(1, Duration::from_millis(50));
-        log.faultin(1, Duration::from_secs(3));
+        log.faultin(2, Duration::from_micros(500), true);
+        log.faultin(1, Duration::from_millis(50), false);
+        log.faultin(1, Duration::from_secs(3), false);
         let (n, keys, _, buckets) = log.faultins();
-        assert_eq!((n, keys), (3, 4));
+        assert_eq!((n, keys, log.faultins_served()), (3, 4, 1));
         assert_eq!(buckets, vec![1, 0, 1, 0, 1]);
     }
 }
