@@ -302,6 +302,9 @@ pub struct Node {
     pub leaders_changed: watch::Sender<u64>,
     /// What this node measured of the migrations it drove and the fault-ins it served.
     pub migrations: crate::migrate::figures::Log,
+    /// The sources' filters of the keys of the migrations this node leads the target of
+    /// (fault-ins of keys a source never held need no pull).
+    pub absent: crate::migrate::absent::Absent,
 }
 
 impl Node {
@@ -338,6 +341,7 @@ impl Node {
             raft_sender: OnceLock::new(),
             leaders_changed: watch::channel(0).0,
             migrations: Default::default(),
+            absent: Default::default(),
         })
     }
 

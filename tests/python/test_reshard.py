@@ -274,9 +274,32 @@ def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
     # the checks after the drain below find every key as it should be.
     served = sum(
         int(m.group(1))
-        for m in re.finditer(r", (\d+) reads answered from the pull\)", figures.stdout)
+        for m in re.finditer(r", (\d+) reads answered from the pull;", figures.stdout)
     )
     assert served > 0, figures.stdout
+
+    def settled_absent() -> int:
+        figures = cli("migrations", addr(first))
+        assert figures.returncode == 0, figures.stdout + figures.stderr
+        return sum(
+            int(m.group(1))
+            for m in re.finditer(r"; (\d+) new keys settled without one\)", figures.stdout)
+        )
+
+    # New keys in the moving slots: once the source's filter of its keys is at the
+    # target (sent with the eager plan), they settle there without a pull.
+    fresh = []
+    before = settled_absent()
+    for attempt in range(100):
+        i = ids[30 + attempt % 10]
+        key = f"{{u{i}}}:fresh{attempt}"
+        assert c.hset(key, "a", attempt) == 1
+        assert c.hincrby(key, "a", 1) == attempt + 1
+        fresh.append((key, str(attempt + 1)))
+        if settled_absent() > before:
+            break
+        time.sleep(0.1)
+    assert settled_absent() > before
 
     # The drain at full speed, then everything as it should be, on every node.
     for node in four:
@@ -294,8 +317,10 @@ def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
             assert cn.lrange(f"{{u{i}}}:l", 0, -1) == ["1", "2", str(i)]
         for i in ids[20:30]:
             assert cn.get(f"{{u{i}}}:s") == "mine" and cn.ttl(f"{{u{i}}}:s") == -1
+        for key, value in fresh:
+            assert cn.hgetall(key) == {"a": value}
         assert cn.get("short") is None
-    assert c.dbsize() == 4 * n - 20
+    assert c.dbsize() == 4 * n - 20 + len(fresh)
     assert new.client().execute_command("KELVIN.ON", 3, "DBSIZE") > 0
 
 

@@ -140,12 +140,17 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// `[[db, key]...]` critical, `[[db, key]...]` eager (hottest per byte first), and
 /// `[keys, bytes]` per class (critical, eager, lazy, skip). With a last argument
 /// `CRITICAL`, the plan before the handover: critical keys only, the rest counted as
-/// lazy and its bytes estimated ([`crate::migrate::plan::critical_plan`]).
+/// lazy and its bytes estimated ([`crate::migrate::plan::critical_plan`]). With
+/// `FILTER` (after the seal), a fourth element: the Bloom filter of every key of the
+/// slots here ([`crate::migrate::absent::KeyFilter`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     use crate::migrate::plan::{critical_plan, range_facts, HeatPlanner, Planner};
-    let critical_only = match argv.get(4) {
-        None => false,
-        Some(a) if crate::cmd::is(a, "critical") => true,
+    // CRITICAL: the plan before the handover; FILTER: the eager plan, with the filter
+    // of every key of the slots (see `migrate::absent`).
+    let (critical_only, with_filter) = match argv.get(4) {
+        None => (false, false),
+        Some(a) if crate::cmd::is(a, "critical") => (true, false),
+        Some(a) if crate::cmd::is(a, "filter") => (false, true),
         Some(_) => return Err(CmdError::SYNTAX),
     };
     if argv.len() > 5 {
@@ -161,11 +166,22 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         .into_iter()
         .flat_map(|(a, b)| a as usize..=b as usize)
         .collect();
+    let mut filter = None;
     let plan = match critical_only {
         true => critical_plan(ex.store, &slots, &rules, ex.now_ms),
-        false => HeatPlanner { rules }.plan(range_facts(ex.store, &slots), ex.now_ms),
+        false => {
+            let facts = range_facts(ex.store, &slots);
+            if with_filter {
+                let mut f = crate::migrate::absent::KeyFilter::with_capacity(facts.len());
+                for k in &facts {
+                    f.insert(k.db, &k.key);
+                }
+                filter = Some(f);
+            }
+            HeatPlanner { rules }.plan(facts, ex.now_ms)
+        }
     };
-    ex.out.array(3);
+    ex.out.array(3 + usize::from(filter.is_some()));
     for keys in [&plan.critical, &plan.eager] {
         ex.out.array(keys.len());
         for (db, key) in keys {
@@ -180,13 +196,17 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         ex.out.int(t.keys as i64);
         ex.out.int(t.bytes as i64);
     }
+    if let Some(f) = filter {
+        ex.out.bulk(&f.to_bytes());
+    }
     Ok(())
 }
 
 /// `CLUSTER KELVIN-MIGRATIONS`: an array of the migrations this node drove, each a
 /// flat array of fields and values (see [`crate::migrate::figures::Figures::fields`]),
-/// then the fault-ins it served: `[faultins, n, keys, k, us, total, buckets, "a,b,..."]`
-/// (buckets up to 1 ms, 10 ms, 100 ms, 1 s, and over).
+/// then the fault-ins it served: `[faultins, n, keys, k, us, total, buckets, "a,b,...",
+/// served, reads answered from the pull, absent, keys settled without a pull]` (buckets
+/// up to 1 ms, 10 ms, 100 ms, 1 s, and over).
 pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
     let records = ctx.node.migrations.records();
     ctx.out.array(records.len() + 1);
@@ -200,13 +220,14 @@ pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
     }
     let (n, keys, us, buckets) = ctx.node.migrations.faultins();
     let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
-    ctx.out.array(10);
+    ctx.out.array(12);
     for (name, value) in [
         ("faultins", n.to_string()),
         ("keys", keys.to_string()),
         ("us", us.to_string()),
         ("buckets", buckets.join(",")),
         ("served", ctx.node.migrations.faultins_served().to_string()),
+        ("absent", ctx.node.migrations.absent_keys().to_string()),
     ] {
         ctx.out.bulk(name.as_bytes());
         ctx.out.bulk(value.as_bytes());

@@ -64,15 +64,26 @@ pub(super) async fn fault_in(
     requests: &[Vec<Bytes>],
 ) -> Result<Faulted, String> {
     let began = std::time::Instant::now();
-    let result = match pull_and_write(node, client, out, fault, requests).await {
+    // Keys the source surely never held (its filter says so) are not pulled: they
+    // settle here as absent, and this is no fault-in (the old owner is not asked).
+    let absent = fault
+        .keys
+        .iter()
+        .all(|k| node.absent.surely_absent(fault.migration, fault.db, k));
+    let result = match pull_and_write(node, client, out, fault, requests, absent).await {
         // The migration finished meanwhile (the target first, then the source): the keys
         // are ordinary ones of the target now, and the requests run again as such.
         Err(_) if !importing(node, fault) => Ok(Faulted::Written),
         result => result,
     };
-    let served = matches!(result, Ok(Faulted::Served));
-    node.migrations
-        .faultin(fault.keys.len(), began.elapsed(), served);
+    match absent {
+        true => node.migrations.settled_absent(fault.keys.len()),
+        false => {
+            let served = matches!(result, Ok(Faulted::Served));
+            node.migrations
+                .faultin(fault.keys.len(), began.elapsed(), served)
+        }
+    }
     result
 }
 
@@ -98,21 +109,11 @@ async fn pull_and_write(
     out: &mut ReplyWriter,
     fault: &Fault,
     requests: &[Vec<Bytes>],
+    absent: bool,
 ) -> Result<Faulted, String> {
-    let mut pull = vec![
-        Bytes::from_static(b"KELVIN.MIGRATE-PULL"),
-        Bytes::from(fault.migration.to_string()),
-        Bytes::from(fault.db.to_string()),
-    ];
-    pull.extend(fault.keys.iter().cloned());
-    let reply = internal(node, client, out.version, pin(fault.source, pull)).await;
-    let Some(values) = pulled(&reply, out.version).filter(|v| v.len() == fault.keys.len()) else {
-        tracing::debug!(
-            migration = fault.migration,
-            reply = %String::from_utf8_lossy(&reply),
-            "fault-in: the source did not give the keys"
-        );
-        return Err(UNREACHABLE.to_string());
+    let values = match absent {
+        true => vec![None; fault.keys.len()],
+        false => pull(node, client, out.version, fault).await?,
     };
     let served = match requests {
         [argv] => serve_pulled(node, client, out, fault, argv, &values),
@@ -185,6 +186,32 @@ fn propose_ahead(
         reply: None,
     });
     Some(fault.clone())
+}
+
+/// The values of `fault.keys` at the source (`KELVIN.MIGRATE-PULL`, pinned to it).
+async fn pull(
+    node: &Arc<Node>,
+    client: &mut ClientState,
+    version: RespVersion,
+    fault: &Fault,
+) -> Result<Vec<Option<(u64, Bytes)>>, String> {
+    let mut pull = vec![
+        Bytes::from_static(b"KELVIN.MIGRATE-PULL"),
+        Bytes::from(fault.migration.to_string()),
+        Bytes::from(fault.db.to_string()),
+    ];
+    pull.extend(fault.keys.iter().cloned());
+    let reply = internal(node, client, version, pin(fault.source, pull)).await;
+    pulled(&reply, version)
+        .filter(|v| v.len() == fault.keys.len())
+        .ok_or_else(|| {
+            tracing::debug!(
+                migration = fault.migration,
+                reply = %String::from_utf8_lossy(&reply),
+                "fault-in: the source did not give the keys"
+            );
+            UNREACHABLE.to_string()
+        })
 }
 
 /// Writes the batches of a fault-in through `group`'s log on a task of its own (a

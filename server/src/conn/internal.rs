@@ -97,6 +97,19 @@ impl crate::migrate::driver::Cluster for Internal {
         self.node.migrations.record(figures);
     }
 
+    fn absent_keys(
+        &self,
+        migration: u64,
+        slots: &[u16],
+        filter: crate::migrate::absent::KeyFilter,
+    ) {
+        self.node.absent.add(migration, slots, filter);
+    }
+
+    fn forget_absent(&self, migration: u64) {
+        self.node.absent.forget(migration);
+    }
+
     fn drain_rate(&self) -> u64 {
         self.node.settings.read().migration_drain_rate
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::cluster::{ranges_text, Membership, MigrationPhase, MigrationSpec};
+use crate::migrate::absent::KeyFilter;
 use crate::migrate::figures::Figures;
 
 /// How often the driver looks for work when nothing wakes it.
@@ -70,6 +71,11 @@ pub trait Cluster: Send + Sized + 'static {
     fn room(&self, group: u64) -> Option<u64>;
     /// Keeps what the driver measured of a migration (`CLUSTER KELVIN-MIGRATIONS`).
     fn record(&self, figures: &Figures);
+    /// Keeps the filter of the keys the source of `migration` holds in `slots`, for
+    /// the fault-ins of keys it never held ([`crate::migrate::absent`]).
+    fn absent_keys(&self, migration: u64, slots: &[u16], filter: KeyFilter);
+    /// `migration` ended: the filters of its keys go.
+    fn forget_absent(&self, migration: u64);
     /// Runs `argv` on group `group` (its leader, wherever it is); the RESP2 reply.
     fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
     /// Sends `argv` to member `member` as is; the RESP2 reply.
@@ -246,6 +252,7 @@ async fn settle<C: Cluster>(
     c.record(&f);
     boundary("migrate-after-drain").await;
     finish(c, &m).await?;
+    c.forget_absent(m.id);
     f.phase = "done";
     c.record(&f);
     Ok(())
@@ -278,7 +285,7 @@ async fn handover<C: Cluster>(
             .on_group(m.source, plan_request(m.id, &rules, &m.slots, true))
             .await;
         match plan_reply(&reply) {
-            Some(plan) => plans.push((m, plan)),
+            Some((plan, _)) => plans.push((m, plan)),
             None if reply.starts_with(b"-ERR unknown command") => rejected.push((
                 m,
                 format!(
@@ -610,13 +617,15 @@ type Plan = (KeyList, KeyList, Totals);
 /// Keys to move, `(db, key)`, in order.
 type KeyList = Vec<(usize, Bytes)>;
 
-/// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class.
-fn plan_reply(reply: &[u8]) -> Option<Plan> {
+/// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class, and the
+/// filter of the keys if it was asked for (`FILTER`) and sent.
+fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<Bytes>)> {
     let mut p = Parser {
         buf: reply,
         whole: None,
     };
-    if p.header(b'*')? != 3 {
+    let parts = p.header(b'*')?;
+    if parts != 3 && parts != 4 {
         return None;
     }
     let mut lists = Vec::new();
@@ -640,8 +649,12 @@ fn plan_reply(reply: &[u8]) -> Option<Plan> {
         }
         totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
     }
+    let filter = match parts {
+        4 => Some(p.bulk()?),
+        _ => None,
+    };
     let hot = lists.pop()?;
-    Some((lists.pop()?, hot, totals))
+    Some(((lists.pop()?, hot, totals), filter))
 }
 
 /// Slots per eager plan: the source ranks this many slots' keys while it holds its
@@ -659,26 +672,36 @@ async fn push_eager<C: Cluster>(
     m: &MigrationSpec,
     rules: &str,
 ) -> Result<([(u64, u64); 4], u64), String> {
+    let began = std::time::Instant::now();
     let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
     let mut planned = [(0u64, 0u64); 4];
     let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
     for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
         let ranges = runs(chunk);
-        let reply = c
-            .on_group(m.source, plan_request(m.id, rules, &ranges, false))
-            .await;
+        let mut request = plan_request(m.id, rules, &ranges, false);
+        request.push(Bytes::from_static(b"FILTER"));
+        let reply = c.on_group(m.source, request).await;
         if reply.starts_with(b"-ERR slot") {
             // The source finished already: nothing is left there.
             break;
         }
-        let (_, eager, totals) = plan_reply(&reply)
+        let ((_, eager, totals), filter) = plan_reply(&reply)
             .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
+        // Keys the source never held in these slots settle here without a pull.
+        if let Some(f) = filter.as_deref().and_then(KeyFilter::from_bytes) {
+            c.absent_keys(m.id, chunk, f);
+        }
         for (sum, t) in planned.iter_mut().zip(&totals) {
             sum.0 += t.0;
             sum.1 += t.1;
         }
         lists.push(eager.into_iter());
     }
+    tracing::debug!(
+        migration = m.id,
+        ms = began.elapsed().as_millis() as u64,
+        "eager keys planned"
+    );
     let mut order: KeyList = Vec::new();
     loop {
         let before = order.len();
@@ -967,9 +990,14 @@ mod tests {
         let pulled = pull_reply(b"*2\r\n$-1\r\n*2\r\n:5\r\n$2\r\nab\r\n").unwrap();
         assert_eq!(pulled, vec![None, Some((5, Bytes::from_static(b"ab")))]);
         let plan = b"*3\r\n*1\r\n*2\r\n:0\r\n$4\r\nauth\r\n*0\r\n*1\r\n*2\r\n:1\r\n:4\r\n";
-        let (critical, hot, totals) = plan_reply(plan).unwrap();
+        let ((critical, hot, totals), filter) = plan_reply(plan).unwrap();
         assert_eq!(critical, vec![(0, Bytes::from_static(b"auth"))]);
         assert!(hot.is_empty());
         assert_eq!(totals, vec![(1, 4)]);
+        assert_eq!(filter, None);
+        let plan = b"*4\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n";
+        let (_, filter) = plan_reply(plan).unwrap();
+        assert_eq!(filter.as_deref(), Some(&b"\x01\0\0\0\0\0\0\0"[..]));
+        assert!(plan_reply(b"*5\r\n").is_none());
     }
 }

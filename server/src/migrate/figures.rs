@@ -83,6 +83,9 @@ pub struct Log {
     /// Fault-ins of a read answered from the pulled values ([`crate::conn`]'s
     /// `serve_pulled`), before the keys were written here.
     faultin_served: AtomicU64,
+    /// Keys settled as absent without a pull: the source's filter showed it never held
+    /// them ([`crate::migrate::absent`]).
+    absent_keys: AtomicU64,
 }
 
 impl Log {
@@ -140,6 +143,15 @@ impl Log {
     pub fn faultins_served(&self) -> u64 {
         self.faultin_served.load(Ordering::Relaxed)
     }
+
+    /// `keys` keys a source never held settled without a pull.
+    pub fn settled_absent(&self, keys: usize) {
+        self.absent_keys.fetch_add(keys as u64, Ordering::Relaxed);
+    }
+
+    pub fn absent_keys(&self) -> u64 {
+        self.absent_keys.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +181,8 @@ mod tests {
         log.faultin(1, Duration::from_secs(3), false);
         let (n, keys, _, buckets) = log.faultins();
         assert_eq!((n, keys, log.faultins_served()), (3, 4, 1));
+        log.settled_absent(2);
+        assert_eq!((log.faultins().0, log.absent_keys()), (3, 2));
         assert_eq!(buckets, vec![1, 0, 1, 0, 1]);
     }
 }

@@ -17,12 +17,14 @@
 //! - [`driver`]: the phase driver, on the node leading a migration's target group:
 //!   import, seal, proof, the topology's handover, the drain, finish.
 //! - The fault-in of unmoved keys is the connections' (`conn/faultin.rs`): they ask
-//!   [`apply::need`] before running a command on a group with migrations.
+//!   [`apply::need`] before running a command on a group with migrations, and
+//!   [`absent`] (the sources' Bloom filters of their keys) before pulling one.
 //! - Still to come (issue 12): the eager push of hot keys, the negotiation, the drain's
 //!   rate setting. (The topology's `migrate` lines are in `cluster`.)
 //!
 //! Lower layers only: this module reads the store; it never reaches the node.
 
+pub mod absent;
 pub mod apply;
 pub mod driver;
 pub mod figures;
