@@ -42,6 +42,31 @@ pub const PHASES: [&str; 9] = [
     "migrate-after-finish",
 ];
 
+/// Filler keys per slot a move writes into its ranges first, and the bytes of each:
+/// enough for several drain pages (64 KiB each), so that the drain's boundaries are met
+/// and the drain lasts a while under the faults.
+pub const FILLER_KEYS: usize = 40;
+pub const FILLER_BYTES: usize = 1000;
+/// Slots of a move that get filler keys.
+pub const FILLER_SLOTS: usize = 8;
+
+/// A hash tag whose keys fall in `slot` (`{tag}`: the slot is the tag's).
+pub fn tag_for_slot(slot: u16) -> String {
+    (0u64..)
+        .map(|n| n.to_string())
+        .find(|t| kelvin_protocol::key_slot(t.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
+/// Up to [`FILLER_SLOTS`] slots of `ranges`, spread over them (each range's first,
+/// then its last, while there is room).
+pub fn filler_slots(ranges: &[(u16, u16)]) -> Vec<u16> {
+    let mut out: Vec<u16> = ranges.iter().map(|r| r.0).collect();
+    out.extend(ranges.iter().filter(|r| r.1 != r.0).map(|r| r.1));
+    out.truncate(FILLER_SLOTS);
+    out
+}
+
 /// Every worker key of generations `gens` with its slot.
 pub fn key_slots(gens: std::ops::RangeInclusive<u64>) -> Vec<(&'static str, u64, usize, u16)> {
     let mut out = Vec::new();
@@ -320,6 +345,17 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(100 <= r[0].0 && r[0].1 <= 110);
         assert!(choose_ranges(&mut rng, &[], &keys).is_empty());
+    }
+
+    #[test]
+    fn filler_keys_land_in_their_slots() {
+        for slot in [0u16, 1, 777, 16383] {
+            let tag = tag_for_slot(slot);
+            assert_eq!(kelvin_protocol::key_slot(format!("jf:{{{tag}}}:3").as_bytes()), slot);
+        }
+        assert_eq!(filler_slots(&[(5, 9), (20, 20)]), vec![5, 20, 9]);
+        let many: Vec<(u16, u16)> = (0..20).map(|i| (i * 10, i * 10 + 1)).collect();
+        assert_eq!(filler_slots(&many).len(), FILLER_SLOTS);
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Nemesis {
         let hot = keys_in(&keys, &want);
         let hot_count = hot.len();
         self.hot.set(hot);
+        let filler = self.fill(&want);
         let companion = draw_companion(rng);
         let (first, back) = match rng.gen_bool(0.5) {
             true => (companion, None),
@@ -131,7 +132,7 @@ impl Nemesis {
         };
         let forward = self.start_move(&want, source, &source_leader, &to, first);
         let detail = format!(
-            "slots {} ({hot_count} keys) of group {source} -> {} {}: {}",
+            "slots {} ({hot_count} keys, {filler} filler) of group {source} -> {} {}: {}",
             ranges_text(&want.iter().flat_map(|&(a, b)| a..=b).collect::<Vec<_>>()),
             if new_group { "a new group on" } else { "the group of" },
             to.name,
@@ -468,6 +469,35 @@ impl Nemesis {
             }
         }
         Some(n)
+    }
+
+    /// Writes filler keys into slots of `want` ([`crate::reshard::FILLER_KEYS`] of
+    /// [`crate::reshard::FILLER_BYTES`] each per slot, one `MSET` per slot, the same
+    /// names each time); how many were written.
+    fn fill(&self, want: &[(u16, u16)]) -> usize {
+        use crate::reshard::{filler_slots, tag_for_slot, FILLER_BYTES, FILLER_KEYS};
+        let Some(mut c) = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| !self.cluster.is_removed(n))
+            .find_map(|n| crate::workload::connect(&n.client_addr()))
+        else {
+            return 0;
+        };
+        let value = "x".repeat(FILLER_BYTES);
+        let mut written = 0;
+        for slot in filler_slots(want) {
+            let tag = tag_for_slot(slot);
+            let mut cmd = redis::cmd("MSET");
+            for i in 0..FILLER_KEYS {
+                cmd.arg(format!("jf:{{{tag}}}:{i}")).arg(&value);
+            }
+            if cmd.query::<()>(&mut c).is_ok() {
+                written += FILLER_KEYS;
+            }
+        }
+        written
     }
 
     /// The node leading the meta group, as the first node that knows says.
