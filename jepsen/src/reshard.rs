@@ -129,6 +129,18 @@ pub fn choose_ranges(
     merge(out)
 }
 
+/// `N slots in R ranges (a-b,c-d,...)`, the first three ranges shown.
+pub fn summary(ranges: &[(u16, u16)]) -> String {
+    let slots: usize = ranges.iter().map(|&(a, b)| usize::from(b - a) + 1).sum();
+    let shown: Vec<String> = ranges
+        .iter()
+        .take(3)
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect();
+    let more = if ranges.len() > 3 { ",..." } else { "" };
+    format!("{slots} slots in {} ranges ({}{more})", ranges.len(), shown.join(","))
+}
+
 /// The keys of `keys` whose slots are in `ranges`.
 pub fn keys_in(
     keys: &[(&'static str, u64, usize, u16)],
@@ -365,6 +377,11 @@ mod tests {
             vec![(0, 5), (10, 30), (40, 40), (16383, 16383)]
         );
         assert!(merge(Vec::new()).is_empty());
+        assert_eq!(summary(&[(1, 3), (7, 7)]), "4 slots in 2 ranges (1-3,7)");
+        assert_eq!(
+            summary(&[(1, 1), (3, 3), (5, 5), (7, 8)]),
+            "5 slots in 4 ranges (1,3,5,...)"
+        );
     }
 
     #[test]

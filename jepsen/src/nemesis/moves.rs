@@ -132,8 +132,8 @@ impl Nemesis {
         };
         let forward = self.start_move(&want, source, &source_leader, &to, first);
         let detail = format!(
-            "slots {} ({hot_count} keys, {filler} filler) of group {source} -> {} {}: {}",
-            ranges_text(&want.iter().flat_map(|&(a, b)| a..=b).collect::<Vec<_>>()),
+            "{} ({hot_count} keys, {filler} filler) of group {source} -> {} {}: {}",
+            crate::reshard::summary(&want),
             if new_group { "a new group on" } else { "the group of" },
             to.name,
             forward.note
@@ -180,7 +180,7 @@ impl Nemesis {
                     let t = self.settled_topology()?;
                     let now = observe(&t, &back);
                     notes.push(format!(
-                        "back to {} ({note}): {} ({out})",
+                        "back via {} ({note}): {} ({out})",
                         to.name,
                         match now.owners.keys().find(|&&g| g != target) {
                             Some(g) => format!("moved to group {g}"),
@@ -368,10 +368,12 @@ impl Nemesis {
         let _ = mv.watcher.join();
         settled?;
         let out = match mv.cli.join() {
+            // The last line, without the advice after its `;`.
             Ok(Ok(out)) => out
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
+                .and_then(|l| l.split(';').next())
                 .unwrap_or("")
                 .trim()
                 .to_string(),
