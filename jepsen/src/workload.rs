@@ -270,13 +270,27 @@ impl Worker {
     }
 }
 
-/// A connection with the request timeout, or `None` if the node does not answer.
+/// A connection with the request timeout, or `None` if the node does not answer
+/// within it.
+///
+/// The `redis` crate's handshake (`CLIENT SETINFO`, sent on connecting) reads with no
+/// timeout, so a connection to a paused node would hold its caller until the node
+/// wakes, the nemesis included, which is the one to wake it: the connection is made on
+/// a thread of its own, abandoned (blocked until the node wakes) after the timeout.
 pub fn connect(addr: &str) -> Option<redis::Connection> {
     let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
-    let c = client.get_connection_with_timeout(REQUEST_TIMEOUT).ok()?;
-    c.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
-    c.set_write_timeout(Some(REQUEST_TIMEOUT)).ok()?;
-    Some(c)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let c = client
+            .get_connection_with_timeout(REQUEST_TIMEOUT)
+            .ok()
+            .filter(|c| {
+                c.set_read_timeout(Some(REQUEST_TIMEOUT)).is_ok()
+                    && c.set_write_timeout(Some(REQUEST_TIMEOUT)).is_ok()
+            });
+        let _ = tx.send(c);
+    });
+    rx.recv_timeout(REQUEST_TIMEOUT * 2).ok().flatten()
 }
 
 /// The history value of a reply.

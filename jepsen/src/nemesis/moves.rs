@@ -341,7 +341,8 @@ impl Nemesis {
         };
         // A held driver goes on under the fault (a killed one lost its fail points with
         // its process; a paused one is released at the end).
-        if let When::Boundary(point) = c.when {
+        let frozen = victim == *driver && matches!(c.act, Act::Kill | Act::Pause);
+        if let (When::Boundary(point), false) = (c.when, frozen) {
             std::thread::sleep(HOLD_AFTER_STRIKE);
             let _ = self
                 .cluster
