@@ -132,8 +132,13 @@ pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
                 exact = Some(
                     it.next()
                         .map(|r| ranges(r))
-                        .filter(|r| !r.is_empty() && r.iter().all(|&(a, b)| a <= b && usize::from(b) < SLOTS))
-                        .ok_or_else(|| anyhow::anyhow!("[ERR] --slot-ranges needs slot ranges, e.g. 0-99,200"))?,
+                        .filter(|r| {
+                            !r.is_empty()
+                                && r.iter().all(|&(a, b)| a <= b && usize::from(b) < SLOTS)
+                        })
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("[ERR] --slot-ranges needs slot ranges, e.g. 0-99,200")
+                        })?,
                 )
             }
             "--to" => to = it.next().cloned(),
@@ -763,11 +768,17 @@ mod tests {
 
     #[test]
     fn exact_ranges_take_only_the_owned_slots_within_them() {
-        assert_eq!(slots_within("0-9,20-29", &[(5, 22), (40, 50)]), vec![5, 6, 7, 8, 9, 20, 21, 22]);
+        assert_eq!(
+            slots_within("0-9,20-29", &[(5, 22), (40, 50)]),
+            vec![5, 6, 7, 8, 9, 20, 21, 22]
+        );
         assert!(slots_within("-", &[(0, 16383)]).is_empty());
         assert!(slots_within("100-200", &[(0, 99)]).is_empty());
         // take_slots with the count of all of them takes every one.
-        let sources = vec![(0, slots_within("0-9", &[(3, 4)])), (1, slots_within("10-19", &[(15, 15)]))];
+        let sources = vec![
+            (0, slots_within("0-9", &[(3, 4)])),
+            (1, slots_within("10-19", &[(15, 15)])),
+        ];
         let plan = take_slots(&sources, 3);
         assert_eq!(plan, vec![(0, vec![3, 4]), (1, vec![15])]);
     }

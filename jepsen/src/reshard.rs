@@ -135,10 +135,20 @@ pub fn summary(ranges: &[(u16, u16)]) -> String {
     let shown: Vec<String> = ranges
         .iter()
         .take(3)
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect();
     let more = if ranges.len() > 3 { ",..." } else { "" };
-    format!("{slots} slots in {} ranges ({}{more})", ranges.len(), shown.join(","))
+    format!(
+        "{slots} slots in {} ranges ({}{more})",
+        ranges.len(),
+        shown.join(",")
+    )
 }
 
 /// The keys of `keys` whose slots are in `ranges`.
@@ -363,7 +373,10 @@ mod tests {
     fn filler_keys_land_in_their_slots() {
         for slot in [0u16, 1, 777, 16383] {
             let tag = tag_for_slot(slot);
-            assert_eq!(kelvin_protocol::key_slot(format!("jf:{{{tag}}}:3").as_bytes()), slot);
+            assert_eq!(
+                kelvin_protocol::key_slot(format!("jf:{{{tag}}}:3").as_bytes()),
+                slot
+            );
         }
         assert_eq!(filler_slots(&[(5, 9), (20, 20)]), vec![5, 20, 9]);
         let many: Vec<(u16, u16)> = (0..20).map(|i| (i * 10, i * 10 + 1)).collect();
@@ -373,7 +386,14 @@ mod tests {
     #[test]
     fn merge_joins_overlapping_and_adjacent_ranges() {
         assert_eq!(
-            merge(vec![(10, 20), (0, 3), (4, 5), (15, 30), (40, 40), (16383, 16383)]),
+            merge(vec![
+                (10, 20),
+                (0, 3),
+                (4, 5),
+                (15, 30),
+                (40, 40),
+                (16383, 16383)
+            ]),
             vec![(0, 5), (10, 30), (40, 40), (16383, 16383)]
         );
         assert!(merge(Vec::new()).is_empty());
@@ -400,7 +420,10 @@ mod tests {
         let seen = observe(&t, &want);
         assert_eq!(seen.lines, vec![(7, 0, 2, "planned".to_string())]);
         assert!(seen.shows_move(0));
-        assert_eq!(describe_migrations(&t), "migration 7 0->2 100-110,200 planned, migration 8 1->2 9000 planned");
+        assert_eq!(
+            describe_migrations(&t),
+            "migration 7 0->2 100-110,200 planned, migration 8 1->2 9000 planned"
+        );
         // Finished: the line gone, the target owns them.
         let t = topology(&format!(
             "{base}group 0 0-99,111-199,201-8000 a\ngroup 1 8001-16383 a\ngroup 2 100-110,200 a\n"
@@ -408,8 +431,14 @@ mod tests {
         let seen = observe(&t, &want);
         assert!(seen.lines.is_empty() && seen.shows_move(0));
         assert_eq!(seen.owners, BTreeMap::from([(2, 12)]));
-        assert_eq!(owned_within(&t, 2, &[(0, 16383)]), vec![(100, 110), (200, 200)]);
-        assert_eq!(owned_within(&t, 0, &[(105, 250)]), vec![(111, 199), (201, 250)]);
+        assert_eq!(
+            owned_within(&t, 2, &[(0, 16383)]),
+            vec![(100, 110), (200, 200)]
+        );
+        assert_eq!(
+            owned_within(&t, 0, &[(105, 250)]),
+            vec![(111, 199), (201, 250)]
+        );
     }
 
     #[test]
@@ -437,8 +466,12 @@ mod tests {
             }
         }
         for b in PHASES {
-            assert!(some.iter().any(|c| c.when == When::Boundary(b) && c.act == Act::Abort));
-            assert!(some.iter().any(|c| c.when == When::Boundary(b) && c.act != Act::Abort));
+            assert!(some
+                .iter()
+                .any(|c| c.when == When::Boundary(b) && c.act == Act::Abort));
+            assert!(some
+                .iter()
+                .any(|c| c.when == When::Boundary(b) && c.act != Act::Abort));
         }
         // The driver's own process is the only one a boundary ends.
         assert!(some
@@ -446,7 +479,11 @@ mod tests {
             .filter(|c| c.act == Act::Abort)
             .all(|c| c.role == Role::Target && matches!(c.when, When::Boundary(_))));
         assert!(some.iter().any(|c| matches!(c.when, When::After(_))));
-        let c = Companion { role: Role::Meta, act: Act::Pause, when: When::After(5) };
+        let c = Companion {
+            role: Role::Meta,
+            act: Act::Pause,
+            when: When::After(5),
+        };
         assert_eq!(c.to_string(), "pause meta leader after 5 ms");
     }
 }

@@ -23,8 +23,8 @@ use rand::Rng;
 use super::{last_line, node_id_at, Nemesis, Started, Undo};
 use crate::cluster::Node;
 use crate::reshard::{
-    choose_ranges, describe_migrations, draw_companion, key_slots, keys_in, observe,
-    owned_within, Act, Companion, Role, When,
+    choose_ranges, describe_migrations, draw_companion, key_slots, keys_in, observe, owned_within,
+    Act, Companion, Role, When,
 };
 use crate::workload::generation;
 
@@ -134,7 +134,11 @@ impl Nemesis {
         let detail = format!(
             "{} ({hot_count} keys, {filler} filler) of group {source} -> {} {}: {}",
             crate::reshard::summary(&want),
-            if new_group { "a new group on" } else { "the group of" },
+            if new_group {
+                "a new group on"
+            } else {
+                "the group of"
+            },
             to.name,
             forward.note
         );
@@ -170,7 +174,12 @@ impl Nemesis {
         if let Some(target) = target {
             let back = owned_within(&t, target, &r.want);
             let leaders = self.leaders();
-            let at = |g: u64| leaders.iter().find(|l| l.0 == g as i64).map(|l| l.1.clone());
+            let at = |g: u64| {
+                leaders
+                    .iter()
+                    .find(|l| l.0 == g as i64)
+                    .map(|l| l.1.clone())
+            };
             match (at(r.source), at(target)) {
                 (Some(to), Some(from)) => {
                     let mv = self.start_move(&back, target, &from, &to, r.back);
@@ -188,7 +197,10 @@ impl Nemesis {
                         }
                     ));
                 }
-                _ => notes.push(format!("back: group {} or {target} has no leader", r.source)),
+                _ => notes.push(format!(
+                    "back: group {} or {target} has no leader",
+                    r.source
+                )),
             }
             if r.new_group {
                 notes.push(self.remove_empty_group(target));
@@ -235,8 +247,12 @@ impl Nemesis {
         let seen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
-            let (cluster, want, seen, stop) =
-                (self.cluster.clone(), want.to_vec(), seen.clone(), stop.clone());
+            let (cluster, want, seen, stop) = (
+                self.cluster.clone(),
+                want.to_vec(),
+                seen.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     if cluster
@@ -305,7 +321,10 @@ impl Nemesis {
                 let _ = self
                     .cluster
                     .call(driver, &["KELVIN-FAILPOINT", point, "off"]);
-                return format!("{c} ({}): boundary not reached (not in effect)", driver.name);
+                return format!(
+                    "{c} ({}): boundary not reached (not in effect)",
+                    driver.name
+                );
             }
             When::Boundary(point) => {
                 let deadline = Instant::now() + BOUNDARY_WAIT;
@@ -391,7 +410,9 @@ impl Nemesis {
         let deadline = Instant::now() + SETTLE_WAIT;
         loop {
             let views = self.topologies();
-            let agreed = views.iter().all(|v| v.as_ref().ok() == views[0].as_ref().ok());
+            let agreed = views
+                .iter()
+                .all(|v| v.as_ref().ok() == views[0].as_ref().ok());
             match views.first() {
                 Some(Ok(t)) if agreed && t.migrations.is_empty() => return Ok(()),
                 _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
@@ -506,7 +527,12 @@ impl Nemesis {
     /// The node leading the meta group, as the first node that knows says.
     fn meta_leader(&self) -> Option<Node> {
         let t = self.cluster.topology().ok()?;
-        for n in self.cluster.nodes.iter().filter(|n| !self.cluster.is_removed(n)) {
+        for n in self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| !self.cluster.is_removed(n))
+        {
             let Ok(reply) = self.cluster.query(n, &["KELVIN-RAFT", "META"]) else {
                 continue;
             };
