@@ -40,6 +40,23 @@ const HOLD_AFTER_STRIKE: Duration = Duration::from_millis(300);
 /// Key generations (from the current one) whose keys' slots a move takes.
 const GENERATIONS_AHEAD: u64 = 3;
 
+/// How long a move's end waits for its `kelvin-cli cluster reshard` to return (it gives
+/// up on its own after a minute without a handover, or of a step of a new group).
+const CLI_WAIT: Duration = Duration::from_secs(180);
+
+/// What a `kelvin-cli cluster reshard` said in the end: its last `[OK]` line or line with `[ERR]`
+/// (without the advice after a `;`), or else its last line.
+fn outcome_line(out: &str) -> String {
+    let lines = || out.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("[OK]") || l.contains("[ERR]"))
+        .or_else(|| lines().next())
+        .and_then(|l| l.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// A `reshard` fault under way: its first move, and what the way back needs.
 #[derive(Debug)]
 pub struct Resharding {
@@ -164,6 +181,7 @@ impl Nemesis {
         let t = self.settled_topology()?;
         let seen = observe(&t, &r.want);
         let target = seen.owners.keys().copied().find(|&g| g != r.source);
+        let shown = shown || target.is_some();
         notes.push(format!(
             "{} ({out})",
             match target {
@@ -180,7 +198,16 @@ impl Nemesis {
                     .find(|l| l.0 == g as i64)
                     .map(|l| l.1.clone())
             };
-            match (at(r.source), at(target)) {
+            // Back through the source's leader, or if that node leads the target too (the
+            // command would pick the target), through another group's leader that does not.
+            let leads_target = |n: &Node| leaders.iter().any(|l| l.0 == target as i64 && l.1 == *n);
+            let back_to = at(r.source).filter(|n| !leads_target(n)).or_else(|| {
+                leaders
+                    .iter()
+                    .find(|l| l.0 != target as i64 && !leads_target(&l.1))
+                    .map(|l| l.1.clone())
+            });
+            match (back_to, at(target)) {
                 (Some(to), Some(from)) => {
                     let mv = self.start_move(&back, target, &from, &to, r.back);
                     let note = mv.note.clone();
@@ -383,21 +410,24 @@ impl Nemesis {
             // A node killed since has lost its fail points with its process.
             let _ = self.cluster.call(n, &["KELVIN-FAILPOINT", point, "off"]);
         }
+        // The command first: it may not have written its lines yet (a new group still
+        // getting its replicas), and the wait for them to go must not pass before.
+        let deadline = Instant::now() + CLI_WAIT;
+        while !mv.cli.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let finished = mv.cli.is_finished();
         let settled = self.settle();
         mv.stop.store(true, Ordering::Relaxed);
         let _ = mv.watcher.join();
+        anyhow::ensure!(
+            finished,
+            "kelvin-cli cluster reshard did not return within {CLI_WAIT:?}"
+        );
         settled?;
         let out = match mv.cli.join() {
-            // The last line, without the advice after its `;`.
-            Ok(Ok(out)) => out
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .and_then(|l| l.split(';').next())
-                .unwrap_or("")
-                .trim()
-                .to_string(),
-            Ok(Err(e)) => last_line(&e),
+            Ok(Ok(out)) => outcome_line(&out),
+            Ok(Err(e)) => outcome_line(&format!("{e:#}")),
             Err(_) => "the command's thread panicked".into(),
         };
         Ok((mv.seen.load(Ordering::Relaxed), out))
@@ -587,5 +617,26 @@ impl Nemesis {
             Ok(_) => format!("group {g} kept (not empty)"),
             Err(e) => format!("group {g} kept: {}", last_line(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outcome_line;
+
+    #[test]
+    fn the_outcome_is_the_last_ok_or_err_line() {
+        let ok = ">>> Migration 1: slots 5 of group 0 -> group 1 (a)\n[OK] Topology epoch 7: 1 slots to group 1\n[OK] Handover: group 1 owns 1 more slots after 5 ms; cold keys fault in\n";
+        assert_eq!(
+            outcome_line(ok),
+            "[OK] Handover: group 1 owns 1 more slots after 5 ms"
+        );
+        let err = "\"kelvin-cli\" failed (exit status: 1): >>> x\nError: [ERR] No slots to move to group 0\n\nStack backtrace:\n   0: foo\n  22: _start\n";
+        assert_eq!(
+            outcome_line(err),
+            "Error: [ERR] No slots to move to group 0"
+        );
+        assert_eq!(outcome_line("just this\n\n"), "just this");
+        assert_eq!(outcome_line(""), "");
     }
 }
