@@ -67,6 +67,8 @@ pub struct Resharding {
     back: Option<Companion>,
     /// The target was made for this move (removed once emptied).
     new_group: bool,
+    /// The groups before it.
+    groups_before: Vec<u64>,
 }
 
 /// One `kelvin-cli cluster reshard` running.
@@ -167,6 +169,7 @@ impl Nemesis {
                 forward,
                 back,
                 new_group,
+                groups_before: t.groups.iter().map(|g| g.0).collect(),
             })),
             true,
         ))
@@ -186,7 +189,7 @@ impl Nemesis {
             "{} ({out})",
             match target {
                 Some(g) => format!("moved to group {g}"),
-                None => "rolled back".to_string(),
+                None => "not moved".to_string(),
             }
         ));
         if let Some(target) = target {
@@ -220,7 +223,7 @@ impl Nemesis {
                         to.name,
                         match now.owners.keys().find(|&&g| g != target) {
                             Some(g) => format!("moved to group {g}"),
-                            None => "rolled back".into(),
+                            None => "not moved".into(),
                         }
                     ));
                 }
@@ -229,8 +232,12 @@ impl Nemesis {
                     r.source
                 )),
             }
-            if r.new_group {
-                notes.push(self.remove_empty_group(target));
+        }
+        if r.new_group {
+            // The group made for the move, whether the slots came or not.
+            let t = self.cluster.topology()?;
+            for (g, ..) in t.groups.iter().filter(|g| !r.groups_before.contains(&g.0)) {
+                notes.push(self.remove_empty_group(*g));
             }
         }
         self.hot.set(Vec::new());
