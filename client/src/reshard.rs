@@ -8,6 +8,9 @@
 //!     each holds, highest slots first; the topology gets one `migrate ... planned` line
 //!     per source; returns once every one is handed over (the target owns the slots and
 //!     serves them; cold keys fault in and drain behind), printing the handover time.
+//! reshard SEED --slot-ranges RANGES --to NODE [--yes]
+//!     the same with exactly these slots (`0-99,200`), each from the group that owns it
+//!     (the fault tests move the slots their keys live in).
 //! reshard SEED --wait-drained
 //!     waits until no migration is left (every key moved, the sources dropped theirs).
 //! migrations SEED
@@ -110,6 +113,7 @@ pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         pass,
     };
     let mut slots = None;
+    let mut exact: Option<Vec<(u16, u16)>> = None;
     let mut to = None;
     let mut from: Vec<String> = Vec::new();
     let mut wait_drained = false;
@@ -124,6 +128,19 @@ pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("[ERR] --slots needs a number above 0"))?,
                 )
             }
+            "--slot-ranges" => {
+                exact = Some(
+                    it.next()
+                        .map(|r| ranges(r))
+                        .filter(|r| {
+                            !r.is_empty()
+                                && r.iter().all(|&(a, b)| a <= b && usize::from(b) < SLOTS)
+                        })
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("[ERR] --slot-ranges needs slot ranges, e.g. 0-99,200")
+                        })?,
+                )
+            }
             "--to" => to = it.next().cloned(),
             "--from" => from.extend(
                 it.next()
@@ -135,9 +152,15 @@ pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
             other => anyhow::bail!("[ERR] reshard: unexpected argument {other:?}"),
         }
     }
-    match (slots, to) {
-        (Some(n), Some(to)) => {
-            let ids = start(&admin, n, &to, &from)?;
+    let which = match (slots, exact) {
+        (Some(_), Some(_)) => anyhow::bail!("[ERR] reshard: --slots or --slot-ranges, not both"),
+        (Some(n), None) => Some(Which::Count(n)),
+        (None, Some(r)) => Some(Which::Exactly(r)),
+        (None, None) => None,
+    };
+    match (which, to) {
+        (Some(which), Some(to)) => {
+            let ids = start(&admin, which, &to, &from)?;
             if wait_drained {
                 drained(&admin, &ids)?;
             }
@@ -145,7 +168,7 @@ pub fn reshard(args: &[String], pass: Option<&str>) -> anyhow::Result<()> {
         }
         (None, None) if wait_drained => drained(&admin, &[]),
         _ => anyhow::bail!(
-            "usage: kelvin-cli cluster reshard SEED --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED --wait-drained"
+            "usage: kelvin-cli cluster reshard SEED --slots N --to NODE [--from NODE,...] [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED --slot-ranges RANGES --to NODE [--yes] [--wait-drained]\n       kelvin-cli cluster reshard SEED --wait-drained"
         ),
     }
 }
@@ -208,8 +231,25 @@ fn target_group(admin: &Admin<'_>, t: &Topology, to: &str, addr: &str) -> anyhow
     Ok(id)
 }
 
+/// Which slots a reshard moves.
+enum Which {
+    /// This many, taken from the sources in proportion to what each holds.
+    Count(usize),
+    /// Exactly these ranges, each slot from the group that owns it.
+    Exactly(Vec<(u16, u16)>),
+}
+
+/// The slots of `owned` (a group's ranges text) that are in `wanted`.
+pub fn slots_within(owned: &str, wanted: &[(u16, u16)]) -> Vec<u16> {
+    ranges(owned)
+        .into_iter()
+        .flat_map(|(a, b)| a..=b)
+        .filter(|s| wanted.iter().any(|&(a, b)| (a..=b).contains(s)))
+        .collect()
+}
+
 /// Plans and starts the migrations; returns their ids once all are handed over.
-fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Result<Vec<u64>> {
+fn start(admin: &Admin<'_>, which: Which, to: &str, from: &[String]) -> anyhow::Result<Vec<u64>> {
     let t = admin.topology()?;
     let to_id = t.find(to).ok_or_else(|| {
         anyhow::anyhow!("[ERR] {to} is not a member: add it first with kelvin-cli cluster add-node")
@@ -238,11 +278,19 @@ fn start(admin: &Admin<'_>, n: usize, to: &str, from: &[String]) -> anyhow::Resu
                 continue;
             }
         }
-        let all: Vec<u16> = ranges(slots).into_iter().flat_map(|(a, b)| a..=b).collect();
+        let all: Vec<u16> = match &which {
+            Which::Count(_) => ranges(slots).into_iter().flat_map(|(a, b)| a..=b).collect(),
+            Which::Exactly(wanted) => slots_within(slots, wanted),
+        };
         if !all.is_empty() {
             sources.push((*g, all));
         }
     }
+    let n = match which {
+        Which::Count(n) => n,
+        // All of them (the target's own are not in the sources).
+        Which::Exactly(_) => sources.iter().map(|s| s.1.len()).sum(),
+    };
     begin(admin, n, target, &addr, &sources)
 }
 
@@ -720,5 +768,22 @@ mod tests {
         assert_eq!(ranges("0-5,9,-"), vec![(0, 5), (9, 9)]);
         assert_eq!(ranges_text(&[3, 1, 2, 7]), "1-3,7");
         assert!(take_slots(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn exact_ranges_take_only_the_owned_slots_within_them() {
+        assert_eq!(
+            slots_within("0-9,20-29", &[(5, 22), (40, 50)]),
+            vec![5, 6, 7, 8, 9, 20, 21, 22]
+        );
+        assert!(slots_within("-", &[(0, 16383)]).is_empty());
+        assert!(slots_within("100-200", &[(0, 99)]).is_empty());
+        // take_slots with the count of all of them takes every one.
+        let sources = vec![
+            (0, slots_within("0-9", &[(3, 4)])),
+            (1, slots_within("10-19", &[(15, 15)])),
+        ];
+        let plan = take_slots(&sources, 3);
+        assert_eq!(plan, vec![(0, vec![3, 4]), (1, vec![15])]);
     }
 }

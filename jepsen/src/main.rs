@@ -18,6 +18,7 @@ use kelvin_jepsen::selftest;
 
 mod cluster;
 mod nemesis;
+mod reshard;
 mod run;
 mod workload;
 
@@ -97,6 +98,7 @@ fn run_test(args: RunArgs) -> anyhow::Result<bool> {
             Fault::ClockSkew,
             Fault::MemberReplica,
             Fault::MemberNode,
+            Fault::Reshard,
         ],
         None | Some("all") => Fault::ALL.to_vec(),
         Some(list) => list

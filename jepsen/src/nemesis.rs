@@ -3,13 +3,15 @@
 //! and end goes into the timeline. Each fault confirms it took effect (the killed
 //! process is gone, the paused container frozen, the partition's rules read back, the
 //! leadership moved, the skewed clock seen in `TIME`, the member gone from the
-//! topology); one that did not is a no-op, said so in the timeline and not counted. The first round tries
+//! topology, the moving slots' `migrate` line or new owner seen in the topology); one
+//! that did not is a no-op, said so in the timeline and not counted. The first round tries
 //! every fault until it took effect (at most [`FAULT_ATTEMPTS`] times), and the run lasts
 //! until that round is over, however long the time limit.
 //!
 //! How it fits: `run` runs [`Nemesis::run`] on its own thread while the workers record the
-//! history. A new kind of fault (resharding's "move slots during faults") is one more
-//! [`Fault`] variant with its `start`, and joins the schedule by name.
+//! history. A new kind of fault is one more [`Fault`] variant with its `start` (and its
+//! [`Undo`]), and joins the schedule by name; `reshard`'s are in [`moves`], its choices
+//! in [`crate::reshard`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,10 @@ use rand::{Rng, SeedableRng};
 use kelvin_client::members::Topology;
 
 use crate::cluster::{Cluster, Node};
+use crate::reshard::Hot;
+use moves::Resharding;
+
+mod moves;
 
 /// Replicas per group in the compose clusters (`--replicas 3`).
 const REPLICAS: usize = 3;
@@ -89,10 +95,18 @@ pub enum Fault {
     /// the same address (`add-node`, then `add-replica` for every group short of
     /// replicas).
     MemberNode,
+    /// Move slot ranges that hold the workers' keys from a group to another (an existing
+    /// one, or a new one on a node that leads none) with `kelvin-cli cluster reshard
+    /// --slot-ranges`, and back again at the end (a new group, emptied, is removed); a
+    /// kill, pause or isolation of the source's, the target's or the meta group's leader
+    /// (or the driver's process ending at a phase boundary) goes with one of the two
+    /// moves, at a random moment or while the driver holds at a phase boundary. The end
+    /// waits for every migration to finish or roll back.
+    Reshard,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::KillLeader,
         Fault::KillRandom,
         Fault::KillMajority,
@@ -104,6 +118,7 @@ impl Fault {
         Fault::ClockSkew,
         Fault::MemberReplica,
         Fault::MemberNode,
+        Fault::Reshard,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +134,7 @@ impl Fault {
             Fault::ClockSkew => "clock-skew",
             Fault::MemberReplica => "member-replica",
             Fault::MemberNode => "member-node",
+            Fault::Reshard => "reshard",
         }
     }
 
@@ -169,6 +185,8 @@ enum Undo {
     },
     /// Bring the node back on an empty disk and give it replicas.
     Node(Node),
+    /// Wait for the move, move the slots back, remove an emptied new group.
+    Reshard(Box<Resharding>),
 }
 
 /// How long the end of a membership fault may take (each step of it retried).
@@ -185,6 +203,8 @@ pub struct Nemesis {
     pub began: Instant,
     pub seed: u64,
     pub events: Arc<Mutex<Vec<Event>>>,
+    /// The keys in the slots `reshard` moves, announced to the workers.
+    pub hot: Arc<Hot>,
 }
 
 impl Nemesis {
@@ -228,7 +248,21 @@ impl Nemesis {
                 } else {
                     self.sleep(FAULT_TIME);
                 }
-                let confirmed = self.undo(started.undo)?;
+                let (confirmed, detail) = match self.undo(started.undo) {
+                    Ok((confirmed, more)) if more.is_empty() => (confirmed, detail),
+                    Ok((confirmed, more)) => (confirmed, format!("{detail}; {more}")),
+                    Err(e) => {
+                        // In the timeline before it fails the run.
+                        self.push(Event {
+                            fault,
+                            start,
+                            end: self.began.elapsed().as_secs_f64(),
+                            detail: format!("{detail}; FAILED: {}", last_line(&e)),
+                            took_effect: started.took_effect,
+                        });
+                        return Err(e);
+                    }
+                };
                 let took_effect = started.took_effect && confirmed;
                 self.cluster.heal()?;
                 let end = self.began.elapsed().as_secs_f64();
@@ -239,21 +273,25 @@ impl Nemesis {
                 if owed.is_empty() {
                     self.round_done.store(true, Ordering::Relaxed);
                 }
-                if let Ok(mut e) = self.events.lock() {
-                    e.push(Event {
-                        fault,
-                        start,
-                        end,
-                        detail,
-                        took_effect,
-                    });
-                }
+                self.push(Event {
+                    fault,
+                    start,
+                    end,
+                    detail,
+                    took_effect,
+                });
             }
             Ok(())
         })();
         self.round_done.store(true, Ordering::Relaxed);
         self.cluster.heal()?;
         result
+    }
+
+    fn push(&self, event: Event) {
+        if let Ok(mut e) = self.events.lock() {
+            e.push(event);
+        }
     }
 
     /// For up to `d`: every second, a random group's leadership goes to another of its
@@ -338,6 +376,7 @@ impl Nemesis {
             Fault::ClockSkew => return self.skew(rng),
             Fault::MemberReplica => return self.remove_replica(rng),
             Fault::MemberNode => return self.remove_node(rng),
+            Fault::Reshard => return self.reshard(rng),
             _ => {}
         }
         let nodes = &self.cluster.nodes;
@@ -348,37 +387,8 @@ impl Nemesis {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        // Killed: the container's process is gone (docker notes the exit a moment after
-        // the signal, so it gets a few seconds).
-        let kill = |victims: &[Node]| -> anyhow::Result<bool> {
-            for n in victims {
-                c.kill(n)?;
-            }
-            let deadline = Instant::now() + KILL_WAIT;
-            loop {
-                let mut all_dead = true;
-                for n in victims {
-                    all_dead &= !c.is_running(n)?;
-                }
-                if all_dead || Instant::now() >= deadline {
-                    return Ok(all_dead);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        };
-        // Cut: every running node on either side drops the other side, read back.
-        let cut = |a: &[Node], b: &[Node]| -> anyhow::Result<bool> {
-            c.partition(a, b)?;
-            let mut cut_any = false;
-            for (x, others) in a.iter().map(|x| (x, b)).chain(b.iter().map(|x| (x, a))) {
-                match c.drops_from(x, others)? {
-                    Some(true) => cut_any = true,
-                    Some(false) => return Ok(false),
-                    None => {}
-                }
-            }
-            Ok(cut_any)
-        };
+        let kill = |victims: &[Node]| self.kill(victims);
+        let cut = |a: &[Node], b: &[Node]| self.cut(a, b);
         let random = nodes.choose(rng).cloned();
         let started = match fault {
             Fault::KillLeader => match self.leader(rng) {
@@ -443,11 +453,47 @@ impl Nemesis {
                 let (detail, moved) = self.transfer_leader(rng);
                 Started::new(detail, Undo::Nothing, moved)
             }
-            Fault::ClockSkew | Fault::MemberReplica | Fault::MemberNode => {
+            Fault::ClockSkew | Fault::MemberReplica | Fault::MemberNode | Fault::Reshard => {
                 Started::new("", Undo::Nothing, false)
             }
         };
         Ok(started)
+    }
+
+    /// SIGKILL; true once every victim's container process is gone (docker notes the
+    /// exit a moment after the signal, so it gets a few seconds).
+    fn kill(&self, victims: &[Node]) -> anyhow::Result<bool> {
+        let c = &self.cluster;
+        for n in victims {
+            c.kill(n)?;
+        }
+        let deadline = Instant::now() + KILL_WAIT;
+        loop {
+            let mut all_dead = true;
+            for n in victims {
+                all_dead &= !c.is_running(n)?;
+            }
+            if all_dead || Instant::now() >= deadline {
+                return Ok(all_dead);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Cuts `a` from `b`; true once every running node on either side drops the other
+    /// side (read back).
+    fn cut(&self, a: &[Node], b: &[Node]) -> anyhow::Result<bool> {
+        let c = &self.cluster;
+        c.partition(a, b)?;
+        let mut cut_any = false;
+        for (x, others) in a.iter().map(|x| (x, b)).chain(b.iter().map(|x| (x, a))) {
+            match c.drops_from(x, others)? {
+                Some(true) => cut_any = true,
+                Some(false) => return Ok(false),
+                None => {}
+            }
+        }
+        Ok(cut_any)
     }
 
     /// A few nodes' wall clocks shifted: each by a few hundred ms to a minute, ahead or
@@ -600,10 +646,18 @@ impl Nemesis {
     }
 
     /// Ends a fault's own part; the membership steps are retried until they hold.
-    /// Returns false if the end shows the fault was a no-op after all.
-    fn undo(&self, undo: Undo) -> anyhow::Result<bool> {
+    /// Returns false if the end shows the fault was a no-op after all, and what the end
+    /// did, to add to the fault's detail (empty if nothing worth saying).
+    fn undo(&self, undo: Undo) -> anyhow::Result<(bool, String)> {
+        if let Undo::Reshard(r) = undo {
+            return self.end_reshard(*r);
+        }
+        self.undo_other(undo).map(|done| (done, String::new()))
+    }
+
+    fn undo_other(&self, undo: Undo) -> anyhow::Result<bool> {
         match undo {
-            Undo::Nothing => Ok(true),
+            Undo::Nothing | Undo::Reshard(_) => Ok(true),
             Undo::ClockSkew(nodes) => {
                 for n in &nodes {
                     // A node killed since has lost its fail points with its process.
@@ -717,6 +771,11 @@ impl Nemesis {
 
     /// A random group and the node leading it, as the nodes report it.
     fn leader(&self, rng: &mut impl Rng) -> Option<(i64, Node)> {
+        self.leaders().choose(rng).cloned()
+    }
+
+    /// Every group with the node leading it, as the nodes report it.
+    fn leaders(&self) -> Vec<(i64, Node)> {
         let mut leaders = Vec::new();
         for n in &self.cluster.nodes {
             for g in self.cluster.groups(n).unwrap_or_default() {
@@ -725,6 +784,6 @@ impl Nemesis {
                 }
             }
         }
-        leaders.choose(rng).cloned()
+        leaders
     }
 }

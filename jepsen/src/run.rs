@@ -111,6 +111,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
     let round_done = Arc::new(AtomicBool::new(opts.faults.is_empty()));
     let events = Arc::new(Mutex::new(Vec::new()));
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
+    let hot = Arc::new(crate::reshard::Hot::default());
     let workers: Vec<_> = (0..opts.workers)
         .map(|i| {
             Worker {
@@ -123,6 +124,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
                 until,
                 began,
                 seed: opts.seed.wrapping_add(i + 1),
+                hot: hot.clone(),
             }
             .spawn()
         })
@@ -136,6 +138,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
         began,
         seed: opts.seed,
         events: events.clone(),
+        hot,
     }
     .spawn();
     let mut facts = RunFacts {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kelvin_jepsen::history::{Pending, Recorder, Value, F};
+
+use crate::reshard::Hot;
 use rand::{Rng, SeedableRng};
 
 /// A request gets this long before its outcome is unknown.
@@ -51,6 +53,9 @@ pub struct Worker {
     pub until: Instant,
     pub began: Instant,
     pub seed: u64,
+    /// The keys in slots the nemesis moves: a third of the operations of a kind of key
+    /// go to one of them while there are any.
+    pub hot: Arc<Hot>,
 }
 
 /// How an error reply is recorded. Kelvin's TRYAGAIN says the write was not applied (a
@@ -87,7 +92,11 @@ impl Worker {
             };
             let k = rng.gen_range(0..KEYS);
             let gen = generation(self.began.elapsed());
-            let key = |prefix: &str| key_name(prefix, k, gen);
+            let (to_hot, pick) = (rng.gen_ratio(1, 3), rng.gen::<usize>());
+            let key = |prefix: &str| {
+                let hot = to_hot.then(|| self.hot.pick(prefix, gen, pick)).flatten();
+                key_name(prefix, hot.unwrap_or(k), gen)
+            };
             // INCR has keys of its own (counters): mixed with SET's unique values it
             // defeats the checker's reductions.
             let roll = rng.gen_range(0..100);
@@ -261,13 +270,27 @@ impl Worker {
     }
 }
 
-/// A connection with the request timeout, or `None` if the node does not answer.
+/// A connection with the request timeout, or `None` if the node does not answer
+/// within it.
+///
+/// The `redis` crate's handshake (`CLIENT SETINFO`, sent on connecting) reads with no
+/// timeout, so a connection to a paused node would hold its caller until the node
+/// wakes, the nemesis included, which is the one to wake it: the connection is made on
+/// a thread of its own, abandoned (blocked until the node wakes) after the timeout.
 pub fn connect(addr: &str) -> Option<redis::Connection> {
     let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
-    let c = client.get_connection_with_timeout(REQUEST_TIMEOUT).ok()?;
-    c.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
-    c.set_write_timeout(Some(REQUEST_TIMEOUT)).ok()?;
-    Some(c)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let c = client
+            .get_connection_with_timeout(REQUEST_TIMEOUT)
+            .ok()
+            .filter(|c| {
+                c.set_read_timeout(Some(REQUEST_TIMEOUT)).is_ok()
+                    && c.set_write_timeout(Some(REQUEST_TIMEOUT)).is_ok()
+            });
+        let _ = tx.send(c);
+    });
+    rx.recv_timeout(REQUEST_TIMEOUT * 2).ok().flatten()
 }
 
 /// The history value of a reply.
