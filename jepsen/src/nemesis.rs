@@ -310,13 +310,26 @@ impl Nemesis {
         let Some((g, n)) = self.leader(rng) else {
             return ("no leader known".into(), false);
         };
+        // Another replica of the group, as the topology lists them (a node that is not
+        // one refuses the transfer: with 5 nodes and 3 replicas, half the nodes); any
+        // other node if the topology cannot be read.
+        let replicas: Option<Vec<String>> = self.cluster.topology().ok().and_then(|t| {
+            t.groups
+                .iter()
+                .find(|(id, ..)| i64::try_from(*id).ok() == Some(g))
+                .map(|(.., r)| r.clone())
+        });
+        let leader_id = self.node_id(&n);
         let to = self
             .cluster
             .nodes
             .iter()
             .filter(|x| **x != n)
+            .filter_map(|x| self.node_id(x))
+            .filter(|id| Some(id) != leader_id.as_ref())
+            .filter(|id| replicas.as_ref().is_none_or(|r| r.contains(id)))
             .collect::<Vec<_>>();
-        match to.choose(rng).and_then(|t| self.node_id(t)) {
+        match to.choose(rng).cloned() {
             Some(id) => {
                 let r = self
                     .cluster
