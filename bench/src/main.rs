@@ -7,6 +7,7 @@
 //! cargo run --release -p kelvin-bench -- restart [--quick] [--keys N]
 //! cargo run --release -p kelvin-bench -- cluster [--quick] [--requests N]
 //! cargo run --release -p kelvin-bench -- reshard [--quick] [--sessions N] [--value-bytes B] [--rate R] [--out DIR]
+//! cargo run --release -p kelvin-bench -- planner-eval [--quick] [--trace FILE] [--shape S] [--handover-at MS] [--window MS] [--out DIR]
 //! ```
 //!
 //! Each subcommand starts its own servers on free loopback ports with temporary
@@ -18,6 +19,7 @@ mod durable;
 mod group;
 mod memory;
 mod openloop;
+mod planner;
 mod reshard;
 mod restart;
 mod servers;
@@ -59,6 +61,39 @@ enum Cmd {
     /// A live scale-out (a 4th node takes 4096 slots) on Kelvin and on Redis Cluster under
     /// the same open-loop session load, at 3 data sizes: summary.json, table.md and plots.
     Reshard(ReshardArgs),
+    /// Eager plans against a trace: the fault-in rate after a handover for each planning
+    /// strategy (random, LRU, LFU, per byte, the learned model, the oracle) and budget.
+    PlannerEval(PlannerArgs),
+}
+
+#[derive(Args)]
+struct PlannerArgs {
+    /// A smaller generated trace (handover at 10 minutes instead of 30).
+    #[arg(long)]
+    quick: bool,
+    /// A trace file (`t_ms,op,key,bytes,ttl_ms` lines) instead of the generator.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// The generator's shape: sessions, zipf or drift (see bench/README.md).
+    #[arg(long, default_value = "sessions")]
+    shape: String,
+    /// The generator's scale: users arriving per second (sessions), thousands of keys
+    /// (zipf, drift). Default 4 (sessions) or 50; halved with --quick.
+    #[arg(long)]
+    scale: Option<f64>,
+    /// When the handover happens, ms into the trace (default 1800000; 600000 with --quick).
+    #[arg(long)]
+    handover_at: Option<u64>,
+    /// The window after the handover that is scored, and the model's label window (ms).
+    #[arg(long, default_value_t = 60_000)]
+    window: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the generated trace to DIR/trace.csv.
+    #[arg(long)]
+    write_trace: bool,
+    #[arg(long, default_value = "bench-results/planner")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -311,6 +346,28 @@ fn main() -> Result<()> {
             };
             let report = cluster::run(&opts)?;
             println!("{report}");
+        }
+        Cmd::PlannerEval(args) => {
+            let shape = planner::trace::Shape::parse(&args.shape)?;
+            let scale = args.scale.unwrap_or(match shape {
+                planner::trace::Shape::Sessions => 4.0,
+                _ => 50.0,
+            }) / if args.quick { 2.0 } else { 1.0 };
+            let opts = planner::Options {
+                trace: args.trace,
+                shape,
+                scale,
+                handover_at_ms: args.handover_at.unwrap_or(if args.quick {
+                    600_000
+                } else {
+                    1_800_000
+                }),
+                window_ms: args.window,
+                seed: args.seed,
+                out: args.out,
+                write_trace: args.write_trace,
+            };
+            println!("{}", planner::run(&opts)?);
         }
         Cmd::Reshard(args) => {
             let mut programs = programs(&args.servers)?;

@@ -145,6 +145,10 @@ pub struct Settings {
     /// Bytes per second a live migration's background drain may move
     /// (`kelvin-migration-drain-rate`; 0: as fast as it goes).
     pub migration_drain_rate: u64,
+    /// The learned planner's label window: a key observed now counts as touched soon if
+    /// it is accessed within this many ms (`kelvin-planner-window`; about how long a
+    /// migration's keys wait for the drain). Changing it starts the training data over.
+    pub planner_window_ms: u64,
     /// Values given to Redis parameters that have no effect in Kelvin, by canonical name
     /// (see the module documentation); a parameter not here reads as its Redis default.
     pub inert: BTreeMap<&'static str, String>,
@@ -308,6 +312,7 @@ impl Default for Settings {
             threads: default_threads(),
             migration_rules: Default::default(),
             migration_drain_rate: 0,
+            planner_window_ms: crate::migrate::learn::sampler::DEFAULT_WINDOW_MS,
             inert: BTreeMap::new(),
         }
     }
@@ -417,7 +422,7 @@ impl Settings {
 
     /// The parameters Kelvin itself reads (or reports from its own state), in the order
     /// CONFIG GET lists them; every other Redis parameter follows.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "bind",
         "cluster-port",
         "redirect-port",
@@ -433,6 +438,7 @@ impl Settings {
         "cluster-enabled",
         "kelvin-profile-keys",
         "kelvin-migration-drain-rate",
+        "kelvin-planner-window",
     ];
 
     /// Every parameter name CONFIG GET can show: Kelvin's, then Redis's others (aliases
@@ -474,6 +480,7 @@ impl Settings {
             }
             .into(),
             "kelvin-migration-drain-rate" => self.migration_drain_rate.to_string(),
+            "kelvin-planner-window" => self.planner_window_ms.to_string(),
             "cluster-enabled" => if self.cluster_port.is_some() {
                 "yes"
             } else {
@@ -565,6 +572,16 @@ impl Settings {
             },
             "kelvin-migration-drain-rate" => {
                 self.migration_drain_rate = value.parse().map_err(|_| bad(not_int))?
+            }
+            "kelvin-planner-window" => {
+                use crate::migrate::learn::sampler::{MAX_WINDOW_MS, MIN_WINDOW_MS};
+                let n: u64 = value.parse().map_err(|_| bad(not_int))?;
+                if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&n) {
+                    return Err(bad(&format!(
+                        "argument must be between {MIN_WINDOW_MS} and {MAX_WINDOW_MS} inclusive"
+                    )));
+                }
+                self.planner_window_ms = n;
             }
             // Always on: the Raft log is the append-only file.
             "appendonly" => {}

@@ -19,6 +19,7 @@ pub mod evict;
 pub mod failpoint;
 pub mod geohash;
 pub mod group;
+pub mod learning;
 pub mod machine;
 pub mod migrate;
 pub mod node;
@@ -107,6 +108,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
                 node.leaders_changed.subscribe(),
                 node.shutdown_signal(),
             ));
+            tokio::spawn(learning::run(node.clone(), node.shutdown_signal()));
             if let Some(m) = cluster::Membership::load(&data_dir)? {
                 let node = node.clone();
                 tokio::task::spawn_blocking(move || node.start_group(m, node::Start::Restart))

@@ -144,7 +144,7 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// `FILTER` (after the seal), a fourth element: the Bloom filter of every key of the
 /// slots here ([`crate::migrate::absent::KeyFilter`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    use crate::migrate::plan::{critical_plan, range_facts, HeatPlanner, Planner};
+    use crate::migrate::plan::{critical_plan, range_facts, Planner};
     // CRITICAL: the plan before the handover; FILTER: the eager plan, with the filter
     // of every key of the slots (see `migrate::absent`).
     let (critical_only, with_filter) = match argv.get(4) {
@@ -178,7 +178,9 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
                 }
                 filter = Some(f);
             }
-            HeatPlanner { rules }.plan(facts, ex.now_ms)
+            // The learned model's ranking once the node has one that beats the heat
+            // counter on held-out keys, else the heat planner's.
+            crate::migrate::learn::planner(rules).plan(facts, ex.now_ms)
         }
     };
     ex.out.array(3 + usize::from(filter.is_some()));

@@ -515,6 +515,9 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if sections.iter().any(|s| s == "heat") {
         text.push_str(&crate::cmd::heat::info_section(ctx));
     }
+    if want_extra("planner") {
+        text.push_str(&crate::migrate::learn::info_section());
+    }
     if want("cpu") {
         text.push_str(&cpu_info());
     }

@@ -28,6 +28,7 @@ pub mod absent;
 pub mod apply;
 pub mod driver;
 pub mod figures;
+pub mod learn;
 pub mod moves;
 pub mod plan;
 pub mod state;

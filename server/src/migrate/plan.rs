@@ -204,58 +204,71 @@ pub struct HeatPlanner {
 
 impl Planner for HeatPlanner {
     fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
-        let mut plan = Plan::default();
-        let range_bytes: u64 = keys.iter().map(|k| k.bytes as u64).sum();
-        plan.eager_budget_bytes = range_bytes * self.rules.eager_budget_percent as u64 / 100;
-        let add = |plan: &mut Plan, class: Class, k: &KeyFacts| {
-            let t = &mut plan.totals[class as usize];
-            t.keys += 1;
-            t.bytes += k.bytes as u64;
-        };
-        // (heat per byte, scaled; forced by a rule) for the eager candidates.
-        let mut candidates: Vec<(u64, bool, KeyFacts)> = Vec::new();
-        for k in keys {
-            let expiring = k.expire_at != 0
-                && k.expire_at <= now_ms.saturating_add(self.rules.skip_expiring_within_ms);
-            let class = match self.rules.class_of(&k.key) {
-                // A key gone or about to go is never moved, whatever the rules say.
-                _ if expiring => Class::Skip,
-                Some(Class::Eager) => {
-                    candidates.push((u64::MAX, true, k));
+        plan_ranked(&self.rules, keys, now_ms, |k| {
+            let counter = k.heat.counter_at(now_ms) as f64;
+            // Counter per byte, so small keys rank above big ones; a key decayed to
+            // zero is not a candidate.
+            (counter > 0.0).then(|| counter / (k.bytes as f64).max(1.0))
+        })
+    }
+}
+
+/// The rules first (critical, skip, lazy, forced eager; a key expiring within the
+/// threshold is skipped whatever they say), then the keys `score` ranks (`None`: not a
+/// candidate, lazy) taken as eager, highest first, while the budget lasts.
+pub fn plan_ranked(
+    rules: &Rules,
+    keys: Vec<KeyFacts>,
+    now_ms: u64,
+    score: impl Fn(&KeyFacts) -> Option<f64>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let range_bytes: u64 = keys.iter().map(|k| k.bytes as u64).sum();
+    plan.eager_budget_bytes = range_bytes * rules.eager_budget_percent as u64 / 100;
+    let add = |plan: &mut Plan, class: Class, k: &KeyFacts| {
+        let t = &mut plan.totals[class as usize];
+        t.keys += 1;
+        t.bytes += k.bytes as u64;
+    };
+    // (score; forced by a rule) for the eager candidates.
+    let mut candidates: Vec<(f64, bool, KeyFacts)> = Vec::new();
+    for k in keys {
+        let expiring =
+            k.expire_at != 0 && k.expire_at <= now_ms.saturating_add(rules.skip_expiring_within_ms);
+        let class = match rules.class_of(&k.key) {
+            // A key gone or about to go is never moved, whatever the rules say.
+            _ if expiring => Class::Skip,
+            Some(Class::Eager) => {
+                candidates.push((f64::INFINITY, true, k));
+                continue;
+            }
+            Some(class) => class,
+            None => match score(&k) {
+                Some(s) if s.is_finite() => {
+                    candidates.push((s, false, k));
                     continue;
                 }
-                Some(class) => class,
-                None => {
-                    let counter = k.heat.counter_at(now_ms) as u64;
-                    if counter == 0 {
-                        Class::Lazy
-                    } else {
-                        // Counter per KiB, so small keys rank above big ones.
-                        let score = (counter << 20) / (k.bytes as u64).max(1);
-                        candidates.push((score, false, k));
-                        continue;
-                    }
-                }
-            };
-            add(&mut plan, class, &k);
-            if class == Class::Critical {
-                plan.critical.push((k.db, k.key));
-            }
+                _ => Class::Lazy,
+            },
+        };
+        add(&mut plan, class, &k);
+        if class == Class::Critical {
+            plan.critical.push((k.db, k.key));
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.key.cmp(&b.2.key)));
-        let mut spent = 0u64;
-        for (_, forced, k) in candidates {
-            let fits = spent + k.bytes as u64 <= plan.eager_budget_bytes;
-            if forced || fits {
-                spent += k.bytes as u64;
-                add(&mut plan, Class::Eager, &k);
-                plan.eager.push((k.db, k.key));
-            } else {
-                add(&mut plan, Class::Lazy, &k);
-            }
-        }
-        plan
     }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.2.key.cmp(&b.2.key)));
+    let mut spent = 0u64;
+    for (_, forced, k) in candidates {
+        let fits = spent + k.bytes as u64 <= plan.eager_budget_bytes;
+        if forced || fits {
+            spent += k.bytes as u64;
+            add(&mut plan, Class::Eager, &k);
+            plan.eager.push((k.db, k.key));
+        } else {
+            add(&mut plan, Class::Lazy, &k);
+        }
+    }
+    plan
 }
 
 /// The plan before the handover, without a pass over every key: the critical keys (a

@@ -16,7 +16,9 @@
 //! bits 24..32  access counter, logarithmic and decayed (Redis's LFU: starts at
 //!              COUNTER_INIT, +1 with probability 1/((c - COUNTER_INIT) * LOG_FACTOR + 1),
 //!              -1 per DECAY_SECS idle)
-//! bits 32..48  mean gap between accesses in seconds (moving average, weight 1/8; capped)
+//! bits 32..40  mean gap between accesses (moving average, weight 1/8), log-coded:
+//!              code c stands for 2^(c/16) - 1 seconds (4.4% steps, up to 17 hours)
+//! bits 40..48  spread of the gaps: the moving average of |gap - mean|, coded the same
 //! bits 48..56  share of writes among recent accesses (moving average, 255 = all writes)
 //! bits 56..64  accesses seen, saturating at 255 (0 = never touched)
 //! ```
@@ -35,8 +37,10 @@ pub const LOG_FACTOR: u64 = 10;
 /// Idle seconds per step the counter loses (Redis's `lfu-decay-time`, 1 minute), so the
 /// counter says "hot now", not "ever hot".
 pub const DECAY_SECS: u32 = 60;
-/// The mean gap is kept in seconds up to this (18 hours); longer gaps count as this.
-pub const MAX_GAP_SECS: u32 = u16::MAX as u32;
+/// The longest gap the record holds (about 17 hours, code 255); longer gaps count as this.
+pub const MAX_GAP_SECS: u32 = 61_439;
+/// Codes per doubling of a gap in the record's log coding.
+const GAP_CODES_PER_OCTAVE: f64 = 16.0;
 
 const SECS_MASK: u64 = (1 << 24) - 1;
 
@@ -86,7 +90,18 @@ impl Heat {
     /// The moving average of the gaps between accesses, in seconds (0 until a second
     /// access).
     pub fn mean_gap_secs(self) -> u32 {
-        ((self.0 >> 32) & 0xffff) as u32
+        self.mean_gap().round() as u32
+    }
+
+    /// The mean gap as the record holds it, in seconds.
+    pub fn mean_gap(self) -> f64 {
+        gap_decode((self.0 >> 32) as u8)
+    }
+
+    /// How much the gaps vary: the moving average of each gap's distance from the mean,
+    /// in seconds (0 for a steady rhythm, or before a third access).
+    pub fn gap_spread(self) -> f64 {
+        gap_decode((self.0 >> 40) as u8)
     }
 
     /// The share of writes among recent accesses, 0..=255.
@@ -114,18 +129,20 @@ impl Heat {
             return;
         }
         let seen = self.seen();
-        let (counter, gap) = if seen == 0 {
-            (COUNTER_INIT, 0)
+        let (counter, gap, spread) = if seen == 0 {
+            (COUNTER_INIT, 0, 0)
         } else {
-            let idle = secs_between(self.last_secs(), now_ms).min(MAX_GAP_SECS as u64) as u32;
-            let mean = self.mean_gap_secs();
-            let gap = if seen == 1 {
-                idle
-            } else {
-                // Weight 1/8 for the newest gap; rounded, so a steady rhythm holds.
-                (mean * 7 + idle + 4) / 8
+            let idle = secs_between(self.last_secs(), now_ms).min(MAX_GAP_SECS as u64) as f64;
+            let (mean, spread) = (self.mean_gap(), self.gap_spread());
+            let (gap, spread) = match seen {
+                1 => (idle, 0.0),
+                // Weight 1/8 for the newest gap, as for the mean.
+                _ => (
+                    (mean * 7.0 + idle) / 8.0,
+                    (spread * 7.0 + (idle - mean).abs()) / 8.0,
+                ),
             };
-            (self.counter_at(now_ms), gap.min(MAX_GAP_SECS))
+            (self.counter_at(now_ms), gap_code(gap), gap_code(spread))
         };
         // A key's first access is its creation: it starts at COUNTER_INIT, as in Redis.
         let counter = match seen {
@@ -137,6 +154,7 @@ impl Heat {
         self.0 = now_secs as u64
             | (counter as u64) << 24
             | (gap as u64) << 32
+            | (spread as u64) << 40
             | (share.min(255) as u64) << 48
             | (seen.saturating_add(1) as u64) << 56;
     }
@@ -172,6 +190,19 @@ impl Heat {
         let seen = if bits == 0 { 0 } else { 1u64 << 56 };
         Heat(bits as u64 | seen)
     }
+}
+
+/// The record's code for a gap of `secs` seconds (the nearest of 2^(c/16) - 1).
+fn gap_code(secs: f64) -> u8 {
+    let secs = secs.clamp(0.0, MAX_GAP_SECS as f64);
+    (GAP_CODES_PER_OCTAVE * (1.0 + secs).log2())
+        .round()
+        .min(255.0) as u8
+}
+
+/// The gap, in seconds, that a code stands for.
+fn gap_decode(code: u8) -> f64 {
+    (code as f64 / GAP_CODES_PER_OCTAVE).exp2() - 1.0
 }
 
 /// Seconds from `last` (Unix seconds mod 2^24) to `now_ms`, across one wrap.
@@ -388,10 +419,34 @@ mod tests {
             h.touch(T0 + i * 30_000, i % 4 == 0);
         }
         assert_eq!(h.mean_gap_secs(), 30);
+        assert!(h.gap_spread() < 1.0, "{}", h.gap_spread());
         assert!((40..=100).contains(&h.write_share()), "{}", h.write_share());
-        // A long pause moves the mean by an eighth of the gap.
+        // A long pause moves the mean by an eighth of the gap, within a code's step.
         h.touch(T0 + 60 * 30_000 + 830_000, false);
-        assert_eq!(h.mean_gap_secs(), (30 * 7 + 860 + 4) / 8);
+        let want = (30.0 * 7.0 + 860.0) / 8.0;
+        assert!((h.mean_gap() / want - 1.0).abs() < 0.03, "{}", h.mean_gap());
+        assert!((h.gap_spread() / (830.0 / 8.0) - 1.0).abs() < 0.03);
+    }
+
+    #[test]
+    fn the_gap_codes_round_trip_within_a_step() {
+        for secs in [0.0, 1.0, 2.0, 5.0, 30.0, 300.0, 3600.0, 40_000.0] {
+            let back = gap_decode(gap_code(secs));
+            assert!(
+                (back - secs).abs() <= 0.023 * (1.0 + secs),
+                "{secs} -> {back}"
+            );
+        }
+        assert_eq!(gap_code(1e12), 255);
+        assert_eq!(gap_code(-3.0), 0);
+        // A rhythm that varies gets a spread; a steady one none.
+        let mut h = Heat::default();
+        let mut t = T0;
+        for gap in [5u64, 60, 5, 60, 5, 60, 5, 60, 5, 60] {
+            h.touch(t, false);
+            t += gap * 1000;
+        }
+        assert!(h.gap_spread() > 10.0, "{}", h.gap_spread());
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! The learned half of the planner (issue 15): a model, trained on the node's own
+//! traffic, of which keys will be touched within the next window, so that the eager push
+//! spends its byte budget on the keys most likely to be asked for per byte.
+//!
+//! ```text
+//!  traffic --> Heat (store/heat.rs, every access)
+//!                |  every SAMPLE_EVERY: a few random keys of each group led
+//!                v
+//!  Sampler: features now, label a window later (touched or not), a bounded ring
+//!                |  every RETRAIN_EVERY, on a thread of its own
+//!                v
+//!  Model (logistic regression, smartcore): P(touched within the window)
+//!                |  at a migration's plan, if it ranked held-out keys better than the
+//!                v  LFU counter did
+//!  LearnedPlanner: rules first (critical, skip), then P / bytes within the budget
+//! ```
+//!
+//! - [`features`]: what the model sees of a key (from its [`crate::store::Heat`], size,
+//!   TTL and pattern class).
+//! - [`sampler`]: observations and their labels, bounded.
+//! - [`model`]: training, scoring, the held-out AUC against the counter's.
+//! - [`Learner`]: the node's sampler and current model, and the figures INFO shows.
+//!
+//! Lower layers only: the node runs the sampling and the training ([`crate::node`]);
+//! this module reads stores handed to it.
+
+pub mod features;
+pub mod model;
+pub mod sampler;
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::migrate::plan::{plan_ranked, HeatPlanner, KeyFacts, Plan, Planner, Rules};
+use crate::store::Store;
+pub use model::{Model, Sample};
+pub use sampler::Sampler;
+
+/// How often the node retrains its model (if new samples came since the last one): a
+/// label window, within these bounds.
+pub const RETRAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub const RETRAIN_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the node waits between trainings with label window `window_ms`.
+pub fn retrain_every(window_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(window_ms).clamp(RETRAIN_AT_MOST_EVERY, RETRAIN_EVERY)
+}
+
+/// What the node's learner publishes for the planner and INFO: the model in use (if
+/// any), its label window and the `planner` section's text. Process-wide, as the
+/// profiler's switch is: one node per process, and a plan (a command run under a
+/// group's store lock) reads it with one uncontended lock, no reach into the node.
+struct Published {
+    model: Option<Arc<Model>>,
+    window_ms: u64,
+    info: String,
+}
+
+static PUBLISHED: parking_lot::RwLock<Option<Published>> = parking_lot::RwLock::new(None);
+
+/// Publishes `learner`'s current model and figures.
+pub fn publish(learner: &Learner) {
+    *PUBLISHED.write() = Some(Published {
+        model: learner.model.clone(),
+        window_ms: learner.sampler.window_ms(),
+        info: learner.info(),
+    });
+}
+
+/// The planner for a migration's plan on this node: the published model's, or the heat
+/// planner's ranking while there is none.
+pub fn planner(rules: Rules) -> LearnedPlanner {
+    let published = PUBLISHED.read();
+    LearnedPlanner {
+        rules,
+        model: published.as_ref().and_then(|p| p.model.clone()),
+        window_ms: published
+            .as_ref()
+            .map_or(sampler::DEFAULT_WINDOW_MS, |p| p.window_ms),
+    }
+}
+
+/// INFO's `planner` section.
+pub fn info_section() -> String {
+    let body = PUBLISHED
+        .read()
+        .as_ref()
+        .map_or_else(|| "planner_model:none\r\n".to_string(), |p| p.info.clone());
+    format!("# Planner\r\n{body}\r\n")
+}
+
+/// The planner with a model: the rules as [`HeatPlanner`], then keys by predicted
+/// touches per byte. Without a model (or one that does not beat the counter), the heat
+/// planner.
+pub struct LearnedPlanner {
+    pub rules: Rules,
+    pub model: Option<Arc<Model>>,
+    /// The label window the model was trained for (its idle bins depend on it).
+    pub window_ms: u64,
+}
+
+impl Planner for LearnedPlanner {
+    fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
+        let Some(model) = self.model.as_ref().filter(|m| m.beats_heuristic()) else {
+            return HeatPlanner {
+                rules: self.rules.clone(),
+            }
+            .plan(keys, now_ms);
+        };
+        plan_ranked(&self.rules, keys, now_ms, |k| {
+            let raw = features::raw(k.heat, k.bytes, k.expire_at, now_ms, self.window_ms);
+            let p = model.score(&raw, &features::class_of(&self.rules, &k.key));
+            Some(p / (k.bytes as f64).max(1.0))
+        })
+    }
+}
+
+/// The node's learner: its sampler, its current model and what happened to the last
+/// training.
+pub struct Learner {
+    pub sampler: Sampler,
+    pub model: Option<Arc<Model>>,
+    /// Why the last training gave no model, if it did not.
+    pub last_error: Option<String>,
+    /// Samples labelled when the model was last trained (retrain only on new ones).
+    pub trained_at_labelled: u64,
+    pub trained_at_ms: u64,
+    pub trainings: u64,
+}
+
+impl Default for Learner {
+    fn default() -> Self {
+        Learner::new(sampler::DEFAULT_WINDOW_MS)
+    }
+}
+
+impl Learner {
+    pub fn new(window_ms: u64) -> Learner {
+        Learner {
+            sampler: Sampler::new(window_ms),
+            model: None,
+            last_error: None,
+            trained_at_labelled: 0,
+            trained_at_ms: 0,
+            trainings: 0,
+        }
+    }
+
+    /// Observes up to `n` random live keys of `store` (group `source`) as of `now_ms`.
+    pub fn observe(
+        &mut self,
+        store: &Store,
+        source: u64,
+        n: usize,
+        now_ms: u64,
+        rules: &Rules,
+        rng: &mut impl Rng,
+    ) {
+        for (db, ks) in store.dbs() {
+            if ks.is_empty() {
+                continue;
+            }
+            // A random slot, then a random key of it (slots hold about as many keys
+            // each); a few tries past empty slots.
+            let mut taken = 0;
+            for _ in 0..n * 4 {
+                if taken == n {
+                    break;
+                }
+                let table = ks.slot(rng.gen_range(0..kelvin_protocol::SLOT_COUNT));
+                if table.map.is_empty() {
+                    continue;
+                }
+                let Some((key, entry)) = table.map.get_index(rng.gen_range(0..table.map.len()))
+                else {
+                    continue;
+                };
+                if entry.is_expired(now_ms) {
+                    continue;
+                }
+                let bytes = key.len() + entry.value.approx_bytes();
+                self.sampler.observe(
+                    now_ms,
+                    source,
+                    db,
+                    key,
+                    entry.heat,
+                    bytes,
+                    entry.expire_at,
+                    rules,
+                );
+                taken += 1;
+            }
+        }
+    }
+
+    /// Whether a training is due: enough samples labelled since the last.
+    pub fn wants_training(&self) -> bool {
+        let new = self.sampler.labelled - self.trained_at_labelled;
+        self.sampler.len() >= model::MIN_SAMPLES && (self.trainings == 0 || new >= 500)
+    }
+
+    /// Takes a training's outcome.
+    pub fn trained(&mut self, outcome: Result<Model, String>, labelled: u64, now_ms: u64) {
+        self.trainings += 1;
+        self.trained_at_labelled = labelled;
+        self.trained_at_ms = now_ms;
+        match outcome {
+            Ok(m) => {
+                self.model = Some(Arc::new(m));
+                self.last_error = None;
+            }
+            Err(e) => self.last_error = Some(e),
+        }
+    }
+
+    /// The planner for a migration's plan.
+    pub fn planner(&self, rules: Rules) -> LearnedPlanner {
+        LearnedPlanner {
+            rules,
+            model: self.model.clone(),
+            window_ms: self.sampler.window_ms(),
+        }
+    }
+
+    /// The lines of INFO's `planner` section (and of `cluster migrations`).
+    pub fn info(&self) -> String {
+        let mut s = format!(
+            "planner_window_ms:{}\r\nplanner_samples:{}\r\nplanner_pending:{}\r\nplanner_labelled:{}\r\nplanner_touched:{}\r\nplanner_trainings:{}\r\n",
+            self.sampler.window_ms(),
+            self.sampler.len(),
+            self.sampler.pending(),
+            self.sampler.labelled,
+            self.sampler.touched,
+            self.trainings,
+        );
+        match &self.model {
+            Some(m) => s.push_str(&format!(
+                "planner_model:logistic_regression\r\nplanner_model_in_use:{}\r\nplanner_model_auc:{:.4}\r\nplanner_heuristic_auc:{:.4}\r\nplanner_model_trained_on:{}\r\nplanner_model_held_out:{}\r\nplanner_model_trained_at_ms:{}\r\n",
+                u8::from(m.beats_heuristic()),
+                m.auc,
+                m.heuristic_auc,
+                m.trained_on,
+                m.held_out,
+                self.trained_at_ms,
+            )),
+            None => s.push_str("planner_model:none\r\n"),
+        }
+        if let Some(e) = &self.last_error {
+            s.push_str(&format!("planner_last_error:{e}\r\n"));
+        }
+        s
+    }
+}

@@ -1,0 +1,67 @@
+"""The learned planner (issue 15): every clustered node observes random keys of the groups
+it leads, labels each a window later by whether it was touched meanwhile, and trains its
+model on a thread of its own; INFO's `planner` section shows the samples and the model.
+Kelvin only."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from support import TARGET
+from test_cluster_kelvin import create, trio  # noqa: F401
+
+pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own planner")
+
+
+def planner_info(n) -> dict[str, str]:
+    return n.client().info("planner")
+
+
+def test_the_window_setting_is_bounded(trio):
+    c = trio[0].client()
+    assert c.config_get("kelvin-planner-window") == {"kelvin-planner-window": "60000"}
+    for bad in ("999", "86400001", "soon"):
+        with pytest.raises(redis.ResponseError, match="kelvin-planner-window"):
+            c.config_set("kelvin-planner-window", bad)
+    c.config_set("kelvin-planner-window", "2000")
+    assert c.config_get("kelvin-planner-window") == {"kelvin-planner-window": "2000"}
+
+
+def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
+    done = create(trio, "--replicas", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for n in trio:
+        n.client().config_set("kelvin-planner-window", "2000")
+    c = trio[0].client()
+    # 300 keys read every second (touched within any 2 s window) and 700 written once and
+    # never again: a model must tell them apart.
+    polled = [f"poll:{i}" for i in range(300)]
+    for i in range(700):
+        c.set(f"gone:{i}", "x" * 100)
+    for k in polled:
+        c.set(k, "y" * 100)
+    leader = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        round_start = time.monotonic()
+        p = c.pipeline(transaction=False)
+        for k in polled:
+            p.get(k)
+        assert all(v == "y" * 100 for v in p.execute())
+        infos = [planner_info(n) for n in trio]
+        trained = [i for i in infos if i.get("planner_model") == "logistic_regression"]
+        if trained:
+            leader = trained[0]
+            break
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - round_start)))
+    assert leader is not None, infos
+    assert int(leader["planner_samples"]) >= 200, leader
+    assert 0 < int(leader["planner_touched"]) < int(leader["planner_labelled"]), leader
+    # The polled keys are told from the others on keys the training never saw.
+    assert float(leader["planner_model_auc"]) > 0.8, leader
+    assert int(leader["planner_window_ms"]) == 2000
+    # Every node shows the section, a follower too (its model, if any, is its own).
+    assert all("planner_model" in planner_info(n) for n in trio)
