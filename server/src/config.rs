@@ -149,6 +149,9 @@ pub struct Settings {
     /// it is accessed within this many ms (`kelvin-planner-window`; about how long a
     /// migration's keys wait for the drain). Changing it starts the training data over.
     pub planner_window_ms: u64,
+    /// Whether a migration's eager plan may use the learned model (`kelvin-planner
+    /// model`, the default) or always ranks by the heat counter (`heat`).
+    pub planner_model: bool,
     /// Values given to Redis parameters that have no effect in Kelvin, by canonical name
     /// (see the module documentation); a parameter not here reads as its Redis default.
     pub inert: BTreeMap<&'static str, String>,
@@ -313,6 +316,7 @@ impl Default for Settings {
             migration_rules: Default::default(),
             migration_drain_rate: 0,
             planner_window_ms: crate::migrate::learn::sampler::DEFAULT_WINDOW_MS,
+            planner_model: true,
             inert: BTreeMap::new(),
         }
     }
@@ -422,7 +426,7 @@ impl Settings {
 
     /// The parameters Kelvin itself reads (or reports from its own state), in the order
     /// CONFIG GET lists them; every other Redis parameter follows.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "bind",
         "cluster-port",
         "redirect-port",
@@ -439,6 +443,7 @@ impl Settings {
         "kelvin-profile-keys",
         "kelvin-migration-drain-rate",
         "kelvin-planner-window",
+        "kelvin-planner",
     ];
 
     /// Every parameter name CONFIG GET can show: Kelvin's, then Redis's others (aliases
@@ -481,6 +486,7 @@ impl Settings {
             .into(),
             "kelvin-migration-drain-rate" => self.migration_drain_rate.to_string(),
             "kelvin-planner-window" => self.planner_window_ms.to_string(),
+            "kelvin-planner" => if self.planner_model { "model" } else { "heat" }.into(),
             "cluster-enabled" => if self.cluster_port.is_some() {
                 "yes"
             } else {
@@ -582,6 +588,13 @@ impl Settings {
                     )));
                 }
                 self.planner_window_ms = n;
+            }
+            "kelvin-planner" => {
+                self.planner_model = match value.to_ascii_lowercase().as_str() {
+                    "model" => true,
+                    "heat" => false,
+                    _ => return Err(bad("argument must be 'model' or 'heat'")),
+                }
             }
             // Always on: the Raft log is the append-only file.
             "appendonly" => {}

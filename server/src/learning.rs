@@ -26,7 +26,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_training = Instant::now();
     let mut training: Option<(u64, tokio::sync::oneshot::Receiver<Result<Model, String>>)> = None;
-    publish(&learner);
+    publish(&learner, node.settings.read().planner_model);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -95,7 +95,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %e, "planner: cannot start a training thread"),
             }
         }
-        publish(&learner);
+        publish(&learner, node.settings.read().planner_model);
     }
 }
 

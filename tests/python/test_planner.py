@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from support import TARGET
+from support import TARGET, wait_for
 from test_cluster_kelvin import create, trio  # noqa: F401
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own planner")
@@ -28,6 +28,11 @@ def test_the_window_setting_is_bounded(trio):
             c.config_set("kelvin-planner-window", bad)
     c.config_set("kelvin-planner-window", "2000")
     assert c.config_get("kelvin-planner-window") == {"kelvin-planner-window": "2000"}
+    assert c.config_get("kelvin-planner") == {"kelvin-planner": "model"}
+    with pytest.raises(redis.ResponseError, match="'model' or 'heat'"):
+        c.config_set("kelvin-planner", "oracle")
+    c.config_set("kelvin-planner", "heat")
+    assert c.config_get("kelvin-planner") == {"kelvin-planner": "heat"}
 
 
 def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
@@ -65,3 +70,10 @@ def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
     assert int(leader["planner_window_ms"]) == 2000
     # Every node shows the section, a follower too (its model, if any, is its own).
     assert all("planner_model" in planner_info(n) for n in trio)
+    # What a plan ranks by: the model only if it ranked held-out keys better.
+    beats = float(leader["planner_model_auc"]) > float(leader["planner_heuristic_auc"])
+    assert leader["planner_ranking"] == ("model" if beats else "heat"), leader
+    for n in trio:
+        n.client().config_set("kelvin-planner", "heat")
+    assert wait_for(lambda: all(planner_info(n)["planner_ranking_reason"] == "setting"
+                                for n in trio), 5)

@@ -19,6 +19,8 @@
 //! 23 ln(window / (1 + gap))    how many accesses the rhythm puts in the window
 //! 24-27 that, times the first four overdue bins (the rhythm holds only while due)
 //! 28 ln((1 + spread)/(1 + gap)) regular (a poller) or memoryless (a reader)
+//! 29-31 products of 0 and 1     ln idle^2, ln gap^2, ln idle x ln gap (curvature)
+//! 32 ln(1 + seen) x ln(1 + idle) (a long history idle for long is a pause, not an end)
 //! ```
 //!
 //! The pattern class (the first rule's pattern that names the key, else its prefix up
@@ -29,7 +31,7 @@ use crate::migrate::plan::Rules;
 use crate::store::Heat;
 
 /// How many numbers [`raw`] gives.
-pub const RAW: usize = 29;
+pub const RAW: usize = 33;
 /// Longest pattern class kept (bytes); longer prefixes are cut.
 pub const MAX_CLASS_BYTES: usize = 32;
 
@@ -83,6 +85,10 @@ pub fn raw(heat: Heat, bytes: usize, expire_at: u64, now_ms: u64, window_ms: u64
         per_window * flag((1.0..2.0).contains(&ratio)),
         per_window * flag((2.0..3.0).contains(&ratio)),
         ((1.0 + spread) / (1.0 + gap)).ln(),
+        (1.0 + idle).ln().powi(2),
+        (1.0 + gap).ln().powi(2),
+        (1.0 + idle).ln() * (1.0 + gap).ln(),
+        (1.0 + seen).ln() * (1.0 + idle).ln(),
     ];
     x.map(|v| v as f32)
 }

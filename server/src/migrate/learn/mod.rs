@@ -52,6 +52,7 @@ pub fn retrain_every(window_ms: u64) -> std::time::Duration {
 /// profiler's switch is: one node per process, and a plan (a command run under a
 /// group's store lock) reads it with one uncontended lock, no reach into the node.
 struct Published {
+    /// `None` while the node's `kelvin-planner` is `heat`.
     model: Option<Arc<Model>>,
     window_ms: u64,
     info: String,
@@ -59,12 +60,23 @@ struct Published {
 
 static PUBLISHED: parking_lot::RwLock<Option<Published>> = parking_lot::RwLock::new(None);
 
-/// Publishes `learner`'s current model and figures.
-pub fn publish(learner: &Learner) {
+/// Publishes `learner`'s current model (for the planner if `use_model`) and figures.
+pub fn publish(learner: &Learner, use_model: bool) {
+    let mut info = learner.info();
+    // What a plan made now ranks by, and why not by the model.
+    let (ranking, reason) = match (use_model, &learner.model) {
+        (false, _) => ("heat", "setting"),
+        (true, Some(m)) if m.beats_heuristic() => ("model", "beats_counter"),
+        (true, Some(_)) => ("heat", "model_not_better"),
+        (true, None) => ("heat", "no_model"),
+    };
+    info.push_str(&format!(
+        "planner_ranking:{ranking}\r\nplanner_ranking_reason:{reason}\r\n"
+    ));
     *PUBLISHED.write() = Some(Published {
-        model: learner.model.clone(),
+        model: learner.model.clone().filter(|_| use_model),
         window_ms: learner.sampler.window_ms(),
-        info: learner.info(),
+        info,
     });
 }
 

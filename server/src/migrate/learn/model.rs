@@ -51,19 +51,20 @@ pub struct Model {
     scale: [f64; INPUTS],
     class_share: HashMap<Vec<u8>, f64>,
     overall_share: f64,
-    /// Samples it was trained on, and how many were touched.
+    /// Samples it was trained on (all of them, in the end), and how many were touched.
     pub trained_on: usize,
     pub positives: usize,
-    /// Area under the ROC curve on the held-out newest quarter: the model's, and the
-    /// LFU counter's on the same samples.
+    /// Area under the ROC curve on the held-out newest quarter, of the model fitted
+    /// without it, and of the LFU counter on the same samples.
     pub auc: f64,
     pub heuristic_auc: f64,
     pub held_out: usize,
 }
 
 impl Model {
-    /// Trains on `samples` (oldest first). An error says why no model came out (too few
-    /// samples, one label only, the solver failed).
+    /// Trains on `samples` (oldest first): first on the older three quarters, judged on
+    /// the newest quarter (the AUCs), then again on all of them, the model kept. An error
+    /// says why no model came out (too few samples, one label only, the solver failed).
     pub fn train(samples: &[Sample]) -> Result<Model, String> {
         if samples.len() < MIN_SAMPLES {
             return Err(format!(
@@ -73,6 +74,26 @@ impl Model {
         }
         let split = samples.len() * 3 / 4;
         let (train, test) = samples.split_at(split);
+        let judged = Model::fit(train)?;
+        let labels: Vec<bool> = test.iter().map(|s| s.touched).collect();
+        let scores: Vec<f64> = test
+            .iter()
+            .map(|s| judged.score(&s.raw, &s.class))
+            .collect();
+        // The LFU counter, ties broken by recency (what the heat planner ranks by).
+        let heuristic: Vec<f64> = test
+            .iter()
+            .map(|s| s.raw[4] as f64 - s.raw[0] as f64 * 1e-3)
+            .collect();
+        let mut model = Model::fit(samples).unwrap_or(judged);
+        model.auc = auc(&scores, &labels);
+        model.heuristic_auc = auc(&heuristic, &labels);
+        model.held_out = test.len();
+        Ok(model)
+    }
+
+    /// A model fitted on `train` (not judged yet).
+    fn fit(train: &[Sample]) -> Result<Model, String> {
         let positives = train.iter().filter(|s| s.touched).count();
         if positives < MIN_EACH_LABEL || train.len() - positives < MIN_EACH_LABEL {
             return Err(format!(
@@ -108,7 +129,7 @@ impl Model {
             positives,
             auc: 0.5,
             heuristic_auc: 0.5,
-            held_out: test.len(),
+            held_out: 0,
         };
         let inputs: Vec<[f64; INPUTS]> = train.iter().map(|s| model.inputs(s)).collect();
         for j in 0..INPUTS {
@@ -143,17 +164,6 @@ impl Model {
         }
         model.weights.copy_from_slice(&fitted.0);
         model.intercept = fitted.1;
-        if !test.is_empty() {
-            let labels: Vec<bool> = test.iter().map(|s| s.touched).collect();
-            let scores: Vec<f64> = test.iter().map(|s| model.score(&s.raw, &s.class)).collect();
-            // The LFU counter, ties broken by recency (what the heat planner ranks by).
-            let heuristic: Vec<f64> = test
-                .iter()
-                .map(|s| s.raw[4] as f64 - s.raw[0] as f64 * 1e-3)
-                .collect();
-            model.auc = auc(&scores, &labels);
-            model.heuristic_auc = auc(&heuristic, &labels);
-        }
         Ok(model)
     }
 
