@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"kelvin": "tab:blue", "kelvin-r3": "tab:green", "redis-cluster": "tab:red"}
+COLORS = {"kelvin": "tab:blue", "kelvin-heat": "tab:cyan", "kelvin-r3": "tab:green",
+          "redis-cluster": "tab:red"}
 
 
 def details_rate(runs):

@@ -10,7 +10,12 @@
 //! - Kelvin: `cluster create --replicas R --groups 3`, `add-node`, `cluster reshard
 //!   --slots 4096 --to NEW` (returns at the handover, which it prints), then
 //!   `--wait-drained`; the driver's figures from `cluster migrations`. R = 1, and R = 3
-//!   (`kelvin-r3`: every write goes to three nodes, three times the writing).
+//!   (`kelvin-r3`: every write goes to three nodes, three times the writing). Every
+//!   Kelvin node's learned planner has a label window of [`PLANNER_WINDOW_MS`] (5 s),
+//!   and the steady phase goes on until every formed node has a
+//!   model (at most `PLANNER_WAIT`); `kelvin` plans with the model if it beats the heat
+//!   counter on held-out keys, `kelvin-heat` (R = 1, `kelvin-planner heat`) always by
+//!   heat: the same move, the two plans, at the same budget.
 //!
 //! Writes `summary.json`, `runs.json` (per-second figures and details), `table.md` and
 //! the PNG plots (`bench/plot_reshard.py`, matplotlib) to the output directory.
@@ -74,20 +79,41 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum System {
     RedisCluster,
     Kelvin,
+    /// Kelvin with the eager plan ranked by the heat counter only (`kelvin-planner heat`),
+    /// to compare the learned model's plan with at the same budget.
+    KelvinHeat,
     KelvinR3,
 }
 
 impl System {
-    const ALL: [System; 3] = [System::RedisCluster, System::Kelvin, System::KelvinR3];
+    const ALL: [System; 4] = [
+        System::RedisCluster,
+        System::Kelvin,
+        System::KelvinHeat,
+        System::KelvinR3,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             System::RedisCluster => "redis-cluster",
             System::Kelvin => "kelvin",
+            System::KelvinHeat => "kelvin-heat",
             System::KelvinR3 => "kelvin-r3",
         }
     }
+
+    fn is_kelvin(self) -> bool {
+        self != System::RedisCluster
+    }
 }
+
+/// The learned planner's label window on the Kelvin nodes (`kelvin-planner-window`):
+/// about how long the keys of a move wait for the drain here.
+const PLANNER_WINDOW_MS: u64 = 5_000;
+/// How long the steady phase may go on past its length for every source to have a
+/// trained model (the same wait for `kelvin` and `kelvin-heat`; a node without one
+/// plans by heat, which the summary's `planner` says).
+const PLANNER_WAIT: Duration = Duration::from_secs(60);
 
 /// The systems named (all of them when none is).
 pub fn systems(names: &[String]) -> Result<Vec<System>> {
@@ -100,7 +126,9 @@ pub fn systems(names: &[String]) -> Result<Vec<System>> {
             System::ALL
                 .into_iter()
                 .find(|s| s.name() == n.trim())
-                .with_context(|| format!("unknown system {n:?} (redis-cluster, kelvin, kelvin-r3)"))
+                .with_context(|| {
+                    format!("unknown system {n:?} (redis-cluster, kelvin, kelvin-heat, kelvin-r3)")
+                })
         })
         .collect()
 }
@@ -118,6 +146,8 @@ struct Run {
     moved_bytes: u64,
     /// Kelvin: bytes pushed at or before the handover, fault-ins, and the driver's lines.
     kelvin: Option<(u64, u64, String)>,
+    /// Kelvin: what each source's planner ranked by when the move began.
+    planner: String,
     redirects: [u64; 4],
     /// The first failed requests, described.
     failures: Vec<String>,
@@ -250,8 +280,8 @@ fn start(opts: &Options, system: System) -> Result<Cluster> {
             })?;
             Ok(c)
         }
-        System::Kelvin | System::KelvinR3 => {
-            let replicas = if system == System::Kelvin { 1 } else { 3 };
+        System::Kelvin | System::KelvinHeat | System::KelvinR3 => {
+            let replicas = if system == System::KelvinR3 { 3 } else { 1 };
             let spec = Spec {
                 redirect_port: true,
                 cluster_secret: Some(cluster_secret()),
@@ -263,9 +293,66 @@ fn start(opts: &Options, system: System) -> Result<Cluster> {
             let mut cmd = Command::new(p.kelvin_cli()?);
             cmd.args(["cluster", "add-node", &c.new_addr(), &c.seed(), "--yes"]);
             tool(&mut cmd, Duration::from_secs(60))?;
+            let planner = if system == System::KelvinHeat {
+                "heat"
+            } else {
+                "model"
+            };
+            for node in c.group.nodes.iter().chain([&c.new]) {
+                let mut s = connect(node.port, Duration::from_secs(2))?;
+                let window = PLANNER_WINDOW_MS.to_string();
+                command(&mut s, &["CONFIG", "SET", "kelvin-planner-window", &window])?;
+                command(&mut s, &["CONFIG", "SET", "kelvin-planner", planner])?;
+            }
             Ok(c)
         }
     }
+}
+
+/// Waits (at most [`PLANNER_WAIT`]) until every formed node has trained a model; what
+/// each plans by then, one `node: ranking (reason), model AUC a vs counter h` per node.
+fn wait_for_models(c: &Cluster) -> String {
+    let info = |port: u16| -> String {
+        connect(port, Duration::from_secs(2))
+            .and_then(|mut s| command(&mut s, &["INFO", "planner"]))
+            .unwrap_or_default()
+    };
+    let field = |text: &str, name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or("-")
+            .trim()
+            .to_string()
+    };
+    let deadline = Instant::now() + PLANNER_WAIT;
+    while Instant::now() < deadline {
+        let trained = c
+            .group
+            .nodes
+            .iter()
+            .all(|n| field(&info(n.port), "planner_model") == "logistic_regression");
+        if trained {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.group
+        .nodes
+        .iter()
+        .map(|n| {
+            let t = info(n.port);
+            format!(
+                "{}: {} ({}), model AUC {} vs counter {}, {} samples",
+                n.port,
+                field(&t, "planner_ranking"),
+                field(&t, "planner_ranking_reason"),
+                field(&t, "planner_model_auc"),
+                field(&t, "planner_heuristic_auc"),
+                field(&t, "planner_samples"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Lines of CLUSTER NODES on `port`.
@@ -395,12 +482,16 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         value_bytes: opts.value_bytes,
         rate: opts.rate,
         workers: 16,
-        max_duration: opts.steady + opts.after + MOVE_TIMEOUT,
+        max_duration: opts.steady + PLANNER_WAIT + opts.after + MOVE_TIMEOUT,
     };
     let zipf = Arc::new(Zipf::new(sessions));
     let load = Load::start(map.clone(), &workload, zipf);
+    let mut planner = String::new();
     let outcome = (|| -> Result<(u64, u64, u64)> {
         std::thread::sleep(opts.steady);
+        if system.is_kelvin() {
+            planner = wait_for_models(&cluster);
+        }
         let reshard_at = load.now_ms();
         let (handover_at, complete_at) = match system {
             System::RedisCluster => {
@@ -417,7 +508,7 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
                 let done = load.now_ms();
                 (done, done)
             }
-            System::Kelvin | System::KelvinR3 => {
+            System::Kelvin | System::KelvinHeat | System::KelvinR3 => {
                 if let Some(rate) = opts.kelvin_drain_rate {
                     for node in cluster.group.nodes.iter().chain([&cluster.new]) {
                         let mut s = connect(node.port, Duration::from_secs(2))?;
@@ -502,6 +593,7 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         failures,
         lost_sessions,
         client_ports,
+        planner,
     })
 }
 
@@ -662,6 +754,7 @@ fn record(r: &Run) -> Value {
         o.insert("eager_bytes".into(), json!(eager));
         o.insert("fault_ins".into(), json!(fault_ins));
         o.insert("served_without_fault_in".into(), json!(served));
+        o.insert("planner".into(), json!(r.planner));
     }
     v
 }
@@ -729,7 +822,8 @@ fn table(opts: &Options, runs: &[Run]) -> String {
          Zipf keys: the 1% most popular sessions get {:.0}% of the requests at {largest} \
          sessions), sessions of ~{} B, 4096 of 16384 slots moved to a 4th node; Redis \
          `--cluster-pipeline {}`; `kelvin-r3` keeps three copies of every group (three \
-         times the writing).\n\n",
+         times the writing); `kelvin-heat` plans the eager push by the heat counter only, \
+         `kelvin` with the learned model where it beats the counter.\n\n",
         opts.rate,
         crate::openloop::LOGIN_TTL_SECS,
         Zipf::new(largest).hot_share(0.01) * 100.0,

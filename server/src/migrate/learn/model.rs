@@ -30,6 +30,11 @@ pub const MIN_EACH_LABEL: usize = 20;
 const CLASS_PRIOR_WEIGHT: f64 = 20.0;
 /// Most pattern classes a model keeps a share for; the rest get the overall share.
 pub const MAX_CLASSES: usize = 256;
+/// A model ranks a plan only if it was judged on at least this many held-out samples
+/// and its AUC there beats the counter's by this much (a few hundred samples put
+/// AUCs of equal rankers a few hundredths apart by chance).
+pub const MIN_HELD_OUT: usize = 200;
+pub const AUC_MARGIN: f64 = 0.02;
 /// L2 regularization of the regression.
 const ALPHA: f64 = 0.1;
 
@@ -175,9 +180,10 @@ impl Model {
         1.0 / (1.0 + (-z).exp())
     }
 
-    /// Whether the model ranked the held-out keys better than the counter did.
+    /// Whether the model ranked the held-out keys clearly better than the counter did
+    /// ([`MIN_HELD_OUT`], [`AUC_MARGIN`]).
     pub fn beats_heuristic(&self) -> bool {
-        self.held_out > 0 && self.auc > self.heuristic_auc
+        self.held_out >= MIN_HELD_OUT && self.auc >= self.heuristic_auc + AUC_MARGIN
     }
 
     fn inputs(&self, s: &Sample) -> [f64; INPUTS] {

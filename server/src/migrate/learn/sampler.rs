@@ -25,7 +25,7 @@ pub const MIN_WINDOW_MS: u64 = 1_000;
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
 /// How often the node observes keys, and how many per group led each time.
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-pub const SAMPLE_KEYS: usize = 64;
+pub const SAMPLE_KEYS: usize = 256;
 /// Most labelled samples kept (about 120 bytes each).
 pub const MAX_SAMPLES: usize = 50_000;
 /// Most observations waiting for their label.
