@@ -342,10 +342,13 @@ fn wait_for_models(c: &Cluster) -> String {
         .map(|n| {
             let t = info(n.port);
             format!(
-                "{}: {} ({}), model AUC {} vs counter {}, {} samples",
+                "{}: {} ({}), held-out touched keys in a 10% plan: model {} vs heat {}, \
+                 AUC {} vs {}, {} samples",
                 n.port,
                 field(&t, "planner_ranking"),
                 field(&t, "planner_ranking_reason"),
+                field(&t, "planner_model_hits"),
+                field(&t, "planner_heuristic_hits"),
                 field(&t, "planner_model_auc"),
                 field(&t, "planner_heuristic_auc"),
                 field(&t, "planner_samples"),

@@ -70,11 +70,11 @@ def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
     assert int(leader["planner_window_ms"]) == 2000
     # Every node shows the section, a follower too (its model, if any, is its own).
     assert all("planner_model" in planner_info(n) for n in trio)
-    # What a plan ranks by: the model only if it ranked enough held-out keys clearly
-    # better than the counter (200 of them, AUC 0.02 above).
+    # What a plan ranks by: the model only if it planned enough held-out keys clearly
+    # better than the heat planner (200 of them, 5% more of the touched ones held).
     beats = (int(leader["planner_model_held_out"]) >= 200
-             and float(leader["planner_model_auc"])
-             >= float(leader["planner_heuristic_auc"]) + 0.02)
+             and int(leader["planner_model_hits"])
+             > int(leader["planner_heuristic_hits"]) * 1.05)
     assert leader["planner_ranking"] == ("model" if beats else "heat"), leader
     for n in trio:
         n.client().config_set("kelvin-planner", "heat")

@@ -26,7 +26,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use kelvin_server::migrate::learn::{sampler, LearnedPlanner, Model, Sampler};
+use kelvin_server::migrate::learn::{plan_by, sampler, Model, Sampler};
 use kelvin_server::migrate::plan::{plan_ranked, HeatPlanner, KeyFacts, Planner, Rules};
 use kelvin_server::store::Heat;
 
@@ -227,12 +227,15 @@ pub fn run(opts: &Options) -> Result<String> {
                     rules: rules.clone(),
                 }
                 .plan(keys, h),
-                "model" => LearnedPlanner {
-                    rules: rules.clone(),
-                    model: model.as_ref().ok().cloned().map(std::sync::Arc::new),
-                    window_ms: opts.window_ms,
-                }
-                .plan(keys, h),
+                // The model's own ranking, whether or not the node would use it (its
+                // judgment against the counter is in `model.in_use`).
+                "model" => match &model {
+                    Ok(m) => plan_by(&rules, m, opts.window_ms, keys, h),
+                    Err(_) => HeatPlanner {
+                        rules: rules.clone(),
+                    }
+                    .plan(keys, h),
+                },
                 _ => plan_ranked(&rules, keys, h, |k| {
                     let i = index[&k.key];
                     let idle = k.heat.idle_secs(h) as f64;
@@ -304,6 +307,8 @@ pub fn run(opts: &Options) -> Result<String> {
                 "held_out": m.held_out,
                 "auc_held_out": m.auc,
                 "heuristic_auc_held_out": m.heuristic_auc,
+                "hits_held_out": m.hits,
+                "heuristic_hits_held_out": m.heuristic_hits,
                 "in_use": m.beats_heuristic(),
                 "auc_at_handover": kelvin_server::migrate::learn::model::auc(&scores, &labels),
                 "heuristic_auc_at_handover": kelvin_server::migrate::learn::model::auc(&counter, &labels),

@@ -66,7 +66,7 @@ pub fn publish(learner: &Learner, use_model: bool) {
     // What a plan made now ranks by, and why not by the model.
     let (ranking, reason) = match (use_model, &learner.model) {
         (false, _) => ("heat", "setting"),
-        (true, Some(m)) if m.beats_heuristic() => ("model", "beats_counter"),
+        (true, Some(m)) if m.beats_heuristic() => ("model", "beats_heat"),
         (true, Some(_)) => ("heat", "model_not_better"),
         (true, None) => ("heat", "no_model"),
     };
@@ -114,18 +114,30 @@ pub struct LearnedPlanner {
 
 impl Planner for LearnedPlanner {
     fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
-        let Some(model) = self.model.as_ref().filter(|m| m.beats_heuristic()) else {
-            return HeatPlanner {
+        match self.model.as_ref().filter(|m| m.beats_heuristic()) {
+            Some(model) => plan_by(&self.rules, model, self.window_ms, keys, now_ms),
+            None => HeatPlanner {
                 rules: self.rules.clone(),
             }
-            .plan(keys, now_ms);
-        };
-        plan_ranked(&self.rules, keys, now_ms, |k| {
-            let raw = features::raw(k.heat, k.bytes, k.expire_at, now_ms, self.window_ms);
-            let p = model.score(&raw, &features::class_of(&self.rules, &k.key));
-            Some(p / (k.bytes as f64).max(1.0))
-        })
+            .plan(keys, now_ms),
+        }
     }
+}
+
+/// The plan that `model` ranks (predicted touches per byte), whatever its judgment
+/// against the counter: the rules first, as every plan.
+pub fn plan_by(
+    rules: &Rules,
+    model: &Model,
+    window_ms: u64,
+    keys: Vec<KeyFacts>,
+    now_ms: u64,
+) -> Plan {
+    plan_ranked(rules, keys, now_ms, |k| {
+        let raw = features::raw(k.heat, k.bytes, k.expire_at, now_ms, window_ms);
+        let p = model.score(&raw, &features::class_of(rules, &k.key));
+        Some(p / (k.bytes as f64).max(1.0))
+    })
 }
 
 /// The node's learner: its sampler, its current model and what happened to the last
@@ -249,10 +261,12 @@ impl Learner {
         );
         match &self.model {
             Some(m) => s.push_str(&format!(
-                "planner_model:logistic_regression\r\nplanner_model_in_use:{}\r\nplanner_model_auc:{:.4}\r\nplanner_heuristic_auc:{:.4}\r\nplanner_model_trained_on:{}\r\nplanner_model_held_out:{}\r\nplanner_model_trained_at_ms:{}\r\n",
+                "planner_model:logistic_regression\r\nplanner_model_in_use:{}\r\nplanner_model_auc:{:.4}\r\nplanner_heuristic_auc:{:.4}\r\nplanner_model_hits:{}\r\nplanner_heuristic_hits:{}\r\nplanner_model_trained_on:{}\r\nplanner_model_held_out:{}\r\nplanner_model_trained_at_ms:{}\r\n",
                 u8::from(m.beats_heuristic()),
                 m.auc,
                 m.heuristic_auc,
+                m.hits,
+                m.heuristic_hits,
                 m.trained_on,
                 m.held_out,
                 self.trained_at_ms,
