@@ -23,8 +23,10 @@
 //! bits 56..64  accesses seen, saturating at 255 (0 = never touched)
 //! ```
 //!
-//! The top byte leaves room for the per-field profile of big session hashes a later
-//! issue adds (a pointer-free summary fits, or a flag that the fields carry their own).
+//! The gap codes and the counter are what the learned planner's features are made of
+//! (`migrate::learn::features`): idle against the rhythm tells a poll that will come
+//! back from a burst that has ended. Every bit is taken: a per-field profile of big
+//! session hashes would need a word of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
