@@ -415,7 +415,11 @@ impl Cluster {
 
     /// `kelvin-cli <args>` from the host.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(Command::new(&self.cli).args(args))
+        // No backtrace after its error (RUST_BACKTRACE set around the harness would put
+        // one there): a fault's detail is the error's last line.
+        run(Command::new(&self.cli)
+            .args(args)
+            .env("RUST_BACKTRACE", "0"))
     }
 
     /// Waits until `cluster status` says every group has a leader and all its replicas.

@@ -36,9 +36,11 @@ fn node_id_at(t: &Topology, node: &Node) -> Option<String> {
     t.find(&node.client_addr())
 }
 
-/// The last line of an error (kelvin-cli prints its steps before the failure).
+/// The last line of an error (kelvin-cli prints its steps before the failure), a
+/// backtrace after it left out.
 fn last_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
+    let text = text.split("Stack backtrace:").next().unwrap_or("");
     text.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -178,13 +180,18 @@ enum Undo {
     Nothing,
     /// Switch the `clock-skew` fail point off on these nodes.
     ClockSkew(Vec<Node>),
-    /// Add the replica back.
+    /// Add the replica back; if its removal failed, finish the removal first.
     Replica {
         group: u64,
         node: Node,
+        finish: bool,
     },
-    /// Bring the node back on an empty disk and give it replicas.
-    Node(Node),
+    /// Bring the node back on an empty disk and give it replicas; if its removal
+    /// failed, finish the removal first.
+    Node {
+        node: Node,
+        finish: bool,
+    },
     /// Wait for the move, move the slots back, remove an emptied new group.
     Reshard(Box<Resharding>),
 }
@@ -623,6 +630,7 @@ impl Nemesis {
             Undo::Replica {
                 group: *group,
                 node,
+                finish: !gone,
             },
             gone,
         ))
@@ -655,7 +663,14 @@ impl Nemesis {
             }
             Err(e) => (format!("{}: {}", node.name, last_line(&e)), false),
         };
-        Ok(Started::new(detail, Undo::Node(node), gone))
+        Ok(Started::new(
+            detail,
+            Undo::Node {
+                node,
+                finish: !gone,
+            },
+            gone,
+        ))
     }
 
     /// Ends a fault's own part; the membership steps are retried until they hold.
@@ -680,9 +695,38 @@ impl Nemesis {
                 }
                 Ok(true)
             }
-            Undo::Replica { group, node } => {
+            Undo::Replica {
+                group,
+                node,
+                finish,
+            } => {
                 // Heal first: a membership change needs the other faults gone.
                 self.cluster.heal()?;
+                if finish {
+                    // A remove-replica that failed may have stopped half-way (found by a
+                    // campaign: the group's Raft configuration without the replica, the
+                    // topology still listing it, a stale copy left on the node). Each
+                    // step is safe to run again: finish it, as an operator would, then
+                    // add the replica back.
+                    self.retry(
+                        &format!("remove-replica {group} {} (finishing)", node.name),
+                        || {
+                            let t = self.cluster.topology()?;
+                            let listed = node_id_at(&t, &node).is_some_and(|id| {
+                                t.replicas(group).is_some_and(|r| r.contains(&id))
+                            });
+                            if !listed {
+                                return Ok(());
+                            }
+                            let seed = self.seed(&node).unwrap_or_default();
+                            let g = group.to_string();
+                            let addr = node.client_addr();
+                            self.cluster
+                                .cli(&["cluster", "remove-replica", &g, &addr, &seed])?;
+                            Ok(())
+                        },
+                    )?;
+                }
                 self.retry(&format!("add-replica {group} {}", node.name), || {
                     let t = self.cluster.topology()?;
                     let id = node_id_at(&t, &node);
@@ -700,8 +744,27 @@ impl Nemesis {
                 })?;
                 Ok(true)
             }
-            Undo::Node(node) => {
+            Undo::Node { node, finish } => {
                 self.cluster.heal()?;
+                if finish && node_id_at(&self.cluster.topology()?, &node).is_some() {
+                    // remove-node failed: it may have stopped after the node left the
+                    // meta group but before the topology let it go (found by a campaign:
+                    // the node then never learns another topology). Finish it (each step
+                    // is safe to run again), then bring the node back as a new one.
+                    self.cluster.start(&node)?;
+                    self.retry(&format!("remove-node {} (finishing)", node.name), || {
+                        if node_id_at(&self.cluster.topology()?, &node).is_none() {
+                            return Ok(());
+                        }
+                        let seed = self.seed(&node).unwrap_or_default();
+                        let addr = node.client_addr();
+                        self.cluster
+                            .cli(&["cluster", "remove-node", &addr, &seed, "--yes"])?;
+                        Ok(())
+                    })?;
+                    self.cluster.set_removed(&node, true);
+                    self.cluster.kill(&node)?;
+                }
                 let t = self.cluster.topology()?;
                 if node_id_at(&t, &node).is_some() {
                     // remove-node failed before the node left: finish what it began by

@@ -26,7 +26,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use kelvin_server::migrate::learn::{plan_by, sampler, Model, Sampler};
+use kelvin_server::migrate::learn::{plan_by, round, sampler, Model, Sampler};
 use kelvin_server::migrate::plan::{plan_ranked, HeatPlanner, KeyFacts, Planner, Rules};
 use kelvin_server::store::Heat;
 
@@ -385,15 +385,22 @@ fn sample(
         let k = *by_name.get(key)?;
         keys.get(k, now).map(|l| l.heat)
     });
-    for _ in 0..sampler::SAMPLE_KEYS {
-        if keys.list.is_empty() {
-            break;
-        }
+    if keys.list.is_empty() {
+        return;
+    }
+    // The node's round: random keys, and recently touched ones among more picks.
+    let window = sampler.window_ms();
+    let picked = round(sampler::SAMPLE_KEYS, window, now, || {
         let k = keys.list[rng.gen_range(0..keys.list.len())];
-        if let Some(l) = keys.get(k, now) {
-            let (heat, bytes, expire_at) = (l.heat, l.bytes as usize, l.expire_at);
+        let l = keys.state[k as usize].as_ref()?;
+        let live = l.expire_at == 0 || l.expire_at > now;
+        live.then_some((k, l.heat))
+    });
+    for k in picked {
+        if let Some(l) = keys.state[k as usize].as_ref() {
             let name = trace.names[k as usize].as_bytes();
-            sampler.observe(now, 0, 0, name, heat, bytes, expire_at, rules);
+            let (bytes, expire_at) = (l.bytes as usize, l.expire_at);
+            sampler.observe(now, 0, 0, name, l.heat, bytes, expire_at, rules);
         }
     }
 }

@@ -140,6 +140,34 @@ pub fn plan_by(
     })
 }
 
+/// The keys one round observes: up to `n` random picks, then up to `n / 4` of those
+/// touched within the last window among [`sampler::RECENT_PROBES`] more. `pick` gives a
+/// random live key and its record, or `None` (an empty try counts as a pick).
+pub fn round<K>(
+    n: usize,
+    window_ms: u64,
+    now_ms: u64,
+    mut pick: impl FnMut() -> Option<(K, crate::store::Heat)>,
+) -> Vec<K> {
+    let mut picked = Vec::with_capacity(n + n / 4);
+    for _ in 0..n * 4 {
+        if picked.len() == n {
+            break;
+        }
+        picked.extend(pick().map(|(k, _)| k));
+    }
+    let random = picked.len();
+    let window_secs = window_ms / 1000;
+    for _ in 0..sampler::RECENT_PROBES {
+        if picked.len() - random == n / 4 {
+            break;
+        }
+        let recent = pick().filter(|(_, h)| h.seen() > 0 && h.idle_secs(now_ms) < window_secs);
+        picked.extend(recent.map(|(k, _)| k));
+    }
+    picked
+}
+
 /// The node's learner: its sampler, its current model and what happened to the last
 /// training.
 pub struct Learner {
@@ -171,7 +199,12 @@ impl Learner {
         }
     }
 
-    /// Observes up to `n` random live keys of `store` (group `source`) as of `now_ms`.
+    /// Observes up to `n` random live keys of `store` (group `source`) as of `now_ms`,
+    /// and up to `n / 4` of those touched within the last window among
+    /// [`sampler::RECENT_PROBES`] more random picks. In a big keyspace few random keys
+    /// are touched in any window and a model would see few of them; the recent ones are
+    /// picked by a feature (idle time), so what the model learns of P(touched | features)
+    /// stays true for the keys it ranks.
     pub fn observe(
         &mut self,
         store: &Store,
@@ -186,23 +219,15 @@ impl Learner {
                 continue;
             }
             // A random slot, then a random key of it (slots hold about as many keys
-            // each); a few tries past empty slots.
-            let mut taken = 0;
-            for _ in 0..n * 4 {
-                if taken == n {
-                    break;
-                }
+            // each); tries past empty slots and expired keys count as picks.
+            let pick = || {
                 let table = ks.slot(rng.gen_range(0..kelvin_protocol::SLOT_COUNT));
-                if table.map.is_empty() {
-                    continue;
-                }
-                let Some((key, entry)) = table.map.get_index(rng.gen_range(0..table.map.len()))
-                else {
-                    continue;
-                };
-                if entry.is_expired(now_ms) {
-                    continue;
-                }
+                let i = rng.gen_range(0..table.map.len().max(1));
+                let (key, entry) = table.map.get_index(i)?;
+                (!entry.is_expired(now_ms)).then_some(((key, entry), entry.heat))
+            };
+            let picked = round(n, self.sampler.window_ms(), now_ms, pick);
+            for (key, entry) in picked {
                 let bytes = key.len() + entry.value.approx_bytes();
                 self.sampler.observe(
                     now_ms,
@@ -214,7 +239,6 @@ impl Learner {
                     entry.expire_at,
                     rules,
                 );
-                taken += 1;
             }
         }
     }
@@ -277,5 +301,49 @@ impl Learner {
             s.push_str(&format!("planner_last_error:{e}\r\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, Value};
+    use rand::SeedableRng;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// In a keyspace where 1 key in 50 was touched lately, a round observes its random
+    /// keys and, among more random picks, recent ones too: the training data holds
+    /// touched keys although random picks rarely find one.
+    #[test]
+    fn a_round_observes_random_keys_and_recently_touched_ones() {
+        let mut store = Store::default();
+        for i in 0..20_000u32 {
+            let mut e = Entry::new(Value::Str(vec![0; 10]));
+            // Touched 10 minutes ago, or (one in fifty) 1 s ago.
+            let at = if i % 50 == 0 {
+                T0 - 1_000
+            } else {
+                T0 - 600_000
+            };
+            e.heat.touch(at, true);
+            store.db(0).insert(format!("k:{i}").as_bytes(), e);
+        }
+        let mut l = Learner::new(60_000);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        l.observe(&store, 7, 64, T0, &Rules::default(), &mut rng);
+        // 64 random, and 16 more among at most 2048 picks (about 41 of them recent).
+        assert_eq!(l.sampler.pending(), 64 + 16);
+        let mut recent = 0;
+        l.sampler.label_due(T0 + 60_000, |group, db, key| {
+            assert_eq!((group, db), (7, 0));
+            let e = store.db_ref(0)?.get(key, T0)?;
+            recent += usize::from(e.heat.idle_secs(T0) < 60);
+            Some(e.heat)
+        });
+        assert!(recent >= 16, "{recent}");
+        // An empty store: nothing observed, no endless search.
+        l.observe(&Store::default(), 7, 64, T0, &Rules::default(), &mut rng);
+        assert_eq!(l.sampler.pending(), 0);
     }
 }
