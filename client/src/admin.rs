@@ -504,10 +504,27 @@ fn status(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
         let leader = reports
             .iter()
             .find(|(_, g)| field_text(g, "role") == "leader");
+        // A replica the topology lists that the group's configuration (as its leader
+        // knows it) does not hold: a membership change stopped half-way (run it again).
+        let outside: Vec<String> = leader
+            .map(|(_, g)| {
+                let members = field_text(g, "members");
+                let members: Vec<&str> = members.split(',').filter(|m| !m.is_empty()).collect();
+                field_text(g, "replicas")
+                    .split(',')
+                    .filter(|r| !r.is_empty() && !members.is_empty() && !members.contains(r))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         let health = match leader {
-            Some(_) if up == total => "ok",
-            Some(_) => "degraded: replicas down",
-            None => "down: no leader",
+            Some(_) if !outside.is_empty() => format!(
+                "degraded: {} listed but not in the group's configuration (a membership change stopped half-way: run it again)",
+                outside.join(",")
+            ),
+            Some(_) if up == total => "ok".to_string(),
+            Some(_) => "degraded: replicas down".to_string(),
+            None => "down: no leader".to_string(),
         };
         healthy &= health == "ok";
         let (addr, term, applied, keys, bytes, slots) = match leader {

@@ -523,6 +523,36 @@ pub fn start(
     }))
 }
 
+/// Makes a leader that a configuration change just removed a follower. raft-rs leaves
+/// it leading (its `post_conf_change`: "TODO: step down"), with no progress of its own in
+/// the tracker, and the next append response it handles panics (`maybe_commit` unwraps
+/// that progress). Found by a fault campaign: `remove-node` hands leadership over first,
+/// but under faults the node can be elected again before the removal commits. Stepping
+/// down in the same term changes nothing for the others: the remaining voters elect a
+/// leader as they would after its crash. Returns whether it stepped down.
+fn step_down_if_removed<T: Storage>(raw: &mut RawNode<T>, cs: &ConfState, group: u64) -> bool {
+    let me = raw.raft.id;
+    let member = [
+        &cs.voters,
+        &cs.voters_outgoing,
+        &cs.learners,
+        &cs.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&me));
+    if member || raw.raft.state != StateRole::Leader {
+        return false;
+    }
+    let term = raw.raft.term;
+    raw.raft.become_follower(term, raft::INVALID_ID);
+    tracing::info!(
+        group,
+        term,
+        "removed from the group while leading it: stepped down"
+    );
+    true
+}
+
 /// Appends an entry if this replica leads: its index, or `None` if nothing was proposed.
 ///
 /// Only a leader may propose. A replica that stopped leading during the turn (a higher
@@ -1371,6 +1401,7 @@ impl Group {
                     EntryType::EntryConfChange => {
                         let cc = decode_pb::<ConfChange>(index, &entry.data)?;
                         let cs = self.raw.apply_conf_change(&cc)?;
+                        step_down_if_removed(&mut self.raw, &cs, self.group_id);
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
                         conf_changed = true;
@@ -1378,6 +1409,7 @@ impl Group {
                     EntryType::EntryConfChangeV2 => {
                         let cc = decode_pb::<ConfChangeV2>(index, &entry.data)?;
                         let cs = self.raw.apply_conf_change(&cc)?;
+                        step_down_if_removed(&mut self.raw, &cs, self.group_id);
                         tracing::info!(group = self.group_id, index, conf = ?cs, "membership changed");
                         self.raw.mut_store().set_conf_state(cs)?;
                         store.apply_index = index;
@@ -1808,6 +1840,40 @@ mod tests {
     /// A replica that does not lead proposes nothing, and in particular does not forward
     /// the entry to the leader it knows (raft-rs would): its clients are told "not the
     /// leader" and send again, so a forwarded copy would be applied twice.
+    #[test]
+    fn a_leader_removed_from_its_group_steps_down_instead_of_panicking() {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2], vec![])));
+        let config = super::raft_config(1, 0);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger).unwrap();
+        node.raft.become_candidate();
+        node.raft.become_leader();
+        let last = node.raft.raft_log.last_index();
+        // The configuration without node 1, applied while it leads.
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::RemoveNode);
+        single.node_id = 1;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        let cs = node.apply_conf_change(&cc).unwrap();
+        assert!(super::step_down_if_removed(&mut node, &cs, 7));
+        assert_eq!(node.raft.state, StateRole::Follower);
+        // An append response from the remaining voter: before, raft-rs's maybe_commit
+        // unwrapped the removed leader's own progress and panicked here.
+        let mut resp = Message {
+            from: 2,
+            to: 1,
+            term: node.raft.term,
+            index: last,
+            ..Default::default()
+        };
+        resp.set_msg_type(MessageType::MsgAppendResponse);
+        node.step(resp).unwrap();
+        // A member, or a follower, is left alone.
+        assert!(!super::step_down_if_removed(&mut node, &cs, 7));
+    }
+
     #[test]
     fn a_follower_does_not_forward_proposals() {
         let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2], vec![])));

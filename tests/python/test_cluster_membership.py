@@ -259,3 +259,29 @@ def test_a_node_that_restarts_before_its_first_snapshot_still_joins(four):
     assert out.returncode == 0, out.stdout + out.stderr
     assert myid(new) in raft_view(new, "meta")["voters"]
     wait_for(lambda: epoch(new) == 2)
+
+
+def test_a_remove_replica_stopped_half_way_shows_in_status_and_finishes_when_run_again(four):
+    """Found by a fault campaign (jepsen/README.md): remove-replica failed after its Raft
+    step, the topology still listed the replica, and `cluster status` said all was well
+    while the node kept a copy the group no longer updated. Status now holds the listed
+    replicas against the group's configuration; running the command again finishes it."""
+    nodes = four[:3]
+    done = create(nodes, "--replicas", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert cli("status", addr(nodes[0])).returncode == 0
+    leader = next(n for n in nodes if hosted_groups(n)[0]["role"] == "leader")
+    gone = next(n for n in nodes if n is not leader)
+    leader.client().set("k", "v")
+    # The Raft half of remove-replica only, as if the command had died after it.
+    assert leader.client().execute_command("CLUSTER", "KELVIN-CONF", "0", "REMOVE", myid(gone))
+    assert wait_for(lambda: myid(gone) not in hosted_groups(leader)[0]["members"], 10)
+    out = cli("status", addr(leader))
+    assert out.returncode != 0, out.stdout
+    assert f"{myid(gone)} listed but not in the group's configuration" in out.stdout, out.stdout
+    # Run again, it finishes: the topology lets the replica go and status is clean.
+    out = cli("remove-replica", "0", addr(gone), addr(leader))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert wait_for(lambda: cli("status", addr(leader)).returncode == 0, 10)
+    assert 0 not in hosted_groups(gone)
+    assert leader.client().get("k") == "v"

@@ -243,7 +243,9 @@ fn nodes_text(node: &Node) -> String {
 /// CLUSTER KELVIN-GROUPS (for `kelvin-cli cluster status`): per group this node hosts, a
 /// map of `group`, `slots`, `replicas` (node ids, the preferred leader first), `role`,
 /// `leader` (node id, empty if none), `term`, `applied`,
-/// `keys` (all databases) and `bytes` (a rough count of keys and values held).
+/// `keys` (all databases), `bytes` (a rough count of keys and values held) and `members`
+/// (node ids in the group's Raft configuration as this replica knows it: voters, old
+/// voters while joint, learners; what `status` holds the topology's replicas against).
 fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
     let Some(groups) = ctx.node.groups() else {
         ctx.out.array(0);
@@ -280,7 +282,20 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
             .group(*id)
             .map(|g| g.replicas.iter().map(|&r| node_name(r)).collect())
             .unwrap_or_else(|| vec![node_name(ctx.node.id())]);
-        ctx.out.map(9);
+        let members: Vec<String> = {
+            let conf = status.conf.lock();
+            let mut ids: Vec<u64> = conf
+                .voters
+                .iter()
+                .chain(&conf.voters_outgoing)
+                .chain(&conf.learners)
+                .copied()
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter().map(node_name).collect()
+        };
+        ctx.out.map(10);
         ctx.out.bulk(b"group");
         ctx.out.int(*id as i64);
         ctx.out.bulk(b"slots");
@@ -305,6 +320,8 @@ fn kelvin_groups(ctx: &mut ConnCtx<'_>) {
         ctx.out.int(keys as i64);
         ctx.out.bulk(b"bytes");
         ctx.out.int(bytes as i64);
+        ctx.out.bulk(b"members");
+        ctx.out.bulk(members.join(",").as_bytes());
     }
 }
 
