@@ -351,6 +351,11 @@ impl Recorder {
         }
     }
 
+    /// The instant `time_ns` counts from.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     fn push(&self, process: u64, kind: Kind, f: F, key: &str, value: Value) {
         let time_ns = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // A poisoned lock only means another thread panicked while pushing; the vector

@@ -76,6 +76,10 @@ struct RunArgs {
     /// Where to write the results (default jepsen/results/<seconds since 1970>).
     #[arg(long)]
     results: Option<std::path::PathBuf>,
+    /// Most operations each worker makes (a bound on the history's size); a run whose
+    /// workers reach it before the faults end is invalid.
+    #[arg(long, default_value_t = workload::MAX_OPS_PER_WORKER)]
+    ops_per_worker: u64,
     /// Use the kelvin:jepsen image as it is (skip docker/build.sh).
     #[arg(long)]
     no_build: bool,
@@ -140,6 +144,7 @@ fn run_test(args: RunArgs) -> anyhow::Result<bool> {
         faults,
         seed: args.seed.unwrap_or(now.as_nanos() as u64),
         build_image: !args.no_build,
+        ops_per_worker: args.ops_per_worker.max(1),
     })
 }
 

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub results: PathBuf,
     pub build_image: bool,
+    /// Most operations each worker makes.
+    pub ops_per_worker: u64,
 }
 
 /// The image of the nodes under test: kelvin-server with its fail points compiled in
@@ -105,7 +107,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<bool> {
 
 fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
     let recorder = Arc::new(Recorder::new());
-    let began = Instant::now();
+    // The nemesis's times and the history's count from the same instant.
+    let began = recorder.started();
     let until = began + opts.time_limit;
     let stop = Arc::new(AtomicBool::new(false));
     let round_done = Arc::new(AtomicBool::new(opts.faults.is_empty()));
@@ -123,6 +126,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
                 faults_done: round_done.clone(),
                 until,
                 began,
+                max_ops: opts.ops_per_worker,
                 seed: opts.seed.wrapping_add(i + 1),
                 hot: hot.clone(),
             }
@@ -195,6 +199,7 @@ fn exercise(cluster: &Arc<Cluster>, opts: &RunOptions) -> anyhow::Result<bool> {
             fault: e.fault.name().to_string(),
             took_effect: e.took_effect,
             detail: e.detail.clone(),
+            window_ns: ((e.start * 1e9) as u64, (e.end * 1e9) as u64),
         })
         .collect();
     let recorder =

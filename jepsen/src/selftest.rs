@@ -299,6 +299,11 @@ pub fn cases() -> Vec<Case> {
             run_fault_no_op,
         ),
         (
+            "run-fault-without-load",
+            Some(FaultWithoutLoad),
+            run_fault_without_load,
+        ),
+        (
             "run-replicas-differ",
             Some(ReplicasDiffer),
             run_replicas_differ,
@@ -745,6 +750,8 @@ fn run_valid() -> (Vec<Op>, RunFacts) {
         node: node.to_string(),
         contents: Ok(digests.clone()),
     };
+    // Each fault spans the whole history: the workload ran through it.
+    let window_ns = (0, ops.iter().map(|o| o.time_ns).max().unwrap_or(0));
     let facts = RunFacts {
         ok_floor: 100,
         // The simulation's register keys see incrs: counters.
@@ -756,16 +763,19 @@ fn run_valid() -> (Vec<Op>, RunFacts) {
                 fault: "kill-leader".into(),
                 took_effect: true,
                 detail: "n1 (leader of group 1)".into(),
+                window_ns,
             },
             FaultOutcome {
                 fault: "pause".into(),
                 took_effect: false,
                 detail: "n2: not paused".into(),
+                window_ns,
             },
             FaultOutcome {
                 fault: "pause".into(),
                 took_effect: true,
                 detail: "n3".into(),
+                window_ns,
             },
         ],
         replicas: vec![replica("n1"), replica("n2"), replica("n3")],
@@ -807,6 +817,22 @@ fn run_fault_no_op() -> (Vec<Op>, RunFacts) {
     let (ops, mut facts) = run_valid();
     for f in facts.faults.iter_mut().filter(|f| f.fault == "pause") {
         f.took_effect = false;
+    }
+    (ops, facts)
+}
+
+/// A fault that took effect after the workload had stopped (as when the workers reach
+/// their operation cap before the nemesis ends).
+fn run_fault_without_load() -> (Vec<Op>, RunFacts) {
+    let (ops, mut facts) = run_valid();
+    let last = ops
+        .iter()
+        .filter(|o| o.process != FINAL_READ_PROCESS)
+        .map(|o| o.time_ns)
+        .max()
+        .unwrap_or(0);
+    if let Some(f) = facts.faults.iter_mut().find(|f| f.took_effect) {
+        f.window_ns = (last + 1, last + 7_000_000_000);
     }
     (ops, facts)
 }
@@ -1143,6 +1169,7 @@ mod tests {
         run_final_read_failed_rejected => "run-final-read-failed",
         run_worker_panicked_rejected => "run-worker-panicked",
         run_fault_no_op_rejected => "run-fault-no-op",
+        run_fault_without_load_rejected => "run-fault-without-load",
         run_replicas_differ_rejected => "run-replicas-differ",
         run_replica_unreachable_rejected => "run-replica-unreachable",
         run_valid_accepted => "run-valid",
@@ -1182,7 +1209,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 64);
+        assert_eq!(names.len(), 65);
     }
 
     #[test]

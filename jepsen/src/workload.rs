@@ -37,8 +37,11 @@ pub fn key_name(prefix: &str, k: usize, gen: u64) -> String {
 }
 /// The longest TTL an `EXPIRE` sets, in seconds (shorter than a key's lifetime).
 pub const EXPIRE_MAX_SECS: i64 = 4;
-/// Most operations one worker makes.
-pub const MAX_OPS_PER_WORKER: u64 = 100_000;
+/// Most operations one worker makes unless `run --ops-per-worker` says otherwise: a
+/// bound on the history's size (about 300 bytes of memory per operation), far above what
+/// a worker makes in the default run. A run whose workers reach it before the faults end
+/// is invalid (`FaultWithoutLoad`).
+pub const MAX_OPS_PER_WORKER: u64 = 400_000;
 
 /// What one worker does.
 pub struct Worker {
@@ -52,6 +55,8 @@ pub struct Worker {
     pub faults_done: Arc<AtomicBool>,
     pub until: Instant,
     pub began: Instant,
+    /// Most operations this worker makes.
+    pub max_ops: u64,
     pub seed: u64,
     /// The keys in slots the nemesis moves: a third of the operations of a kind of key
     /// go to one of them while there are any.
@@ -77,7 +82,7 @@ impl Worker {
         let mut seq: u64 = 0;
         while !self.stop.load(Ordering::Relaxed)
             && (Instant::now() < self.until || !self.faults_done.load(Ordering::Relaxed))
-            && seq < MAX_OPS_PER_WORKER
+            && seq < self.max_ops
         {
             seq += 1;
             // Unique values: process and sequence number.

@@ -77,6 +77,9 @@ pub enum Reason {
     WorkerPanicked,
     /// Run: a requested fault never took effect (every attempt was a no-op).
     FaultNeverTookEffect,
+    /// Run: a fault took effect while no worker began an operation (the workload had
+    /// stopped, at its operation cap or otherwise): it tested nothing.
+    FaultWithoutLoad,
     /// Run: two replicas of a group hold different contents.
     ReplicasDiffer,
     /// Run: a replica could not be asked for its contents.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{check_with, Options, Problem, Reason, Report, Verdict};
-use crate::history::{pair, Outcome, Workload, F};
+use crate::history::{pair, Kind, Outcome, Workload, F};
 use crate::Op;
 
 /// The process id of the final reads (one per key, after healing); no worker reaches
@@ -29,6 +29,8 @@ pub struct FaultOutcome {
     pub took_effect: bool,
     /// What it did, or why it was a no-op.
     pub detail: String,
+    /// From its start to its end, in the history's clock (`Op::time_ns`).
+    pub window_ns: (u64, u64),
 }
 
 /// Per slot: (keys, digest of keys, values and TTLs), as `CLUSTER KELVIN-DIGEST` answers.
@@ -177,6 +179,34 @@ fn judge(ops: &[Op], facts: &RunFacts) -> Verdict {
                     tries.len(),
                     if details.is_empty() { "" } else { ": " },
                     details.join("; ")
+                ),
+            ));
+        }
+    }
+
+    // Every fault that took effect had the workload running: some worker began an
+    // operation between its start and its end.
+    let began: Vec<u64> = ops
+        .iter()
+        .filter(|o| o.kind == Kind::Invoke && o.process != FINAL_READ_PROCESS)
+        .map(|o| o.time_ns)
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    for f in facts.faults.iter().filter(|f| f.took_effect) {
+        let (start, end) = f.window_ns;
+        let first = began.partition_point(|t| *t < start);
+        if began.get(first).is_none_or(|t| *t > end) {
+            problems.push(Problem::new(
+                Reason::FaultWithoutLoad,
+                format!(
+                    "run: fault {} ({}) from {:.1} s to {:.1} s: no worker began an operation \
+                     during it (the last began at {:.1} s)",
+                    f.fault,
+                    f.detail,
+                    start as f64 / 1e9,
+                    end as f64 / 1e9,
+                    began.last().map_or(0.0, |t| *t as f64 / 1e9)
                 ),
             ));
         }
