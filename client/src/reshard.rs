@@ -735,6 +735,13 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                 get("critical_moved"), get("eager_moved"), get("eager_ms"),
                 get("drained_keys"), get("drained_bytes"), drain_ms,
             );
+            let ranked_by = get("ranked_by");
+            if !ranked_by.is_empty() {
+                println!(
+                    "{addr}: migration {}: eager keys ranked by {ranked_by}",
+                    get("id")
+                );
+            }
         }
     }
     Ok(())

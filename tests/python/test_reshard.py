@@ -308,6 +308,14 @@ def test_cold_keys_fault_in_exactly_while_a_throttled_drain_runs(four):
     assert out.returncode == 0, out.stdout + out.stderr
     figures = cli("migrations", addr(first))
     assert figures.stdout.count(", done: handover") == 3, figures.stdout
+    # What each source ranked its eager keys by, and why (within this test's seconds no
+    # model is trained yet: its window is 60 s).
+    ranked = re.findall(r": eager keys ranked by (heat|model) \((.+)\)$", figures.stdout, re.M)
+    assert len(ranked) == 3, figures.stdout
+    assert all(why in ("no model trained yet", "kelvin-planner heat")
+               or why.startswith(("the model is not better: touched held-out keys",
+                                  "touched held-out keys"))
+               for _, why in ranked), ranked
     time.sleep(1.6)
     for node in four:
         cn = node.client()

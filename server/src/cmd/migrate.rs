@@ -142,7 +142,8 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// `CRITICAL`, the plan before the handover: critical keys only, the rest counted as
 /// lazy and its bytes estimated ([`crate::migrate::plan::critical_plan`]). With
 /// `FILTER` (after the seal), a fourth element: the Bloom filter of every key of the
-/// slots here ([`crate::migrate::absent::KeyFilter`]).
+/// slots here ([`crate::migrate::absent::KeyFilter`]), and a fifth: what the eager keys
+/// were ranked by, in words ([`crate::migrate::learn::planner_and_ranking`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     use crate::migrate::plan::{critical_plan, range_facts, Planner};
     // CRITICAL: the plan before the handover; FILTER: the eager plan, with the filter
@@ -167,6 +168,7 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         .flat_map(|(a, b)| a as usize..=b as usize)
         .collect();
     let mut filter = None;
+    let mut ranking = String::new();
     let plan = match critical_only {
         true => critical_plan(ex.store, &slots, &rules, ex.now_ms),
         false => {
@@ -180,10 +182,12 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             }
             // The learned model's ranking once the node has one that beats the heat
             // counter on held-out keys, else the heat planner's.
-            crate::migrate::learn::planner(rules).plan(facts, ex.now_ms)
+            let (planner, ranked_by) = crate::migrate::learn::planner_and_ranking(rules);
+            ranking = ranked_by;
+            planner.plan(facts, ex.now_ms)
         }
     };
-    ex.out.array(3 + usize::from(filter.is_some()));
+    ex.out.array(3 + 2 * usize::from(filter.is_some()));
     for keys in [&plan.critical, &plan.eager] {
         ex.out.array(keys.len());
         for (db, key) in keys {
@@ -200,6 +204,7 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     }
     if let Some(f) = filter {
         ex.out.bulk(&f.to_bytes());
+        ex.out.bulk(ranking.as_bytes());
     }
     Ok(())
 }

@@ -229,8 +229,9 @@ async fn settle<C: Cluster>(
     f.phase = "draining";
     if let Some(rules) = eager {
         let began = std::time::Instant::now();
-        let (planned, moved) = push_eager(c, &m, &rules).await?;
+        let (planned, moved, ranked_by) = push_eager(c, &m, &rules).await?;
         f.eager_moved = moved;
+        f.ranked_by = ranked_by;
         f.eager_ms = began.elapsed().as_millis() as u64;
         // The counts of every class, now that each key was looked at (before the
         // handover the bytes were estimated).
@@ -619,13 +620,13 @@ type KeyList = Vec<(usize, Bytes)>;
 
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class, and the
 /// filter of the keys if it was asked for (`FILTER`) and sent.
-fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<Bytes>)> {
+fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<(Bytes, Bytes)>)> {
     let mut p = Parser {
         buf: reply,
         whole: None,
     };
     let parts = p.header(b'*')?;
-    if parts != 3 && parts != 4 {
+    if parts != 3 && parts != 5 {
         return None;
     }
     let mut lists = Vec::new();
@@ -650,7 +651,7 @@ fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<Bytes>)> {
         totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
     }
     let filter = match parts {
-        4 => Some(p.bulk()?),
+        5 => Some((p.bulk()?, p.bulk()?)),
         _ => None,
     };
     let hot = lists.pop()?;
@@ -666,16 +667,18 @@ pub const PLAN_CHUNK_SLOTS: usize = 16;
 /// pushes them hottest first over the whole range (each chunk's first, then each one's
 /// second...: a chunk's list is in heat order, and a hot key waiting behind a whole
 /// chunk of cooler ones faulted in meanwhile): the counts per class over the whole
-/// range, and how many keys moved.
+/// range, how many keys moved, and what the source ranked them by.
 async fn push_eager<C: Cluster>(
     c: &mut C,
     m: &MigrationSpec,
     rules: &str,
-) -> Result<([(u64, u64); 4], u64), String> {
+) -> Result<([(u64, u64); 4], u64, String), String> {
     let began = std::time::Instant::now();
     let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
     let mut planned = [(0u64, 0u64); 4];
     let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
+    // What each chunk was ranked by (the source's model may be published mid-way).
+    let mut rankings: Vec<(String, usize)> = Vec::new();
     for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
         let ranges = runs(chunk);
         let mut request = plan_request(m.id, rules, &ranges, false);
@@ -688,8 +691,15 @@ async fn push_eager<C: Cluster>(
         let ((_, eager, totals), filter) = plan_reply(&reply)
             .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
         // Keys the source never held in these slots settle here without a pull.
-        if let Some(f) = filter.as_deref().and_then(KeyFilter::from_bytes) {
-            c.absent_keys(m.id, chunk, f);
+        if let Some((filter, ranking)) = filter {
+            if let Some(f) = KeyFilter::from_bytes(&filter) {
+                c.absent_keys(m.id, chunk, f);
+            }
+            let ranking = String::from_utf8_lossy(&ranking).into_owned();
+            match rankings.iter_mut().find(|(r, _)| *r == ranking) {
+                Some((_, n)) => *n += 1,
+                None => rankings.push((ranking, 1)),
+            }
         }
         for (sum, t) in planned.iter_mut().zip(&totals) {
             sum.0 += t.0;
@@ -711,7 +721,16 @@ async fn push_eager<C: Cluster>(
         }
     }
     let moved = move_keys(c, m, &order).await?;
-    Ok((planned, moved))
+    let chunks: usize = rankings.iter().map(|(_, n)| n).sum();
+    let ranked_by = match rankings.as_slice() {
+        [(only, _)] => only.clone(),
+        _ => rankings
+            .iter()
+            .map(|(r, n)| format!("{r} on {n} of {chunks} chunks"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    Ok((planned, moved, ranked_by))
 }
 
 /// `KELVIN.MIGRATE-PLAN` of `slots` with `rules`; `critical`: the plan before the
@@ -995,9 +1014,12 @@ mod tests {
         assert!(hot.is_empty());
         assert_eq!(totals, vec![(1, 4)]);
         assert_eq!(filter, None);
-        let plan = b"*4\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n";
+        let plan = b"*5\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n$4\r\nheat\r\n";
         let (_, filter) = plan_reply(plan).unwrap();
-        assert_eq!(filter.as_deref(), Some(&b"\x01\0\0\0\0\0\0\0"[..]));
+        let (filter, ranking) = filter.unwrap();
+        assert_eq!(&filter[..], b"\x01\0\0\0\0\0\0\0");
+        assert_eq!(&ranking[..], b"heat");
         assert!(plan_reply(b"*5\r\n").is_none());
+        assert!(plan_reply(b"*4\r\n*0\r\n*0\r\n*0\r\n$0\r\n\r\n").is_none());
     }
 }

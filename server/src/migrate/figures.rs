@@ -39,6 +39,9 @@ pub struct Figures {
     pub drained_keys: u64,
     pub drained_bytes: u64,
     pub drain_ms: u64,
+    /// What the source ranked the eager keys by (the learned model or the heat
+    /// planner) and why, with the model's judgment on held-out keys.
+    pub ranked_by: String,
 }
 
 impl Figures {
@@ -66,6 +69,9 @@ impl Figures {
             ("drained_bytes", self.drained_bytes.to_string()),
             ("drain_ms", self.drain_ms.to_string()),
         ]);
+        if !self.ranked_by.is_empty() {
+            f.push(("ranked_by", self.ranked_by.clone()));
+        }
         if !self.reason.is_empty() {
             f.push(("reason", self.reason.clone()));
         }

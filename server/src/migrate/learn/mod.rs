@@ -55,6 +55,8 @@ struct Published {
     /// `None` while the node's `kelvin-planner` is `heat`.
     model: Option<Arc<Model>>,
     window_ms: u64,
+    /// What a plan ranks by and why ([`ranking_text`]).
+    ranking: String,
     info: String,
 }
 
@@ -76,21 +78,51 @@ pub fn publish(learner: &Learner, use_model: bool) {
     *PUBLISHED.write() = Some(Published {
         model: learner.model.clone().filter(|_| use_model),
         window_ms: learner.sampler.window_ms(),
+        ranking: ranking_text(reason, learner.model.as_deref()),
         info,
     });
+}
+
+/// What a plan ranks by and why, in words, for `cluster migrations`.
+fn ranking_text(reason: &str, model: Option<&Model>) -> String {
+    let judged = |m: &Model| {
+        format!(
+            "touched held-out keys in a {}% plan: {} against the heat planner's {}; AUC {:.3} against the counter's {:.3}",
+            model::JUDGE_BUDGET_PERCENT,
+            m.hits,
+            m.heuristic_hits,
+            m.auc,
+            m.heuristic_auc
+        )
+    };
+    match (reason, model) {
+        ("beats_heat", Some(m)) => format!("model ({})", judged(m)),
+        ("model_not_better", Some(m)) => format!("heat (the model is not better: {})", judged(m)),
+        ("setting", _) => "heat (kelvin-planner heat)".to_string(),
+        _ => "heat (no model trained yet)".to_string(),
+    }
 }
 
 /// The planner for a migration's plan on this node: the published model's, or the heat
 /// planner's ranking while there is none.
 pub fn planner(rules: Rules) -> LearnedPlanner {
+    planner_and_ranking(rules).0
+}
+
+/// [`planner`], and what it ranks by in words (as `cluster migrations` shows it).
+pub fn planner_and_ranking(rules: Rules) -> (LearnedPlanner, String) {
     let published = PUBLISHED.read();
-    LearnedPlanner {
+    let planner = LearnedPlanner {
         rules,
         model: published.as_ref().and_then(|p| p.model.clone()),
         window_ms: published
             .as_ref()
             .map_or(sampler::DEFAULT_WINDOW_MS, |p| p.window_ms),
-    }
+    };
+    let ranking = published
+        .as_ref()
+        .map_or_else(|| ranking_text("no_model", None), |p| p.ranking.clone());
+    (planner, ranking)
 }
 
 /// INFO's `planner` section.
