@@ -742,6 +742,16 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                     get("id")
                 );
             }
+            let n = |k: &str| get(k).parse::<i64>().unwrap_or(0);
+            if !get("model_only").is_empty() {
+                let more = n("model_only_read") - n("heat_only_faulted");
+                println!(
+                    "{addr}: migration {}: after the fact, the heat planner's plan would have left {more:+} fault-ins against the model's ({} of the {} keys only the model pushed were accessed after the handover; {} of the {} keys only the heat planner would have pushed faulted in)",
+                    get("id"), n("model_only_read"), n("model_only"), n("heat_only_faulted"), n("heat_only"),
+                );
+            } else if !get("compared").is_empty() {
+                println!("{addr}: migration {}: {}", get("id"), get("compared"));
+            }
         }
     }
     Ok(())

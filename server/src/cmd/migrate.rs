@@ -25,6 +25,12 @@
 //!     -> [key ...] those of the keys (at most MAX_MOVE_BATCH, of slots this group
 //!        imports for the migration) not settled here: their value is still the
 //!        source's copy. "ERR no migration <m> here" once the target finished.
+//! KELVIN.MIGRATE-TOUCHED <migration> <db> <key> [key ...]          (target)
+//!     -> how many of the keys were accessed since the write that brought them
+//! KELVIN.MIGRATE-COMPARE <migration>                                (source)
+//!     -> [planned, pulled, dropped]: the keys only the heat planner's plans would have
+//!        pushed, of them pulled since (fault-ins), not kept; both for the learned
+//!        planner's after-the-fact comparison (`migrate::compare`)
 //! KELVIN.OUTSIDE DBSIZE | KEYS pattern | SCAN cursor [options] | RANDOMKEY
 //!     -> the command's reply, over this group's slots in no migration (the plain
 //!        commands leave out only the slots a group sealed)
@@ -106,6 +112,24 @@ pub const COMMANDS: &[CommandSpec] = &[
         unsettled,
     ),
     data(
+        "kelvin.migrate-touched",
+        -4,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "How many of the keys were accessed since a migration wrote them here (Kelvin: the learned planner judged after the fact).",
+        touched,
+    ),
+    data(
+        "kelvin.migrate-compare",
+        2,
+        READONLY | NOSCRIPT,
+        NO_KEYS,
+        "cluster",
+        "The keys only the heat planner would have pushed in a migration, and how many faulted in (Kelvin: the learned planner judged after the fact).",
+        compare,
+    ),
+    data(
         "kelvin.outside",
         -2,
         READONLY | NOSCRIPT,
@@ -142,8 +166,10 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// `CRITICAL`, the plan before the handover: critical keys only, the rest counted as
 /// lazy and its bytes estimated ([`crate::migrate::plan::critical_plan`]). With
 /// `FILTER` (after the seal), a fourth element: the Bloom filter of every key of the
-/// slots here ([`crate::migrate::absent::KeyFilter`]), and a fifth: what the eager keys
-/// were ranked by, in words ([`crate::migrate::learn::planner_and_ranking`]).
+/// slots here ([`crate::migrate::absent::KeyFilter`]), a fifth: what the eager keys
+/// were ranked by, in words ([`crate::migrate::learn::planner_and_ranking`]), and a
+/// sixth: `[[db, key]...]` the eager keys the heat planner's plan would not have held
+/// (empty unless the model ranked; [`crate::migrate::compare`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     use crate::migrate::plan::{critical_plan, range_facts, Planner};
     // CRITICAL: the plan before the handover; FILTER: the eager plan, with the filter
@@ -169,6 +195,7 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         .collect();
     let mut filter = None;
     let mut ranking = String::new();
+    let mut model_only: Option<Vec<(usize, Vec<u8>)>> = None;
     let plan = match critical_only {
         true => critical_plan(ex.store, &slots, &rules, ex.now_ms),
         false => {
@@ -184,18 +211,46 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             // counter on held-out keys, else the heat planner's.
             let (planner, ranked_by) = crate::migrate::learn::planner_and_ranking(rules);
             ranking = ranked_by;
-            planner.plan(facts, ex.now_ms)
+            if with_filter && planner.ranks_by_model() {
+                // The heat planner's plan too, to judge the model's after the fact
+                // (`migrate::compare`): the keys only one of them pushes.
+                let heat = crate::migrate::plan::HeatPlanner {
+                    rules: planner.rules.clone(),
+                }
+                .plan(facts.clone(), ex.now_ms);
+                let plan = planner.plan(facts, ex.now_ms);
+                let in_model: std::collections::HashSet<&(usize, Vec<u8>)> =
+                    plan.eager.iter().collect();
+                let in_heat: std::collections::HashSet<&(usize, Vec<u8>)> =
+                    heat.eager.iter().collect();
+                model_only = Some(
+                    plan.eager
+                        .iter()
+                        .filter(|k| !in_heat.contains(k))
+                        .cloned()
+                        .collect(),
+                );
+                crate::migrate::compare::planned(
+                    migration,
+                    heat.eager.into_iter().filter(|k| !in_model.contains(k)),
+                );
+                plan
+            } else {
+                planner.plan(facts, ex.now_ms)
+            }
         }
     };
-    ex.out.array(3 + 2 * usize::from(filter.is_some()));
-    for keys in [&plan.critical, &plan.eager] {
-        ex.out.array(keys.len());
+    ex.out.array(3 + 3 * usize::from(filter.is_some()));
+    let key_list = |out: &mut kelvin_protocol::ReplyWriter, keys: &[(usize, Vec<u8>)]| {
+        out.array(keys.len());
         for (db, key) in keys {
-            ex.out.array(2);
-            ex.out.int(*db as i64);
-            ex.out.bulk(key);
+            out.array(2);
+            out.int(*db as i64);
+            out.bulk(key);
         }
-    }
+    };
+    key_list(ex.out, &plan.critical);
+    key_list(ex.out, &plan.eager);
     ex.out.array(plan.totals.len());
     for t in &plan.totals {
         ex.out.array(2);
@@ -205,6 +260,7 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     if let Some(f) = filter {
         ex.out.bulk(&f.to_bytes());
         ex.out.bulk(ranking.as_bytes());
+        key_list(ex.out, &model_only.unwrap_or_default());
     }
     Ok(())
 }
@@ -411,9 +467,57 @@ fn pull(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     for k in keys {
         sealed(ex, migration, kelvin_protocol::key_slot(k))?;
     }
+    // A pull of a key only the heat planner's plan would have pushed is a fault-in
+    // (the eager push pulls the model's keys only): counted for `migrate::compare`.
+    crate::migrate::compare::pulled(migration, db, keys.iter().map(|k| &k[..]));
     ex.out.array(keys.len());
     for k in keys {
         entry_reply(ex, db, k, false);
+    }
+    Ok(())
+}
+
+/// `KELVIN.MIGRATE-TOUCHED <migration> <db> <key> [key ...]` (at the target): how many
+/// of the keys (at most [`MAX_MOVE_BATCH`]) are here and were accessed since the write
+/// that brought them (the profiler counted them again; [`crate::migrate::compare`]).
+fn touched(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let _migration = number(&argv[1])?;
+    let db = database(&argv[2])?;
+    let keys = &argv[3..];
+    if keys.len() > MAX_MOVE_BATCH {
+        return Err(CmdError::err(format!(
+            "at most {MAX_MOVE_BATCH} keys per KELVIN.MIGRATE-TOUCHED"
+        )));
+    }
+    if !crate::store::heat::profiling() {
+        return Err(CmdError::err(
+            "the profiler is off (kelvin-profile-keys no): accesses are not counted",
+        ));
+    }
+    let now = ex.now_ms;
+    let ks = ex.store.db(db);
+    let n = keys
+        .iter()
+        .filter(|k| ks.get(k, now).is_some_and(|e| e.heat.seen() >= 2))
+        .count();
+    ex.out.int(n as i64);
+    Ok(())
+}
+
+/// `KELVIN.MIGRATE-COMPARE <migration>` (at the source): `[planned, pulled, dropped]`,
+/// the keys only the heat planner's plans would have pushed, how many of them were
+/// pulled since (fault-ins), and how many were not kept to be counted
+/// ([`crate::migrate::compare`]); an error if the model ranked no plan of it here.
+fn compare(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let migration = number(&argv[1])?;
+    let Some((planned, pulled, dropped)) = crate::migrate::compare::counts(migration) else {
+        return Err(CmdError::err(format!(
+            "no plan of migration {migration} was ranked by the model here"
+        )));
+    };
+    ex.out.array(3);
+    for n in [planned, pulled, dropped] {
+        ex.out.int(n as i64);
     }
     Ok(())
 }
@@ -669,6 +773,53 @@ mod tests {
         let mut e = Entry::new(value);
         e.expire_at = expire_at;
         store.db(0).insert(key.as_bytes(), e);
+    }
+
+    /// The after-the-fact comparison's two questions: at the target, which keys were
+    /// accessed since a migration wrote them; at the source, which of the keys only the
+    /// heat planner would have pushed were pulled (fault-ins), each counted once.
+    #[test]
+    fn touched_counts_accesses_since_arrival_and_compare_counts_pulls_of_heat_only_keys() {
+        let mut target = Store::default();
+        for (key, accesses) in [("{m}a", 1u64), ("{m}b", 2), ("{m}c", 5)] {
+            let mut e = Entry::new(Value::Str(b"v".to_vec()));
+            for i in 0..accesses {
+                e.heat.touch(1_000 + i * 1_000, false);
+            }
+            target.db(0).insert(key.as_bytes(), e);
+        }
+        // Arrived and never accessed since, accessed after, and a key not here.
+        let touched = [
+            "KELVIN.MIGRATE-TOUCHED",
+            "7",
+            "0",
+            "{m}a",
+            "{m}b",
+            "{m}c",
+            "{m}x",
+        ];
+        assert_eq!(run(&mut target, &touched, 9_000), b":2\r\n");
+        let mut too_many = vec!["KELVIN.MIGRATE-TOUCHED", "7", "0"];
+        too_many.extend(std::iter::repeat_n("{m}a", MAX_MOVE_BATCH + 1));
+        assert!(run(&mut target, &too_many, 9_000).starts_with(b"-ERR at most 1000 keys"));
+
+        let migration = 4_242_001u64;
+        let id = migration.to_string();
+        let mut source = Store::default();
+        for k in ["{m}a", "{m}b", "{m}c"] {
+            put(&mut source, k, Value::Str(b"v".to_vec()), 0);
+        }
+        let slot = kelvin_protocol::key_slot(b"{m}a");
+        source.migrations.seal(migration, &[slot], 2).unwrap();
+        let compare = ["KELVIN.MIGRATE-COMPARE", id.as_str()];
+        assert!(run(&mut source, &compare, 100).starts_with(b"-ERR no plan of migration"));
+        crate::migrate::compare::planned(migration, [(0, b"{m}b".to_vec()), (0, b"{m}c".to_vec())]);
+        // The eager push pulls the model's keys ({m}a); a fault-in pulls {m}b, twice.
+        for key in ["{m}a", "{m}b", "{m}b"] {
+            let pulled = run(&mut source, &["KELVIN.MIGRATE-PULL", &id, "0", key], 100);
+            assert!(pulled.starts_with(b"*1\r\n*2\r\n"), "{pulled:?}");
+        }
+        assert_eq!(run(&mut source, &compare, 100), b"*3\r\n:2\r\n:1\r\n:0\r\n");
     }
 
     #[test]

@@ -123,14 +123,14 @@ async fn boundary(name: &'static str) {
     }
 }
 
-fn args(words: &[&str]) -> Vec<Bytes> {
+pub(super) fn args(words: &[&str]) -> Vec<Bytes> {
     words
         .iter()
         .map(|w| Bytes::copy_from_slice(w.as_bytes()))
         .collect()
 }
 
-fn text(reply: &[u8]) -> String {
+pub(super) fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).trim_end().to_string()
 }
 
@@ -227,20 +227,24 @@ async fn settle<C: Cluster>(
 ) -> Result<(), String> {
     let c = &mut c;
     f.phase = "draining";
+    // Whether the model ranked the eager keys, and those only its plan held.
+    let (mut by_model, mut model_only) = (false, KeyList::new());
     if let Some(rules) = eager {
         let began = std::time::Instant::now();
-        let (planned, moved, ranked_by) = push_eager(c, &m, &rules).await?;
-        f.eager_moved = moved;
-        f.ranked_by = ranked_by;
+        let pushed = push_eager(c, &m, &rules).await?;
+        f.eager_moved = pushed.moved;
+        f.ranked_by = pushed.ranked_by;
+        by_model = f.ranked_by.starts_with("model") || f.ranked_by.contains("; model");
+        model_only = pushed.model_only;
         f.eager_ms = began.elapsed().as_millis() as u64;
         // The counts of every class, now that each key was looked at (before the
         // handover the bytes were estimated).
-        f.planned = planned;
+        f.planned = pushed.planned;
         c.record(&f);
         tracing::info!(
             migration = m.id,
             keys = f.planned[1].0,
-            moved,
+            moved = f.eager_moved,
             ms = f.eager_ms,
             "eager keys planned and pushed"
         );
@@ -250,6 +254,9 @@ async fn settle<C: Cluster>(
     f.drained_keys = keys;
     f.drained_bytes = bytes;
     f.drain_ms = began.elapsed().as_millis() as u64;
+    if by_model {
+        f.compared = Some(crate::migrate::compare::after_the_fact(c, &m, &model_only).await);
+    }
     c.record(&f);
     boundary("migrate-after-drain").await;
     finish(c, &m).await?;
@@ -616,23 +623,26 @@ type Totals = Vec<(u64, u64)>;
 /// The source's plan: critical keys, eager keys, totals per class.
 type Plan = (KeyList, KeyList, Totals);
 /// Keys to move, `(db, key)`, in order.
-type KeyList = Vec<(usize, Bytes)>;
+pub(super) type KeyList = Vec<(usize, Bytes)>;
 
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class, and the
 /// filter of the keys if it was asked for (`FILTER`) and sent.
-fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<(Bytes, Bytes)>)> {
+/// The plan's lists and totals, then with `FILTER` the filter, the ranking and the
+/// model-only keys.
+type PlanExtras = (Bytes, Bytes, KeyList);
+
+fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<PlanExtras>)> {
     let mut p = Parser {
         buf: reply,
         whole: None,
     };
     let parts = p.header(b'*')?;
-    if parts != 3 && parts != 5 {
+    if parts != 3 && parts != 6 {
         return None;
     }
-    let mut lists = Vec::new();
-    for _ in 0..2 {
+    let key_list = |p: &mut Parser<'_>| -> Option<KeyList> {
         let n = p.header(b'*')?;
-        let mut keys = Vec::with_capacity(n.max(0) as usize);
+        let mut keys = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
         for _ in 0..n {
             if p.header(b'*')? != 2 {
                 return None;
@@ -640,7 +650,11 @@ fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<(Bytes, Bytes)>)> {
             let db = usize::try_from(p.header(b':')?).ok()?;
             keys.push((db, p.bulk()?));
         }
-        lists.push(keys);
+        Some(keys)
+    };
+    let mut lists = Vec::new();
+    for _ in 0..2 {
+        lists.push(key_list(&mut p)?);
     }
     let n = p.header(b'*')?;
     let mut totals = Vec::new();
@@ -651,7 +665,7 @@ fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<(Bytes, Bytes)>)> {
         totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
     }
     let filter = match parts {
-        5 => Some((p.bulk()?, p.bulk()?)),
+        6 => Some((p.bulk()?, p.bulk()?, key_list(&mut p)?)),
         _ => None,
     };
     let hot = lists.pop()?;
@@ -666,19 +680,19 @@ pub const PLAN_CHUNK_SLOTS: usize = 16;
 /// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget), then
 /// pushes them hottest first over the whole range (each chunk's first, then each one's
 /// second...: a chunk's list is in heat order, and a hot key waiting behind a whole
-/// chunk of cooler ones faulted in meanwhile): the counts per class over the whole
-/// range, how many keys moved, and what the source ranked them by.
+/// chunk of cooler ones faulted in meanwhile).
 async fn push_eager<C: Cluster>(
     c: &mut C,
     m: &MigrationSpec,
     rules: &str,
-) -> Result<([(u64, u64); 4], u64, String), String> {
+) -> Result<Pushed, String> {
     let began = std::time::Instant::now();
     let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
     let mut planned = [(0u64, 0u64); 4];
     let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
     // What each chunk was ranked by (the source's model may be published mid-way).
     let mut rankings: Vec<(String, usize)> = Vec::new();
+    let mut model_only: KeyList = Vec::new();
     for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
         let ranges = runs(chunk);
         let mut request = plan_request(m.id, rules, &ranges, false);
@@ -691,10 +705,11 @@ async fn push_eager<C: Cluster>(
         let ((_, eager, totals), filter) = plan_reply(&reply)
             .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
         // Keys the source never held in these slots settle here without a pull.
-        if let Some((filter, ranking)) = filter {
+        if let Some((filter, ranking, only)) = filter {
             if let Some(f) = KeyFilter::from_bytes(&filter) {
                 c.absent_keys(m.id, chunk, f);
             }
+            model_only.extend(only);
             let ranking = String::from_utf8_lossy(&ranking).into_owned();
             match rankings.iter_mut().find(|(r, _)| *r == ranking) {
                 Some((_, n)) => *n += 1,
@@ -730,7 +745,22 @@ async fn push_eager<C: Cluster>(
             .collect::<Vec<_>>()
             .join("; "),
     };
-    Ok((planned, moved, ranked_by))
+    Ok(Pushed {
+        planned,
+        moved,
+        ranked_by,
+        model_only,
+    })
+}
+
+/// What [`push_eager`] did: the counts per class over the whole range, how many keys
+/// moved, what the source ranked them by, and the keys only the model's plan held
+/// (for [`crate::migrate::compare`]).
+struct Pushed {
+    planned: [(u64, u64); 4],
+    moved: u64,
+    ranked_by: String,
+    model_only: KeyList,
 }
 
 /// `KELVIN.MIGRATE-PLAN` of `slots` with `rules`; `critical`: the plan before the
@@ -1014,11 +1044,12 @@ mod tests {
         assert!(hot.is_empty());
         assert_eq!(totals, vec![(1, 4)]);
         assert_eq!(filter, None);
-        let plan = b"*5\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n$4\r\nheat\r\n";
+        let plan = b"*6\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n$4\r\nheat\r\n*1\r\n*2\r\n:0\r\n$1\r\nk\r\n";
         let (_, filter) = plan_reply(plan).unwrap();
-        let (filter, ranking) = filter.unwrap();
+        let (filter, ranking, model_only) = filter.unwrap();
         assert_eq!(&filter[..], b"\x01\0\0\0\0\0\0\0");
         assert_eq!(&ranking[..], b"heat");
+        assert_eq!(model_only, vec![(0, Bytes::from_static(b"k"))]);
         assert!(plan_reply(b"*5\r\n").is_none());
         assert!(plan_reply(b"*4\r\n*0\r\n*0\r\n*0\r\n$0\r\n\r\n").is_none());
     }

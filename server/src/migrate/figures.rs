@@ -42,6 +42,9 @@ pub struct Figures {
     /// What the source ranked the eager keys by (the learned model or the heat
     /// planner) and why, with the model's judgment on held-out keys.
     pub ranked_by: String,
+    /// The heat planner's plan judged after the fact, when the model ranked
+    /// ([`crate::migrate::compare`]), or why it could not be.
+    pub compared: Option<Result<crate::migrate::compare::Comparison, String>>,
 }
 
 impl Figures {
@@ -71,6 +74,16 @@ impl Figures {
         ]);
         if !self.ranked_by.is_empty() {
             f.push(("ranked_by", self.ranked_by.clone()));
+        }
+        match &self.compared {
+            Some(Ok(c)) => f.extend([
+                ("model_only", c.model_only.to_string()),
+                ("model_only_read", c.model_only_read.to_string()),
+                ("heat_only", c.heat_only.to_string()),
+                ("heat_only_faulted", c.heat_only_faulted.to_string()),
+            ]),
+            Some(Err(e)) => f.push(("compared", format!("not compared: {e}"))),
+            None => {}
         }
         if !self.reason.is_empty() {
             f.push(("reason", self.reason.clone()));

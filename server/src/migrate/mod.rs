@@ -16,6 +16,8 @@
 //!   settled; the state goes into snapshots (`snapshot::MIGRATIONS_DB`).
 //! - [`driver`]: the phase driver, on the node leading a migration's target group:
 //!   import, seal, proof, the topology's handover, the drain, finish.
+//! - [`compare`]: when the learned model ranked a plan, the heat planner's plan at the
+//!   same budget judged after the fact (the keys only one of them pushed).
 //! - The fault-in of unmoved keys is the connections' (`conn/faultin.rs`): they ask
 //!   [`apply::need`] before running a command on a group with migrations, and
 //!   [`absent`] (the sources' Bloom filters of their keys) before pulling one.
@@ -26,6 +28,7 @@
 
 pub mod absent;
 pub mod apply;
+pub mod compare;
 pub mod driver;
 pub mod figures;
 pub mod learn;

@@ -144,6 +144,13 @@ pub struct LearnedPlanner {
     pub window_ms: u64,
 }
 
+impl LearnedPlanner {
+    /// Whether its plans are the model's (a model that beat the heat planner).
+    pub fn ranks_by_model(&self) -> bool {
+        self.model.as_ref().is_some_and(|m| m.beats_heuristic())
+    }
+}
+
 impl Planner for LearnedPlanner {
     fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
         match self.model.as_ref().filter(|m| m.beats_heuristic()) {
