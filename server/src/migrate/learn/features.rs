@@ -38,6 +38,11 @@ pub const MAX_CLASS_BYTES: usize = 32;
 /// A key's features, as [`raw`] computes them.
 pub type Raw = [f32; RAW];
 
+/// Where [`raw`] puts the features other code reads back by name.
+pub const IDLE_LN: usize = 0;
+pub const COUNTER: usize = 4;
+pub const BYTES_LN: usize = 7;
+
 /// The features of a key with profile `heat`, `bytes` big, expiring at `expire_at`
 /// (Unix ms, 0 = never), at `now_ms`; `window_ms` is the label window (what "soon"
 /// means for the idle bins).
@@ -133,6 +138,10 @@ mod tests {
         assert_eq!(b[12..20].iter().sum::<f32>(), 1.0);
         assert_eq!(b[16], 1.0);
         assert_eq!((p[9], p[8]), (0.0, 0.0));
+        // The features read back by name are where the names say.
+        assert_eq!(p[COUNTER], poller.counter_at(now) as f32);
+        assert!((p[BYTES_LN] - (101.0f32).ln()).abs() < 1e-5);
+        assert!((p[IDLE_LN] - (21.0f32).ln()).abs() < 1e-5);
         let t = raw(poller, 100, now + 90_000, now, 60_000);
         assert_eq!(t[9], 1.0);
         assert!((t[8] - (91.0f32).ln()).abs() < 1e-4);

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
-use super::features::{Raw, RAW};
+use super::features::{Raw, BYTES_LN, COUNTER, IDLE_LN, RAW};
 
 /// Inputs of the regression: the raw features and the class's touched share.
 pub const INPUTS: usize = RAW + 1;
@@ -95,21 +95,21 @@ impl Model {
         // The LFU counter, ties broken by recency (what the heat planner ranks by).
         let heuristic: Vec<f64> = test
             .iter()
-            .map(|s| s.raw[4] as f64 - s.raw[0] as f64 * 1e-3)
+            .map(|s| s.raw[COUNTER] as f64 - s.raw[IDLE_LN] as f64 * 1e-3)
             .collect();
         // The plans: the model's per byte, and the heat planner's (counter per byte; a key
         // decayed to zero is not a candidate).
         let bytes: Vec<f64> = test
             .iter()
-            .map(|s| (s.raw[7] as f64).exp_m1().max(1.0))
+            .map(|s| (s.raw[BYTES_LN] as f64).exp_m1().max(1.0))
             .collect();
         let per_byte: Vec<f64> = scores.iter().zip(&bytes).map(|(p, b)| p / b).collect();
         let counter_per_byte: Vec<f64> = test
             .iter()
             .zip(&bytes)
             .map(|(s, b)| {
-                if s.raw[4] > 0.0 {
-                    s.raw[4] as f64 / b
+                if s.raw[COUNTER] > 0.0 {
+                    s.raw[COUNTER] as f64 / b
                 } else {
                     -1.0
                 }
