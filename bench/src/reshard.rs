@@ -12,8 +12,9 @@
 //!   `--wait-drained`; the driver's figures from `cluster migrations`. R = 1, and R = 3
 //!   (`kelvin-r3`: every write goes to three nodes, three times the writing). Every
 //!   Kelvin node's learned planner has a label window of [`PLANNER_WINDOW_MS`] (5 s),
-//!   and the steady phase goes on until every formed node has a
-//!   model (at most `PLANNER_WAIT`); `kelvin` plans with the model if it beats the heat
+//!   set once the steady load runs (its training data starts there, not in the bulk
+//!   load), and the steady phase goes on until every formed node has a model judged on
+//!   200 held-out keys (at most `PLANNER_WAIT`); `kelvin` plans with the model if it beats the heat
 //!   counter on held-out keys, `kelvin-heat` (R = 1, `kelvin-planner heat`) always by
 //!   heat: the same move, the two plans, at the same budget.
 //!
@@ -300,8 +301,6 @@ fn start(opts: &Options, system: System) -> Result<Cluster> {
             };
             for node in c.group.nodes.iter().chain([&c.new]) {
                 let mut s = connect(node.port, Duration::from_secs(2))?;
-                let window = PLANNER_WINDOW_MS.to_string();
-                command(&mut s, &["CONFIG", "SET", "kelvin-planner-window", &window])?;
                 command(&mut s, &["CONFIG", "SET", "kelvin-planner", planner])?;
             }
             Ok(c)
@@ -309,7 +308,21 @@ fn start(opts: &Options, system: System) -> Result<Cluster> {
     }
 }
 
-/// Waits (at most [`PLANNER_WAIT`]) until every formed node has trained a model; what
+/// Sets the planner's label window on every Kelvin node, which starts each node's
+/// training data over: called once the steady load runs, so that the models learn from
+/// it and not from the bulk load before (every key written once and never again, where
+/// a recent key is a key not touched again: the opposite of the steady load).
+fn start_learning(c: &Cluster) -> Result<()> {
+    for node in c.group.nodes.iter().chain([&c.new]) {
+        let mut s = connect(node.port, Duration::from_secs(2))?;
+        let window = PLANNER_WINDOW_MS.to_string();
+        command(&mut s, &["CONFIG", "SET", "kelvin-planner-window", &window])?;
+    }
+    Ok(())
+}
+
+/// Waits (at most [`PLANNER_WAIT`]) until every formed node has trained a model judged
+/// on enough held-out keys to be used (200, `learn::model::MIN_HELD_OUT`); what
 /// each plans by then, one `node: ranking (reason), model AUC a vs counter h` per node.
 fn wait_for_models(c: &Cluster) -> String {
     let info = |port: u16| -> String {
@@ -326,11 +339,14 @@ fn wait_for_models(c: &Cluster) -> String {
     };
     let deadline = Instant::now() + PLANNER_WAIT;
     while Instant::now() < deadline {
-        let trained = c
-            .group
-            .nodes
-            .iter()
-            .all(|n| field(&info(n.port), "planner_model") == "logistic_regression");
+        let trained = c.group.nodes.iter().all(|n| {
+            let t = info(n.port);
+            field(&t, "planner_model") == "logistic_regression"
+                && field(&t, "planner_model_held_out")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    >= 200
+        });
         if trained {
             break;
         }
@@ -491,6 +507,9 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
     let load = Load::start(map.clone(), &workload, zipf);
     let mut planner = String::new();
     let outcome = (|| -> Result<(u64, u64, u64)> {
+        if system.is_kelvin() {
+            start_learning(&cluster)?;
+        }
         std::thread::sleep(opts.steady);
         if system.is_kelvin() {
             planner = wait_for_models(&cluster);
