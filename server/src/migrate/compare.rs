@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use crate::cluster::MigrationSpec;
 use crate::cmd::migrate::MAX_MOVE_BATCH;
 use crate::migrate::driver::{args, text, Cluster};
+use crate::migrate::replies::integers;
 
 /// Most migrations whose heat-only keys a source keeps (the oldest go first).
 pub const MAX_MIGRATIONS: usize = 16;
@@ -172,22 +173,6 @@ pub async fn after_the_fact<C: Cluster>(
     }
 }
 
-/// An integer reply, or an array of integers, as numbers (`None` for anything else).
-fn integers(reply: &[u8]) -> Option<Vec<u64>> {
-    let text = std::str::from_utf8(reply).ok()?;
-    let mut lines = text.split("\r\n");
-    let head = lines.next()?;
-    if let Some(n) = head.strip_prefix(':') {
-        return Some(vec![n.parse().ok()?]);
-    }
-    let n: usize = head.strip_prefix('*')?.parse().ok()?;
-    let values = lines
-        .take(n)
-        .map(|l| l.strip_prefix(':')?.parse().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    (values.len() == n).then_some(values)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,9 +207,5 @@ mod tests {
             heat_only_faulted: 1,
         };
         assert_eq!(c.heat_minus_model(), 3);
-        assert_eq!(integers(b":7\r\n"), Some(vec![7]));
-        assert_eq!(integers(b"*3\r\n:1\r\n:2\r\n:0\r\n"), Some(vec![1, 2, 0]));
-        assert_eq!(integers(b"*3\r\n:1\r\n:2\r\n"), None);
-        assert_eq!(integers(b"-ERR no\r\n"), None);
     }
 }

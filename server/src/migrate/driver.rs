@@ -31,6 +31,7 @@ use bytes::Bytes;
 use crate::cluster::{ranges_text, Membership, MigrationPhase, MigrationSpec};
 use crate::migrate::absent::KeyFilter;
 use crate::migrate::figures::Figures;
+use crate::migrate::replies::{plan_reply, pull_reply, scan_page, seal_reply, KeyList, Plan};
 
 /// How often the driver looks for work when nothing wakes it.
 pub const DRIVER_TICK: Duration = Duration::from_millis(100);
@@ -474,17 +475,6 @@ async fn reject<C: Cluster>(
     Ok(())
 }
 
-/// `[index, log ms]` of a SEAL reply.
-fn seal_reply(reply: &[u8]) -> Option<[u64; 2]> {
-    let text = std::str::from_utf8(reply).ok()?;
-    let mut lines = text.split("\r\n");
-    if lines.next()? != "*2" {
-        return None;
-    }
-    let mut num = || lines.next()?.strip_prefix(':')?.parse().ok();
-    Some([num()?, num()?])
-}
-
 /// How often a drain's running figures are recorded (`kelvin-cli` shows its progress).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -616,60 +606,6 @@ async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) 
         }
     }
     (c, Ok(Some(written)))
-}
-
-/// Keys and bytes per class, as the plan counted them.
-type Totals = Vec<(u64, u64)>;
-/// The source's plan: critical keys, eager keys, totals per class.
-type Plan = (KeyList, KeyList, Totals);
-/// Keys to move, `(db, key)`, in order.
-pub(super) type KeyList = Vec<(usize, Bytes)>;
-
-/// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class, and the
-/// filter of the keys if it was asked for (`FILTER`) and sent.
-/// The plan's lists and totals, then with `FILTER` the filter, the ranking and the
-/// model-only keys.
-type PlanExtras = (Bytes, Bytes, KeyList);
-
-fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<PlanExtras>)> {
-    let mut p = Parser {
-        buf: reply,
-        whole: None,
-    };
-    let parts = p.header(b'*')?;
-    if parts != 3 && parts != 6 {
-        return None;
-    }
-    let key_list = |p: &mut Parser<'_>| -> Option<KeyList> {
-        let n = p.header(b'*')?;
-        let mut keys = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
-        for _ in 0..n {
-            if p.header(b'*')? != 2 {
-                return None;
-            }
-            let db = usize::try_from(p.header(b':')?).ok()?;
-            keys.push((db, p.bulk()?));
-        }
-        Some(keys)
-    };
-    let mut lists = Vec::new();
-    for _ in 0..2 {
-        lists.push(key_list(&mut p)?);
-    }
-    let n = p.header(b'*')?;
-    let mut totals = Vec::new();
-    for _ in 0..n {
-        if p.header(b'*')? != 2 {
-            return None;
-        }
-        totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
-    }
-    let filter = match parts {
-        6 => Some((p.bulk()?, p.bulk()?, key_list(&mut p)?)),
-        _ => None,
-    };
-    let hot = lists.pop()?;
-    Some(((lists.pop()?, hot, totals), filter))
 }
 
 /// Slots per eager plan: the source ranks this many slots' keys while it holds its
@@ -833,87 +769,6 @@ async fn move_keys<C: Cluster>(
     Ok(moved)
 }
 
-/// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload).
-fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
-    let mut p = Parser {
-        buf: reply,
-        whole: None,
-    };
-    let n = p.header(b'*')?;
-    let mut out = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        if let Some(rest) = p.buf.strip_prefix(b"$-1\r\n") {
-            p.buf = rest;
-            out.push(None);
-            continue;
-        }
-        if p.header(b'*')? != 2 {
-            return None;
-        }
-        let expire_at = p.header(b':')? as u64;
-        out.push(Some((expire_at, p.bulk()?)));
-    }
-    Some(out)
-}
-
-type Moved = (Bytes, u64, Bytes);
-
-/// A `KELVIN.MIGRATE-SCAN` reply: next slot, next cursor, `(key, expire_at, payload)`s
-/// (slices of `reply`).
-fn scan_page(reply: &Bytes) -> Option<(u64, u64, Vec<Moved>)> {
-    let mut p = Parser {
-        buf: reply,
-        whole: Some(reply),
-    };
-    if p.header(b'*')? != 3 {
-        return None;
-    }
-    let slot = p.header(b':')? as u64;
-    let cursor = p.header(b':')? as u64;
-    let n = p.header(b'*')?;
-    let mut entries = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        if p.header(b'*')? != 3 {
-            return None;
-        }
-        let key = p.bulk()?;
-        let expire_at = p.header(b':')? as u64;
-        let payload = p.bulk()?;
-        entries.push((key, expire_at, payload));
-    }
-    Some((slot, cursor, entries))
-}
-
-/// Just enough RESP2 to read the driver's replies.
-struct Parser<'a> {
-    buf: &'a [u8],
-    /// What `buf` is a part of, if it is held in [`Bytes`]: bulk strings are then
-    /// slices of it instead of copies.
-    whole: Option<&'a Bytes>,
-}
-
-impl Parser<'_> {
-    /// A line `<kind><number>\r\n`: the number.
-    fn header(&mut self, kind: u8) -> Option<i64> {
-        let rest = self.buf.strip_prefix(&[kind])?;
-        let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-        self.buf = &rest[end + 2..];
-        Some(n)
-    }
-
-    fn bulk(&mut self) -> Option<Bytes> {
-        let len = usize::try_from(self.header(b'$')?).ok()?;
-        let body = self.buf.get(..len)?;
-        let value = match self.whole {
-            Some(whole) => whole.slice_ref(body),
-            None => Bytes::copy_from_slice(body),
-        };
-        self.buf = self.buf.get(len + 2..)?;
-        Some(value)
-    }
-}
-
 /// Both sides finish, then the migrate line goes.
 async fn finish<C: Cluster>(c: &mut C, m: &MigrationSpec) -> Result<(), String> {
     let id = m.id.to_string();
@@ -1016,41 +871,5 @@ mod tests {
         assert_eq!(page_keys(20_000, 40_000, 1000), 50);
         assert_eq!(page_keys(100, 1 << 20, 10), 1);
         assert_eq!(page_keys(u64::MAX, 1, 1), DRAIN_PAGE_KEYS as u64);
-    }
-
-    #[test]
-    fn replies_parse() {
-        assert_eq!(seal_reply(b"*2\r\n:17\r\n:1700\r\n"), Some([17, 1700]));
-        assert_eq!(
-            seal_reply(b"-ERR slot 5 is already in migration 3\r\n"),
-            None
-        );
-        let page = b"*3\r\n:12\r\n:0\r\n*2\r\n*3\r\n$1\r\na\r\n:0\r\n$2\r\nxy\r\n*3\r\n$1\r\nb\r\n:99\r\n$0\r\n\r\n";
-        let (slot, cursor, entries) = scan_page(&Bytes::from_static(page)).unwrap();
-        assert_eq!((slot, cursor), (12, 0));
-        assert_eq!(
-            entries,
-            vec![
-                (Bytes::from_static(b"a"), 0, Bytes::from_static(b"xy")),
-                (Bytes::from_static(b"b"), 99, Bytes::new()),
-            ]
-        );
-        assert!(scan_page(&Bytes::from_static(b"*3\r\n:12\r\n:0\r\n*1\r\n")).is_none());
-        let pulled = pull_reply(b"*2\r\n$-1\r\n*2\r\n:5\r\n$2\r\nab\r\n").unwrap();
-        assert_eq!(pulled, vec![None, Some((5, Bytes::from_static(b"ab")))]);
-        let plan = b"*3\r\n*1\r\n*2\r\n:0\r\n$4\r\nauth\r\n*0\r\n*1\r\n*2\r\n:1\r\n:4\r\n";
-        let ((critical, hot, totals), filter) = plan_reply(plan).unwrap();
-        assert_eq!(critical, vec![(0, Bytes::from_static(b"auth"))]);
-        assert!(hot.is_empty());
-        assert_eq!(totals, vec![(1, 4)]);
-        assert_eq!(filter, None);
-        let plan = b"*6\r\n*0\r\n*0\r\n*0\r\n$8\r\n\x01\0\0\0\0\0\0\0\r\n$4\r\nheat\r\n*1\r\n*2\r\n:0\r\n$1\r\nk\r\n";
-        let (_, filter) = plan_reply(plan).unwrap();
-        let (filter, ranking, model_only) = filter.unwrap();
-        assert_eq!(&filter[..], b"\x01\0\0\0\0\0\0\0");
-        assert_eq!(&ranking[..], b"heat");
-        assert_eq!(model_only, vec![(0, Bytes::from_static(b"k"))]);
-        assert!(plan_reply(b"*5\r\n").is_none());
-        assert!(plan_reply(b"*4\r\n*0\r\n*0\r\n*0\r\n$0\r\n\r\n").is_none());
     }
 }

@@ -15,7 +15,8 @@
 //!   Moved keys (the `Keys` op) arrive as DUMP payloads and land only on keys not
 //!   settled; the state goes into snapshots (`snapshot::MIGRATIONS_DB`).
 //! - [`driver`]: the phase driver, on the node leading a migration's target group:
-//!   import, seal, proof, the topology's handover, the drain, finish.
+//!   import, seal, proof, the topology's handover, the drain, finish; [`replies`]: the
+//!   replies it reads from the groups' leaders.
 //! - [`compare`]: when the learned model ranked a plan, the heat planner's plan at the
 //!   same budget judged after the fact (the keys only one of them pushed).
 //! - The fault-in of unmoved keys is the connections' (`conn/faultin.rs`): they ask
@@ -34,4 +35,5 @@ pub mod figures;
 pub mod learn;
 pub mod moves;
 pub mod plan;
+pub mod replies;
 pub mod state;
