@@ -1,0 +1,140 @@
+//! Committed entries applied to the keyspace, in log order, on every replica: each
+//! entry's commands through [`crate::machine`], the proposers' waiters answered with
+//! the replies their commands wrote, configuration changes taken in.
+
+use super::*;
+
+impl Group {
+    pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), GroupError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        let mut answers: Vec<(Waiter, ProposalResult)> = Vec::new();
+        let mut conf_changed = false;
+        {
+            let shared = self.store.clone();
+            let mut store = shared.lock();
+            for entry in entries {
+                let index = entry.index;
+                // Entries of ours below this one that were never applied lost their place.
+                while let Some((&i, _)) = self.pending.first_key_value() {
+                    if i >= index {
+                        break;
+                    }
+                    if let Some(p) = self.pending.remove(&i) {
+                        fail(p.waiters, ProposeError::Unknown);
+                    }
+                }
+                let mine = match self.pending.remove(&index) {
+                    Some(p) if p.context == entry.context => Some(p),
+                    Some(p) => {
+                        fail(p.waiters, ProposeError::Dropped);
+                        None
+                    }
+                    None => None,
+                };
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        if entry.data.is_empty() {
+                            store.apply_index = index;
+                            continue;
+                        }
+                        match mine {
+                            None => {
+                                let batch = LogBatch::decode_shared(&entry.data).map_err(|e| {
+                                    GroupError::Entry {
+                                        index,
+                                        cause: e.to_string(),
+                                    }
+                                })?;
+                                crate::machine::apply_batch(
+                                    &mut store,
+                                    index,
+                                    &batch,
+                                    &mut events,
+                                    None,
+                                );
+                            }
+                            Some(p) => {
+                                // Our own entry: its context matched, so its data is
+                                // exactly the commands we kept.
+                                let mut writers: Vec<ReplyWriter> = p
+                                    .waiters
+                                    .iter()
+                                    .map(|w| ReplyWriter::new(w.version))
+                                    .collect();
+                                let owner: Vec<usize> = p
+                                    .waiters
+                                    .iter()
+                                    .enumerate()
+                                    .flat_map(|(i, w)| std::iter::repeat_n(i, w.commands))
+                                    .collect();
+                                // Taken before the batch applies: a later command of
+                                // this same entry that fills a list a blocked command
+                                // waits on must wake it (a spurious wake only re-runs).
+                                let ready = store.list_ready.subscribe();
+                                let blocks = crate::machine::apply_batch(
+                                    &mut store,
+                                    index,
+                                    &p.batch,
+                                    &mut events,
+                                    Some(crate::machine::Replies {
+                                        writers: &mut writers,
+                                        owner: &owner,
+                                    }),
+                                );
+                                let mut blocks = blocks.into_iter();
+                                for (w, out) in p.waiters.into_iter().zip(writers) {
+                                    let blocked = blocks.by_ref().take(w.commands).last().flatten();
+                                    let blocked = blocked.map(|b| (b, ready.clone()));
+                                    answers.push((
+                                        w,
+                                        Ok(Applied {
+                                            out: out.buf,
+                                            blocked,
+                                        }),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        let cc = decode_pb::<ConfChange>(index, &entry.data)?;
+                        let cs = self.raw.apply_conf_change(&cc)?;
+                        step_down_if_removed(&mut self.raw, &cs, self.group_id);
+                        self.raw.mut_store().set_conf_state(cs)?;
+                        store.apply_index = index;
+                        conf_changed = true;
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let cc = decode_pb::<ConfChangeV2>(index, &entry.data)?;
+                        let cs = self.raw.apply_conf_change(&cc)?;
+                        step_down_if_removed(&mut self.raw, &cs, self.group_id);
+                        tracing::info!(group = self.group_id, index, conf = ?cs, "membership changed");
+                        self.raw.mut_store().set_conf_state(cs)?;
+                        store.apply_index = index;
+                        conf_changed = true;
+                    }
+                }
+            }
+            self.status
+                .migrating
+                .store(!store.migrations.is_empty(), Ordering::Release);
+        }
+        for (w, result) in answers {
+            if let Some(reply) = w.reply {
+                let _ = reply.send(result);
+            }
+        }
+        self.node.publish_events(&mut events);
+        if conf_changed {
+            self.publish_conf();
+        }
+        if self.group_id == crate::cluster::META_GROUP {
+            // The topology may have changed: the node compares epochs and catches up.
+            self.node.topology_changed();
+        }
+        Ok(())
+    }
+}
