@@ -260,30 +260,40 @@ fn run(
     command: &[Bytes],
 ) -> CmdResult {
     let by_body = matches!(source, Source::Body(_));
-    let (sha, body) = match source {
-        Source::Body(body) => (script_sha(body), Arc::<[u8]>::from(body)),
+    let (sha, body): (std::borrow::Cow<'_, str>, Arc<[u8]>) = match source {
+        Source::Body(body) => (script_sha(body).into(), Arc::<[u8]>::from(body)),
         Source::Sha(sha) => {
-            let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+            // Clients send the SHA1 as SCRIPT LOAD gave it: lower case, no copy needed.
+            let sha: std::borrow::Cow<'_, str> = match std::str::from_utf8(sha) {
+                Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+                _ => String::from_utf8_lossy(sha).to_ascii_lowercase().into(),
+            };
             let body = ex
                 .store
                 .scripts
                 .bodies
-                .get(&sha)
+                .get(&*sha)
                 .cloned()
                 .ok_or(CmdError::raw(NOSCRIPT))?;
             (sha, body)
         }
     };
     let (script_flags, _) = parse_shebang(&body)?;
-    compile(ex.store, &sha, &body)?;
+    let function = match ex.store.scripts.compiled.get(&*sha) {
+        Some(f) => f.clone(),
+        None => {
+            compile(ex.store, &sha, &body)?;
+            let Some(f) = ex.store.scripts.compiled.get(&*sha) else {
+                return Err(CmdError::raw(NOSCRIPT));
+            };
+            f.clone()
+        }
+    };
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
     if !read_only && by_body {
         ex.store.scripts.insert(&body);
     }
-    let Some(function) = ex.store.scripts.compiled.get(&sha).cloned() else {
-        return Err(CmdError::raw(NOSCRIPT));
-    };
     execute(
         ex,
         Running {
@@ -528,7 +538,13 @@ struct CallBuffers {
     scratch: ReplyWriter,
     /// The arguments of the `redis.call` in progress.
     args: convert::ArgsBuilder,
+    /// Command names as scripts spelled them, with their table rows: a script calls a
+    /// few commands, over and over (up to [`SPEC_CACHE`] names).
+    specs: Vec<(Box<[u8]>, &'static cmd::CommandSpec)>,
 }
+
+/// Command names [`CallBuffers::specs`] remembers.
+const SPEC_CACHE: usize = 16;
 
 fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
     match lua.create_table() {
@@ -554,18 +570,29 @@ impl CallCtx {
             undo,
             scratch,
             args,
+            specs,
         } = &mut self.bufs;
         let argv = args.finish();
         if argv.is_empty() {
             return failed("ERR Please specify at least one argument for this redis lib call");
         }
+        let spec = match specs.iter().find(|(n, _)| n[..] == argv[0][..]) {
+            Some((_, spec)) => Some(*spec),
+            None => {
+                let spec = cmd::lookup(&argv[0]);
+                if let (Some(spec), true) = (spec, specs.len() < SPEC_CACHE) {
+                    specs.push((argv[0][..].into(), spec));
+                }
+                spec
+            }
+        };
         let resp3 = self.state.resp3.load(Ordering::Relaxed);
         scratch.buf.clear();
         scratch.version = match resp3 {
             true => RespVersion::Resp3,
             false => RespVersion::Resp2,
         };
-        if let Err(e) = dispatch(self.read_only, &self.state, undo, scratch, ex, argv) {
+        if let Err(e) = dispatch(self.read_only, &self.state, undo, scratch, ex, spec, argv) {
             scratch.buf.clear();
             return failed(&e.0);
         }
@@ -592,9 +619,10 @@ fn dispatch(
     undo: &mut undo::UndoLog,
     out: &mut ReplyWriter,
     ex: &mut Exec<'_>,
+    spec: Option<&'static cmd::CommandSpec>,
     argv: &[Bytes],
 ) -> CmdResult {
-    let Some(spec) = cmd::lookup(&argv[0]) else {
+    let Some(spec) = spec else {
         return Err(CmdError::err("Unknown Redis command called from script"));
     };
     if !spec.arity_ok(argv.len()) {
