@@ -9,7 +9,8 @@
 //! through `hidden.transfer`.
 //!
 //! Upvalues: 1 = the run state (light userdata: the [`super::vm::Vm`] holds its `Arc` for
-//! the life of the Lua state), 2 = the `hidden` table. A failed `redis.call` leaves its
+//! the life of the Lua state), 2 = the `hidden` table, 3 and 4 = the strings `ok` and
+//! `err` (the keys of status and error reply tables). A failed `redis.call` leaves its
 //! `{err=...}` table in `hidden.pending` and raises (the handler and the `pcall`
 //! wrappers take the table from there), as the mlua version did.
 //!
@@ -40,19 +41,22 @@ pub fn create(
         true => redis_call,
         false => redis_pcall,
     };
-    // SAFETY: a protected call with `hidden` at index 1: pushes the light userdata and
-    // `hidden` as upvalues, makes the closure, and leaves only it on the stack.
+    // SAFETY: a protected call with `hidden` at index 1 (a C function's 20 slots): pushes
+    // the four upvalues, makes the closure, and leaves only it on the stack.
     unsafe {
         lua.exec_raw::<Function>(hidden, |l| {
             ffi::lua_pushlightuserdata(l, run_state);
             ffi::lua_pushvalue(l, 1);
-            ffi::lua_pushcclosure(l, f, 2);
+            ffi::lua_pushstring(l, c"ok".as_ptr());
+            ffi::lua_pushstring(l, c"err".as_ptr());
+            ffi::lua_pushcclosure(l, f, 4);
             ffi::lua_replace(l, 1);
         })
     }
 }
 
-/// Creates `set_args(base)`, which the runner calls before each script: it sets `KEYS`
+/// Creates `set_args(base)` (upvalues: the run state, then the strings `KEYS` and
+/// `ARGV`), which the runner calls before each script: it sets `KEYS`
 /// and `ARGV` in `base` from the run in progress ([`super::current_keys_args`]), as
 /// new tables (a script may keep or change them), straight from the arguments' bytes.
 /// Inside the runner's call, so no protected call of its own is needed.
@@ -63,7 +67,9 @@ pub fn create_set_args(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Functio
     unsafe {
         lua.exec_raw::<Function>((), |l| {
             ffi::lua_pushlightuserdata(l, run_state);
-            ffi::lua_pushcclosure(l, set_args, 1);
+            ffi::lua_pushstring(l, c"KEYS".as_ptr());
+            ffi::lua_pushstring(l, c"ARGV".as_ptr());
+            ffi::lua_pushcclosure(l, set_args, 3);
         })
     }
 }
@@ -83,11 +89,12 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     // The arguments are bounded by the request, not by the script: built with the limit
     // lifted (nothing here owns memory a raise could leak: only borrowed slices).
     let _ = lua.set_memory_limit(0);
-    for (name, items) in [(c"KEYS", keys), (c"ARGV", args)] {
+    for (name, items) in [(2, keys), (3, args)] {
         // SAFETY: uses 3 of the slots a C function is given (name, table, item) above
         // `base` at index 1; allocation failure raises to the runner's caller.
         unsafe {
-            ffi::lua_pushstring(l, name.as_ptr());
+            // The names are upvalues 2 and 3, interned once.
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
             ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as c_int, 0);
             for (i, item) in items.iter().enumerate() {
                 ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
@@ -265,8 +272,9 @@ unsafe fn push_resp2(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth:
         },
         b'+' | b'-' => unsafe {
             ffi::lua_createtable(l, 0, 1);
-            let key = if kind == b'+' { c"ok" } else { c"err" };
-            ffi::lua_pushstring(l, key.as_ptr());
+            // The keys are the closure's upvalues 3 and 4, interned once.
+            let key = if kind == b'+' { 3 } else { 4 };
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(key));
             ffi::lua_pushlstring(l, head.as_ptr().cast(), head.len());
             ffi::lua_rawset(l, -3);
         },
