@@ -20,6 +20,7 @@
 //! is dropped.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mlua::{ffi, Function, Lua, Table, Value};
@@ -74,6 +75,27 @@ pub fn create_set_args(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Functio
     }
 }
 
+/// The `Lua` of `l`, looked up in the registry once and then kept in `state` (the lookup
+/// costs about as much as a short command).
+///
+/// # Safety
+/// `l` is a running state of the Lua state whose functions hold `state`.
+unsafe fn lua_of<'a>(state: &RunState, l: *mut ffi::lua_State) -> &'a Lua {
+    let cached = state.lua.load(Ordering::Relaxed);
+    if !cached.is_null() {
+        // SAFETY: set below from this Lua state's own `Lua`, which mlua keeps at a fixed
+        // place (its extra data) for the life of the state, and the state outlives the
+        // functions that hold `state` and call this.
+        return unsafe { &*(cached as *const Lua) };
+    }
+    // SAFETY: the `Lua` of this state outlives the call (mlua runs the script).
+    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    state
+        .lua
+        .store(lua as *const Lua as *mut c_void, Ordering::Relaxed);
+    lua
+}
+
 unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
     let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
@@ -84,8 +106,8 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     if unsafe { ffi::lua_type(l, 1) } != ffi::LUA_TTABLE {
         return 0;
     }
-    // SAFETY: the `Lua` of this state outlives the call (mlua runs the runner).
-    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    // SAFETY: `l` is the state of this running C function.
+    let lua = unsafe { lua_of(state, l) };
     // The arguments are bounded by the request, not by the script: built with the limit
     // lifted (nothing here owns memory a raise could leak: only borrowed slices).
     let _ = lua.set_memory_limit(0);
@@ -124,8 +146,8 @@ unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
 unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
     // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
     let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
-    // SAFETY: the `Lua` of this state outlives the call (mlua runs the script).
-    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    // SAFETY: `l` is the state of this running C function.
+    let lua = unsafe { lua_of(state, l) };
     let _ = lua.set_memory_limit(0);
     let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         super::call_current(state, lua, |args| {
@@ -175,9 +197,7 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
         ffi::lua_pushstring(l, c"pending".as_ptr());
         ffi::lua_pushvalue(l, -2);
         ffi::lua_rawset(l, ffi::lua_upvalueindex(2));
-        state
-            .pending
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        state.pending.store(true, Ordering::Relaxed);
         ffi::lua_pushstring(l, c"redis.call failed".as_ptr());
         ffi::lua_error(l)
     }

@@ -65,6 +65,9 @@ pub struct RunState {
     pub registering: Mutex<Option<Vec<Registration>>>,
     /// `cjson`'s settings (back to the defaults before each script).
     pub cjson: super::cjson::Config,
+    /// The state's `Lua` (mlua keeps it at a fixed place for the state's life), found
+    /// once by the raw C functions ([`super::call`]).
+    pub lua: AtomicPtr<std::ffi::c_void>,
     /// The `hidden` table (set once the state is built), for [`super::call`]'s slow path.
     pub hidden: std::sync::OnceLock<Table>,
 }
