@@ -86,6 +86,10 @@ pub struct ArgsBuilder {
     buf: BytesMut,
     ends: Vec<usize>,
     argv: Vec<Bytes>,
+    /// The most argument bytes of one call since the last [`ArgsBuilder::shrink_to`]
+    /// (the buffer's storage is shared with the arguments, so its own capacity does not
+    /// tell).
+    peak: usize,
 }
 
 impl ArgsBuilder {
@@ -105,6 +109,7 @@ impl ArgsBuilder {
 
     /// The arguments pushed since the last [`ArgsBuilder::release`].
     pub fn finish(&mut self) -> &[Bytes] {
+        self.peak = self.peak.max(self.buf.len());
         let all = self.buf.split().freeze();
         let mut start = 0;
         for &end in &self.ends {
@@ -113,6 +118,18 @@ impl ArgsBuilder {
         }
         self.ends.clear();
         &self.argv
+    }
+
+    /// Gives back the room past `bytes` (after a call with big arguments).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if std::mem::take(&mut self.peak) > bytes {
+            self.buf = BytesMut::new();
+        }
+        let args = bytes / std::mem::size_of::<Bytes>();
+        if self.argv.capacity() > args {
+            self.argv = Vec::new();
+            self.ends = Vec::new();
+        }
     }
 
     /// Drops the arguments (after the call), so their buffer can be reused.

@@ -342,7 +342,7 @@ fn execute(
     let outcome = run_in(ex, &vm, function, keys, args, read_only);
     watch.finish();
     ex.store.scripts.vm = Some(vm);
-    let (outcome, mut bufs, exhausted, killed) = outcome?;
+    let (outcome, mut bufs, exhausted, killed) = outcome;
     let stopped = match &outcome {
         _ if exhausted => Some(format!(
             "ERR Script exceeded its budget of {INSTRUCTION_BUDGET} instructions and was stopped; none of its writes were applied. script: {sha}"
@@ -361,11 +361,12 @@ fn execute(
     };
     if let Some(err) = stopped {
         bufs.undo.undo(ex.store);
+        bufs.end_run();
         ex.store.scripts.buffers = Some(bufs);
         ex.events.truncate(events_mark);
         return Err(CmdError::raw(err));
     }
-    bufs.undo.clear();
+    bufs.end_run();
     ex.store.scripts.buffers = Some(bufs);
     match outcome {
         // An error table returned by the script is the command's error reply (counted
@@ -427,7 +428,7 @@ fn run_in(
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
-) -> Result<Outcome, CmdError> {
+) -> Outcome {
     let state = &vm.state;
     state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
     state.exhausted.store(false, Ordering::Relaxed);
@@ -462,12 +463,12 @@ fn run_in(
         true => Ok(value),
         false => Err(value),
     });
-    Ok((
+    (
         outcome,
         ctx.bufs,
         state.exhausted.load(Ordering::Relaxed),
         state.kill.swap(false, Ordering::Relaxed),
-    ))
+    )
 }
 
 /// What a `redis.call` gave: a RESP2 reply that is not an error, to push as it is
@@ -545,6 +546,23 @@ struct CallBuffers {
 
 /// Command names [`CallBuffers::specs`] remembers.
 const SPEC_CACHE: usize = 16;
+
+/// Bytes of room [`CallBuffers`] keep between runs (per buffer); a run that needed more
+/// (a big reply, many keys written) gives the rest back when it ends.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
+
+impl CallBuffers {
+    /// After a run: forgets its undo records and gives back room past
+    /// [`KEEP_BUFFER_BYTES`].
+    fn end_run(&mut self) {
+        self.undo.clear();
+        self.undo.shrink_to(KEEP_BUFFER_BYTES);
+        if self.scratch.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.scratch.buf = Vec::new();
+        }
+        self.args.shrink_to(KEEP_BUFFER_BYTES);
+    }
+}
 
 fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
     match lua.create_table() {

@@ -128,6 +128,18 @@ impl UndoLog {
         self.seen.clear();
     }
 
+    /// Gives back the room of the records past about `bytes` (after a run that wrote many
+    /// keys).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let records = bytes / std::mem::size_of::<Record>();
+        if self.records.capacity() > records {
+            self.records.shrink_to(records);
+        }
+        if self.seen.capacity() > records {
+            self.seen = HashSet::new();
+        }
+    }
+
     /// Puts back everything recorded, newest first, and forgets it.
     pub fn undo(&mut self, store: &mut Store) {
         self.since_swap = 0;
