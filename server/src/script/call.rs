@@ -9,7 +9,8 @@
 //! through `hidden.transfer`.
 //!
 //! Upvalues: 1 = the run state (light userdata: the [`super::vm::Vm`] holds its `Arc` for
-//! the life of the Lua state), 2 = the `hidden` table. A failed `redis.call` leaves its
+//! the life of the Lua state), 2 = the `hidden` table, 3 and 4 = the strings `ok` and
+//! `err` (the keys of status and error reply tables). A failed `redis.call` leaves its
 //! `{err=...}` table in `hidden.pending` and raises (the handler and the `pcall`
 //! wrappers take the table from there), as the mlua version did.
 //!
@@ -19,11 +20,12 @@
 //! is dropped.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mlua::{ffi, Function, Lua, Table, Value};
 
-use super::convert::{self, CallArgs, BAD_CALL_ARG, MAX_NESTING};
+use super::convert::{self, ArgsBuilder, BAD_CALL_ARG, MAX_NESTING};
 use super::vm::{RunState, LUA_MEMORY_LIMIT};
 use super::Called;
 
@@ -40,16 +42,91 @@ pub fn create(
         true => redis_call,
         false => redis_pcall,
     };
-    // SAFETY: a protected call with `hidden` at index 1: pushes the light userdata and
-    // `hidden` as upvalues, makes the closure, and leaves only it on the stack.
+    // SAFETY: a protected call with `hidden` at index 1 (a C function's 20 slots): pushes
+    // the four upvalues, makes the closure, and leaves only it on the stack.
     unsafe {
         lua.exec_raw::<Function>(hidden, |l| {
             ffi::lua_pushlightuserdata(l, run_state);
             ffi::lua_pushvalue(l, 1);
-            ffi::lua_pushcclosure(l, f, 2);
+            ffi::lua_pushstring(l, c"ok".as_ptr());
+            ffi::lua_pushstring(l, c"err".as_ptr());
+            ffi::lua_pushcclosure(l, f, 4);
             ffi::lua_replace(l, 1);
         })
     }
+}
+
+/// Creates `set_args(base)` (upvalues: the run state, then the strings `KEYS` and
+/// `ARGV`), which the runner calls before each script: it sets `KEYS`
+/// and `ARGV` in `base` from the run in progress ([`super::current_keys_args`]), as
+/// new tables (a script may keep or change them), straight from the arguments' bytes.
+/// Inside the runner's call, so no protected call of its own is needed.
+pub fn create_set_args(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Function> {
+    let run_state = Arc::as_ptr(state) as *mut c_void;
+    // SAFETY: a protected call on an empty stack: pushes the light userdata as the
+    // upvalue, makes the closure, and leaves only it on the stack.
+    unsafe {
+        lua.exec_raw::<Function>((), |l| {
+            ffi::lua_pushlightuserdata(l, run_state);
+            ffi::lua_pushstring(l, c"KEYS".as_ptr());
+            ffi::lua_pushstring(l, c"ARGV".as_ptr());
+            ffi::lua_pushcclosure(l, set_args, 3);
+        })
+    }
+}
+
+/// The `Lua` of `l`, looked up in the registry once and then kept in `state` (the lookup
+/// costs about as much as a short command).
+///
+/// # Safety
+/// `l` is a running state of the Lua state whose functions hold `state`.
+unsafe fn lua_of<'a>(state: &RunState, l: *mut ffi::lua_State) -> &'a Lua {
+    let cached = state.lua.load(Ordering::Relaxed);
+    if !cached.is_null() {
+        // SAFETY: set below from this Lua state's own `Lua`, which mlua keeps at a fixed
+        // place (its extra data) for the life of the state, and the state outlives the
+        // functions that hold `state` and call this.
+        return unsafe { &*(cached as *const Lua) };
+    }
+    // SAFETY: the `Lua` of this state outlives the call (mlua runs the script).
+    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    state
+        .lua
+        .store(lua as *const Lua as *mut c_void, Ordering::Relaxed);
+    lua
+}
+
+unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
+    let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
+    let Some((keys, args)) = super::current_keys_args(state) else {
+        return 0;
+    };
+    // SAFETY: argument 1 is read, not kept.
+    if unsafe { ffi::lua_type(l, 1) } != ffi::LUA_TTABLE {
+        return 0;
+    }
+    // SAFETY: `l` is the state of this running C function.
+    let lua = unsafe { lua_of(state, l) };
+    // The arguments are bounded by the request, not by the script: built with the limit
+    // lifted (nothing here owns memory a raise could leak: only borrowed slices).
+    let _ = lua.set_memory_limit(0);
+    for (name, items) in [(2, keys), (3, args)] {
+        // SAFETY: uses 3 of the slots a C function is given (name, table, item) above
+        // `base` at index 1; allocation failure raises to the runner's caller.
+        unsafe {
+            // The names are upvalues 2 and 3, interned once.
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
+            ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as c_int, 0);
+            for (i, item) in items.iter().enumerate() {
+                ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
+                ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
+            }
+            ffi::lua_rawset(l, 1);
+        }
+    }
+    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+    0
 }
 
 unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
@@ -69,17 +146,21 @@ unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
 unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
     // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
     let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
-    // SAFETY: the `Lua` of this state outlives the call (mlua runs the script).
-    let lua = unsafe { Lua::get_or_init_from_ptr(l) };
+    // SAFETY: `l` is the state of this running C function.
+    let lua = unsafe { lua_of(state, l) };
     let _ = lua.set_memory_limit(0);
-    // SAFETY: `l` is a running C function's state; reading arguments does not raise.
-    let args = unsafe { read_args(l) };
-    // Drop the arguments (copied above), as Redis does: the reply then has the room a C
-    // function is given, however many arguments there were (`unpack` of thousands).
-    // SAFETY: shrinking the stack of a running C function.
-    unsafe { ffi::lua_settop(l, 0) };
     let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        super::call_current(state, lua, args)
+        super::call_current(state, lua, |args| {
+            // SAFETY: `l` is a running C function's state; reading arguments does not
+            // raise.
+            let read = unsafe { read_args(l, args) };
+            // Drop the arguments (copied above), as Redis does: the reply then has the
+            // room a C function is given, however many arguments there were (`unpack`
+            // of thousands).
+            // SAFETY: shrinking the stack of a running C function.
+            unsafe { ffi::lua_settop(l, 0) };
+            read
+        })
     })) {
         Ok(Called::Resp2(reply)) => {
             let top = unsafe { ffi::lua_gettop(l) };
@@ -116,9 +197,7 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
         ffi::lua_pushstring(l, c"pending".as_ptr());
         ffi::lua_pushvalue(l, -2);
         ffi::lua_rawset(l, ffi::lua_upvalueindex(2));
-        state
-            .pending
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        state.pending.store(true, Ordering::Relaxed);
         ffi::lua_pushstring(l, c"redis.call failed".as_ptr());
         ffi::lua_error(l)
     }
@@ -159,14 +238,13 @@ fn transfer(
     ok
 }
 
-/// `redis.call`'s arguments straight off the stack (strings as they are, numbers as
-/// Redis formats them), or Redis's error for another type.
+/// `redis.call`'s arguments straight off the stack into `args` (strings as they are,
+/// numbers as Redis formats them), or Redis's error for another type.
 ///
 /// # Safety
 /// `l` is a running C function's state; its arguments are the whole stack.
-unsafe fn read_args(l: *mut ffi::lua_State) -> CallArgs {
+unsafe fn read_args(l: *mut ffi::lua_State, args: &mut ArgsBuilder) -> Result<(), &'static str> {
     let n = unsafe { ffi::lua_gettop(l) };
-    let mut args = convert::ArgsBuilder::with_capacity(n.max(0) as usize);
     for idx in 1..=n {
         // SAFETY: `idx` is a valid stack index; these reads do not allocate or raise, and
         // a string's bytes are copied while it is on the stack.
@@ -177,14 +255,12 @@ unsafe fn read_args(l: *mut ffi::lua_State) -> CallArgs {
                     let ptr = ffi::lua_tolstring(l, idx, &mut len);
                     args.push(std::slice::from_raw_parts(ptr.cast::<u8>(), len));
                 }
-                ffi::LUA_TNUMBER => {
-                    args.push(convert::number_arg(ffi::lua_tonumber(l, idx)).as_bytes())
-                }
-                _ => return CallArgs(Err(BAD_CALL_ARG)),
+                ffi::LUA_TNUMBER => args.push_number(ffi::lua_tonumber(l, idx)),
+                _ => return Err(BAD_CALL_ARG),
             }
         }
     }
-    CallArgs(Ok(args.finish()))
+    Ok(())
 }
 
 /// Pushes the RESP2 reply at `buf[*pos..]` as Redis converts it (`convert`'s table):
@@ -216,8 +292,9 @@ unsafe fn push_resp2(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth:
         },
         b'+' | b'-' => unsafe {
             ffi::lua_createtable(l, 0, 1);
-            let key = if kind == b'+' { c"ok" } else { c"err" };
-            ffi::lua_pushstring(l, key.as_ptr());
+            // The keys are the closure's upvalues 3 and 4, interned once.
+            let key = if kind == b'+' { 3 } else { 4 };
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(key));
             ffi::lua_pushlstring(l, head.as_ptr().cast(), head.len());
             ffi::lua_rawset(l, -3);
         },

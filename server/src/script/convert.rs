@@ -16,7 +16,7 @@
 //!                  {verbatim_string=}          array table        *n up to the first nil
 //! ```
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kelvin_protocol::ReplyWriter;
 use mlua::{Lua, Table, Value};
 
@@ -78,56 +78,65 @@ pub fn number_arg(n: f64) -> String {
 /// The error of a `redis.call` argument that is neither a string nor a number.
 pub const BAD_CALL_ARG: &str = "ERR Lua redis lib command arguments must be strings or integers";
 
-/// `redis.call`'s arguments copied into one buffer (one allocation per call, not one per
-/// argument). `Err` holds Redis's error for an argument of another type.
-pub struct CallArgs(pub Result<Vec<Bytes>, &'static str>);
-
-/// Collects argument bytes into one buffer, then cuts it into the arguments.
+/// `redis.call`'s arguments, copied into one buffer and cut into [`Bytes`]. Kept for the
+/// life of the Lua state: once the last call's arguments are dropped
+/// ([`ArgsBuilder::release`]), the buffer is reused, so a call allocates nothing once warm.
 #[derive(Default)]
 pub struct ArgsBuilder {
-    buf: Vec<u8>,
+    buf: BytesMut,
     ends: Vec<usize>,
+    argv: Vec<Bytes>,
+    /// The most argument bytes of one call since the last [`ArgsBuilder::shrink_to`]
+    /// (the buffer's storage is shared with the arguments, so its own capacity does not
+    /// tell).
+    peak: usize,
 }
 
 impl ArgsBuilder {
-    pub fn with_capacity(args: usize) -> ArgsBuilder {
-        ArgsBuilder {
-            buf: Vec::with_capacity(64),
-            ends: Vec::with_capacity(args),
-        }
-    }
-
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         self.ends.push(self.buf.len());
     }
 
-    pub fn finish(self) -> Vec<Bytes> {
-        let all = Bytes::from(self.buf);
-        let mut start = 0;
-        self.ends
-            .into_iter()
-            .map(|end| {
-                let arg = all.slice(start..end);
-                start = end;
-                arg
-            })
-            .collect()
-    }
-}
-
-impl mlua::FromLuaMulti for CallArgs {
-    fn from_lua_multi(values: mlua::MultiValue, _: &Lua) -> mlua::Result<Self> {
-        let mut args = ArgsBuilder::default();
-        for v in values {
-            match v {
-                Value::String(s) => args.push(&s.as_bytes()),
-                Value::Integer(i) => args.push(number_arg(i as f64).as_bytes()),
-                Value::Number(n) => args.push(number_arg(n).as_bytes()),
-                _ => return Ok(CallArgs(Err(BAD_CALL_ARG))),
-            }
+    /// A number as Redis formats a number argument ([`number_arg`]).
+    pub fn push_number(&mut self, n: f64) {
+        if n == n.trunc() && n.abs() < 1e17 {
+            self.push(itoa::Buffer::new().format(n as i64).as_bytes());
+        } else {
+            self.push(number_arg(n).as_bytes());
         }
-        Ok(CallArgs(Ok(args.finish())))
+    }
+
+    /// The arguments pushed since the last [`ArgsBuilder::release`].
+    pub fn finish(&mut self) -> &[Bytes] {
+        self.peak = self.peak.max(self.buf.len());
+        let all = self.buf.split().freeze();
+        let mut start = 0;
+        for &end in &self.ends {
+            self.argv.push(all.slice(start..end));
+            start = end;
+        }
+        self.ends.clear();
+        &self.argv
+    }
+
+    /// Gives back the room past `bytes` (after a call with big arguments).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if std::mem::take(&mut self.peak) > bytes {
+            self.buf = BytesMut::new();
+        }
+        let args = bytes / std::mem::size_of::<Bytes>();
+        if self.argv.capacity() > args {
+            self.argv = Vec::new();
+            self.ends = Vec::new();
+        }
+    }
+
+    /// Drops the arguments (after the call), so their buffer can be reused.
+    pub fn release(&mut self) {
+        self.argv.clear();
+        self.ends.clear();
+        self.buf.clear();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The libraries Redis gives scripts beyond Lua's own: `bit` (LuaBitOp's API on 32-bit
 //! integers), `cjson` ([`super::cjson`]), `cmsgpack` ([`super::cmsgpack`]) and `struct`
-//! ([`super::lstruct`]); and Redis's fix of Lua 5.1's `unpack`.
+//! ([`super::lstruct`]); Redis's fix of Lua 5.1's `unpack`; and Lua 5.1's `tonumber`
+//! converting a string once instead of twice.
 
 use std::ffi::c_int;
 
@@ -84,6 +85,9 @@ pub fn install(lua: &Lua, state: &super::vm::RunState) -> mlua::Result<()> {
     // SAFETY: `unpack` follows the C API's protocol (see there).
     let unpack = unsafe { lua.create_c_function(unpack)? };
     lua.globals().raw_set("unpack", unpack)?;
+    // SAFETY: as `unpack`.
+    let tonumber = unsafe { lua.create_c_function(tonumber)? };
+    lua.globals().raw_set("tonumber", tonumber)?;
     super::cjson::install(lua, &state.cjson)?;
     super::cmsgpack::install(lua)?;
     super::lstruct::install(lua)
@@ -119,4 +123,41 @@ unsafe extern "C-unwind" fn unpack(state: *mut ffi::lua_State) -> c_int {
         k += 1;
     }
     (n + 1) as c_int
+}
+
+/// `tonumber(e [, base])`: Lua 5.1's `luaB_tonumber`, line for line, except that base 10
+/// converts a string once (`luaB_tonumber` asks `lua_isnumber` and then `lua_tonumber`,
+/// each a `strtod`; a script's `tonumber(redis.call('GET', k))` is a read-modify-write's
+/// hot path). The results and errors are Lua's.
+unsafe extern "C-unwind" fn tonumber(state: *mut ffi::lua_State) -> c_int {
+    // Only C API calls on the arguments; errors long-jump out (no Rust value with a
+    // destructor is alive here).
+    let base = ffi::luaL_optinteger(state, 2, 10) as c_int;
+    if base == 10 {
+        ffi::luaL_checkany(state, 1);
+        // `lua_tonumber` gives 0 for what is not a number: only then is it asked.
+        let n = ffi::lua_tonumber(state, 1);
+        if n != 0.0 || ffi::lua_isnumber(state, 1) != 0 {
+            ffi::lua_pushnumber(state, n);
+            return 1;
+        }
+    } else {
+        let s1 = ffi::luaL_checklstring(state, 1, std::ptr::null_mut());
+        if !(2..=36).contains(&base) {
+            return ffi::luaL_argerror(state, 2, c"base out of range".as_ptr());
+        }
+        let mut s2: *mut std::ffi::c_char = std::ptr::null_mut();
+        let n = libc::strtoul(s1, &mut s2, base);
+        if s1 != s2.cast_const() {
+            while libc::isspace(*s2 as u8 as c_int) != 0 {
+                s2 = s2.add(1);
+            }
+            if *s2 == 0 {
+                ffi::lua_pushnumber(state, n as ffi::lua_Number);
+                return 1;
+            }
+        }
+    }
+    ffi::lua_pushnil(state);
+    1
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use kelvin_protocol::{ReplyWriter, RespVersion};
-use mlua::{ffi, Lua, Value};
+use mlua::{Lua, Value};
 
 use crate::cmd::{self, flags, CmdError, CmdResult, Exec, Handler};
 pub use vm::script_sha;
@@ -67,6 +67,8 @@ pub struct Scripts {
     /// The running script as connections see it (BUSY, KILL): shared with the group's
     /// handle, kept for the store's life.
     pub watch: Arc<busy::ScriptWatch>,
+    /// What runs write into, kept between runs (taken out during a run).
+    buffers: Option<CallBuffers>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -258,30 +260,40 @@ fn run(
     command: &[Bytes],
 ) -> CmdResult {
     let by_body = matches!(source, Source::Body(_));
-    let (sha, body) = match source {
-        Source::Body(body) => (script_sha(body), Arc::<[u8]>::from(body)),
+    let (sha, body): (std::borrow::Cow<'_, str>, Arc<[u8]>) = match source {
+        Source::Body(body) => (script_sha(body).into(), Arc::<[u8]>::from(body)),
         Source::Sha(sha) => {
-            let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+            // Clients send the SHA1 as SCRIPT LOAD gave it: lower case, no copy needed.
+            let sha: std::borrow::Cow<'_, str> = match std::str::from_utf8(sha) {
+                Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+                _ => String::from_utf8_lossy(sha).to_ascii_lowercase().into(),
+            };
             let body = ex
                 .store
                 .scripts
                 .bodies
-                .get(&sha)
+                .get(&*sha)
                 .cloned()
                 .ok_or(CmdError::raw(NOSCRIPT))?;
             (sha, body)
         }
     };
     let (script_flags, _) = parse_shebang(&body)?;
-    compile(ex.store, &sha, &body)?;
+    let function = match ex.store.scripts.compiled.get(&*sha) {
+        Some(f) => f.clone(),
+        None => {
+            compile(ex.store, &sha, &body)?;
+            let Some(f) = ex.store.scripts.compiled.get(&*sha) else {
+                return Err(CmdError::raw(NOSCRIPT));
+            };
+            f.clone()
+        }
+    };
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
     if !read_only && by_body {
         ex.store.scripts.insert(&body);
     }
-    let Some(function) = ex.store.scripts.compiled.get(&sha).cloned() else {
-        return Err(CmdError::raw(NOSCRIPT));
-    };
     execute(
         ex,
         Running {
@@ -330,7 +342,7 @@ fn execute(
     let outcome = run_in(ex, &vm, function, keys, args, read_only);
     watch.finish();
     ex.store.scripts.vm = Some(vm);
-    let (outcome, undo, exhausted, killed) = outcome?;
+    let (outcome, mut bufs, exhausted, killed) = outcome;
     let stopped = match &outcome {
         _ if exhausted => Some(format!(
             "ERR Script exceeded its budget of {INSTRUCTION_BUDGET} instructions and was stopped; none of its writes were applied. script: {sha}"
@@ -348,10 +360,14 @@ fn execute(
         Ok(_) => None,
     };
     if let Some(err) = stopped {
-        undo.undo(ex.store);
+        bufs.undo.undo(ex.store);
+        bufs.end_run();
+        ex.store.scripts.buffers = Some(bufs);
         ex.events.truncate(events_mark);
         return Err(CmdError::raw(err));
     }
+    bufs.end_run();
+    ex.store.scripts.buffers = Some(bufs);
     match outcome {
         // An error table returned by the script is the command's error reply (counted
         // in errorstats and as a failed call, as Redis does).
@@ -388,22 +404,23 @@ fn execute(
     }
 }
 
-/// How a run ended: the script's result (or error table), its undo log, and whether
+/// How a run ended: the script's result (or error table), its buffers (the undo log),
+/// and whether
 /// the budget or SCRIPT KILL stopped it.
-type Outcome = (
-    mlua::Result<Result<Value, Value>>,
-    undo::UndoLog,
-    bool,
-    bool,
-);
+type Outcome = (mlua::Result<Result<Value, Value>>, CallBuffers, bool, bool);
 
 /// One script run in progress: what `redis.call` acts on (see [`call_current`]).
 struct Run<'e, 'a> {
     ctx: CallCtx,
     ex: &'e mut Exec<'a>,
+    /// KEYS and ARGV, which the runner sets before the script starts
+    /// ([`call::set_args`]).
+    keys: &'e [Bytes],
+    args: &'e [Bytes],
 }
 
-/// Runs `function` with KEYS/ARGV set, `redis.call` pointed at `ex`.
+/// Runs `function` with KEYS/ARGV set (by the runner, from the `Run`), `redis.call`
+/// pointed at `ex`.
 fn run_in(
     ex: &mut Exec<'_>,
     vm: &Vm,
@@ -411,29 +428,7 @@ fn run_in(
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
-) -> Result<Outcome, CmdError> {
-    let lua = &vm.lua;
-    // KEYS and ARGV straight onto the Lua stack (no handle per string, as mlua's values
-    // would need): `base` is the only argument, at stack index 1.
-    let set_globals = || -> mlua::Result<()> {
-        // SAFETY: `exec_raw` runs the closure in a protected call with `base` pushed and
-        // 3 free stack slots checked, which is all it uses (name, table, item); Lua errors
-        // (allocation) are caught by that call, and the closure holds nothing to drop.
-        unsafe {
-            lua.exec_raw::<()>(&vm.base, |state| {
-                for (name, items) in [(c"KEYS", keys), (c"ARGV", args)] {
-                    ffi::lua_pushstring(state, name.as_ptr());
-                    ffi::lua_createtable(state, items.len().min(i32::MAX as usize) as i32, 0);
-                    for (i, item) in items.iter().enumerate() {
-                        ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
-                        ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
-                    }
-                    ffi::lua_rawset(state, 1);
-                }
-            })
-        }
-    };
-    vm::unbounded(lua, set_globals).map_err(|e| CmdError::err(format!("Lua state: {e}")))?;
+) -> Outcome {
     let state = &vm.state;
     state.budget.store(INSTRUCTION_BUDGET, Ordering::Relaxed);
     state.exhausted.store(false, Ordering::Relaxed);
@@ -447,11 +442,12 @@ fn run_in(
     let mut run = Run {
         ctx: CallCtx {
             read_only,
-            undo: undo::UndoLog::default(),
-            scratch: ReplyWriter::default(),
+            bufs: ex.store.scripts.buffers.take().unwrap_or_default(),
             state: vm.state.clone(),
         },
         ex: &mut *ex,
+        keys,
+        args,
     };
     state
         .current
@@ -461,18 +457,18 @@ fn run_in(
     if state.pending.swap(false, Ordering::Relaxed) {
         let _ = vm.hidden.raw_set("pending", Value::Nil);
     }
-    let Run { ctx, ex } = run;
+    let Run { ctx, ex, .. } = run;
     ex.db = db;
     let outcome = result.map(|(ok, value)| match ok {
         true => Ok(value),
         false => Err(value),
     });
-    Ok((
+    (
         outcome,
-        ctx.undo,
+        ctx.bufs,
         state.exhausted.load(Ordering::Relaxed),
         state.kill.swap(false, Ordering::Relaxed),
-    ))
+    )
 }
 
 /// What a `redis.call` gave: a RESP2 reply that is not an error, to push as it is
@@ -483,8 +479,24 @@ pub(crate) enum Called {
     Value(bool, Value),
 }
 
+/// KEYS and ARGV of the script about to run, for the runner ([`call::set_args`]);
+/// `None` outside a run (FUNCTION LOAD runs a library through the same runner).
+pub(crate) fn current_keys_args(state: &vm::RunState) -> Option<(&[Bytes], &[Bytes])> {
+    let p = state.current.load(Ordering::Acquire) as *const Run<'static, 'static>;
+    // SAFETY: as in `call_current`: the pointer is published only while `runner.call`
+    // runs on this thread, and the slices it holds are borrowed by `run_in` for longer;
+    // only shared reads are made here, before the script (and any `redis.call`) starts,
+    // and the returned slices are not kept past the runner's `set_args`.
+    let run = unsafe { p.as_ref()? };
+    Some((run.keys, run.args))
+}
+
 /// `redis.call`/`redis.pcall` of the script running now (see [`call`]).
-pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: convert::CallArgs) -> Called {
+pub(crate) fn call_current(
+    state: &vm::RunState,
+    lua: &Lua,
+    read_args: impl FnOnce(&mut convert::ArgsBuilder) -> Result<(), &'static str>,
+) -> Called {
     let p = state.current.load(Ordering::Acquire) as *mut Run<'static, 'static>;
     if p.is_null() {
         let (ok, v) = err_table(
@@ -505,15 +517,51 @@ pub(crate) fn call_current(state: &vm::RunState, lua: &Lua, args: convert::CallA
     // A command costs more than a Lua instruction: it counts as `CALL_INSTRUCTIONS` of
     // the budget (and toward the kill fence), the same on every replica.
     state.budget.fetch_sub(CALL_INSTRUCTIONS, Ordering::Relaxed);
-    run.ctx.call(run.ex, lua, args)
+    let read = read_args(&mut run.ctx.bufs.args);
+    let called = run.ctx.call(run.ex, lua, read);
+    run.ctx.bufs.args.release();
+    called
 }
 
 /// What `redis.call` needs during one script run.
 struct CallCtx {
     read_only: bool,
-    undo: undo::UndoLog,
-    scratch: ReplyWriter,
+    bufs: CallBuffers,
     state: Arc<vm::RunState>,
+}
+
+/// What a run's `redis.call`s write into, kept in [`Scripts`] between runs so a run
+/// allocates none of it once warm.
+#[derive(Default)]
+struct CallBuffers {
+    undo: undo::UndoLog,
+    /// The reply of the last `redis.call`.
+    scratch: ReplyWriter,
+    /// The arguments of the `redis.call` in progress.
+    args: convert::ArgsBuilder,
+    /// Command names as scripts spelled them, with their table rows: a script calls a
+    /// few commands, over and over (up to [`SPEC_CACHE`] names).
+    specs: Vec<(Box<[u8]>, &'static cmd::CommandSpec)>,
+}
+
+/// Command names [`CallBuffers::specs`] remembers.
+const SPEC_CACHE: usize = 16;
+
+/// Bytes of room [`CallBuffers`] keep between runs (per buffer); a run that needed more
+/// (a big reply, many keys written) gives the rest back when it ends.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
+
+impl CallBuffers {
+    /// After a run: forgets its undo records and gives back room past
+    /// [`KEEP_BUFFER_BYTES`].
+    fn end_run(&mut self) {
+        self.undo.clear();
+        self.undo.shrink_to(KEEP_BUFFER_BYTES);
+        if self.scratch.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.scratch.buf = Vec::new();
+        }
+        self.args.shrink_to(KEEP_BUFFER_BYTES);
+    }
 }
 
 fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
@@ -528,34 +576,50 @@ fn err_table(lua: &Lua, msg: &str) -> (bool, Value) {
 
 impl CallCtx {
     /// `redis.call`/`redis.pcall`: see [`Called`].
-    fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, args: convert::CallArgs) -> Called {
+    fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, read: Result<(), &'static str>) -> Called {
         let failed = |msg: &str| {
             let (ok, v) = err_table(lua, msg);
             Called::Value(ok, v)
         };
-        let argv = match args.0 {
-            Ok(argv) if argv.is_empty() => {
-                return failed("ERR Please specify at least one argument for this redis lib call")
+        if let Err(e) = read {
+            return failed(e);
+        }
+        let CallBuffers {
+            undo,
+            scratch,
+            args,
+            specs,
+        } = &mut self.bufs;
+        let argv = args.finish();
+        if argv.is_empty() {
+            return failed("ERR Please specify at least one argument for this redis lib call");
+        }
+        let spec = match specs.iter().find(|(n, _)| n[..] == argv[0][..]) {
+            Some((_, spec)) => Some(*spec),
+            None => {
+                let spec = cmd::lookup(&argv[0]);
+                if let (Some(spec), true) = (spec, specs.len() < SPEC_CACHE) {
+                    specs.push((argv[0][..].into(), spec));
+                }
+                spec
             }
-            Ok(argv) => argv,
-            Err(e) => return failed(e),
         };
         let resp3 = self.state.resp3.load(Ordering::Relaxed);
-        self.scratch.buf.clear();
-        self.scratch.version = match resp3 {
+        scratch.buf.clear();
+        scratch.version = match resp3 {
             true => RespVersion::Resp3,
             false => RespVersion::Resp2,
         };
-        if let Err(e) = self.dispatch(ex, &argv) {
-            self.scratch.buf.clear();
+        if let Err(e) = dispatch(self.read_only, &self.state, undo, scratch, ex, spec, argv) {
+            scratch.buf.clear();
             return failed(&e.0);
         }
         // RESP2 has only the types the raw pusher knows; an error reply takes the slow
         // path, which makes it the error `redis.call` raises.
-        if !resp3 && self.scratch.buf.first().is_some_and(|&b| b != b'-') {
-            return Called::Resp2(self.scratch.buf.as_slice() as *const [u8]);
+        if !resp3 && scratch.buf.first().is_some_and(|&b| b != b'-') {
+            return Called::Resp2(scratch.buf.as_slice() as *const [u8]);
         }
-        match convert::reply_to_lua(lua, &self.scratch.buf) {
+        match convert::reply_to_lua(lua, &scratch.buf) {
             Ok(Value::Table(t)) if matches!(t.raw_get::<Value>("err"), Ok(Value::String(_))) => {
                 Called::Value(false, Value::Table(t))
             }
@@ -563,102 +627,110 @@ impl CallCtx {
             Err(e) => failed(&format!("ERR {e}")),
         }
     }
+}
 
-    /// Runs one command of the script into `self.scratch`.
-    fn dispatch(&mut self, ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-        let Some(spec) = cmd::lookup(&argv[0]) else {
-            return Err(CmdError::err("Unknown Redis command called from script"));
-        };
-        if !spec.arity_ok(argv.len()) {
-            return Err(CmdError::err(
-                "Wrong number of args calling Redis command from script",
-            ));
-        }
-        let out = &mut self.scratch;
-        let handler = match spec.handler {
-            _ if spec.flags & (flags::NOSCRIPT | flags::BLOCKING | flags::PUBSUB) != 0 => None,
-            Handler::Data(h) => Some(h),
-            // The connection commands that make sense in a script, answered here.
-            Handler::Conn(_) => {
-                return match spec.name {
-                    "ping" => {
-                        match argv.get(1) {
-                            Some(m) => out.bulk(m),
-                            None => out.simple("PONG"),
-                        }
-                        Ok(())
-                    }
-                    "echo" => {
-                        out.bulk(&argv[1]);
-                        Ok(())
-                    }
-                    "time" => {
-                        // The log entry's time: the same on every replica.
-                        let ms = ex.now_ms;
-                        out.array(2);
-                        out.bulk(itoa::Buffer::new().format(ms / 1000).as_bytes());
-                        out.bulk(itoa::Buffer::new().format((ms % 1000) * 1000).as_bytes());
-                        Ok(())
-                    }
-                    "select" => {
-                        let db = cmd::int_arg(&argv[1])
-                            .ok()
-                            .filter(|d| (0..crate::store::DATABASES as i64).contains(d))
-                            .ok_or(CmdError::err("DB index is out of range"))?;
-                        ex.db = db as usize;
-                        out.ok();
-                        Ok(())
-                    }
-                    _ => Err(CmdError::err(
-                        "This Redis command is not allowed from script",
-                    )),
-                };
-            }
-        };
-        let Some(handler) = handler else {
-            return Err(CmdError::err(
-                "This Redis command is not allowed from script",
-            ));
-        };
-        if spec.is_write() {
-            if self.read_only {
-                return Err(CmdError::err(
-                    "Write commands are not allowed from read-only scripts.",
-                ));
-            }
-            let watch = &self.state.watch;
-            if !watch.written.load(Ordering::Relaxed) {
-                // Past the fence a kill may have stopped this script on some replica:
-                // no replica lets it write (see `busy`).
-                let ran = INSTRUCTION_BUDGET - self.state.budget.load(Ordering::Relaxed);
-                if ran >= busy::KILL_FENCE {
-                    return Err(CmdError::raw(busy::late_write()));
-                }
-                watch.written.store(true, Ordering::Relaxed);
-            }
-            self.undo.before_write(ex.store, ex.db, spec, argv);
-        }
-        let bracket = crate::store::memory::Bracket::open(ex.store, ex.db, spec, argv);
-        let mut inner = Exec {
-            store: &mut *ex.store,
-            db: ex.db,
-            now_ms: ex.now_ms,
-            out,
-            events: &mut *ex.events,
-            lazy_expired: &mut *ex.lazy_expired,
-            may_block: false,
-            local_read: ex.local_read,
-            block: None,
-        };
-        let result = handler(&mut inner, argv);
-        if result.is_err() {
-            inner.out.buf.clear();
-        }
-        if let Some(bracket) = bracket {
-            bracket.close(ex.store);
-        }
-        result
+/// Runs one command of the script into `out`, recording what a write may change in
+/// `undo` first.
+fn dispatch(
+    read_only: bool,
+    state: &vm::RunState,
+    undo: &mut undo::UndoLog,
+    out: &mut ReplyWriter,
+    ex: &mut Exec<'_>,
+    spec: Option<&'static cmd::CommandSpec>,
+    argv: &[Bytes],
+) -> CmdResult {
+    let Some(spec) = spec else {
+        return Err(CmdError::err("Unknown Redis command called from script"));
+    };
+    if !spec.arity_ok(argv.len()) {
+        return Err(CmdError::err(
+            "Wrong number of args calling Redis command from script",
+        ));
     }
+    let handler = match spec.handler {
+        _ if spec.flags & (flags::NOSCRIPT | flags::BLOCKING | flags::PUBSUB) != 0 => None,
+        Handler::Data(h) => Some(h),
+        // The connection commands that make sense in a script, answered here.
+        Handler::Conn(_) => {
+            return match spec.name {
+                "ping" => {
+                    match argv.get(1) {
+                        Some(m) => out.bulk(m),
+                        None => out.simple("PONG"),
+                    }
+                    Ok(())
+                }
+                "echo" => {
+                    out.bulk(&argv[1]);
+                    Ok(())
+                }
+                "time" => {
+                    // The log entry's time: the same on every replica.
+                    let ms = ex.now_ms;
+                    out.array(2);
+                    out.bulk(itoa::Buffer::new().format(ms / 1000).as_bytes());
+                    out.bulk(itoa::Buffer::new().format((ms % 1000) * 1000).as_bytes());
+                    Ok(())
+                }
+                "select" => {
+                    let db = cmd::int_arg(&argv[1])
+                        .ok()
+                        .filter(|d| (0..crate::store::DATABASES as i64).contains(d))
+                        .ok_or(CmdError::err("DB index is out of range"))?;
+                    ex.db = db as usize;
+                    out.ok();
+                    Ok(())
+                }
+                _ => Err(CmdError::err(
+                    "This Redis command is not allowed from script",
+                )),
+            };
+        }
+    };
+    let Some(handler) = handler else {
+        return Err(CmdError::err(
+            "This Redis command is not allowed from script",
+        ));
+    };
+    if spec.is_write() {
+        if read_only {
+            return Err(CmdError::err(
+                "Write commands are not allowed from read-only scripts.",
+            ));
+        }
+        let watch = &state.watch;
+        if !watch.written.load(Ordering::Relaxed) {
+            // Past the fence a kill may have stopped this script on some replica:
+            // no replica lets it write (see `busy`).
+            let ran = INSTRUCTION_BUDGET - state.budget.load(Ordering::Relaxed);
+            if ran >= busy::KILL_FENCE {
+                return Err(CmdError::raw(busy::late_write()));
+            }
+            watch.written.store(true, Ordering::Relaxed);
+        }
+        undo.before_write(ex.store, ex.db, spec, argv);
+    }
+    let bracket = crate::store::memory::Bracket::open(ex.store, ex.db, spec, argv);
+    let mut inner = Exec {
+        store: &mut *ex.store,
+        db: ex.db,
+        now_ms: ex.now_ms,
+        out,
+        events: &mut *ex.events,
+        lazy_expired: &mut *ex.lazy_expired,
+        may_block: false,
+        local_read: ex.local_read,
+        block: None,
+    };
+    let result = handler(&mut inner, argv);
+    if result.is_err() {
+        inner.out.buf.clear();
+    }
+    if let Some(bracket) = bracket {
+        bracket.close(ex.store);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -569,3 +569,24 @@ fn evalsha_apply_cost() {
         set.as_secs_f64() * 1e6 / n as f64
     );
 }
+
+/// `tonumber` is a port of Lua 5.1's (a string converted once): its results and errors.
+#[test]
+fn tonumber_answers_as_lua() {
+    let mut s = Store::default();
+    let script = "local out = {} \
+        for _, c in ipairs({{'0'}, {'abc'}, {'  12  '}, {'0x10'}, {'1e2'}, {''}, {5}, {{}}, \
+                            {'-0'}, {'10', 2}, {'z', 36}, {'8', 8}, {' 7 ', 16}, {'7x', 16}}) do \
+          out[#out + 1] = tostring(tonumber(c[1], c[2])) \
+        end \
+        local _, e1 = pcall(function() return tonumber() end) \
+        local _, e2 = pcall(function() return tonumber('1', 99) end) \
+        out[#out + 1] = e1 \
+        out[#out + 1] = e2 \
+        return table.concat(out, ',')";
+    let expected = "0,nil,12,16,100,nil,5,nil,-0,2,35,nil,7,nil,\
+        user_script:1: bad argument #1 to 'tonumber' (value expected),\
+        user_script:1: bad argument #2 to 'tonumber' (base out of range)";
+    let reply = apply(&mut s, 1, &["EVAL", script, "0"]);
+    assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()));
+}

@@ -121,9 +121,30 @@ impl UndoLog {
         }
     }
 
-    /// Puts back everything recorded, newest first.
-    pub fn undo(self, store: &mut Store) {
-        for record in self.records.into_iter().rev() {
+    /// Forgets every record (the script kept its writes), keeping the room for the next.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.since_swap = 0;
+        self.seen.clear();
+    }
+
+    /// Gives back the room of the records past about `bytes` (after a run that wrote many
+    /// keys).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let records = bytes / std::mem::size_of::<Record>();
+        if self.records.capacity() > records {
+            self.records.shrink_to(records);
+        }
+        if self.seen.capacity() > records {
+            self.seen = HashSet::new();
+        }
+    }
+
+    /// Puts back everything recorded, newest first, and forgets it.
+    pub fn undo(&mut self, store: &mut Store) {
+        self.since_swap = 0;
+        self.seen.clear();
+        for record in self.records.drain(..).rev() {
             match record {
                 Record::Key { db, key, entry } => {
                     let ks = store.db(db);

@@ -29,16 +29,6 @@ use super::rand48::Rand48;
 /// each replica's history), so it is set far above what scripts need.
 pub const LUA_MEMORY_LIMIT: usize = 512 << 20;
 
-/// Runs `f` (host code building Lua values) with the memory limit lifted: with a limit
-/// set, mlua wraps every value it creates in a protected call, which costs more than
-/// the value. The limit is for what scripts allocate; it is back before Lua runs again.
-pub fn unbounded<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
-    let _ = lua.set_memory_limit(0);
-    let r = f();
-    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
-    r
-}
-
 /// The instruction hook runs every this many Lua VM instructions.
 pub const HOOK_EVERY: u32 = 10_000;
 
@@ -75,6 +65,9 @@ pub struct RunState {
     pub registering: Mutex<Option<Vec<Registration>>>,
     /// `cjson`'s settings (back to the defaults before each script).
     pub cjson: super::cjson::Config,
+    /// The state's `Lua` (mlua keeps it at a fixed place for the state's life), found
+    /// once by the raw C functions ([`super::call`]).
+    pub lua: AtomicPtr<std::ffi::c_void>,
     /// The `hidden` table (set once the state is built), for [`super::call`]'s slow path.
     pub hidden: std::sync::OnceLock<Table>,
 }
@@ -87,8 +80,6 @@ pub struct Vm {
     pub runner: Function,
     /// Hidden table where a failed `redis.call` leaves its error table (`pending`).
     pub hidden: Table,
-    /// The table the (empty, read-only) globals read from: the libraries, KEYS, ARGV.
-    pub base: Table,
 }
 
 impl std::fmt::Debug for Vm {
@@ -100,7 +91,7 @@ impl std::fmt::Debug for Vm {
 /// Lua run before the sandbox closes: the error handler, the `redis.call`/`pcall`
 /// wrappers, and the read-only globals.
 const PRELUDE: &str = r#"
-local hidden, redis, libredis = ...
+local hidden, redis, libredis, set_args = ...
 local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs =
   debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs
 local loadstring_ = loadstring
@@ -140,7 +131,11 @@ local function handler(err)
   return {err = msg, source = source, line = line}
 end
 
-local runner = function(f) return xpcall(f, handler) end
+-- KEYS and ARGV of the run are set here, inside the host's protected call.
+local runner = function(f)
+  set_args(base)
+  return xpcall(f, handler)
+end
 -- FCALL: the registered callback called with the run's KEYS and ARGV.
 hidden.bind = function(f)
   return function() return f(rawget(base, 'KEYS'), rawget(base, 'ARGV')) end
@@ -238,7 +233,7 @@ setmetatable(G, globals_mt)
 hidden.load_env = function(loading)
   rawset(globals_mt, '__index', loading and libapi or base)
 end
-return runner, base
+return runner
 "#;
 
 fn sha1hex(data: &[u8]) -> String {
@@ -298,10 +293,12 @@ impl Vm {
                 libredis.raw_set(k, v)?;
             }
         }
-        let (runner, base): (Function, Table) = lua.load(PRELUDE).set_name("=kelvin").call((
+        let set_args = super::call::create_set_args(&lua, &state)?;
+        let runner: Function = lua.load(PRELUDE).set_name("=kelvin").call((
             hidden.clone(),
             redis.clone(),
             libredis,
+            set_args,
         ))?;
         let hook_state = state.clone();
         lua.set_hook(
@@ -338,7 +335,6 @@ impl Vm {
             state,
             runner,
             hidden,
-            base,
         })
     }
 
