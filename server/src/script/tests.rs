@@ -88,6 +88,32 @@ fn eval_converts_replies_and_errors_as_redis() {
         "-ERR user_script:1: boom script: 82903a0434f1503e152f89c03c9acd881a0e8150, on @user_script:1.\r\n");
     assert_eq!(run(&["EVAL", "x = 1", "0"]),
         "-ERR user_script:1: Attempt to modify a readonly table script: 34bce5f775de97f557a34088509c8bfe1ea17e52, on @user_script:1.\r\n");
+    // The table functions write raw, past a proxy's __newindex: on the libraries they
+    // fail as any other write, and the library keeps no trace of the attempt.
+    for script in [
+        "table.insert(redis, 'x')",
+        "table.insert(string, 1, 'x')",
+        "table.remove(cjson)",
+        "table.sort(math)",
+        "table.insert(_G, 1)",
+    ] {
+        let reply = run(&["EVAL", script, "0"]);
+        assert!(
+            reply.starts_with("-ERR user_script:1: Attempt to modify a readonly table script:"),
+            "{script}: {reply}"
+        );
+    }
+    assert_eq!(run(&["EVAL", "return redis[1]", "0"]), "$-1\r\n");
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "local t = {3} table.insert(t, 1, 5) table.sort(t) return {table.remove(t), t[1]}",
+            "0"
+        ]),
+        "*2\r\n:5\r\n:3\r\n"
+    );
+    let reply = run(&["EVAL", "table.insert(nil, 1)", "0"]);
+    assert!(reply.contains("bad argument #1 to 'insert'"), "{reply}");
     assert_eq!(run(&["EVAL", "return a.b", "0"]),
         "-ERR user_script:1: Script attempted to access nonexistent global variable 'a' script: f4bf8d93bcdac3681fcf8fa3183b9e6e77e678b1, on @user_script:1.\r\n");
     assert_eq!(

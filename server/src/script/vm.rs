@@ -183,6 +183,16 @@ local function missing(_, k)
   error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
 end
 local readonly = {}
+-- The table functions write with raw access, past a proxy's __newindex: on a read-only
+-- table they fail as every other write does (Redis 7's read-only tables). The locals
+-- keep the functions' names in their own argument errors.
+local insert, remove, sort = table.insert, table.remove, table.sort
+local function writable(t)
+  if t == G or t == base or readonly[t] then error('Attempt to modify a readonly table', 3) end
+end
+rawset(table, 'insert', function(t, ...) writable(t) insert(t, ...) end)
+rawset(table, 'remove', function(t, ...) writable(t) local v = remove(t, ...) return v end)
+rawset(table, 'sort', function(t, ...) writable(t) sort(t, ...) end)
 local function protect(t)
   local proxy = setmetatable({}, {__index = t, __newindex = readonly_error, __metatable = false})
   readonly[proxy] = true
