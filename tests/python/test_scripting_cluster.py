@@ -29,9 +29,10 @@ return redis.call('HLEN', KEYS[1])
 """
 HASH, MARK = "{w}:h", "{w}:done"
 
-# Fields of the script killed in its middle: enough to run for a while (a fraction of
-# a second to seconds), little enough memory on a shared machine.
-KILLED_FIELDS = 300_000
+# Fields of the script killed in its middle: enough to run for a while (about a second
+# or more: 300,000 ended before it was seen once scripts got faster), little enough
+# memory on a shared machine (about 100 MB a replica).
+KILLED_FIELDS = 1_000_000
 
 # How long to wait for a leader or for replicas to agree.
 SETTLE_TIMEOUT = 30
