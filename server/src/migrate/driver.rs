@@ -235,7 +235,7 @@ async fn settle<C: Cluster>(
         let pushed = push_eager(c, &m, &rules).await?;
         f.eager_moved = pushed.moved;
         f.ranked_by = pushed.ranked_by;
-        by_model = f.ranked_by.starts_with("model") || f.ranked_by.contains("; model");
+        by_model = pushed.by_model;
         model_only = pushed.model_only;
         f.eager_ms = began.elapsed().as_millis() as u64;
         // The counts of every class, now that each key was looked at (before the
@@ -673,6 +673,9 @@ async fn push_eager<C: Cluster>(
     }
     let moved = move_keys(c, m, &order).await?;
     let chunks: usize = rankings.iter().map(|(_, n)| n).sum();
+    let by_model = rankings
+        .iter()
+        .any(|(r, _)| r.starts_with(crate::migrate::learn::MODEL_RANKED));
     let ranked_by = match rankings.as_slice() {
         [(only, _)] => only.clone(),
         _ => rankings
@@ -685,6 +688,7 @@ async fn push_eager<C: Cluster>(
         planned,
         moved,
         ranked_by,
+        by_model,
         model_only,
     })
 }
@@ -696,6 +700,8 @@ struct Pushed {
     planned: [(u64, u64); 4],
     moved: u64,
     ranked_by: String,
+    /// Whether the model ranked any chunk (then the plans are compared after the fact).
+    by_model: bool,
     model_only: KeyList,
 }
 

@@ -83,6 +83,10 @@ pub fn publish(learner: &Learner, use_model: bool) {
     });
 }
 
+/// How [`ranking_text`] begins for a plan the model ranked (the driver tells those
+/// chunks by it, from the plan's reply).
+pub const MODEL_RANKED: &str = "model (";
+
 /// What a plan ranks by and why, in words, for `cluster migrations`.
 fn ranking_text(reason: &str, model: Option<&Model>) -> String {
     let judged = |m: &Model| {
@@ -96,20 +100,16 @@ fn ranking_text(reason: &str, model: Option<&Model>) -> String {
         )
     };
     match (reason, model) {
-        ("beats_heat", Some(m)) => format!("model ({})", judged(m)),
+        ("beats_heat", Some(m)) => format!("{MODEL_RANKED}{})", judged(m)),
         ("model_not_better", Some(m)) => format!("heat (the model is not better: {})", judged(m)),
         ("setting", _) => "heat (kelvin-planner heat)".to_string(),
         _ => "heat (no model trained yet)".to_string(),
     }
 }
 
-/// The planner for a migration's plan on this node: the published model's, or the heat
-/// planner's ranking while there is none.
-pub fn planner(rules: Rules) -> LearnedPlanner {
-    planner_and_ranking(rules).0
-}
-
-/// [`planner`], and what it ranks by in words (as `cluster migrations` shows it).
+/// The planner for a migration's plan on this node (the published model's, or the heat
+/// planner's ranking while there is none), and what it ranks by in words (as `cluster
+/// migrations` shows it).
 pub fn planner_and_ranking(rules: Rules) -> (LearnedPlanner, String) {
     let published = PUBLISHED.read();
     let planner = LearnedPlanner {
@@ -299,15 +299,6 @@ impl Learner {
                 self.last_error = None;
             }
             Err(e) => self.last_error = Some(e),
-        }
-    }
-
-    /// The planner for a migration's plan.
-    pub fn planner(&self, rules: Rules) -> LearnedPlanner {
-        LearnedPlanner {
-            rules,
-            model: self.model.clone(),
-            window_ms: self.sampler.window_ms(),
         }
     }
 
