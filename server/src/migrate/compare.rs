@@ -18,10 +18,11 @@
 //! Every first access between the handover and the end of the drain is counted as if
 //! nothing were drained (as `kelvin-bench planner-eval` scores), and only keys in one
 //! plan but not the other can make a difference. Figures, not state: a leader change
-//! of the source loses its counts, one of the target its profile (reads touch the
-//! leader's only), and the comparison is then reported as incomplete; a model-only key
-//! that faulted in before its push reached it counts as read (the model's plan missed
-//! it too).
+//! of the source loses its counts (the comparison then says it could not be made); one
+//! of the target loses the profile of the reads served there (reads touch the leader's
+//! only), which undercounts the model-only keys read and is not flagged; a model-only
+//! key that faulted in before its push reached it counts as read (the model's plan
+//! missed it too); a chunk planned again after its keys were pulled counts them again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
