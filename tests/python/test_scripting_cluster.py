@@ -21,18 +21,22 @@ pytestmark = [
 
 # HSETs field 1..ARGV[1] of KEYS[1], then marks KEYS[2] (same slot: one hash tag).
 WRITE_HEAVY = """
+local spin = tonumber(ARGV[2] or '0')
 for i = 1, tonumber(ARGV[1]) do
   redis.call('HSET', KEYS[1], i, i)
+  for _ = 1, spin do end
 end
 redis.call('SET', KEYS[2], 'done')
 return redis.call('HLEN', KEYS[1])
 """
 HASH, MARK = "{w}:h", "{w}:done"
 
-# Fields of the script killed in its middle: enough to run for a while (about a second
-# or more: 300,000 ended before it was seen once scripts got faster), little enough
-# memory on a shared machine (about 100 MB a replica).
+# Fields of the script killed in its middle, and empty loop turns after each: enough to
+# run for seconds (three replicas apply it at once on two cores, and the FUNCTION STATS
+# that must see it running waits for a core: 300,000 fields alone ended unseen once
+# scripts got faster), little enough memory on a shared machine.
 KILLED_FIELDS = 1_000_000
+KILLED_SPIN = 100
 
 # How long to wait for a leader or for replicas to agree.
 SETTLE_TIMEOUT = 30
@@ -73,7 +77,8 @@ def test_kill_9_in_the_middle_of_a_script_leaves_all_or_nothing_on_every_replica
 
     # The script goes out on its own connection; its reply is never read.
     sender = socket.create_connection(("127.0.0.1", leader.port), timeout=10)
-    sender.sendall(RawConn.encode("EVAL", WRITE_HEAVY, "2", HASH, MARK, str(KILLED_FIELDS)))
+    sender.sendall(RawConn.encode("EVAL", WRITE_HEAVY, "2", HASH, MARK, str(KILLED_FIELDS),
+                                  str(KILLED_SPIN)))
 
     # Kill every node while the script runs: FUNCTION STATS names it on a node that
     # applies it.
