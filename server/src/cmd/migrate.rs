@@ -803,6 +803,8 @@ mod tests {
         too_many.extend(std::iter::repeat_n("{m}a", MAX_MOVE_BATCH + 1));
         assert!(run(&mut target, &too_many, 9_000).starts_with(b"-ERR at most 1000 keys"));
 
+        // The comparison's keys are process-wide: not while another test evicts them.
+        let _alone = crate::migrate::compare::TESTS_USING_KEPT.lock();
         let migration = 4_242_001u64;
         let id = migration.to_string();
         let mut source = Store::default();

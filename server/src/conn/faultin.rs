@@ -202,7 +202,7 @@ async fn pull(
     ];
     pull.extend(fault.keys.iter().cloned());
     let reply = internal(node, client, version, pin(fault.source, pull)).await;
-    pulled(&reply, version)
+    crate::migrate::replies::pull_reply(&reply)
         .filter(|v| v.len() == fault.keys.len())
         .ok_or_else(|| {
             tracing::debug!(
@@ -343,29 +343,6 @@ pub(super) async fn internal(
     sub.buf.to_vec()
 }
 
-/// The values of a `KELVIN.MIGRATE-PULL` reply: per key, `None` (absent) or its absolute
-/// expiry and DUMP payload. `None` if the reply is not that.
-fn pulled(reply: &[u8], version: RespVersion) -> Option<Vec<Option<(u64, Bytes)>>> {
-    array_elements(reply, version)?
-        .into_iter()
-        .map(|e| {
-            if e.starts_with(b"$-1") || e.starts_with(b"_") || e.starts_with(b"*-1") {
-                return Some(None);
-            }
-            let [expire_at, payload] = <[&[u8]; 2]>::try_from(array_elements(e, version)?).ok()?;
-            let expire_at = std::str::from_utf8(expire_at.strip_prefix(b":")?)
-                .ok()?
-                .trim_end()
-                .parse()
-                .ok()?;
-            Some(Some((
-                expire_at,
-                Bytes::copy_from_slice(bulk_body(payload)?),
-            )))
-        })
-        .collect()
-}
-
 /// Whether a migration refusal (see [`crate::migrate::apply::refusal`]) is among the
 /// replies.
 pub(super) fn refused_by_migration(replies: &[u8], version: RespVersion) -> bool {
@@ -433,7 +410,8 @@ mod tests {
     #[test]
     fn pull_replies_parse_in_both_protocols() {
         let resp2 = b"*3\r\n*2\r\n:0\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:17\r\n$1\r\nx\r\n";
-        let got = pulled(resp2, RespVersion::Resp2).unwrap();
+        let pulled = crate::migrate::replies::pull_reply;
+        let got = pulled(resp2).unwrap();
         assert_eq!(
             got,
             vec![
@@ -443,9 +421,11 @@ mod tests {
             ]
         );
         let resp3 = b"*2\r\n_\r\n*2\r\n:5\r\n$2\r\nyz\r\n";
-        let got = pulled(resp3, RespVersion::Resp3).unwrap();
+        let got = pulled(resp3).unwrap();
         assert_eq!(got, vec![None, Some((5, Bytes::from_static(b"yz")))]);
-        assert!(pulled(b"-ERR no\r\n", RespVersion::Resp2).is_none());
+        assert!(pulled(b"-ERR no\r\n").is_none());
+        assert_eq!(pulled(b"*1\r\n*-1\r\n").unwrap(), vec![None]);
+        assert!(pulled(b"*2\r\n_\r\n").is_none(), "one element short");
         let mut refused = b"+OK\r\n-".to_vec();
         refused.extend_from_slice(SEALED.as_bytes());
         refused.extend_from_slice(b"\r\n");

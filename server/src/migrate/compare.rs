@@ -55,6 +55,11 @@ struct Kept {
 
 static KEPT: Mutex<VecDeque<(u64, Kept)>> = Mutex::new(VecDeque::new());
 
+/// Held by the tests that use [`KEPT`] (it is process-wide, and one of them pushes every
+/// other migration out of it).
+#[cfg(test)]
+pub static TESTS_USING_KEPT: Mutex<()> = Mutex::new(());
+
 /// At the source: the model ranked a chunk of `migration`; `heat_only` are the keys
 /// the heat planner's plan held and the model's did not.
 pub fn planned(migration: u64, heat_only: impl IntoIterator<Item = (usize, Vec<u8>)>) {
@@ -180,6 +185,7 @@ mod tests {
 
     #[test]
     fn heat_only_keys_are_counted_once_when_pulled_and_bounded() {
+        let _alone = TESTS_USING_KEPT.lock();
         let m = 9_000_001;
         assert_eq!(counts(m), None);
         planned(

@@ -69,16 +69,21 @@ pub(super) fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<PlanExtras>)> {
     Some(((lists.pop()?, hot, totals), filter))
 }
 
-/// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload).
-pub(super) fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
+/// A `KELVIN.MIGRATE-PULL` reply: per key, nil or (expire_at, payload). In RESP2 or RESP3
+/// (a connection's fault-in reads it in the client's protocol): a nil is `$-1`, `*-1` or
+/// `_`.
+pub fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
     let mut p = Parser {
         buf: reply,
         whole: None,
     };
     let n = p.header(b'*')?;
-    let mut out = Vec::with_capacity(n.max(0) as usize);
+    let mut out = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
     for _ in 0..n {
-        if let Some(rest) = p.buf.strip_prefix(b"$-1\r\n") {
+        if let Some(rest) = [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"]
+            .iter()
+            .find_map(|nil| p.buf.strip_prefix(*nil))
+        {
             p.buf = rest;
             out.push(None);
             continue;
