@@ -56,6 +56,9 @@
 //!   ever have a torn tail.
 //! * [`DiskStorage::initialize`], [`DiskStorage::compact`] (when it deletes segments),
 //!   [`DiskStorage::set_snapshot`] and [`DiskStorage::apply_snapshot`] sync before returning.
+//!   The segments a compaction drops are deleted after its record is durable, on a thread
+//!   of their own, oldest first ([`DiskStorage::settle`] waits for it, as dropping the
+//!   storage does): a crash meanwhile leaves a suffix of them, which replay rebases over.
 //!
 //! # Differences from `raft::storage::MemStorage`
 //!

@@ -284,6 +284,8 @@ fn segments_roll_and_compaction_deletes_them() {
     let bytes = s.log_bytes();
     assert!(before > 10, "{before} segments");
     s.compact(400).unwrap();
+    // The segments go on a thread of their own; settle waits for it.
+    s.settle();
     assert_eq!(s.first_index().unwrap(), 401);
     assert_eq!(s.term(400).unwrap(), 1);
     assert_eq!(s.entries_len(), 100);
@@ -307,6 +309,26 @@ fn segments_roll_and_compaction_deletes_them() {
     let s = open_small(dir.path(), 1024);
     assert_eq!(all_entries(&s), ents(591..=600, 2));
     assert!(segments(dir.path()).len() <= 3);
+}
+
+#[test]
+fn a_storage_dropped_right_after_a_compaction_opens_again_at_once() {
+    // The compacted segments are deleted on a thread of their own: dropping the storage
+    // waits for it, so the next open never replays a segment that vanishes under it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open_small(dir.path(), 1024);
+    for i in 0..100 {
+        s.append(&ents(i * 5 + 1..=i * 5 + 5, 1)).unwrap();
+    }
+    s.sync().unwrap();
+    let before = segments(dir.path()).len();
+    s.compact(450).unwrap();
+    drop(s);
+    let after = segments(dir.path()).len();
+    assert!(after < before / 3, "{before} -> {after}");
+    let s = open_small(dir.path(), 1024);
+    assert_eq!(s.first_index().unwrap(), 451);
+    assert_eq!(all_entries(&s), ents(451..=500, 1));
 }
 
 #[test]
