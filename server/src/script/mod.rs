@@ -338,8 +338,8 @@ fn execute(
         return Err(CmdError::raw(NOSCRIPT));
     };
     let watch = ex.store.scripts.watch.clone();
-    watch.start(running.is_eval, read_only, sha, running.command);
-    let outcome = run_in(ex, &vm, function, keys, args, read_only);
+    watch.start(running.is_eval, read_only);
+    let outcome = run_in(ex, &vm, function, &running, keys, args, read_only);
     watch.finish();
     ex.store.scripts.vm = Some(vm);
     let (outcome, mut bufs, exhausted, killed) = outcome;
@@ -417,6 +417,13 @@ struct Run<'e, 'a> {
     /// ([`call::set_args`]).
     keys: &'e [Bytes],
     args: &'e [Bytes],
+    /// EVAL and friends: the KEYS and ARGV tables of the last EVAL may be refilled
+    /// (nothing of a script outlives its run). Not for FCALL: a library's functions may
+    /// keep their `keys` and `args` in upvalues.
+    reuse_args: bool,
+    /// The script's name and command, for FUNCTION STATS ([`describe_current`]).
+    name: &'e str,
+    command: &'e [Bytes],
 }
 
 /// Runs `function` with KEYS/ARGV set (by the runner, from the `Run`), `redis.call`
@@ -425,6 +432,7 @@ fn run_in(
     ex: &mut Exec<'_>,
     vm: &Vm,
     function: mlua::Function,
+    running: &Running<'_>,
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
@@ -435,6 +443,7 @@ fn run_in(
     state.kill.store(false, Ordering::Relaxed);
     state.stepped_aside.store(false, Ordering::Relaxed);
     state.resp3.store(false, Ordering::Relaxed);
+    state.described.store(false, Ordering::Relaxed);
     *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
     *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
@@ -448,6 +457,9 @@ fn run_in(
         ex: &mut *ex,
         keys,
         args,
+        reuse_args: running.is_eval,
+        name: running.name,
+        command: running.command,
     };
     state
         .current
@@ -479,16 +491,31 @@ pub(crate) enum Called {
     Value(bool, Value),
 }
 
-/// KEYS and ARGV of the script about to run, for the runner ([`call::set_args`]);
-/// `None` outside a run (FUNCTION LOAD runs a library through the same runner).
-pub(crate) fn current_keys_args(state: &vm::RunState) -> Option<(&[Bytes], &[Bytes])> {
+/// KEYS and ARGV of the script about to run, and whether their tables may be refilled
+/// (see `Run::reuse_args`), for the runner ([`call::set_args`]); `None` outside a run
+/// (FUNCTION LOAD runs a library through the same runner).
+pub(crate) fn current_keys_args(state: &vm::RunState) -> Option<(&[Bytes], &[Bytes], bool)> {
     let p = state.current.load(Ordering::Acquire) as *const Run<'static, 'static>;
     // SAFETY: as in `call_current`: the pointer is published only while `runner.call`
     // runs on this thread, and the slices it holds are borrowed by `run_in` for longer;
     // only shared reads are made here, before the script (and any `redis.call`) starts,
     // and the returned slices are not kept past the runner's `set_args`.
     let run = unsafe { p.as_ref()? };
-    Some((run.keys, run.args))
+    Some((run.keys, run.args, run.reuse_args))
+}
+
+/// Gives the watch the running script's name and command (the instruction hook, once per
+/// run: see [`busy::ScriptWatch::describe`]).
+pub(crate) fn describe_current(state: &vm::RunState) {
+    let p = state.current.load(Ordering::Acquire) as *const Run<'static, 'static>;
+    // SAFETY: as in `current_keys_args`: the pointer is published only while
+    // `runner.call` runs on this thread (the hook runs inside it), the name and command
+    // it holds are borrowed by `run_in` for longer, and only shared reads are made, while
+    // no `redis.call` runs (the hook runs between Lua instructions).
+    let Some(run) = (unsafe { p.as_ref() }) else {
+        return;
+    };
+    state.watch.describe(run.name, run.command);
 }
 
 /// `redis.call`/`redis.pcall` of the script running now (see [`call`]).

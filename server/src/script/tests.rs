@@ -15,6 +15,16 @@ fn apply(store: &mut Store, index: u64, words: &[&str]) -> String {
     String::from_utf8_lossy(&apply_raw(store, index, argv)).into_owned()
 }
 
+/// Applies commands to a new store, one log entry each.
+fn store_runner() -> impl FnMut(&[&str]) -> String {
+    let mut s = Store::default();
+    let mut i = 0;
+    move |words| {
+        i += 1;
+        apply(&mut s, i, words)
+    }
+}
+
 fn apply_raw(store: &mut Store, index: u64, argv: Vec<Bytes>) -> Vec<u8> {
     let batch = LogBatch {
         now_ms: 1_700_000_000_123,
@@ -475,7 +485,7 @@ fn a_kill_stops_only_a_script_that_cannot_write_any_more() {
     use super::busy::{ScriptWatch, KILL_FENCE};
     use std::sync::atomic::Ordering::Relaxed;
     let w = ScriptWatch::default();
-    w.start(true, false, "sha", &[]);
+    w.start(true, false);
     w.request_kill();
     assert!(
         !w.killed(KILL_FENCE - 1),
@@ -486,7 +496,7 @@ fn a_kill_stops_only_a_script_that_cannot_write_any_more() {
     assert!(!w.killed(KILL_FENCE), "a script that wrote is unkillable");
     w.finish();
     // A kill aimed at an earlier run does not stop the next; a read-only run stops at once.
-    w.start(true, true, "sha", &[]);
+    w.start(true, true);
     assert!(!w.killed(KILL_FENCE));
     w.request_kill();
     assert!(w.killed(1));
@@ -615,4 +625,71 @@ fn tonumber_answers_as_lua() {
         user_script:1: bad argument #2 to 'tonumber' (base out of range)";
     let reply = apply(&mut s, 1, &["EVAL", script, "0"]);
     assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()));
+}
+
+/// `tonumber`'s own reading of plain decimals gives what Lua's `strtod` path gives (the
+/// arithmetic coercion `s * 1`, which keeps `-0`), on both sides of its 15-digit bound and around it.
+#[test]
+fn tonumber_reads_plain_decimals_as_strtod() {
+    let mut s = Store::default();
+    let script = "local out = {} \
+        for _, c in ipairs({'0', '7', '-7', '007', '-0', '123456789012345', '-999999999999999', \
+                            '1234567890123456', '9007199254740993', '+5', '5 ', ' 5', '1e3', \
+                            '1.5', '-', '', '--1', '0x1A', '12a'}) do \
+          local ok, coerced = pcall(function() return c * 1 end) \
+          local n = tonumber(c) \
+          if ok then \
+            if n ~= coerced or 1 / n ~= 1 / coerced then out[#out + 1] = c end \
+          elseif n ~= nil then out[#out + 1] = c end \
+        end \
+        return {#out, table.concat(out, ','), tostring(1 / tonumber('-0'))}";
+    let reply = apply(&mut s, 1, &["EVAL", script, "0"]);
+    assert_eq!(reply, "*3\r\n:0\r\n$0\r\n\r\n$4\r\n-inf\r\n");
+}
+
+/// KEYS and ARGV are as new in every run, whatever the last script did to them (an EVAL
+/// may refill the last EVAL's tables), and a function that kept its `keys` keeps them as
+/// they were.
+#[test]
+fn keys_and_argv_are_as_new_in_every_run() {
+    let mut run = store_runner();
+    let count = "local n = 0 for _ in pairs(KEYS) do n = n + 1 end \
+                 for _ in pairs(ARGV) do n = n + 10 end \
+                 return {n, KEYS[1], ARGV[1], tostring(getmetatable(KEYS)), KEYS[5]}";
+    let fresh = |k: &str, a: &str| format!("*3\r\n:11\r\n$1\r\n{k}\r\n$1\r\n{a}\r\n");
+    // `tostring(nil)` ends the array: no metatable, and `KEYS[5]` unread.
+    let fresh = |k: &str, a: &str| fresh(k, a).replace("*3", "*4") + "$3\r\nnil\r\n";
+    for (n, change) in [
+        "KEYS[2] = 'extra' ARGV.x = 1 return #KEYS",
+        "KEYS[1] = nil ARGV[1] = 'changed' return 1",
+        "setmetatable(KEYS, {__index = function() return 'm' end}) return 1",
+        "for i = 1, 100 do KEYS[i] = i end for i = 2, 100 do KEYS[i] = nil end return 1",
+        "table.insert(ARGV, 1, 'first') return 1",
+        "return 1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for _ in 0..3 {
+            let changed = run(&["EVAL", change, "1", "k", "a"]);
+            assert!(changed.starts_with(':'), "{change}: {changed}");
+            let k = ((b'a' + n as u8) as char).to_string();
+            assert_eq!(
+                run(&["EVAL", count, "1", &k, "v"]),
+                fresh(&k, "v"),
+                "after {change}"
+            );
+        }
+    }
+    let lib = "#!lua name=keep\nlocal kept \
+               redis.register_function('keep', function(keys) kept = kept or keys return kept[1] end)";
+    assert_eq!(run(&["FUNCTION", "LOAD", lib]), "$4\r\nkeep\r\n");
+    assert_eq!(run(&["FCALL", "keep", "1", "first"]), "$5\r\nfirst\r\n");
+    for k in ["x", "y"] {
+        assert_eq!(
+            run(&["EVAL", "return KEYS[1]", "1", k]),
+            format!("$1\r\n{k}\r\n")
+        );
+    }
+    assert_eq!(run(&["FCALL", "keep", "1", "second"]), "$5\r\nfirst\r\n");
 }

@@ -16,7 +16,7 @@
 //! in `hidden.pending` and raises; the message handler and the `pcall` wrappers take the
 //! table from there.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
@@ -70,7 +70,24 @@ pub struct RunState {
     pub lua: AtomicPtr<std::ffi::c_void>,
     /// The `hidden` table (set once the state is built), for [`super::call`]'s slow path.
     pub hidden: std::sync::OnceLock<Table>,
+    /// How many items the KEYS and ARGV tables in `base` were last filled with by an EVAL,
+    /// so the next one with as many may refill them; anything else (FCALL made them, or
+    /// none yet) makes new ones ([`super::call`]'s `set_args`).
+    pub args_lens: [AtomicUsize; 2],
+    /// The watch has this run's name and command ([`super::describe_current`]).
+    pub described: AtomicBool,
+    /// Runs that set KEYS and ARGV: every [`ARGS_RENEW_EVERY`]th makes new ones.
+    pub args_refills: AtomicU64,
 }
+
+/// KEYS and ARGV tables are refilled by at most this many runs, then made anew: a script
+/// that grew one (written past its items, then cleared) leaves that room to a bounded
+/// number of runs only.
+pub const ARGS_RENEW_EVERY: u64 = 1024;
+
+/// KEYS or ARGV with more items than this are made anew for each run (refilling checks
+/// every item).
+pub const ARGS_REFILL_MAX: usize = 64;
 
 /// The Lua state and what the runner needs from it.
 pub struct Vm {
@@ -314,6 +331,9 @@ impl Vm {
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             move |_lua, _debug| {
+                if !hook_state.described.swap(true, Ordering::Relaxed) {
+                    super::describe_current(&hook_state);
+                }
                 hook_state
                     .instructions
                     .fetch_add(HOOK_EVERY as u64, Ordering::Relaxed);
