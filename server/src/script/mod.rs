@@ -57,8 +57,9 @@ pub struct Scripts {
     /// Body by lower-case hex SHA1.
     bodies: HashMap<String, Arc<[u8]>>,
     vm: Option<Vm>,
-    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`).
-    compiled: HashMap<String, mlua::Function>,
+    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`, and of the scripts EVAL_RO
+    /// ran without adding them).
+    compiled: HashMap<String, Compiled>,
     /// FUNCTION libraries by name: their code (the replicated state) and the names and
     /// flags of the functions they registered.
     libraries: std::collections::BTreeMap<String, functions::Library>,
@@ -69,6 +70,14 @@ pub struct Scripts {
     pub watch: Arc<busy::ScriptWatch>,
     /// What runs write into, kept between runs (taken out during a run).
     buffers: Option<CallBuffers>,
+}
+
+/// A compiled script: what EVALSHA needs, found with one lookup.
+struct Compiled {
+    function: mlua::Function,
+    flags: ScriptFlags,
+    /// Its body is in `bodies` (EVALSHA may run it).
+    loaded: bool,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -94,6 +103,9 @@ impl Scripts {
     /// Adds a body (from a snapshot, or EVAL / SCRIPT LOAD). Returns its SHA1.
     pub fn insert(&mut self, body: &[u8]) -> String {
         let sha = script_sha(body);
+        if let Some(c) = self.compiled.get_mut(&sha) {
+            c.loaded = true;
+        }
         self.bodies
             .entry(sha.clone())
             .or_insert_with(|| Arc::from(body));
@@ -204,12 +216,20 @@ fn compile(store: &mut crate::store::Store, sha: &str, body: &[u8]) -> Result<()
     if store.scripts.compiled.contains_key(sha) {
         return Ok(());
     }
-    let (_, code) = parse_shebang(body)?;
+    let (flags, code) = parse_shebang(body)?;
     let vm = store.scripts.vm()?;
-    let f = vm
+    let function = vm
         .compile(code)
         .map_err(|msg| CmdError::err(format!("Error compiling script (new function): {msg}")))?;
-    store.scripts.compiled.insert(sha.to_string(), f);
+    let loaded = store.scripts.bodies.contains_key(sha);
+    store.scripts.compiled.insert(
+        sha.to_string(),
+        Compiled {
+            function,
+            flags,
+            loaded,
+        },
+    );
     Ok(())
 }
 
@@ -259,40 +279,43 @@ fn run(
     read_only: bool,
     command: &[Bytes],
 ) -> CmdResult {
-    let by_body = matches!(source, Source::Body(_));
-    let (sha, body): (std::borrow::Cow<'_, str>, Arc<[u8]>) = match source {
-        Source::Body(body) => (script_sha(body).into(), Arc::<[u8]>::from(body)),
+    let (sha, body): (std::borrow::Cow<'_, str>, Option<&[u8]>) = match source {
+        Source::Body(body) => (script_sha(body).into(), Some(body)),
         Source::Sha(sha) => {
             // Clients send the SHA1 as SCRIPT LOAD gave it: lower case, no copy needed.
             let sha: std::borrow::Cow<'_, str> = match std::str::from_utf8(sha) {
                 Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
                 _ => String::from_utf8_lossy(sha).to_ascii_lowercase().into(),
             };
-            let body = ex
-                .store
-                .scripts
-                .bodies
-                .get(&*sha)
-                .cloned()
-                .ok_or(CmdError::raw(NOSCRIPT))?;
-            (sha, body)
+            (sha, None)
         }
     };
-    let (script_flags, _) = parse_shebang(&body)?;
-    let function = match ex.store.scripts.compiled.get(&*sha) {
-        Some(f) => f.clone(),
+    // EVALSHA runs only a loaded script (one EVAL_RO compiled is not, unless loaded).
+    let cached = |scripts: &Scripts| {
+        let c = scripts.compiled.get(&*sha)?;
+        (c.loaded || body.is_some()).then(|| (c.function.clone(), c.flags))
+    };
+    let (function, script_flags) = match cached(&ex.store.scripts) {
+        Some(found) => found,
         None => {
-            compile(ex.store, &sha, &body)?;
-            let Some(f) = ex.store.scripts.compiled.get(&*sha) else {
-                return Err(CmdError::raw(NOSCRIPT));
+            let code: Arc<[u8]> = match body {
+                Some(body) => Arc::from(body),
+                None => ex
+                    .store
+                    .scripts
+                    .bodies
+                    .get(&*sha)
+                    .cloned()
+                    .ok_or(CmdError::raw(NOSCRIPT))?,
             };
-            f.clone()
+            compile(ex.store, &sha, &code)?;
+            cached(&ex.store.scripts).ok_or(CmdError::raw(NOSCRIPT))?
         }
     };
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
-    if !read_only && by_body {
-        ex.store.scripts.insert(&body);
+    if let (false, Some(body)) = (read_only, body) {
+        ex.store.scripts.insert(body);
     }
     execute(
         ex,

@@ -693,3 +693,28 @@ fn keys_and_argv_are_as_new_in_every_run() {
     }
     assert_eq!(run(&["FCALL", "keep", "1", "second"]), "$5\r\nfirst\r\n");
 }
+
+/// EVALSHA runs what EVAL or SCRIPT LOAD added, not what EVAL_RO only compiled.
+#[test]
+fn evalsha_runs_only_loaded_scripts() {
+    let mut run = store_runner();
+    let script = "return 'ro'";
+    let sha = super::script_sha(script.as_bytes());
+    assert_eq!(run(&["EVAL_RO", script, "0"]), "$2\r\nro\r\n");
+    assert_eq!(
+        run(&["EVALSHA", &sha, "0"]),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(
+        run(&["SCRIPT", "LOAD", script]),
+        format!("$40\r\n{sha}\r\n")
+    );
+    assert_eq!(run(&["EVALSHA", &sha, "0"]), "$2\r\nro\r\n");
+    assert_eq!(run(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(
+        run(&["EVALSHA", &sha, "0"]),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(run(&["EVAL", script, "0"]), "$2\r\nro\r\n");
+    assert_eq!(run(&["EVALSHA", &sha.to_uppercase(), "0"]), "$2\r\nro\r\n");
+}
