@@ -150,6 +150,76 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     0
 }
 
+/// The slot of `hidden` (upvalue 2) that keeps the status table lent to the last EVAL.
+const LENT_STATUS: ffi::lua_Integer = 1;
+
+/// A status reply (`+OK`, the reply of every SET) as Redis converts it, `{ok=...}`, in the
+/// table the last EVAL was given for its first one, when it can ([`RunState`]'s
+/// `status_lendable`: the first status reply of an EVAL; the table kept in `hidden`
+/// is refilled only if it is as new once refilled, as [`refill`] does for KEYS). Nothing
+/// of an EVAL outlives its run, so the script cannot tell it from a new table, and
+/// each later status reply of the same run gets a new one (tables are told apart by
+/// identity). False, with nothing pushed, for any other reply or run.
+///
+/// # Safety
+/// `l` is the state of a running C closure made by [`create`] with 4 free slots, the
+/// memory limit lifted.
+unsafe fn push_lent_status(state: &RunState, l: *mut ffi::lua_State, reply: &[u8]) -> bool {
+    let Some(text) = reply
+        .strip_prefix(b"+")
+        .and_then(|r| r.strip_suffix(b"\r\n"))
+    else {
+        return false;
+    };
+    if !state.status_lendable.swap(false, Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: upvalues 2 and 3 are `hidden` and the string `ok`; raw reads and writes.
+    unsafe {
+        ffi::lua_rawgeti(l, ffi::lua_upvalueindex(2), LENT_STATUS);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, -1) == 0 {
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
+            ffi::lua_pushlstring(l, text.as_ptr().cast(), text.len());
+            ffi::lua_rawset(l, -3);
+            if holds_only(l, 1) {
+                return true;
+            }
+        } else if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_settop(l, -2);
+        }
+        ffi::lua_settop(l, -2);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
+        ffi::lua_pushlstring(l, text.as_ptr().cast(), text.len());
+        ffi::lua_rawset(l, -3);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti(l, ffi::lua_upvalueindex(2), LENT_STATUS);
+    }
+    true
+}
+
+/// Whether the table on top of the stack holds `n` entries at most.
+///
+/// # Safety
+/// `l` is a running C function's state with 2 free slots.
+unsafe fn holds_only(l: *mut ffi::lua_State, n: usize) -> bool {
+    // SAFETY: `lua_next` is given keys it returned (or nil), so it does not raise.
+    unsafe {
+        let t = ffi::lua_gettop(l);
+        let mut count = 0;
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, t) != 0 {
+            ffi::lua_settop(l, -2);
+            count += 1;
+            if count > n {
+                ffi::lua_settop(l, -2);
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Refills the table on top of the stack (what the last EVAL left as KEYS or ARGV, filled
 /// with as many items) with `items`, if the table is as a new one would be once filled:
 /// no metatable, and no key but `1..=items.len()` (a script may have added, removed or
@@ -169,23 +239,12 @@ unsafe fn refill(l: *mut ffi::lua_State, items: &[bytes::Bytes]) -> bool {
             ffi::lua_settop(l, -2);
             return false;
         }
-        let t = ffi::lua_gettop(l);
         for (i, item) in items.iter().enumerate() {
             ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
-            ffi::lua_rawseti(l, t, (i + 1) as ffi::lua_Integer);
+            ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
         }
         // Keys `1..=n` are all set now: the table holds nothing else if it holds `n`.
-        let mut count = 0;
-        ffi::lua_pushnil(l);
-        while ffi::lua_next(l, t) != 0 {
-            ffi::lua_settop(l, -2);
-            count += 1;
-            if count > items.len() {
-                ffi::lua_settop(l, -2);
-                return false;
-            }
-        }
-        true
+        holds_only(l, items.len())
     }
 }
 
@@ -228,7 +287,8 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
             // next `redis.call`; pushing runs no Rust code that reaches it.
             let reply = unsafe { &*reply };
             let mut pos = 0;
-            if unsafe { push_resp2(l, reply, &mut pos, 0) } {
+            // SAFETY: a running C function's state with its stack emptied above.
+            if unsafe { push_lent_status(state, l, reply) || push_resp2(l, reply, &mut pos, 0) } {
                 let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
                 return 1;
             }

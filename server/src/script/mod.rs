@@ -467,6 +467,9 @@ fn run_in(
     state.stepped_aside.store(false, Ordering::Relaxed);
     state.resp3.store(false, Ordering::Relaxed);
     state.described.store(false, Ordering::Relaxed);
+    state
+        .status_lendable
+        .store(running.is_eval, Ordering::Relaxed);
     *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
     *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));

@@ -718,3 +718,52 @@ fn evalsha_runs_only_loaded_scripts() {
     assert_eq!(run(&["EVAL", script, "0"]), "$2\r\nro\r\n");
     assert_eq!(run(&["EVALSHA", &sha.to_uppercase(), "0"]), "$2\r\nro\r\n");
 }
+
+/// Status replies (`{ok=...}`) are tables of their own within a run and as new in every
+/// run, whatever the last script did to its own (an EVAL may be lent the last EVAL's
+/// first one), and a function that kept one keeps it as it was.
+#[test]
+fn status_replies_are_as_new_in_every_run() {
+    let mut run = store_runner();
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "local a = redis.call('SET', KEYS[1], 'x') local b = redis.call('PING') \
+             local c = redis.call('SET', KEYS[1], 'y') \
+             return {tostring(a == c), a.ok, b.ok, c.ok}",
+            "1",
+            "k"
+        ]),
+        "*4\r\n$5\r\nfalse\r\n$2\r\nOK\r\n$4\r\nPONG\r\n$2\r\nOK\r\n"
+    );
+    let look = "local r = redis.call(ARGV[1], KEYS[1], 'v') local n = 0 \
+                for _ in pairs(r) do n = n + 1 end \
+                return {n, r.ok, tostring(getmetatable(r))}";
+    let lib = "#!lua name=keepok\nlocal kept \
+               redis.register_function('keepok', function(keys) \
+                 local r = redis.call('SET', keys[1], 'v') kept = kept or r return kept.ok end)";
+    assert_eq!(run(&["FUNCTION", "LOAD", lib]), "$6\r\nkeepok\r\n");
+    assert_eq!(run(&["FCALL", "keepok", "1", "k"]), "$2\r\nOK\r\n");
+    for change in [
+        "local r = redis.call('SET', KEYS[1], 'x') r.extra = 1 return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') r.ok = nil r[1] = 'x' return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') setmetatable(r, {}) return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') r.ok = 'changed' return 1",
+        "return redis.call('PING').ok",
+        "return 1",
+    ] {
+        for _ in 0..3 {
+            let changed = run(&["EVAL", change, "1", "k"]);
+            assert!(
+                matches!(changed.as_bytes()[0], b':' | b'$'),
+                "{change}: {changed}"
+            );
+            assert_eq!(
+                run(&["EVAL", look, "1", "k", "SET"]),
+                "*3\r\n:1\r\n$2\r\nOK\r\n$3\r\nnil\r\n",
+                "after {change}"
+            );
+            assert_eq!(run(&["FCALL", "keepok", "1", "k"]), "$2\r\nOK\r\n");
+        }
+    }
+}

@@ -76,6 +76,9 @@ pub struct RunState {
     pub args_lens: [AtomicUsize; 2],
     /// The watch has this run's name and command ([`super::describe_current`]).
     pub described: AtomicBool,
+    /// The run is an EVAL that has not had a status reply yet: the next one may be given
+    /// the table the last EVAL had ([`super::call`]'s `push_lent_status`).
+    pub status_lendable: AtomicBool,
     /// Runs that set KEYS and ARGV: every [`ARGS_RENEW_EVERY`]th makes new ones.
     pub args_refills: AtomicU64,
 }
