@@ -767,3 +767,43 @@ fn status_replies_are_as_new_in_every_run() {
         }
     }
 }
+
+/// Scripts that assign no global read theirs from the libraries' table directly
+/// (`Vm::compile`); the sandbox is the same for them and for the others.
+#[test]
+fn the_sandbox_is_the_same_whatever_a_script_assigns() {
+    let mut run = store_runner();
+    for code in [
+        "local function f() y = 1 end f() return 1",
+        "return (function() return function() z = 1 end end)()()",
+        "return loadstring('q = 1')()",
+        "KEYS = {} return 1",
+        "redis = nil return 1",
+    ] {
+        let reply = run(&["EVAL", code, "1", "k"]);
+        assert!(
+            reply.contains("Attempt to modify a readonly table"),
+            "{code}: {reply}"
+        );
+    }
+    for (code, want) in [
+        ("local t = {} t.x = 'a' return t.x", "$1\r\na\r\n"),
+        ("return _G.KEYS[1]", "$1\r\nk\r\n"),
+        ("return loadstring('return KEYS[1]')()", "$1\r\nk\r\n"),
+        ("return tostring(rawget(_G, 'KEYS'))", "$3\r\nnil\r\n"),
+        ("return (function() return ARGV[1] end)()", "$1\r\nv\r\n"),
+    ] {
+        assert_eq!(run(&["EVAL", code, "1", "k", "v"]), want, "{code}");
+    }
+    let reply = run(&[
+        "EVAL",
+        "local f = function() return undefined_name end return f()",
+        "0",
+    ]);
+    assert!(
+        reply.starts_with(
+            "-ERR user_script:1: Script attempted to access nonexistent global variable 'undefined_name'"
+        ),
+        "{reply}"
+    );
+}
