@@ -107,30 +107,38 @@ pub struct ScriptWatch {
     pub written: AtomicBool,
     /// The running script cannot write (EVAL_RO, `no-writes`): killable at once.
     read_only: AtomicBool,
-    /// The running script's name and command, for FUNCTION STATS.
-    detail: Mutex<(String, Vec<Bytes>)>,
+    /// The running script's name and command, for FUNCTION STATS, once [`Self::describe`]
+    /// gave them: the number of the run they belong to, then the name and command.
+    detail: Mutex<(u64, String, Vec<Bytes>)>,
     /// Libraries and functions loaded, for FUNCTION STATS while a script runs.
     pub libraries: AtomicUsize,
     pub functions: AtomicUsize,
 }
 
 impl ScriptWatch {
-    /// A script starts: `name` is its SHA1 or function name, `argv` its command.
-    pub fn start(&self, is_eval: bool, read_only: bool, name: &str, argv: &[Bytes]) {
-        {
-            // The buffers of the last run are reused: no allocation per run once warm.
-            let mut detail = self.detail.lock();
-            detail.0.clear();
-            detail.0.push_str(name);
-            detail.1.clear();
-            detail.1.extend_from_slice(argv);
-        }
+    /// A script starts. Its name and command are given later, by [`Self::describe`].
+    pub fn start(&self, is_eval: bool, read_only: bool) {
         self.is_eval.store(is_eval, Relaxed);
         self.read_only.store(read_only, Relaxed);
         self.written.store(false, Relaxed);
         self.run.fetch_add(1, Relaxed);
         self.started_us.store(now_us(), Relaxed);
         RUNNING.fetch_add(1, Relaxed);
+    }
+
+    /// The running script's name (SHA1 or function name) and command, for FUNCTION STATS:
+    /// given by the instruction hook once the script has run a while (copying the command
+    /// for each of the many short scripts cost a tenth of a small one). Until then FUNCTION
+    /// STATS waits for the script as it does for a short one, which it never sees running
+    /// (in Redis neither: it answers between scripts).
+    pub fn describe(&self, name: &str, argv: &[Bytes]) {
+        // The buffers of the last description are reused.
+        let mut detail = self.detail.lock();
+        detail.0 = self.run.load(Relaxed);
+        detail.1.clear();
+        detail.1.push_str(name);
+        detail.2.clear();
+        detail.2.extend_from_slice(argv);
     }
 
     /// The script ended (however).
@@ -275,7 +283,11 @@ pub fn at_connection(
         return Some(Answer::Ok);
     }
     if spec.name == "function" && sub.is_some_and(|s| is(s, "stats")) {
-        let (name, command) = watch.detail.lock().clone();
+        let (run, name, command) = watch.detail.lock().clone();
+        if run != watch.run.load(Relaxed) {
+            // Not described yet: a short script (see `ScriptWatch::describe`).
+            return None;
+        }
         return Some(Answer::Stats {
             name,
             command,

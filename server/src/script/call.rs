@@ -26,7 +26,7 @@ use std::sync::Arc;
 use mlua::{ffi, Function, Lua, Table, Value};
 
 use super::convert::{self, ArgsBuilder, BAD_CALL_ARG, MAX_NESTING};
-use super::vm::{RunState, LUA_MEMORY_LIMIT};
+use super::vm::{RunState, ARGS_REFILL_MAX, ARGS_RENEW_EVERY, LUA_MEMORY_LIMIT};
 use super::Called;
 
 /// Creates `redis.call` (`raise`: a failed command raises) or `redis.pcall` (it returns
@@ -57,10 +57,14 @@ pub fn create(
 }
 
 /// Creates `set_args(base)` (upvalues: the run state, then the strings `KEYS` and
-/// `ARGV`), which the runner calls before each script: it sets `KEYS`
-/// and `ARGV` in `base` from the run in progress ([`super::current_keys_args`]), as
-/// new tables (a script may keep or change them), straight from the arguments' bytes.
-/// Inside the runner's call, so no protected call of its own is needed.
+/// `ARGV`), which the runner calls before each script: it sets `KEYS` and `ARGV` in `base`
+/// from the run in progress ([`super::current_keys_args`]), straight from the arguments'
+/// bytes. Inside the runner's call, so no protected call of its own is needed.
+///
+/// An EVAL refills the tables the last EVAL left there when it can ([`refill`]): a
+/// script may change its KEYS and ARGV, but nothing of it outlives its run (the globals
+/// are read-only and a script's chunk has no upvalues), so a table the script will find
+/// exactly as new is as good as a new one, and costs no allocation and no garbage.
 pub fn create_set_args(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Function> {
     let run_state = Arc::as_ptr(state) as *mut c_void;
     // SAFETY: a protected call on an empty stack: pushes the light userdata as the
@@ -99,7 +103,7 @@ unsafe fn lua_of<'a>(state: &RunState, l: *mut ffi::lua_State) -> &'a Lua {
 unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
     let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
-    let Some((keys, args)) = super::current_keys_args(state) else {
+    let Some((keys, args, reuse)) = super::current_keys_args(state) else {
         return 0;
     };
     // SAFETY: argument 1 is read, not kept.
@@ -111,12 +115,25 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
     // The arguments are bounded by the request, not by the script: built with the limit
     // lifted (nothing here owns memory a raise could leak: only borrowed slices).
     let _ = lua.set_memory_limit(0);
-    for (name, items) in [(2, keys), (3, args)] {
-        // SAFETY: uses 3 of the slots a C function is given (name, table, item) above
-        // `base` at index 1; allocation failure raises to the runner's caller.
+    let renew = state.args_refills.fetch_add(1, Ordering::Relaxed) % ARGS_RENEW_EVERY == 0;
+    for (slot, (name, items)) in [(2, keys), (3, args)].into_iter().enumerate() {
+        let refillable = reuse && !renew && items.len() <= ARGS_REFILL_MAX;
+        let lens = &state.args_lens[slot];
+        // SAFETY: uses at most 5 of the slots a C function is given (name, table, and
+        // `refill`'s three) above `base` at index 1; allocation failure raises to the
+        // runner's caller.
         unsafe {
             // The names are upvalues 2 and 3, interned once.
             ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
+            if refillable && lens.load(Ordering::Relaxed) == items.len() {
+                ffi::lua_pushvalue(l, -1);
+                ffi::lua_rawget(l, 1);
+                if refill(l, items) {
+                    ffi::lua_settop(l, 1);
+                    continue;
+                }
+                ffi::lua_settop(l, -2);
+            }
             ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as c_int, 0);
             for (i, item) in items.iter().enumerate() {
                 ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
@@ -124,9 +141,111 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
             }
             ffi::lua_rawset(l, 1);
         }
+        lens.store(
+            if refillable { items.len() } else { usize::MAX },
+            Ordering::Relaxed,
+        );
     }
     let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
     0
+}
+
+/// The slot of `hidden` (upvalue 2) that keeps the status table lent to the last EVAL.
+const LENT_STATUS: ffi::lua_Integer = 1;
+
+/// A status reply (`+OK`, the reply of every SET) as Redis converts it, `{ok=...}`, in the
+/// table the last EVAL was given for its first one, when it can ([`RunState`]'s
+/// `status_lendable`: the first status reply of an EVAL; the table kept in `hidden`
+/// is refilled only if it is as new once refilled, as [`refill`] does for KEYS). Nothing
+/// of an EVAL outlives its run, so the script cannot tell it from a new table, and
+/// each later status reply of the same run gets a new one (tables are told apart by
+/// identity). False, with nothing pushed, for any other reply or run.
+///
+/// # Safety
+/// `l` is the state of a running C closure made by [`create`] with 4 free slots, the
+/// memory limit lifted.
+unsafe fn push_lent_status(state: &RunState, l: *mut ffi::lua_State, reply: &[u8]) -> bool {
+    let Some(text) = reply
+        .strip_prefix(b"+")
+        .and_then(|r| r.strip_suffix(b"\r\n"))
+    else {
+        return false;
+    };
+    if !state.status_lendable.swap(false, Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: upvalues 2 and 3 are `hidden` and the string `ok`; raw reads and writes.
+    unsafe {
+        ffi::lua_rawgeti(l, ffi::lua_upvalueindex(2), LENT_STATUS);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, -1) == 0 {
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
+            ffi::lua_pushlstring(l, text.as_ptr().cast(), text.len());
+            ffi::lua_rawset(l, -3);
+            if holds_only(l, 1) {
+                return true;
+            }
+        } else if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_settop(l, -2);
+        }
+        ffi::lua_settop(l, -2);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
+        ffi::lua_pushlstring(l, text.as_ptr().cast(), text.len());
+        ffi::lua_rawset(l, -3);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti(l, ffi::lua_upvalueindex(2), LENT_STATUS);
+    }
+    true
+}
+
+/// Whether the table on top of the stack holds `n` entries at most.
+///
+/// # Safety
+/// `l` is a running C function's state with 2 free slots.
+unsafe fn holds_only(l: *mut ffi::lua_State, n: usize) -> bool {
+    // SAFETY: `lua_next` is given keys it returned (or nil), so it does not raise.
+    unsafe {
+        let t = ffi::lua_gettop(l);
+        let mut count = 0;
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, t) != 0 {
+            ffi::lua_settop(l, -2);
+            count += 1;
+            if count > n {
+                ffi::lua_settop(l, -2);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Refills the table on top of the stack (what the last EVAL left as KEYS or ARGV, filled
+/// with as many items) with `items`, if the table is as a new one would be once filled:
+/// no metatable, and no key but `1..=items.len()` (a script may have added, removed or
+/// changed any). False, with the table partly written, if not (or not a table): the
+/// caller makes a new one.
+///
+/// # Safety
+/// `l` is a running C function's state with 3 free slots, the memory limit lifted.
+unsafe fn refill(l: *mut ffi::lua_State, items: &[bytes::Bytes]) -> bool {
+    // SAFETY: reads and raw writes on the table at the top; `lua_next` is given keys it
+    // returned (or nil), so it does not raise.
+    unsafe {
+        if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
+            return false;
+        }
+        if ffi::lua_getmetatable(l, -1) != 0 {
+            ffi::lua_settop(l, -2);
+            return false;
+        }
+        for (i, item) in items.iter().enumerate() {
+            ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
+            ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
+        }
+        // Keys `1..=n` are all set now: the table holds nothing else if it holds `n`.
+        holds_only(l, items.len())
+    }
 }
 
 unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
@@ -168,7 +287,8 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
             // next `redis.call`; pushing runs no Rust code that reaches it.
             let reply = unsafe { &*reply };
             let mut pos = 0;
-            if unsafe { push_resp2(l, reply, &mut pos, 0) } {
+            // SAFETY: a running C function's state with its stack emptied above.
+            if unsafe { push_lent_status(state, l, reply) || push_resp2(l, reply, &mut pos, 0) } {
                 let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
                 return 1;
             }

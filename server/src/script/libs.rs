@@ -125,8 +125,32 @@ unsafe extern "C-unwind" fn unpack(state: *mut ffi::lua_State) -> c_int {
     (n + 1) as c_int
 }
 
+/// The value of `-?[0-9]{1,15}` (a counter as scripts read it), without `strtod`: at
+/// most 15 digits are below 2^53, so the integer is exactly the double `strtod` gives
+/// (`-0` included, negated as a double). `None` for anything else (a sign `+`,
+/// spaces, a fraction, an exponent, hex, more digits), which takes Lua's own path.
+fn plain_decimal(s: &[u8]) -> Option<f64> {
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    let n = n as f64;
+    Some(if negative { -n } else { n })
+}
+
 /// `tonumber(e [, base])`: Lua 5.1's `luaB_tonumber`, line for line, except that base 10
-/// converts a string once (`luaB_tonumber` asks `lua_isnumber` and then `lua_tonumber`,
+/// reads a plain decimal string itself ([`plain_decimal`]) and converts any other string
+/// once (`luaB_tonumber` asks `lua_isnumber` and then `lua_tonumber`,
 /// each a `strtod`; a script's `tonumber(redis.call('GET', k))` is a read-modify-write's
 /// hot path). The results and errors are Lua's.
 unsafe extern "C-unwind" fn tonumber(state: *mut ffi::lua_State) -> c_int {
@@ -135,6 +159,15 @@ unsafe extern "C-unwind" fn tonumber(state: *mut ffi::lua_State) -> c_int {
     let base = ffi::luaL_optinteger(state, 2, 10) as c_int;
     if base == 10 {
         ffi::luaL_checkany(state, 1);
+        if ffi::lua_type(state, 1) == ffi::LUA_TSTRING {
+            let mut len = 0usize;
+            let ptr = ffi::lua_tolstring(state, 1, &mut len);
+            // A string's bytes, valid while it is on the stack (read here and dropped).
+            if let Some(n) = plain_decimal(std::slice::from_raw_parts(ptr.cast::<u8>(), len)) {
+                ffi::lua_pushnumber(state, n);
+                return 1;
+            }
+        }
         // `lua_tonumber` gives 0 for what is not a number: only then is it asked.
         let n = ffi::lua_tonumber(state, 1);
         if n != 0.0 || ffi::lua_isnumber(state, 1) != 0 {

@@ -57,8 +57,9 @@ pub struct Scripts {
     /// Body by lower-case hex SHA1.
     bodies: HashMap<String, Arc<[u8]>>,
     vm: Option<Vm>,
-    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`).
-    compiled: HashMap<String, mlua::Function>,
+    /// Compiled scripts by SHA1 (a cache of `bodies` in `vm`, and of the scripts EVAL_RO
+    /// ran without adding them).
+    compiled: HashMap<String, Compiled>,
     /// FUNCTION libraries by name: their code (the replicated state) and the names and
     /// flags of the functions they registered.
     libraries: std::collections::BTreeMap<String, functions::Library>,
@@ -69,6 +70,14 @@ pub struct Scripts {
     pub watch: Arc<busy::ScriptWatch>,
     /// What runs write into, kept between runs (taken out during a run).
     buffers: Option<CallBuffers>,
+}
+
+/// A compiled script: what EVALSHA needs, found with one lookup.
+struct Compiled {
+    function: mlua::Function,
+    flags: ScriptFlags,
+    /// Its body is in `bodies` (EVALSHA may run it).
+    loaded: bool,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -94,6 +103,9 @@ impl Scripts {
     /// Adds a body (from a snapshot, or EVAL / SCRIPT LOAD). Returns its SHA1.
     pub fn insert(&mut self, body: &[u8]) -> String {
         let sha = script_sha(body);
+        if let Some(c) = self.compiled.get_mut(&sha) {
+            c.loaded = true;
+        }
         self.bodies
             .entry(sha.clone())
             .or_insert_with(|| Arc::from(body));
@@ -204,12 +216,20 @@ fn compile(store: &mut crate::store::Store, sha: &str, body: &[u8]) -> Result<()
     if store.scripts.compiled.contains_key(sha) {
         return Ok(());
     }
-    let (_, code) = parse_shebang(body)?;
+    let (flags, code) = parse_shebang(body)?;
     let vm = store.scripts.vm()?;
-    let f = vm
+    let function = vm
         .compile(code)
         .map_err(|msg| CmdError::err(format!("Error compiling script (new function): {msg}")))?;
-    store.scripts.compiled.insert(sha.to_string(), f);
+    let loaded = store.scripts.bodies.contains_key(sha);
+    store.scripts.compiled.insert(
+        sha.to_string(),
+        Compiled {
+            function,
+            flags,
+            loaded,
+        },
+    );
     Ok(())
 }
 
@@ -259,40 +279,43 @@ fn run(
     read_only: bool,
     command: &[Bytes],
 ) -> CmdResult {
-    let by_body = matches!(source, Source::Body(_));
-    let (sha, body): (std::borrow::Cow<'_, str>, Arc<[u8]>) = match source {
-        Source::Body(body) => (script_sha(body).into(), Arc::<[u8]>::from(body)),
+    let (sha, body): (std::borrow::Cow<'_, str>, Option<&[u8]>) = match source {
+        Source::Body(body) => (script_sha(body).into(), Some(body)),
         Source::Sha(sha) => {
             // Clients send the SHA1 as SCRIPT LOAD gave it: lower case, no copy needed.
             let sha: std::borrow::Cow<'_, str> = match std::str::from_utf8(sha) {
                 Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
                 _ => String::from_utf8_lossy(sha).to_ascii_lowercase().into(),
             };
-            let body = ex
-                .store
-                .scripts
-                .bodies
-                .get(&*sha)
-                .cloned()
-                .ok_or(CmdError::raw(NOSCRIPT))?;
-            (sha, body)
+            (sha, None)
         }
     };
-    let (script_flags, _) = parse_shebang(&body)?;
-    let function = match ex.store.scripts.compiled.get(&*sha) {
-        Some(f) => f.clone(),
+    // EVALSHA runs only a loaded script (one EVAL_RO compiled is not, unless loaded).
+    let cached = |scripts: &Scripts| {
+        let c = scripts.compiled.get(&*sha)?;
+        (c.loaded || body.is_some()).then(|| (c.function.clone(), c.flags))
+    };
+    let (function, script_flags) = match cached(&ex.store.scripts) {
+        Some(found) => found,
         None => {
-            compile(ex.store, &sha, &body)?;
-            let Some(f) = ex.store.scripts.compiled.get(&*sha) else {
-                return Err(CmdError::raw(NOSCRIPT));
+            let code: Arc<[u8]> = match body {
+                Some(body) => Arc::from(body),
+                None => ex
+                    .store
+                    .scripts
+                    .bodies
+                    .get(&*sha)
+                    .cloned()
+                    .ok_or(CmdError::raw(NOSCRIPT))?,
             };
-            f.clone()
+            compile(ex.store, &sha, &code)?;
+            cached(&ex.store.scripts).ok_or(CmdError::raw(NOSCRIPT))?
         }
     };
     // EVAL adds its script to the cache, as Redis does; the read-only variants may run
     // outside the log (on the leader's lease), so they leave the replicated cache alone.
-    if !read_only && by_body {
-        ex.store.scripts.insert(&body);
+    if let (false, Some(body)) = (read_only, body) {
+        ex.store.scripts.insert(body);
     }
     execute(
         ex,
@@ -338,8 +361,8 @@ fn execute(
         return Err(CmdError::raw(NOSCRIPT));
     };
     let watch = ex.store.scripts.watch.clone();
-    watch.start(running.is_eval, read_only, sha, running.command);
-    let outcome = run_in(ex, &vm, function, keys, args, read_only);
+    watch.start(running.is_eval, read_only);
+    let outcome = run_in(ex, &vm, function, &running, keys, args, read_only);
     watch.finish();
     ex.store.scripts.vm = Some(vm);
     let (outcome, mut bufs, exhausted, killed) = outcome;
@@ -417,6 +440,13 @@ struct Run<'e, 'a> {
     /// ([`call::set_args`]).
     keys: &'e [Bytes],
     args: &'e [Bytes],
+    /// EVAL and friends: the KEYS and ARGV tables of the last EVAL may be refilled
+    /// (nothing of a script outlives its run). Not for FCALL: a library's functions may
+    /// keep their `keys` and `args` in upvalues.
+    reuse_args: bool,
+    /// The script's name and command, for FUNCTION STATS ([`describe_current`]).
+    name: &'e str,
+    command: &'e [Bytes],
 }
 
 /// Runs `function` with KEYS/ARGV set (by the runner, from the `Run`), `redis.call`
@@ -425,6 +455,7 @@ fn run_in(
     ex: &mut Exec<'_>,
     vm: &Vm,
     function: mlua::Function,
+    running: &Running<'_>,
     keys: &[Bytes],
     args: &[Bytes],
     read_only: bool,
@@ -435,6 +466,10 @@ fn run_in(
     state.kill.store(false, Ordering::Relaxed);
     state.stepped_aside.store(false, Ordering::Relaxed);
     state.resp3.store(false, Ordering::Relaxed);
+    state.described.store(false, Ordering::Relaxed);
+    state
+        .status_lendable
+        .store(running.is_eval, Ordering::Relaxed);
     *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
     *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
@@ -448,6 +483,9 @@ fn run_in(
         ex: &mut *ex,
         keys,
         args,
+        reuse_args: running.is_eval,
+        name: running.name,
+        command: running.command,
     };
     state
         .current
@@ -479,16 +517,31 @@ pub(crate) enum Called {
     Value(bool, Value),
 }
 
-/// KEYS and ARGV of the script about to run, for the runner ([`call::set_args`]);
-/// `None` outside a run (FUNCTION LOAD runs a library through the same runner).
-pub(crate) fn current_keys_args(state: &vm::RunState) -> Option<(&[Bytes], &[Bytes])> {
+/// KEYS and ARGV of the script about to run, and whether their tables may be refilled
+/// (see `Run::reuse_args`), for the runner ([`call::set_args`]); `None` outside a run
+/// (FUNCTION LOAD runs a library through the same runner).
+pub(crate) fn current_keys_args(state: &vm::RunState) -> Option<(&[Bytes], &[Bytes], bool)> {
     let p = state.current.load(Ordering::Acquire) as *const Run<'static, 'static>;
     // SAFETY: as in `call_current`: the pointer is published only while `runner.call`
     // runs on this thread, and the slices it holds are borrowed by `run_in` for longer;
     // only shared reads are made here, before the script (and any `redis.call`) starts,
     // and the returned slices are not kept past the runner's `set_args`.
     let run = unsafe { p.as_ref()? };
-    Some((run.keys, run.args))
+    Some((run.keys, run.args, run.reuse_args))
+}
+
+/// Gives the watch the running script's name and command (the instruction hook, once per
+/// run: see [`busy::ScriptWatch::describe`]).
+pub(crate) fn describe_current(state: &vm::RunState) {
+    let p = state.current.load(Ordering::Acquire) as *const Run<'static, 'static>;
+    // SAFETY: as in `current_keys_args`: the pointer is published only while
+    // `runner.call` runs on this thread (the hook runs inside it), the name and command
+    // it holds are borrowed by `run_in` for longer, and only shared reads are made, while
+    // no `redis.call` runs (the hook runs between Lua instructions).
+    let Some(run) = (unsafe { p.as_ref() }) else {
+        return;
+    };
+    state.watch.describe(run.name, run.command);
 }
 
 /// `redis.call`/`redis.pcall` of the script running now (see [`call`]).

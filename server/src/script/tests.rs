@@ -15,6 +15,16 @@ fn apply(store: &mut Store, index: u64, words: &[&str]) -> String {
     String::from_utf8_lossy(&apply_raw(store, index, argv)).into_owned()
 }
 
+/// Applies commands to a new store, one log entry each.
+fn store_runner() -> impl FnMut(&[&str]) -> String {
+    let mut s = Store::default();
+    let mut i = 0;
+    move |words| {
+        i += 1;
+        apply(&mut s, i, words)
+    }
+}
+
 fn apply_raw(store: &mut Store, index: u64, argv: Vec<Bytes>) -> Vec<u8> {
     let batch = LogBatch {
         now_ms: 1_700_000_000_123,
@@ -475,7 +485,7 @@ fn a_kill_stops_only_a_script_that_cannot_write_any_more() {
     use super::busy::{ScriptWatch, KILL_FENCE};
     use std::sync::atomic::Ordering::Relaxed;
     let w = ScriptWatch::default();
-    w.start(true, false, "sha", &[]);
+    w.start(true, false);
     w.request_kill();
     assert!(
         !w.killed(KILL_FENCE - 1),
@@ -486,7 +496,7 @@ fn a_kill_stops_only_a_script_that_cannot_write_any_more() {
     assert!(!w.killed(KILL_FENCE), "a script that wrote is unkillable");
     w.finish();
     // A kill aimed at an earlier run does not stop the next; a read-only run stops at once.
-    w.start(true, true, "sha", &[]);
+    w.start(true, true);
     assert!(!w.killed(KILL_FENCE));
     w.request_kill();
     assert!(w.killed(1));
@@ -615,4 +625,185 @@ fn tonumber_answers_as_lua() {
         user_script:1: bad argument #2 to 'tonumber' (base out of range)";
     let reply = apply(&mut s, 1, &["EVAL", script, "0"]);
     assert_eq!(reply, format!("${}\r\n{expected}\r\n", expected.len()));
+}
+
+/// `tonumber`'s own reading of plain decimals gives what Lua's `strtod` path gives (the
+/// arithmetic coercion `s * 1`, which keeps `-0`), on both sides of its 15-digit bound and around it.
+#[test]
+fn tonumber_reads_plain_decimals_as_strtod() {
+    let mut s = Store::default();
+    let script = "local out = {} \
+        for _, c in ipairs({'0', '7', '-7', '007', '-0', '123456789012345', '-999999999999999', \
+                            '1234567890123456', '9007199254740993', '+5', '5 ', ' 5', '1e3', \
+                            '1.5', '-', '', '--1', '0x1A', '12a'}) do \
+          local ok, coerced = pcall(function() return c * 1 end) \
+          local n = tonumber(c) \
+          if ok then \
+            if n ~= coerced or 1 / n ~= 1 / coerced then out[#out + 1] = c end \
+          elseif n ~= nil then out[#out + 1] = c end \
+        end \
+        return {#out, table.concat(out, ','), tostring(1 / tonumber('-0'))}";
+    let reply = apply(&mut s, 1, &["EVAL", script, "0"]);
+    assert_eq!(reply, "*3\r\n:0\r\n$0\r\n\r\n$4\r\n-inf\r\n");
+}
+
+/// KEYS and ARGV are as new in every run, whatever the last script did to them (an EVAL
+/// may refill the last EVAL's tables), and a function that kept its `keys` keeps them as
+/// they were.
+#[test]
+fn keys_and_argv_are_as_new_in_every_run() {
+    let mut run = store_runner();
+    let count = "local n = 0 for _ in pairs(KEYS) do n = n + 1 end \
+                 for _ in pairs(ARGV) do n = n + 10 end \
+                 return {n, KEYS[1], ARGV[1], tostring(getmetatable(KEYS)), KEYS[5]}";
+    let fresh = |k: &str, a: &str| format!("*3\r\n:11\r\n$1\r\n{k}\r\n$1\r\n{a}\r\n");
+    // `tostring(nil)` ends the array: no metatable, and `KEYS[5]` unread.
+    let fresh = |k: &str, a: &str| fresh(k, a).replace("*3", "*4") + "$3\r\nnil\r\n";
+    for (n, change) in [
+        "KEYS[2] = 'extra' ARGV.x = 1 return #KEYS",
+        "KEYS[1] = nil ARGV[1] = 'changed' return 1",
+        "setmetatable(KEYS, {__index = function() return 'm' end}) return 1",
+        "for i = 1, 100 do KEYS[i] = i end for i = 2, 100 do KEYS[i] = nil end return 1",
+        "table.insert(ARGV, 1, 'first') return 1",
+        "return 1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for _ in 0..3 {
+            let changed = run(&["EVAL", change, "1", "k", "a"]);
+            assert!(changed.starts_with(':'), "{change}: {changed}");
+            let k = ((b'a' + n as u8) as char).to_string();
+            assert_eq!(
+                run(&["EVAL", count, "1", &k, "v"]),
+                fresh(&k, "v"),
+                "after {change}"
+            );
+        }
+    }
+    let lib = "#!lua name=keep\nlocal kept \
+               redis.register_function('keep', function(keys) kept = kept or keys return kept[1] end)";
+    assert_eq!(run(&["FUNCTION", "LOAD", lib]), "$4\r\nkeep\r\n");
+    assert_eq!(run(&["FCALL", "keep", "1", "first"]), "$5\r\nfirst\r\n");
+    for k in ["x", "y"] {
+        assert_eq!(
+            run(&["EVAL", "return KEYS[1]", "1", k]),
+            format!("$1\r\n{k}\r\n")
+        );
+    }
+    assert_eq!(run(&["FCALL", "keep", "1", "second"]), "$5\r\nfirst\r\n");
+}
+
+/// EVALSHA runs what EVAL or SCRIPT LOAD added, not what EVAL_RO only compiled.
+#[test]
+fn evalsha_runs_only_loaded_scripts() {
+    let mut run = store_runner();
+    let script = "return 'ro'";
+    let sha = super::script_sha(script.as_bytes());
+    assert_eq!(run(&["EVAL_RO", script, "0"]), "$2\r\nro\r\n");
+    assert_eq!(
+        run(&["EVALSHA", &sha, "0"]),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(
+        run(&["SCRIPT", "LOAD", script]),
+        format!("$40\r\n{sha}\r\n")
+    );
+    assert_eq!(run(&["EVALSHA", &sha, "0"]), "$2\r\nro\r\n");
+    assert_eq!(run(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(
+        run(&["EVALSHA", &sha, "0"]),
+        "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    );
+    assert_eq!(run(&["EVAL", script, "0"]), "$2\r\nro\r\n");
+    assert_eq!(run(&["EVALSHA", &sha.to_uppercase(), "0"]), "$2\r\nro\r\n");
+}
+
+/// Status replies (`{ok=...}`) are tables of their own within a run and as new in every
+/// run, whatever the last script did to its own (an EVAL may be lent the last EVAL's
+/// first one), and a function that kept one keeps it as it was.
+#[test]
+fn status_replies_are_as_new_in_every_run() {
+    let mut run = store_runner();
+    assert_eq!(
+        run(&[
+            "EVAL",
+            "local a = redis.call('SET', KEYS[1], 'x') local b = redis.call('PING') \
+             local c = redis.call('SET', KEYS[1], 'y') \
+             return {tostring(a == c), a.ok, b.ok, c.ok}",
+            "1",
+            "k"
+        ]),
+        "*4\r\n$5\r\nfalse\r\n$2\r\nOK\r\n$4\r\nPONG\r\n$2\r\nOK\r\n"
+    );
+    let look = "local r = redis.call(ARGV[1], KEYS[1], 'v') local n = 0 \
+                for _ in pairs(r) do n = n + 1 end \
+                return {n, r.ok, tostring(getmetatable(r))}";
+    let lib = "#!lua name=keepok\nlocal kept \
+               redis.register_function('keepok', function(keys) \
+                 local r = redis.call('SET', keys[1], 'v') kept = kept or r return kept.ok end)";
+    assert_eq!(run(&["FUNCTION", "LOAD", lib]), "$6\r\nkeepok\r\n");
+    assert_eq!(run(&["FCALL", "keepok", "1", "k"]), "$2\r\nOK\r\n");
+    for change in [
+        "local r = redis.call('SET', KEYS[1], 'x') r.extra = 1 return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') r.ok = nil r[1] = 'x' return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') setmetatable(r, {}) return 1",
+        "local r = redis.call('SET', KEYS[1], 'x') r.ok = 'changed' return 1",
+        "return redis.call('PING').ok",
+        "return 1",
+    ] {
+        for _ in 0..3 {
+            let changed = run(&["EVAL", change, "1", "k"]);
+            assert!(
+                matches!(changed.as_bytes()[0], b':' | b'$'),
+                "{change}: {changed}"
+            );
+            assert_eq!(
+                run(&["EVAL", look, "1", "k", "SET"]),
+                "*3\r\n:1\r\n$2\r\nOK\r\n$3\r\nnil\r\n",
+                "after {change}"
+            );
+            assert_eq!(run(&["FCALL", "keepok", "1", "k"]), "$2\r\nOK\r\n");
+        }
+    }
+}
+
+/// Scripts that assign no global read theirs from the libraries' table directly
+/// (`Vm::compile`); the sandbox is the same for them and for the others.
+#[test]
+fn the_sandbox_is_the_same_whatever_a_script_assigns() {
+    let mut run = store_runner();
+    for code in [
+        "local function f() y = 1 end f() return 1",
+        "return (function() return function() z = 1 end end)()()",
+        "return loadstring('q = 1')()",
+        "KEYS = {} return 1",
+        "redis = nil return 1",
+    ] {
+        let reply = run(&["EVAL", code, "1", "k"]);
+        assert!(
+            reply.contains("Attempt to modify a readonly table"),
+            "{code}: {reply}"
+        );
+    }
+    for (code, want) in [
+        ("local t = {} t.x = 'a' return t.x", "$1\r\na\r\n"),
+        ("return _G.KEYS[1]", "$1\r\nk\r\n"),
+        ("return loadstring('return KEYS[1]')()", "$1\r\nk\r\n"),
+        ("return tostring(rawget(_G, 'KEYS'))", "$3\r\nnil\r\n"),
+        ("return (function() return ARGV[1] end)()", "$1\r\nv\r\n"),
+    ] {
+        assert_eq!(run(&["EVAL", code, "1", "k", "v"]), want, "{code}");
+    }
+    let reply = run(&[
+        "EVAL",
+        "local f = function() return undefined_name end return f()",
+        "0",
+    ]);
+    assert!(
+        reply.starts_with(
+            "-ERR user_script:1: Script attempted to access nonexistent global variable 'undefined_name'"
+        ),
+        "{reply}"
+    );
 }

@@ -16,7 +16,7 @@
 //! in `hidden.pending` and raises; the message handler and the `pcall` wrappers take the
 //! table from there.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
@@ -70,7 +70,27 @@ pub struct RunState {
     pub lua: AtomicPtr<std::ffi::c_void>,
     /// The `hidden` table (set once the state is built), for [`super::call`]'s slow path.
     pub hidden: std::sync::OnceLock<Table>,
+    /// How many items the KEYS and ARGV tables in `base` were last filled with by an EVAL,
+    /// so the next one with as many may refill them; anything else (FCALL made them, or
+    /// none yet) makes new ones ([`super::call`]'s `set_args`).
+    pub args_lens: [AtomicUsize; 2],
+    /// The watch has this run's name and command ([`super::describe_current`]).
+    pub described: AtomicBool,
+    /// The run is an EVAL that has not had a status reply yet: the next one may be given
+    /// the table the last EVAL had ([`super::call`]'s `push_lent_status`).
+    pub status_lendable: AtomicBool,
+    /// Runs that set KEYS and ARGV: every [`ARGS_RENEW_EVERY`]th makes new ones.
+    pub args_refills: AtomicU64,
 }
+
+/// KEYS and ARGV tables are refilled by at most this many runs, then made anew: a script
+/// that grew one (written past its items, then cleared) leaves that room to a bounded
+/// number of runs only.
+pub const ARGS_RENEW_EVERY: u64 = 1024;
+
+/// KEYS or ARGV with more items than this are made anew for each run (refilling checks
+/// every item).
+pub const ARGS_REFILL_MAX: usize = 64;
 
 /// The Lua state and what the runner needs from it.
 pub struct Vm {
@@ -80,6 +100,9 @@ pub struct Vm {
     pub runner: Function,
     /// Hidden table where a failed `redis.call` leaves its error table (`pending`).
     pub hidden: Table,
+    /// What the globals table reads from (every library; KEYS and ARGV): the environment
+    /// of scripts that never assign a global ([`Vm::compile`]).
+    base: Table,
 }
 
 impl std::fmt::Debug for Vm {
@@ -228,6 +251,7 @@ for _, k in ipairs(names) do
 end
 rawset(base, '_G', G)
 setmetatable(base, {__index = missing, __newindex = readonly_error, __metatable = false})
+hidden.base = base
 local libapi = {redis = setmetatable({}, {
   __index = function(t, k)
     local v = rawget(libredis, k)
@@ -314,6 +338,9 @@ impl Vm {
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             move |_lua, _debug| {
+                if !hook_state.described.swap(true, Ordering::Relaxed) {
+                    super::describe_current(&hook_state);
+                }
                 hook_state
                     .instructions
                     .fetch_add(HOOK_EVERY as u64, Ordering::Relaxed);
@@ -340,25 +367,138 @@ impl Vm {
                 Ok(VmState::Continue)
             },
         )?;
+        let base: Table = hidden.raw_get("base")?;
+        hidden.raw_set("base", Value::Nil)?;
         Ok(Vm {
             lua,
             state,
             runner,
             hidden,
+            base,
         })
     }
 
     /// Compiles `code` (a script body after any shebang line) as a function.
+    ///
+    /// A script that assigns no global (no `SETGLOBAL` in it or in any function it
+    /// defines: most scripts) reads its globals straight from `base`, one table lookup
+    /// instead of the empty globals table's miss, its metatable and then `base`. It
+    /// cannot tell: reads find the same values and fail with the same error, `_G` is
+    /// the globals table still, and code it loads gets the globals table. One that
+    /// assigns a global keeps the globals table, whose `__newindex` refuses the write
+    /// (`base` could not: Lua writes a key that exists without asking `__newindex`).
     pub fn compile(&self, code: &[u8]) -> Result<Function, String> {
-        self.lua
+        let f = self
+            .lua
             .load(code)
             .set_name(SCRIPT_CHUNK)
             .into_function()
             .map_err(|e| match e {
                 mlua::Error::SyntaxError { message, .. } => message,
                 other => other.to_string(),
-            })
+            })?;
+        if assigns_no_global(&f.dump(false)) == Some(true) {
+            f.set_environment(self.base.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(f)
     }
+}
+
+/// Lua 5.1's `OP_SETGLOBAL` (lopcodes.h), in an instruction's low 6 bits.
+const OP_SETGLOBAL: u32 = 7;
+
+/// Whether the function of a Lua 5.1 dump (`string.dump`, ldump.c) and every
+/// function in it has no `SETGLOBAL` instruction; `None` if the dump is not as expected.
+/// A word of code that is not an instruction (`SETLIST`'s extra count) may read as one:
+/// then `Some(false)`, which only costs the script the faster lookups.
+fn assigns_no_global(dump: &[u8]) -> Option<bool> {
+    struct Reader<'a> {
+        buf: &'a [u8],
+        int: usize,
+        size_t: usize,
+    }
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            let (head, rest) = self.buf.split_at_checked(n)?;
+            self.buf = rest;
+            Some(head)
+        }
+        fn uint(&mut self, size: usize) -> Option<usize> {
+            let bytes = self.take(size)?;
+            let mut le = [0u8; 8];
+            le.get_mut(..size)?.copy_from_slice(bytes);
+            usize::try_from(u64::from_le_bytes(le)).ok()
+        }
+        fn string(&mut self) -> Option<()> {
+            let len = self.uint(self.size_t)?;
+            self.take(len).map(|_| ())
+        }
+        /// One function (ldump.c's `DumpFunction`); false if it or a nested one has a
+        /// `SETGLOBAL`.
+        fn function(&mut self, depth: usize) -> Option<bool> {
+            if depth > 200 {
+                return None;
+            }
+            self.string()?;
+            self.take(2 * self.int + 4)?;
+            let code = self.uint(self.int)?;
+            let mut clean = true;
+            for _ in 0..code {
+                let word = self.take(4)?;
+                let i = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                clean &= i & 0x3f != OP_SETGLOBAL;
+            }
+            for _ in 0..self.uint(self.int)? {
+                match self.take(1)?[0] {
+                    0 => {}
+                    1 => {
+                        self.take(1)?;
+                    }
+                    3 => {
+                        self.take(8)?;
+                    }
+                    4 => self.string()?,
+                    _ => return None,
+                }
+            }
+            for _ in 0..self.uint(self.int)? {
+                clean &= self.function(depth + 1)?;
+            }
+            // Debug information (Lua 5.1 dumps it always): line numbers, locals (name,
+            // first and last instruction), upvalue names.
+            let lines = self.uint(self.int)?;
+            self.take(lines.checked_mul(self.int)?)?;
+            for _ in 0..self.uint(self.int)? {
+                self.string()?;
+                self.take(2 * self.int)?;
+            }
+            for _ in 0..self.uint(self.int)? {
+                self.string()?;
+            }
+            Some(clean)
+        }
+    }
+    // "\x1bLua", 5.1, official format, little endian, then the sizes of int, size_t,
+    // Instruction and lua_Number, and lua_Number not integral.
+    let header = dump.get(..12)?;
+    if header[..7] != *b"\x1bLua\x51\x00\x01"
+        || header[9] != 4
+        || header[10] != 8
+        || header[11] != 0
+    {
+        return None;
+    }
+    let mut r = Reader {
+        buf: &dump[12..],
+        int: usize::from(header[7]),
+        size_t: usize::from(header[8]),
+    };
+    if r.int > 8 || r.size_t > 8 {
+        return None;
+    }
+    let clean = r.function(0)?;
+    r.buf.is_empty().then_some(clean)
 }
 
 /// `redis.error_reply`'s text as Redis makes it (a `-` added if missing, then
@@ -663,4 +803,36 @@ fn register_function(state: &RunState, args: mlua::MultiValue) -> mlua::Result<(
     }
     list.push(reg);
     Ok(())
+}
+
+#[cfg(test)]
+mod dump_tests {
+    use super::*;
+
+    fn clean(code: &str) -> Option<bool> {
+        let lua = Lua::new();
+        let f = lua.load(code).into_function().unwrap();
+        assigns_no_global(&f.dump(false))
+    }
+
+    #[test]
+    fn global_assignments_are_found_in_every_function() {
+        assert_eq!(clean("local x = 1 return x"), Some(true));
+        assert_eq!(
+            clean("local t = {1, 2, 'a', true, nil, 1.5} return function() return t end"),
+            Some(true)
+        );
+        assert_eq!(clean("x = 1"), Some(false));
+        assert_eq!(clean("local function f() y = 2 end return f"), Some(false));
+        assert_eq!(
+            clean("return function() return function() z = 3 end end"),
+            Some(false)
+        );
+        assert_eq!(clean("function g() end"), Some(false));
+        assert_eq!(
+            clean("local t = {} function t.f() end return t"),
+            Some(true)
+        );
+        assert_eq!(assigns_no_global(b"\x1bLua\x51"), None);
+    }
 }
