@@ -272,14 +272,20 @@ fn records_end(data: &[u8]) -> u64 {
     off as u64
 }
 
-#[test]
-fn segments_roll_and_compaction_deletes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = open_small(dir.path(), 1024);
+/// A log of entries 1..=500 (term 1) in segments of 1 KiB, synced: a few dozen segments.
+fn rolled_log(dir: &Path) -> DiskStorage {
+    let mut s = open_small(dir, 1024);
     for i in 0..100 {
         s.append(&ents(i * 5 + 1..=i * 5 + 5, 1)).unwrap();
     }
     s.sync().unwrap();
+    s
+}
+
+#[test]
+fn segments_roll_and_compaction_deletes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = rolled_log(dir.path());
     let before = segments(dir.path()).len();
     let bytes = s.log_bytes();
     assert!(before > 10, "{before} segments");
@@ -316,11 +322,7 @@ fn a_storage_dropped_right_after_a_compaction_opens_again_at_once() {
     // The compacted segments are deleted on a thread of their own: dropping the storage
     // waits for it, so the next open never replays a segment that vanishes under it.
     let dir = tempfile::tempdir().unwrap();
-    let mut s = open_small(dir.path(), 1024);
-    for i in 0..100 {
-        s.append(&ents(i * 5 + 1..=i * 5 + 5, 1)).unwrap();
-    }
-    s.sync().unwrap();
+    let mut s = rolled_log(dir.path());
     let before = segments(dir.path()).len();
     s.compact(450).unwrap();
     drop(s);
