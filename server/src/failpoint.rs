@@ -42,10 +42,29 @@ pub const MIGRATE_PHASES: [&str; 9] = [
     "migrate-after-finish",
 ];
 
+/// The steps of a transaction across groups' coordinator ([`crate::txn::coord`]): every
+/// participant prepared; the commit decided at the record group (no FINISH sent yet).
+pub const TX_PHASES: [&str; 2] = ["tx-after-prepare", "tx-after-decide"];
+
 /// Whether a fail point of this name may be set (a typo is an error, not a fail point
 /// nobody reads).
 fn known(name: &str) -> bool {
-    name == "clock-skew" || MIGRATE_PHASES.contains(&name)
+    name == "clock-skew" || MIGRATE_PHASES.contains(&name) || TX_PHASES.contains(&name)
+}
+
+/// A phase boundary ([`MIGRATE_PHASES`], [`TX_PHASES`]): where the fault tests stop or
+/// end the node (nothing happens without the `failpoints` feature).
+pub async fn boundary(name: &'static str) {
+    loop {
+        match phase(name) {
+            PhaseAction::Go => return,
+            PhaseAction::Hold => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            PhaseAction::Abort => {
+                tracing::error!(phase = name, "fail point: the process ends here");
+                std::process::abort();
+            }
+        }
+    }
 }
 
 /// What a migration phase's fail point asks of the driver.
@@ -111,8 +130,9 @@ const NOT_COMPILED: &str =
 pub fn configure(name: &str, actions: &str) -> Result<(), String> {
     if !known(name) {
         return Err(format!(
-            "unknown fail point '{name}' (known: clock-skew, {})",
-            MIGRATE_PHASES.join(", ")
+            "unknown fail point '{name}' (known: clock-skew, {}, {})",
+            MIGRATE_PHASES.join(", "),
+            TX_PHASES.join(", ")
         ));
     }
     configure_known(name, actions)

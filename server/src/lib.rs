@@ -34,6 +34,7 @@ pub mod script;
 pub mod snapshot;
 pub mod store;
 pub mod transport;
+pub mod txn;
 pub mod zset;
 
 use std::sync::Arc;
@@ -109,6 +110,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
                 node.shutdown_signal(),
             ));
             tokio::spawn(learning::run(node.clone(), node.shutdown_signal()));
+            tokio::spawn(txn::resolve::run(
+                conn::Internal::new(&node),
+                node.shutdown_signal(),
+            ));
             if let Some(m) = cluster::Membership::load(&data_dir)? {
                 let node = node.clone();
                 tokio::task::spawn_blocking(move || node.start_group(m, node::Start::Restart))

@@ -112,6 +112,24 @@ fn apply_command(
                 out.error(err);
                 return None;
             }
+            // A key a transaction across groups holds: the whole transaction waits.
+            let locked = !store.tx.is_idle()
+                && (watch
+                    .iter()
+                    .any(|(db, key)| store.tx.holder(*db, key).is_some())
+                    || items.iter().any(|item| match item {
+                        TxItem::Data { db, argv } => argv
+                            .first()
+                            .and_then(|n| cmd::lookup(n))
+                            .is_some_and(|spec| {
+                                crate::txn::waits_for_lock(store, *db as usize, spec, argv)
+                            }),
+                        TxItem::Literal(_) => false,
+                    }));
+            if locked {
+                out.error(crate::txn::LOCKED);
+                return None;
+            }
             out.array(items.len());
             for item in items {
                 match item {
@@ -132,7 +150,10 @@ fn apply_command(
                 let mut lazy = Vec::new();
                 let mut ex = exec(store, *db as usize, now_ms, out, events, &mut lazy, false);
                 for key in keys {
-                    ex.expire_if_needed(key);
+                    // A key a transaction holds expires once it finished (a later sweep).
+                    if ex.store.tx.holder(*db, key).is_none() {
+                        ex.expire_if_needed(key);
+                    }
                 }
             }
             None
@@ -156,6 +177,10 @@ fn evict_keys(
     let mut lazy = Vec::new();
     let mut ex = exec(store, db, now_ms, out, events, &mut lazy, false);
     for key in keys {
+        // A key a transaction across groups holds stays until it finishes.
+        if ex.store.tx.holder(db as u8, key).is_some() {
+            continue;
+        }
         if ex.ks().remove(key).is_some() {
             ex.store.evicted_keys += 1;
             ex.notify(crate::notify::EVICTED, "evicted", key);
@@ -182,6 +207,21 @@ fn exec<'a>(
         may_block,
         local_read: false,
         block: None,
+    }
+}
+
+/// Runs the commands of a transaction across groups that committed here
+/// ([`crate::txn`]), their replies as one array (as EXEC's), after its locks are gone.
+pub fn run_items(
+    store: &mut Store,
+    now_ms: u64,
+    items: &[(u8, Vec<Bytes>)],
+    out: &mut ReplyWriter,
+    events: &mut Vec<KeyEvent>,
+) {
+    out.array(items.len());
+    for (db, argv) in items {
+        run(store, *db, now_ms, argv, out, events, false);
     }
 }
 
@@ -213,6 +253,10 @@ fn run(
     };
     if let Some(err) = crate::migrate::apply::refusal(store, db, spec, argv) {
         out.error(err);
+        return None;
+    }
+    if crate::txn::waits_for_lock(store, db, spec, argv) {
+        out.error(crate::txn::LOCKED);
         return None;
     }
     let mark = out.buf.len();

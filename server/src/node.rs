@@ -305,6 +305,8 @@ pub struct Node {
     /// The sources' filters of the keys of the migrations this node leads the target of
     /// (fault-ins of keys a source never held need no pull).
     pub absent: crate::migrate::absent::Absent,
+    /// Ids for the transactions across groups this node coordinates.
+    pub tx_ids: crate::txn::TxIds,
 }
 
 impl Node {
@@ -341,6 +343,7 @@ impl Node {
             raft_sender: OnceLock::new(),
             leaders_changed: watch::channel(0).0,
             migrations: Default::default(),
+            tx_ids: Default::default(),
             absent: Default::default(),
         })
     }

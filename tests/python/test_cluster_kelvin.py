@@ -335,17 +335,20 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     pipe = c.pipeline(transaction=False)
     pipe.set("p1", "a").mget("p1", *keys[:3]).get("p1")
     assert pipe.execute() == [True, ["a", "v0", "v1", "v2"], "a"]
-    # Inside MULTI, or for commands that cannot be split, keys in several groups are
-    # refused, as on Redis Cluster.
-    with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
-        c.sinterstore("dst", *keys[:4])
+    # Other commands over keys in several groups run as transactions across them
+    # (test_cross_group_tx.py).
+    c.sadd(keys[0] + "s", "x")
+    c.sadd(keys[1] + "s", "x", "y")
+    assert c.sinterstore("dst", keys[0] + "s", keys[1] + "s") == 1
+    assert c.smembers("dst") == {"x"}
     # numkeys commands too: their keys are found past `numkeys`.
     c.zadd("{z}1", {"a": 1})
     c.zadd("{z}2", {"a": 2, "b": 1})
     assert c.zunionstore("{z}dst", ["{z}1", "{z}2"]) == 2
     assert [tuple(x) for x in c.zunion(["{z}1", "{z}2"], withscores=True)] == [("b", 1.0), ("a", 3.0)]
-    with pytest.raises(redis.exceptions.ResponseError, match="different groups"):
-        c.zunion(["{z}1", *keys[:4]])
+    c.zadd(keys[5] + "z", {"c": 5})
+    assert [tuple(x) for x in c.zunion(["{z}1", keys[5] + "z"], withscores=True)] == \
+        [("a", 1.0), ("c", 5.0)]
 
     # A transaction on the main port runs as one unit where its group is led: here, or
     # relayed whole (queue and watch) to the leader.
@@ -386,17 +389,19 @@ def test_three_groups_spread_over_three_nodes(trio_redirect):
     c.delete("{%s}n" % by_group[other])
     with pytest.raises(redis.exceptions.ResponseError, match="not a transaction"):
         c.execute_command("KELVIN.EXEC", "\x01garbage")
+    # Watched in one group, written in another: a transaction across groups, by two-phase
+    # commit (test_cross_group_tx.py).
     with c.pipeline(transaction=True) as tx:
         tx.watch(by_group[other])
         tx.multi()
         tx.set(by_group[here], "x")
-        with pytest.raises(redis.exceptions.ResponseError, match="don't hash to the same slot"):
-            tx.execute()
+        assert tx.execute() == [True]
+    assert nodes[0].client().get(by_group[here]) == "x"
     c.set(by_group[here], f"v{by_group[here].split(':')[1]}")
-    with pytest.raises(redis.exceptions.ResponseError):
-        tx = c.pipeline(transaction=True)
-        tx.mget(*keys[:4])
-        tx.execute()
+    # MGET over several groups inside MULTI: one read of them all.
+    tx = c.pipeline(transaction=True)
+    tx.mget(*keys[:4])
+    assert tx.execute() == [[f"v{i}" for i in range(4)]]
 
     # Kill the leader of group 1: groups 0 and 2 keep serving at once, group 1 within
     # seconds, nothing acknowledged is lost.

@@ -11,11 +11,12 @@ pytest.importorskip("django_redis")
 pytestmark = pytest.mark.scripting
 
 
-@pytest.fixture
-def cache(server):
+def cache_at(port: int):
+    """Django's default cache, a django-redis RedisCache on 127.0.0.1:`port` (settings are
+    configured once per process: later calls point it elsewhere)."""
     from django.conf import settings
 
-    location = f"redis://127.0.0.1:{server.port}/0"
+    location = f"redis://127.0.0.1:{port}/0"
     if not settings.configured:
         settings.configure(CACHES={"default": {
             "BACKEND": "django_redis.cache.RedisCache", "LOCATION": location}})
@@ -25,8 +26,14 @@ def cache(server):
     settings.CACHES["default"]["LOCATION"] = location
     caches["default"].close()
     del caches["default"]
-    yield caches["default"]
-    caches["default"].close()
+    return caches["default"]
+
+
+@pytest.fixture
+def cache(server):
+    c = cache_at(server.port)
+    yield c
+    c.close()
 
 
 def eval_calls(r) -> int:

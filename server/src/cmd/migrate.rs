@@ -436,7 +436,7 @@ fn slot_pages(
 }
 
 /// Writes `[expire_at, payload]` of `key`, or nil if it is absent or expired.
-fn entry_reply(ex: &mut Exec<'_>, db: usize, key: &[u8], with_key: bool) -> bool {
+pub(crate) fn entry_reply(ex: &mut Exec<'_>, db: usize, key: &[u8], with_key: bool) -> bool {
     let now = ex.now_ms;
     let Some(entry) = ex.store.db(db).get(key, now) else {
         if !with_key {

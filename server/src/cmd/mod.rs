@@ -41,6 +41,7 @@ pub mod server;
 pub mod set;
 pub mod sort;
 pub mod string;
+pub mod txn;
 pub mod zset;
 
 /// An error reply. The text is exactly what Redis sends, code first (`ERR ...`).
@@ -338,8 +339,9 @@ pub const fn conn(
 }
 
 static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock::new(|| {
-    let families: [&'static [CommandSpec]; 19] = [
+    let families: [&'static [CommandSpec]; 20] = [
         migrate::COMMANDS,
+        txn::COMMANDS,
         replication::COMMANDS,
         geo::COMMANDS,
         hll::COMMANDS,

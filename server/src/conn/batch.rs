@@ -327,7 +327,37 @@ pub(super) fn run_batch(
                     };
                     break;
                 }
-                refuse(client, out, Some(spec), CROSSSLOT_GROUPS);
+                // On the main port, a data command over several groups runs as a
+                // transaction across them (inside MULTI: as part of the one EXEC runs).
+                let crosses = !client.redirect
+                    && pinned.is_none()
+                    && matches!(spec.handler, Handler::Data(_))
+                    && (client.multi.is_some() || spec.flags & flags::BLOCKING == 0);
+                if !crosses {
+                    refuse(client, out, Some(spec), CROSSSLOT_GROUPS);
+                    continue;
+                }
+                if let Err(err) = precheck(client, out, spec, &argv) {
+                    refuse(client, out, Some(spec), &err.0);
+                    continue;
+                }
+                if let Some(multi) = client.multi.as_mut() {
+                    multi.queue.push((spec, argv));
+                    *client.info.multi.lock() = multi.queue.len() as i64;
+                    out.simple("QUEUED");
+                    continue;
+                }
+                match super::crosstx::plan_command(node, client.db, argv, gid) {
+                    Ok(plan) => {
+                        step = Step::CrossTx {
+                            plan,
+                            rest: requests.by_ref().collect(),
+                        };
+                        break;
+                    }
+                    Err(super::crosstx::NotRun::Error(e)) => refuse(client, out, Some(spec), e),
+                    Err(super::crosstx::NotRun::Nil) => out.null(),
+                }
                 continue;
             };
             guard = None;
@@ -470,6 +500,25 @@ pub(super) fn run_batch(
                         break;
                     }
                 }
+                // A key a transaction across groups holds: wait until it finishes (reads
+                // included: no client sees part of a transaction).
+                if here == Route::Leader {
+                    if let Some(group) = hosted.as_deref().filter(|g| g.status.in_transaction()) {
+                        let store = guard.get_or_insert_with(|| group.store.lock_arc());
+                        if crate::txn::waits_for_lock(store, client.db, spec, &argv) {
+                            let released = store.tx_released.subscribe();
+                            let argv = flush_or_continue!(argv);
+                            let mut waiting = vec![argv];
+                            waiting.extend(requests.by_ref());
+                            step = Step::AwaitTx {
+                                released,
+                                requests: waiting,
+                                rest: Vec::new(),
+                            };
+                            break;
+                        }
+                    }
+                }
                 if !spec.through_log() && (local_reads || client.readonly) {
                     if !segment.commands.is_empty() {
                         // A read after writes waits for them, so it sees them.
@@ -552,6 +601,23 @@ pub(super) fn run_batch(
                 if let Some((tx, watch_group)) = client.transaction.take() {
                     let group = match transaction_group(node, &tx, gid) {
                         Ok(g) => g,
+                        // Keys in several groups, on the main port: a transaction across
+                        // groups, by two-phase commit.
+                        Err(_) if !client.redirect && several_groups(node) => {
+                            out.buf.truncate(mark);
+                            match super::crosstx::plan(node, &tx, watch_group, gid) {
+                                Ok(plan) => {
+                                    step = Step::CrossTx {
+                                        plan,
+                                        rest: requests.by_ref().collect(),
+                                    };
+                                    break;
+                                }
+                                Err(super::crosstx::NotRun::Nil) => out.null_array(),
+                                Err(super::crosstx::NotRun::Error(e)) => out.error(e),
+                            }
+                            continue;
+                        }
                         Err(err) => {
                             out.buf.truncate(mark);
                             out.error(&err.0);

@@ -22,6 +22,10 @@ use super::*;
 /// they are answered with an error.
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest a request waits for a lock before looking again (the release is signalled;
+/// this bounds a missed one).
+const TX_NAP: Duration = Duration::from_millis(50);
+
 /// The error a request gets when no leader turned up within [`LEADER_WAIT`].
 pub const NO_LEADER: &str = "CLUSTERDOWN The cluster is down: no leader was elected in time";
 
@@ -218,6 +222,29 @@ pub(super) async fn drive(
                 merge.write(&sub.buf, out);
                 batch = rest;
             }
+            Step::CrossTx { plan, rest } => {
+                Box::pin(super::crosstx::run(node, out, plan)).await;
+                batch = rest;
+            }
+            Step::AwaitTx {
+                mut released,
+                requests,
+                rest,
+            } => {
+                if tokio::time::Instant::now() >= deadline {
+                    for _ in &requests {
+                        out.error(crate::txn::LOCKED);
+                    }
+                    batch = rest;
+                } else {
+                    // Until a transaction finishes in the group (or a while: a lock
+                    // may also go with a snapshot or a leader change).
+                    let nap = (tokio::time::Instant::now() + TX_NAP).min(deadline);
+                    let _ = tokio::time::timeout_at(nap, released.changed()).await;
+                    batch = requests;
+                    batch.extend(rest);
+                }
+            }
             Step::Migrate { argv, rest } => {
                 super::migrate_cmd::run(node, client, out, &argv).await;
                 batch = rest;
@@ -242,6 +269,8 @@ impl Step {
             | Step::WatchBarrier { requests: rest, .. }
             | Step::Keyless { rest, .. }
             | Step::Split { rest, .. }
+            | Step::CrossTx { rest, .. }
+            | Step::AwaitTx { rest, .. }
             | Step::Migrate { rest, .. } => rest.extend(tail),
         }
         Ok(step)
@@ -386,6 +415,20 @@ pub enum Step {
     Split {
         parts: Vec<Vec<Bytes>>,
         merge: Merge,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// EXEC of a transaction whose keys are in several groups, on the main port: its
+    /// two-phase commit ([`super::crosstx`]), then go on with `rest`.
+    CrossTx {
+        plan: super::crosstx::CrossTx,
+        rest: Vec<Vec<Bytes>>,
+    },
+    /// A key is locked by a transaction across groups prepared in its group: wait for a
+    /// transaction to finish there (`released` changes), then run `requests` again
+    /// (answered with [`crate::txn::LOCKED`] past the deadline), then `rest`.
+    AwaitTx {
+        released: tokio::sync::watch::Receiver<u64>,
+        requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
     },
     /// MIGRATE: talks to its target ([`super::migrate_cmd`]), then go on with `rest`.

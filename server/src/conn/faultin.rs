@@ -354,7 +354,7 @@ pub(super) fn refused_by_migration(replies: &[u8], version: RespVersion) -> bool
 
 fn is_refusal(reply: &[u8]) -> bool {
     reply.strip_prefix(b"-").is_some_and(|text| {
-        [SEALED, NOT_YET, UNSETTLED]
+        [SEALED, NOT_YET, UNSETTLED, crate::txn::LOCKED]
             .iter()
             .any(|r| text.starts_with(r.as_bytes()))
     })

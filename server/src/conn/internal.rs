@@ -14,10 +14,18 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Internal {
     node: Arc<Node>,
     client: ClientState,
+    /// The protocol its replies come in (a transaction's coordinator asks in its
+    /// client's, whose replies it hands on).
+    version: RespVersion,
 }
 
 impl Internal {
     pub fn new(node: &Arc<Node>) -> Internal {
+        Internal::with_version(node, RespVersion::Resp2)
+    }
+
+    /// A connection whose replies come in `version`.
+    pub fn with_version(node: &Arc<Node>, version: RespVersion) -> Internal {
         // Nothing subscribes on this connection: its push queue is never read.
         let (push_tx, _) = mpsc::channel(1);
         let addr = node.local_addr;
@@ -25,6 +33,7 @@ impl Internal {
         Internal {
             node: node.clone(),
             client: ClientState::new(info, push_tx, true, false),
+            version,
         }
     }
 
@@ -32,9 +41,9 @@ impl Internal {
         &self.node
     }
 
-    /// Runs `argv` and returns its reply (RESP2).
+    /// Runs `argv` and returns its reply (RESP2 unless made [`Internal::with_version`]).
     pub async fn call(&mut self, argv: Vec<Bytes>) -> Vec<u8> {
-        let mut out = ReplyWriter::new(RespVersion::Resp2);
+        let mut out = ReplyWriter::new(self.version);
         drive(&self.node, &mut self.client, &mut out, vec![argv]).await;
         out.buf
     }
@@ -133,5 +142,46 @@ impl crate::migrate::driver::Cluster for Internal {
 
     async fn on_member(&mut self, member: u64, argv: Vec<Bytes>) -> std::io::Result<Vec<u8>> {
         self.call_member(member, argv).await
+    }
+}
+
+impl crate::txn::coord::Groups for Internal {
+    fn fork(&self) -> Internal {
+        Internal::with_version(&self.node, self.version)
+    }
+
+    fn on_group(
+        &mut self,
+        group: u64,
+        argv: Vec<Bytes>,
+    ) -> impl std::future::Future<Output = Vec<u8>> + Send {
+        // Boxed: a transaction's coordinator runs inside a connection's drive loop, and
+        // this runs a drive loop again (a future cannot contain itself).
+        let call: std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + '_>> =
+            Box::pin(self.call_on_group(group, argv));
+        call
+    }
+}
+
+impl crate::txn::resolve::Stale for Internal {
+    fn stale(&self) -> Vec<(u64, crate::txn::TxId, u64)> {
+        let Some(groups) = self.node.groups() else {
+            return Vec::new();
+        };
+        let now = crate::cmd::unix_ms();
+        let mut stale = Vec::new();
+        for g in groups.hosted.values().filter(|g| g.status.is_leader()) {
+            let store = g.store.lock();
+            // The later of this clock and the log's: an idle group's log time stands still.
+            let at = now.max(store.last_apply_ms);
+            stale.extend(
+                store
+                    .tx
+                    .stale(at)
+                    .into_iter()
+                    .map(|(tx, record)| (g.group_id, tx, record)),
+            );
+        }
+        stale
     }
 }

@@ -163,9 +163,10 @@ pub(super) fn count_replies(buf: &[u8], version: RespVersion) -> usize {
     split_replies(buf, version).len()
 }
 
-/// A plain client's MGET, DEL, UNLINK, EXISTS, TOUCH or MSET over keys in several groups,
-/// cut into parts each group can run (not atomically, as Redis Cluster proxies do): MGET
-/// one key at a time, the others one command per group. `None` for anything else (and on
+/// A plain client's MGET, DEL, UNLINK, EXISTS or TOUCH over keys in several groups, cut
+/// into parts each group can run (not atomically, as Redis Cluster proxies do; Redis
+/// gives them no more than per-key atomicity towards a reader): MGET one key at a time,
+/// the others one command per group. `None` for anything else (and on
 /// the redirect port or inside MULTI, where it is CROSSSLOT).
 pub(super) fn split(
     node: &Node,
@@ -202,7 +203,8 @@ pub(super) fn split(
             Merge::Elements(argv.len() - 1),
         )),
         "del" | "unlink" | "exists" | "touch" => Some((by_group(1), Merge::Sum)),
-        "mset" if argv.len() % 2 == 1 => Some((by_group(2), Merge::Ok)),
+        // (MSET, like every other command over several groups, runs atomically as a
+        // transaction across them: `super::crosstx`.)
         _ => None,
     }
 }

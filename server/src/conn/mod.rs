@@ -7,6 +7,7 @@
 //! Pub/sub messages arrive on a bounded queue and are written between batches.
 
 mod batch;
+mod crosstx;
 mod drive;
 mod faultin;
 mod internal;

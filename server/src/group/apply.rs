@@ -121,6 +121,9 @@ impl Group {
             self.status
                 .migrating
                 .store(!store.migrations.is_empty(), Ordering::Release);
+            self.status
+                .transacting
+                .store(!store.tx.is_idle(), Ordering::Release);
         }
         for (w, result) in answers {
             if let Some(reply) = w.reply {

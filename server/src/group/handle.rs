@@ -23,6 +23,9 @@ pub struct GroupStatus {
     /// before any reply goes out; `true` until the first apply): when `false`, a
     /// connection skips the store lock that the migration check of a request takes.
     pub(super) migrating: AtomicBool,
+    /// Whether a transaction across groups may be prepared here (set like
+    /// `migrating`): when `false`, a connection skips the lock check of a request.
+    pub(super) transacting: AtomicBool,
     /// The membership and the replicas' progress, refreshed every tick.
     pub conf: parking_lot::Mutex<ConfView>,
 }
@@ -40,8 +43,15 @@ impl GroupStatus {
             snapshots: AtomicU64::new(0),
             log_memory: AtomicU64::new(0),
             migrating: AtomicBool::new(true),
+            transacting: AtomicBool::new(true),
             conf: parking_lot::Mutex::new(ConfView::default()),
         }
+    }
+
+    /// Whether a request must be checked against locks of transactions across groups
+    /// (as [`GroupStatus::may_migrate`]: the check at apply backs a stale `false`).
+    pub fn in_transaction(&self) -> bool {
+        self.transacting.load(Ordering::Acquire)
     }
 
     /// Whether a request must be checked against the group's migrations. A `false` seen

@@ -31,7 +31,10 @@ pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWrit
             migration,
             target,
             slots,
-        } => store.migrations.seal(*migration, slots, *target),
+        } => match store.tx.holds_any_slot(slots) {
+            true => Err(crate::migrate::state::MigrationError::Locked),
+            false => store.migrations.seal(*migration, slots, *target),
+        },
         MigrateOp::Import {
             migration,
             source,

@@ -107,21 +107,9 @@ pub async fn run<C: Cluster>(
     }
 }
 
-/// A phase boundary: where the fault tests stop or end the driver's node
-/// ([`crate::failpoint::MIGRATE_PHASES`]; nothing happens without the `failpoints`
-/// feature).
+/// A phase boundary of the driver ([`crate::failpoint::MIGRATE_PHASES`]).
 async fn boundary(name: &'static str) {
-    use crate::failpoint::{phase, PhaseAction};
-    loop {
-        match phase(name) {
-            PhaseAction::Go => return,
-            PhaseAction::Hold => tokio::time::sleep(Duration::from_millis(20)).await,
-            PhaseAction::Abort => {
-                tracing::error!(phase = name, "fail point: the process ends here");
-                std::process::abort();
-            }
-        }
-    }
+    crate::failpoint::boundary(name).await
 }
 
 pub(super) fn args(words: &[&str]) -> Vec<Bytes> {

@@ -72,6 +72,10 @@ pub enum MigrationError {
     Unknown(u64),
     #[error("migration {0} has no slot here in that role")]
     WrongRole(u64),
+    /// A transaction across groups holds keys of the slots: its commit must find them
+    /// where they are (the driver tries the seal again).
+    #[error("a transaction across groups holds keys of these slots")]
+    Locked,
 }
 
 /// The most bytes a key arriving in parts may have (Redis's largest string, 512 MB, and

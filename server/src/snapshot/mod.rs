@@ -25,7 +25,9 @@
 //! ```
 //!
 //! The group's migration state travels in a chunk of its own after that, `db` =
-//! [`MIGRATIONS_DB`], one key whose value is its encoding.
+//! [`MIGRATIONS_DB`], one key whose value is its encoding; its transaction state
+//! (transactions across groups prepared here, decisions recorded) likewise, `db` =
+//! [`TXNS_DB`].
 //!
 //! The loaded Lua scripts travel as one more chunk after the databases, with `db` =
 //! [`SCRIPTS_DB`] and a key per script: the key its SHA1, the value `Str(body)` (the
@@ -67,6 +69,10 @@ pub const SCRIPTS_DB: u8 = 255;
 /// [`MIGRATIONS_KEY`], its value [`crate::migrate::state::MigrationState::encode`]).
 pub const MIGRATIONS_DB: u8 = 254;
 const MIGRATIONS_KEY: &[u8] = b"migrations";
+/// The `db` of the chunk that carries the group's transaction state (one key,
+/// [`TXNS_KEY`], its value [`crate::txn::state::TxState::encode`]).
+pub const TXNS_DB: u8 = 253;
+const TXNS_KEY: &[u8] = b"transactions";
 
 /// The key of a FUNCTION library in the scripts chunk (a script's key is its SHA1).
 const LIBRARY_KEY: &str = "library";
@@ -345,20 +351,19 @@ impl SnapshotEncoder {
         if self.db == DATABASES + 1 {
             self.db += 1;
             if !store.migrations.is_empty() {
-                let state = store.migrations.encode();
-                let chunk = Chunk {
-                    version: FORMAT_VERSION,
-                    db: MIGRATIONS_DB,
-                    runs: vec![SlotRun { slot: 0, keys: 1 }],
-                    keys: vec![KeyOut {
-                        key: MIGRATIONS_KEY,
-                        expire_at: 0,
-                        heat: 0,
-                        value: ValueOut::Str(&state),
-                    }],
-                };
-                rkyv::api::high::to_bytes_in::<_, rancor::Error>(&chunk, &mut *out)
-                    .map_err(SnapshotError::Encode)?;
+                state_chunk(
+                    MIGRATIONS_DB,
+                    MIGRATIONS_KEY,
+                    &store.migrations.encode(),
+                    out,
+                )?;
+                return Ok(true);
+            }
+        }
+        if self.db == DATABASES + 2 {
+            self.db += 1;
+            if !store.tx.is_empty() {
+                state_chunk(TXNS_DB, TXNS_KEY, &store.tx.encode(), out)?;
                 return Ok(true);
             }
         }
@@ -370,6 +375,25 @@ impl SnapshotEncoder {
         self.slot = 0;
         self.done_in_slot = 0;
     }
+}
+
+/// A chunk of one key in pseudo-database `db` whose value is a group state's encoding
+/// (the migrations', the transactions').
+fn state_chunk(db: u8, key: &[u8], state: &[u8], out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+    let chunk = Chunk {
+        version: FORMAT_VERSION,
+        db,
+        runs: vec![SlotRun { slot: 0, keys: 1 }],
+        keys: vec![KeyOut {
+            key,
+            expire_at: 0,
+            heat: 0,
+            value: ValueOut::Str(state),
+        }],
+    };
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(&chunk, &mut *out)
+        .map_err(SnapshotError::Encode)?;
+    Ok(())
 }
 
 /// Decodes one chunk, validating it first, and inserts its keys into `store`. Returns
@@ -407,6 +431,21 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
     let version = archived.version.to_native();
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
+    }
+    if archived.db == TXNS_DB {
+        let [k] = &archived.keys[..] else {
+            return Err(SnapshotError::Inconsistent(
+                "a transaction chunk holds one key",
+            ));
+        };
+        let ArchivedValueOut::Str(state) = &k.value else {
+            return Err(SnapshotError::Inconsistent(
+                "transaction state is not a string",
+            ));
+        };
+        store.tx =
+            crate::txn::state::TxState::decode(state).map_err(SnapshotError::Inconsistent)?;
+        return Ok(0);
     }
     if archived.db == MIGRATIONS_DB {
         let [k] = &archived.keys[..] else {

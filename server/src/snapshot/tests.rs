@@ -191,6 +191,38 @@ fn the_migration_state_travels_with_the_snapshot() {
 }
 
 #[test]
+fn the_transaction_state_travels_with_the_snapshot() {
+    use crate::txn::state::Prepared;
+    use crate::txn::TxId;
+    let mut store = sample_store();
+    let tx = TxId { origin: 9, seq: 1 };
+    let prepared = Prepared {
+        record: 2,
+        prepared_ms: 77,
+        keys: vec![(0, bytes::Bytes::from_static(b"locked"))],
+        items: vec![(
+            0,
+            vec![
+                bytes::Bytes::from_static(b"DEL"),
+                bytes::Bytes::from_static(b"locked"),
+            ],
+        )],
+        replicated: false,
+        own: Vec::new(),
+    };
+    store.tx.prepare(tx, prepared).unwrap();
+    store.tx.decide(TxId { origin: 9, seq: 2 }, true, 78);
+    let chunks = encode_all(&store, 4096);
+    let (loaded, _) = load_all(chunks.iter().rev());
+    assert_eq!(loaded.tx, store.tx);
+    assert_eq!(loaded.tx.holder(0, b"locked"), Some(tx));
+    assert_same(&store, &loaded);
+    // Without any, no chunk for them.
+    let plain = sample_store();
+    assert_eq!(encode_all(&plain, 4096).len(), chunks.len() - 1);
+}
+
+#[test]
 fn round_trip_default_target() {
     let store = sample_store();
     let chunks = encode_all(&store, CHUNK_TARGET_BYTES);

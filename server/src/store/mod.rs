@@ -586,6 +586,12 @@ pub struct Store {
     /// Loaded Lua scripts (replicated state: EVAL and SCRIPT LOAD add them at apply
     /// time, snapshots carry them) and the Lua state that runs them.
     pub scripts: crate::script::Scripts,
+    /// Transactions across groups prepared here, the decisions this group records and
+    /// the outcomes it remembers ([`crate::txn`]): changed only by applying log entries.
+    pub tx: crate::txn::state::TxState,
+    /// Bumped whenever a transaction finishes here: requests waiting for its locks run
+    /// again.
+    pub tx_released: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -607,6 +613,8 @@ impl Default for Store {
             list_ready: tokio::sync::watch::channel(0).0,
             migrations: Default::default(),
             scripts: crate::script::Scripts::default(),
+            tx: Default::default(),
+            tx_released: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -693,13 +701,14 @@ impl Store {
 
     /// Drops every database and loaded script, before a snapshot is installed. Watchers
     /// are signalled as by FLUSHALL; the rng, notification flags and INFO counters stay.
-    /// (Migration state does not go into snapshots yet: no migration can be started
-    /// before it does.)
+    /// Migration and transaction state go too (the snapshot carries its own).
     pub fn clear_all(&mut self) {
         self.signal_flush(None);
         self.dbs.iter_mut().for_each(|db| *db = None);
         self.migrations = Default::default();
         self.scripts.clear();
+        self.tx = Default::default();
+        self.tx_released.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Bytes the keys of every database hold (without the fixed tables).

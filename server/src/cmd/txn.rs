@@ -1,0 +1,257 @@
+//! The steps of a transaction across groups ([`crate::txn`]), each through the log of the
+//! group it is pinned to (`KELVIN.ON <group> KELVIN.TX ...`), applied on every replica:
+//!
+//! ```text
+//! KELVIN.TX PREPARE <origin> <seq> <record group> <encoded transaction> [OWN <db> <key> ...]
+//!     -> +PREPARED: its keys are locked here until FINISH
+//!        (with OWN, a replicated transaction, whose commands run in every participant:
+//!        the OWN keys are this group's, locked, and the reply is their values now, per
+//!        key nil or [expire_at, DUMP payload], as KELVIN.MIGRATE-PULL answers)
+//!      | -TXWATCH ...  a watched key's slot was written since the watch (final: EXEC is nil)
+//!      | -TXLOCKED ... another transaction holds one of its keys (the coordinator retries)
+//!      | -TRYAGAIN ... a migration holds one of its slots (likewise)
+//! KELVIN.TX DECIDE <origin> <seq> COMMIT|ABORT [view]     (the record group)
+//!     -> +COMMIT | +ABORT: the decision recorded (the first one logged wins); a
+//!        replicated transaction's COMMIT carries its view (every key's value as read at
+//!        PREPARE), kept with it and answered as [+COMMIT, view]
+//! KELVIN.TX FINISH <origin> <seq> COMMIT|ABORT [view]
+//!     -> COMMIT: the replies of its commands here, an array (a replicated one runs its
+//!        commands over the view, `crate::txn::state::View`, and keeps its own keys);
+//!        ABORT: +ABORTED
+//!        (an ABORT of a transaction not prepared here marks it aborted, so that a late
+//!        PREPARE of it is refused)
+//! KELVIN.TX FORGET <origin> <seq>                  (the record group) -> +OK
+//! ```
+//!
+//! The encoded transaction is a log batch of one `LogCommand::Transaction` (as
+//! `KELVIN.EXEC` carries): the watch index, this group's watched keys and its commands.
+//! Kelvin's own commands: a client has no use for them.
+
+use bytes::Bytes;
+use kelvin_protocol::log::{LogBatch, LogCommand, TxItem};
+
+use crate::cmd::{data, flags::*, CmdError, CmdResult, CommandSpec, Exec, NO_KEYS};
+use crate::txn::state::Prepared;
+use crate::txn::{TxId, PREPARE_WATCHED};
+
+pub const COMMANDS: &[CommandSpec] = &[data(
+    "kelvin.tx",
+    -4,
+    WRITE | NOSCRIPT,
+    NO_KEYS,
+    "transactions",
+    "A step of a transaction across groups, through the log of the group it is pinned to (Kelvin: prepare, decide, finish, forget).",
+    kelvin_tx,
+)];
+
+fn number(arg: &[u8]) -> Result<u64, CmdError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or(CmdError::NOT_INTEGER)
+}
+
+fn commit(arg: &[u8]) -> Result<bool, CmdError> {
+    if arg.eq_ignore_ascii_case(b"commit") {
+        Ok(true)
+    } else if arg.eq_ignore_ascii_case(b"abort") {
+        Ok(false)
+    } else {
+        Err(CmdError::SYNTAX)
+    }
+}
+
+fn kelvin_tx(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    let tx = TxId {
+        origin: number(&argv[2])?,
+        seq: number(&argv[3])?,
+    };
+    let op = &argv[1];
+    match &argv[4..] {
+        [record, encoded, own @ ..] if op.eq_ignore_ascii_case(b"prepare") => {
+            let own = match own {
+                [] => None,
+                [word, pairs @ ..] if word.eq_ignore_ascii_case(b"own") && pairs.len() % 2 == 0 => {
+                    Some(
+                        pairs
+                            .chunks(2)
+                            .map(|p| Ok((database(&p[0])?, p[1].clone())))
+                            .collect::<Result<Vec<_>, CmdError>>()?,
+                    )
+                }
+                _ => return Err(CmdError::SYNTAX),
+            };
+            prepare(ex, tx, number(record)?, encoded, own)
+        }
+        [decision, view @ ..] if op.eq_ignore_ascii_case(b"decide") && view.len() <= 1 => {
+            let view = view.first().cloned();
+            let (recorded, view) = ex
+                .store
+                .tx
+                .decide_with(tx, commit(decision)?, view, ex.now_ms);
+            let word = if recorded { "COMMIT" } else { "ABORT" };
+            match view {
+                Some(view) => {
+                    ex.out.array(2);
+                    ex.out.simple(word);
+                    ex.out.bulk(&view);
+                }
+                None => ex.out.simple(word),
+            }
+            Ok(())
+        }
+        [decision, view @ ..] if op.eq_ignore_ascii_case(b"finish") && view.len() <= 1 => {
+            finish(ex, tx, commit(decision)?, view.first())
+        }
+        [] if op.eq_ignore_ascii_case(b"forget") => {
+            ex.store.tx.forget(tx);
+            ex.out.ok();
+            Ok(())
+        }
+        _ => Err(CmdError::SYNTAX),
+    }
+}
+
+fn database(arg: &[u8]) -> Result<u8, CmdError> {
+    let db = number(arg)?;
+    if db >= crate::store::DATABASES as u64 {
+        return Err(CmdError::err("DB index is out of range"));
+    }
+    Ok(db as u8)
+}
+
+fn prepare(
+    ex: &mut Exec<'_>,
+    tx: TxId,
+    record: u64,
+    encoded: &[u8],
+    own: Option<Vec<(u8, Bytes)>>,
+) -> CmdResult {
+    let batch = LogBatch::decode(encoded)
+        .map_err(|e| CmdError::err(format!("KELVIN.TX: not a transaction: {e}")))?;
+    let Ok(
+        [LogCommand::Transaction {
+            watch_since,
+            watch,
+            items,
+        }],
+    ) = <[LogCommand; 1]>::try_from(batch.commands)
+    else {
+        return Err(CmdError::err(
+            "KELVIN.TX PREPARE takes one encoded transaction",
+        ));
+    };
+    let mut commands = Vec::with_capacity(items.len());
+    let mut keys: Vec<(u8, Bytes)> = Vec::new();
+    let mut lock = |db: u8, key: &Bytes| {
+        if !keys.iter().any(|(d, k)| *d == db && k == key) {
+            keys.push((db, key.clone()));
+        }
+    };
+    for item in items {
+        let TxItem::Data { db, argv } = item else {
+            return Err(CmdError::err(
+                "KELVIN.TX PREPARE: connection commands stay with the coordinator",
+            ));
+        };
+        let spec = argv
+            .first()
+            .and_then(|n| crate::cmd::lookup(n))
+            .filter(|s| s.arity_ok(argv.len()) && (db as usize) < crate::store::DATABASES)
+            .ok_or_else(|| CmdError::err("KELVIN.TX PREPARE: a command that cannot run"))?;
+        // (A replicated transaction's commands also name other groups' keys: only its
+        // own keys are checked, below.)
+        if own.is_none() {
+            if let Some(refusal) =
+                crate::migrate::apply::refusal(ex.store, db as usize, spec, &argv)
+            {
+                return Err(CmdError::raw(refusal));
+            }
+            for p in spec.keys_in(&argv) {
+                lock(db, &argv[p]);
+            }
+        }
+        commands.push((db, argv));
+    }
+    if let Some(own) = &own {
+        // Each own key is read here now (its value goes to every participant): it must
+        // be settled here, as for a read.
+        let get = crate::cmd::lookup(b"get").ok_or_else(|| CmdError::err("no GET"))?;
+        for (db, key) in own {
+            let argv = [Bytes::from_static(b"GET"), key.clone()];
+            if let Some(refusal) =
+                crate::migrate::apply::refusal(ex.store, *db as usize, get, &argv)
+            {
+                return Err(CmdError::raw(refusal));
+            }
+            lock(*db, key);
+        }
+    }
+    let slot = |k: &[u8]| kelvin_protocol::key_slot(k) as usize;
+    if watch
+        .iter()
+        .any(|(db, k)| ex.store.written_since(*db as usize, slot(k), watch_since))
+    {
+        return Err(CmdError::raw(PREPARE_WATCHED));
+    }
+    for (db, k) in &watch {
+        lock(*db, k);
+    }
+    let prepared = Prepared {
+        record,
+        prepared_ms: ex.now_ms,
+        keys,
+        items: commands,
+        replicated: own.is_some(),
+        own: own.clone().unwrap_or_default(),
+    };
+    ex.store.tx.prepare(tx, prepared).map_err(CmdError::raw)?;
+    match own {
+        None => ex.out.simple("PREPARED"),
+        Some(own) => {
+            ex.out.array(own.len());
+            for (db, key) in &own {
+                crate::cmd::migrate::entry_reply(ex, *db as usize, key, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn finish(ex: &mut Exec<'_>, tx: TxId, commit: bool, view: Option<&Bytes>) -> CmdResult {
+    // A replicated transaction commits over its view: checked before anything changes.
+    let view = match ex.store.tx.prepared(tx) {
+        Some(p) if p.replicated && commit => {
+            let view = view.ok_or_else(|| {
+                CmdError::err(format!("transaction {tx} needs its view to commit here"))
+            })?;
+            Some(crate::txn::state::decode_view(view).map_err(CmdError::err)?)
+        }
+        _ => None,
+    };
+    let Some(p) = ex.store.tx.finish(tx, commit) else {
+        return match (ex.store.tx.outcome(tx), commit) {
+            (Some(done), _) => Err(CmdError::err(format!(
+                "transaction {tx} already {} here",
+                if done { "committed" } else { "aborted" }
+            ))),
+            (None, false) => {
+                // Never prepared here (its PREPARE was lost or refused): remembered as
+                // aborted, so that a PREPARE arriving late locks nothing.
+                ex.store.tx.mark_aborted(tx);
+                ex.out.simple("ABORTED");
+                Ok(())
+            }
+            (None, true) => Err(CmdError::err(format!(
+                "transaction {tx} is not prepared here"
+            ))),
+        };
+    };
+    ex.store.tx_released.send_modify(|v| *v = v.wrapping_add(1));
+    match (commit, view) {
+        (true, Some(view)) => crate::txn::replicated::run(ex, tx, &p, &view),
+        (true, None) => crate::machine::run_items(ex.store, ex.now_ms, &p.items, ex.out, ex.events),
+        (false, _) => ex.out.simple("ABORTED"),
+    }
+    Ok(())
+}
