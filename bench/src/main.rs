@@ -15,6 +15,7 @@
 //! it to `bench-results/`.
 
 mod cluster;
+mod crosstx;
 mod durable;
 mod group;
 mod memory;
@@ -58,6 +59,9 @@ enum Cmd {
     /// SET/GET with redis-benchmark --cluster: 3-node Kelvin cluster vs 3-master Redis
     /// Cluster, appendfsync everysec and always.
     Cluster(ClusterArgs),
+    /// What a transaction across groups costs against the same within one group (3-node,
+    /// 3-group cluster): MULTI/EXEC and RENAME latency, one request at a time.
+    Crosstx(CrosstxArgs),
     /// A live scale-out (a 4th node takes 4096 slots) on Kelvin and on Redis Cluster under
     /// the same open-loop session load, at 3 data sizes: summary.json, table.md and plots.
     Reshard(ReshardArgs),
@@ -168,6 +172,21 @@ struct LoadArgs {
     /// Parallel connections (redis-benchmark -c).
     #[arg(long, default_value_t = 50)]
     clients: u32,
+    /// Small numbers for a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct CrosstxArgs {
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// The kelvin-cli binary (default: next to kelvin-server, built if missing).
+    #[arg(long)]
+    kelvin_cli: Option<PathBuf>,
+    /// Requests per row (default 2000; 200 with --quick).
+    #[arg(long)]
+    ops: Option<usize>,
     /// Small numbers for a smoke run.
     #[arg(long)]
     quick: bool,
@@ -346,6 +365,18 @@ fn main() -> Result<()> {
             };
             let report = cluster::run(&opts)?;
             println!("{report}");
+        }
+        Cmd::Crosstx(args) => {
+            let mut programs = programs(&args.servers)?;
+            programs.kelvin_cli = Some(locate_kelvin_cli(args.kelvin_cli)?);
+            let opts = crosstx::Options {
+                programs,
+                ops: args
+                    .ops
+                    .unwrap_or(if args.quick { 200 } else { 2000 })
+                    .max(1),
+            };
+            println!("{}", crosstx::run(&opts)?);
         }
         Cmd::PlannerEval(args) => {
             let shape = planner::trace::Shape::parse(&args.shape)?;

@@ -544,7 +544,8 @@ pub fn read_reply(stream: &mut TcpStream) -> Result<String> {
     }
 }
 
-fn read_line(stream: &mut TcpStream) -> Result<String> {
+/// One reply line, without its CRLF.
+pub fn read_line(stream: &mut TcpStream) -> Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {

@@ -307,6 +307,8 @@ pub struct Node {
     pub absent: crate::migrate::absent::Absent,
     /// Ids for the transactions across groups this node coordinates.
     pub tx_ids: crate::txn::TxIds,
+    /// Relay connections Kelvin's own connections keep between uses.
+    pub relay_pool: crate::conn::RelayPool,
 }
 
 impl Node {
@@ -344,6 +346,7 @@ impl Node {
             leaders_changed: watch::channel(0).0,
             migrations: Default::default(),
             tx_ids: Default::default(),
+            relay_pool: Default::default(),
             absent: Default::default(),
         })
     }

@@ -220,12 +220,17 @@ def failpoints_or_skip(n) -> None:
         pytest.skip("this kelvin-server has no fail points (scripts/test runs these on one)")
 
 
-@pytest.mark.parametrize("phase,committed", [("tx-after-prepare", False),
-                                             ("tx-after-decide", True)])
-def test_tx_phases_coordinator_killed_mid_commit(trio, phase, committed):
+@pytest.mark.parametrize("phase,committed,replicated", [
+    ("tx-after-prepare", False, False),
+    ("tx-after-decide", True, False),
+    ("tx-after-prepare", False, True),
+    ("tx-after-decide", True, True),
+])
+def test_tx_phases_coordinator_killed_mid_commit(trio, phase, committed, replicated):
     """The coordinating node ends (as by SIGKILL) with every participant prepared, or
     right after the commit was recorded: the participants resolve it themselves, all
-    the same way, and the keys it locked are free again."""
+    the same way, and the keys it locked are free again. Replicated (one MSET over the
+    three groups): the participants finish from the view kept with the decision."""
     nodes = formed(trio)
     failpoints_or_skip(nodes[0])
     c = nodes[1].client()
@@ -237,8 +242,11 @@ def test_tx_phases_coordinator_killed_mid_commit(trio, phase, committed):
     victim = nodes[0]
     assert victim.client().execute_command("CLUSTER", "KELVIN-FAILPOINT", phase, "return(abort)")
     tx = victim.client().pipeline(transaction=True)
-    for key in keys:
-        tx.set(key, "new")
+    if replicated:
+        tx.mset({key: "new" for key in keys})
+    else:
+        for key in keys:
+            tx.set(key, "new")
     with pytest.raises(redis.exceptions.ConnectionError):
         tx.execute()
     victim.proc.wait(timeout=10)

@@ -10,6 +10,34 @@ use super::*;
 /// How long one request to another node's client port may take.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Relay connections that Kelvin's own connections ([`Internal`]) left behind, ready for
+/// the next one: a transaction's coordinator makes a few of those per transaction, and
+/// a relay connection's set-up (connect, AUTH, HELLO) costs more than a request.
+#[derive(Default)]
+pub struct RelayPool {
+    idle: parking_lot::Mutex<Vec<(RespVersion, Vec<crate::relay::Relay>)>>,
+}
+
+/// Most sets of relay connections the pool keeps.
+const POOLED: usize = 64;
+
+impl RelayPool {
+    fn take(&self, version: RespVersion) -> Vec<crate::relay::Relay> {
+        let mut idle = self.idle.lock();
+        match idle.iter().position(|(v, _)| *v == version) {
+            Some(at) => idle.swap_remove(at).1,
+            None => Vec::new(),
+        }
+    }
+
+    fn give(&self, version: RespVersion, relays: Vec<crate::relay::Relay>) {
+        let mut idle = self.idle.lock();
+        if !relays.is_empty() && idle.len() < POOLED {
+            idle.push((version, relays));
+        }
+    }
+}
+
 /// A connection of the node to itself.
 pub struct Internal {
     node: Arc<Node>,
@@ -30,9 +58,11 @@ impl Internal {
         let (push_tx, _) = mpsc::channel(1);
         let addr = node.local_addr;
         let info = Arc::new(ClientInfo::new(0, addr, addr));
+        let mut client = ClientState::new(info, push_tx, true, false);
+        client.relays = node.relay_pool.take(version);
         Internal {
             node: node.clone(),
-            client: ClientState::new(info, push_tx, true, false),
+            client,
             version,
         }
     }
@@ -142,6 +172,13 @@ impl crate::migrate::driver::Cluster for Internal {
 
     async fn on_member(&mut self, member: u64, argv: Vec<Bytes>) -> std::io::Result<Vec<u8>> {
         self.call_member(member, argv).await
+    }
+}
+
+impl Drop for Internal {
+    fn drop(&mut self) {
+        let relays = std::mem::take(&mut self.client.relays);
+        self.node.relay_pool.give(self.version, relays);
     }
 }
 

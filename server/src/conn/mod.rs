@@ -21,7 +21,7 @@ mod route;
 pub use batch::{process_batch, CLUSTER_DOWN};
 use drive::drive;
 pub use drive::{Step, LEADER_WAIT, NO_LEADER};
-pub use internal::Internal;
+pub use internal::{Internal, RelayPool};
 pub use merge::Merge;
 pub use route::{CROSSSLOT, CROSSSLOT_GROUPS, PIN};
 
