@@ -15,9 +15,11 @@
 //! wrappers take the table from there), as the mlua version did.
 //!
 //! No Rust value with a destructor is alive where Lua may raise (a raise is a `longjmp`):
-//! values are built with the memory limit lifted, so allocation cannot fail short of the
-//! process running out, and the only raise is the deliberate one, after everything owned
-//! is dropped.
+//! values are built where allocation cannot fail short of the process running out, and
+//! the only raise is the deliberate one, after everything owned is dropped. Either the
+//! state is far enough below its memory limit that the values cannot reach it
+//! ([`needs_lift`], one read of Lua's byte count: the usual case), or the limit is lifted
+//! for them ([`lift`]; through mlua, which costs as much as a short command).
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::Ordering;
@@ -56,28 +58,56 @@ pub fn create(
     }
 }
 
-/// Creates `set_args(base)` (upvalues: the run state, then the strings `KEYS` and
-/// `ARGV`), which the runner calls before each script: it sets `KEYS` and `ARGV` in `base`
-/// from the run in progress ([`super::current_keys_args`]), straight from the arguments'
-/// bytes. Inside the runner's call, so no protected call of its own is needed.
-///
-/// An EVAL refills the tables the last EVAL left there when it can ([`refill`]): a
-/// script may change its KEYS and ARGV, but nothing of it outlives its run (the globals
-/// are read-only and a script's chunk has no upvalues), so a table the script will find
-/// exactly as new is as good as a new one, and costs no allocation and no garbage.
-pub fn create_set_args(lua: &Lua, state: &Arc<RunState>) -> mlua::Result<Function> {
+/// Creates the runner, `runner(f) -> ok, result` (upvalues: the run state, `base`, the
+/// message `handler`, then the strings `KEYS` and `ARGV`): it sets `KEYS` and `ARGV` in
+/// `base` from the run in progress ([`set_args`]), then calls `f` under `handler`, as
+/// `xpcall(f, handler)` does: `true` and `f`'s first result, or `false` and the
+/// handler's. A C function, inside the one protected call mlua makes for the run: no Lua
+/// frame, no closure and no protected call of its own for KEYS and ARGV.
+pub fn create_runner(
+    lua: &Lua,
+    state: &Arc<RunState>,
+    base: &Table,
+    handler: &Function,
+) -> mlua::Result<Function> {
     let run_state = Arc::as_ptr(state) as *mut c_void;
-    // SAFETY: a protected call on an empty stack: pushes the light userdata as the
-    // upvalue, makes the closure, and leaves only it on the stack.
+    // SAFETY: a protected call with `base` and `handler` at indexes 1 and 2 (a C
+    // function's 20 slots): puts the light userdata under them, pushes the names, makes
+    // the closure of the five, and leaves only it on the stack.
     unsafe {
-        lua.exec_raw::<Function>((), |l| {
+        lua.exec_raw::<Function>((base.clone(), handler.clone()), |l| {
             ffi::lua_pushlightuserdata(l, run_state);
+            ffi::lua_insert(l, 1);
             ffi::lua_pushstring(l, c"KEYS".as_ptr());
             ffi::lua_pushstring(l, c"ARGV".as_ptr());
-            ffi::lua_pushcclosure(l, set_args, 3);
+            ffi::lua_pushcclosure(l, runner, 5);
         })
     }
 }
+
+unsafe extern "C-unwind" fn runner(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives;
+    // the stack holds `f` (and whatever else the caller passed, dropped here), with the
+    // 20 slots a C function is given.
+    unsafe {
+        let state = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState);
+        ffi::lua_settop(l, 1);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(2));
+        set_args(l, state);
+        ffi::lua_settop(l, 1);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
+        ffi::lua_insert(l, 1);
+        // [handler, f] -> [handler, result]: the handler is not called when allocation
+        // fails (Lua 5.1), as with `xpcall`.
+        let status = ffi::lua_pcall(l, 0, 1, 1);
+        ffi::lua_pushboolean(l, c_int::from(status == 0));
+        ffi::lua_insert(l, 2);
+    }
+    2
+}
+
+/// Where [`runner`] keeps `base` on its stack while [`set_args`] runs.
+const BASE_AT: c_int = 2;
 
 /// The `Lua` of `l`, looked up in the registry once and then kept in `state` (the lookup
 /// costs about as much as a short command).
@@ -100,36 +130,49 @@ unsafe fn lua_of<'a>(state: &RunState, l: *mut ffi::lua_State) -> &'a Lua {
     lua
 }
 
-unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: upvalue 1 is the `RunState` the `Vm` keeps alive while its Lua state lives.
-    let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
+/// Sets `KEYS` and `ARGV` in `base` (at [`BASE_AT`], the top of [`runner`]'s stack) from
+/// the run in progress ([`super::current_keys_args`]), straight from the arguments'
+/// bytes; nothing outside a run (FUNCTION LOAD runs a library through the runner).
+///
+/// An EVAL refills the tables the last EVAL left there when it can ([`refill`]): a
+/// script may change its KEYS and ARGV, but nothing of it outlives its run (the globals
+/// are read-only and a script's chunk has no upvalues), so a table the script will find
+/// exactly as new is as good as a new one, and costs no allocation and no garbage.
+///
+/// # Safety
+/// `l` is the state of a running [`runner`], `base` at [`BASE_AT`] and at the top, 5
+/// free slots above it.
+unsafe fn set_args(l: *mut ffi::lua_State, state: &RunState) {
     let Some((keys, args, reuse)) = super::current_keys_args(state) else {
-        return 0;
+        return;
     };
-    // SAFETY: argument 1 is read, not kept.
-    if unsafe { ffi::lua_type(l, 1) } != ffi::LUA_TTABLE {
-        return 0;
-    }
     // SAFETY: `l` is the state of this running C function.
     let lua = unsafe { lua_of(state, l) };
     // The arguments are bounded by the request, not by the script: built with the limit
-    // lifted (nothing here owns memory a raise could leak: only borrowed slices).
-    let _ = lua.set_memory_limit(0);
-    let renew = state.args_refills.fetch_add(1, Ordering::Relaxed) % ARGS_RENEW_EVERY == 0;
-    for (slot, (name, items)) in [(2, keys), (3, args)].into_iter().enumerate() {
+    // lifted if they could reach it (nothing here owns memory a raise could leak: only
+    // borrowed slices).
+    let bytes: usize = keys.iter().chain(args).map(|a| a.len() + 1).sum();
+    // SAFETY: `l` is the state of this running C function.
+    if unsafe { needs_lift(l, bytes) } {
+        lift(state, lua);
+    }
+    let renew = state
+        .args_refills
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(ARGS_RENEW_EVERY);
+    for (slot, (name, items)) in [(4, keys), (5, args)].into_iter().enumerate() {
         let refillable = reuse && !renew && items.len() <= ARGS_REFILL_MAX;
         let lens = &state.args_lens[slot];
-        // SAFETY: uses at most 5 of the slots a C function is given (name, table, and
-        // `refill`'s three) above `base` at index 1; allocation failure raises to the
-        // runner's caller.
+        // SAFETY: uses at most 5 slots (name, table, and `refill`'s three) above `base`;
+        // allocation failure raises to the runner's caller.
         unsafe {
-            // The names are upvalues 2 and 3, interned once.
+            // The names are upvalues 4 and 5, interned once.
             ffi::lua_pushvalue(l, ffi::lua_upvalueindex(name));
             if refillable && lens.load(Ordering::Relaxed) == items.len() {
                 ffi::lua_pushvalue(l, -1);
-                ffi::lua_rawget(l, 1);
+                ffi::lua_rawget(l, BASE_AT);
                 if refill(l, items) {
-                    ffi::lua_settop(l, 1);
+                    ffi::lua_settop(l, BASE_AT);
                     continue;
                 }
                 ffi::lua_settop(l, -2);
@@ -139,15 +182,49 @@ unsafe extern "C-unwind" fn set_args(l: *mut ffi::lua_State) -> c_int {
                 ffi::lua_pushlstring(l, item.as_ptr().cast(), item.len());
                 ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
             }
-            ffi::lua_rawset(l, 1);
+            ffi::lua_rawset(l, BASE_AT);
         }
         lens.store(
             if refillable { items.len() } else { usize::MAX },
             Ordering::Relaxed,
         );
     }
-    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
-    0
+    relimit(state, lua);
+}
+
+/// Lua bytes that building values from one byte of a reply or argument may take, at
+/// most: each value (a string, a table slot, a status table) costs under 200 bytes and
+/// takes at least 3 bytes of RESP (`:0\r\n`), or 1 of KEYS/ARGV counted with its item.
+const LUA_BYTES_PER_BYTE: usize = 64;
+
+/// Whether values built from `bytes` bytes could bring the state to its memory limit:
+/// unless the state uses under a quarter of the limit and the values need under a
+/// quarter, so that with what the collector may allocate meanwhile (under what the
+/// state uses) they stay below it.
+///
+/// # Safety
+/// `l` is a running state.
+unsafe fn needs_lift(l: *mut ffi::lua_State, bytes: usize) -> bool {
+    // SAFETY: reads the state's byte count (in KiB); no allocation, no raise.
+    let used = unsafe { ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) }.max(0) as usize * 1024;
+    let need = bytes
+        .saturating_mul(LUA_BYTES_PER_BYTE)
+        .saturating_add(4096);
+    used > LUA_MEMORY_LIMIT / 4 || need > LUA_MEMORY_LIMIT / 4
+}
+
+/// Lifts the memory limit until [`relimit`] (once however often called).
+pub(super) fn lift(state: &RunState, lua: &Lua) {
+    if !state.lifted.swap(true, Ordering::Relaxed) {
+        let _ = lua.set_memory_limit(0);
+    }
+}
+
+/// Sets the memory limit back if [`lift`] lifted it.
+fn relimit(state: &RunState, lua: &Lua) {
+    if state.lifted.swap(false, Ordering::Relaxed) {
+        let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+    }
 }
 
 /// The slot of `hidden` (upvalue 2) that keeps the status table lent to the last EVAL.
@@ -267,7 +344,9 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
     let state = unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const RunState) };
     // SAFETY: `l` is the state of this running C function.
     let lua = unsafe { lua_of(state, l) };
-    let _ = lua.set_memory_limit(0);
+    // The values a call builds through mlua (error tables, RESP3 replies) are built with
+    // the limit lifted (`CallCtx::call` and below); a RESP2 reply only if it could reach
+    // the limit.
     let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         super::call_current(state, lua, |args| {
             // SAFETY: `l` is a running C function's state; reading arguments does not
@@ -287,18 +366,27 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
             // next `redis.call`; pushing runs no Rust code that reaches it.
             let reply = unsafe { &*reply };
             let mut pos = 0;
+            // SAFETY: `l` is the state of this running C function.
+            if unsafe { needs_lift(l, reply.len()) } {
+                lift(state, lua);
+            }
             // SAFETY: a running C function's state with its stack emptied above.
             if unsafe { push_lent_status(state, l, reply) || push_resp2(l, reply, &mut pos, 0) } {
-                let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+                relimit(state, lua);
                 return 1;
             }
             // Too deep for the fast path: the slow one gives Redis's error.
             unsafe { ffi::lua_settop(l, top) };
+            lift(state, lua);
             let parsed = convert::reply_to_lua(lua, reply);
             transfer(state, lua, l, parsed, true)
         }
-        Ok(Called::Value(ok, value)) => transfer(state, lua, l, Ok(value), ok),
+        Ok(Called::Value(ok, value)) => {
+            lift(state, lua);
+            transfer(state, lua, l, Ok(value), ok)
+        }
         Err(_) => {
+            lift(state, lua);
             let t = lua.create_table();
             let t = t.and_then(|t| {
                 t.raw_set("err", "ERR redis.call failed: internal error")?;
@@ -307,7 +395,7 @@ unsafe fn call(l: *mut ffi::lua_State, raise: bool) -> c_int {
             transfer(state, lua, l, t, false)
         }
     };
-    let _ = lua.set_memory_limit(LUA_MEMORY_LIMIT);
+    relimit(state, lua);
     if ok || !raise {
         return 1;
     }

@@ -155,6 +155,18 @@ pub fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 }
 
 pub fn int(bytes: &[u8]) -> i64 {
+    // The usual head (`-1`, a length, a count) read digit by digit; anything else as
+    // `str::parse` reads it.
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let n = digits
+            .iter()
+            .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+        return if negative { -n } else { n };
+    }
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -403,6 +415,24 @@ mod tests {
         assert_eq!(number_arg(1.25e-7), "1.2499999999999999e-07");
         assert_eq!(number_arg(0.00012), "0.00012");
         assert_eq!(number_arg(123456789012345680.0), "1.2345678901234568e+17");
+    }
+
+    #[test]
+    fn reply_heads_read_as_integers() {
+        for (head, n) in [
+            (&b"-1"[..], -1),
+            (b"0", 0),
+            (b"42", 42),
+            (b"999999999999999999", 999_999_999_999_999_999),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+            (b"+7", 7),
+            (b"", 0),
+            (b"-", 0),
+            (b"1x", 0),
+        ] {
+            assert_eq!(int(head), n, "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[test]

@@ -631,6 +631,7 @@ impl CallCtx {
     /// `redis.call`/`redis.pcall`: see [`Called`].
     fn call(&mut self, ex: &mut Exec<'_>, lua: &Lua, read: Result<(), &'static str>) -> Called {
         let failed = |msg: &str| {
+            call::lift(&self.state, lua);
             let (ok, v) = err_table(lua, msg);
             Called::Value(ok, v)
         };
@@ -672,6 +673,7 @@ impl CallCtx {
         if !resp3 && scratch.buf.first().is_some_and(|&b| b != b'-') {
             return Called::Resp2(scratch.buf.as_slice() as *const [u8]);
         }
+        call::lift(&self.state, lua);
         match convert::reply_to_lua(lua, &scratch.buf) {
             Ok(Value::Table(t)) if matches!(t.raw_get::<Value>("err"), Ok(Value::String(_))) => {
                 Called::Value(false, Value::Table(t))

@@ -560,6 +560,37 @@ fn redis_call_takes_thousands_of_arguments() {
     assert!(apply(&mut s, 2, &["EVAL", script, "0"]).starts_with("-ERR Wrong number of args"));
 }
 
+/// The host's values (KEYS/ARGV, `redis.call`'s replies) are pushed under the memory
+/// limit only when they cannot reach it; a big argument or reply, or a state already
+/// using much of the limit, has it lifted for them. A script past the limit is still
+/// stopped, with its writes undone.
+#[test]
+fn host_values_and_the_memory_limit() {
+    let mut s = Store::default();
+    let big = "x".repeat(3 << 20);
+    let script = "redis.call('SET', KEYS[1], ARGV[1]) return #redis.call('GET', KEYS[1])";
+    assert_eq!(
+        apply(&mut s, 1, &["EVAL", script, "1", "big", &big]),
+        ":3145728\r\n"
+    );
+    let script = "local hold = string.rep('y', 150 * 1024 * 1024) \
+                  redis.call('SET', KEYS[1], ARGV[1]) \
+                  return {#hold, redis.call('GET', KEYS[1]), redis.pcall('INCR', KEYS[1])['err']}";
+    assert_eq!(
+        apply(&mut s, 2, &["EVAL", script, "1", "k", "v"]),
+        "*3\r\n:157286400\r\n$1\r\nv\r\n$43\r\nERR value is not an integer or out of range\r\n"
+    );
+    let script = "redis.call('SET', KEYS[1], 'new') local t = {} \
+                  for i = 1, 8 do t[i] = string.rep(tostring(i), 100 * 1024 * 1024) end return #t";
+    let reply = apply(&mut s, 3, &["EVAL", script, "1", "k"]);
+    assert!(reply.contains("exceeded the Lua memory limit"), "{reply}");
+    assert_eq!(apply(&mut s, 4, &["GET", "k"]), "$1\r\nv\r\n");
+    assert_eq!(
+        apply(&mut s, 5, &["EVAL", "return #KEYS[1]", "1", &big]),
+        ":3145728\r\n"
+    );
+}
+
 /// Not a test: times the EVALSHA row's script against SET through `apply_batch`
 /// (`cargo test --release -p kelvin-server evalsha_apply_cost -- --ignored --nocapture`).
 #[test]

@@ -9,6 +9,7 @@
 //! databases they clear; SWAPDB records the swap.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -16,10 +17,11 @@ use crate::cmd::CommandSpec;
 use crate::store::{Blob, Entry, Store, DATABASES};
 
 enum Record {
-    /// `key` of `db` held `entry` (or nothing) before the script touched it.
+    /// `key` (its bytes in [`UndoLog::keys`]) of `db` held `entry` (or nothing) before
+    /// the script touched it.
     Key {
         db: usize,
-        key: Blob,
+        key: Range<usize>,
         entry: Option<Entry>,
     },
     /// The script swapped these databases.
@@ -34,6 +36,9 @@ const SCAN_RECORDS: usize = 16;
 #[derive(Default)]
 pub struct UndoLog {
     records: Vec<Record>,
+    /// The recorded keys' bytes one after another (a record holds its range), so a
+    /// record costs no allocation of its own once the log is warm.
+    keys: Vec<u8>,
     /// Records from here on are of the current database layout (after the last SWAPDB).
     since_swap: usize,
     /// The keys recorded since the last swap, once there are more than [`SCAN_RECORDS`].
@@ -44,15 +49,16 @@ impl UndoLog {
     /// Whether `key` of `db` is recorded since the last swap; records it in `seen` if not.
     fn first_touch(&mut self, db: usize, key: &[u8]) -> bool {
         let recent = &self.records[self.since_swap..];
+        let keys = &self.keys;
         if recent.len() < SCAN_RECORDS {
             return !recent.iter().any(
-                |r| matches!(r, Record::Key { db: d, key: k, .. } if *d == db && k[..] == *key),
+                |r| matches!(r, Record::Key { db: d, key: k, .. } if *d == db && keys[k.clone()] == *key),
             );
         }
         if self.seen.is_empty() {
             for r in recent {
                 if let Record::Key { db, key, .. } = r {
-                    self.seen.insert((*db, key.clone()));
+                    self.seen.insert((*db, keys[key.clone()].into()));
                 }
             }
         }
@@ -64,9 +70,11 @@ impl UndoLog {
             return;
         }
         let entry = store.db_ref(db).and_then(|ks| ks.raw_get(key)).cloned();
+        let start = self.keys.len();
+        self.keys.extend_from_slice(key);
         self.records.push(Record::Key {
             db,
-            key: key.into(),
+            key: start..self.keys.len(),
             entry,
         });
     }
@@ -124,6 +132,7 @@ impl UndoLog {
     /// Forgets every record (the script kept its writes), keeping the room for the next.
     pub fn clear(&mut self) {
         self.records.clear();
+        self.keys.clear();
         self.since_swap = 0;
         self.seen.clear();
     }
@@ -134,6 +143,9 @@ impl UndoLog {
         let records = bytes / std::mem::size_of::<Record>();
         if self.records.capacity() > records {
             self.records.shrink_to(records);
+        }
+        if self.keys.capacity() > bytes {
+            self.keys = Vec::new();
         }
         if self.seen.capacity() > records {
             self.seen = HashSet::new();
@@ -147,15 +159,17 @@ impl UndoLog {
         for record in self.records.drain(..).rev() {
             match record {
                 Record::Key { db, key, entry } => {
+                    let key = &self.keys[key];
                     let ks = store.db(db);
-                    ks.remove(&key);
+                    ks.remove(key);
                     if let Some(entry) = entry {
-                        ks.insert(&key, entry);
+                        ks.insert(key, entry);
                     }
                 }
                 Record::Swap(a, b) => store.swap_dbs(a, b),
             }
         }
+        self.keys.clear();
     }
 }
 

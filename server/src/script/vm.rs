@@ -81,6 +81,8 @@ pub struct RunState {
     pub status_lendable: AtomicBool,
     /// Runs that set KEYS and ARGV: every [`ARGS_RENEW_EVERY`]th makes new ones.
     pub args_refills: AtomicU64,
+    /// The memory limit is lifted for the host's values ([`super::call`]'s `lift`).
+    pub lifted: AtomicBool,
 }
 
 /// KEYS and ARGV tables are refilled by at most this many runs, then made anew: a script
@@ -114,7 +116,7 @@ impl std::fmt::Debug for Vm {
 /// Lua run before the sandbox closes: the error handler, the `redis.call`/`pcall`
 /// wrappers, and the read-only globals.
 const PRELUDE: &str = r#"
-local hidden, redis, libredis, set_args = ...
+local hidden, redis, libredis = ...
 local getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs =
   debug.getinfo, xpcall, type, tostring, rawget, rawset, error, setmetatable, getmetatable, string, pairs, ipairs
 local loadstring_ = loadstring
@@ -154,11 +156,9 @@ local function handler(err)
   return {err = msg, source = source, line = line}
 end
 
--- KEYS and ARGV of the run are set here, inside the host's protected call.
-local runner = function(f)
-  set_args(base)
-  return xpcall(f, handler)
-end
+-- The runner (a C function: `call.rs`) sets KEYS and ARGV of the run in `base`, then
+-- calls the script under this handler.
+hidden.handler = handler
 -- FCALL: the registered callback called with the run's KEYS and ARGV.
 hidden.bind = function(f)
   return function() return f(rawget(base, 'KEYS'), rawget(base, 'ARGV')) end
@@ -267,7 +267,6 @@ setmetatable(G, globals_mt)
 hidden.load_env = function(loading)
   rawset(globals_mt, '__index', loading and libapi or base)
 end
-return runner
 "#;
 
 fn sha1hex(data: &[u8]) -> String {
@@ -327,13 +326,16 @@ impl Vm {
                 libredis.raw_set(k, v)?;
             }
         }
-        let set_args = super::call::create_set_args(&lua, &state)?;
-        let runner: Function = lua.load(PRELUDE).set_name("=kelvin").call((
+        lua.load(PRELUDE).set_name("=kelvin").call::<()>((
             hidden.clone(),
             redis.clone(),
             libredis,
-            set_args,
         ))?;
+        let base: Table = hidden.raw_get("base")?;
+        let handler: Function = hidden.raw_get("handler")?;
+        hidden.raw_set("base", Value::Nil)?;
+        hidden.raw_set("handler", Value::Nil)?;
+        let runner = super::call::create_runner(&lua, &state, &base, &handler)?;
         let hook_state = state.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
@@ -367,8 +369,6 @@ impl Vm {
                 Ok(VmState::Continue)
             },
         )?;
-        let base: Table = hidden.raw_get("base")?;
-        hidden.raw_set("base", Value::Nil)?;
         Ok(Vm {
             lua,
             state,
