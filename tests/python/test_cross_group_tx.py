@@ -20,6 +20,7 @@ import redis
 
 from support import TARGET, wait_for
 from test_cluster_kelvin import create, kelvin_cli, three_nodes
+from test_cluster_membership import four  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own cluster")
 
@@ -372,3 +373,41 @@ def test_multi_key_commands_and_scripts_across_groups_are_atomic(trio):
         bad(keys=[k[0][1] + "bad", k[2][1] + "bad"])
     # (As in Redis, the write before the error stands: scripts are not rolled back.)
     assert c.get(k[0][1] + "bad") == "x"
+
+
+def test_a_transaction_on_keys_not_moved_yet_pulls_them(four):
+    """Slots moving to a new group with a drain throttled to a crawl: a transaction over
+    keys still at their source (and keys of other groups) pulls them at PREPARE instead
+    of waiting for the drain, and sees their values. (The keys are big, so that the
+    eager push, which ranks by heat per byte, leaves them to the drain.)"""
+    from test_reshard import reshard_slowly
+
+    first = four[0]
+    done = create(four[:3], "--replicas", "1", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    c = first.client()
+    pad = "x" * 4000
+    pipe = c.pipeline(transaction=False)
+    for i in range(400):
+        pipe.hset(f"{{t{i}}}:h", mapping={"n": i, "pad": pad})
+    pipe.execute()
+    c.set("counter", 0)
+    moved = reshard_slowly(four, 2000)
+    # The drain walks the slots in order: the keys of the last slots wait longest.
+    ids = sorted((i for i in range(400) if moved(f"{{t{i}}}:h")),
+                 key=lambda i: -c.cluster("keyslot", f"{{t{i}}}:h"))[:6]
+    assert len(ids) == 6 and not moved("counter")
+    for i in ids[:3]:
+        # Partitioned: each command in one group.
+        tx = c.pipeline(transaction=True)
+        tx.hincrby(f"{{t{i}}}:h", "n", 1).incr("counter")
+        assert tx.execute()[0] == i + 1
+    for i in ids[3:]:
+        # Replicated: a RENAME from a key not moved yet to a key of another group.
+        to = f"{{counter}}:renamed{i}"
+        assert c.rename(f"{{t{i}}}:h", to)
+        assert c.hget(to, "n") == str(i)
+        assert c.exists(f"{{t{i}}}:h") == 0
+    assert c.get("counter") == "3"
+    for node in four:
+        node.client().config_set("kelvin-migration-drain-rate", 0)

@@ -9,7 +9,8 @@
 //!        key nil or [expire_at, DUMP payload], as KELVIN.MIGRATE-PULL answers)
 //!      | -TXWATCH ...  a watched key's slot was written since the watch (final: EXEC is nil)
 //!      | -TXLOCKED ... another transaction holds one of its keys (the coordinator retries)
-//!      | -TRYAGAIN ... a migration holds one of its slots (likewise)
+//!      | -TXMOVING ... a migration holds one of its slots (likewise; a key still to be
+//!        moved here is pulled by the coordinator first)
 //! KELVIN.TX DECIDE <origin> <seq> COMMIT|ABORT [view]     (the record group)
 //!     -> +COMMIT | +ABORT: the decision recorded (the first one logged wins); a
 //!        replicated transaction's COMMIT carries its view (every key's value as read at
@@ -34,15 +35,35 @@ use crate::cmd::{data, flags::*, CmdError, CmdResult, CommandSpec, Exec, NO_KEYS
 use crate::txn::state::Prepared;
 use crate::txn::{TxId, PREPARE_WATCHED};
 
-pub const COMMANDS: &[CommandSpec] = &[data(
-    "kelvin.tx",
-    -4,
-    WRITE | NOSCRIPT,
-    NO_KEYS,
-    "transactions",
-    "A step of a transaction across groups, through the log of the group it is pinned to (Kelvin: prepare, decide, finish, forget).",
-    kelvin_tx,
-)];
+pub const COMMANDS: &[CommandSpec] = &[
+    data(
+        "kelvin.tx",
+        -4,
+        WRITE | NOSCRIPT,
+        NO_KEYS,
+        "transactions",
+        "A step of a transaction across groups, through the log of the group it is pinned to (Kelvin: prepare, decide, finish, forget).",
+        kelvin_tx,
+    ),
+    data(
+        "kelvin.settle",
+        -2,
+        WRITE | NOSCRIPT,
+        crate::cmd::ALL_KEYS,
+        "transactions",
+        "Changes nothing; as a write of its keys it brings those a migration has not moved yet to their new group first (Kelvin: what a transaction's coordinator sends before preparing them).",
+        kelvin_settle,
+    ),
+];
+
+/// `KELVIN.SETTLE key [key ...]`: a write of its keys that changes nothing. Its point is
+/// on the way: routed like any write, it waits for a key a migration has not moved to
+/// its group yet to be pulled and written there (a read would be answered from the pull
+/// without waiting). Answers how many keys it named.
+fn kelvin_settle(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
+    ex.out.int((argv.len() - 1) as i64);
+    Ok(())
+}
 
 fn number(arg: &[u8]) -> Result<u64, CmdError> {
     std::str::from_utf8(arg)
@@ -112,6 +133,13 @@ fn kelvin_tx(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     }
 }
 
+/// A PREPARE refused by a migration: `TXMOVING` and the migration's refusal. Not the
+/// refusal itself, which a connection takes as its cue to run the request again until
+/// the move is done: the coordinator decides what to do (pull the keys, try again).
+fn moving(refusal: &str) -> CmdError {
+    CmdError::raw(format!("{} {refusal}", crate::txn::PREPARE_MOVING))
+}
+
 fn database(arg: &[u8]) -> Result<u8, CmdError> {
     let db = number(arg)?;
     if db >= crate::store::DATABASES as u64 {
@@ -165,7 +193,7 @@ fn prepare(
             if let Some(refusal) =
                 crate::migrate::apply::refusal(ex.store, db as usize, spec, &argv)
             {
-                return Err(CmdError::raw(refusal));
+                return Err(moving(refusal));
             }
             for p in spec.keys_in(&argv) {
                 lock(db, &argv[p]);
@@ -182,7 +210,7 @@ fn prepare(
             if let Some(refusal) =
                 crate::migrate::apply::refusal(ex.store, *db as usize, get, &argv)
             {
-                return Err(CmdError::raw(refusal));
+                return Err(moving(refusal));
             }
             lock(*db, key);
         }

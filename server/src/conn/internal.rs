@@ -198,6 +198,26 @@ impl crate::txn::coord::Groups for Internal {
             Box::pin(self.call_on_group(group, argv));
         call
     }
+
+    fn call(
+        &mut self,
+        db: u8,
+        argv: Vec<Bytes>,
+    ) -> impl std::future::Future<Output = Vec<u8>> + Send {
+        let call: std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + '_>> =
+            Box::pin(self.call_in(db, argv));
+        call
+    }
+}
+
+impl Internal {
+    /// Runs `argv` in database `db` (selected first when it is not 0).
+    async fn call_in(&mut self, db: u8, argv: Vec<Bytes>) -> Vec<u8> {
+        self.client.db = db as usize;
+        let reply = self.call(argv).await;
+        self.client.db = 0;
+        reply
+    }
 }
 
 impl crate::txn::resolve::Stale for Internal {

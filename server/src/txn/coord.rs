@@ -25,6 +25,9 @@ pub trait Groups: Send + Sized + 'static {
     fn fork(&self) -> Self;
     /// Runs `argv` on `group`'s leader (`KELVIN.ON <group> ...`); its reply.
     fn on_group(&mut self, group: u64, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
+    /// Runs `argv` as a client's request in database `db`, routed by its keys (a read of
+    /// a key still at a migration's source pulls it first); its reply.
+    fn call(&mut self, db: u8, argv: Vec<Bytes>) -> impl Future<Output = Vec<u8>> + Send;
 }
 
 /// One participant's share of a transaction.
@@ -95,6 +98,13 @@ pub async fn run<G: Groups>(
                 tracing::debug!(%tx, group = g, reply = %text, "transaction refused");
                 return Ended::Refused(text);
             }
+            if reply.starts_with(UNSETTLED) {
+                // Keys a migration has not brought to this group yet: read them once
+                // (which pulls them from the source) rather than wait for the drain.
+                if let Some(part) = parts.get(g) {
+                    pull(groups, part).await;
+                }
+            }
             retry = Some(text);
         }
         let replicated = parts.values().any(|p| p.own.is_some());
@@ -134,6 +144,35 @@ pub async fn run<G: Groups>(
     }
 }
 
+/// The refusal of a PREPARE on a key still to be moved to its group
+/// ([`crate::migrate::apply::UNSETTLED`]).
+const UNSETTLED: &[u8] = b"-TXMOVING TRYAGAIN the key is still being moved";
+
+/// Sends the keys of `part` a `KELVIN.SETTLE` (a write that changes nothing), so that a
+/// migration's target pulls and writes the ones it does not hold yet.
+async fn pull<G: Groups>(groups: &mut G, part: &Part) {
+    let mut keys: Vec<(u8, Bytes)> = part.own.clone().unwrap_or_default();
+    if part.own.is_none() {
+        for (db, argv) in &part.items {
+            if let Some(spec) = argv.first().and_then(|n| crate::cmd::lookup(n)) {
+                keys.extend(spec.keys_in(argv).iter().map(|&p| (*db, argv[p].clone())));
+            }
+        }
+    }
+    let mut dbs: Vec<u8> = keys.iter().map(|(db, _)| *db).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    for db in dbs {
+        let mut argv = vec![Bytes::from_static(b"KELVIN.SETTLE")];
+        argv.extend(
+            keys.iter()
+                .filter(|(d, _)| *d == db)
+                .map(|(_, k)| k.clone()),
+        );
+        groups.call(db, argv).await;
+    }
+}
+
 /// A pause before try `attempt`: up to 2^attempt ms (at most 64), spread by `seed`, so
 /// that two transactions that keep refusing each other stop meeting.
 fn backoff_ms(attempt: u32, seed: u64) -> u64 {
@@ -146,6 +185,7 @@ fn backoff_ms(attempt: u32, seed: u64) -> u64 {
 fn retryable(reply: &[u8]) -> bool {
     [
         &b"-TXLOCKED"[..],
+        b"-TXMOVING",
         b"-TRYAGAIN",
         b"-CLUSTERDOWN",
         b"-LOADING",
@@ -321,6 +361,8 @@ mod tests {
     fn refusals_that_may_pass_later_are_retried() {
         assert!(retryable(b"-TXLOCKED a key is locked\r\n"));
         assert!(retryable(b"-TRYAGAIN the key's slot moved\r\n"));
+        let unsettled = format!("-TXMOVING {}\r\n", crate::migrate::apply::UNSETTLED);
+        assert!(unsettled.as_bytes().starts_with(UNSETTLED));
         assert!(retryable(
             b"-ERR the leader was lost: the command's outcome is unknown\r\n"
         ));

@@ -41,6 +41,10 @@ pub const REPLY_LOST: &str =
 /// A PREPARE's refusal when a key it would lock is held by another transaction.
 pub const PREPARE_LOCKED: &str = "TXLOCKED a key is locked by another transaction";
 
+/// A PREPARE's refusal when a migration holds a slot of its keys (the migration's own
+/// refusal follows).
+pub const PREPARE_MOVING: &str = "TXMOVING";
+
 /// A PREPARE's refusal when a watched key's slot was written after the WATCH.
 pub const PREPARE_WATCHED: &str = "TXWATCH a watched key was written";
 
