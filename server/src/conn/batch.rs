@@ -530,7 +530,20 @@ pub(super) fn run_batch(
                         out.error(CLUSTER_DOWN);
                         continue;
                     };
-                    let store = guard.get_or_insert_with(|| group.store.lock_arc());
+                    let store = guard.get_or_insert_with(|| {
+                        let store = group.store.lock_arc();
+                        // The first read of a pipeline: its keys and those of the requests
+                        // after it load together, not one cache miss after another
+                        // (`store::prefetch`). The second argument is the key of most
+                        // commands; where it is not, its probe costs little.
+                        let rest = requests.as_slice();
+                        if !rest.is_empty() {
+                            let db = client.db;
+                            let keys = std::iter::once(&argv).chain(rest);
+                            store.prefetch(keys.filter_map(|a| Some((db, &a.get(1)?[..]))));
+                        }
+                        store
+                    });
                     let keys = key_pos.iter().filter_map(|&i| argv.get(i));
                     let read_at = match client.readonly && !local_reads {
                         // A stale read on a replica, as asked: its own clock.
