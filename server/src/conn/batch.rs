@@ -519,9 +519,16 @@ pub(super) fn run_batch(
                         }
                     }
                 }
-                if !spec.through_log() && (local_reads || client.readonly) {
-                    if !segment.commands.is_empty() {
-                        // A read after writes waits for them, so it sees them.
+                // A read after writes of this batch must see them. On the leader it joins
+                // their entry: the log orders it after them and the whole pipeline takes
+                // one round (waiting for them first took a round per read after a write,
+                // 16 in a pipeline of 16 GET + EXPIRE). Elsewhere it waits for them.
+                let after_writes = !segment.commands.is_empty();
+                if !spec.through_log()
+                    && (local_reads || client.readonly)
+                    && !(after_writes && local_reads)
+                {
+                    if after_writes {
                         step = segment_step(segment, node, out, argv, &mut requests);
                         segment = Segment::default();
                         break;
