@@ -16,6 +16,7 @@ use rand::SeedableRng;
 
 use crate::cmd::{self, BlockOn, Exec, Handler};
 use crate::notify::KeyEvent;
+use crate::store::prefetch::PREFETCH_KEYS;
 use crate::store::{Store, DATABASES};
 
 /// Where the replies of an entry's commands go: `writers[owner[i]]` takes the reply of
@@ -42,6 +43,15 @@ pub fn apply_batch(
     let mut scratch = ReplyWriter::default();
     let mut blocks = Vec::with_capacity(batch.commands.len());
     for (pos, command) in batch.commands.iter().enumerate() {
+        if pos % PREFETCH_KEYS == 0 {
+            // The next commands' keys load together, not one miss after another
+            // (`store::prefetch`): an entry holds the writes of many connections.
+            let ahead = batch.commands[pos..].iter().take(PREFETCH_KEYS);
+            store.prefetch(ahead.filter_map(|c| match c {
+                LogCommand::Single { db, argv } => Some((*db as usize, &argv.get(1)?[..])),
+                _ => None,
+            }));
+        }
         store.rng = rand::rngs::SmallRng::seed_from_u64(
             index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos as u64,
         );

@@ -21,6 +21,7 @@ use crate::zset::ZSet;
 pub mod digest;
 pub mod heat;
 pub mod memory;
+pub mod prefetch;
 pub mod slotmap;
 pub use heat::Heat;
 pub use slotmap::SlotMap;
@@ -391,7 +392,7 @@ impl Keyspace {
         &mut self.slots[slot]
     }
 
-    fn table(&self, key: &[u8]) -> &SlotTable {
+    pub(super) fn table(&self, key: &[u8]) -> &SlotTable {
         &self.slots[key_slot(key) as usize]
     }
 

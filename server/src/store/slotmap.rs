@@ -172,6 +172,21 @@ impl SlotMap {
         }
     }
 
+    /// Calls `visit` on every entry whose bucket `key`'s probe compares (its own entry
+    /// and those whose hashes share its 7 control bits), without comparing keys: what
+    /// [`super::prefetch`] starts loading.
+    pub(super) fn for_each_candidate(&self, key: &[u8], mut visit: impl FnMut(&(Key, Entry))) {
+        let hash = self.hasher.hash_one(key);
+        let mut at = |p: usize| {
+            visit(&self.entries[p]);
+            false
+        };
+        match &self.index {
+            Index::Narrow(t) => drop(t.find(hash, |&p| at(p.get()))),
+            Index::Wide(t) => drop(t.find(hash, |&p| at(p.get()))),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&Entry> {
         self.position(key).map(|i| &self.entries[i].1)
     }
