@@ -381,14 +381,14 @@ fn migrate(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-fn number(arg: &[u8]) -> Result<u64, CmdError> {
+pub(crate) fn number(arg: &[u8]) -> Result<u64, CmdError> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(|n| n.parse().ok())
         .ok_or(CmdError::NOT_INTEGER)
 }
 
-fn database(arg: &[u8]) -> Result<usize, CmdError> {
+pub(crate) fn database(arg: &[u8]) -> Result<usize, CmdError> {
     let db = number(arg)? as usize;
     if db >= crate::store::DATABASES {
         return Err(CmdError::err("DB index is out of range"));

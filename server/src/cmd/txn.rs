@@ -31,6 +31,7 @@
 use bytes::Bytes;
 use kelvin_protocol::log::{LogBatch, LogCommand, TxItem};
 
+use crate::cmd::migrate::number;
 use crate::cmd::{data, flags::*, CmdError, CmdResult, CommandSpec, Exec, NO_KEYS};
 use crate::txn::state::Prepared;
 use crate::txn::{TxId, PREPARE_WATCHED};
@@ -63,13 +64,6 @@ pub const COMMANDS: &[CommandSpec] = &[
 fn kelvin_settle(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     ex.out.int((argv.len() - 1) as i64);
     Ok(())
-}
-
-fn number(arg: &[u8]) -> Result<u64, CmdError> {
-    std::str::from_utf8(arg)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .ok_or(CmdError::NOT_INTEGER)
 }
 
 fn commit(arg: &[u8]) -> Result<bool, CmdError> {
@@ -141,11 +135,8 @@ fn moving(refusal: &str) -> CmdError {
 }
 
 fn database(arg: &[u8]) -> Result<u8, CmdError> {
-    let db = number(arg)?;
-    if db >= crate::store::DATABASES as u64 {
-        return Err(CmdError::err("DB index is out of range"));
-    }
-    Ok(db as u8)
+    // Below DATABASES (16): the cast does not truncate.
+    Ok(crate::cmd::migrate::database(arg)? as u8)
 }
 
 fn prepare(

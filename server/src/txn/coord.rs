@@ -70,7 +70,7 @@ pub async fn run<G: Groups>(
     let mut attempt = 0u32;
     loop {
         let tx = next_id();
-        let prepared = each(groups, &parts, |g, part| prepare(tx, record, g, part)).await;
+        let prepared = each(groups, &parts, |_, part| prepare(tx, record, part)).await;
         let mut retry = None;
         let mut view = Vec::new();
         for (g, reply) in &prepared {
@@ -212,7 +212,7 @@ fn tx_args(op: &'static [u8], tx: TxId) -> Vec<Bytes> {
     ]
 }
 
-fn prepare(tx: TxId, record: u64, _group: u64, part: &Part) -> Vec<Bytes> {
+fn prepare(tx: TxId, record: u64, part: &Part) -> Vec<Bytes> {
     let mut encoded = Vec::new();
     LogBatch {
         now_ms: 0,
