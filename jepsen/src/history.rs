@@ -36,12 +36,21 @@
 //! | `hgetall`   | `null`                         | the map read, `{}` for a missing key          |
 //! | `expire`    | the TTL in seconds (integer)   | 1 if a TTL was set, 0 if the key was missing, or `null` |
 //! | `del`       | `null`                         | keys removed (0 or 1), or `null` to not check |
+//! | `transfer`  | `{from, to, amount, id, via}`  | ignored                                       |
+//! | `bank_read` | `null`, or `{via}`             | `{account: {balance, log: [id, ...]}, ...}`   |
 //!
 //! `Fail` and `Info` completions may carry any value (an error message as a string, say);
 //! the checkers ignore it, except for `cas`: its `Info` completion carries the value read
 //! under `WATCH` (the `EXEC` was sent, its outcome is unknown). A `cas` is `WATCH key`,
 //! `GET key`, `MULTI`, `SET key value`, `EXEC`: `Ok` if `EXEC` ran the transaction, `Fail`
 //! if it aborted (the key changed since `WATCH`) or if anything before `EXEC` failed.
+//!
+//! The bank's key names one bank (a generation of accounts), not a Redis key: its
+//! accounts live in several groups. A `transfer` moves `amount` from account `from` to
+//! account `to` and appends its unique `id` to both accounts' logs, atomically (through
+//! `MULTI`/`EXEC` or a Lua script, as `via` says); a `bank_read` reads every account's
+//! balance and log in one transaction. A missing account reads as balance 0 (`null`)
+//! and an empty log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -110,6 +119,12 @@ pub enum F {
     /// Sessions: `DEL key`.
     #[serde(rename = "del")]
     Del,
+    /// Bank: move an amount between two accounts, logging the transfer on both.
+    #[serde(rename = "transfer")]
+    Transfer,
+    /// Bank: every account's balance and log, in one transaction.
+    #[serde(rename = "bank_read")]
+    BankRead,
 }
 
 impl F {
@@ -119,6 +134,7 @@ impl F {
             F::Read | F::Write | F::Incr | F::Delete | F::Cas => Workload::Register,
             F::Append | F::ReadList | F::AppendStr | F::ReadStr => Workload::ListAppend,
             F::HSet | F::HIncrBy | F::HGetAll | F::Expire | F::Del => Workload::Sessions,
+            F::Transfer | F::BankRead => Workload::Bank,
         }
     }
 
@@ -139,11 +155,13 @@ impl F {
             F::HGetAll => "hgetall",
             F::Expire => "expire",
             F::Del => "del",
+            F::Transfer => "transfer",
+            F::BankRead => "bank_read",
         }
     }
 }
 
-/// The three workloads; a key belongs to exactly one of them.
+/// The workloads; a key belongs to exactly one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Workload {
     /// `GET`/`SET`/`INCR`/`DEL` and `WATCH`...`EXEC` on string keys.
@@ -152,6 +170,9 @@ pub enum Workload {
     ListAppend,
     /// `HSET`/`HINCRBY`/`HGETALL`/`EXPIRE`/`DEL` on hash keys.
     Sessions,
+    /// Transfers between accounts of several groups and reads of all of them, each in
+    /// one transaction.
+    Bank,
 }
 
 impl Workload {
@@ -161,6 +182,7 @@ impl Workload {
             Workload::Register => "register",
             Workload::ListAppend => "list-append",
             Workload::Sessions => "sessions",
+            Workload::Bank => "bank",
         }
     }
 }

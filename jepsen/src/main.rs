@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use kelvin_jepsen::selftest;
 
+mod bank;
 mod cluster;
 mod nemesis;
 mod reshard;

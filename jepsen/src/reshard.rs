@@ -20,7 +20,7 @@ use rand::Rng;
 use crate::workload::{key_name, KEYS};
 
 /// The workers' key prefixes: register, counter, list, appended string, session.
-pub const PREFIXES: [&str; 5] = ["r", "c", "l", "a", "s"];
+pub const PREFIXES: [&str; 6] = ["r", "c", "l", "a", "s", crate::bank::PREFIX];
 
 /// Most slots added on each side of a key's slot when a range is drawn around it.
 pub const PAD: u16 = 24;
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn ranges_hold_key_slots_of_every_prefix_and_stay_in_the_owned_ranges() {
         let keys = key_slots(3..=5);
-        assert_eq!(keys.len(), 3 * 5 * KEYS);
+        assert_eq!(keys.len(), 3 * PREFIXES.len() * KEYS);
         let owned = vec![(0u16, 5460u16), (12000, 13000)];
         for seed in 0..200 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -258,6 +258,9 @@ fn final_reads(recorder: &Recorder, addrs: &[String], last_gen: u64) {
             ]
         })
     });
+    for gen in 0..=last_gen {
+        crate::bank::final_read(recorder, addrs, process, gen, 20);
+    }
     for (f, key, name) in reads {
         for attempt in 0..20 {
             let Some(mut c) = connect(&addrs[attempt % addrs.len()]) else {

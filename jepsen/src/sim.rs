@@ -17,6 +17,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::history::{Kind, Op, Value, Workload, F};
 
+/// Accounts of each simulated bank.
+const SIM_ACCOUNTS: u64 = 4;
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub(crate) struct SimConfig {
@@ -138,6 +141,36 @@ impl Store {
                 hash.insert(field.clone(), Value::Int(current + 1));
                 Ok(Value::Int(current + 1))
             }
+            F::Transfer => {
+                let Value::Map(m) = &def.input else {
+                    return Err(());
+                };
+                let (Some(from), Some(to), Some(Value::Int(amount)), Some(id)) =
+                    (m.get("from"), m.get("to"), m.get("amount"), m.get("id"))
+                else {
+                    return Err(());
+                };
+                for (account, delta) in [(from, -amount), (to, *amount)] {
+                    let name = format!("{key}/{}", account.scalar_text().unwrap_or_default());
+                    let balance = match self.strings.get(&name) {
+                        Some(Value::Int(b)) => *b,
+                        _ => 0,
+                    };
+                    self.strings
+                        .insert(name.clone(), Value::Int(balance + delta));
+                    self.lists.entry(name).or_default().push(id.clone());
+                }
+                Ok(Value::None)
+            }
+            F::BankRead => Ok(Value::map((0..SIM_ACCOUNTS).map(|a| {
+                let name = format!("{key}/a{a}");
+                let balance = self.strings.get(&name).cloned().unwrap_or(Value::None);
+                let log = Value::List(self.lists.get(&name).cloned().unwrap_or_default());
+                (
+                    format!("a{a}"),
+                    Value::map([("balance", balance), ("log", log)]),
+                )
+            }))),
             // Not generated: their histories come from the harness and the unit tests.
             F::Cas | F::AppendStr | F::ReadStr => Err(()),
         }
@@ -237,6 +270,32 @@ impl Sim {
                 };
                 Def { f, key, input }
             }
+            Workload::Bank => {
+                let key = format!("b{k}");
+                if roll < 0.5 {
+                    let from = self.rng.gen_range(0..SIM_ACCOUNTS);
+                    let to = (from + self.rng.gen_range(1..SIM_ACCOUNTS)) % SIM_ACCOUNTS;
+                    let id = self.unique();
+                    let amount = self.rng.gen_range(1..=5);
+                    let input = Value::map([
+                        ("from", Value::from(format!("a{from}"))),
+                        ("to", Value::from(format!("a{to}"))),
+                        ("amount", Value::Int(amount)),
+                        ("id", Value::from(format!("t{id}"))),
+                    ]);
+                    Def {
+                        f: F::Transfer,
+                        key,
+                        input,
+                    }
+                } else {
+                    Def {
+                        f: F::BankRead,
+                        key,
+                        input: Value::None,
+                    }
+                }
+            }
         }
     }
 }
@@ -331,6 +390,7 @@ pub(crate) fn simulate(cfg: &SimConfig) -> Vec<Op> {
                 Workload::Register => (F::Read, format!("r{k}")),
                 Workload::ListAppend => (F::ReadList, format!("l{k}")),
                 Workload::Sessions => (F::HGetAll, format!("s{k}")),
+                Workload::Bank => (F::BankRead, format!("b{k}")),
             };
             finals.push(Def {
                 f,

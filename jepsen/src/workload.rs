@@ -31,10 +31,12 @@ pub fn generation(elapsed: Duration) -> u64 {
 }
 
 /// Key `k` of generation `gen` of a workload (`prefix`: r register, c counter, l list,
-/// a string appended to, s session).
+/// a string appended to, s session, b bank account).
 pub fn key_name(prefix: &str, k: usize, gen: u64) -> String {
     format!("{prefix}{k}.{gen}")
 }
+/// One operation in this many is a bank operation ([`crate::bank`]).
+pub const BANK_SHARE: u32 = 10;
 /// The longest TTL an `EXPIRE` sets, in seconds (shorter than a key's lifetime).
 pub const EXPIRE_MAX_SECS: i64 = 4;
 /// Most operations one worker makes unless `run --ops-per-worker` says otherwise: a
@@ -102,6 +104,21 @@ impl Worker {
                 let hot = to_hot.then(|| self.hot.pick(prefix, gen, pick)).flatten();
                 key_name(prefix, hot.unwrap_or(k), gen)
             };
+            // One operation in ten is the bank's: accounts in several groups.
+            if rng.gen_ratio(1, BANK_SHARE) {
+                let hot = to_hot
+                    .then(|| self.hot.pick(crate::bank::PREFIX, gen, pick))
+                    .flatten();
+                let sent =
+                    crate::bank::operate(c, &self.recorder, &mut rng, process, gen, unique, hot);
+                if !sent.known {
+                    process += self.workers;
+                }
+                if !sent.keep {
+                    conn = None;
+                }
+                continue;
+            }
             // INCR has keys of its own (counters): mixed with SET's unique values it
             // defeats the checker's reductions.
             let roll = rng.gen_range(0..100);

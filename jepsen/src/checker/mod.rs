@@ -10,12 +10,15 @@
 //!   nothing invented or failed, reads ordered by prefix and real time, no acknowledged
 //!   append lost;
 //! - [`sessions`]: linearizability of whole hashes under `HSET`/`HGETALL`/`DEL`, with
-//!   `EXPIRE` allowed to delete the key at any later time.
+//!   `EXPIRE` allowed to delete the key at any later time;
+//! - [`bank`]: transfers between accounts of several groups and reads of all of them,
+//!   each one transaction: no torn read, no lost or invented transfer, one serial order.
 //!
 //! The result is a [`Report`] with one [`Verdict`] per part; [`Report::verdict`] combines
 //! them. Nothing here panics on a bad history: whatever cannot be interpreted becomes a
 //! problem in a verdict.
 
+pub mod bank;
 mod linear;
 pub mod list_append;
 pub mod register;
@@ -67,8 +70,20 @@ pub enum Reason {
     SkippedAppend,
     /// List: elements in an order their appends' real-time order forbids.
     ReorderedAppends,
-    /// List: acknowledged appends and no successful read to show they survived.
+    /// List or bank: acknowledged appends (transfers) and no successful read to show
+    /// they survived.
     NoSuccessfulRead,
+    /// Bank: a read shows part of a transfer, a balance its log does not add up to, or
+    /// a total that is not conserved.
+    TornRead,
+    /// Bank: a read misses a transfer acknowledged before the read began.
+    LostTransfer,
+    /// Bank: a read shows a transfer that failed, was never made, was invoked after the
+    /// read ended, touches another account, or shows one twice.
+    PhantomTransfer,
+    /// Bank: no serial order of the transfers agrees with the reads and real time (logs
+    /// that disagree or go back, a cycle, an order against real time).
+    TransferOrder,
     /// Run: fewer `ok` operations of a workload than the floor.
     TooFewOk,
     /// Run: a key's final read (after healing) did not succeed.
@@ -182,6 +197,8 @@ pub struct Report {
     pub list_append: Verdict,
     /// [`sessions::check`].
     pub sessions: Verdict,
+    /// [`bank::check`].
+    pub bank: Verdict,
     /// [`run::check_run`]: what a run must show besides its history (always valid for a
     /// history checked alone).
     pub run: Verdict,
@@ -194,12 +211,13 @@ impl Report {
     }
 
     /// The parts with their names, in a fixed order.
-    pub fn parts(&self) -> [(&'static str, &Verdict); 5] {
+    pub fn parts(&self) -> [(&'static str, &Verdict); 6] {
         [
             ("history", &self.history),
             ("register", &self.register),
             ("list-append", &self.list_append),
             ("sessions", &self.sessions),
+            ("bank", &self.bank),
             ("run", &self.run),
         ]
     }
@@ -270,6 +288,7 @@ pub fn check_with(ops: &[Op], options: &Options) -> Report {
         register: register::check(operations, options),
         list_append: list_append::check(operations),
         sessions: sessions::check(operations, options),
+        bank: bank::check(operations),
         run: Verdict::default(),
     }
 }

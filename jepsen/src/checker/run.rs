@@ -48,7 +48,7 @@ pub struct ReplicaContents {
 }
 
 /// The kinds of key a run's floor applies to, as [`key_type`] names them.
-pub const KEY_TYPES: [&str; 5] = ["register", "counter", "list", "string", "session"];
+pub const KEY_TYPES: [&str; 6] = ["register", "counter", "list", "string", "session", "bank"];
 
 /// The kind of a key, from the functions its operations call: a register key sees
 /// `INCR` never (a counter does), a list key `RPUSH`, a string key `APPEND`.
@@ -61,6 +61,7 @@ pub fn key_type<'a>(fs: impl IntoIterator<Item = &'a F>) -> &'static str {
             Workload::Register => kind,
             Workload::ListAppend => "list",
             Workload::Sessions => "session",
+            Workload::Bank => "bank",
         };
     }
     match kind {
@@ -290,6 +291,7 @@ mod tests {
         assert_eq!(key_type(&[F::Append, F::ReadList]), "list");
         assert_eq!(key_type(&[F::ReadStr, F::AppendStr]), "string");
         assert_eq!(key_type(&[F::HGetAll, F::HIncrBy, F::Expire]), "session");
+        assert_eq!(key_type(&[F::Transfer, F::BankRead]), "bank");
         assert!(KEY_TYPES.iter().all(|t| !t.is_empty()));
     }
 }

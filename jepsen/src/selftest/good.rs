@@ -251,6 +251,11 @@ pub(super) fn sessions_long_random() -> Vec<Op> {
 }
 
 pub(super) fn mixed_long_random() -> Vec<Op> {
-    let all = vec![Workload::Register, Workload::ListAppend, Workload::Sessions];
+    let all = vec![
+        Workload::Register,
+        Workload::ListAppend,
+        Workload::Sessions,
+        Workload::Bank,
+    ];
     long(all, 3, 3000, 5)
 }

@@ -22,6 +22,7 @@ use crate::history::{Kind, Op, Recorder, Value, Workload, F};
 use crate::sim::{simulate, SimConfig};
 
 mod bad;
+mod bank;
 mod good;
 #[cfg(test)]
 mod random;
@@ -30,6 +31,7 @@ mod runs;
 mod tests;
 
 use bad::*;
+use bank::*;
 use good::*;
 use runs::*;
 
@@ -247,6 +249,34 @@ pub fn cases() -> Vec<Case> {
             &[NotLinearizable],
             sessions_lost_hincrby,
         ),
+        ("bank-torn-read", &[TornRead], bank_torn_read),
+        (
+            "bank-balance-out-of-step-with-log",
+            &[TornRead],
+            bank_balance_out_of_step,
+        ),
+        (
+            "bank-lost-transfer-final-read",
+            &[LostTransfer],
+            bank_lost_transfer_final_read,
+        ),
+        (
+            "bank-failed-transfer-visible",
+            &[PhantomTransfer],
+            bank_failed_transfer_visible,
+        ),
+        (
+            "bank-transfer-never-made",
+            &[PhantomTransfer],
+            bank_transfer_never_made,
+        ),
+        ("bank-stale-read", &[TransferOrder], bank_stale_read),
+        ("bank-cycle", &[TransferOrder], bank_cycle),
+        (
+            "bank-order-against-real-time",
+            &[TransferOrder],
+            bank_order_against_real_time,
+        ),
     ];
     let good: Vec<Named> = vec![
         (
@@ -294,6 +324,8 @@ pub fn cases() -> Vec<Case> {
         ("list-long-random", list_long_random),
         ("sessions-long-random", sessions_long_random),
         ("mixed-long-random", mixed_long_random),
+        ("bank-concurrent-and-unknown-transfers", bank_concurrent),
+        ("bank-long-random", bank_long_random),
         ("empty-history", Vec::new),
     ];
     let runs: Vec<RunCase> = vec![

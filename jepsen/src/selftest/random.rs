@@ -10,8 +10,13 @@ fn config() -> impl Strategy<Value = SimConfig> {
         20usize..400,
         1usize..4,
         prop::sample::subsequence(
-            vec![Workload::Register, Workload::ListAppend, Workload::Sessions],
-            1..=3,
+            vec![
+                Workload::Register,
+                Workload::ListAppend,
+                Workload::Sessions,
+                Workload::Bank,
+            ],
+            1..=4,
         ),
         0.0f64..0.1,
         0.0f64..0.1,
@@ -94,6 +99,31 @@ proptest! {
             .map(|o| o.key.as_str()).collect::<std::collections::HashSet<_>>().len() == 1;
         if single && make_final_read_stale(&mut ops) {
             prop_assert!(!check(&ops).register.valid);
+        }
+    }
+
+    #[test]
+    fn a_torn_bank_read_is_rejected(cfg in config()) {
+        let mut ops = simulate(&cfg);
+        // The last read showing a transfer: the last entry of one account's log taken
+        // off (the other account still shows that transfer, the balance no longer adds
+        // up: torn either way).
+        let shows = |v: &Value| match v {
+            Value::Map(m) => m.values().any(|a| matches!(a, Value::Map(a)
+                if matches!(a.get("log"), Some(Value::List(l)) if !l.is_empty()))),
+            _ => false,
+        };
+        if let Some(op) = last_ok(&mut ops, F::BankRead, shows) {
+            if let Value::Map(m) = &mut op.value {
+                if let Some(Value::Map(account)) = m.values_mut().find(|a| matches!(a, Value::Map(a)
+                    if matches!(a.get("log"), Some(Value::List(l)) if !l.is_empty())))
+                {
+                    if let Some(Value::List(log)) = account.get_mut("log") {
+                        log.pop();
+                    }
+                }
+            }
+            prop_assert!(check(&ops).bank.reasons().contains(&crate::checker::Reason::TornRead));
         }
     }
 

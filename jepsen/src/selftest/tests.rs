@@ -90,6 +90,16 @@ case_tests! {
     sessions_long_random_accepted => "sessions-long-random",
     mixed_long_random_accepted => "mixed-long-random",
     empty_history_accepted => "empty-history",
+    bank_torn_read_rejected => "bank-torn-read",
+    bank_balance_out_of_step_rejected => "bank-balance-out-of-step-with-log",
+    bank_lost_transfer_final_read_rejected => "bank-lost-transfer-final-read",
+    bank_failed_transfer_visible_rejected => "bank-failed-transfer-visible",
+    bank_transfer_never_made_rejected => "bank-transfer-never-made",
+    bank_stale_read_rejected => "bank-stale-read",
+    bank_cycle_rejected => "bank-cycle",
+    bank_order_against_real_time_rejected => "bank-order-against-real-time",
+    bank_concurrent_accepted => "bank-concurrent-and-unknown-transfers",
+    bank_long_random_accepted => "bank-long-random",
 }
 
 #[test]
@@ -99,7 +109,7 @@ fn every_case_has_a_test_and_a_unique_name() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), names.len());
-    assert_eq!(names.len(), 65);
+    assert_eq!(names.len(), 75);
 }
 
 #[test]
@@ -126,4 +136,12 @@ fn explanations_name_the_key_and_the_culprit() {
         .any(|p| p.text.contains("final read") && p.text.contains("missing from it: 2")));
     let report = check(&sessions_resurrected_key());
     assert!(report.sessions.problems[0].text.contains("p2 hgetall"));
+    let report = check(&bank_torn_read());
+    assert!(
+        report.bank.problems.iter().any(|p| p.text.contains("torn")
+            && p.text.contains("transfer {")
+            && p.text.contains("on a only")),
+        "{:#?}",
+        report.bank.problems
+    );
 }
