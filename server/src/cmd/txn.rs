@@ -127,6 +127,35 @@ fn kelvin_tx(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     }
 }
 
+/// The keys a `KELVIN.TX PREPARE` (its arguments `argv`) would lock: its own keys
+/// (`OWN`) or its commands' keys, and its watched keys. `None` if `argv` is no PREPARE
+/// that could be applied (the command refuses it then).
+pub fn prepare_keys(argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    if !argv.get(1)?.eq_ignore_ascii_case(b"prepare") {
+        return None;
+    }
+    let [_record, encoded, own @ ..] = argv.get(4..)? else {
+        return None;
+    };
+    let batch = LogBatch::decode(encoded).ok()?;
+    let [LogCommand::Transaction { watch, items, .. }] = &batch.commands[..] else {
+        return None;
+    };
+    let mut keys: Vec<Bytes> = watch.iter().map(|(_, k)| k.clone()).collect();
+    match own {
+        [] => {
+            for item in items {
+                if let TxItem::Data { argv, .. } = item {
+                    let spec = argv.first().and_then(|n| crate::cmd::lookup(n))?;
+                    keys.extend(spec.keys_in(argv).iter().map(|&p| argv[p].clone()));
+                }
+            }
+        }
+        [_word, pairs @ ..] => keys.extend(pairs.chunks(2).filter_map(|p| p.get(1).cloned())),
+    }
+    Some(keys)
+}
+
 /// A PREPARE refused by a migration: `TXMOVING` and the migration's refusal. Not the
 /// refusal itself, which a connection takes as its cue to run the request again until
 /// the move is done: the coordinator decides what to do (pull the keys, try again).

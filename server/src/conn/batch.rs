@@ -307,6 +307,13 @@ pub(super) fn run_batch(
                 break;
             }
         }
+        if let Some(g) = pinned.filter(|_| spec.name == "kelvin.tx") {
+            if super::crosstx::prepared_elsewhere(node, g, &argv) {
+                let _argv = flush_or_continue!(argv);
+                refuse(client, out, Some(spec), crate::txn::PREPARE_MOVED);
+                continue;
+            }
+        }
         // Keys in several groups: no one group can run it (on the redirect port, keys in
         // different slots are CROSSSLOT already).
         let target = match pinned {

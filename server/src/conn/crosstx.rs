@@ -22,6 +22,29 @@ pub struct CrossTx {
     /// One command outside MULTI (its keys in several groups): its reply is the
     /// command's, not an array.
     single: bool,
+    /// What was planned (the transaction, its watch's group, the connection's group), to
+    /// plan again when a participant says the slot map changed under it
+    /// ([`crate::txn::PREPARE_MOVED`]).
+    source: (LogCommand, Option<u64>, u64),
+}
+
+/// EXEC's reply when its keys kept moving between groups through every plan (nothing
+/// was applied).
+pub const SLOTS_MOVED: &str =
+    "TRYAGAIN the transaction's keys moved between groups while it ran; send it again";
+
+/// How many times one EXEC plans its transaction again after a participant refused it
+/// for a key that another group holds now (a migration handed slots over meanwhile).
+const REPLANS: usize = 8;
+
+/// Whether `argv`, a request pinned to `group`, is a `KELVIN.TX PREPARE` of a key that
+/// this node's slot map puts in another group: the coordinator's map was older.
+pub(super) fn prepared_elsewhere(node: &Node, group: u64, argv: &[Bytes]) -> bool {
+    let (Some(keys), Some(groups)) = (crate::cmd::txn::prepare_keys(argv), node.groups()) else {
+        return false;
+    };
+    keys.iter()
+        .any(|k| groups.for_slot(kelvin_protocol::key_slot(k) as usize).0 != group)
 }
 
 /// Where one element of EXEC's reply comes from.
@@ -57,6 +80,14 @@ pub(super) fn plan_command(
     };
     let mut plan = plan(node, &tx, None, current)?;
     plan.single = true;
+    Ok(plan)
+}
+
+/// [`plan`] again, over this node's slot map now.
+fn replan(node: &Node, old: &CrossTx) -> Result<CrossTx, NotRun> {
+    let (tx, watch_group, current) = &old.source;
+    let mut plan = plan(node, tx, *watch_group, *current)?;
+    plan.single = old.single;
     Ok(plan)
 }
 
@@ -108,7 +139,9 @@ pub(super) fn plan(
         TxItem::Literal(_) => false,
     });
     if spans {
-        return replicated(node, items, parts, current);
+        let mut plan = replicated(node, items, parts, current)?;
+        plan.source = (tx.clone(), watch_group, current);
+        return Ok(plan);
     }
     let mut order = Vec::with_capacity(items.len());
     let mut keyless = Vec::new();
@@ -161,6 +194,7 @@ pub(super) fn plan(
         parts,
         order,
         single: false,
+        source: (tx.clone(), watch_group, current),
     })
 }
 
@@ -225,6 +259,15 @@ fn replicated(
         parts,
         order,
         single: false,
+        source: (
+            LogCommand::Transaction {
+                watch_since: 0,
+                watch: Vec::new(),
+                items: Vec::new(),
+            },
+            None,
+            current,
+        ),
     })
 }
 
@@ -233,12 +276,30 @@ fn replicated(
 pub const KEYLESS_REPLICATED: &str = "CROSSSLOT a command without keys cannot run in a transaction with a command whose keys are in several groups";
 
 /// Runs `plan` to its end and writes EXEC's reply.
-pub(super) async fn run(node: &Arc<Node>, out: &mut ReplyWriter, plan: CrossTx) {
+pub(super) async fn run(node: &Arc<Node>, out: &mut ReplyWriter, mut plan: CrossTx) {
     let deadline = tokio::time::Instant::now() + super::drive::LEADER_WAIT;
     let mut groups = Internal::with_version(node, out.version);
-    let replicated = plan.parts.values().any(|p| p.own.is_some());
-    let ended =
-        crate::txn::coord::run(&mut groups, || node.tx_ids.next(), plan.parts, deadline).await;
+    let mut replans = 0;
+    let (ended, replicated) = loop {
+        let parts = std::mem::take(&mut plan.parts);
+        let replicated = parts.values().any(|p| p.own.is_some());
+        let ended =
+            crate::txn::coord::run(&mut groups, || node.tx_ids.next(), parts, deadline).await;
+        // A participant's map says a key moved since the plan: aborted everywhere (no
+        // decision was asked for); plan again over this node's map, once it has caught
+        // up with the participant's.
+        let moved = matches!(&ended, Ended::Refused(t) if t.starts_with("TXMOVED"));
+        if !moved || replans == REPLANS || tokio::time::Instant::now() >= deadline {
+            break (ended, replicated);
+        }
+        replans += 1;
+        tokio::time::sleep(tokio::time::Duration::from_millis(10 << replans.min(5))).await;
+        match replan(node, &plan) {
+            Ok(again) => plan = again,
+            Err(NotRun::Nil) => return out.null_array(),
+            Err(NotRun::Error(e)) => return out.error(e),
+        }
+    };
     match ended {
         Ended::Committed(replies) => {
             let version = out.version;
@@ -271,6 +332,11 @@ pub(super) async fn run(node: &Arc<Node>, out: &mut ReplyWriter, plan: CrossTx) 
         }
         Ended::Watched => out.null_array(),
         Ended::Refused(text) if text.starts_with("TXLOCKED") => out.error(crate::txn::LOCKED),
+        // Still moving when the wait ran out: the migration's own TRYAGAIN.
+        Ended::Refused(text) if text.starts_with("TXMOVING ") => {
+            out.error(&text["TXMOVING ".len()..])
+        }
+        Ended::Refused(text) if text.starts_with("TXMOVED") => out.error(SLOTS_MOVED),
         Ended::Refused(text) => out.error(&text),
         Ended::Unknown => out.error(crate::group::ProposeError::Unknown.reply_text()),
     }

@@ -350,6 +350,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_prepare_names_the_keys_it_would_lock() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let tx = TxId { origin: 1, seq: 2 };
+        let mut part = Part {
+            watch: vec![(0, b("w"))],
+            watch_since: 7,
+            items: vec![
+                (0, vec![b("SET"), b("a"), b("1")]),
+                (0, vec![b("MSET"), b("b"), b("2"), b("c"), b("3")]),
+            ],
+            ..Part::default()
+        };
+        let keys = crate::cmd::txn::prepare_keys(&prepare(tx, 0, &part));
+        assert_eq!(keys, Some(vec![b("w"), b("a"), b("b"), b("c")]));
+        // Replicated: its own keys only (the commands name other groups' keys too).
+        part.own = Some(vec![(0, b("a")), (3, b("z"))]);
+        let keys = crate::cmd::txn::prepare_keys(&prepare(tx, 0, &part));
+        assert_eq!(keys, Some(vec![b("w"), b("a"), b("z")]));
+        // Not a PREPARE, or not one that decodes: nothing to check.
+        assert_eq!(crate::cmd::txn::prepare_keys(&tx_args(b"FINISH", tx)), None);
+        let mut bad = prepare(tx, 0, &part);
+        bad[5] = b("not a batch");
+        assert_eq!(crate::cmd::txn::prepare_keys(&bad), None);
+    }
+
+    #[test]
     fn backoff_grows_and_stays_bounded() {
         for seed in 0..100 {
             assert!((1..=2).contains(&backoff_ms(1, seed)));

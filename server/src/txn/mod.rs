@@ -45,6 +45,14 @@ pub const PREPARE_LOCKED: &str = "TXLOCKED a key is locked by another transactio
 /// refusal follows).
 pub const PREPARE_MOVING: &str = "TXMOVING";
 
+/// A PREPARE's refusal, at the leader it reaches, when one of the keys it would lock is
+/// in a slot that this node's slot map gives to another group: the coordinator planned
+/// over a map that a migration has changed since (the slot's old owner, its migration
+/// over, would otherwise take the PREPARE and lock, read and write keys it no longer
+/// holds). Not retried as such: the coordinator plans the transaction again.
+pub const PREPARE_MOVED: &str =
+    "TXMOVED a key of this transaction is in a slot of another group now";
+
 /// A PREPARE's refusal when a watched key's slot was written after the WATCH.
 pub const PREPARE_WATCHED: &str = "TXWATCH a watched key was written";
 
