@@ -335,11 +335,11 @@ pub(super) fn run_batch(
                     break;
                 }
                 // On the main port, a data command over several groups runs as a
-                // transaction across them (inside MULTI: as part of the one EXEC runs).
+                // transaction across them (inside MULTI: as part of the one EXEC runs; a
+                // blocking one outside runs as its non-blocking self and parks on nil).
                 let crosses = !client.redirect
                     && pinned.is_none()
-                    && matches!(spec.handler, Handler::Data(_))
-                    && (client.multi.is_some() || spec.flags & flags::BLOCKING == 0);
+                    && matches!(spec.handler, Handler::Data(_));
                 if !crosses {
                     refuse(client, out, Some(spec), CROSSSLOT_GROUPS);
                     continue;

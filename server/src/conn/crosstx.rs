@@ -22,6 +22,11 @@ pub struct CrossTx {
     /// One command outside MULTI (its keys in several groups): its reply is the
     /// command's, not an array.
     single: bool,
+    /// A blocking command outside MULTI (BLMOVE, BLPOP... over several groups): the
+    /// command and its timeout. It runs as its non-blocking self (a command in a
+    /// transaction does not block); a nil reply parks the connection until a write in
+    /// one of its groups, then it runs again ([`wake_on`]).
+    pub blocking: Option<(Vec<Bytes>, Option<std::time::Duration>)>,
     /// What was planned (the transaction, its watch's group, the connection's group), to
     /// plan again when a participant says the slot map changed under it
     /// ([`crate::txn::PREPARE_MOVED`]).
@@ -80,7 +85,87 @@ pub(super) fn plan_command(
     };
     let mut plan = plan(node, &tx, None, current)?;
     plan.single = true;
+    plan.blocking =
+        blocking_timeout(&argv_of(&plan.source.0)).map(|t| (argv_of(&plan.source.0), t));
     Ok(plan)
+}
+
+/// The one command of a transaction made of one.
+fn argv_of(tx: &LogCommand) -> Vec<Bytes> {
+    match tx {
+        LogCommand::Transaction { items, .. } => match items.first() {
+            Some(TxItem::Data { argv, .. }) => argv.clone(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// A blocking command's timeout (`None` inside: forever), if `argv` is one with a
+/// valid timeout (an invalid one gets its error when the command runs).
+fn blocking_timeout(argv: &[Bytes]) -> Option<Option<std::time::Duration>> {
+    let spec = cmd::lookup(argv.first()?)?;
+    if spec.flags & cmd::flags::BLOCKING == 0 {
+        return None;
+    }
+    let at = match spec.name {
+        "blmpop" | "bzmpop" => 1,
+        "blmove" => 5,
+        "brpoplpush" => 3,
+        _ => argv.len().checked_sub(1)?,
+    };
+    crate::cmd::list::timeout_arg(argv.get(at)?).ok()
+}
+
+/// Whether `reply` is a blocking command's "nothing there" (nil, or a nil array).
+pub(super) fn is_nil(reply: &[u8]) -> bool {
+    matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n")
+}
+
+/// How often a parked blocking command over groups that this node holds no replica of
+/// runs again (no signal from them reaches it).
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A receiver that changes on every list, sorted-set or generic write to a group of
+/// `plan` (their `Store::list_ready`, for the groups this node holds a replica of;
+/// every [`POLL`] for the others). Subscribed before the command runs, so a write after
+/// its nil is not missed. The forwarding tasks end when the receiver is dropped.
+pub(super) fn wake_on(node: &Node, plan: &CrossTx) -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let tx = Arc::new(tx);
+    let mut poll = false;
+    for g in plan.parts.keys() {
+        let Some(group) = node.hosted(*g) else {
+            poll = true;
+            continue;
+        };
+        let mut ready = group.store.lock().list_ready.subscribe();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = ready.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        tx.send_modify(|v| *v = v.wrapping_add(1));
+                    }
+                }
+            }
+        });
+    }
+    if poll {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(POLL) => tx.send_modify(|v| *v = v.wrapping_add(1)),
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// [`plan`] again, over this node's slot map now.
@@ -88,6 +173,7 @@ fn replan(node: &Node, old: &CrossTx) -> Result<CrossTx, NotRun> {
     let (tx, watch_group, current) = &old.source;
     let mut plan = plan(node, tx, *watch_group, *current)?;
     plan.single = old.single;
+    plan.blocking = old.blocking.clone();
     Ok(plan)
 }
 
@@ -194,6 +280,7 @@ pub(super) fn plan(
         parts,
         order,
         single: false,
+        blocking: None,
         source: (tx.clone(), watch_group, current),
     })
 }
@@ -259,6 +346,7 @@ fn replicated(
         parts,
         order,
         single: false,
+        blocking: None,
         source: (
             LogCommand::Transaction {
                 watch_since: 0,

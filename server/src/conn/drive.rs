@@ -223,7 +223,27 @@ pub(super) async fn drive(
                 batch = rest;
             }
             Step::CrossTx { plan, rest } => {
+                let blocking = plan.blocking.clone();
+                let ready = blocking
+                    .as_ref()
+                    .map(|_| super::crosstx::wake_on(node, &plan));
+                let mark = out.buf.len();
                 Box::pin(super::crosstx::run(node, out, plan)).await;
+                if let (Some((argv, timeout)), Some(ready)) = (blocking, ready) {
+                    if super::crosstx::is_nil(&out.buf[mark..]) {
+                        // Nothing to take yet: parked as any blocking command.
+                        out.buf.truncate(mark);
+                        client.info.take_unblock();
+                        client.info.blocked.store(true, Ordering::Relaxed);
+                        client.blocked = Some(Blocked {
+                            argv,
+                            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+                            ready,
+                        });
+                        client.pending.extend(rest);
+                        return;
+                    }
+                }
                 batch = rest;
             }
             Step::AwaitTx {

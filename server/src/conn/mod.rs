@@ -507,6 +507,11 @@ async fn rerun_blocked(
     };
     let mark = out.buf.len();
     drive_replying(node, client, out, vec![blocked.argv]).await;
+    // Parked again (the write that woke it was another key's, or another client took
+    // the element): the timeout still counts from the first block, as in Redis.
+    if let Some(again) = client.blocked.as_mut() {
+        again.deadline = keep.deadline;
+    }
     if client.blocked.is_none()
         && out.buf[mark..].starts_with(b"-WRONGTYPE")
         && !destination_refused(node, client, &keep.argv)
