@@ -55,7 +55,7 @@ pub(super) fn plan_command(
         watch: Vec::new(),
         items: vec![TxItem::Data { db: db as u8, argv }],
     };
-    let mut plan = plan(node, &tx, None, current)?;
+    let mut plan = plan(node, &tx, &Watch::default(), current)?;
     plan.single = true;
     Ok(plan)
 }
@@ -64,36 +64,34 @@ pub(super) fn plan_command(
 /// command's keys are in one group, each group gets its own commands (a keyless data
 /// command the lowest group's); when a command's keys span groups, the transaction is
 /// replicated: every participant gets every command and the keys it holds
-/// ([`crate::txn::replicated`]; a keyless data command is refused then). Watched keys in
-/// several groups are refused with CROSSSLOT.
+/// ([`crate::txn::replicated`]; a keyless data command is refused then). Each group
+/// holding a watched key is a participant that checks its own watched keys against its
+/// own index (`watch`, not the entry's), even with no command of its own; a key watched
+/// in another group than its own now (its slot moved) answers nil.
 pub(super) fn plan(
     node: &Node,
     tx: &LogCommand,
-    watch_group: Option<u64>,
+    watch: &Watch,
     current: u64,
 ) -> Result<CrossTx, NotRun> {
-    let LogCommand::Transaction {
-        watch_since,
-        watch,
-        items,
-    } = tx
-    else {
+    let LogCommand::Transaction { items, .. } = tx else {
         return Err(NotRun::Error("ERR not a transaction"));
     };
     let groups = node.groups().ok_or(NotRun::Error(CLUSTER_DOWN))?;
     let group_of = |key: &[u8]| groups.for_slot(kelvin_protocol::key_slot(key) as usize).0;
     let mut parts: BTreeMap<u64, Part> = BTreeMap::new();
-    if let Some((_, first)) = watch.first() {
-        let g = group_of(first);
-        if watch.iter().any(|(_, k)| group_of(k) != g) {
-            return Err(NotRun::Error(CROSSSLOT_GROUPS));
-        }
-        if watch_group.is_some_and(|w| w != g) {
+    for key in &watch.keys {
+        let g = group_of(&key.key);
+        if key.group.is_some_and(|w| w != g) {
             return Err(NotRun::Nil);
         }
         let part = parts.entry(g).or_default();
-        part.watch = watch.clone();
-        part.watch_since = *watch_since;
+        // One group's keys watched at different times: the earliest index.
+        part.watch_since = match part.watch.is_empty() {
+            true => key.since,
+            false => part.watch_since.min(key.since),
+        };
+        part.watch.push((key.db, key.key.clone()));
     }
     // Replicated when some command's own keys span groups.
     let spans = items.iter().any(|item| match item {
@@ -165,7 +163,7 @@ pub(super) fn plan(
 }
 
 /// [`plan`] of a transaction with a command whose keys span groups: every participant
-/// (each group holding a key, and the watch's) runs every command; the replies are taken
+/// (each group holding a key or a watched key) runs every command; the replies are taken
 /// from the lowest one.
 fn replicated(
     node: &Node,
