@@ -20,6 +20,7 @@ import redis
 from support import TARGET, RawConn, wait_for
 from test_cluster_kelvin import rport, three_nodes
 from test_cross_group_tx import formed, keys_by_group, trio  # noqa: F401 (a fixture)
+from test_reshard_races import form_and_add, four, reshard, tags_in  # noqa: F401 (four)
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own cluster")
 
@@ -242,6 +243,37 @@ def test_optimistic_counters_in_three_groups_lose_no_increment(trio):
         assert n.client().mget(*counters) == [str(done["commits"])] * 3
     # The clients did meet: some transactions were aborted and run again.
     assert done["aborts"] > 0, done
+
+
+def test_a_watched_key_whose_slot_moved_makes_exec_nil(four):
+    """WATCH of keys in two groups, then one key's slot moves to a new group: EXEC
+    answers nil and applies nothing, the key written at its new owner or not (its index
+    counts in the old group's log), as Redis aborts a transaction whose watched key
+    MIGRATE moved away."""
+    first, second, third, new = four
+    form_and_add(four, 0)
+    # Group 0 (0-5461) gives its highest 4096 slots to the new node's group.
+    moving = [f"{t}:w" for t in tags_in(4300, 5400, 2, "mv")]
+    staying = [f"{t}:w" for t in tags_in(6000, 10000, 2, "st")]
+    targets = [f"{t}:x" for t in tags_in(11000, 16000, 2, "tg")]
+    c = first.client()
+    c.mset({k: "old" for k in moving + staying})
+    watching = [second.client(), third.client()]
+    pipes = []
+    for w, m, s in zip(watching, moving, staying):
+        p = w.pipeline(transaction=True)
+        p.watch(m, s)
+        pipes.append(p)
+    moved = reshard(first, new)
+    assert all(moved(k) for k in moving) and not any(moved(k) for k in staying + targets)
+    assert c.set(moving[0], "new")
+    for p, m, s, t in zip(pipes, moving, staying, targets):
+        p.multi()
+        p.set(t, "lost").set(s, "lost")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    assert c.mget(*targets, *staying) == [None, None, "old", "old"]
+    assert c.mget(*moving) == ["new", "old"]
 
 
 @pytest.fixture

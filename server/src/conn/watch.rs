@@ -149,12 +149,17 @@ pub(super) fn barrier(
         return need;
     };
     let db = client.db as u8;
+    let mut seen: Vec<u64> = Vec::new();
     for key in argv.iter().skip(1) {
         if client.watch.as_ref().is_some_and(|w| w.contains(db, key)) {
             continue;
         }
         let group = groups.for_slot(kelvin_protocol::key_slot(key) as usize).0;
-        let ready = need.contains(&group) || client.watch_floor.iter().any(|f| f.0 == group);
+        if seen.contains(&group) {
+            continue;
+        }
+        seen.push(group);
+        let ready = client.watch_floor.iter().any(|f| f.0 == group);
         if !ready && route(node, group) != Route::Leader {
             need.push(group);
         }
