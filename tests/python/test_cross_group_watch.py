@@ -129,7 +129,7 @@ def test_watches_of_several_calls_the_same_client_expiry_and_unwatch(trio):
     assert c.mget(*out) == ["1", "1"]
 
     # A watched key that expires before EXEC.
-    c.set(b, "short", px=200)
+    c.set(b, "short", px=1500)
     with c.pipeline(transaction=True) as p:
         p.watch(a, b, z)
         # Gone for every client (a read that finds it expired deletes it everywhere).
