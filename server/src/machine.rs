@@ -303,6 +303,30 @@ fn run(
     block
 }
 
+/// Applies `cmds` as the entry at `index` of log time `now_ms`; each command's reply.
+#[cfg(test)]
+pub fn apply(store: &mut Store, index: u64, now_ms: u64, cmds: Vec<LogCommand>) -> Vec<Vec<u8>> {
+    let batch = LogBatch {
+        now_ms,
+        commands: cmds,
+    };
+    let n = batch.commands.len();
+    let mut writers: Vec<ReplyWriter> = (0..n).map(|_| ReplyWriter::default()).collect();
+    let owner: Vec<usize> = (0..n).collect();
+    let mut events = Vec::new();
+    apply_batch(
+        store,
+        index,
+        &batch,
+        &mut events,
+        Some(Replies {
+            writers: &mut writers,
+            owner: &owner,
+        }),
+    );
+    writers.into_iter().map(|o| o.buf).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,28 +343,6 @@ mod tests {
             db: 0,
             argv: argv(words),
         }
-    }
-
-    fn apply(store: &mut Store, index: u64, now_ms: u64, cmds: Vec<LogCommand>) -> Vec<Vec<u8>> {
-        let batch = LogBatch {
-            now_ms,
-            commands: cmds,
-        };
-        let n = batch.commands.len();
-        let mut writers: Vec<ReplyWriter> = (0..n).map(|_| ReplyWriter::default()).collect();
-        let owner: Vec<usize> = (0..n).collect();
-        let mut events = Vec::new();
-        apply_batch(
-            store,
-            index,
-            &batch,
-            &mut events,
-            Some(Replies {
-                writers: &mut writers,
-                owner: &owner,
-            }),
-        );
-        writers.into_iter().map(|o| o.buf).collect()
     }
 
     #[test]

@@ -653,18 +653,17 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
             }
         }
     }
-    let (watch_since, watch, watch_group) = match watch {
-        Some(w) => (w.since, w.keys, w.group),
-        None => (0, Vec::new(), None),
-    };
-    // The connection proposes it; the reply comes from the log.
+    let watch = watch.unwrap_or_default();
+    let (watch_since, watched) = watch.entry();
+    // The connection proposes it (in one group, or across groups with each group's own
+    // watch: see `crate::conn::watch`); the reply comes from the log.
     ctx.client.transaction = Some((
         LogCommand::Transaction {
             watch_since,
-            watch,
+            watch: watched,
             items,
         },
-        watch_group,
+        watch,
     ));
     Ok(())
 }
@@ -676,7 +675,7 @@ fn exec(ctx: &mut ConnCtx<'_>, _argv: &[Bytes]) -> CmdResult {
 /// argument is the encoded `LogCommand::Transaction`, watch index included: log indexes
 /// are the same on every replica of a group, and the sender's, being a follower's, is at
 /// most the leader's, so the watch check can only err towards aborting. `<watch group>`
-/// is the group whose log that index counts in ([`crate::conn::Watch::group`]). Runs like
+/// is the group whose log that index counts in ([`crate::conn::WatchedKey::group`]). Runs like
 /// the EXEC it came from (the reply is EXEC's); anything but one transaction is refused.
 fn kelvin_exec(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     let batch = kelvin_protocol::log::LogBatch::decode(&argv[1])
@@ -692,7 +691,8 @@ fn kelvin_exec(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     };
     match <[LogCommand; 1]>::try_from(batch.commands) {
         Ok([tx @ LogCommand::Transaction { .. }]) => {
-            ctx.client.transaction = Some((tx, watch_group));
+            let watch = Watch::of_entry(&tx, watch_group);
+            ctx.client.transaction = Some((tx, watch));
             Ok(())
         }
         _ => Err(CmdError::err("KELVIN.EXEC takes one encoded transaction")),
@@ -747,36 +747,7 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
         return Err(CmdError::err("WATCH inside MULTI is not allowed"));
     }
     let db = ctx.client.db as u8;
-    // The index is that of the keys' group (a transaction stays within one group).
-    let since = ctx
-        .node
-        .groups()
-        .and_then(|gs| {
-            gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize)
-                .1
-                .cloned()
-        })
-        .map_or(0, |g| g.store.lock().apply_index);
-    // On a node that does not lead the keys' group, the leader's index fetched just
-    // before (a replica here may lag behind writes the client was already told about).
-    let group = ctx
-        .node
-        .groups()
-        .map(|gs| gs.for_slot(kelvin_protocol::key_slot(&argv[1]) as usize).0);
-    let since = match ctx.client.watch_floor.take() {
-        Some((g, floor)) if Some(g) == group => since.max(floor),
-        _ => since,
-    };
-    let watch = ctx.client.watch.get_or_insert_with(|| Watch {
-        since,
-        keys: Vec::new(),
-        group,
-    });
-    for key in &argv[1..] {
-        if !watch.keys.iter().any(|(d, k)| *d == db && k == key) {
-            watch.keys.push((db, key.clone()));
-        }
-    }
+    crate::conn::watch_keys(ctx.node, ctx.client, db, &argv[1..]);
     ctx.out.ok();
     Ok(())
 }

@@ -25,7 +25,9 @@
 //! ```
 //!
 //! The encoded transaction is a log batch of one `LogCommand::Transaction` (as
-//! `KELVIN.EXEC` carries): the watch index, this group's watched keys and its commands.
+//! `KELVIN.EXEC` carries): this group's watch index, its watched keys and its commands
+//! (none when the group holds only watched keys: it locks and checks them, and commits
+//! as a no-op).
 //! Kelvin's own commands: a client has no use for them.
 
 use bytes::Bytes;
@@ -33,6 +35,7 @@ use kelvin_protocol::log::{LogBatch, LogCommand, TxItem};
 
 use crate::cmd::migrate::number;
 use crate::cmd::{data, flags::*, CmdError, CmdResult, CommandSpec, Exec, NO_KEYS};
+use crate::migrate::state::Serve;
 use crate::txn::state::Prepared;
 use crate::txn::{TxId, PREPARE_WATCHED};
 
@@ -235,6 +238,18 @@ fn prepare(
             lock(*db, key);
         }
     }
+    // The watched keys (a group may hold nothing else of the transaction: it runs no
+    // command, and FINISH COMMIT answers an empty array). One whose slot this group has
+    // sealed for a migration is written at the target now, whose log this index says
+    // nothing of: as written (EXEC answers nil, as for a key watched in a group its slot
+    // has left).
+    for (_, k) in &watch {
+        match ex.store.migrations.serve(kelvin_protocol::key_slot(k)) {
+            Serve::Moved { .. } => return Err(CmdError::raw(PREPARE_WATCHED)),
+            Serve::NotYet { .. } => return Err(moving(crate::migrate::apply::NOT_YET)),
+            Serve::Normal | Serve::Importing { .. } => {}
+        }
+    }
     let slot = |k: &[u8]| kelvin_protocol::key_slot(k) as usize;
     if watch
         .iter()
@@ -302,4 +317,92 @@ fn finish(ex: &mut Exec<'_>, tx: TxId, commit: bool, view: Option<&Bytes>) -> Cm
         (false, _) => ex.out.simple("ABORTED"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use kelvin_protocol::log::MigrateOp;
+
+    fn words(w: &[&str]) -> Vec<Bytes> {
+        w.iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn apply(store: &mut Store, index: u64, command: LogCommand) -> Vec<u8> {
+        crate::machine::apply(store, index, index, vec![command]).remove(0)
+    }
+
+    fn single(argv: Vec<Bytes>) -> LogCommand {
+        LogCommand::Single { db: 0, argv }
+    }
+
+    /// PREPARE of a group that holds only watched keys of the transaction.
+    fn prepare_watching(seq: u64, key: &str, since: u64) -> LogCommand {
+        let mut encoded = Vec::new();
+        LogBatch {
+            now_ms: 0,
+            commands: vec![LogCommand::Transaction {
+                watch_since: since,
+                watch: vec![(0, Bytes::copy_from_slice(key.as_bytes()))],
+                items: Vec::new(),
+            }],
+        }
+        .encode(&mut encoded);
+        let mut argv = words(&["KELVIN.TX", "PREPARE", "7", &seq.to_string(), "0"]);
+        argv.push(Bytes::from(encoded));
+        single(argv)
+    }
+
+    fn finish(seq: u64, decision: &str) -> LogCommand {
+        single(words(&[
+            "KELVIN.TX",
+            "FINISH",
+            "7",
+            &seq.to_string(),
+            decision,
+        ]))
+    }
+
+    #[test]
+    fn a_group_holding_only_watched_keys_locks_checks_and_commits_nothing() {
+        let mut s = Store::default();
+        apply(&mut s, 1, single(words(&["SET", "w", "1"])));
+        // Untouched since index 1: prepared, and the key is locked until FINISH.
+        assert_eq!(
+            apply(&mut s, 2, prepare_watching(1, "w", 1)),
+            b"+PREPARED\r\n"
+        );
+        let locked = apply(&mut s, 3, single(words(&["SET", "w", "2"])));
+        assert!(locked.starts_with(b"-TRYAGAIN Key locked"), "{locked:?}");
+        // Its commit runs nothing: an empty array, the key as it was.
+        assert_eq!(apply(&mut s, 4, finish(1, "COMMIT")), b"*0\r\n");
+        assert_eq!(
+            apply(&mut s, 5, single(words(&["GET", "w"]))),
+            b"$1\r\n1\r\n"
+        );
+        // Written after the watch (index 6 > 5): refused for good, nothing locked.
+        apply(&mut s, 6, single(words(&["SET", "w", "3"])));
+        let refused = apply(&mut s, 7, prepare_watching(2, "w", 5));
+        assert_eq!(refused, format!("-{PREPARE_WATCHED}\r\n").as_bytes());
+        assert_eq!(s.tx.holder(0, b"w"), None);
+        assert_eq!(apply(&mut s, 8, finish(2, "ABORT")), b"+ABORTED\r\n");
+    }
+
+    #[test]
+    fn a_watched_key_whose_slot_this_group_sealed_counts_as_written() {
+        let mut s = Store::default();
+        apply(&mut s, 1, single(words(&["SET", "w", "1"])));
+        let seal = MigrateOp::Seal {
+            migration: 4,
+            target: 2,
+            slots: vec![kelvin_protocol::key_slot(b"w")],
+        };
+        assert_eq!(apply(&mut s, 2, LogCommand::Migrate(seal)), b"+OK\r\n");
+        // Nothing written here since index 2, but the key's writes go to group 2 now.
+        let refused = apply(&mut s, 3, prepare_watching(1, "w", 2));
+        assert_eq!(refused, format!("-{PREPARE_WATCHED}\r\n").as_bytes());
+    }
 }

@@ -600,11 +600,12 @@ pub(super) fn run_batch(
                     segment = Segment::default();
                     break;
                 }
-                if let Some(group) = watch_barrier(node, client, spec, &argv) {
+                let barrier = super::watch::barrier(node, client, spec, &argv);
+                if !barrier.is_empty() {
                     let mut waiting = vec![argv];
                     waiting.extend(requests.by_ref());
                     step = Step::WatchBarrier {
-                        group,
+                        groups: barrier,
                         requests: waiting,
                     };
                     break;
@@ -625,14 +626,14 @@ pub(super) fn run_batch(
                     out.error(&err.0);
                 }
                 crate::cmdstats::call(spec.name, usec, crate::cmdstats::error_in(&out.buf[mark..]));
-                if let Some((tx, watch_group)) = client.transaction.take() {
+                if let Some((tx, watch)) = client.transaction.take() {
                     let group = match transaction_group(node, &tx, gid) {
                         Ok(g) => g,
                         // Keys in several groups, on the main port: a transaction across
                         // groups, by two-phase commit.
                         Err(_) if !client.redirect && several_groups(node) => {
                             out.buf.truncate(mark);
-                            match super::crosstx::plan(node, &tx, watch_group, gid) {
+                            match super::crosstx::plan(node, &tx, &watch, gid) {
                                 Ok(plan) => {
                                     step = Step::CrossTx {
                                         plan,
@@ -651,13 +652,13 @@ pub(super) fn run_batch(
                             continue;
                         }
                     };
-                    if watch_moved(&tx, watch_group, group) {
+                    if watch.moved_from(group) {
                         // Watched in another group's log: its index says nothing here.
                         out.buf.truncate(mark);
                         out.null_array();
                         continue;
                     }
-                    let request = crate::cmd::connection::kelvin_exec_request(&tx, watch_group);
+                    let request = crate::cmd::connection::kelvin_exec_request(&tx, watch.group());
                     match route(node, group) {
                         Route::Leader => {
                             // Keys of the transaction that must come from a source first.
@@ -799,15 +800,6 @@ fn migration_step(
     }
 }
 
-/// Whether `tx` watches keys in the log of a group other than `group`, the one it runs
-/// on: their slot moved since the WATCH, and the watch index belongs to the old owner.
-fn watch_moved(tx: &LogCommand, watch_group: Option<u64>, group: u64) -> bool {
-    let LogCommand::Transaction { watch, .. } = tx else {
-        return false;
-    };
-    !watch.is_empty() && watch_group.is_some_and(|g| g != group)
-}
-
 /// What a transaction's data commands need (the first that needs anything).
 fn tx_need(store: &Store, tx: &LogCommand) -> migrate::Need {
     let LogCommand::Transaction { items, .. } = tx else {
@@ -824,25 +816,6 @@ fn tx_need(store: &Store, tx: &LogCommand) -> migrate::Need {
         })
         .find(|n| *n != migrate::Need::Run)
         .unwrap_or(migrate::Need::Run)
-}
-
-/// The group whose leader's index a WATCH needs first: with several groups, a WATCH
-/// runs on the node the client is connected to, and its index must cover every write
-/// the client was told about; this node's replica of a group led elsewhere may not have
-/// applied them yet (or hold no replica at all).
-fn watch_barrier(
-    node: &Node,
-    client: &ClientState,
-    spec: &CommandSpec,
-    argv: &[Bytes],
-) -> Option<u64> {
-    if spec.name != "watch" || client.multi.is_some() || !several_groups(node) {
-        return None;
-    }
-    let slot = kelvin_protocol::key_slot(argv.get(1)?) as usize;
-    let group = node.groups()?.for_slot(slot).0;
-    let ready = client.watch_floor.is_some_and(|(g, _)| g == group);
-    (!ready && route(node, group) != Route::Leader).then_some(group)
 }
 
 /// The reply to a data command on a node that serves no data yet.
@@ -964,41 +937,6 @@ mod tests {
         assert_eq!(
             lease_read_time(&store, 0, [&k].into_iter(), 1_500),
             Some(2_000)
-        );
-    }
-}
-
-#[cfg(test)]
-mod watch_tests {
-    use super::*;
-    use kelvin_protocol::log::TxItem;
-
-    /// Seen in tests/python/test_reshard_races.py: a WATCH at the old owner of a slot
-    /// (index 1500 of its log), a write at the new owner (index 40 of another log), and
-    /// the EXEC ran there: the old group's index was no floor in the new group's log.
-    #[test]
-    fn a_watch_made_in_another_groups_log_aborts() {
-        let tx = |watch: Vec<(u8, Bytes)>| LogCommand::Transaction {
-            watch_since: 1500,
-            watch,
-            items: vec![TxItem::Data {
-                db: 0,
-                argv: vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k")],
-            }],
-        };
-        let watched = tx(vec![(0, Bytes::from_static(b"k"))]);
-        assert!(watch_moved(&watched, Some(0), 3));
-        assert!(!watch_moved(&watched, Some(3), 3));
-        // Nothing watched, or a node without groups: nothing to abort for.
-        assert!(!watch_moved(&tx(Vec::new()), Some(0), 3));
-        assert!(!watch_moved(&watched, None, 3));
-        // The request a transaction runs again as carries its watch group.
-        let request = crate::cmd::connection::kelvin_exec_request(&watched, Some(0));
-        assert_eq!(request.len(), 3);
-        assert_eq!(&request[2][..], b"0");
-        assert_eq!(
-            crate::cmd::connection::kelvin_exec_request(&watched, None).len(),
-            2
         );
     }
 }

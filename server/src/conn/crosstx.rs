@@ -27,10 +27,10 @@ pub struct CrossTx {
     /// transaction does not block); a nil reply parks the connection until a write in
     /// one of its groups, then it runs again ([`wake_on`]).
     pub blocking: Option<(Vec<Bytes>, Option<std::time::Duration>)>,
-    /// What was planned (the transaction, its watch's group, the connection's group), to
-    /// plan again when a participant says the slot map changed under it
+    /// What was planned (the transaction, its watches, the connection's group), to plan
+    /// again when a participant says the slot map changed under it
     /// ([`crate::txn::PREPARE_MOVED`]).
-    source: (LogCommand, Option<u64>, u64),
+    source: (LogCommand, Watch, u64),
 }
 
 /// EXEC's reply when its keys kept moving between groups through every plan (nothing
@@ -83,7 +83,7 @@ pub(super) fn plan_command(
         watch: Vec::new(),
         items: vec![TxItem::Data { db: db as u8, argv }],
     };
-    let mut plan = plan(node, &tx, None, current)?;
+    let mut plan = plan(node, &tx, &Watch::default(), current)?;
     plan.single = true;
     plan.blocking =
         blocking_timeout(&argv_of(&plan.source.0)).map(|t| (argv_of(&plan.source.0), t));
@@ -170,8 +170,8 @@ pub(super) fn wake_on(node: &Node, plan: &CrossTx) -> tokio::sync::watch::Receiv
 
 /// [`plan`] again, over this node's slot map now.
 fn replan(node: &Node, old: &CrossTx) -> Result<CrossTx, NotRun> {
-    let (tx, watch_group, current) = &old.source;
-    let mut plan = plan(node, tx, *watch_group, *current)?;
+    let (tx, watch, current) = &old.source;
+    let mut plan = plan(node, tx, watch, *current)?;
     plan.single = old.single;
     plan.blocking = old.blocking.clone();
     Ok(plan)
@@ -181,36 +181,34 @@ fn replan(node: &Node, old: &CrossTx) -> Result<CrossTx, NotRun> {
 /// command's keys are in one group, each group gets its own commands (a keyless data
 /// command the lowest group's); when a command's keys span groups, the transaction is
 /// replicated: every participant gets every command and the keys it holds
-/// ([`crate::txn::replicated`]; a keyless data command is refused then). Watched keys in
-/// several groups are refused with CROSSSLOT.
+/// ([`crate::txn::replicated`]; a keyless data command is refused then). Each group
+/// holding a watched key is a participant that checks its own watched keys against its
+/// own index (`watch`, not the entry's), even with no command of its own; a key watched
+/// in another group than its own now (its slot moved) answers nil.
 pub(super) fn plan(
     node: &Node,
     tx: &LogCommand,
-    watch_group: Option<u64>,
+    watch: &Watch,
     current: u64,
 ) -> Result<CrossTx, NotRun> {
-    let LogCommand::Transaction {
-        watch_since,
-        watch,
-        items,
-    } = tx
-    else {
+    let LogCommand::Transaction { items, .. } = tx else {
         return Err(NotRun::Error("ERR not a transaction"));
     };
     let groups = node.groups().ok_or(NotRun::Error(CLUSTER_DOWN))?;
     let group_of = |key: &[u8]| groups.for_slot(kelvin_protocol::key_slot(key) as usize).0;
     let mut parts: BTreeMap<u64, Part> = BTreeMap::new();
-    if let Some((_, first)) = watch.first() {
-        let g = group_of(first);
-        if watch.iter().any(|(_, k)| group_of(k) != g) {
-            return Err(NotRun::Error(CROSSSLOT_GROUPS));
-        }
-        if watch_group.is_some_and(|w| w != g) {
+    for key in &watch.keys {
+        let g = group_of(&key.key);
+        if key.group.is_some_and(|w| w != g) {
             return Err(NotRun::Nil);
         }
         let part = parts.entry(g).or_default();
-        part.watch = watch.clone();
-        part.watch_since = *watch_since;
+        // One group's keys watched at different times: the earliest index.
+        part.watch_since = match part.watch.is_empty() {
+            true => key.since,
+            false => part.watch_since.min(key.since),
+        };
+        part.watch.push((key.db, key.key.clone()));
     }
     // Replicated when some command's own keys span groups.
     let spans = items.iter().any(|item| match item {
@@ -226,7 +224,7 @@ pub(super) fn plan(
     });
     if spans {
         let mut plan = replicated(node, items, parts, current)?;
-        plan.source = (tx.clone(), watch_group, current);
+        plan.source = (tx.clone(), watch.clone(), current);
         return Ok(plan);
     }
     let mut order = Vec::with_capacity(items.len());
@@ -281,12 +279,12 @@ pub(super) fn plan(
         order,
         single: false,
         blocking: None,
-        source: (tx.clone(), watch_group, current),
+        source: (tx.clone(), watch.clone(), current),
     })
 }
 
 /// [`plan`] of a transaction with a command whose keys span groups: every participant
-/// (each group holding a key, and the watch's) runs every command; the replies are taken
+/// (each group holding a key or a watched key) runs every command; the replies are taken
 /// from the lowest one.
 fn replicated(
     node: &Node,
@@ -353,7 +351,7 @@ fn replicated(
                 watch: Vec::new(),
                 items: Vec::new(),
             },
-            None,
+            Watch::default(),
             current,
         ),
     })

@@ -175,10 +175,13 @@ pub(super) async fn drive(
                     batch.extend(rest);
                 }
             }
-            Step::WatchBarrier { group, requests } => {
-                let floor = super::faultin::leader_index(node, client, out.version, group).await;
-                // No answer: the local index, as before (a spurious abort at worst).
-                client.watch_floor = Some((group, floor.unwrap_or(0)));
+            Step::WatchBarrier { groups, requests } => {
+                for group in groups {
+                    let floor =
+                        super::faultin::leader_index(node, client, out.version, group).await;
+                    // No answer: the local index, as before (a spurious abort at worst).
+                    client.watch_floor.push((group, floor.unwrap_or(0)));
+                }
                 batch = requests;
             }
             Step::FaultIn {
@@ -411,10 +414,10 @@ pub enum Step {
         requests: Vec<Vec<Bytes>>,
         rest: Vec<Vec<Bytes>>,
     },
-    /// A WATCH on a group led elsewhere: fetch the leader's apply index first (the
-    /// WATCH's floor, `ClientState::watch_floor`), then run `requests`.
+    /// A WATCH of keys in groups led elsewhere: fetch each leader's apply index first
+    /// (the WATCH's floors, `ClientState::watch_floor`), then run `requests`.
     WatchBarrier {
-        group: u64,
+        groups: Vec<u64>,
         requests: Vec<Vec<Bytes>>,
     },
     /// Keys this group imports must be pulled from the source first

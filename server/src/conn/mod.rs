@@ -17,6 +17,7 @@ mod merge;
 mod migrate_cmd;
 mod querybuf;
 mod route;
+mod watch;
 
 pub use batch::{process_batch, CLUSTER_DOWN};
 use drive::drive;
@@ -24,6 +25,7 @@ pub use drive::{Step, LEADER_WAIT, NO_LEADER};
 pub use internal::{Internal, RelayPool};
 pub use merge::Merge;
 pub use route::{CROSSSLOT, CROSSSLOT_GROUPS, PIN};
+pub use watch::{watch_keys, Watch, WatchedKey};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -54,18 +56,6 @@ pub struct Multi {
     pub failed: bool,
 }
 
-/// Keys under WATCH, and the log index they were watched at: EXEC aborts if their slot
-/// was written by a later entry (checked when the transaction's entry is applied, so
-/// every replica decides the same).
-pub struct Watch {
-    pub since: u64,
-    pub keys: Vec<(u8, Bytes)>,
-    /// The group whose log `since` is an index of: the keys' group at the WATCH. Once
-    /// their slot has moved to another group, the index means nothing there, and EXEC
-    /// aborts (as Redis's does when MIGRATE deletes a watched key at the old owner).
-    pub group: Option<u64>,
-}
-
 /// The state of one connection that commands read and change.
 pub struct ClientState {
     pub info: Arc<ClientInfo>,
@@ -92,9 +82,10 @@ pub struct ClientState {
     pub blocked: Option<Blocked>,
     /// Requests that arrived behind a blocked command; they run once it is answered.
     pub pending: Vec<Vec<Bytes>>,
-    /// A transaction EXEC built, for the connection to propose, and the group its watch
-    /// index belongs to ([`Watch::group`]).
-    pub transaction: Option<(LogCommand, Option<u64>)>,
+    /// A transaction EXEC built, for the connection to propose, and its watched keys
+    /// with the group and index each was watched at (the entry carries them too, at the
+    /// lowest index: what a transaction in one group checks).
+    pub transaction: Option<(LogCommand, Watch)>,
     /// The connection to the leader that relays this client's requests.
     /// The connections to leaders that relay this client's requests, one per leader
     /// (several when its keys live in groups led by different nodes); each keeps the
@@ -109,9 +100,9 @@ pub struct ClientState {
     pub relayed: Option<RelayedFrom>,
     /// CLIENT REPLY: whether this connection's replies are sent.
     pub reply: ReplyMode,
-    /// For the WATCH about to run on a group led elsewhere: the group, and its leader's
+    /// For the WATCH about to run on groups led elsewhere: each group, and its leader's
     /// apply index just before (see [`Step::WatchBarrier`]).
-    pub watch_floor: Option<(u64, u64)>,
+    pub watch_floor: Vec<(u64, u64)>,
 }
 
 /// CLIENT REPLY ON/OFF/SKIP, as Redis's `CLIENT_REPLY_OFF` / `_SKIP_NEXT` / `_SKIP`.
@@ -176,7 +167,7 @@ impl ClientState {
             redirect,
             relayed: None,
             reply: ReplyMode::On,
-            watch_floor: None,
+            watch_floor: Vec::new(),
         }
     }
 

@@ -26,23 +26,8 @@ fn store_runner() -> impl FnMut(&[&str]) -> String {
 }
 
 fn apply_raw(store: &mut Store, index: u64, argv: Vec<Bytes>) -> Vec<u8> {
-    let batch = LogBatch {
-        now_ms: 1_700_000_000_123,
-        commands: vec![LogCommand::Single { db: 0, argv }],
-    };
-    let mut writers = vec![ReplyWriter::default()];
-    let mut events = Vec::new();
-    apply_batch(
-        store,
-        index,
-        &batch,
-        &mut events,
-        Some(Replies {
-            writers: &mut writers,
-            owner: &[0],
-        }),
-    );
-    std::mem::take(&mut writers[0].buf)
+    let command = LogCommand::Single { db: 0, argv };
+    crate::machine::apply(store, index, 1_700_000_000_123, vec![command]).remove(0)
 }
 
 #[test]
