@@ -746,6 +746,11 @@ fn watch(ctx: &mut ConnCtx<'_>, argv: &[Bytes]) -> CmdResult {
     if ctx.client.multi.is_some() {
         return Err(CmdError::err("WATCH inside MULTI is not allowed"));
     }
+    // On the redirect port, Redis Cluster's rule: one WATCH names keys of one slot.
+    let slot = |k: &Bytes| kelvin_protocol::key_slot(k);
+    if ctx.client.redirect && argv[2..].iter().any(|k| slot(k) != slot(&argv[1])) {
+        return Err(CmdError::raw(crate::conn::CROSSSLOT));
+    }
     let db = ctx.client.db as u8;
     crate::conn::watch_keys(ctx.node, ctx.client, db, &argv[1..]);
     ctx.out.ok();
