@@ -312,7 +312,7 @@ impl Connection {
                     // Room only now: an idle client's freed buffer stays freed until it
                     // sends something.
                     query.reserve();
-                    match stream.try_read_buf(&mut query.buf) {
+                    match query.read_from(&mut stream) {
                         Ok(0) => break,
                         Ok(n) => {
                             node.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
