@@ -20,10 +20,12 @@ use crate::zset::ZSet;
 
 pub mod digest;
 pub mod heat;
+pub mod list_ready;
 pub mod memory;
 pub mod prefetch;
 pub mod slotmap;
 pub use heat::Heat;
+pub use list_ready::ListReady;
 pub use slotmap::SlotMap;
 
 /// A key or a member of a collection: owned bytes, exactly sized.
@@ -579,8 +581,9 @@ pub struct Store {
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
-    /// Bumped by every list write; connections blocked in BLPOP and friends wait on it.
-    pub list_ready: tokio::sync::watch::Sender<u64>,
+    /// Bumped by every list, sorted-set and generic write; connections blocked in BLPOP
+    /// and friends wait on it.
+    pub list_ready: ListReady,
     /// The migrations this group takes part in (sealed and importing slots, settled
     /// keys): changed only by applying log entries.
     pub migrations: crate::migrate::state::MigrationState,
@@ -611,7 +614,7 @@ impl Default for Store {
             changes_since_snapshot: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
-            list_ready: tokio::sync::watch::channel(0).0,
+            list_ready: ListReady::default(),
             migrations: Default::default(),
             scripts: crate::script::Scripts::default(),
             tx: Default::default(),
