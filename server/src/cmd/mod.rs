@@ -461,9 +461,7 @@ impl Exec<'_> {
             // Wake connections blocked in BLPOP, BZPOPMIN and friends; they re-check their
             // keys. Generic events count too: a list can arrive by RENAME, MOVE, COPY or
             // RESTORE.
-            self.store
-                .list_ready
-                .send_modify(|v| *v = v.wrapping_add(1));
+            self.store.list_ready.bump();
         }
         let ks = self.store.db(self.db);
         if ks.track_new {

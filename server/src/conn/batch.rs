@@ -179,8 +179,10 @@ pub fn process_batch(
 /// DEL to its replicas; the same here, before the answer). Keyless reads (KEYS, SCAN,
 /// DBSIZE...) run at the log's time. Otherwise the read runs at this clock, or the log's
 /// if that is later, for TTLs that count down between entries.
+///
+/// Where it found the last key is left in [`Store::read_hint`] for the read that follows.
 pub(super) fn lease_read_time<'a>(
-    store: &Store,
+    store: &mut Store,
     db: usize,
     mut keys: impl Iterator<Item = &'a Bytes>,
     now_ms: u64,
@@ -191,11 +193,15 @@ pub(super) fn lease_read_time<'a>(
         return Some(now);
     };
     let mut keyless = true;
+    let mut hint = None;
     let pending = keys.any(|k| {
         keyless = false;
-        ks.raw_get(k)
-            .is_some_and(|e| e.is_expired(now) && !e.is_expired(log_ms))
+        ks.find(k).is_some_and(|(place, e)| {
+            hint = Some((db, place));
+            e.is_expired(now) && !e.is_expired(log_ms)
+        })
     });
+    store.read_hint = hint;
     match (keyless, pending) {
         (true, _) => Some(log_ms),
         (false, false) => Some(now),
@@ -909,33 +915,36 @@ mod tests {
         let other = Bytes::from_static(b"other");
         // Neither clock has passed the deadline: a local read at this clock.
         assert_eq!(
-            lease_read_time(&store, 0, [&k].into_iter(), 1_500),
+            lease_read_time(&mut store, 0, [&k].into_iter(), 1_500),
             Some(1_500)
         );
         // This clock is behind the log's: the log's time (TTLs never go back).
         assert_eq!(
-            lease_read_time(&store, 0, [&k].into_iter(), 500),
+            lease_read_time(&mut store, 0, [&k].into_iter(), 500),
             Some(1_000)
         );
         // This clock has passed the deadline, the log's time has not: through the log.
-        assert_eq!(lease_read_time(&store, 0, [&k].into_iter(), 2_500), None);
         assert_eq!(
-            lease_read_time(&store, 0, [&other, &k].into_iter(), 2_500),
+            lease_read_time(&mut store, 0, [&k].into_iter(), 2_500),
+            None
+        );
+        assert_eq!(
+            lease_read_time(&mut store, 0, [&other, &k].into_iter(), 2_500),
             None
         );
         // Keys without the question are read locally; keyless reads at the log's time.
         assert_eq!(
-            lease_read_time(&store, 0, [&other].into_iter(), 2_500),
+            lease_read_time(&mut store, 0, [&other].into_iter(), 2_500),
             Some(2_500)
         );
         assert_eq!(
-            lease_read_time(&store, 0, std::iter::empty(), 2_500),
+            lease_read_time(&mut store, 0, std::iter::empty(), 2_500),
             Some(1_000)
         );
         // Once the log's time has passed the deadline, the key is gone everywhere.
         store.last_apply_ms = 2_000;
         assert_eq!(
-            lease_read_time(&store, 0, [&k].into_iter(), 1_500),
+            lease_read_time(&mut store, 0, [&k].into_iter(), 1_500),
             Some(2_000)
         );
     }

@@ -10,6 +10,7 @@ mod batch;
 mod crosstx;
 mod drive;
 mod faultin;
+mod gate;
 mod internal;
 mod keyless;
 mod memory;
@@ -46,6 +47,7 @@ use crate::notify::KeyEvent;
 use crate::pubsub::{PushMessage, PUSH_QUEUE_LEN};
 use crate::relay::Relay;
 use crate::store::{Blob, Store};
+use gate::Gate;
 use kelvin_protocol::log::LogCommand;
 use querybuf::QueryBuf;
 
@@ -292,6 +294,8 @@ impl Connection {
         let resize = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(resize);
         let mut resize_armed: Option<std::time::Instant> = None;
+        // The seldom branches below, polled only once they woke.
+        let (stop_gate, resize_gate, push_gate) = (Gate::new(), Gate::new(), Gate::new());
         tracing::debug!("connected");
         loop {
             tokio::select! {
@@ -303,7 +307,7 @@ impl Connection {
                     // Room only now: an idle client's freed buffer stays freed until it
                     // sends something.
                     query.reserve();
-                    match stream.try_read_buf(&mut query.buf) {
+                    match query.read_from(&mut stream) {
                         Ok(0) => break,
                         Ok(n) => {
                             node.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -365,7 +369,7 @@ impl Connection {
                         client.close = true;
                     }
                 }
-                msg = push_rx.recv() => {
+                msg = push_gate.on(std::future::poll_fn(|cx| push_rx.poll_recv(cx))) => {
                     // The sender lives in `client`, so the queue never closes under us.
                     let Some(msg) = msg else { break };
                     write_push(&mut out, &msg);
@@ -376,16 +380,17 @@ impl Connection {
                         }
                     }
                 }
-                () = &mut resize, if resize_armed.is_some() => {
+                () = resize_gate.on(&mut resize), if resize_armed.is_some() => {
                     resize_armed = None;
                     query.check(std::time::Instant::now());
                 }
-                _ = &mut stop => break,
+                _ = stop_gate.on(&mut stop) => break,
             }
             query.settle();
             if let Some(at) = query.next_check() {
                 if resize_armed.is_none_or(|armed| at < armed) {
                     resize.as_mut().reset(at.into());
+                    resize_gate.open();
                     resize_armed = Some(at);
                 }
             }

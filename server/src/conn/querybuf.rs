@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::net::TcpStream;
 
 /// Bytes the buffer keeps free for a read (Redis's `PROTO_IOBUF_LEN`).
 pub const READ_RESERVE: usize = 16 * 1024;
@@ -44,6 +45,25 @@ impl QueryBuf {
     pub fn reserve(&mut self) {
         if self.buf.capacity() - self.buf.len() < READ_RESERVE {
             self.buf.reserve(READ_RESERVE);
+        }
+    }
+
+    /// One read from `stream` into the buffer, without waiting: `WouldBlock` if nothing
+    /// is there. Through tokio's `AsyncRead` rather than `try_read_buf`: a read that does
+    /// not fill the room clears the socket's readiness (the socket is drained and epoll
+    /// is edge-triggered, so data arriving later raises it again), which spares the
+    /// `recvfrom` that would only find `EAGAIN` after every request of a client waiting
+    /// for its reply (Redis reads once per readable event too). A read that fills the
+    /// room leaves the readiness set, so the next turn reads again.
+    pub fn read_from(&mut self, stream: &mut TcpStream) -> std::io::Result<usize> {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::AsyncReadExt;
+        let read = std::pin::pin!(stream.read_buf(&mut self.buf));
+        // Polled once: the connection loop waits in `readable()`, not here.
+        match read.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
         }
     }
 

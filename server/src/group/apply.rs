@@ -70,10 +70,13 @@ impl Group {
                                     .enumerate()
                                     .flat_map(|(i, w)| std::iter::repeat_n(i, w.commands))
                                     .collect();
-                                // Taken before the batch applies: a later command of
-                                // this same entry that fills a list a blocked command
-                                // waits on must wake it (a spurious wake only re-runs).
-                                let ready = store.list_ready.subscribe();
+                                // Counted from before the batch applies: a later
+                                // command of this same entry that fills a list a
+                                // blocked command waits on must wake it (a spurious
+                                // wake only re-runs). Subscribed only for a command
+                                // that blocked, so that writes find no receiver to
+                                // wake while no client waits.
+                                let writes = store.list_ready.writes();
                                 let blocks = crate::machine::apply_batch(
                                     &mut store,
                                     index,
@@ -85,9 +88,15 @@ impl Group {
                                     }),
                                 );
                                 let mut blocks = blocks.into_iter();
+                                let mut ready = None;
                                 for (w, out) in p.waiters.into_iter().zip(writers) {
                                     let blocked = blocks.by_ref().take(w.commands).last().flatten();
-                                    let blocked = blocked.map(|b| (b, ready.clone()));
+                                    let blocked = blocked.map(|b| {
+                                        let ready = ready.get_or_insert_with(|| {
+                                            store.list_ready.subscribe_since(writes)
+                                        });
+                                        (b, ready.clone())
+                                    });
                                     answers.push((
                                         w,
                                         Ok(Applied {

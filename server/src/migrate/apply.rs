@@ -98,7 +98,7 @@ pub fn apply(store: &mut Store, op: &MigrateOp, now_ms: u64, out: &mut ReplyWrit
     if result.is_ok() && matches!(op, MigrateOp::Seal { .. }) {
         // Clients blocked here (BLPOP...) on keys of the sealed slots run again: they
         // wait for the new owner and block there instead.
-        store.list_ready.send_modify(|v| *v = v.wrapping_add(1));
+        store.list_ready.bump();
     }
     match result {
         Ok(()) => out.ok(),

@@ -20,10 +20,12 @@ use crate::zset::ZSet;
 
 pub mod digest;
 pub mod heat;
+pub mod list_ready;
 pub mod memory;
 pub mod prefetch;
 pub mod slotmap;
 pub use heat::Heat;
+pub use list_ready::ListReady;
 pub use slotmap::SlotMap;
 
 /// A key or a member of a collection: owned bytes, exactly sized.
@@ -401,6 +403,26 @@ impl Keyspace {
         self.table(key).map.get(key)
     }
 
+    /// Where `key`'s entry is and the entry, for [`Keyspace::holds_at`].
+    pub fn find(&self, key: &[u8]) -> Option<(Place, &Entry)> {
+        let slot = key_slot(key) as usize;
+        let (i, e) = self.slots[slot].map.find(key)?;
+        Some((Place { slot, i }, e))
+    }
+
+    /// Whether `key`'s entry is still at `place` (from [`Keyspace::find`]; places move
+    /// as keys are removed).
+    pub fn holds_at(&self, place: Place, key: &[u8]) -> bool {
+        self.slots
+            .get(place.slot)
+            .is_some_and(|t| t.map.holds_at(place.i, key))
+    }
+
+    /// The entry at `place`, whatever its key: check it with [`Keyspace::holds_at`].
+    pub fn get_at_mut(&mut self, place: Place) -> Option<&mut Entry> {
+        self.slots.get_mut(place.slot)?.map.get_index_mut(place.i)
+    }
+
     pub fn raw_get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         self.slots[key_slot(key) as usize].map.get_mut(key)
     }
@@ -543,6 +565,13 @@ impl Keyspace {
     }
 }
 
+/// Where a key's entry is in its keyspace: its slot and its place in the slot's map.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    slot: usize,
+    i: usize,
+}
+
 /// What [`Store::lookup_for_read`] found.
 pub enum ReadLookup<'a> {
     Live(&'a mut Entry),
@@ -579,8 +608,14 @@ pub struct Store {
     /// Reads that found their key, and that did not (INFO `keyspace_hits`/`_misses`).
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
-    /// Bumped by every list write; connections blocked in BLPOP and friends wait on it.
-    pub list_ready: tokio::sync::watch::Sender<u64>,
+    /// Where a lease read's check found its key (database, place), for the read right
+    /// behind it ([`Store::lookup_for_read`]), which then finds the entry without a
+    /// second hash of the key and probe. Taken by the next lookup and checked against
+    /// its key, so a stale one costs only the comparison.
+    pub read_hint: Option<(usize, Place)>,
+    /// Bumped by every list, sorted-set and generic write; connections blocked in BLPOP
+    /// and friends wait on it.
+    pub list_ready: ListReady,
     /// The migrations this group takes part in (sealed and importing slots, settled
     /// keys): changed only by applying log entries.
     pub migrations: crate::migrate::state::MigrationState,
@@ -611,7 +646,8 @@ impl Default for Store {
             changes_since_snapshot: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
-            list_ready: tokio::sync::watch::channel(0).0,
+            read_hint: None,
+            list_ready: ListReady::default(),
             migrations: Default::default(),
             scripts: crate::script::Scripts::default(),
             tx: Default::default(),
@@ -650,8 +686,15 @@ impl Store {
     /// Looks `key` up for a read in one probe: a live entry (heat touched, counted as a
     /// hit), an expired one (counted as a miss; the caller queues its deletion), or none.
     pub fn lookup_for_read(&mut self, db: usize, key: &[u8], now_ms: u64) -> ReadLookup<'_> {
+        let hint = self.read_hint.take();
         let ks = self.dbs[db].get_or_insert_with(Box::default);
-        match ks.raw_get_mut(key) {
+        let found = match hint {
+            Some((hinted, place)) if hinted == db && ks.holds_at(place, key) => {
+                ks.get_at_mut(place)
+            }
+            _ => ks.raw_get_mut(key),
+        };
+        match found {
             Some(e) if e.is_expired(now_ms) => {
                 self.keyspace_misses += 1;
                 ReadLookup::Expired
@@ -754,6 +797,38 @@ mod tests {
 
     fn s(v: &str) -> Entry {
         Entry::new(Value::Str(v.as_bytes().to_vec()))
+    }
+
+    /// The place a lease check left is only a hint: after the keys around it moved, the
+    /// read still finds each key's own entry (or none).
+    #[test]
+    fn a_stale_read_hint_finds_the_right_entry() {
+        let value = |store: &mut Store, key: &[u8]| match store.lookup_for_read(0, key, 0) {
+            ReadLookup::Live(e) => match &e.value {
+                Value::Str(v) => Some(v.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut store = Store::default();
+        let ks = store.db(0);
+        for k in ["{t}a", "{t}b", "{t}c"] {
+            ks.insert(k.as_bytes(), s(k));
+        }
+        let (place, _) = ks.find(b"{t}a").unwrap();
+        store.read_hint = Some((0, place));
+        assert_eq!(value(&mut store, b"{t}a").as_deref(), Some(&b"{t}a"[..]));
+        assert!(store.read_hint.is_none(), "taken by the lookup");
+        // "{t}a" goes: another key takes its place.
+        store.db(0).remove(b"{t}a");
+        for key in ["{t}a", "{t}b", "{t}c"] {
+            store.read_hint = Some((0, place));
+            let want = (key != "{t}a").then(|| key.as_bytes().to_vec());
+            assert_eq!(value(&mut store, key.as_bytes()), want, "{key}");
+        }
+        // A hint for another database is not used.
+        store.read_hint = Some((1, place));
+        assert_eq!(value(&mut store, b"{t}b").as_deref(), Some(&b"{t}b"[..]));
     }
 
     #[test]

@@ -195,6 +195,23 @@ impl SlotMap {
         self.position(key).map(|i| &mut self.entries[i].1)
     }
 
+    /// The place of `key`'s entry and the entry: [`SlotMap::holds_at`] checks the place
+    /// later, for a second look without a second probe.
+    pub fn find(&self, key: &[u8]) -> Option<(usize, &Entry)> {
+        self.position(key).map(|i| (i, &self.entries[i].1))
+    }
+
+    /// Whether place `i` holds `key` (places move as keys are removed).
+    pub fn holds_at(&self, i: usize, key: &[u8]) -> bool {
+        self.entries
+            .get(i)
+            .is_some_and(|(k, _)| k.as_bytes() == key)
+    }
+
+    pub fn get_index_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        self.entries.get_mut(i).map(|(_, e)| e)
+    }
+
     pub fn contains_key(&self, key: &[u8]) -> bool {
         self.position(key).is_some()
     }
