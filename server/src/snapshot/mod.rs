@@ -29,6 +29,8 @@
 //! (transactions across groups prepared here, decisions recorded) likewise, `db` =
 //! [`TXNS_DB`].
 //!
+//! The group's log time (`Store::last_apply_ms`) likewise, `db` = [`LOG_TIME_DB`].
+//!
 //! The loaded Lua scripts travel as one more chunk after the databases, with `db` =
 //! [`SCRIPTS_DB`] and a key per script: the key its SHA1, the value `Str(body)` (the
 //! loader recomputes the SHA1 from the body), and FUNCTION libraries, key `library`,
@@ -73,6 +75,13 @@ const MIGRATIONS_KEY: &[u8] = b"migrations";
 /// [`TXNS_KEY`], its value [`crate::txn::state::TxState::encode`]).
 pub const TXNS_DB: u8 = 253;
 const TXNS_KEY: &[u8] = b"transactions";
+/// The `db` of the chunk that carries the group's log time (one key, [`LOG_TIME_KEY`],
+/// its value `Store::last_apply_ms` as 8 little-endian bytes): the stamp every later
+/// entry is applied at no less than, so that expiry decided at apply is the same on a
+/// replica loaded from this snapshot as on the others (a leader's clock once ahead
+/// leaves the log's time ahead of later stamps).
+pub const LOG_TIME_DB: u8 = 252;
+const LOG_TIME_KEY: &[u8] = b"log-time";
 
 /// The key of a FUNCTION library in the scripts chunk (a script's key is its SHA1).
 const LIBRARY_KEY: &str = "library";
@@ -367,6 +376,14 @@ impl SnapshotEncoder {
                 return Ok(true);
             }
         }
+        if self.db == DATABASES + 3 {
+            self.db += 1;
+            if store.last_apply_ms > 0 {
+                let stamp = store.last_apply_ms.to_le_bytes();
+                state_chunk(LOG_TIME_DB, LOG_TIME_KEY, &stamp, out)?;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -431,6 +448,20 @@ fn load_aligned(store: &mut Store, bytes: &[u8]) -> Result<usize, SnapshotError>
     let version = archived.version.to_native();
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
+    }
+    if archived.db == LOG_TIME_DB {
+        let stamp = match &archived.keys[..] {
+            [k] => match &k.value {
+                ArchivedValueOut::Str(b) => <[u8; 8]>::try_from(&b[..]).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let stamp = stamp.ok_or(SnapshotError::Inconsistent(
+            "the log time chunk holds one key of 8 bytes",
+        ))?;
+        store.last_apply_ms = u64::from_le_bytes(stamp);
+        return Ok(0);
     }
     if archived.db == TXNS_DB {
         let [k] = &archived.keys[..] else {

@@ -223,6 +223,25 @@ fn the_transaction_state_travels_with_the_snapshot() {
 }
 
 #[test]
+fn the_log_time_travels_with_the_snapshot() {
+    // A leader's clock once ahead leaves the log's time ahead of later stamps: a
+    // replica loaded from the snapshot must apply them at the same time as the others.
+    let mut store = sample_store();
+    store.last_apply_ms = 1_800_000_000_000;
+    let chunks = encode_all(&store, 1 << 20);
+    let (loaded, _) = load_all(&chunks);
+    assert_eq!(loaded.last_apply_ms, 1_800_000_000_000);
+    assert_same(&store, &loaded);
+    // A store never written has no log time and no chunk for it.
+    assert!(encode_all(&Store::default(), 1 << 20).is_empty());
+    // A chunk that is not 8 bytes is refused.
+    let mut bad = Vec::new();
+    state_chunk(LOG_TIME_DB, LOG_TIME_KEY, b"short", &mut bad).unwrap();
+    let mut target = Store::default();
+    assert!(load_chunk(&mut target, &bad).is_err());
+}
+
+#[test]
 fn round_trip_default_target() {
     let store = sample_store();
     let chunks = encode_all(&store, CHUNK_TARGET_BYTES);
