@@ -78,6 +78,7 @@ pub(super) fn plan_command(
     argv: Vec<Bytes>,
     current: u64,
 ) -> Result<CrossTx, NotRun> {
+    let blocking = blocking_timeout(&argv).map(|t| (argv.clone(), t));
     let tx = LogCommand::Transaction {
         watch_since: 0,
         watch: Vec::new(),
@@ -85,20 +86,8 @@ pub(super) fn plan_command(
     };
     let mut plan = plan(node, &tx, &Watch::default(), current)?;
     plan.single = true;
-    plan.blocking =
-        blocking_timeout(&argv_of(&plan.source.0)).map(|t| (argv_of(&plan.source.0), t));
+    plan.blocking = blocking;
     Ok(plan)
-}
-
-/// The one command of a transaction made of one.
-fn argv_of(tx: &LogCommand) -> Vec<Bytes> {
-    match tx {
-        LogCommand::Transaction { items, .. } => match items.first() {
-            Some(TxItem::Data { argv, .. }) => argv.clone(),
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
 }
 
 /// A blocking command's timeout (`None` inside: forever), if `argv` is one with a
