@@ -705,14 +705,16 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
                 let n: u64 = get("faultins").parse().unwrap_or(0);
                 let us: u64 = get("us").parse().unwrap_or(0);
                 let absent: u64 = get("absent").parse().unwrap_or(0);
+                let pull_us: u64 = get("pull_us").parse().unwrap_or(0);
                 if n > 0 || absent > 0 {
                     let mean = us.checked_div(n).unwrap_or(0);
                     println!(
-                        "{addr}: {n} fault-ins ({} keys, {} reads answered from the pull; {} new keys settled without one), mean {} us; <=1ms {}, <=10ms {}, <=100ms {}, <=1s {}, over {}",
+                        "{addr}: {n} fault-ins ({} keys, {} reads answered from the pull; {} new keys settled without one), mean {} us (waiting for the pull {} us); <=1ms {}, <=10ms {}, <=100ms {}, <=1s {}, over {}",
                         get("keys"),
                         get("served"),
                         get("absent"),
                         mean,
+                        pull_us.checked_div(n).unwrap_or(0),
                         buckets.first().map_or("0", |b| b),
                         buckets.get(1).map_or("0", |b| b),
                         buckets.get(2).map_or("0", |b| b),

@@ -577,6 +577,20 @@ pub fn stored_topology(store: &mut crate::store::Store) -> Option<Result<Members
     Some(Membership::parse(&String::from_utf8_lossy(text)))
 }
 
+/// The epoch of the topology the meta group holds (its `epoch` line), without parsing
+/// the rest: what a redirect compares on every MOVED (a whole parse and check of a
+/// topology with migrations costs tens of microseconds).
+pub fn stored_epoch(store: &mut crate::store::Store) -> Option<u64> {
+    let entry = store.db(0).raw_get(TOPOLOGY_KEY)?;
+    let crate::store::Value::Str(text) = &entry.value else {
+        return None;
+    };
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.trim_ascii().strip_prefix(b"epoch")?;
+        std::str::from_utf8(rest).ok()?.trim().parse().ok()
+    })
+}
+
 /// The meta group's state machine: `KELVIN.TOPOLOGY <expected epoch> <text>` replaces the
 /// topology if its epoch is still `expected` (0: none yet) and the new one parses, checks,
 /// and has a higher epoch. Deterministic: every replica decides alike.
@@ -666,6 +680,21 @@ mod tests {
         let old = Membership::load(&dir).unwrap().unwrap();
         assert_eq!(old.members[0].rport, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_stored_epoch_is_the_parsed_one() {
+        let mut store = crate::store::Store::default();
+        assert_eq!(stored_epoch(&mut store), None);
+        let text = "epoch 12\nnode a1 127.0.0.1 7001 17001 0\nnode b2 127.0.0.1 7002 17002 0\ngroup 0 0-8000 a1\ngroup 1 8001-16383 b2\ngroup 2 - a1,b2\nmigrate 7 0 2 0-99 planned\n";
+        let m = Membership::parse(text).unwrap();
+        let rendered = m.render();
+        store.db(0).insert(
+            TOPOLOGY_KEY,
+            crate::store::Entry::new(crate::store::Value::Str(rendered.into_bytes())),
+        );
+        assert_eq!(stored_epoch(&mut store), Some(12));
+        assert_eq!(stored_topology(&mut store).unwrap().unwrap().epoch, 12);
     }
 
     #[test]

@@ -18,6 +18,15 @@ use tokio::sync::watch;
 use crate::migrate::learn::{publish, retrain_every, sampler, Learner, Model};
 use crate::node::Node;
 
+/// What a training thread hands back: the model, and the samples it was given, to be
+/// freed by the runtime's worker that allocated them. A free takes the lock of the
+/// allocator arena the memory came from: a thread in SCHED_IDLE preempted while holding
+/// a worker's arena lock keeps that worker waiting until a core is idle.
+type Trained = (
+    Result<Model, String>,
+    Vec<crate::migrate::learn::model::Sample>,
+);
+
 /// Runs until shutdown.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut learner = Learner::new(node.settings.read().planner_window_ms);
@@ -25,7 +34,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(sampler::SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_training = Instant::now();
-    let mut training: Option<(u64, tokio::sync::oneshot::Receiver<Result<Model, String>>)> = None;
+    let mut training: Option<(u64, tokio::sync::oneshot::Receiver<Trained>)> = None;
     publish(&learner, node.settings.read().planner_model);
     loop {
         tokio::select! {
@@ -63,7 +72,9 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         }
         if let Some((labelled, rx)) = training.as_mut() {
             match rx.try_recv() {
-                Ok(outcome) => {
+                Ok((outcome, samples)) => {
+                    // Freed here, by the thread that allocated them (see `Trained`).
+                    drop(samples);
                     if let Err(e) = &outcome {
                         tracing::debug!(error = %e, "planner: no model from this training");
                     }
@@ -88,7 +99,8 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                 .name("kelvin-planner-train".into())
                 .spawn(move || {
                     lowest_priority();
-                    let _ = tx.send(Model::train(&samples));
+                    let model = Model::train(&samples);
+                    let _ = tx.send((model, samples));
                 });
             match spawned {
                 Ok(_) => training = Some((learner.sampler.labelled, rx)),

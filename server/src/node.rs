@@ -631,8 +631,8 @@ impl Node {
         let Some(meta) = self.meta.get() else {
             return false;
         };
-        let stored = crate::cluster::stored_topology(&mut meta.store.lock());
-        matches!(stored, Some(Ok(m)) if m.epoch > self.membership.read().epoch)
+        let stored = crate::cluster::stored_epoch(&mut meta.store.lock());
+        matches!(stored, Some(epoch) if epoch > self.membership.read().epoch)
     }
 
     /// Once the meta group has a leader here and holds no topology yet (a new cluster, or

@@ -268,8 +268,9 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 /// `CLUSTER KELVIN-MIGRATIONS`: an array of the migrations this node drove, each a
 /// flat array of fields and values (see [`crate::migrate::figures::Figures::fields`]),
 /// then the fault-ins it served: `[faultins, n, keys, k, us, total, buckets, "a,b,...",
-/// served, reads answered from the pull, absent, keys settled without a pull]` (buckets
-/// up to 1 ms, 10 ms, 100 ms, 1 s, and over).
+/// served, reads answered from the pull, absent, keys settled without a pull, pull_us,
+/// microseconds of `us` spent waiting for the source]` (buckets up to 1 ms, 10 ms,
+/// 100 ms, 1 s, and over).
 pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
     let records = ctx.node.migrations.records();
     ctx.out.array(records.len() + 1);
@@ -283,7 +284,7 @@ pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
     }
     let (n, keys, us, buckets) = ctx.node.migrations.faultins();
     let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
-    ctx.out.array(12);
+    ctx.out.array(14);
     for (name, value) in [
         ("faultins", n.to_string()),
         ("keys", keys.to_string()),
@@ -291,6 +292,7 @@ pub fn kelvin_migrations(ctx: &mut crate::conn::ConnCtx<'_>) {
         ("buckets", buckets.join(",")),
         ("served", ctx.node.migrations.faultins_served().to_string()),
         ("absent", ctx.node.migrations.absent_keys().to_string()),
+        ("pull_us", ctx.node.migrations.faultin_pull_us().to_string()),
     ] {
         ctx.out.bulk(name.as_bytes());
         ctx.out.bulk(value.as_bytes());

@@ -70,18 +70,20 @@ pub(super) async fn fault_in(
         .keys
         .iter()
         .all(|k| node.absent.surely_absent(fault.migration, fault.db, k));
-    let result = match pull_and_write(node, client, out, fault, requests, absent).await {
-        // The migration finished meanwhile (the target first, then the source): the keys
-        // are ordinary ones of the target now, and the requests run again as such.
-        Err(_) if !importing(node, fault) => Ok(Faulted::Written),
-        result => result,
-    };
+    let mut pulling = std::time::Duration::ZERO;
+    let result =
+        match pull_and_write(node, client, out, fault, requests, absent, &mut pulling).await {
+            // The migration finished meanwhile (the target first, then the source): the keys
+            // are ordinary ones of the target now, and the requests run again as such.
+            Err(_) if !importing(node, fault) => Ok(Faulted::Written),
+            result => result,
+        };
     match absent {
         true => node.migrations.settled_absent(fault.keys.len()),
         false => {
             let served = matches!(result, Ok(Faulted::Served));
             node.migrations
-                .faultin(fault.keys.len(), began.elapsed(), served)
+                .faultin(fault.keys.len(), began.elapsed(), pulling, served)
         }
     }
     result
@@ -110,10 +112,16 @@ async fn pull_and_write(
     fault: &Fault,
     requests: &[Vec<Bytes>],
     absent: bool,
+    pulling: &mut std::time::Duration,
 ) -> Result<Faulted, String> {
     let values = match absent {
         true => vec![None; fault.keys.len()],
-        false => pull(node, client, out.version, fault).await?,
+        false => {
+            let asked = std::time::Instant::now();
+            let values = pull(node, client, out.version, fault).await;
+            *pulling = asked.elapsed();
+            values?
+        }
     };
     let served = match requests {
         [argv] => serve_pulled(node, client, out, fault, argv, &values),
@@ -271,29 +279,42 @@ fn serve_pulled(
     if !group.status.can_read_locally() {
         return false;
     }
-    let mut store = group.store.lock();
-    // Every key still to be pulled, for this migration: none was settled meanwhile.
-    match crate::migrate::apply::need(&store, fault.db, spec, argv) {
-        crate::migrate::apply::Need::Pull {
-            migration, keys: k, ..
-        } if migration == fault.migration && keys.iter().all(|&i| k.contains(&argv[i])) => {}
-        _ => return false,
-    }
-    let at = cmd::unix_ms().max(store.last_apply_ms);
-    let mut scratch = Store::default();
+    // Restored before the store's lock is taken: requests for other keys do not wait
+    // for this one's decoding.
+    let mut restored = Vec::with_capacity(values.len());
     for (key, value) in fault.keys.iter().zip(values) {
         let Some((expire_at, payload)) = value else {
             continue;
         };
-        // One that expires by now: the log decides it (the write settles it as absent).
-        if *expire_at != 0 && *expire_at <= at {
-            return false;
-        }
         let Ok(value) = crate::rdb::restore(payload) else {
             return false;
         };
         let mut entry = crate::store::Entry::new(value);
         entry.expire_at = *expire_at;
+        restored.push((key, entry));
+    }
+    let at = {
+        let store = group.store.lock();
+        // Every key still to be pulled, for this migration: none was settled meanwhile.
+        // The read takes effect here: a write settling them later is ordered after it.
+        match crate::migrate::apply::need(&store, fault.db, spec, argv) {
+            crate::migrate::apply::Need::Pull {
+                migration, keys: k, ..
+            } if migration == fault.migration && keys.iter().all(|&i| k.contains(&argv[i])) => {}
+            _ => return false,
+        }
+        cmd::unix_ms().max(store.last_apply_ms)
+    };
+    // One that expires by now: the log decides it (the write settles it as absent).
+    if restored
+        .iter()
+        .any(|(_, e)| e.expire_at != 0 && e.expire_at <= at)
+    {
+        return false;
+    }
+    let mut scratch = crate::store::scratch::take();
+    let (hits, misses) = (scratch.keyspace_hits, scratch.keyspace_misses);
+    for (key, entry) in restored {
         scratch.db(fault.db).insert(key, entry);
     }
     run_data(
@@ -305,8 +326,14 @@ fn serve_pulled(
         at,
         false,
     );
-    store.keyspace_hits += scratch.keyspace_hits;
-    store.keyspace_misses += scratch.keyspace_misses;
+    let (hits, misses) = (
+        scratch.keyspace_hits.saturating_sub(hits),
+        scratch.keyspace_misses.saturating_sub(misses),
+    );
+    crate::store::scratch::give_back(scratch, fault.keys.iter().map(|k| (fault.db, &k[..])));
+    let mut store = group.store.lock();
+    store.keyspace_hits += hits;
+    store.keyspace_misses += misses;
     true
 }
 

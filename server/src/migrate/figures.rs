@@ -98,6 +98,8 @@ pub struct Log {
     records: Mutex<VecDeque<Figures>>,
     faultins: [AtomicU64; FAULTIN_BUCKETS_US.len() + 1],
     faultin_us: AtomicU64,
+    /// Of `faultin_us`, the time spent waiting for the source's reply to the pull.
+    faultin_pull_us: AtomicU64,
     faultin_keys: AtomicU64,
     /// Fault-ins of a read answered from the pulled values ([`crate::conn`]'s
     /// `serve_pulled`), before the keys were written here.
@@ -126,9 +128,11 @@ impl Log {
         self.records.lock().iter().cloned().collect()
     }
 
-    /// A fault-in of `keys` keys that took `took`; `served`: a read answered from the
-    /// pulled values.
-    pub fn faultin(&self, keys: usize, took: Duration, served: bool) {
+    /// A fault-in of `keys` keys that took `took`, `pull` of it waiting for the source;
+    /// `served`: a read answered from the pulled values.
+    pub fn faultin(&self, keys: usize, took: Duration, pull: Duration, served: bool) {
+        let pull_us = pull.as_micros().min(u64::MAX as u128) as u64;
+        self.faultin_pull_us.fetch_add(pull_us, Ordering::Relaxed);
         if served {
             self.faultin_served.fetch_add(1, Ordering::Relaxed);
         }
@@ -156,6 +160,11 @@ impl Log {
             self.faultin_us.load(Ordering::Relaxed),
             buckets,
         )
+    }
+
+    /// Microseconds the fault-ins spent waiting for their pulls, in all.
+    pub fn faultin_pull_us(&self) -> u64 {
+        self.faultin_pull_us.load(Ordering::Relaxed)
     }
 
     /// Fault-ins of a read answered from the pulled values.
@@ -195,11 +204,13 @@ mod tests {
         assert_eq!(records.len(), MAX_RECORDS);
         assert_eq!(records[0].id, 3);
         assert_eq!(records.iter().find(|r| r.id == 5).unwrap().phase, "done");
-        log.faultin(2, Duration::from_micros(500), true);
-        log.faultin(1, Duration::from_millis(50), false);
-        log.faultin(1, Duration::from_secs(3), false);
+        let ms = Duration::from_millis;
+        log.faultin(2, Duration::from_micros(500), Duration::from_micros(400), true);
+        log.faultin(1, ms(50), ms(49), false);
+        log.faultin(1, Duration::from_secs(3), ms(1), false);
         let (n, keys, _, buckets) = log.faultins();
         assert_eq!((n, keys, log.faultins_served()), (3, 4, 1));
+        assert_eq!(log.faultin_pull_us(), 400 + 49_000 + 1_000);
         log.settled_absent(2);
         assert_eq!((log.faultins().0, log.absent_keys()), (3, 2));
         assert_eq!(buckets, vec![1, 0, 1, 0, 1]);

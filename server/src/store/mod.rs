@@ -23,6 +23,7 @@ pub mod heat;
 pub mod list_ready;
 pub mod memory;
 pub mod prefetch;
+pub mod scratch;
 pub mod slotmap;
 pub use heat::Heat;
 pub use list_ready::ListReady;

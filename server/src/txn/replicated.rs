@@ -11,26 +11,17 @@
 //! state, write indexes, memory counts, notifications): the real store sees only its own
 //! keys replaced or deleted, each signalled to WATCH and notified like a write.
 
-use std::cell::RefCell;
-
 use rand::SeedableRng;
 
 use super::state::{Prepared, View};
 use super::TxId;
 use crate::cmd::Exec;
-use crate::store::{Entry, Store};
-
-thread_local! {
-    /// The scratch store of this thread's last replicated transaction, emptied: a new
-    /// one costs a table for each of the 16384 slots (a quarter of a millisecond, on
-    /// every replica of every participant, for each transaction).
-    static SCRATCH: RefCell<Option<Store>> = const { RefCell::new(None) };
-}
+use crate::store::Entry;
 
 /// Runs `p`'s commands over `view` and keeps its own keys; their replies, an array, go
 /// to `ex.out`.
 pub fn run(ex: &mut Exec<'_>, tx: TxId, p: &Prepared, view: &View) {
-    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let mut scratch = crate::store::scratch::take();
     scratch.notify_flags = ex.store.notify_flags;
     scratch.hll_sparse_max_bytes = ex.store.hll_sparse_max_bytes;
     scratch.last_apply_ms = ex.store.last_apply_ms;
@@ -88,20 +79,8 @@ pub fn run(ex: &mut Exec<'_>, tx: TxId, p: &Prepared, view: &View) {
             .iter()
             .any(|(d, k)| *d as usize == e.db && k[..] == e.key[..])
     }));
-    if emptied(&mut scratch, view) {
-        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
-    }
-}
-
-/// Takes the view's keys out of `scratch`; true if that leaves it with no key at all (a
-/// script may have written keys it did not declare: then it is not used again, so that
-/// nothing of one transaction can reach another's commands).
-fn emptied(scratch: &mut Store, view: &View) -> bool {
-    for (db, key, _) in view {
-        let ks = scratch.db(*db as usize);
-        ks.remove(key);
-        ks.track_new = false;
-        ks.new_keys.clear();
-    }
-    (0..crate::store::DATABASES).all(|db| scratch.db_ref(db).is_none_or(|ks| ks.is_empty()))
+    crate::store::scratch::give_back(
+        scratch,
+        view.iter().map(|(db, key, _)| (*db as usize, &key[..])),
+    );
 }
