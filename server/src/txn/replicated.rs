@@ -13,8 +13,6 @@
 
 use std::cell::RefCell;
 
-use rand::SeedableRng;
-
 use super::state::{Prepared, View};
 use super::TxId;
 use crate::cmd::Exec;
@@ -36,8 +34,9 @@ pub fn run(ex: &mut Exec<'_>, tx: TxId, p: &Prepared, view: &View) {
     scratch.last_apply_ms = ex.store.last_apply_ms;
     scratch.apply_index = ex.store.apply_index;
     // The same draws in every participant (SPOP, SRANDMEMBER... over the same keys).
-    scratch.rng =
-        rand::rngs::SmallRng::seed_from_u64(tx.origin ^ tx.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    scratch
+        .rng
+        .reseed(tx.origin ^ tx.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for (db, key, value) in view {
         let Some((expire_at, payload)) = value else {
             continue;
