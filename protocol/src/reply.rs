@@ -35,6 +35,16 @@ impl ReplyWriter {
         }
     }
 
+    /// A writer whose buffer starts with room for `bytes`: for replies of known small
+    /// size (a group's answer to one proposal), where [`ReplyWriter::new`]'s 4 KiB would
+    /// be a large allocation per request.
+    pub fn with_capacity(version: RespVersion, bytes: usize) -> Self {
+        ReplyWriter {
+            buf: Vec::with_capacity(bytes),
+            version,
+        }
+    }
+
     pub fn is_resp3(&self) -> bool {
         self.version == RespVersion::Resp3
     }

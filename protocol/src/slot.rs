@@ -100,12 +100,61 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 
 /// The hash slot of `key`, in `0..16384`.
 pub fn key_slot(key: &[u8]) -> u16 {
+    if key.len() > MEMO_KEY_BYTES {
+        return slot_of(key);
+    }
+    LAST_SLOT.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let (len, bytes, slot) = &mut *memo;
+        if *len == key.len() && bytes[..key.len()] == *key {
+            return *slot;
+        }
+        let s = slot_of(key);
+        *len = key.len();
+        bytes[..key.len()].copy_from_slice(key);
+        *slot = s;
+        s
+    })
+}
+
+fn slot_of(key: &[u8]) -> u16 {
     crc16(hash_tag(key)) & (SLOT_COUNT as u16 - 1)
+}
+
+/// Longest key [`LAST_SLOT`] keeps.
+const MEMO_KEY_BYTES: usize = 32;
+
+thread_local! {
+    /// The last key (up to [`MEMO_KEY_BYTES`]) this thread hashed, and its slot: the steps
+    /// of one request hash its key one after another (routing, the store's lookups,
+    /// notifications: five times for a SET), and comparing a short key costs a third of
+    /// hashing it. (Length 0: the empty key, whose slot is 0.)
+    static LAST_SLOT: std::cell::RefCell<(usize, [u8; MEMO_KEY_BYTES], u16)> =
+        const { std::cell::RefCell::new((0, [0; MEMO_KEY_BYTES], 0)) };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_answers_as_the_hash_does() {
+        let keys: [&[u8]; 8] = [
+            b"foo",
+            b"foo",
+            b"bar",
+            b"",
+            b"{user1000}.following",
+            b"{user1000}.followers",
+            b"a key longer than the thirty-two bytes the memo keeps",
+            b"foo",
+        ];
+        for k in keys {
+            assert_eq!(key_slot(k), slot_of(k), "{k:?}");
+            assert_eq!(key_slot(k), slot_of(k), "{k:?}");
+        }
+        assert_eq!(key_slot(b"foo"), 12182);
+    }
 
     #[test]
     fn crc16_reference_value() {

@@ -12,7 +12,6 @@
 use bytes::Bytes;
 use kelvin_protocol::log::{LogBatch, LogCommand, TxItem};
 use kelvin_protocol::{key_slot, ReplyWriter};
-use rand::SeedableRng;
 
 use crate::cmd::{self, BlockOn, Exec, Handler};
 use crate::notify::KeyEvent;
@@ -52,9 +51,9 @@ pub fn apply_batch(
                 _ => None,
             }));
         }
-        store.rng = rand::rngs::SmallRng::seed_from_u64(
-            index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos as u64,
-        );
+        store
+            .rng
+            .reseed(index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos as u64);
         let out = match replies
             .as_mut()
             .and_then(|r| r.owner.get(pos).copied().map(|w| (w, &mut *r.writers)))

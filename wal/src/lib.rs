@@ -49,6 +49,10 @@
 //! * [`DiskStorage::append`], [`DiskStorage::set_hard_state`] and
 //!   [`DiskStorage::set_conf_state`] hand the record to the OS with a single `write` and do
 //!   **not** fsync: after a process crash the data is there, after a power loss it may not be.
+//!   Between [`DiskStorage::hold_writes`] and [`DiskStorage::flush`], `append` and
+//!   `set_hard_state` leave their records in memory and the flush writes them all with one
+//!   `write` (a Raft `Ready`'s entries and hard state); a crash before the flush loses
+//!   them as a crash before their writes did.
 //! * [`DiskStorage::sync`] makes everything written so far durable (`fdatasync` of the active
 //!   segment, `fsync` of the WAL directory if segments were created or deleted). Raft requires
 //!   entries and hard state to be synced before messages of the same `Ready` are sent.

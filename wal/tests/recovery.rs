@@ -163,6 +163,80 @@ fn torn_tail_is_truncated_at_every_offset_of(t: Torn) {
     }
 }
 
+/// Entries and a hard state held back and flushed together ([`DiskStorage::hold_writes`])
+/// are one write: nothing reaches the file before the flush, and a crash that tears that
+/// write anywhere leaves a prefix of its records (none, the entries, or both).
+#[test]
+fn held_records_go_out_in_one_write_and_tear_as_records() {
+    for preallocate in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = DiskStorage::open(dir.path(), torn_opts(preallocate)).unwrap();
+        let start = s.log_bytes();
+        let seg = segments(dir.path()).remove(0);
+        let file_before = fs::read(&seg).unwrap();
+        s.hold_writes();
+        s.append(&ents(1..=4, 1)).unwrap();
+        let hs = HardState {
+            term: 1,
+            commit: 4,
+            ..Default::default()
+        };
+        s.set_hard_state(hs.clone()).unwrap();
+        // Held: the log answers with them, the file does not have them yet.
+        assert_eq!((s.last_index().unwrap(), s.hard_state()), (4, &hs));
+        assert_eq!(
+            (s.log_bytes(), fs::read(&seg).unwrap()),
+            (start, file_before)
+        );
+        assert!(s.has_unsynced());
+        s.flush().unwrap();
+        let end = s.log_bytes();
+        assert!(end > start);
+        // Not holding any more: the next hard state goes out at once.
+        let hs2 = HardState {
+            commit: 3,
+            ..hs.clone()
+        };
+        s.set_hard_state(hs2.clone()).unwrap();
+        let after = s.log_bytes();
+        assert!(after > end);
+        s.sync().unwrap();
+        drop(s);
+        let s = DiskStorage::open(dir.path(), torn_opts(preallocate)).unwrap();
+        assert_eq!(all_entries(&s), ents(1..=4, 1));
+        assert_eq!(s.hard_state(), &hs2);
+        drop(s);
+        let t = Torn {
+            dir,
+            seg,
+            header: start,
+            last_start: start,
+            end: after,
+            preallocate,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for cut in start..=end {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(t.dir.path(), copy.path());
+            let seg = copy.path().join("wal").join(t.seg.file_name().unwrap());
+            // (What came after the flush's write is gone too: the crash came during it.)
+            t.cut(&seg, cut);
+            let (s, _) = capture_logs(|| DiskStorage::open(copy.path(), torn_opts(preallocate)));
+            let s = s.unwrap();
+            let got = (s.last_index().unwrap(), s.hard_state().commit);
+            assert!(
+                [(0, 0), (4, 0), (4, 4)].contains(&got),
+                "cut at {cut} of {start}..{end}: {got:?}"
+            );
+            if got.0 == 4 {
+                assert_eq!(all_entries(&s), ents(1..=4, 1));
+            }
+            seen.insert(got);
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+}
+
 #[test]
 fn bad_crc_on_last_record_is_torn() {
     for preallocate in [false, true] {

@@ -320,7 +320,7 @@ pub(crate) fn random_count_arg(arg: &[u8]) -> Result<i64, CmdError> {
 fn hrandfield(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     if argv.len() == 2 {
         // Reads don't need a canonical order: only writes must replay identically.
-        let mut rng = ex.store.rng.clone();
+        let mut rng = ex.store.rng.get().clone();
         let (h, out) = read_hash(ex, &argv[1])?;
         match h {
             Some(h) if !h.is_empty() => {
@@ -332,7 +332,7 @@ fn hrandfield(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             }
             _ => out.null(),
         }
-        ex.store.rng = rng;
+        *ex.store.rng.get() = rng;
         return Ok(());
     }
     let count = random_count_arg(&argv[2])?;
@@ -344,9 +344,9 @@ fn hrandfield(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     if with_values && !(-i64::MAX / 2..=i64::MAX / 2).contains(&count) {
         return Err(CmdError::err("value is out of range"));
     }
-    let mut rng = ex.store.rng.clone();
+    let mut rng = ex.store.rng.get().clone();
     let result = hrandfield_count(ex, &argv[1], count, with_values, &mut rng);
-    ex.store.rng = rng;
+    *ex.store.rng.get() = rng;
     result
 }
 

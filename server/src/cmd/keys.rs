@@ -277,7 +277,7 @@ pub(crate) fn randomkey_listed(ex: &mut Exec<'_>, argv: &[Bytes], imports: bool)
     if !nonempty.is_empty() {
         // Bounded tries so a keyspace of only expired keys cannot spin.
         for _ in 0..100 {
-            let (r1, r2): (usize, usize) = (store.rng.gen(), store.rng.gen());
+            let (r1, r2): (usize, usize) = (store.rng.get().gen(), store.rng.get().gen());
             let Some(ks) = store.db_ref(db) else { break };
             let table = ks.slot(nonempty[r1 % nonempty.len()]);
             if let Some((k, e)) = table.map.get_index(r2 % table.map.len()) {

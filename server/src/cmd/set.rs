@@ -173,7 +173,7 @@ fn spop(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     }
     let count = argv.get(2).map(|c| positive_count(c)).transpose()?;
     let key = &argv[1];
-    let mut rng = ex.store.rng.clone();
+    let mut rng = ex.store.rng.get().clone();
     // (An empty set never stays in the keyspace; treating one as missing keeps the
     // random draws below away from an empty range even so.)
     let Some(s) = existing_set(ex, key)?.filter(|s| !s.is_empty()) else {
@@ -214,7 +214,7 @@ fn spop(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             chosen
         }
     };
-    ex.store.rng = rng;
+    *ex.store.rng.get() = rng;
     ex.notify(SET, "spop", key);
     ex.remove_if_empty(key);
     match count {
@@ -232,7 +232,7 @@ fn srandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         return Err(CmdError::SYNTAX);
     }
     let count = argv.get(2).map(|c| random_count_arg(c)).transpose()?;
-    let mut rng = ex.store.rng.clone();
+    let mut rng = ex.store.rng.get().clone();
     let (s, out) = read_set(ex, &argv[1])?;
     // An empty set never stays in the keyspace; reading one as missing keeps the
     // random draws below away from an empty range even so.
@@ -272,7 +272,7 @@ fn srandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             }
         }
     }
-    ex.store.rng = rng;
+    *ex.store.rng.get() = rng;
     Ok(())
 }
 

@@ -822,7 +822,7 @@ fn zrandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             }
             Some(z) => z.len(),
         };
-        let pick = ex.store.rng.gen_range(0..len.max(1));
+        let pick = ex.store.rng.get().gen_range(0..len.max(1));
         let (z, out) = read_zset_out(ex, key)?;
         match z.and_then(|z| z.iter().nth(pick)) {
             Some((m, _)) => out.bulk(m),
@@ -858,7 +858,7 @@ fn zrandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             return Err(CmdError::err("value is out of range"));
         }
         // Repetitions allowed: `-count` independent draws.
-        let rng = &mut ex.store.rng;
+        let rng = ex.store.rng.get();
         Some(
             (0..count.unsigned_abs())
                 .map(|_| rng.gen_range(0..len))
@@ -869,7 +869,7 @@ fn zrandmember(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
         None
     } else {
         // Distinct members in random order.
-        Some(rand::seq::index::sample(&mut ex.store.rng, len, count as usize).into_vec())
+        Some(rand::seq::index::sample(ex.store.rng.get(), len, count as usize).into_vec())
     };
     let (z, out) = read_zset_out(ex, key)?;
     let Some(z) = z else {

@@ -472,7 +472,7 @@ fn run_in(
         .store(running.is_eval, Ordering::Relaxed);
     *state.cjson.lock() = cjson::Settings::default();
     // A seed from the log entry's rng: the same on every replica, new for each script.
-    *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(&mut ex.store.rng)));
+    *state.rand.lock() = Some(rand48::Rand48::seeded(rand::Rng::gen(ex.store.rng.get())));
     let db = ex.db;
     let mut run = Run {
         ctx: CallCtx {

@@ -598,7 +598,7 @@ pub struct Store {
     pub hll_sparse_max_bytes: usize,
     /// Source of randomness for SPOP, RANDOMKEY and friends. Seeded, so the Raft log can
     /// carry a seed per entry and replicas draw the same numbers.
-    pub rng: rand::rngs::SmallRng,
+    pub rng: LogRng,
     /// Keys deleted because they expired (INFO `expired_keys`).
     pub expired_keys: u64,
     /// Keys deleted to stay under `maxmemory` (INFO `evicted_keys`).
@@ -633,7 +633,6 @@ pub struct Store {
 
 impl Default for Store {
     fn default() -> Self {
-        use rand::SeedableRng;
         Store {
             dbs: (0..DATABASES).map(|_| None).collect(),
             apply_index: 0,
@@ -641,7 +640,7 @@ impl Default for Store {
             flushed: [0; DATABASES],
             notify_flags: 0,
             hll_sparse_max_bytes: crate::config::DEFAULT_HLL_SPARSE_MAX_BYTES,
-            rng: rand::rngs::SmallRng::seed_from_u64(0x4b45_4c56_494e),
+            rng: LogRng::seeded(0x4b45_4c56_494e),
             expired_keys: 0,
             evicted_keys: 0,
             changes_since_snapshot: 0,
@@ -789,6 +788,37 @@ impl Store {
     /// Swaps two databases (SWAPDB).
     pub fn swap_dbs(&mut self, a: usize, b: usize) {
         self.dbs.swap(a, b);
+    }
+}
+
+/// The store's random draws, reseeded by the state machine before every command it
+/// applies (from the entry's index and the command's place), so that every replica
+/// draws the same numbers. Seeding costs ~100 instructions, about a hundredth of a
+/// whole SET, and most commands draw nothing: the generator is made from the seed at
+/// the command's first draw (the same numbers as seeding it at once).
+#[derive(Debug, Clone)]
+pub struct LogRng {
+    seed: u64,
+    rng: Option<rand::rngs::SmallRng>,
+}
+
+impl LogRng {
+    pub fn seeded(seed: u64) -> LogRng {
+        LogRng { seed, rng: None }
+    }
+
+    /// Starts over from `seed` (the next draw is the first of its sequence).
+    pub fn reseed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.rng = None;
+    }
+
+    /// The generator, made from the seed at the first draw since [`LogRng::reseed`].
+    pub fn get(&mut self) -> &mut rand::rngs::SmallRng {
+        use rand::SeedableRng;
+        let seed = self.seed;
+        self.rng
+            .get_or_insert_with(|| rand::rngs::SmallRng::seed_from_u64(seed))
     }
 }
 

@@ -11,8 +11,6 @@
 //! state, write indexes, memory counts, notifications): the real store sees only its own
 //! keys replaced or deleted, each signalled to WATCH and notified like a write.
 
-use rand::SeedableRng;
-
 use super::state::{Prepared, View};
 use super::TxId;
 use crate::cmd::Exec;
@@ -27,8 +25,9 @@ pub fn run(ex: &mut Exec<'_>, tx: TxId, p: &Prepared, view: &View) {
     scratch.last_apply_ms = ex.store.last_apply_ms;
     scratch.apply_index = ex.store.apply_index;
     // The same draws in every participant (SPOP, SRANDMEMBER... over the same keys).
-    scratch.rng =
-        rand::rngs::SmallRng::seed_from_u64(tx.origin ^ tx.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    scratch
+        .rng
+        .reseed(tx.origin ^ tx.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for (db, key, value) in view {
         let Some((expire_at, payload)) = value else {
             continue;
