@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Where a Kelvin move's latency goes: p99 per phase of the move, from the per-request
+samples of `kelvin-bench reshard` runs made with KELVIN_BENCH_SAMPLES=1.
+
+    KELVIN_BENCH_SAMPLES=1 kelvin-bench reshard --systems kelvin --largest-only --out DIR
+    python3 bench/reshard_phases.py DIR [DIR ...]
+
+Phases (ms from the `reshard` command): the plan and eager push (the first 700 ms), the
+drain's middle, and its last 400 ms (the finishes, the topology changes); then the share
+of the move's requests that took over 2 ms, and the fault-ins (mean, and of it the wait
+for the pull, from `cluster migrations`). One markdown row per run (the first Kelvin run
+of each DIR).
+"""
+import glob
+import json
+import re
+import sys
+
+PLAN_MS = 700
+END_MS = 400
+
+
+def p99(latencies_us):
+    if not latencies_us:
+        return float("nan")
+    v = sorted(latencies_us)
+    return v[min(len(v) - 1, int(len(v) * 0.99))] / 1000
+
+
+def row(out):
+    runs = json.load(open(f"{out}/runs.json"))["runs"]
+    r = next(x for x in runs if x["system"].startswith("kelvin"))
+    s = r["summary"]
+    start, end = r["reshard_at_ms"], r["complete_at_ms"]
+    csvs = glob.glob(f"{out}/samples-{r['system']}-{r['sessions']}.csv")
+    if not csvs:
+        sys.exit(f"{out}: no samples (run with KELVIN_BENCH_SAMPLES=1)")
+    move = []
+    with open(csvs[0]) as f:
+        next(f)
+        for line in f:
+            due, latency = line.split(",")[:2]
+            t = float(due) - start
+            if 0 <= t < end - start:
+                move.append((t, int(latency)))
+    if not move:
+        sys.exit(f"{out}: no request during the move")
+    plan = [l for t, l in move if t < PLAN_MS]
+    last = [l for t, l in move if t >= end - start - END_MS]
+    middle = [l for t, l in move if PLAN_MS <= t < end - start - END_MS]
+    slow = sum(1 for _, l in move if l > 2000) / len(move)
+    m = re.search(r"mean (\d+) us(?: \(waiting for the pull (\d+) us\))?", r["kelvin_migrations"])
+    fault = "-"
+    if m:
+        fault = f"{int(m.group(1)) / 1000:.2f}" + (f" ({int(m.group(2)) / 1000:.2f})" if m.group(2) else "")
+    return (
+        f"| {out} | {s['complete_ms']} | {s['p99_steady_ms']:.2f} | {s['p99_during_ms']:.2f} | "
+        f"{p99(plan):.2f} | {p99(middle):.2f} | {p99(last):.2f} | {slow:.1%} | {s['fault_ins']} | {fault} |"
+    )
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print(
+        "| run | complete ms | p99 steady | p99 during | p99 plan + eager (first 0.7 s) | "
+        "p99 drain | p99 last 0.4 s | requests over 2 ms | fault-ins | fault-in ms (pull) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for out in sys.argv[1:]:
+        print(row(out))
+
+
+if __name__ == "__main__":
+    main()
