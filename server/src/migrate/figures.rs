@@ -205,7 +205,12 @@ mod tests {
         assert_eq!(records[0].id, 3);
         assert_eq!(records.iter().find(|r| r.id == 5).unwrap().phase, "done");
         let ms = Duration::from_millis;
-        log.faultin(2, Duration::from_micros(500), Duration::from_micros(400), true);
+        log.faultin(
+            2,
+            Duration::from_micros(500),
+            Duration::from_micros(400),
+            true,
+        );
         log.faultin(1, ms(50), ms(49), false);
         log.faultin(1, Duration::from_secs(3), ms(1), false);
         let (n, keys, _, buckets) = log.faultins();
