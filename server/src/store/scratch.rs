@@ -42,14 +42,18 @@ mod tests {
     fn a_scratch_store_comes_back_empty_or_not_at_all() {
         let mut s = take();
         s.db(0).insert(b"k", Entry::new(Value::Str(b"v".to_vec())));
+        // A mark the same store carries back (a new one starts at 0).
+        s.keyspace_hits = 7;
         give_back(s, [(0, b"k".as_slice())]);
         let mut s = take();
+        assert_eq!(s.keyspace_hits, 7, "the emptied store was kept");
         assert!(s.db_ref(0).is_none_or(|ks| ks.is_empty()));
         // A key left behind: the store is not kept.
         s.db(3)
             .insert(b"other", Entry::new(Value::Str(b"v".to_vec())));
         give_back(s, [(0, b"k".as_slice())]);
         let s = take();
+        assert_eq!(s.keyspace_hits, 0, "a store left holding a key is not kept");
         assert!(s.db_ref(3).is_none_or(|ks| ks.is_empty()));
     }
 }
