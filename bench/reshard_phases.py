@@ -10,7 +10,12 @@ drain's middle, and its last 400 ms (the finishes, the topology changes); then t
 of the move's requests that took over 2 ms, and the fault-ins (mean, and of it the wait
 for the pull, from `cluster migrations`). One markdown row per run (the first Kelvin run
 of each DIR).
+
+With the servers' logs in DIR/logs (KELVIN_BENCH_LOG_DIR=DIR/logs and
+KELVIN_BENCH_LOG=info,kelvin_server::conn::faultin=debug), also how many of the fault-ins
+came in the first 0.2 s and 0.5 s after the handover (the `handed over` line).
 """
+import datetime
 import glob
 import json
 import re
@@ -25,6 +30,31 @@ def p99(latencies_us):
         return float("nan")
     v = sorted(latencies_us)
     return v[min(len(v) - 1, int(len(v) * 0.99))] / 1000
+
+
+def log_time(line):
+    """The timestamp a server log line starts with (colour codes stripped), in s."""
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    stamp = line.split(" ", 1)[0].rstrip("Z")
+    try:
+        return datetime.datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def early_fault_ins(out):
+    """Fault-ins in the first 0.2 s and 0.5 s after the handover, from the servers' logs."""
+    handed, faults = None, []
+    for path in glob.glob(f"{out}/logs/*.log"):
+        for line in open(path, errors="replace"):
+            if "faulted in" in line:
+                faults.append(log_time(line))
+            elif "handed over" in line and " INFO" in line:
+                handed = log_time(line)
+    if handed is None or not faults:
+        return "-"
+    after = [t - handed for t in faults if t is not None]
+    return f"{sum(1 for a in after if a < 0.2)} / {sum(1 for a in after if a < 0.5)}"
 
 
 def row(out):
@@ -55,7 +85,7 @@ def row(out):
         fault = f"{int(m.group(1)) / 1000:.2f}" + (f" ({int(m.group(2)) / 1000:.2f})" if m.group(2) else "")
     return (
         f"| {out} | {s['complete_ms']} | {s['p99_steady_ms']:.2f} | {s['p99_during_ms']:.2f} | "
-        f"{p99(plan):.2f} | {p99(middle):.2f} | {p99(last):.2f} | {slow:.1%} | {s['fault_ins']} | {fault} |"
+        f"{p99(plan):.2f} | {p99(middle):.2f} | {p99(last):.2f} | {slow:.1%} | {s['fault_ins']} | {early_fault_ins(out)} | {fault} |"
     )
 
 
@@ -64,9 +94,10 @@ def main():
         sys.exit(__doc__)
     print(
         "| run | complete ms | p99 steady | p99 during | p99 plan + eager (first 0.7 s) | "
-        "p99 drain | p99 last 0.4 s | requests over 2 ms | fault-ins | fault-in ms (pull) |"
+        "p99 drain | p99 last 0.4 s | requests over 2 ms | fault-ins | of them in the first 0.2 / 0.5 s | "
+        "fault-in ms (pull) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for out in sys.argv[1:]:
         print(row(out))
 

@@ -82,6 +82,13 @@ pub(super) async fn fault_in(
         true => node.migrations.settled_absent(fault.keys.len()),
         false => {
             let served = matches!(result, Ok(Faulted::Served));
+            tracing::debug!(
+                migration = fault.migration,
+                keys = fault.keys.len(),
+                us = began.elapsed().as_micros() as u64,
+                pull_us = pulling.as_micros() as u64,
+                "faulted in"
+            );
             node.migrations
                 .faultin(fault.keys.len(), began.elapsed(), pulling, served)
         }

@@ -229,7 +229,7 @@ fn finish(store: &mut Store, migration: u64) -> Result<(), super::state::Migrati
             dropped.push(store.db(db).drop_slot(slot as usize));
         }
     }
-    crate::store::drop_later(dropped);
+    crate::store::drop_later(dropped.into_iter().flat_map(|t| t.map.into_entries()));
     Ok(())
 }
 

@@ -287,7 +287,7 @@ impl MigrationState {
             ending[usize::from(*s)] = true;
             gone.extend(self.settled.remove(s));
         }
-        crate::store::drop_later(gone);
+        crate::store::drop_later(gone.into_iter().flatten());
         self.parts
             .retain(|(_, k), _| !ending[usize::from(kelvin_protocol::key_slot(k))]);
         Ok(slots)

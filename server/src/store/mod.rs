@@ -284,23 +284,46 @@ pub struct SlotTable {
     pub used: usize,
 }
 
-/// Frees `garbage` on a short-lived thread of its own (or here, if no thread can start),
-/// at the lowest priority ([`background_priority`]).
-pub fn drop_later<T: Send + 'static>(garbage: T) {
-    let _ = std::thread::Builder::new()
+/// Items [`drop_later`] frees between two pauses: a few tens of microseconds of work.
+pub const FREE_BATCH: usize = 64;
+/// The pause between two batches of [`drop_later`].
+pub const FREE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Frees `garbage`, item by item, on a short-lived thread of its own (or here, if no
+/// thread can start): [`FREE_BATCH`] items, then a [`FREE_PAUSE`], at normal priority.
+///
+/// Not at low priority, and not all at once: the memory belongs to the allocator arena
+/// of the runtime's worker, and glibc's `free` takes the arena's lock. A thread at nice 19
+/// freeing a migrated range in one go was preempted while holding it, again and again,
+/// and the worker waited for it: runtime workers blocked in `__lll_lock_wait_private`
+/// for up to 41 ms after a 1M-session move's finishes (`perf sched` on every node), the
+/// stalls of the move's last 0.4 s. A short batch right after a pause runs to its end
+/// on a fresh time slice; the pauses keep the thread to a few percent of a core.
+pub fn drop_later<I>(garbage: I)
+where
+    I: IntoIterator + Send + 'static,
+{
+    let free = move || {
+        for (i, item) in garbage.into_iter().enumerate() {
+            drop(item);
+            if (i + 1) % FREE_BATCH == 0 {
+                std::thread::sleep(FREE_PAUSE);
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
         .name("kelvin-free".into())
-        .spawn(move || {
-            background_priority();
-            drop(garbage)
-        });
+        .spawn(free)
+    {
+        tracing::warn!(cause = %e, "cannot start a thread to free memory: freed here instead");
+    }
 }
 
 /// Lowers the calling thread (a forked child: its process) to nice 19, for work nobody
-/// waits for: freeing a migrated range's keys, writing a snapshot. Measured on 2 cores:
-/// the end of a 1M-session migration (three sources freeing their moved keys at once)
-/// held every request of the cluster for half a second at normal priority, and a
-/// snapshot child doubled the latency of every request while it wrote. Still a share of
-/// the CPU under full load (nice, not SCHED_IDLE), so the work ends.
+/// waits for and that takes no lock the server's threads take: writing a snapshot
+/// (measured on 2 cores, a snapshot child doubled the latency of every request while it
+/// wrote at normal priority). Not for freeing memory ([`drop_later`] says why). Still a
+/// share of the CPU under full load (nice, not SCHED_IDLE), so the work ends.
 pub fn background_priority() {
     // SAFETY: setpriority has no memory preconditions; on Linux PRIO_PROCESS with 0
     // names the calling thread. A failure leaves the priority as it was.
@@ -828,6 +851,55 @@ mod tests {
 
     fn s(v: &str) -> Entry {
         Entry::new(Value::Str(v.as_bytes().to_vec()))
+    }
+
+    /// Counts its drops in the order they come.
+    struct Counted(usize, std::sync::Arc<parking_lot::Mutex<Vec<usize>>>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.lock().push(self.0);
+        }
+    }
+
+    /// Everything given to `drop_later` is freed, item by item in order across several
+    /// batches, on a thread other than the caller's (a marker's drop says which).
+    #[test]
+    fn drop_later_frees_every_item_in_order_on_another_thread() {
+        let dropped = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let n = FREE_BATCH * 3 + 5;
+        let items: Vec<Counted> = (0..n).map(|i| Counted(i, dropped.clone())).collect();
+        let caller = std::thread::current().id();
+        let on = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        struct Where(std::sync::Arc<parking_lot::Mutex<Option<std::thread::ThreadId>>>);
+        impl Drop for Where {
+            fn drop(&mut self) {
+                *self.0.lock() = Some(std::thread::current().id());
+            }
+        }
+        let marker = Where(on.clone());
+        drop_later(
+            items
+                .into_iter()
+                .map(move |c| (c, ()))
+                .chain(std::iter::once_with(move || {
+                    drop(marker);
+                    (Counted(usize::MAX, std::sync::Arc::default()), ())
+                })),
+        );
+        // Bounded wait for the thread (a liveness bound, not a timing check).
+        for _ in 0..1000 {
+            if on.lock().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_ne!(*on.lock(), Some(caller));
+        assert!(
+            on.lock().is_some(),
+            "the freeing thread did not get to the end"
+        );
+        assert_eq!(*dropped.lock(), (0..n).collect::<Vec<_>>());
     }
 
     /// The place a lease check left is only a hint: after the keys around it moved, the

@@ -301,6 +301,11 @@ impl SlotMap {
         self.entries.iter().map(|(k, _)| k)
     }
 
+    /// The keys and entries, the index dropped (for freeing them a few at a time).
+    pub fn into_entries(self) -> Vec<(Key, Entry)> {
+        self.entries
+    }
+
     /// Bytes allocated: the index's buckets and every place of `entries`, used or not.
     pub fn allocation_size(&self) -> usize {
         let index = match &self.index {
