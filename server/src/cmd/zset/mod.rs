@@ -10,23 +10,31 @@
 //!
 //! Every handler parses and checks all its arguments, in the order Redis does (that order
 //! decides which error a bad request gets), before it changes anything.
+//!
+//! Parts: [`range`] (score and lex bounds, the ZRANGE family with its options and LIMIT,
+//! ZCOUNT, ZLEXCOUNT and removal by range), [`setop`] (ZUNION, ZINTER, ZDIFF, their STORE
+//! forms and ZINTERCARD); the rest, with the table, is here.
 
-use std::ops::Bound;
+mod range;
+mod setop;
 
 use bytes::Bytes;
-use hashbrown::{HashMap, HashSet};
 use kelvin_protocol::reply::{format_double, parse_f64};
 use kelvin_protocol::ReplyWriter;
 use rand::Rng;
 
 use crate::cmd::list::positive_arg;
 use crate::cmd::{
-    data, flags::*, int_arg, is, resolve_range, CmdError, CmdResult, CommandSpec, Exec, KeySpec,
-    KEY1, NO_KEYS,
+    data, flags::*, int_arg, is, CmdError, CmdResult, CommandSpec, Exec, KeySpec, KEY1, NO_KEYS,
 };
 use crate::notify::{GENERIC, ZSET};
 use crate::store::{scan_hash, Blob, Entry, Value};
 use crate::zset::ZSet;
+use range::{
+    zcount, zlexcount, zrange, zrangebylex, zrangebyscore, zrangestore, zremrangebylex,
+    zremrangebyrank, zremrangebyscore, zrevrange, zrevrangebylex, zrevrangebyscore,
+};
+use setop::{zdiff, zdiffstore, zinter, zintercard, zinterstore, zunion, zunionstore};
 
 /// ZRANGESTORE: destination then source.
 const DST_SRC: KeySpec = KeySpec {
@@ -70,10 +78,6 @@ pub const COMMANDS: &[CommandSpec] = &[
     data("zdiff", -3, READONLY, NO_KEYS, "sorted-set", "Returns the difference between multiple sorted sets.", zdiff),
     data("zintercard", -3, READONLY, NO_KEYS, "sorted-set", "Returns the number of members of the intersect of multiple sorted sets.", zintercard),
 ];
-
-const RANGE_NOT_LEX: CmdError = CmdError(std::borrow::Cow::Borrowed(
-    "ERR min or max not valid string range item",
-));
 
 /// Largest reply ZRANDMEMBER with a negative count (repetitions allowed) will build.
 /// Redis has no bound and would try to write any count; here a count that cannot
@@ -145,67 +149,6 @@ pub(crate) fn strict_float(arg: &[u8]) -> Option<f64> {
 
 fn score_arg(arg: &[u8]) -> Result<f64, CmdError> {
     strict_float(arg).ok_or(CmdError::NOT_FLOAT)
-}
-
-/// One end of a score range: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`. Redis reads it
-/// with plain `strtod`, which skips leading white space, lets overflow be infinity, and
-/// reads an empty string as 0 (so `(` alone is "above 0").
-fn score_bound(arg: &[u8]) -> Result<Bound<f64>, CmdError> {
-    let (exclusive, text) = match arg.strip_prefix(b"(") {
-        Some(rest) => (true, rest),
-        None => (false, arg),
-    };
-    let v = if text.is_empty() {
-        0.0
-    } else {
-        parse_f64(text.trim_ascii_start()).ok_or(CmdError::MIN_MAX_NOT_FLOAT)?
-    };
-    Ok(if exclusive {
-        Bound::Excluded(v)
-    } else {
-        Bound::Included(v)
-    })
-}
-
-/// One end of a lex range: `-` (below everything), `+` (above everything), `[x`
-/// (inclusive) or `(x` (exclusive).
-#[derive(Debug, Clone, Copy)]
-enum Lex<'a> {
-    Min,
-    Max,
-    Incl(&'a [u8]),
-    Excl(&'a [u8]),
-}
-
-fn lex_bound(arg: &[u8]) -> Result<Lex<'_>, CmdError> {
-    match arg {
-        b"-" => Ok(Lex::Min),
-        b"+" => Ok(Lex::Max),
-        [b'[', rest @ ..] => Ok(Lex::Incl(rest)),
-        [b'(', rest @ ..] => Ok(Lex::Excl(rest)),
-        _ => Err(RANGE_NOT_LEX),
-    }
-}
-
-/// A lex range as bounds on member bytes; `None` when it is empty by construction
-/// (`+` as the minimum or `-` as the maximum).
-type LexRange<'a> = Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)>;
-
-fn lex_range<'a>(min: &'a [u8], max: &'a [u8]) -> Result<LexRange<'a>, CmdError> {
-    let (min, max) = (lex_bound(min)?, lex_bound(max)?);
-    let lo = match min {
-        Lex::Min => Bound::Unbounded,
-        Lex::Max => return Ok(None),
-        Lex::Incl(m) => Bound::Included(m),
-        Lex::Excl(m) => Bound::Excluded(m),
-    };
-    let hi = match max {
-        Lex::Max => Bound::Unbounded,
-        Lex::Min => return Ok(None),
-        Lex::Incl(m) => Bound::Included(m),
-        Lex::Excl(m) => Bound::Excluded(m),
-    };
-    Ok(Some((lo, hi)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,25 +392,6 @@ fn zcard(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-fn zcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let min = score_bound(&argv[2])?;
-    let max = score_bound(&argv[3])?;
-    let (z, out) = read_zset_out(ex, &argv[1])?;
-    out.int(z.map_or(0, |z| z.range_by_score(min, max).count() as i64));
-    Ok(())
-}
-
-fn zlexcount(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let range = lex_range(&argv[2], &argv[3])?;
-    let (z, out) = read_zset_out(ex, &argv[1])?;
-    let n = match (z, range) {
-        (Some(z), Some((lo, hi))) => z.range_by_lex(lo, hi, false).count(),
-        _ => 0,
-    };
-    out.int(n as i64);
-    Ok(())
-}
-
 fn rank_generic(ex: &mut Exec<'_>, argv: &[Bytes], rev: bool, name: &str) -> CmdResult {
     if argv.len() > 4 {
         return Err(CmdError::arity(name));
@@ -505,264 +429,8 @@ fn zrevrank(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
 }
 
 // ---------------------------------------------------------------------------------------
-// Range queries
+// Pops
 // ---------------------------------------------------------------------------------------
-
-/// What a range is over. `Auto` until ZRANGE's BYSCORE/BYLEX decide (default: rank).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Auto,
-    Rank,
-    Score,
-    Lex,
-}
-
-/// Direction. `Auto` until ZRANGE's REV decides (default: forward).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Auto,
-    Forward,
-    Reverse,
-}
-
-enum Bounds<'a> {
-    Rank(i64, i64),
-    Score(Bound<f64>, Bound<f64>),
-    Lex(LexRange<'a>),
-}
-
-/// A parsed range query of the ZRANGE family.
-struct RangeQuery<'a> {
-    bounds: Bounds<'a>,
-    rev: bool,
-    withscores: bool,
-    /// LIMIT offset count; `limit < 0` means no limit.
-    offset: i64,
-    limit: i64,
-}
-
-/// Parses `key min max [options]` with the key at `key_at`, as Redis's
-/// `zrangeGenericCommand`: options first, then conflicts, then the range itself.
-/// `kind`/`dir` are fixed by the legacy commands and `Auto` for ZRANGE/ZRANGESTORE;
-/// `store` (ZRANGESTORE) refuses WITHSCORES.
-fn parse_range(
-    argv: &[Bytes],
-    key_at: usize,
-    store: bool,
-    mut kind: Kind,
-    mut dir: Dir,
-) -> Result<RangeQuery<'_>, CmdError> {
-    let mut withscores = false;
-    let mut limit: Option<(i64, i64)> = None;
-    let mut j = key_at + 3;
-    while j < argv.len() {
-        let a = &argv[j];
-        let left = argv.len() - j - 1;
-        if !store && is(a, "withscores") {
-            withscores = true;
-        } else if is(a, "limit") && left >= 2 {
-            limit = Some((int_arg(&argv[j + 1])?, int_arg(&argv[j + 2])?));
-            j += 2;
-        } else if dir == Dir::Auto && is(a, "rev") {
-            dir = Dir::Reverse;
-        } else if kind == Kind::Auto && is(a, "bylex") {
-            kind = Kind::Lex;
-        } else if kind == Kind::Auto && is(a, "byscore") {
-            kind = Kind::Score;
-        } else {
-            return Err(CmdError::SYNTAX);
-        }
-        j += 1;
-    }
-    if kind == Kind::Auto {
-        kind = Kind::Rank;
-    }
-    let rev = dir == Dir::Reverse;
-    // Redis tests the count against its "no limit" value -1, so `LIMIT n -1` passes
-    // (and does nothing) on a rank range.
-    if kind == Kind::Rank && limit.is_some_and(|(_, count)| count != -1) {
-        return Err(CmdError::err(
-            "syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
-        ));
-    }
-    if withscores && kind == Kind::Lex {
-        return Err(CmdError::err(
-            "syntax error, WITHSCORES not supported in combination with BYLEX",
-        ));
-    }
-    // Reverse score and lex ranges are written max first.
-    let (mut lo, mut hi) = (&argv[key_at + 1][..], &argv[key_at + 2][..]);
-    if rev && kind != Kind::Rank {
-        std::mem::swap(&mut lo, &mut hi);
-    }
-    let bounds = match kind {
-        Kind::Score => Bounds::Score(
-            score_bound(lo).map_err(|_| CmdError::MIN_MAX_NOT_FLOAT)?,
-            score_bound(hi).map_err(|_| CmdError::MIN_MAX_NOT_FLOAT)?,
-        ),
-        Kind::Lex => Bounds::Lex(lex_range(lo, hi)?),
-        Kind::Rank | Kind::Auto => Bounds::Rank(int_arg(lo)?, int_arg(hi)?),
-    };
-    let (offset, limit) = limit.unwrap_or((0, -1));
-    Ok(RangeQuery {
-        bounds,
-        rev,
-        withscores,
-        offset,
-        limit,
-    })
-}
-
-/// Applies LIMIT: a negative offset selects nothing, a negative count means all.
-fn page<'z>(
-    items: impl Iterator<Item = (&'z [u8], f64)>,
-    offset: i64,
-    limit: i64,
-) -> Vec<(&'z [u8], f64)> {
-    if offset < 0 {
-        return Vec::new();
-    }
-    let items = items.skip(usize::try_from(offset).unwrap_or(usize::MAX));
-    match usize::try_from(limit) {
-        Ok(n) => items.take(n).collect(),
-        Err(_) => items.collect(),
-    }
-}
-
-/// The members a range query selects, in reply order.
-fn select<'z>(z: &'z ZSet, q: &RangeQuery<'z>) -> Vec<(&'z [u8], f64)> {
-    match &q.bounds {
-        Bounds::Rank(start, stop) => {
-            let Some((from, to)) = resolve_range(*start, *stop, z.len()) else {
-                return Vec::new();
-            };
-            let n = to - from + 1;
-            if q.rev {
-                z.iter().rev().skip(from).take(n).collect()
-            } else {
-                z.iter().skip(from).take(n).collect()
-            }
-        }
-        Bounds::Score(min, max) => {
-            let items = z.range_by_score(*min, *max);
-            if q.rev {
-                page(items.rev(), q.offset, q.limit)
-            } else {
-                page(items, q.offset, q.limit)
-            }
-        }
-        Bounds::Lex(None) => Vec::new(),
-        Bounds::Lex(Some((lo, hi))) => page(z.range_by_lex(*lo, *hi, q.rev), q.offset, q.limit),
-    }
-}
-
-fn range_generic(ex: &mut Exec<'_>, argv: &[Bytes], kind: Kind, dir: Dir) -> CmdResult {
-    let q = parse_range(argv, 1, false, kind, dir)?;
-    let (z, out) = read_zset_out(ex, &argv[1])?;
-    match z {
-        None => out.array(0),
-        Some(z) => reply_members(out, &select(z, &q), q.withscores),
-    }
-    Ok(())
-}
-
-fn zrange(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Auto, Dir::Auto)
-}
-
-fn zrevrange(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Rank, Dir::Reverse)
-}
-
-fn zrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Score, Dir::Forward)
-}
-
-fn zrevrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Score, Dir::Reverse)
-}
-
-fn zrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Lex, Dir::Forward)
-}
-
-fn zrevrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    range_generic(ex, argv, Kind::Lex, Dir::Reverse)
-}
-
-fn zrangestore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let q = parse_range(argv, 2, true, Kind::Auto, Dir::Auto)?;
-    let mut result = ZSet::default();
-    if let Some(z) = write_zset(ex, &argv[2])? {
-        for (m, s) in select(z, &q) {
-            result.insert(m, s);
-        }
-    }
-    store_result(ex, &argv[1], result, "zrangestore");
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Removal by range, pops
-// ---------------------------------------------------------------------------------------
-
-/// Removes `members` from the sorted set under `key`, notifies `event` if any went and
-/// answers how many.
-fn remove_members(ex: &mut Exec<'_>, key: &[u8], members: Vec<Blob>, event: &'static str) {
-    let n = members.len();
-    if n > 0 {
-        if let Ok(Some(z)) = write_zset(ex, key) {
-            for m in &members {
-                z.remove(m);
-            }
-        }
-        ex.notify(ZSET, event, key);
-        ex.remove_if_empty(key);
-    }
-    ex.out.int(n as i64);
-}
-
-fn owned(items: Vec<(&[u8], f64)>) -> Vec<Blob> {
-    items.into_iter().map(|(m, _)| Blob::from(m)).collect()
-}
-
-fn zremrangebyscore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let min = score_bound(&argv[2])?;
-    let max = score_bound(&argv[3])?;
-    let key = &argv[1];
-    let members = match write_zset(ex, key)? {
-        None => Vec::new(),
-        Some(z) => owned(z.range_by_score(min, max).collect()),
-    };
-    remove_members(ex, key, members, "zremrangebyscore");
-    Ok(())
-}
-
-fn zremrangebyrank(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let start = int_arg(&argv[2])?;
-    let stop = int_arg(&argv[3])?;
-    let key = &argv[1];
-    let members = match write_zset(ex, key)? {
-        None => Vec::new(),
-        Some(z) => match resolve_range(start, stop, z.len()) {
-            None => Vec::new(),
-            Some((from, to)) => owned(z.iter().skip(from).take(to - from + 1).collect()),
-        },
-    };
-    remove_members(ex, key, members, "zremrangebyrank");
-    Ok(())
-}
-
-fn zremrangebylex(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let range = lex_range(&argv[2], &argv[3])?;
-    let key = &argv[1];
-    let members = match (write_zset(ex, key)?, range) {
-        (Some(z), Some((lo, hi))) => owned(z.range_by_lex(lo, hi, false).collect()),
-        _ => Vec::new(),
-    };
-    remove_members(ex, key, members, "zremrangebylex");
-    Ok(())
-}
 
 fn pop_generic(ex: &mut Exec<'_>, argv: &[Bytes], max: bool) -> CmdResult {
     if argv.len() > 3 {
@@ -978,287 +646,6 @@ fn zscan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------
-// ZUNION, ZINTER, ZDIFF and friends
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SetOp {
-    Union,
-    Inter,
-    Diff,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Aggregate {
-    Sum,
-    Min,
-    Max,
-}
-
-impl Aggregate {
-    fn apply(self, acc: f64, v: f64) -> f64 {
-        match self {
-            // inf + -inf is NaN; Redis makes it 0.
-            Aggregate::Sum => nan_to_zero(acc + v),
-            Aggregate::Min => acc.min(v),
-            Aggregate::Max => acc.max(v),
-        }
-    }
-}
-
-fn nan_to_zero(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v
-    }
-}
-
-/// An input of a set operation: a sorted set, or a plain set whose members score 1.
-#[derive(Clone, Copy)]
-enum Source<'a> {
-    Missing,
-    ZSet(&'a ZSet),
-    Set(&'a HashSet<Blob>),
-}
-
-impl<'a> Source<'a> {
-    fn len(&self) -> usize {
-        match self {
-            Source::Missing => 0,
-            Source::ZSet(z) => z.len(),
-            Source::Set(s) => s.len(),
-        }
-    }
-
-    fn score(&self, member: &[u8]) -> Option<f64> {
-        match self {
-            Source::Missing => None,
-            Source::ZSet(z) => z.score(member),
-            Source::Set(s) => s.contains(member).then_some(1.0),
-        }
-    }
-
-    fn items(&self) -> Box<dyn Iterator<Item = (&'a [u8], f64)> + 'a> {
-        match *self {
-            Source::Missing => Box::new(std::iter::empty()),
-            Source::ZSet(z) => Box::new(z.iter()),
-            Source::Set(s) => Box::new(s.iter().map(|m| (&m[..], 1.0))),
-        }
-    }
-}
-
-/// The parsed options of a set operation.
-struct SetOpArgs<'a> {
-    keys: &'a [Bytes],
-    weights: Vec<f64>,
-    aggregate: Aggregate,
-    withscores: bool,
-    /// ZINTERCARD's LIMIT; 0 is no limit.
-    limit: usize,
-}
-
-/// Parses `numkeys key... [options]` from `argv[numkeys_at]` on, as Redis's
-/// `zunionInterDiffGenericCommand`: the key count, then the keys' types (before the
-/// options), then the options. `store` forbids WITHSCORES, `card` (ZINTERCARD) allows
-/// only LIMIT.
-fn parse_set_op<'a>(
-    ex: &mut Exec<'_>,
-    argv: &'a [Bytes],
-    numkeys_at: usize,
-    op: SetOp,
-    store: bool,
-    card: bool,
-    name: &str,
-) -> Result<SetOpArgs<'a>, CmdError> {
-    let numkeys = int_arg(&argv[numkeys_at])?;
-    if numkeys < 1 {
-        return Err(CmdError::err(format!(
-            "at least 1 input key is needed for '{name}' command"
-        )));
-    }
-    let first = numkeys_at + 1;
-    if numkeys > (argv.len() - first) as i64 {
-        return Err(CmdError::SYNTAX);
-    }
-    let n = numkeys as usize;
-    let keys = &argv[first..first + n];
-    for key in keys {
-        // Writes delete expired inputs first; reads only skip them.
-        let value = if store {
-            ex.write(key).map(|e| &e.value)
-        } else {
-            ex.read_value(key).map(|v| &*v)
-        };
-        if !matches!(value, None | Some(Value::ZSet(_)) | Some(Value::Set(_))) {
-            return Err(CmdError::WRONGTYPE);
-        }
-    }
-    let mut args = SetOpArgs {
-        keys,
-        weights: vec![1.0; n],
-        aggregate: Aggregate::Sum,
-        withscores: false,
-        limit: 0,
-    };
-    let mut j = first + n;
-    while j < argv.len() {
-        let a = &argv[j];
-        let left = argv.len() - j;
-        if op != SetOp::Diff && !card && left > n && is(a, "weights") {
-            for (i, w) in argv[j + 1..=j + n].iter().enumerate() {
-                args.weights[i] =
-                    strict_float(w).ok_or_else(|| CmdError::err("weight value is not a float"))?;
-            }
-            j += n + 1;
-        } else if op != SetOp::Diff && !card && left >= 2 && is(a, "aggregate") {
-            let v = &argv[j + 1];
-            args.aggregate = if is(v, "sum") {
-                Aggregate::Sum
-            } else if is(v, "min") {
-                Aggregate::Min
-            } else if is(v, "max") {
-                Aggregate::Max
-            } else {
-                return Err(CmdError::SYNTAX);
-            };
-            j += 2;
-        } else if !store && !card && is(a, "withscores") {
-            args.withscores = true;
-            j += 1;
-        } else if card && left >= 2 && is(a, "limit") {
-            args.limit =
-                positive_arg(&argv[j + 1]).map_err(|_| CmdError::err("LIMIT can't be negative"))?;
-            j += 2;
-        } else {
-            return Err(CmdError::SYNTAX);
-        }
-    }
-    Ok(args)
-}
-
-/// Computes a set operation over the (type-checked) inputs. `stop_at` ends an
-/// intersection early once that many members are found (ZINTERCARD's LIMIT; 0: never).
-fn compute(ex: &mut Exec<'_>, args: &SetOpArgs<'_>, op: SetOp, stop_at: usize) -> ZSet {
-    let now = ex.now_ms;
-    let ks = &*ex.store.db(ex.db);
-    let mut srcs: Vec<(Source<'_>, f64)> = args
-        .keys
-        .iter()
-        .zip(&args.weights)
-        .map(|(key, &w)| {
-            let src = match ks.get(key, now).map(|e| &e.value) {
-                Some(Value::ZSet(z)) => Source::ZSet(z),
-                Some(Value::Set(s)) => Source::Set(s),
-                _ => Source::Missing,
-            };
-            (src, w)
-        })
-        .collect();
-    let mut result = ZSet::default();
-    let agg = args.aggregate;
-    match op {
-        SetOp::Union => {
-            // Smallest inputs first, as Redis, so float sums add up in the same order.
-            srcs.sort_by_key(|(s, _)| s.len());
-            let mut acc: HashMap<&[u8], f64> = HashMap::new();
-            for (src, w) in &srcs {
-                for (m, s) in src.items() {
-                    let v = nan_to_zero(s * w);
-                    acc.entry(m)
-                        .and_modify(|cur| *cur = agg.apply(*cur, v))
-                        .or_insert(v);
-                }
-            }
-            for (m, s) in acc {
-                result.insert(m, s);
-            }
-        }
-        SetOp::Inter => {
-            srcs.sort_by_key(|(s, _)| s.len());
-            let Some(((first, w0), rest)) = srcs.split_first() else {
-                return result;
-            };
-            'members: for (m, s) in first.items() {
-                let mut score = nan_to_zero(s * w0);
-                for (other, w) in rest {
-                    match other.score(m) {
-                        Some(o) => score = agg.apply(score, nan_to_zero(o * w)),
-                        None => continue 'members,
-                    }
-                }
-                result.insert(m, score);
-                if stop_at > 0 && result.len() >= stop_at {
-                    break;
-                }
-            }
-        }
-        SetOp::Diff => {
-            let Some(((first, _), rest)) = srcs.split_first() else {
-                return result;
-            };
-            for (m, s) in first.items() {
-                if rest.iter().all(|(other, _)| other.score(m).is_none()) {
-                    result.insert(m, s);
-                }
-            }
-        }
-    }
-    result
-}
-
-fn set_op_store(ex: &mut Exec<'_>, argv: &[Bytes], op: SetOp, name: &str) -> CmdResult {
-    let args = parse_set_op(ex, argv, 2, op, true, false, name)?;
-    let result = compute(ex, &args, op, 0);
-    let event = match op {
-        SetOp::Union => "zunionstore",
-        SetOp::Inter => "zinterstore",
-        SetOp::Diff => "zdiffstore",
-    };
-    store_result(ex, &argv[1], result, event);
-    Ok(())
-}
-
-fn set_op_reply(ex: &mut Exec<'_>, argv: &[Bytes], op: SetOp, name: &str) -> CmdResult {
-    let args = parse_set_op(ex, argv, 1, op, false, false, name)?;
-    let result = compute(ex, &args, op, 0);
-    let items: Vec<(&[u8], f64)> = result.iter().collect();
-    reply_members(ex.out, &items, args.withscores);
-    Ok(())
-}
-
-fn zunionstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_store(ex, argv, SetOp::Union, "zunionstore")
-}
-
-fn zinterstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_store(ex, argv, SetOp::Inter, "zinterstore")
-}
-
-fn zdiffstore(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_store(ex, argv, SetOp::Diff, "zdiffstore")
-}
-
-fn zunion(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_reply(ex, argv, SetOp::Union, "zunion")
-}
-
-fn zinter(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_reply(ex, argv, SetOp::Inter, "zinter")
-}
-
-fn zdiff(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    set_op_reply(ex, argv, SetOp::Diff, "zdiff")
-}
-
-fn zintercard(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    let args = parse_set_op(ex, argv, 1, SetOp::Inter, false, true, "zintercard")?;
-    let result = compute(ex, &args, SetOp::Inter, args.limit);
-    ex.out.int(result.len() as i64);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1272,21 +659,6 @@ mod tests {
         assert_eq!(strict_float(b"1e400"), None);
         assert_eq!(strict_float(b"1e-400"), None);
         assert_eq!(strict_float(b"nan"), None);
-    }
-
-    #[test]
-    fn range_items() {
-        assert_eq!(score_bound(b"(1").unwrap(), Bound::Excluded(1.0));
-        assert_eq!(score_bound(b" 2").unwrap(), Bound::Included(2.0));
-        assert!(score_bound(b"(nan").is_err());
-        assert_eq!(score_bound(b"(").unwrap(), Bound::Excluded(0.0));
-        assert_eq!(score_bound(b"").unwrap(), Bound::Included(0.0));
-        assert!(score_bound(b" ").is_err());
-        assert!(lex_bound(b"a").is_err());
-        assert!(lex_bound(b"+a").is_err());
-        assert!(lex_bound(b"").is_err());
-        assert!(matches!(lex_bound(b"[").unwrap(), Lex::Incl(b"")));
-        assert!(lex_range(b"+", b"-").unwrap().is_none());
     }
 
     #[test]
