@@ -290,20 +290,23 @@ pub const FREE_BATCH: usize = 64;
 pub const FREE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Frees `garbage`, item by item, on a short-lived thread of its own (or here, if no
-/// thread can start): [`FREE_BATCH`] items, then a [`FREE_PAUSE`], at normal priority.
+/// thread can start): [`FREE_BATCH`] items, then a [`FREE_PAUSE`], at nice 19
+/// ([`background_priority`]).
 ///
-/// Not at low priority, and not all at once: the memory belongs to the allocator arena
-/// of the runtime's worker, and glibc's `free` takes the arena's lock. A thread at nice 19
-/// freeing a migrated range in one go was preempted while holding it, again and again,
-/// and the worker waited for it: runtime workers blocked in `__lll_lock_wait_private`
-/// for up to 41 ms after a 1M-session move's finishes (`perf sched` on every node), the
-/// stalls of the move's last 0.4 s. A short batch right after a pause runs to its end
-/// on a fresh time slice; the pauses keep the thread to a few percent of a core.
+/// Not all at once: the memory belongs to the allocator arena of the runtime's worker,
+/// and glibc's `free` takes the arena's lock. A thread at nice 19 freeing a migrated
+/// range in one go was preempted while holding it, again and again, and the worker
+/// waited for it: runtime workers blocked in `__lll_lock_wait_private` for up to 41 ms
+/// after a 1M-session move's finishes (`perf sched` on every node). A short batch right
+/// after a pause mostly runs to its end. Not at normal priority either: then the freeing
+/// took a core from a drain with three copies (`kelvin-bench reshard`'s `kelvin-r3`,
+/// p99 during the move 1.26 s against 0.25 s).
 pub fn drop_later<I>(garbage: I)
 where
     I: IntoIterator + Send + 'static,
 {
     let free = move || {
+        background_priority();
         for (i, item) in garbage.into_iter().enumerate() {
             drop(item);
             if (i + 1) % FREE_BATCH == 0 {
@@ -320,10 +323,10 @@ where
 }
 
 /// Lowers the calling thread (a forked child: its process) to nice 19, for work nobody
-/// waits for and that takes no lock the server's threads take: writing a snapshot
-/// (measured on 2 cores, a snapshot child doubled the latency of every request while it
-/// wrote at normal priority). Not for freeing memory ([`drop_later`] says why). Still a
-/// share of the CPU under full load (nice, not SCHED_IDLE), so the work ends.
+/// waits for: writing a snapshot (measured on 2 cores, a snapshot child doubled the
+/// latency of every request while it wrote at normal priority), freeing a migrated range
+/// a batch at a time ([`drop_later`]). Still a share of the CPU under full load (nice,
+/// not SCHED_IDLE), so the work ends.
 pub fn background_priority() {
     // SAFETY: setpriority has no memory preconditions; on Linux PRIO_PROCESS with 0
     // names the calling thread. A failure leaves the priority as it was.
