@@ -19,12 +19,15 @@ use kelvin_protocol::{key_slot, SLOT_COUNT};
 use crate::zset::ZSet;
 
 pub mod digest;
+pub mod free;
 pub mod heat;
 pub mod list_ready;
 pub mod memory;
 pub mod prefetch;
 pub mod scratch;
 pub mod slotmap;
+
+pub use free::drop_later;
 pub use heat::Heat;
 pub use list_ready::ListReady;
 pub use slotmap::SlotMap;
@@ -284,48 +287,10 @@ pub struct SlotTable {
     pub used: usize,
 }
 
-/// Items [`drop_later`] frees between two pauses: a few tens of microseconds of work.
-pub const FREE_BATCH: usize = 64;
-/// The pause between two batches of [`drop_later`].
-pub const FREE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// Frees `garbage`, item by item, on a short-lived thread of its own (or here, if no
-/// thread can start): [`FREE_BATCH`] items, then a [`FREE_PAUSE`], at nice 19
-/// ([`background_priority`]).
-///
-/// Not all at once: the memory belongs to the allocator arena of the runtime's worker,
-/// and glibc's `free` takes the arena's lock. A thread at nice 19 freeing a migrated
-/// range in one go was preempted while holding it, again and again, and the worker
-/// waited for it: runtime workers blocked in `__lll_lock_wait_private` for up to 41 ms
-/// after a 1M-session move's finishes (`perf sched` on every node). A short batch right
-/// after a pause mostly runs to its end. Not at normal priority either: then the freeing
-/// took a core from a drain with three copies (`kelvin-bench reshard`'s `kelvin-r3`,
-/// p99 during the move 1.26 s against 0.25 s).
-pub fn drop_later<I>(garbage: I)
-where
-    I: IntoIterator + Send + 'static,
-{
-    let free = move || {
-        background_priority();
-        for (i, item) in garbage.into_iter().enumerate() {
-            drop(item);
-            if (i + 1) % FREE_BATCH == 0 {
-                std::thread::sleep(FREE_PAUSE);
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("kelvin-free".into())
-        .spawn(free)
-    {
-        tracing::warn!(cause = %e, "cannot start a thread to free memory: freed here instead");
-    }
-}
-
 /// Lowers the calling thread (a forked child: its process) to nice 19, for work nobody
 /// waits for: writing a snapshot (measured on 2 cores, a snapshot child doubled the
 /// latency of every request while it wrote at normal priority), freeing a migrated range
-/// a batch at a time ([`drop_later`]). Still a share of the CPU under full load (nice,
+/// a batch at a time ([`free::drop_later`]). Still a share of the CPU under full load (nice,
 /// not SCHED_IDLE), so the work ends.
 pub fn background_priority() {
     // SAFETY: setpriority has no memory preconditions; on Linux PRIO_PROCESS with 0
@@ -854,55 +819,6 @@ mod tests {
 
     fn s(v: &str) -> Entry {
         Entry::new(Value::Str(v.as_bytes().to_vec()))
-    }
-
-    /// Counts its drops in the order they come.
-    struct Counted(usize, std::sync::Arc<parking_lot::Mutex<Vec<usize>>>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.lock().push(self.0);
-        }
-    }
-
-    /// Everything given to `drop_later` is freed, item by item in order across several
-    /// batches, on a thread other than the caller's (a marker's drop says which).
-    #[test]
-    fn drop_later_frees_every_item_in_order_on_another_thread() {
-        let dropped = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let n = FREE_BATCH * 3 + 5;
-        let items: Vec<Counted> = (0..n).map(|i| Counted(i, dropped.clone())).collect();
-        let caller = std::thread::current().id();
-        let on = std::sync::Arc::new(parking_lot::Mutex::new(None));
-        struct Where(std::sync::Arc<parking_lot::Mutex<Option<std::thread::ThreadId>>>);
-        impl Drop for Where {
-            fn drop(&mut self) {
-                *self.0.lock() = Some(std::thread::current().id());
-            }
-        }
-        let marker = Where(on.clone());
-        drop_later(
-            items
-                .into_iter()
-                .map(move |c| (c, ()))
-                .chain(std::iter::once_with(move || {
-                    drop(marker);
-                    (Counted(usize::MAX, std::sync::Arc::default()), ())
-                })),
-        );
-        // Bounded wait for the thread (a liveness bound, not a timing check).
-        for _ in 0..1000 {
-            if on.lock().is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_ne!(*on.lock(), Some(caller));
-        assert!(
-            on.lock().is_some(),
-            "the freeing thread did not get to the end"
-        );
-        assert_eq!(*dropped.lock(), (0..n).collect::<Vec<_>>());
     }
 
     /// The place a lease check left is only a hint: after the keys around it moved, the
