@@ -135,6 +135,9 @@ pub struct Sample {
     pub failure: Option<Failure>,
     /// What it was: `b'r'` a read, `b't'` a touch, `b'l'` a new login.
     pub op: u8,
+    /// The client port of the node that answered (its slot map's owner of the key after
+    /// the request): which node's latency this was.
+    pub port: u16,
 }
 
 impl Sample {
@@ -233,7 +236,7 @@ fn worker(
                 break;
             }
         }
-        let (op, result) = request(&mut client, &mut rng, w, zipf, i);
+        let (op, port, result) = request(&mut client, &mut rng, w, zipf, i);
         let due_ms = due.duration_since(start).as_millis() as u32;
         let failure = result.as_ref().err().map(|(f, _)| *f);
         if let Err((f, what)) = result {
@@ -247,6 +250,7 @@ fn worker(
             latency_us: due.elapsed().as_micros().min(u32::MAX as u128) as u32,
             failure,
             op,
+            port,
         });
     }
     samples
@@ -260,9 +264,9 @@ fn request(
     w: &Workload,
     zipf: &Zipf,
     i: u64,
-) -> (u8, Result<(), (Failure, String)>) {
-    let (op, what, result) = session_request(client, rng, w, zipf, i);
-    (op, result.map_err(|f| (f, what)))
+) -> (u8, u16, Result<(), (Failure, String)>) {
+    let (op, key, what, result) = session_request(client, rng, w, zipf, i);
+    (op, client.port_of(&key), result.map_err(|f| (f, what)))
 }
 
 fn session_request(
@@ -271,7 +275,7 @@ fn session_request(
     w: &Workload,
     zipf: &Zipf,
     i: u64,
-) -> (u8, String, Result<(), Failure>) {
+) -> (u8, String, String, Result<(), Failure>) {
     let roll: u32 = rng.gen_range(0..100);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -285,18 +289,16 @@ fn session_request(
             Ok(_) => Err(Failure::SessionMissing),
             Err(f) => Err(f),
         };
-        (
-            b'r',
-            format!("HGETALL {key} (slot port {})", client.port_of(&key)),
-            result,
-        )
+        let what = format!("HGETALL {key} (slot port {})", client.port_of(&key));
+        (b'r', key, what, result)
     } else if roll < 95 {
         let key = session_key(zipf.sample(rng));
         let now = now_ms.to_string();
         let result = client
             .exec(&[b"HSET", key.as_bytes(), b"last_seen", now.as_bytes()])
             .map(drop);
-        (b't', format!("HSET {key} last_seen"), result)
+        let what = format!("HSET {key} last_seen");
+        (b't', key, what, result)
     } else {
         let key = format!("login:{i:012}");
         let fields = session_fields(i, w.value_bytes, now_ms);
@@ -308,7 +310,8 @@ fn session_request(
                 .exec(&[b"EXPIRE", key.as_bytes(), ttl.as_bytes()])
                 .map(drop)
         });
-        (b'l', format!("HSET {key} (new login) + EXPIRE"), result)
+        let what = format!("HSET {key} (new login) + EXPIRE");
+        (b'l', key, what, result)
     }
 }
 
@@ -388,12 +391,14 @@ mod tests {
                 latency_us: 2_000_000,
                 failure: None,
                 op: b'r',
+                port: 7000,
             },
             Sample {
                 due_ms: 20,
                 latency_us: 500,
                 failure: Some(Failure::Timeout),
                 op: b'r',
+                port: 7000,
             },
         ];
         let s = per_second(&samples);

@@ -194,18 +194,19 @@ fn write_results(opts: &Options, runs: &[Run]) -> Result<()> {
     });
     write_json(&opts.out.join("runs.json"), &details)?;
     std::fs::write(opts.out.join("table.md"), table(opts, runs))?;
-    // KELVIN_BENCH_SAMPLES: every request too (`due_ms,latency_us,failed,op`), one CSV per
+    // KELVIN_BENCH_SAMPLES: every request too (`due_ms,latency_us,failed,op,port`), one CSV per
     // run, to find when a slow second's slow requests were sent.
     if std::env::var_os("KELVIN_BENCH_SAMPLES").is_some() {
         for r in runs {
-            let mut csv = String::from("due_ms,latency_us,failed,op\n");
+            let mut csv = String::from("due_ms,latency_us,failed,op,port\n");
             for s in &r.samples {
                 csv += &format!(
-                    "{},{},{},{}\n",
+                    "{},{},{},{},{}\n",
                     s.due_ms,
                     s.latency_us,
                     u8::from(s.failure.is_some()),
-                    char::from(s.op)
+                    char::from(s.op),
+                    s.port
                 );
             }
             let name = format!("samples-{}-{}.csv", r.system.name(), r.sessions);

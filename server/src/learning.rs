@@ -1,9 +1,19 @@
 //! The node's side of the learned planner ([`crate::migrate::learn`]): a task that
 //! observes a few random keys of every group this node leads every
 //! [`sampler::SAMPLE_EVERY`], labels them a window later (`kelvin-planner-window`), and
-//! retrains the model about every window ([`retrain_every`]) on a thread of its own at
-//! the lowest priority, publishing each model for the planner and INFO. With the profiler off (`kelvin-profile-keys no`) it
-//! observes nothing: the records it would read do not change.
+//! retrains the model about every window ([`retrain_every`]) at the lowest priority,
+//! publishing each model for the planner and INFO. With the profiler off
+//! (`kelvin-profile-keys no`) it observes nothing: the records it would read do not change.
+//!
+//! Where the training runs: in a process of its own when the server binary registered
+//! one ([`use_trainer_process`]: `kelvin-server` runs itself with [`TRAINER_ARG`], the
+//! samples down its stdin, the model back on its stdout, [`crate::migrate::learn::wire`]),
+//! else on a thread of its own (a server embedded in a test). A thread shares the
+//! process's malloc arena (one, `main.rs`) with the workers: a SCHED_IDLE thread
+//! preempted inside malloc holds the arena's lock until a core is idle, and every worker
+//! that allocates waits for it. During a 1M-session move (both cores busy) that held
+//! all four nodes' requests for 20-60 ms every few seconds. A process of its own shares
+//! no lock with the server, so it can run at the lowest priority for as long as it takes.
 //!
 //! Nothing here holds a lock longer than a few lookups; training never runs on a thread
 //! that serves requests.
@@ -15,17 +25,15 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::sync::watch;
 
-use crate::migrate::learn::{publish, retrain_every, sampler, Learner, Model};
+use crate::migrate::learn::{publish, retrain_every, sampler, wire, Learner, Model, Sample};
 use crate::node::Node;
 
-/// What a training thread hands back: the model, and the samples it was given, to be
-/// freed by the runtime's worker that allocated them. A free takes the lock of the
-/// allocator arena the memory came from: a thread in SCHED_IDLE preempted while holding
-/// a worker's arena lock keeps that worker waiting until a core is idle.
-type Trained = (
-    Result<Model, String>,
-    Vec<crate::migrate::learn::model::Sample>,
-);
+/// What a training thread hands back: the model, the samples it was given, to be freed
+/// by the runtime's worker that allocated them, and where it trained (`process` or
+/// `thread`). A free takes the lock of the allocator arena the memory came from: a
+/// thread in SCHED_IDLE preempted while holding a worker's arena lock keeps that worker
+/// waiting until a core is idle.
+type Trained = (Result<Model, String>, Vec<Sample>, &'static str);
 
 /// Runs until shutdown.
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
@@ -72,13 +80,14 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         }
         if let Some((labelled, rx)) = training.as_mut() {
             match rx.try_recv() {
-                Ok((outcome, samples)) => {
+                Ok((outcome, samples, place)) => {
                     // Freed here, by the thread that allocated them (see `Trained`).
                     drop(samples);
                     if let Err(e) = &outcome {
                         tracing::debug!(error = %e, "planner: no model from this training");
                     }
                     learner.trained(outcome, *labelled, now);
+                    learner.trained_in = place;
                     training = None;
                 }
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
@@ -98,9 +107,17 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             let spawned = std::thread::Builder::new()
                 .name("kelvin-planner-train".into())
                 .spawn(move || {
-                    lowest_priority();
-                    let model = Model::train(&samples);
-                    let _ = tx.send((model, samples));
+                    let trained = TRAINER
+                        .get()
+                        .and_then(|exe| train_in_process(exe, &samples));
+                    let (model, place) = match trained {
+                        Some(outcome) => (outcome, "process"),
+                        None => {
+                            lowest_priority();
+                            (Model::train(&samples), "thread")
+                        }
+                    };
+                    let _ = tx.send((model, samples, place));
                 });
             match spawned {
                 Ok(_) => training = Some((learner.sampler.labelled, rx)),
@@ -108,6 +125,95 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         publish(&learner, node.settings.read().planner_model);
+    }
+}
+
+/// The argument that makes `kelvin-server` a trainer ([`trainer_main`]) instead of a
+/// server. Not a flag of `--help`: only the server runs it, on itself.
+pub const TRAINER_ARG: &str = "--kelvin-train-planner";
+
+/// The executable that trains in a process of its own ([`use_trainer_process`]).
+static TRAINER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Trainings run as `exe` [`TRAINER_ARG`] from now on (`exe` must call [`trainer_main`]
+/// when given it: `kelvin-server` does). Without it they run on a thread.
+pub fn use_trainer_process(exe: std::path::PathBuf) {
+    let _ = TRAINER.set(exe);
+}
+
+/// Trains on `samples` in a child `exe` [`TRAINER_ARG`]. The samples are streamed to it
+/// (no copy of them here); its answer is at most [`wire::MAX_REPLY_BYTES`]. `None` when
+/// the child cannot be started (then the thread trains, as without a trainer process).
+fn train_in_process(exe: &std::path::Path, samples: &[Sample]) -> Option<Result<Model, String>> {
+    use std::process::{Command, Stdio};
+    let child = Command::new(exe)
+        .arg(TRAINER_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    match child {
+        Ok(child) => Some(talk_to_trainer(child, samples)),
+        Err(e) => {
+            tracing::warn!(exe = %exe.display(), error = %e,
+                "planner: cannot start a trainer process; training on a thread");
+            None
+        }
+    }
+}
+
+/// Sends `samples` to a started trainer and reads its outcome.
+fn talk_to_trainer(mut child: std::process::Child, samples: &[Sample]) -> Result<Model, String> {
+    use std::io::{Read, Write};
+    // Both are piped by the caller, so both are there.
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the trainer has no stdin or stdout".into());
+    };
+    // The child reads all of its input before it answers: written in full, then closed.
+    let mut input = std::io::BufWriter::new(stdin);
+    let sent = wire::write_samples(&mut input, samples).and_then(|()| input.flush());
+    drop(input);
+    let mut reply = Vec::new();
+    let read = stdout
+        .take(wire::MAX_REPLY_BYTES as u64 + 1)
+        .read_to_end(&mut reply);
+    let status = child.wait();
+    sent.map_err(|e| format!("cannot send the samples to the trainer: {e}"))?;
+    read.map_err(|e| format!("cannot read the trainer's answer: {e}"))?;
+    match status {
+        Ok(s) if s.success() => wire::read_outcome(&reply),
+        Ok(s) => Err(format!("the trainer ended with {s}")),
+        Err(e) => Err(format!("cannot wait for the trainer: {e}")),
+    }
+}
+
+/// The trainer process's whole life (`kelvin-server` [`TRAINER_ARG`]): samples from
+/// stdin, the outcome to stdout, at the lowest priority. The exit code: 0 when it
+/// answered (a model or why none), 1 when its input or output failed.
+pub fn trainer_main() -> i32 {
+    use std::io::{Read, Write};
+    lowest_priority();
+    let mut input = Vec::new();
+    let limit = wire::MAX_SAMPLES_BYTES as u64 + 1;
+    if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut input) {
+        eprintln!("kelvin planner trainer: cannot read the samples: {e}");
+        return 1;
+    }
+    let outcome = wire::read_samples(&input)
+        .map_err(|e| format!("the samples the trainer got: {e}"))
+        .and_then(|samples| Model::train(&samples));
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(&wire::write_outcome(&outcome))
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kelvin planner trainer: cannot answer: {e}");
+            1
+        }
     }
 }
 

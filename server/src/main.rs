@@ -16,6 +16,13 @@ use kelvin_server::{Args, Settings};
 const MALLOC_ARENAS: libc::c_int = 1;
 
 fn main() -> anyhow::Result<()> {
+    // Run by the server itself to train the planner's model in a process of its own.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kelvin_server::learning::TRAINER_ARG)
+    {
+        std::process::exit(kelvin_server::learning::trainer_main());
+    }
     // Before any other thread starts: arenas are assigned as threads first allocate.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -31,6 +38,14 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // This binary is the trainer too. /proc/self/exe names it even after an upgrade
+    // replaced the file (current_exe() then names a path that is gone).
+    #[cfg(target_os = "linux")]
+    kelvin_server::learning::use_trainer_process("/proc/self/exe".into());
+    #[cfg(not(target_os = "linux"))]
+    if let Ok(exe) = std::env::current_exe() {
+        kelvin_server::learning::use_trainer_process(exe);
+    }
     let settings = Settings::load(&args).context("bad configuration")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;

@@ -1,6 +1,7 @@
 """The learned planner (issue 15): every clustered node observes random keys of the groups
 it leads, labels each a window later by whether it was touched meanwhile, and trains its
-model on a thread of its own; INFO's `planner` section shows the samples and the model.
+model in a trainer process of its own (the server's binary run with
+`--kelvin-train-planner`); INFO's `planner` section shows the samples and the model.
 Kelvin only."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 import pytest
 import redis
 
-from support import TARGET, wait_for
+from support import TARGET, kelvin_bin, wait_for
 from test_cluster_kelvin import create, trio  # noqa: F401
 
 pytestmark = pytest.mark.skipif(TARGET != "kelvin", reason="Kelvin's own planner")
@@ -68,6 +69,9 @@ def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
     # The polled keys are told from the others on keys the training never saw.
     assert float(leader["planner_model_auc"]) > 0.8, leader
     assert int(leader["planner_window_ms"]) == 2000
+    # Trained by the server's own binary in a process of its own, not on a thread of
+    # the server (which shares its malloc arena with the workers).
+    assert leader["planner_trained_in"] == "process", leader
     # Every node shows the section, a follower too (its model, if any, is its own).
     assert all("planner_model" in planner_info(n) for n in trio)
     # What a plan ranks by: the model only if it planned enough held-out keys clearly
@@ -80,3 +84,18 @@ def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
         n.client().config_set("kelvin-planner", "heat")
     assert wait_for(lambda: all(planner_info(n)["planner_ranking_reason"] == "setting"
                                 for n in trio), 5)
+
+
+def test_the_trainer_process_answers_bad_input_with_a_reason():
+    """What the server runs to train (`kelvin-server --kelvin-train-planner`, samples on
+    stdin): input that is not a sample list gets a reason (`KPE1...`), not a crash."""
+    import subprocess
+    for bad in (b"", b"hi", b"KPS1\xff\xff\xff\xff", b"KPS1\x01\x00\x00\x00" + b"\x00" * 10):
+        done = subprocess.run([kelvin_bin(), "--kelvin-train-planner"], input=bad,
+                              capture_output=True, timeout=30)
+        assert done.returncode == 0, done
+        assert done.stdout.startswith(b"KPE1") and len(done.stdout) > 4, done
+    # Too few samples to train on: a model is not made up.
+    done = subprocess.run([kelvin_bin(), "--kelvin-train-planner"],
+                          input=b"KPS1\x00\x00\x00\x00", capture_output=True, timeout=30)
+    assert done.stdout == b"KPE10 labelled samples, at least 200 needed", done

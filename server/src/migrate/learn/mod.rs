@@ -19,6 +19,7 @@
 //!   TTL and pattern class).
 //! - [`sampler`]: observations and their labels, bounded.
 //! - [`model`]: training, scoring, the held-out AUC against the counter's.
+//! - [`wire`]: the samples and the model as the node and its training process pass them.
 //! - [`Learner`]: the node's sampler and current model, and the figures INFO shows.
 //!
 //! Lower layers only: the node runs the sampling and the training ([`crate::node`]);
@@ -27,6 +28,7 @@
 pub mod features;
 pub mod model;
 pub mod sampler;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -218,6 +220,8 @@ pub struct Learner {
     pub trained_at_labelled: u64,
     pub trained_at_ms: u64,
     pub trainings: u64,
+    /// Where the last training ran: `process` (a trainer process of its own) or `thread`.
+    pub trained_in: &'static str,
 }
 
 impl Default for Learner {
@@ -235,6 +239,7 @@ impl Learner {
             trained_at_labelled: 0,
             trained_at_ms: 0,
             trainings: 0,
+            trained_in: "none",
         }
     }
 
@@ -305,13 +310,14 @@ impl Learner {
     /// The lines of INFO's `planner` section (and of `cluster migrations`).
     pub fn info(&self) -> String {
         let mut s = format!(
-            "planner_window_ms:{}\r\nplanner_samples:{}\r\nplanner_pending:{}\r\nplanner_labelled:{}\r\nplanner_touched:{}\r\nplanner_trainings:{}\r\n",
+            "planner_window_ms:{}\r\nplanner_samples:{}\r\nplanner_pending:{}\r\nplanner_labelled:{}\r\nplanner_touched:{}\r\nplanner_trainings:{}\r\nplanner_trained_in:{}\r\n",
             self.sampler.window_ms(),
             self.sampler.len(),
             self.sampler.pending(),
             self.sampler.labelled,
             self.sampler.touched,
             self.trainings,
+            self.trained_in,
         );
         match &self.model {
             Some(m) => s.push_str(&format!(

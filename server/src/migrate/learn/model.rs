@@ -53,12 +53,12 @@ pub struct Sample {
 /// A trained model. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Model {
-    weights: [f64; INPUTS],
-    intercept: f64,
-    mean: [f64; INPUTS],
-    scale: [f64; INPUTS],
-    class_share: HashMap<Vec<u8>, f64>,
-    overall_share: f64,
+    pub(super) weights: [f64; INPUTS],
+    pub(super) intercept: f64,
+    pub(super) mean: [f64; INPUTS],
+    pub(super) scale: [f64; INPUTS],
+    pub(super) class_share: HashMap<Vec<u8>, f64>,
+    pub(super) overall_share: f64,
     /// Samples it was trained on (all of them, in the end), and how many were touched.
     pub trained_on: usize,
     pub positives: usize,
