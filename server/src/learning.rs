@@ -195,6 +195,7 @@ fn talk_to_trainer(mut child: std::process::Child, samples: &[Sample]) -> Result
 pub fn trainer_main() -> i32 {
     use std::io::{Read, Write};
     lowest_priority();
+    background_process();
     let mut input = Vec::new();
     let limit = wire::MAX_SAMPLES_BYTES as u64 + 1;
     if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut input) {
@@ -215,6 +216,30 @@ pub fn trainer_main() -> i32 {
             1
         }
     }
+}
+
+/// Makes the trainer process a background one for the kernel's scheduler as a whole, not
+/// only among the server's threads: a session of its own with its autogroup at nice 19
+/// (`/proc/self/autogroup`), and killed with the server.
+///
+/// Why: with autogroups (Linux's default) the CPU is shared first between sessions, and a
+/// session whose only runnable task is in SCHED_IDLE still weighs as much as any other
+/// there. The trainer, in the server's session, took 70% of both cores while the server
+/// slept between requests, and the kernel's own threads (ksoftirqd, which carries
+/// loopback packets under load; the block layer's kworkers) waited up to 1.25 s for a
+/// core: all four nodes of a 1M-session move stalled together for 30-130 ms every few
+/// seconds (`perf sched timehist`).
+fn background_process() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setsid and prctl(PR_SET_PDEATHSIG) change only this process's session and
+    // its signal on the parent's death; neither touches memory. setsid fails only for a
+    // process group leader, which a spawned child is not; then nothing changed.
+    unsafe {
+        libc::setsid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // Without autogroups (or /proc) there is no such file: SCHED_IDLE alone then.
+    let _ = std::fs::write("/proc/self/autogroup", "19");
 }
 
 /// Puts the calling thread in SCHED_IDLE: it runs only on a core nothing else wants. A

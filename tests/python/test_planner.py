@@ -99,3 +99,44 @@ def test_the_trainer_process_answers_bad_input_with_a_reason():
     done = subprocess.run([kelvin_bin(), "--kelvin-train-planner"],
                           input=b"KPS1\x00\x00\x00\x00", capture_output=True, timeout=30)
     assert done.stdout == b"KPE10 labelled samples, at least 200 needed", done
+
+
+def test_the_trainer_process_runs_in_the_background_of_the_whole_machine():
+    """The trainer soaks up idle cores, so it must yield them to everything, the kernel's
+    own threads included: SCHED_IDLE, a session of its own, and that session's autogroup
+    at nice 19 (in the server's session it took 70% of both cores while the nodes slept
+    between requests, and ksoftirqd waited up to 1.25 s for a core)."""
+    import os
+    import random
+    import struct
+    import subprocess
+    import threading
+    rng = random.Random(7)
+    n = 50_000
+    data = bytearray(b"KPS1" + struct.pack("<I", n))
+    for _ in range(n):
+        raw = [rng.random() * 10 for _ in range(33)]
+        data += struct.pack("<33f", *raw) + bytes([int(raw[4] > 5), 2]) + b"cx"
+    p = subprocess.Popen([kelvin_bin(), "--kelvin-train-planner"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def feed():
+        p.stdin.write(data)
+        p.stdin.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        # Its policy is set first thing, then its session and autogroup, before it reads.
+        assert wait_for(lambda: os.getsid(p.pid) == p.pid, 10)
+        assert os.sched_getscheduler(p.pid) == os.SCHED_IDLE
+        autogroups = os.path.exists("/proc/self/autogroup") and \
+            open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+        if autogroups:
+            assert wait_for(lambda: open(f"/proc/{p.pid}/autogroup").read().strip()
+                            .endswith("nice 19"), 10)
+        out = p.stdout.read()
+    finally:
+        feeder.join()
+        p.wait(timeout=60)
+    assert out.startswith(b"KPM1"), out[:100]
