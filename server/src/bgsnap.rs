@@ -58,6 +58,7 @@ pub fn start(
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
         0 => {
             crate::store::background_priority();
+            crate::store::background_session();
             let code = match child(store, &meta, dir, parent) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -218,28 +218,18 @@ pub fn trainer_main() -> i32 {
     }
 }
 
-/// Makes the trainer process a background one for the kernel's scheduler as a whole, not
-/// only among the server's threads: a session of its own with its autogroup at nice 19
-/// (`/proc/self/autogroup`), and killed with the server.
-///
-/// Why: with autogroups (Linux's default) the CPU is shared first between sessions, and a
-/// session whose only runnable task is in SCHED_IDLE still weighs as much as any other
-/// there. The trainer, in the server's session, took 70% of both cores while the server
-/// slept between requests, and the kernel's own threads (ksoftirqd, which carries
-/// loopback packets under load; the block layer's kworkers) waited up to 1.25 s for a
-/// core: all four nodes of a 1M-session move stalled together for 30-130 ms every few
-/// seconds (`perf sched timehist`).
+/// Makes the trainer process a background one for the kernel's scheduler as a whole,
+/// not only among the server's threads ([`crate::store::background_session`]: in the
+/// server's session it took 70% of both cores while the server slept between requests,
+/// and all four nodes of a 1M-session move stalled together for 30-130 ms every few
+/// seconds, `perf sched timehist`), and killed with the server.
 fn background_process() {
+    crate::store::background_session();
     #[cfg(target_os = "linux")]
-    // SAFETY: setsid and prctl(PR_SET_PDEATHSIG) change only this process's session and
-    // its signal on the parent's death; neither touches memory. setsid fails only for a
-    // process group leader, which a spawned child is not; then nothing changed.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) sets this process's signal on its parent's death.
     unsafe {
-        libc::setsid();
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    // Without autogroups (or /proc) there is no such file: SCHED_IDLE alone then.
-    let _ = std::fs::write("/proc/self/autogroup", "19");
 }
 
 /// Puts the calling thread in SCHED_IDLE: it runs only on a core nothing else wants. A

@@ -300,6 +300,33 @@ pub fn background_priority() {
     }
 }
 
+/// Moves the calling process (a child of the server: the snapshot writer, the planner's
+/// trainer) into a session of its own whose autogroup is at nice 19, so that it yields
+/// cores to everything else on the machine, the kernel's threads included. With
+/// autogroups (Linux's default) cores are shared between sessions first, and a session
+/// whose runnable tasks are all at nice 19 or SCHED_IDLE still weighs as much as any:
+/// such a child in the server's session, busy while the server slept between requests,
+/// kept ksoftirqd (loopback packets under load) and the block layer's kworkers off a
+/// core for up to 1.25 s (see `learning.rs`). Only async-signal-safe calls: a child
+/// forked from the multi-threaded server runs it. Without autogroups nothing changes.
+pub fn background_session() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setsid, open, write and close touch only this process's session and a
+    // file descriptor it owns; the path and the bytes are static. setsid fails only for a
+    // process group leader, which a forked or spawned child is not.
+    unsafe {
+        libc::setsid();
+        let fd = libc::open(
+            c"/proc/self/autogroup".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"19".as_ptr().cast(), 2);
+            libc::close(fd);
+        }
+    }
+}
+
 /// One logical database: a table per slot plus counters.
 #[derive(Debug)]
 pub struct Keyspace {
