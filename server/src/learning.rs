@@ -8,12 +8,15 @@
 //! Where the training runs: in a process of its own when the server binary registered
 //! one ([`use_trainer_process`]: `kelvin-server` runs itself with [`TRAINER_ARG`], the
 //! samples down its stdin, the model back on its stdout, [`crate::migrate::learn::wire`]),
-//! else on a thread of its own (a server embedded in a test). A thread shares the
-//! process's malloc arena (one, `main.rs`) with the workers: a SCHED_IDLE thread
-//! preempted inside malloc holds the arena's lock until a core is idle, and every worker
-//! that allocates waits for it. During a 1M-session move (both cores busy) that held
-//! all four nodes' requests for 20-60 ms every few seconds. A process of its own shares
-//! no lock with the server, so it can run at the lowest priority for as long as it takes.
+//! else on a thread of its own (a server embedded in a test). A process of its own can be
+//! put in the background of the whole machine, not only of the server's threads
+//! ([`background_process`]): as a SCHED_IDLE thread of the server, the training took 70%
+//! of both cores while the nodes slept between requests and kept the kernel's threads
+//! (ksoftirqd, the block layer's kworkers) off a core for up to 1.25 s, and all four
+//! nodes of a 1M-session move stalled together for 60-110 ms every few seconds. It also
+//! shares no lock with the server: a thread shares the process's one malloc arena
+//! (`main.rs`) with the workers, and SCHED_IDLE preempted inside malloc holds the arena's
+//! lock until a core is idle.
 //!
 //! Nothing here holds a lock longer than a few lookups; training never runs on a thread
 //! that serves requests.
@@ -221,7 +224,7 @@ pub fn trainer_main() -> i32 {
 /// Makes the trainer process a background one for the kernel's scheduler as a whole,
 /// not only among the server's threads ([`crate::store::background_session`]: in the
 /// server's session it took 70% of both cores while the server slept between requests,
-/// and all four nodes of a 1M-session move stalled together for 30-130 ms every few
+/// and all four nodes of a 1M-session move stalled together for 60-110 ms every few
 /// seconds, `perf sched timehist`), and killed with the server.
 fn background_process() {
     crate::store::background_session();
