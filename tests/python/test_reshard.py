@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 import redis.cluster
 
-from support import TARGET, ServerProcess
+from support import TARGET, ServerProcess, wait_for
 from test_cluster_kelvin import create, rport
 from test_cluster_membership import addr, cli, four, hosted_groups, topology  # noqa: F401
 
@@ -590,3 +590,69 @@ def test_removing_the_node_with_a_groups_only_replica_reshards_its_slots_away(fo
     assert migrating(first) == 0
     check_values([first, second], expected)
     assert c.dbsize() == len(expected)
+
+
+def test_no_planner_training_while_a_migration_runs(four):
+    """The learned planner's training yields to a migration: while a group a node hosts
+    takes part in one, the node starts no training (`planner_training:paused`, the count
+    of trainings unchanged), and trains again once the move is done."""
+    first, second, third, new = four
+    done = create([first, second, third], "--replicas", "3", "--groups", "3", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for n in four:
+        n.client().config_set("kelvin-planner-window", "2000")
+    c = first.client()
+    keys = {f"{{u{i}}}:s": "v" * 200 for i in range(30_000)}
+    items = list(keys.items())
+    for start in range(0, len(items), 500):
+        c.mset(dict(items[start:start + 500]))
+
+    def info(n: ServerProcess) -> dict:
+        return n.client().info("planner")
+
+    # Until a node has trained: its samples labelled a window later (every key polled).
+    polled = list(keys)[:300]
+
+    def trained() -> bool:
+        p = c.pipeline(transaction=False)
+        for k in polled:
+            p.get(k)
+        p.execute()
+        return any(int(info(n)["planner_trainings"]) > 0 for n in four[:3])
+    assert wait_for_each_second(trained, 90)
+    # A drain slow enough to last: about 500 KB per source group at 20 KB/s.
+    reshard_slowly(four, 20_000)
+    assert migrating(first) > 0
+    # Every node hosts a replica of a group in the move (--replicas 3 over three nodes,
+    # the new node's group): each pauses within a sampling tick (2 s).
+    assert wait_for(lambda: all(info(n)["planner_training"] == "paused" for n in four), 10), \
+        [info(n) for n in four]
+    counts = [int(info(n)["planner_trainings"]) for n in four]
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        trained()
+        time.sleep(0.5)
+    assert migrating(first) > 0, "the move ended before the check: not a check"
+    assert [int(info(n)["planner_trainings"]) for n in four] == counts, \
+        [info(n) for n in four]
+    assert all(info(n)["planner_training"] == "paused" for n in four)
+    for n in four:
+        n.client().config_set("kelvin-migration-drain-rate", 0)
+    assert wait_for(lambda: migrating(first) == 0, 60)
+    # Done: no group takes part in a migration any more, and a source node trains again.
+    assert wait_for(lambda: all(info(n)["planner_training"] != "paused" for n in four), 10)
+    assert wait_for_each_second(
+        lambda: trained() and any(int(info(n)["planner_trainings"]) > counts[i]
+                                  for i, n in enumerate(four[:3])), 60), \
+        [info(n) for n in four]
+    check_values([first], keys)
+
+
+def wait_for_each_second(check, timeout: float) -> bool:
+    """`check()` once a second until it holds or `timeout` s passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(1)
+    return False

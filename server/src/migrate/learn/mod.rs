@@ -222,6 +222,9 @@ pub struct Learner {
     pub trainings: u64,
     /// Where the last training ran: `process` (a trainer process of its own) or `thread`.
     pub trained_in: &'static str,
+    /// `running`, `idle`, or `paused` while a group of the node takes part in a
+    /// migration (no training then: `crate::learning`).
+    pub training: &'static str,
 }
 
 impl Default for Learner {
@@ -240,6 +243,7 @@ impl Learner {
             trained_at_ms: 0,
             trainings: 0,
             trained_in: "none",
+            training: "idle",
         }
     }
 
@@ -310,7 +314,7 @@ impl Learner {
     /// The lines of INFO's `planner` section (and of `cluster migrations`).
     pub fn info(&self) -> String {
         let mut s = format!(
-            "planner_window_ms:{}\r\nplanner_samples:{}\r\nplanner_pending:{}\r\nplanner_labelled:{}\r\nplanner_touched:{}\r\nplanner_trainings:{}\r\nplanner_trained_in:{}\r\n",
+            "planner_window_ms:{}\r\nplanner_samples:{}\r\nplanner_pending:{}\r\nplanner_labelled:{}\r\nplanner_touched:{}\r\nplanner_trainings:{}\r\nplanner_trained_in:{}\r\nplanner_training:{}\r\n",
             self.sampler.window_ms(),
             self.sampler.len(),
             self.sampler.pending(),
@@ -318,6 +322,7 @@ impl Learner {
             self.sampler.touched,
             self.trainings,
             self.trained_in,
+            self.training,
         );
         match &self.model {
             Some(m) => s.push_str(&format!(
