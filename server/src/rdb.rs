@@ -47,53 +47,13 @@ pub enum RdbError {
 // ---------------------------------------------------------------------------------------
 // CRC-64 (Jones, reflected, as Redis's crc64).
 
-const CRC64_POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
-
-/// Slicing-by-8 tables (as Redis's crcspeed): `TABLES[0]` is the byte-at-a-time table;
-/// `TABLES[k][i]` is the CRC of byte `i` followed by `k` zero bytes. Eight bytes per
-/// step instead of one: the migration's drain checks every key it moves twice.
-static CRC64_TABLES: std::sync::LazyLock<[[u64; 256]; 8]> = std::sync::LazyLock::new(|| {
-    let mut t = [[0u64; 256]; 8];
-    for (i, slot) in t[0].iter_mut().enumerate() {
-        let mut crc = i as u64;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ CRC64_POLY_REFLECTED
-            } else {
-                crc >> 1
-            };
-        }
-        *slot = crc;
-    }
-    for k in 1..8 {
-        for i in 0..256 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
-        }
-    }
-    t
-});
-
+/// CRC-64/REDIS (Jones polynomial, reflected, no final xor) by carry-less multiplication
+/// where the CPU has it (PCLMULQDQ, PMULL), tables elsewhere (`crc-fast`). A migration
+/// checks every key it moves three times (DUMP at the source, RESTORE at each replica of
+/// the target): with slicing-by-8 tables that was 8.7% of the machine's cycles during a
+/// 1M-session drain.
 pub fn crc64(data: &[u8]) -> u64 {
-    let t = &*CRC64_TABLES;
-    let mut crc = 0u64;
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = crc ^ u64::from_le_bytes(word);
-        crc = t[7][(x & 0xFF) as usize]
-            ^ t[6][((x >> 8) & 0xFF) as usize]
-            ^ t[5][((x >> 16) & 0xFF) as usize]
-            ^ t[4][((x >> 24) & 0xFF) as usize]
-            ^ t[3][((x >> 32) & 0xFF) as usize]
-            ^ t[2][((x >> 40) & 0xFF) as usize]
-            ^ t[1][((x >> 48) & 0xFF) as usize]
-            ^ t[0][(x >> 56) as usize];
-    }
-    chunks.remainder().iter().fold(crc, |crc, &b| {
-        t[0][((crc ^ b as u64) & 0xFF) as usize] ^ (crc >> 8)
-    })
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, data)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -626,19 +586,28 @@ mod tests {
     fn crc64_matches_redis() {
         // Redis's crc64 test vector (src/crc64.c).
         assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
-        // Eight bytes at a time agrees with one at a time, at every length and offset.
-        let table = &CRC64_TABLES[0];
-        let bytewise = |data: &[u8]| {
-            data.iter().fold(0u64, |crc, &b| {
-                table[((crc ^ b as u64) & 0xFF) as usize] ^ (crc >> 8)
+        // The carry-less multiplication agrees with the definition (a bit at a time,
+        // Jones polynomial reflected), at every length and offset: short inputs take
+        // another path than long ones.
+        let bitwise = |data: &[u8]| {
+            data.iter().fold(0u64, |mut crc, &b| {
+                crc ^= u64::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+                    } else {
+                        crc >> 1
+                    };
+                }
+                crc
             })
         };
-        let data: Vec<u8> = (0..300u32)
+        let data: Vec<u8> = (0..1100u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        for start in 0..9 {
+        for start in 0..17 {
             for end in start..data.len() {
-                assert_eq!(crc64(&data[start..end]), bytewise(&data[start..end]));
+                assert_eq!(crc64(&data[start..end]), bitwise(&data[start..end]));
             }
         }
     }

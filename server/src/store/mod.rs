@@ -362,11 +362,14 @@ impl Default for Keyspace {
 }
 
 /// A stable 64-bit hash of a key or member, used to order SCAN cursors within a slot or
-/// collection. Fixed keys, so a cursor stays valid while the table grows or shrinks.
+/// collection. A fixed seed, so a cursor stays valid while the table grows or shrinks
+/// and on every replica of the same build (foldhash's quality hash: std's SipHash with
+/// fixed keys, hashed again for every key of a slot at each page of a migration's
+/// drain, was 5% of the machine's cycles during a 1M-session drain).
 pub fn scan_hash(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    const SCAN_STATE: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0);
+    SCAN_STATE.hash_one(bytes)
 }
 
 /// Bits of [`scan_hash`] a SCAN cursor keeps: the cursor is `slot << 49 | hash >> 15`,
