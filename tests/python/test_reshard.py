@@ -619,7 +619,7 @@ def test_no_planner_training_while_a_migration_runs(four):
             p.get(k)
         p.execute()
         return any(int(info(n)["planner_trainings"]) > 0 for n in four[:3])
-    assert wait_for_each_second(trained, 90)
+    assert wait_for(trained, 90, 1.0)
     # A drain slow enough to last: about 500 KB per source group at 20 KB/s.
     reshard_slowly(four, 20_000)
     assert migrating(first) > 0
@@ -641,18 +641,9 @@ def test_no_planner_training_while_a_migration_runs(four):
     assert wait_for(lambda: migrating(first) == 0, 60)
     # Done: no group takes part in a migration any more, and a source node trains again.
     assert wait_for(lambda: all(info(n)["planner_training"] != "paused" for n in four), 10)
-    assert wait_for_each_second(
+    assert wait_for(
         lambda: trained() and any(int(info(n)["planner_trainings"]) > counts[i]
-                                  for i, n in enumerate(four[:3])), 60), \
+                                  for i, n in enumerate(four[:3])), 60, 1.0), \
         [info(n) for n in four]
     check_values([first], keys)
 
-
-def wait_for_each_second(check, timeout: float) -> bool:
-    """`check()` once a second until it holds or `timeout` s passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(1)
-    return False
