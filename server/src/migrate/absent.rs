@@ -6,7 +6,7 @@
 //! round and without asking the old owner.
 //!
 //! How it fits: the source adds the filter of a chunk of slots to its
-//! `KELVIN.MIGRATE-PLAN ... FILTER` reply (`cmd/migrate.rs`); the driver hands it to the
+//! `KELVIN.MIGRATE-PLAN ... FILTER` reply (`cmd/migrate/`); the driver hands it to the
 //! node ([`super::driver::Cluster::absent_keys`]), which keeps an [`Absent`]; a
 //! connection's fault-in asks it before pulling (`conn/faultin.rs`). Only an
 //! optimisation: a leader without it (new, restarted) pulls, as before; a false positive

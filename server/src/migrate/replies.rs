@@ -1,5 +1,5 @@
 //! The RESP2 replies the migration driver reads from the groups' leaders (Kelvin's own
-//! commands, `cmd/migrate.rs`), parsed just far enough: a malformed reply is `None`,
+//! commands, `cmd/migrate/`), parsed just far enough: a malformed reply is `None`,
 //! never a panic. Bulk strings of a reply held in [`Bytes`] are slices of it.
 
 use bytes::Bytes;
@@ -29,38 +29,25 @@ type PlanExtras = (Bytes, Bytes, KeyList);
 /// A `KELVIN.MIGRATE-PLAN` reply: critical keys, eager keys, totals per class, and with
 /// `FILTER` its [`PlanExtras`].
 pub(super) fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<PlanExtras>)> {
-    let mut p = Parser {
-        buf: reply,
-        whole: None,
-    };
+    let mut p = Parser::new(reply);
     let parts = p.header(b'*')?;
     if parts != 3 && parts != 6 {
         return None;
     }
     let key_list = |p: &mut Parser<'_>| -> Option<KeyList> {
-        let n = p.header(b'*')?;
-        let mut keys = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
-        for _ in 0..n {
-            if p.header(b'*')? != 2 {
-                return None;
-            }
-            let db = usize::try_from(p.header(b':')?).ok()?;
-            keys.push((db, p.bulk()?));
-        }
-        Some(keys)
+        p.array(|p| {
+            p.tuple(2)?;
+            Some((usize::try_from(p.header(b':')?).ok()?, p.bulk()?))
+        })
     };
     let mut lists = Vec::new();
     for _ in 0..2 {
         lists.push(key_list(&mut p)?);
     }
-    let n = p.header(b'*')?;
-    let mut totals = Vec::new();
-    for _ in 0..n {
-        if p.header(b'*')? != 2 {
-            return None;
-        }
-        totals.push((p.header(b':')? as u64, p.header(b':')? as u64));
-    }
+    let totals = p.array(|p| {
+        p.tuple(2)?;
+        Some((p.header(b':')? as u64, p.header(b':')? as u64))
+    })?;
     let filter = match parts {
         6 => Some((p.bulk()?, p.bulk()?, key_list(&mut p)?)),
         _ => None,
@@ -73,28 +60,35 @@ pub(super) fn plan_reply(reply: &[u8]) -> Option<(Plan, Option<PlanExtras>)> {
 /// (a connection's fault-in reads it in the client's protocol): a nil is `$-1`, `*-1` or
 /// `_`.
 pub fn pull_reply(reply: &[u8]) -> Option<Vec<Option<(u64, Bytes)>>> {
-    let mut p = Parser {
-        buf: reply,
-        whole: None,
-    };
-    let n = p.header(b'*')?;
-    let mut out = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
-    for _ in 0..n {
+    Parser::new(reply).array(|p| {
         if let Some(rest) = [&b"$-1\r\n"[..], b"*-1\r\n", b"_\r\n"]
             .iter()
             .find_map(|nil| p.buf.strip_prefix(*nil))
         {
             p.buf = rest;
-            out.push(None);
-            continue;
+            return Some(None);
         }
-        if p.header(b'*')? != 2 {
-            return None;
-        }
+        p.tuple(2)?;
         let expire_at = p.header(b':')? as u64;
-        out.push(Some((expire_at, p.bulk()?)));
-    }
-    Some(out)
+        Some(Some((expire_at, p.bulk()?)))
+    })
+}
+
+/// A `KELVIN.MIGRATE-HOT` reply: `(db, key, bytes)` per key, the most read first.
+pub(super) fn hot_reply(reply: &[u8]) -> Option<Vec<(usize, Bytes, u64)>> {
+    Parser::new(reply).array(|p| {
+        p.tuple(3)?;
+        let db = usize::try_from(p.header(b':')?).ok()?;
+        let key = p.bulk()?;
+        Some((db, key, u64::try_from(p.header(b':')?).ok()?))
+    })
+}
+
+/// The text of a bulk string reply (`CLUSTER KELVIN-TOPOLOGY`'s).
+pub(super) fn bulk_text(reply: &[u8]) -> Option<&str> {
+    let mut p = Parser::new(reply);
+    let len = usize::try_from(p.header(b'$')?).ok()?;
+    std::str::from_utf8(p.buf.get(..len)?).ok()
 }
 
 type Moved = (Bytes, u64, Bytes);
@@ -106,22 +100,15 @@ pub(super) fn scan_page(reply: &Bytes) -> Option<(u64, u64, Vec<Moved>)> {
         buf: reply,
         whole: Some(reply),
     };
-    if p.header(b'*')? != 3 {
-        return None;
-    }
+    p.tuple(3)?;
     let slot = p.header(b':')? as u64;
     let cursor = p.header(b':')? as u64;
-    let n = p.header(b'*')?;
-    let mut entries = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        if p.header(b'*')? != 3 {
-            return None;
-        }
+    let entries = p.array(|p| {
+        p.tuple(3)?;
         let key = p.bulk()?;
         let expire_at = p.header(b':')? as u64;
-        let payload = p.bulk()?;
-        entries.push((key, expire_at, payload));
-    }
+        Some((key, expire_at, p.bulk()?))
+    })?;
     Some((slot, cursor, entries))
 }
 
@@ -133,7 +120,28 @@ struct Parser<'a> {
     whole: Option<&'a Bytes>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    /// A parser of a reply not held in [`Bytes`] (bulk strings are copied).
+    fn new(buf: &'a [u8]) -> Self {
+        Parser { buf, whole: None }
+    }
+
+    /// An array, each element read by `item`; the first allocation is bounded, whatever
+    /// length the header claims.
+    fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let n = self.header(b'*')?;
+        let mut out = Vec::with_capacity(n.clamp(0, 1 << 16) as usize);
+        for _ in 0..n {
+            out.push(item(self)?);
+        }
+        Some(out)
+    }
+
+    /// An array header of exactly `width` elements.
+    fn tuple(&mut self, width: i64) -> Option<()> {
+        (self.header(b'*')? == width).then_some(())
+    }
+
     /// A line `<kind><number>\r\n`: the number.
     fn header(&mut self, kind: u8) -> Option<i64> {
         let rest = self.buf.strip_prefix(&[kind])?;
@@ -176,7 +184,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bulk_replies_as_text() {
+        assert_eq!(bulk_text(b"$5\r\nepoch\r\n"), Some("epoch"));
+        assert_eq!(bulk_text(b"$0\r\n\r\n"), Some(""));
+        assert_eq!(bulk_text(b"$9\r\nepoch\r\n"), None);
+        assert_eq!(
+            bulk_text(b"-ERR this node is not part of a cluster yet\r\n"),
+            None
+        );
+        assert_eq!(bulk_text(b"$x\r\n"), None);
+        assert_eq!(bulk_text(b"$-1\r\n"), None);
+    }
+
+    #[test]
     fn replies_parse() {
+        assert_eq!(
+            hot_reply(b"*2\r\n*3\r\n:0\r\n$1\r\na\r\n:40\r\n*3\r\n:3\r\n$2\r\nbc\r\n:7\r\n"),
+            Some(vec![
+                (0, Bytes::from_static(b"a"), 40),
+                (3, Bytes::from_static(b"bc"), 7)
+            ])
+        );
+        assert_eq!(hot_reply(b"*0\r\n"), Some(vec![]));
+        assert_eq!(hot_reply(b"*1\r\n*3\r\n:0\r\n$1\r\na\r\n"), None);
+        assert_eq!(hot_reply(b"*1\r\n*3\r\n:-1\r\n$1\r\na\r\n:1\r\n"), None);
+        assert_eq!(hot_reply(b"-ERR unknown command\r\n"), None);
         assert_eq!(seal_reply(b"*2\r\n:17\r\n:1700\r\n"), Some([17, 1700]));
         assert_eq!(
             seal_reply(b"-ERR slot 5 is already in migration 3\r\n"),

@@ -24,6 +24,7 @@ pub mod heat;
 pub mod list_ready;
 pub mod memory;
 pub mod prefetch;
+pub mod recent;
 pub mod scratch;
 pub mod slotmap;
 
@@ -635,6 +636,9 @@ pub struct Store {
     /// second hash of the key and probe. Taken by the next lookup and checked against
     /// its key, so a stale one costs only the comparison.
     pub read_hint: Option<(usize, Place)>,
+    /// A sample of the keys read lately, while the profiler is on: a migration's hottest
+    /// keys at its handover ([`recent`]).
+    pub recent: recent::RecentReads,
     /// Bumped by every list, sorted-set and generic write; connections blocked in BLPOP
     /// and friends wait on it.
     pub list_ready: ListReady,
@@ -668,6 +672,7 @@ impl Default for Store {
             keyspace_hits: 0,
             keyspace_misses: 0,
             read_hint: None,
+            recent: Default::default(),
             list_ready: ListReady::default(),
             migrations: Default::default(),
             scripts: crate::script::Scripts::default(),
@@ -723,6 +728,9 @@ impl Store {
             Some(e) => {
                 e.heat.touch(now_ms, false);
                 self.keyspace_hits += 1;
+                if heat::profiling() {
+                    self.recent.note(db, key);
+                }
                 ReadLookup::Live(e)
             }
             None => {
