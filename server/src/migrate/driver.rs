@@ -658,7 +658,7 @@ async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) 
 pub const PLAN_CHUNK_SLOTS: usize = 16;
 
 /// Keys read most lately that a migration pushes first ([`crate::store::recent`]).
-pub const HOT_KEYS: usize = crate::cmd::migrate::MAX_MOVE_BATCH;
+pub const HOT_KEYS: usize = 1000;
 
 /// Plans the eager keys of `m` at the source a chunk of slots at a time
 /// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget), then
@@ -739,21 +739,7 @@ async fn push_eager<C: Cluster>(
             break;
         }
     }
-    // The hot keys are not pushed twice; those the plan held neither as eager nor as
-    // critical are eager now (and were counted lazy).
-    let pushed: std::collections::HashSet<&(usize, Bytes)> = hot_keys.iter().collect();
-    let planned_eager: std::collections::HashSet<&(usize, Bytes)> =
-        order.iter().chain(&critical_keys).collect();
-    for (db, key, bytes) in &hot {
-        if !planned_eager.contains(&(*db, key.clone())) {
-            planned[1].0 += 1;
-            planned[1].1 += bytes;
-            planned[2].0 = planned[2].0.saturating_sub(1);
-            planned[2].1 = planned[2].1.saturating_sub(*bytes);
-        }
-    }
-    drop(planned_eager);
-    order.retain(|k| !pushed.contains(k));
+    let outside = fold_hot(&mut order, &critical_keys, &hot, &mut planned);
     let hot_moved = match pushing_hot {
         Some(task) => task.await.map_err(|e| e.to_string())??,
         None => 0,
@@ -761,6 +747,7 @@ async fn push_eager<C: Cluster>(
     tracing::debug!(
         migration = m.id,
         hot = hot_keys.len(),
+        outside_plan = outside,
         moved = hot_moved,
         "hot keys pushed"
     );
@@ -784,6 +771,43 @@ async fn push_eager<C: Cluster>(
         by_model,
         model_only,
     })
+}
+
+/// Folds the hot keys (pushed on their own, [`HOT_KEYS`]) into the eager plan: they
+/// leave `order`, and they come out of the same budget. Those the plan held neither as
+/// eager nor as critical are eager now (they were counted lazy), and as many of the
+/// order's last, coolest keys as weigh about as much go back to lazy (estimated at the
+/// plan's mean eager key: the plan's reply carries no sizes). Returns how many hot keys
+/// the plan did not hold.
+fn fold_hot(
+    order: &mut KeyList,
+    critical: &KeyList,
+    hot: &[(usize, Bytes, u64)],
+    planned: &mut [(u64, u64); 4],
+) -> u64 {
+    let (outside, outside_bytes) = {
+        let held: std::collections::HashSet<&(usize, Bytes)> =
+            order.iter().chain(critical).collect();
+        hot.iter()
+            .filter(|(db, key, _)| !held.contains(&(*db, key.clone())))
+            .fold((0u64, 0u64), |(n, b), (_, _, bytes)| (n + 1, b + bytes))
+    };
+    let hot_keys: std::collections::HashSet<(usize, &Bytes)> =
+        hot.iter().map(|(db, key, _)| (*db, key)).collect();
+    order.retain(|(db, key)| !hot_keys.contains(&(*db, key)));
+    let mean = planned[1].1 / planned[1].0.max(1);
+    let (mut back, mut back_bytes) = (0u64, 0u64);
+    while mean > 0 && back_bytes < outside_bytes && order.pop().is_some() {
+        back += 1;
+        back_bytes += mean;
+    }
+    // Eager gains the hot keys outside the plan and gives back what was dropped; lazy
+    // the other way round.
+    planned[1].0 = (planned[1].0 + outside).saturating_sub(back);
+    planned[1].1 = (planned[1].1 + outside_bytes).saturating_sub(back_bytes);
+    planned[2].0 = (planned[2].0 + back).saturating_sub(outside);
+    planned[2].1 = (planned[2].1 + back_bytes).saturating_sub(outside_bytes);
+    outside
 }
 
 /// What [`push_eager`] did: the counts per class over the whole range, how many keys
@@ -952,6 +976,39 @@ async fn change_topology<C: Cluster>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_keys_leave_the_order_and_come_out_of_the_eager_budget() {
+        let k = |name: &str| (0usize, Bytes::copy_from_slice(name.as_bytes()));
+        let hot = |name: &str, bytes: u64| (0usize, Bytes::copy_from_slice(name.as_bytes()), bytes);
+        let mut order: KeyList = ["a", "b", "c", "d", "e"].iter().map(|n| k(n)).collect();
+        let critical: KeyList = vec![k("crit")];
+        // Eager: 5 keys of 100 bytes; lazy 10 keys of 100.
+        let mut planned = [(1, 100), (5, 500), (10, 1000), (0, 0)];
+        // "b" was planned (it only leaves the order), "crit" moved already, "x" and "y"
+        // were lazy: 150 bytes more eager, so two of the coolest planned keys go back.
+        let hot_list = [hot("b", 100), hot("crit", 100), hot("x", 100), hot("y", 50)];
+        assert_eq!(fold_hot(&mut order, &critical, &hot_list, &mut planned), 2);
+        assert_eq!(order, vec![k("a"), k("c")]);
+        assert_eq!(planned, [(1, 100), (5, 450), (10, 1050), (0, 0)]);
+        // Every hot key planned: nothing given back.
+        let mut order: KeyList = vec![k("a"), k("b")];
+        let mut planned = [(0, 0), (2, 200), (3, 300), (0, 0)];
+        assert_eq!(
+            fold_hot(&mut order, &vec![], &[hot("a", 100)], &mut planned),
+            0
+        );
+        assert_eq!(order, vec![k("b")]);
+        assert_eq!(planned, [(0, 0), (2, 200), (3, 300), (0, 0)]);
+        // Nothing left to give back: eager grows (a plan with no eager keys).
+        let mut order: KeyList = vec![];
+        let mut planned = [(0, 0), (0, 0), (3, 300), (0, 0)];
+        assert_eq!(
+            fold_hot(&mut order, &vec![], &[hot("z", 100)], &mut planned),
+            1
+        );
+        assert_eq!(planned, [(0, 0), (1, 100), (2, 200), (0, 0)]);
+    }
 
     #[test]
     fn slots_as_runs() {

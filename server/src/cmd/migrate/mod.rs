@@ -558,13 +558,13 @@ fn page_start(argv: &[Bytes]) -> Result<PageStart, CmdError> {
 }
 
 /// `KELVIN.MIGRATE-HOT <migration> <count>`: at most `count` (at most
-/// [`MAX_MOVE_BATCH`]) keys of the slots `migration` sealed here that live and were read
+/// [`recent::RECENT_KEYS`](crate::store::recent::RECENT_KEYS)) keys of the slots `migration` sealed here that live and were read
 /// lately, the most read first ([`crate::store::recent`]), as `[db, key, bytes]`.
 fn hot(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let migration = number(&argv[1])?;
     let count = usize::try_from(number(&argv[2])?)
         .unwrap_or(usize::MAX)
-        .min(MAX_MOVE_BATCH);
+        .min(crate::store::recent::RECENT_KEYS);
     let sealed_here = |s: u16| {
         matches!(ex.store.migrations.role(s),
             Some(SlotRole::Sealed { migration: m, .. }) if m == migration)
