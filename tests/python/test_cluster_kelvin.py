@@ -737,6 +737,14 @@ def test_migration_steps_move_a_slot_between_groups_by_hand(trio):
     for group in (dst, src):
         with pytest.raises(redis.exceptions.ResponseError, match="no migration 7 here"):
             on(group, "KELVIN.MIGRATE", "FINISH", 7)
+    # A finished migration never starts over (a driver whose topology lags behind would
+    # import again at the target, seal again at the source).
+    with pytest.raises(redis.exceptions.ResponseError,
+                       match="^migration 7 is finished here$"):
+        on(dst, "KELVIN.MIGRATE", "IMPORT", 7, src, slot)
+    with pytest.raises(redis.exceptions.ResponseError,
+                       match="^migration 7 is finished here$"):
+        on(src, "KELVIN.MIGRATE", "SEAL", 7, dst, slot)
     assert on(src, "DBSIZE") + on(dst, "DBSIZE") == c.dbsize() == 2
     for n in nodes:
         assert n.client().get(key) == "after"

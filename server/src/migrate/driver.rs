@@ -489,10 +489,13 @@ async fn handover<C: Cluster>(
     Ok(())
 }
 
-/// Whether a step was refused because a slot is in another migration.
+/// Whether a step was refused for good: a slot is in another migration, or this
+/// migration finished on that side already (the driver's topology lagged behind).
 fn import_busy(reply: &[u8]) -> bool {
-    reply.starts_with(b"-ERR slot")
-        && memchr::memmem::find(reply, b"is already in migration").is_some()
+    (reply.starts_with(b"-ERR slot")
+        && memchr::memmem::find(reply, b"is already in migration").is_some())
+        || (reply.starts_with(b"-ERR migration")
+            && memchr::memmem::find(reply, b"is finished here").is_some())
 }
 
 /// The target rejects `m` before anything moved: its line leaves the topology, and its

@@ -78,7 +78,15 @@ pub enum MigrationError {
     /// where they are (the driver tries the seal again).
     #[error("a transaction across groups holds keys of these slots")]
     Locked,
+    /// Its IMPORT or SEAL came again after its FINISH here: a driver whose topology
+    /// lags behind (a node back from a partition) must not start it over.
+    #[error("migration {0} is finished here")]
+    Finished(u64),
 }
+
+/// Finished migrations a group remembers, the latest (a driver retries a migration
+/// only while it is in the topology: one that finished is out of it a moment later).
+pub const FINISHED_KEPT: usize = 1024;
 
 /// The most bytes a key arriving in parts may have (Redis's largest string, 512 MB, and
 /// room for a collection's DUMP framing).
@@ -115,11 +123,20 @@ pub struct MigrationState {
     settled: HashMap<u16, HashSet<(u8, Vec<u8>)>>,
     /// Keys of importing slots arriving in parts, `(db, key)`: their payload so far.
     parts: BTreeMap<(u8, Vec<u8>), Staged>,
+    /// The migrations finished here, the oldest first (at most [`FINISHED_KEPT`]).
+    finished: std::collections::VecDeque<u64>,
 }
 
 impl MigrationState {
+    /// No slot is in a migration.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Whether a snapshot must hold this state: a slot in a migration, or a migration
+    /// finished here that must not start over.
+    pub fn worth_saving(&self) -> bool {
+        !self.slots.is_empty() || !self.finished.is_empty()
     }
 
     /// Every slot in a migration, with its role.
@@ -135,6 +152,9 @@ impl MigrationState {
         let migration = match role {
             SlotRole::Sealed { migration, .. } | SlotRole::Importing { migration, .. } => migration,
         };
+        if self.finished.contains(&migration) {
+            return Err(MigrationError::Finished(migration));
+        }
         if let Some((&slot, r)) = slots
             .iter()
             .find_map(|s| self.slots.get_key_value(s))
@@ -305,6 +325,10 @@ impl MigrationState {
         crate::store::drop_later(gone.into_iter().flatten());
         self.parts
             .retain(|(_, k), _| !ending[usize::from(kelvin_protocol::key_slot(k))]);
+        if self.finished.len() == FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(migration);
         Ok(slots)
     }
 
@@ -367,10 +391,12 @@ impl MigrationState {
     /// nslots u32 | (slot u16, role u8: 1 sealed | 2 importing, migration u64, group u64,
     ///               has_proof u8, proof index u64, proof log_ms u64)*
     /// nsettled u32 | (db u8, key_len u32, key)*
-    /// [nparts u32 | (db u8, key_len u32, key, expire_at u64, total u64, len u32, bytes)*]
+    /// [nparts u32 | (db u8, key_len u32, key, expire_at u64, total u64, len u32, bytes)*
+    ///  [nfinished u32 (1..=FINISHED_KEPT) | migration u64*]]
     /// ```
-    /// (the parts only when a key is arriving in parts: a state without them encodes as
-    /// before they existed).
+    /// (the parts when a key is arriving in parts or a migration finished here, the
+    /// finished ones when there are: a state without either encodes as before they
+    /// existed; a build from before the finished list cannot read a state with it).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Cannot truncate: at most 16384 slots; settled keys are far fewer than 2^32.
@@ -404,7 +430,7 @@ impl MigrationState {
             out.extend_from_slice(&(key.len() as u32).to_le_bytes());
             out.extend_from_slice(key);
         }
-        if !self.parts.is_empty() {
+        if !self.parts.is_empty() || !self.finished.is_empty() {
             out.extend_from_slice(&(self.parts.len() as u32).to_le_bytes());
             for ((db, key), staged) in &self.parts {
                 out.push(*db);
@@ -415,6 +441,13 @@ impl MigrationState {
                 // Cannot truncate: staged bytes are at most MAX_STAGED_BYTES (1 GiB).
                 out.extend_from_slice(&(staged.bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(&staged.bytes);
+            }
+        }
+        if !self.finished.is_empty() {
+            // Cannot truncate: at most FINISHED_KEPT.
+            out.extend_from_slice(&(self.finished.len() as u32).to_le_bytes());
+            for id in &self.finished {
+                out.extend_from_slice(&id.to_le_bytes());
             }
         }
         out
@@ -489,6 +522,15 @@ impl MigrationState {
                     bytes,
                 };
                 state.parts.insert((db, key), staged);
+            }
+        }
+        if !buf.is_empty() {
+            let n = u32_at(take(&mut buf, 4)?);
+            if n == 0 || n > FINISHED_KEPT {
+                return Err("migration state: too many finished migrations");
+            }
+            for _ in 0..n {
+                state.finished.push_back(u64_at(take(&mut buf, 8)?));
             }
         }
         if !buf.is_empty() {
@@ -575,6 +617,53 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_migration_does_not_start_over() {
+        let mut st = MigrationState::default();
+        assert!(!st.worth_saving());
+        st.import(7, &[1, 2], 3).unwrap();
+        st.finish(7).unwrap();
+        assert!(st.is_empty() && st.worth_saving());
+        assert_eq!(st.import(7, &[1, 2], 3), Err(MigrationError::Finished(7)));
+        assert_eq!(st.seal(7, &[1], 3), Err(MigrationError::Finished(7)));
+        assert_eq!(
+            st.import(7, &[1], 3).unwrap_err().to_string(),
+            "migration 7 is finished here"
+        );
+        st.seal(8, &[1], 3).unwrap();
+        // Through a snapshot's encoding, with no slot in a migration and with one.
+        let mut only_finished = MigrationState::default();
+        only_finished.finished.push_back(7);
+        for state in [only_finished, st.clone()] {
+            let bytes = state.encode();
+            let back = MigrationState::decode(&bytes).unwrap();
+            assert_eq!(back, state);
+            assert_eq!(
+                back.clone().import(7, &[5], 3),
+                Err(MigrationError::Finished(7))
+            );
+            // Cut anywhere but where the optional sections begin: an error.
+            for cut in 0..bytes.len() {
+                if let Ok(shorter) = MigrationState::decode(&bytes[..cut]) {
+                    assert!(shorter.finished.is_empty(), "cut at {cut}");
+                }
+            }
+        }
+        // The oldest are forgotten past FINISHED_KEPT.
+        let mut many = MigrationState::default();
+        for id in 0..FINISHED_KEPT as u64 + 2 {
+            many.import(id + 100, &[9], 1).unwrap();
+            many.finish(id + 100).unwrap();
+        }
+        assert_eq!(many.finished.len(), FINISHED_KEPT);
+        assert_eq!(many.finished.front(), Some(&102));
+        many.import(100, &[9], 1).unwrap();
+        let mut bytes = many.encode();
+        let n = bytes.len() - 8 * FINISHED_KEPT - 4;
+        bytes[n..n + 4].copy_from_slice(&(FINISHED_KEPT as u32 + 1).to_le_bytes());
+        assert!(MigrationState::decode(&bytes).is_err());
+    }
+
+    #[test]
     fn the_state_round_trips_through_its_encoding() {
         let mut st = MigrationState::default();
         assert_eq!(MigrationState::decode(&st.encode()), Ok(st.clone()));
@@ -635,7 +724,9 @@ mod tests {
         assert!(st.add_part(0, k, 0, 2, 4, b"abc").is_err());
         assert!(st.add_part(0, k, 0, 0, MAX_STAGED_BYTES + 1, b"a").is_err());
         st.finish(4).unwrap();
-        assert_eq!(st, MigrationState::default());
+        let mut finished = MigrationState::default();
+        finished.finished.push_back(4);
+        assert_eq!(st, finished);
     }
 
     #[derive(Debug, Clone)]

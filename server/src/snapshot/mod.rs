@@ -359,7 +359,7 @@ impl SnapshotEncoder {
         }
         if self.db == DATABASES + 1 {
             self.db += 1;
-            if !store.migrations.is_empty() {
+            if store.migrations.worth_saving() {
                 state_chunk(
                     MIGRATIONS_DB,
                     MIGRATIONS_KEY,
