@@ -32,7 +32,7 @@ use crate::cluster::{ranges_text, Membership, MigrationPhase, MigrationSpec};
 use crate::migrate::absent::KeyFilter;
 use crate::migrate::figures::Figures;
 use crate::migrate::replies::{
-    bulk_text, hot_reply, plan_reply, pull_reply, scan_page, seal_reply, KeyList, Plan,
+    bulk_text, plan_reply, pull_reply, scan_page, seal_reply, KeyList, Plan,
 };
 
 /// How often the driver looks for work when nothing wakes it.
@@ -277,7 +277,7 @@ async fn settle<C: Cluster>(
     let (mut by_model, mut model_only) = (false, KeyList::new());
     if let Some(rules) = eager {
         let began = std::time::Instant::now();
-        let pushed = push_eager(c, &m, &rules).await?;
+        let pushed = crate::migrate::eager::push_eager(c, &m, &rules).await?;
         f.eager_moved = pushed.moved;
         f.ranked_by = pushed.ranked_by;
         by_model = pushed.by_model;
@@ -656,178 +656,14 @@ async fn write_page<C: Cluster>(mut c: C, target: u64, writes: Vec<Vec<Bytes>>) 
     (c, Ok(Some(written)))
 }
 
-/// Slots per eager plan: the source ranks this many slots' keys while it holds its
-/// store's lock (about a thousand keys at a million sessions over 16384 slots).
-pub const PLAN_CHUNK_SLOTS: usize = 16;
-
-/// Keys read most lately that a migration pushes first ([`crate::store::recent`]).
-pub const HOT_KEYS: usize = 1000;
-
-/// Plans the eager keys of `m` at the source a chunk of slots at a time
-/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget), then
-/// pushes them hottest first over the whole range (each chunk's first, then each one's
-/// second...: a chunk's list is in heat order, and a hot key waiting behind a whole
-/// chunk of cooler ones faulted in meanwhile).
-async fn push_eager<C: Cluster>(
-    c: &mut C,
-    m: &MigrationSpec,
-    rules: &str,
-) -> Result<Pushed, String> {
-    let began = std::time::Instant::now();
-    let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
-    let mut planned = [(0u64, 0u64); 4];
-    let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
-    // What each chunk was ranked by (the source's model may be published mid-way).
-    let mut rankings: Vec<(String, usize)> = Vec::new();
-    let mut model_only: KeyList = Vec::new();
-    // The critical keys (moved before the handover), so that the hot ones among them
-    // are not counted again.
-    let mut critical_keys: KeyList = Vec::new();
-    // The keys the source saw read most lately in the range go first, beside the
-    // ranking (which takes a third of a 1M-session range 250-350 ms): the hottest keys
-    // without a pass over the range. A source without the command gives none.
-    let id = m.id.to_string();
-    let hot = c
-        .on_group(
-            m.source,
-            args(&["KELVIN.MIGRATE-HOT", &id, &HOT_KEYS.to_string()]),
-        )
-        .await;
-    let hot = hot_reply(&hot).unwrap_or_default();
-    let hot_keys: KeyList = hot.iter().map(|(db, k, _)| (*db, k.clone())).collect();
-    let pushing_hot = (!hot_keys.is_empty()).then(|| {
-        let (mut h, m, keys) = (c.fork(), m.clone(), hot_keys.clone());
-        tokio::spawn(async move { move_keys(&mut h, &m, &keys).await })
-    });
-    for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
-        let ranges = runs(chunk);
-        let mut request = plan_request(m.id, rules, &ranges, false);
-        request.push(Bytes::from_static(b"FILTER"));
-        let reply = c.on_group(m.source, request).await;
-        if reply.starts_with(b"-ERR slot") {
-            // The source finished already: nothing is left there.
-            break;
-        }
-        let ((critical, eager, totals), filter) = plan_reply(&reply)
-            .ok_or_else(|| format!("group {}: plan: {}", m.source, text(&reply)))?;
-        // Keys the source never held in these slots settle here without a pull.
-        if let Some((filter, ranking, only)) = filter {
-            if let Some(f) = KeyFilter::from_bytes(&filter) {
-                c.absent_keys(m.id, chunk, f);
-            }
-            model_only.extend(only);
-            let ranking = String::from_utf8_lossy(&ranking).into_owned();
-            match rankings.iter_mut().find(|(r, _)| *r == ranking) {
-                Some((_, n)) => *n += 1,
-                None => rankings.push((ranking, 1)),
-            }
-        }
-        for (sum, t) in planned.iter_mut().zip(&totals) {
-            sum.0 += t.0;
-            sum.1 += t.1;
-        }
-        lists.push(eager.into_iter());
-        critical_keys.extend(critical);
-    }
-    tracing::debug!(
-        migration = m.id,
-        ms = began.elapsed().as_millis() as u64,
-        "eager keys planned"
-    );
-    let mut order: KeyList = Vec::new();
-    loop {
-        let before = order.len();
-        order.extend(lists.iter_mut().filter_map(Iterator::next));
-        if order.len() == before {
-            break;
-        }
-    }
-    let outside = fold_hot(&mut order, &critical_keys, &hot, &mut planned);
-    let hot_moved = match pushing_hot {
-        Some(task) => task.await.map_err(|e| e.to_string())??,
-        None => 0,
-    };
-    tracing::debug!(
-        migration = m.id,
-        hot = hot_keys.len(),
-        outside_plan = outside,
-        moved = hot_moved,
-        "hot keys pushed"
-    );
-    let moved = hot_moved + move_keys(c, m, &order).await?;
-    let chunks: usize = rankings.iter().map(|(_, n)| n).sum();
-    let by_model = rankings
-        .iter()
-        .any(|(r, _)| r.starts_with(crate::migrate::learn::MODEL_RANKED));
-    let ranked_by = match rankings.as_slice() {
-        [(only, _)] => only.clone(),
-        _ => rankings
-            .iter()
-            .map(|(r, n)| format!("{r} on {n} of {chunks} chunks"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
-    Ok(Pushed {
-        planned,
-        moved,
-        ranked_by,
-        by_model,
-        model_only,
-    })
-}
-
-/// Folds the hot keys (pushed on their own, [`HOT_KEYS`]) into the eager plan: they
-/// leave `order`, and they come out of the same budget. Those the plan held neither as
-/// eager nor as critical are eager now (they were counted lazy), and as many of the
-/// order's last, coolest keys as weigh about as much go back to lazy (estimated at the
-/// plan's mean eager key: the plan's reply carries no sizes). Returns how many hot keys
-/// the plan did not hold.
-fn fold_hot(
-    order: &mut KeyList,
-    critical: &KeyList,
-    hot: &[(usize, Bytes, u64)],
-    planned: &mut [(u64, u64); 4],
-) -> u64 {
-    let (outside, outside_bytes) = {
-        let held: std::collections::HashSet<&(usize, Bytes)> =
-            order.iter().chain(critical).collect();
-        hot.iter()
-            .filter(|(db, key, _)| !held.contains(&(*db, key.clone())))
-            .fold((0u64, 0u64), |(n, b), (_, _, bytes)| (n + 1, b + bytes))
-    };
-    let hot_keys: std::collections::HashSet<(usize, &Bytes)> =
-        hot.iter().map(|(db, key, _)| (*db, key)).collect();
-    order.retain(|(db, key)| !hot_keys.contains(&(*db, key)));
-    let mean = planned[1].1 / planned[1].0.max(1);
-    let (mut back, mut back_bytes) = (0u64, 0u64);
-    while mean > 0 && back_bytes < outside_bytes && order.pop().is_some() {
-        back += 1;
-        back_bytes += mean;
-    }
-    // Eager gains the hot keys outside the plan and gives back what was dropped; lazy
-    // the other way round.
-    planned[1].0 = (planned[1].0 + outside).saturating_sub(back);
-    planned[1].1 = (planned[1].1 + outside_bytes).saturating_sub(back_bytes);
-    planned[2].0 = (planned[2].0 + back).saturating_sub(outside);
-    planned[2].1 = (planned[2].1 + back_bytes).saturating_sub(outside_bytes);
-    outside
-}
-
-/// What [`push_eager`] did: the counts per class over the whole range, how many keys
-/// moved, what the source ranked them by, and the keys only the model's plan held
-/// (for [`crate::migrate::compare`]).
-struct Pushed {
-    planned: [(u64, u64); 4],
-    moved: u64,
-    ranked_by: String,
-    /// Whether the model ranked any chunk (then the plans are compared after the fact).
-    by_model: bool,
-    model_only: KeyList,
-}
-
 /// `KELVIN.MIGRATE-PLAN` of `slots` with `rules`; `critical`: the plan before the
 /// handover (critical keys only, the rest estimated).
-fn plan_request(id: u64, rules: &str, slots: &[(u16, u16)], critical: bool) -> Vec<Bytes> {
+pub(super) fn plan_request(
+    id: u64,
+    rules: &str,
+    slots: &[(u16, u16)],
+    critical: bool,
+) -> Vec<Bytes> {
     let mut argv = vec![
         Bytes::from_static(b"KELVIN.MIGRATE-PLAN"),
         Bytes::from(id.to_string()),
@@ -841,7 +677,7 @@ fn plan_request(id: u64, rules: &str, slots: &[(u16, u16)], critical: bool) -> V
 }
 
 /// Ascending slots as ranges of consecutive ones.
-fn runs(slots: &[u16]) -> Vec<(u16, u16)> {
+pub(super) fn runs(slots: &[u16]) -> Vec<(u16, u16)> {
     let mut out: Vec<(u16, u16)> = Vec::new();
     for &s in slots {
         match out.last_mut() {
@@ -855,7 +691,7 @@ fn runs(slots: &[u16]) -> Vec<(u16, u16)> {
 /// Pulls `keys` ((db, key), in order) from the source and writes them at the target,
 /// in batches; returns how many were written (a key settled at the target meanwhile, or
 /// absent, is not).
-async fn move_keys<C: Cluster>(
+pub(super) async fn move_keys<C: Cluster>(
     c: &mut C,
     m: &MigrationSpec,
     keys: &[(usize, Bytes)],
@@ -979,39 +815,6 @@ async fn change_topology<C: Cluster>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hot_keys_leave_the_order_and_come_out_of_the_eager_budget() {
-        let k = |name: &str| (0usize, Bytes::copy_from_slice(name.as_bytes()));
-        let hot = |name: &str, bytes: u64| (0usize, Bytes::copy_from_slice(name.as_bytes()), bytes);
-        let mut order: KeyList = ["a", "b", "c", "d", "e"].iter().map(|n| k(n)).collect();
-        let critical: KeyList = vec![k("crit")];
-        // Eager: 5 keys of 100 bytes; lazy 10 keys of 100.
-        let mut planned = [(1, 100), (5, 500), (10, 1000), (0, 0)];
-        // "b" was planned (it only leaves the order), "crit" moved already, "x" and "y"
-        // were lazy: 150 bytes more eager, so two of the coolest planned keys go back.
-        let hot_list = [hot("b", 100), hot("crit", 100), hot("x", 100), hot("y", 50)];
-        assert_eq!(fold_hot(&mut order, &critical, &hot_list, &mut planned), 2);
-        assert_eq!(order, vec![k("a"), k("c")]);
-        assert_eq!(planned, [(1, 100), (5, 450), (10, 1050), (0, 0)]);
-        // Every hot key planned: nothing given back.
-        let mut order: KeyList = vec![k("a"), k("b")];
-        let mut planned = [(0, 0), (2, 200), (3, 300), (0, 0)];
-        assert_eq!(
-            fold_hot(&mut order, &vec![], &[hot("a", 100)], &mut planned),
-            0
-        );
-        assert_eq!(order, vec![k("b")]);
-        assert_eq!(planned, [(0, 0), (2, 200), (3, 300), (0, 0)]);
-        // Nothing left to give back: eager grows (a plan with no eager keys).
-        let mut order: KeyList = vec![];
-        let mut planned = [(0, 0), (0, 0), (3, 300), (0, 0)];
-        assert_eq!(
-            fold_hot(&mut order, &vec![], &[hot("z", 100)], &mut planned),
-            1
-        );
-        assert_eq!(planned, [(0, 0), (1, 100), (2, 200), (0, 0)]);
-    }
 
     #[test]
     fn slots_as_runs() {

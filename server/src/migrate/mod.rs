@@ -31,6 +31,7 @@ pub mod absent;
 pub mod apply;
 pub mod compare;
 pub mod driver;
+pub mod eager;
 pub mod figures;
 pub mod learn;
 pub mod moves;

@@ -22,6 +22,10 @@ pub const RECENT_EVERY: u32 = 4;
 /// Longer keys are not sampled (session keys are far shorter; the ring stays small).
 pub const RECENT_KEY_MAX: usize = 256;
 
+/// A key's times seen, the age of its newest sighting and what `take` gave for it;
+/// `None` for a key `take` refused.
+type Sighting<T> = Option<(u32, usize, T)>;
+
 /// The ring. Slots are overwritten in place, so a full ring allocates nothing more.
 #[derive(Debug, Default)]
 pub struct RecentReads {
@@ -51,28 +55,39 @@ impl RecentReads {
         self.next = (self.next + 1) % RECENT_KEYS;
     }
 
-    /// At most `n` of the sampled keys that `take(db, key)` accepts: the most often seen
-    /// first, then the most recently seen.
-    pub fn hottest(&self, n: usize, take: impl Fn(usize, &[u8]) -> bool) -> Vec<(usize, Vec<u8>)> {
-        // (times seen, age of the newest sighting) per key.
-        let mut seen: HashMap<(u8, &[u8]), (u32, usize)> = HashMap::new();
+    /// At most `n` of the sampled keys that `take(db, key)` accepts (`Some`), with what
+    /// it gave for them: the most often seen first, then the most recently seen. `take`
+    /// is asked once per key.
+    pub fn hottest<T>(
+        &self,
+        n: usize,
+        take: impl Fn(usize, &[u8]) -> Option<T>,
+    ) -> Vec<(usize, Vec<u8>, T)> {
+        let mut seen: HashMap<(u8, &[u8]), Sighting<T>> = HashMap::new();
         let len = self.ring.len();
         for age in 0..len {
             // Newest first: the slot before `next`, going back.
             let i = (self.next + len * 2 - 1 - age) % len;
             let (db, key) = &self.ring[i];
-            if !take(usize::from(*db), key) {
-                continue;
+            match seen.entry((*db, key.as_slice())) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => {
+                    if let Some(s) = e.get_mut() {
+                        s.0 += 1;
+                    }
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(take(usize::from(*db), key).map(|t| (1, age, t)));
+                }
             }
-            seen.entry((*db, key.as_slice()))
-                .and_modify(|s| s.0 += 1)
-                .or_insert((1, age));
         }
-        let mut keys: Vec<_> = seen.into_iter().collect();
+        let mut keys: Vec<_> = seen
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, s?)))
+            .collect();
         keys.sort_unstable_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.1 .1.cmp(&b.1 .1)));
         keys.into_iter()
             .take(n)
-            .map(|((db, key), _)| (usize::from(db), key.to_vec()))
+            .map(|((db, key), (_, _, t))| (usize::from(db), key.to_vec(), t))
             .collect()
     }
 }
@@ -80,6 +95,18 @@ impl RecentReads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys `hottest` gives, `take` a yes or no.
+    fn hot(
+        r: &RecentReads,
+        n: usize,
+        take: impl Fn(usize, &[u8]) -> bool,
+    ) -> Vec<(usize, Vec<u8>)> {
+        r.hottest(n, |db, key| take(db, key).then_some(()))
+            .into_iter()
+            .map(|(db, key, ())| (db, key))
+            .collect()
+    }
 
     fn read(r: &mut RecentReads, db: usize, key: &[u8]) {
         for _ in 0..RECENT_EVERY {
@@ -90,7 +117,7 @@ mod tests {
     #[test]
     fn the_most_read_come_first_then_the_latest() {
         let mut r = RecentReads::default();
-        assert!(r.hottest(10, |_, _| true).is_empty());
+        assert!(hot(&r, 10, |_, _| true).is_empty());
         for _ in 0..3 {
             read(&mut r, 0, b"hot");
         }
@@ -98,13 +125,21 @@ mod tests {
         read(&mut r, 1, b"hot");
         read(&mut r, 0, b"new");
         read(&mut r, 0, b"skipped");
-        let all = r.hottest(10, |_, k| k != b"skipped");
+        let all = hot(&r, 10, |_, k| k != b"skipped");
         let names: Vec<(usize, &[u8])> = all.iter().map(|(d, k)| (*d, k.as_slice())).collect();
         assert_eq!(
             names,
             vec![(0, &b"hot"[..]), (0, b"new"), (1, b"hot"), (0, b"old")]
         );
-        assert_eq!(r.hottest(1, |_, _| true), vec![(0, b"hot".to_vec())]);
+        assert_eq!(hot(&r, 1, |_, _| true), vec![(0, b"hot".to_vec())]);
+        // `take` is asked once per key, and what it gives comes back with the key.
+        let asked = std::cell::Cell::new(0);
+        let sized = r.hottest(10, |_, key| {
+            asked.set(asked.get() + 1);
+            Some(key.len())
+        });
+        assert_eq!(asked.get(), 5);
+        assert_eq!(sized[0], (0, b"hot".to_vec(), 3));
     }
 
     #[test]
@@ -113,17 +148,17 @@ mod tests {
         for i in 0..RECENT_EVERY - 1 {
             r.note(0, format!("k{i}").as_bytes());
         }
-        assert!(r.hottest(10, |_, _| true).is_empty());
+        assert!(hot(&r, 10, |_, _| true).is_empty());
         r.note(0, b"sampled");
-        assert_eq!(r.hottest(10, |_, _| true), vec![(0, b"sampled".to_vec())]);
+        assert_eq!(hot(&r, 10, |_, _| true), vec![(0, b"sampled".to_vec())]);
         // Long keys are never copied.
         read(&mut r, 0, &[b'x'; RECENT_KEY_MAX + 1]);
-        assert_eq!(r.hottest(10, |_, _| true).len(), 1);
+        assert_eq!(hot(&r, 10, |_, _| true).len(), 1);
         // Twice around the ring: it holds the last RECENT_KEYS samples, no more.
         for i in 0..RECENT_KEYS * 2 {
             read(&mut r, 0, format!("k{i}").as_bytes());
         }
-        let kept = r.hottest(usize::MAX, |_, _| true);
+        let kept = hot(&r, usize::MAX, |_, _| true);
         assert_eq!(kept.len(), RECENT_KEYS);
         assert_eq!(kept[0].1, format!("k{}", RECENT_KEYS * 2 - 1).into_bytes());
         assert!(!kept.iter().any(|(_, k)| k == b"sampled"));

@@ -581,14 +581,10 @@ fn hot(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
             .and_then(|ks| ks.get(key, now))
             .map(|e| key.len() + e.value.approx_bytes())
     };
-    // A look-up per sample (at most `recent::RECENT_KEYS`), once per migration.
+    // A look-up per key sampled (at most `recent::RECENT_KEYS`), once per migration.
     let keys = ex.store.recent.hottest(count, |db, key| {
-        sealed_here(kelvin_protocol::key_slot(key)) && live(db, key).is_some()
+        live(db, key).filter(|_| sealed_here(kelvin_protocol::key_slot(key)))
     });
-    let keys: Vec<(usize, Vec<u8>, usize)> = keys
-        .into_iter()
-        .filter_map(|(db, key)| live(db, &key).map(|bytes| (db, key, bytes)))
-        .collect();
     ex.out.array(keys.len());
     for (db, key, bytes) in keys {
         ex.out.array(3);
