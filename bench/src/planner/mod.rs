@@ -27,7 +27,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use kelvin_server::migrate::learn::{plan_by, round, sampler, Model, Sampler};
-use kelvin_server::migrate::plan::{plan_ranked, HeatPlanner, KeyFacts, Planner, Rules};
+use kelvin_server::migrate::plan::{
+    plan_ranked, ClassTotal, HeatPlanner, KeyFacts, Planner, Rules,
+};
 use kelvin_server::store::Heat;
 
 use trace::{Op, Shape, Trace};
@@ -230,13 +232,13 @@ pub fn run(opts: &Options) -> Result<String> {
                 // The model's own ranking, whether or not the node would use it (its
                 // judgment against the counter is in `model.in_use`).
                 "model" => match &model {
-                    Ok(m) => plan_by(&rules, m, opts.window_ms, keys, h),
+                    Ok(m) => plan_by(&rules, m, opts.window_ms, keys, ClassTotal::default(), h),
                     Err(_) => HeatPlanner {
                         rules: rules.clone(),
                     }
                     .plan(keys, h),
                 },
-                _ => plan_ranked(&rules, keys, h, |k| {
+                _ => plan_ranked(&rules, keys, ClassTotal::default(), h, |k| {
                     let i = index[&k.key];
                     let idle = k.heat.idle_secs(h) as f64;
                     let counter = k.heat.counter_at(h) as f64;

@@ -152,6 +152,12 @@ impl Rules {
             .find(|r| kelvin_protocol::glob::glob_match(r.pattern.as_bytes(), key, false))
             .map(|r| r.class)
     }
+
+    /// Whether a key expiring at `expire_at` (0: never) is gone or goes within
+    /// `skip_expiring_within_ms` of `now_ms`: such a key is never moved.
+    pub fn expiring(&self, expire_at: u64, now_ms: u64) -> bool {
+        expire_at != 0 && expire_at <= now_ms.saturating_add(self.skip_expiring_within_ms)
+    }
 }
 
 /// What the planner knows of one key.
@@ -193,7 +199,27 @@ impl Plan {
 /// Sorts the keys of a range into classes. A trait, so the learned model (a later issue)
 /// can stand in for the heat rules.
 pub trait Planner: Send + Sync {
-    fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan;
+    /// Plans `keys`; `others`: the range's keys not listed (those [`Planner::lists`]
+    /// passed over), counted lazy and in the eager budget's base.
+    fn plan_with(&self, keys: Vec<KeyFacts>, others: ClassTotal, now_ms: u64) -> Plan;
+
+    /// Plans `keys`, every key of the range.
+    fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
+        self.plan_with(keys, ClassTotal::default(), now_ms)
+    }
+
+    /// Whether the planner needs the facts of a key with this name and record: one it
+    /// does not need is lazy whatever they say, so the pass over a range only counts it
+    /// (no copy of its name, no walk over its value).
+    fn lists(&self, _key: &[u8], _heat: Heat, _expire_at: u64, _now_ms: u64) -> bool {
+        true
+    }
+}
+
+/// Whether the heat planner may push a key with this record: one whose counter has not
+/// decayed to zero (a key idle for minutes past its last touch is cold, whatever it was).
+pub fn heat_candidate(heat: Heat, now_ms: u64) -> bool {
+    heat.counter_at(now_ms) > 0
 }
 
 /// The rules, then heat per byte within the eager budget.
@@ -203,28 +229,42 @@ pub struct HeatPlanner {
 }
 
 impl Planner for HeatPlanner {
-    fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
-        plan_ranked(&self.rules, keys, now_ms, |k| {
-            let counter = k.heat.counter_at(now_ms) as f64;
-            // Counter per byte, so small keys rank above big ones; a key decayed to
-            // zero is not a candidate.
-            (counter > 0.0).then(|| counter / (k.bytes as f64).max(1.0))
+    fn plan_with(&self, keys: Vec<KeyFacts>, others: ClassTotal, now_ms: u64) -> Plan {
+        plan_ranked(&self.rules, keys, others, now_ms, |k| {
+            // Counter per byte, so small keys rank above big ones.
+            heat_candidate(k.heat, now_ms)
+                .then(|| k.heat.counter_at(now_ms) as f64 / (k.bytes as f64).max(1.0))
         })
     }
+
+    fn lists(&self, key: &[u8], heat: Heat, expire_at: u64, now_ms: u64) -> bool {
+        heat_lists(&self.rules, key, heat, expire_at, now_ms)
+    }
+}
+
+/// The keys the heat planner needs the facts of: its candidates, and those the rules
+/// class (a rule, or expiring).
+pub fn heat_lists(rules: &Rules, key: &[u8], heat: Heat, expire_at: u64, now_ms: u64) -> bool {
+    heat_candidate(heat, now_ms)
+        || rules.expiring(expire_at, now_ms)
+        || rules.class_of(key).is_some()
 }
 
 /// The rules first (critical, skip, lazy, forced eager; a key expiring within the
 /// threshold is skipped whatever they say), then the keys `score` ranks (`None`: not a
-/// candidate, lazy) taken as eager, highest first, while the budget lasts.
+/// candidate, lazy) taken as eager, highest first, while the budget lasts. `others`: keys
+/// of the range not in `keys`, lazy.
 pub fn plan_ranked(
     rules: &Rules,
     keys: Vec<KeyFacts>,
+    others: ClassTotal,
     now_ms: u64,
     score: impl Fn(&KeyFacts) -> Option<f64>,
 ) -> Plan {
     let mut plan = Plan::default();
-    let range_bytes: u64 = keys.iter().map(|k| k.bytes as u64).sum();
+    let range_bytes: u64 = keys.iter().map(|k| k.bytes as u64).sum::<u64>() + others.bytes;
     plan.eager_budget_bytes = range_bytes * rules.eager_budget_percent as u64 / 100;
+    plan.totals[Class::Lazy as usize] = others;
     let add = |plan: &mut Plan, class: Class, k: &KeyFacts| {
         let t = &mut plan.totals[class as usize];
         t.keys += 1;
@@ -233,11 +273,9 @@ pub fn plan_ranked(
     // (score; forced by a rule) for the eager candidates.
     let mut candidates: Vec<(f64, bool, KeyFacts)> = Vec::new();
     for k in keys {
-        let expiring =
-            k.expire_at != 0 && k.expire_at <= now_ms.saturating_add(rules.skip_expiring_within_ms);
         let class = match rules.class_of(&k.key) {
             // A key gone or about to go is never moved, whatever the rules say.
-            _ if expiring => Class::Skip,
+            _ if rules.expiring(k.expire_at, now_ms) => Class::Skip,
             Some(Class::Eager) => {
                 candidates.push((f64::INFINITY, true, k));
                 continue;
@@ -288,9 +326,9 @@ pub fn critical_plan(store: &Store, slots: &[usize], rules: &Rules, now_ms: u64)
             let mut keys = table.map.len() as u64;
             if any_critical {
                 for (key, entry) in table.map.iter() {
-                    let expiring = entry.expire_at != 0
-                        && entry.expire_at <= now_ms.saturating_add(rules.skip_expiring_within_ms);
-                    if !expiring && rules.class_of(key) == Some(Class::Critical) {
+                    if !rules.expiring(entry.expire_at, now_ms)
+                        && rules.class_of(key) == Some(Class::Critical)
+                    {
                         let t = &mut plan.totals[Class::Critical as usize];
                         t.keys += 1;
                         t.bytes += (key.len() + entry.value.approx_bytes()) as u64;
@@ -309,21 +347,39 @@ pub fn critical_plan(store: &Store, slots: &[usize], rules: &Rules, now_ms: u64)
 
 /// The facts of every key of `slots` in `store`, for a [`Planner`].
 pub fn range_facts(store: &Store, slots: &[usize]) -> Vec<KeyFacts> {
+    range_facts_where(store, slots, |_, _, _| true).0
+}
+
+/// The facts of the keys of `slots` that `visit` (called with every key: its database,
+/// name and entry) keeps, and the count and bytes of the others: their names are not
+/// copied nor ranked ([`Planner::lists`]).
+pub fn range_facts_where(
+    store: &Store,
+    slots: &[usize],
+    mut visit: impl FnMut(usize, &[u8], &crate::store::Entry) -> bool,
+) -> (Vec<KeyFacts>, ClassTotal) {
     let mut facts = Vec::new();
+    let mut others = ClassTotal::default();
     for (db, ks) in store.dbs() {
         for &slot in slots {
             for (key, entry) in ks.slot(slot).map.iter() {
+                let bytes = key.len() + entry.value.approx_bytes();
+                if !visit(db, key, entry) {
+                    others.keys += 1;
+                    others.bytes += bytes as u64;
+                    continue;
+                }
                 facts.push(KeyFacts {
                     db,
                     key: key.to_vec(),
-                    bytes: key.len() + entry.value.approx_bytes(),
+                    bytes,
                     expire_at: entry.expire_at,
                     heat: entry.heat,
                 });
             }
         }
     }
-    facts
+    (facts, others)
 }
 
 #[cfg(test)]
@@ -428,6 +484,61 @@ mod tests {
         assert_eq!(all, total);
         let keys: u64 = Class::ALL.iter().map(|&c| plan.total(c).keys).sum();
         assert_eq!(keys, 107);
+    }
+
+    /// A pass that lists only the keys the heat planner may push (and those the rules
+    /// class) plans exactly as a pass over every key: the others are lazy and count in
+    /// the budget's base.
+    #[test]
+    fn listing_only_the_keys_the_planner_needs_plans_the_same() {
+        use crate::store::{Entry, Value};
+        let rules = Rules::parse(
+            "eager_budget_percent = 40\n[[rule]]\npattern = \"auth:*\"\nclass = \"critical\"\n",
+        )
+        .unwrap();
+        let planner = HeatPlanner { rules };
+        let mut warm = Heat::default();
+        warm.touch(NOW - 1_000, false);
+        // Never touched (as a key decayed to zero): not a candidate.
+        let cold = Heat::default();
+        let mut store = Store::default();
+        for (key, heat, expire_at) in [
+            ("{s}warm", warm, 0),
+            ("{s}cold1", cold, 0),
+            ("{s}cold2", cold, 0),
+            ("auth:{s}x", cold, 0),
+            ("{s}expiring", cold, NOW + 100),
+        ] {
+            let mut e = Entry::new(Value::Str(vec![7; 100]));
+            (e.heat, e.expire_at) = (heat, expire_at);
+            store.db(0).insert(key.as_bytes(), e);
+        }
+        let slot = kelvin_protocol::key_slot(b"s") as usize;
+        let (listed, others) = range_facts_where(&store, &[slot], |_, key, e| {
+            planner.lists(key, e.heat, e.expire_at, NOW)
+        });
+        let mut names: Vec<&[u8]> = listed.iter().map(|f| f.key.as_slice()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![&b"auth:{s}x"[..], &b"{s}expiring"[..], &b"{s}warm"[..]]
+        );
+        assert_eq!(
+            others,
+            ClassTotal {
+                keys: 2,
+                bytes: 2 * (b"{s}cold1".len() as u64 + 100)
+            }
+        );
+        let partial = planner.plan_with(listed, others, NOW);
+        let whole = planner.plan(range_facts(&store, &[slot]), NOW);
+        assert_eq!(partial.totals, whole.totals);
+        assert_eq!(partial.eager_budget_bytes, whole.eager_budget_bytes);
+        assert_eq!(partial.critical, whole.critical);
+        assert_eq!(partial.eager, whole.eager);
+        assert_eq!(whole.eager, vec![(0, b"{s}warm".to_vec())]);
+        assert_eq!(whole.total(Class::Lazy).keys, 2);
+        assert_eq!(whole.total(Class::Skip).keys, 1);
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub const COMMANDS: &[CommandSpec] = &[
 /// sixth: `[[db, key]...]` the eager keys the heat planner's plan would not have held
 /// (empty unless the model ranked; [`crate::migrate::compare`]).
 fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
-    use crate::migrate::plan::{critical_plan, range_facts, Planner};
+    use crate::migrate::plan::{critical_plan, range_facts_where, Planner};
     // CRITICAL: the plan before the handover; FILTER: the eager plan, with the filter
     // of every key of the slots (see `migrate::absent`).
     let (critical_only, with_filter) = match argv.get(4) {
@@ -208,26 +208,37 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
     let plan = match critical_only {
         true => critical_plan(ex.store, &slots, &rules, ex.now_ms),
         false => {
-            let facts = range_facts(ex.store, &slots);
-            if with_filter {
-                let mut f = crate::migrate::absent::KeyFilter::with_capacity(facts.len());
-                for k in &facts {
-                    f.insert(k.db, &k.key);
-                }
-                filter = Some(f);
-            }
             // The learned model's ranking once the node has one that beats the heat
             // counter on held-out keys, else the heat planner's.
             let (planner, ranked_by) = crate::migrate::learn::planner_and_ranking(rules);
             ranking = ranked_by;
+            // One pass: every key into the filter, the facts of those the planner
+            // lists (the heat planner: those whose counter has not decayed to zero, and those
+            // the rules class).
+            let mut keys_filter = with_filter.then(|| {
+                let keys = ex
+                    .store
+                    .dbs()
+                    .map(|(_, ks)| slots.iter().map(|&s| ks.slot(s).map.len()).sum::<usize>())
+                    .sum();
+                crate::migrate::absent::KeyFilter::with_capacity(keys)
+            });
+            let now = ex.now_ms;
+            let (facts, others) = range_facts_where(ex.store, &slots, |db, key, entry| {
+                if let Some(f) = keys_filter.as_mut() {
+                    f.insert(db, key);
+                }
+                planner.lists(key, entry.heat, entry.expire_at, now)
+            });
+            filter = keys_filter;
             if with_filter && planner.ranks_by_model() {
                 // The heat planner's plan too, to judge the model's after the fact
                 // (`migrate::compare`): the keys only one of them pushes.
                 let heat = crate::migrate::plan::HeatPlanner {
                     rules: planner.rules.clone(),
                 }
-                .plan(facts.clone(), ex.now_ms);
-                let plan = planner.plan(facts, ex.now_ms);
+                .plan_with(facts.clone(), others, ex.now_ms);
+                let plan = planner.plan_with(facts, others, ex.now_ms);
                 let in_model: std::collections::HashSet<&(usize, Vec<u8>)> =
                     plan.eager.iter().collect();
                 let in_heat: std::collections::HashSet<&(usize, Vec<u8>)> =
@@ -245,7 +256,7 @@ fn plan(ex: &mut Exec<'_>, argv: &[Bytes]) -> CmdResult {
                 );
                 plan
             } else {
-                planner.plan(facts, ex.now_ms)
+                planner.plan_with(facts, others, ex.now_ms)
             }
         }
     };

@@ -34,7 +34,10 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::migrate::plan::{plan_ranked, HeatPlanner, KeyFacts, Plan, Planner, Rules};
+use crate::migrate::plan::{
+    heat_lists, plan_ranked, ClassTotal, HeatPlanner, KeyFacts, Plan, Planner, Rules,
+};
+use crate::store::Heat;
 use crate::store::Store;
 pub use model::{Model, Sample};
 pub use sampler::Sampler;
@@ -154,14 +157,19 @@ impl LearnedPlanner {
 }
 
 impl Planner for LearnedPlanner {
-    fn plan(&self, keys: Vec<KeyFacts>, now_ms: u64) -> Plan {
+    fn plan_with(&self, keys: Vec<KeyFacts>, others: ClassTotal, now_ms: u64) -> Plan {
         match self.model.as_ref().filter(|m| m.beats_heuristic()) {
-            Some(model) => plan_by(&self.rules, model, self.window_ms, keys, now_ms),
+            Some(model) => plan_by(&self.rules, model, self.window_ms, keys, others, now_ms),
             None => HeatPlanner {
                 rules: self.rules.clone(),
             }
-            .plan(keys, now_ms),
+            .plan_with(keys, others, now_ms),
         }
+    }
+
+    /// The model ranks every key; the heat planner only those it may push.
+    fn lists(&self, key: &[u8], heat: Heat, expire_at: u64, now_ms: u64) -> bool {
+        self.ranks_by_model() || heat_lists(&self.rules, key, heat, expire_at, now_ms)
     }
 }
 
@@ -172,9 +180,10 @@ pub fn plan_by(
     model: &Model,
     window_ms: u64,
     keys: Vec<KeyFacts>,
+    others: ClassTotal,
     now_ms: u64,
 ) -> Plan {
-    plan_ranked(rules, keys, now_ms, |k| {
+    plan_ranked(rules, keys, others, now_ms, |k| {
         let raw = features::raw(k.heat, k.bytes, k.expire_at, now_ms, window_ms);
         let p = model.score(&raw, &features::class_of(rules, &k.key));
         Some(p / (k.bytes as f64).max(1.0))
