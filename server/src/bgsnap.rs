@@ -18,6 +18,7 @@
 //! the newest snapshot and compacts the log once the child exits 0.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kelvin_wal::{snapshot_file_name, SnapshotWriter};
@@ -27,6 +28,23 @@ use crate::store::Store;
 
 /// Longest a child may take before it is killed and the snapshot tried again later.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Microseconds the last fork of this process took (the parent stops for it: the page
+/// tables are copied), INFO's `latest_fork_usec`.
+static LATEST_FORK_USEC: AtomicU64 = AtomicU64::new(0);
+/// Forks since the process started, INFO's `total_forks`.
+static TOTAL_FORKS: AtomicU64 = AtomicU64::new(0);
+/// Snapshot children running now (every group's), INFO's `rdb_bgsave_in_progress`.
+static RUNNING: AtomicU64 = AtomicU64::new(0);
+
+/// `(latest_fork_usec, total_forks, children running)` of this process.
+pub fn fork_figures() -> (u64, u64, u64) {
+    (
+        LATEST_FORK_USEC.load(Ordering::Relaxed),
+        TOTAL_FORKS.load(Ordering::Relaxed),
+        RUNNING.load(Ordering::Relaxed),
+    )
+}
 
 /// A snapshot being written by a child process.
 pub struct Pending {
@@ -38,6 +56,8 @@ pub struct Pending {
     pub changes: u64,
     /// The keys' bytes at the fork (what the snapshot holds).
     pub base_bytes: u64,
+    /// Microseconds the fork took.
+    pub fork_us: u64,
 }
 
 /// Forks a child that writes `store` (locked by the caller, at `meta.index`) as a
@@ -52,6 +72,7 @@ pub fn start(
     let path = dir.join(snapshot_file_name(meta.term, meta.index));
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
+    let forking = Instant::now();
     // SAFETY: the child only runs `child` (no locks other threads may hold, no logging)
     // and ends in `_exit`; the parent goes on as before.
     match unsafe { libc::fork() } {
@@ -72,14 +93,21 @@ pub fn start(
             // handlers.
             unsafe { libc::_exit(code) }
         }
-        pid => Ok(Pending {
-            pid,
-            meta,
-            path,
-            started: Instant::now(),
-            changes,
-            base_bytes,
-        }),
+        pid => {
+            let fork_us = forking.elapsed().as_micros() as u64;
+            LATEST_FORK_USEC.store(fork_us, Ordering::Relaxed);
+            TOTAL_FORKS.fetch_add(1, Ordering::Relaxed);
+            RUNNING.fetch_add(1, Ordering::Relaxed);
+            Ok(Pending {
+                pid,
+                meta,
+                path,
+                started: Instant::now(),
+                changes,
+                base_bytes,
+                fork_us,
+            })
+        }
     }
 }
 
@@ -131,11 +159,11 @@ impl Pending {
             0 => None,
             -1 => {
                 let cause = std::io::Error::last_os_error();
-                self.pid = 0;
+                self.reaped();
                 Some(Err(format!("waitpid: {cause}")))
             }
             _ => {
-                self.pid = 0;
+                self.reaped();
                 if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
                     Some(Ok(()))
                 } else {
@@ -152,7 +180,15 @@ impl Pending {
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
+            self.reaped();
+        }
+    }
+
+    /// The child is gone (reaped, or lost to a failed wait): no longer counted running.
+    fn reaped(&mut self) {
+        if self.pid > 0 {
             self.pid = 0;
+            RUNNING.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

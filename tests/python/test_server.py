@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from support import RespError
+from support import TARGET, RespError, running_server, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -269,3 +269,30 @@ def test_reset(raw):
     other = raw()  # a fresh connection is on db 0: RESET went back there too
     assert other.call("GET", "srv:reset") == "after-reset"
     other.call("DEL", "srv:reset")
+
+
+@pytest.mark.skipif(
+    TARGET != "kelvin", reason="Kelvin snapshots as its log grows; the test's redis-server saves nothing"
+)
+def test_a_snapshot_by_log_growth_forks_and_info_says_so():
+    """Past 64 MiB of log the group's snapshot is written by a forked child: INFO stats
+    counts the fork and its length (`latest_fork_usec`, `total_forks`, as Redis),
+    INFO persistence says while a child writes (`rdb_bgsave_in_progress`)."""
+    with running_server() as srv:
+        c = srv.client()
+        try:
+            stats = c.info("stats")
+            assert (stats["total_forks"], stats["latest_fork_usec"]) == (0, 0)
+            assert c.info("persistence")["rdb_bgsave_in_progress"] == 0
+            value = b"x" * (1 << 20)
+            for i in range(0, 72, 8):
+                p = c.pipeline(transaction=False)
+                for j in range(i, i + 8):
+                    p.set(f"srv:fork:{j}", value)
+                p.execute()
+            assert wait_for(lambda: c.info("stats")["total_forks"] >= 1, timeout=30)
+            assert c.info("stats")["latest_fork_usec"] > 0
+            assert wait_for(lambda: c.info("persistence")["rdb_bgsave_in_progress"] == 0, timeout=60)
+            assert c.get("srv:fork:71") == value.decode()
+        finally:
+            c.close()

@@ -472,7 +472,8 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\nkelvin_appendfsync:{}\r\nkelvin_data_dir:{}\r\n\r\n",
+            u8::from(crate::bgsnap::fork_figures().2 > 0),
             settings.appendfsync.as_str(),
             settings.data_dir.display()
         );
@@ -480,9 +481,11 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
     if want("stats") {
         // `migrate_cached_sockets` is 0: MIGRATE opens a connection per call, keeps none.
         let s = &node.stats;
+        // Snapshots written by forked children (`bgsnap`): the parent stops for the fork.
+        let forks = crate::bgsnap::fork_figures();
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_error_replies:{}\r\n\r\n",
             s.connections_received.load(Ordering::Relaxed),
             s.commands_processed.load(Ordering::Relaxed),
             s.net_input_bytes.load(Ordering::Relaxed),
@@ -494,6 +497,8 @@ fn info_text(ctx: &ConnCtx<'_>, sections: &[String]) -> String {
             misses,
             node.pubsub.channels(None).len(),
             node.pubsub.numpat(),
+            forks.0,
+            forks.1,
             crate::cmdstats::total_error_replies(),
         );
     }

@@ -178,6 +178,7 @@ impl Group {
             group = self.group_id,
             index,
             elapsed_ms = p.started.elapsed().as_millis() as u64,
+            fork_us = p.fork_us,
             "snapshot written by a child, log compacted"
         );
         Ok(())
