@@ -210,7 +210,7 @@ pub trait Planner: Send + Sync {
 
     /// Whether the planner needs the facts of a key with this name and record: one it
     /// does not need is lazy whatever they say, so the pass over a range only counts it
-    /// (no copy of its name, no walk over its value).
+    /// and its bytes (no copy of its name, no place in the ranking).
     fn lists(&self, _key: &[u8], _heat: Heat, _expire_at: u64, _now_ms: u64) -> bool {
         true
     }
