@@ -19,8 +19,8 @@ pub const PLAN_CHUNK_SLOTS: usize = 16;
 /// source's ranking at most a third of the time). Right after the handover every source
 /// ranks at once; unpaced, on 2 cores, that starved every node's clients (1M sessions,
 /// three runs each: p99 during the move 9.7-18.1 ms unpaced, 4.0-13.6 paced, requests
-/// over 2 ms 8.4-9.2% against 4.8-5.1%; the eager push starting later costs about 60
-/// more fault-ins of ~250).
+/// over 2 ms 8.4-9.2% against 4.7-5.1%; the eager push starting later costs about 40
+/// more fault-ins: 273-288 against 222-290).
 pub const PLAN_PAUSE_FACTOR: u32 = 2;
 
 /// Keys read most lately that a migration pushes first ([`crate::store::recent`]).
