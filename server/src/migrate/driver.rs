@@ -50,8 +50,13 @@ pub const DRAIN_PAGE_KEYS: usize = 1000;
 /// a quiet machine (two at 32 KB, four at 64 KB, one build apart): p99 during 6.7 and
 /// 7.3 ms against 9.3-11.3 at 64 KB, the drain's middle p99 3.3-3.6 ms against 5.8-10,
 /// fault-ins 1.4 ms against 2.0-2.2 on average, the drain as fast; at 16 KB the drain
-/// took 1.4 times as long and faulted in more keys, for no better p99.
-pub const DRAIN_PAGE_BYTES: usize = 32 << 10;
+/// took 1.4 times as long and faulted in more keys, for no better p99 (then). Once the
+/// eager push no longer came in one burst ([`crate::migrate::eager`]) the drain's pages
+/// were what was left in its middle: at 16 KB (1M sessions, five runs against two) the
+/// drain's middle p99 0.64-0.98 ms against 1.13-1.15 at 32 KB, the move 1.5-1.75 s
+/// against 1.45, fault-ins 191-216 against 161-170; at 8 KB (three runs) no better
+/// (0.64-1.29 ms) and slower (1.8-1.9 s, 187-223 fault-ins).
+pub const DRAIN_PAGE_BYTES: usize = 16 << 10;
 /// How long a topology change may take to be applied before it is proposed again (a
 /// proposal the meta leader dropped, e.g. during a leadership transfer, never is; the
 /// epoch check at apply keeps a change from landing twice).
@@ -164,10 +169,12 @@ impl State {
     }
 }
 
-/// Most keys one pull and one write of pushed keys carry: about a drain page
+/// Most keys one pull and one write of pushed keys carry: about two drain pages
 /// ([`DRAIN_PAGE_BYTES`]) of 1 KB sessions, for the same reason (at 200, the eager push
-/// right after the handover held the target's requests for 10-20 ms).
-pub const PUSH_BATCH: usize = 64;
+/// right after the handover held the target's requests for 10-20 ms; 32 with plan
+/// chunks of 4 slots against 64 with chunks of 16: p99 of a 1M-session move's first
+/// 0.7 s 1.22-1.27 ms against 3.06-3.65 at a drain of 25 MB/s).
+pub const PUSH_BATCH: usize = 32;
 
 /// One pass: hand over every planned migration this node's groups import, else push the
 /// eager keys of one handed over, drain it and finish it.
@@ -825,10 +832,12 @@ mod tests {
 
     #[test]
     fn throttled_pages_hold_a_tenth_of_a_second() {
-        assert_eq!(page_keys(0, 0, 0), 32);
+        // Unthrottled: a page's bytes at the mean size seen (1 KiB before any).
+        let page = DRAIN_PAGE_BYTES as u64;
+        assert_eq!(page_keys(0, 0, 0), page / 1024);
         assert_eq!(page_keys(0, 100, 10), DRAIN_PAGE_KEYS as u64);
-        assert_eq!(page_keys(0, 1 << 20, 8192), 256);
-        assert_eq!(page_keys(1 << 20, 0, 0), 32);
+        assert_eq!(page_keys(0, 1 << 20, 8192), page / 128);
+        assert_eq!(page_keys(1 << 20, 0, 0), page / 1024);
         assert_eq!(page_keys(100_000, 0, 0), 9);
         assert_eq!(page_keys(20_000, 40_000, 1000), 50);
         assert_eq!(page_keys(100, 1 << 20, 10), 1);

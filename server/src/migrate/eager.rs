@@ -1,8 +1,8 @@
 //! The eager push of a migration handed over (DESIGN.md "Resharding, step by step"):
 //! the keys the source saw read most lately first ([`HOT_KEYS`]), beside the ranking of
-//! the range's keys at the source, chunk by chunk, then the ranked keys, hottest per
-//! byte first. The phase driver ([`crate::migrate::driver`]) calls [`push_eager`] right
-//! after the handover.
+//! the range's keys at the source, chunk by chunk; each chunk's ranked keys, hottest per
+//! byte first, go while the source rests before the next chunk. The phase driver
+//! ([`crate::migrate::driver`]) calls [`push_eager`] right after the handover.
 
 use bytes::Bytes;
 
@@ -12,25 +12,33 @@ use crate::migrate::driver::{args, move_keys, plan_request, runs, text, Cluster}
 use crate::migrate::replies::{hot_reply, plan_reply, KeyList};
 
 /// Slots per eager plan: the source ranks this many slots' keys while it holds its
-/// store's lock (about a thousand keys at a million sessions over 16384 slots).
-pub const PLAN_CHUNK_SLOTS: usize = 16;
+/// store's lock (about 250 keys at a million sessions over 16384 slots). At 16 (a
+/// thousand keys) the lock held the source's requests for a millisecond at a time: 4
+/// slots with [`crate::migrate::driver::PUSH_BATCH`] at 32 made the p99 of a 1M-session
+/// move's first 0.7 s 1.22-1.27 ms against 3.06-3.65 (two runs each, drain at 25 MB/s).
+pub const PLAN_CHUNK_SLOTS: usize = 4;
 
 /// The pause after each plan chunk, in multiples of the time the chunk took (the
 /// source's ranking at most a third of the time). Right after the handover every source
 /// ranks at once; unpaced, on 2 cores, that starved every node's clients (1M sessions,
 /// three runs each: p99 during the move 9.7-18.1 ms unpaced, 4.0-13.6 paced, requests
 /// over 2 ms 8.4-9.2% against 4.7-5.1%; the eager push starting later costs about 40
-/// more fault-ins: 273-288 against 222-290).
+/// more fault-ins: 273-288 against 222-290). The chunk's eager keys are pushed during
+/// the pause (they waited for the whole ranking once, then went in one burst of ~10 MB
+/// per source that held the target's requests for ~150 ms).
 pub const PLAN_PAUSE_FACTOR: u32 = 2;
 
 /// Keys read most lately that a migration pushes first ([`crate::store::recent`]).
 pub const HOT_KEYS: usize = 1000;
 
 /// Plans the eager keys of `m` at the source a chunk of slots at a time
-/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget), then
-/// pushes them hottest first over the whole range (each chunk's first, then each one's
-/// second...: a chunk's list is in heat order, and a hot key waiting behind a whole
-/// chunk of cooler ones faulted in meanwhile).
+/// ([`PLAN_CHUNK_SLOTS`], each chunk's hottest per byte within its eager budget) and
+/// pushes each chunk's keys, hottest first, during the pause after its ranking
+/// ([`PLAN_PAUSE_FACTOR`]). The hottest keys of the whole range went already, beside
+/// the ranking ([`HOT_KEYS`]); each chunk's share of them leaves its list and comes out
+/// of its budget ([`fold_hot`]). Pushed chunk by chunk instead of all at once after the
+/// ranking (1M sessions, two runs each): the first chunks' keys arrive 0.3 s earlier,
+/// fault-ins 134-139 against 153-177, and no burst at the ranking's end.
 pub(super) async fn push_eager<C: Cluster>(
     c: &mut C,
     m: &MigrationSpec,
@@ -39,13 +47,9 @@ pub(super) async fn push_eager<C: Cluster>(
     let began = std::time::Instant::now();
     let slots: Vec<u16> = m.slots.iter().flat_map(|&(a, b)| a..=b).collect();
     let mut planned = [(0u64, 0u64); 4];
-    let mut lists: Vec<std::vec::IntoIter<(usize, Bytes)>> = Vec::new();
     // What each chunk was ranked by (the source's model may be published mid-way).
     let mut rankings: Vec<(String, usize)> = Vec::new();
     let mut model_only: KeyList = Vec::new();
-    // The critical keys (moved before the handover), so that the hot ones among them
-    // are not counted again.
-    let mut critical_keys: KeyList = Vec::new();
     // The keys the source saw read most lately in the range go first, beside the
     // ranking (which takes a third of a 1M-session range 250-350 ms): the hottest keys
     // without a pass over the range. A source without the command gives none.
@@ -62,17 +66,25 @@ pub(super) async fn push_eager<C: Cluster>(
         let (mut h, m, keys) = (c.fork(), m.clone(), hot_keys.clone());
         tokio::spawn(async move { move_keys(&mut h, &m, &keys).await })
     });
-    let mut pause = std::time::Duration::ZERO;
-    for chunk in slots.chunks(PLAN_CHUNK_SLOTS) {
+    // Each hot key's slot, so that each chunk folds in its own.
+    let hot_slots: Vec<u16> = hot
+        .iter()
+        .map(|(_, key, _)| kelvin_protocol::key_slot(key))
+        .collect();
+    let (mut outside, mut pushed) = (0u64, 0u64);
+    let chunks: Vec<&[u16]> = slots.chunks(PLAN_CHUNK_SLOTS).collect();
+    for (n, chunk) in chunks.iter().enumerate() {
         let ranges = runs(chunk);
         let mut request = plan_request(m.id, rules, &ranges, false);
         request.push(Bytes::from_static(b"FILTER"));
-        // Paced ([`PLAN_PAUSE_FACTOR`]): the sources' ranking leaves their cores to the
-        // clients most of the time.
-        tokio::time::sleep(pause).await;
         let asked = tokio::time::Instant::now();
         let reply = c.on_group(m.source, request).await;
-        pause = asked.elapsed() * PLAN_PAUSE_FACTOR;
+        // Paced ([`PLAN_PAUSE_FACTOR`]): the sources' ranking leaves their cores to the
+        // clients most of the time (no pause after the last chunk).
+        let pause = match n + 1 == chunks.len() {
+            true => std::time::Duration::ZERO,
+            false => asked.elapsed() * PLAN_PAUSE_FACTOR,
+        };
         if reply.starts_with(b"-ERR slot") {
             // The source finished already: nothing is left there.
             break;
@@ -91,27 +103,33 @@ pub(super) async fn push_eager<C: Cluster>(
                 None => rankings.push((ranking, 1)),
             }
         }
-        for (sum, t) in planned.iter_mut().zip(&totals) {
+        let hot_here: Vec<(usize, Bytes, u64)> = hot
+            .iter()
+            .zip(&hot_slots)
+            .filter(|(_, s)| chunk.contains(*s))
+            .map(|(h, _)| h.clone())
+            .collect();
+        let mut counts = [(0u64, 0u64); 4];
+        for (count, t) in counts.iter_mut().zip(&totals) {
+            *count = *t;
+        }
+        let mut list = eager;
+        outside += fold_hot(&mut list, &critical, &hot_here, &mut counts);
+        for (sum, t) in planned.iter_mut().zip(&counts) {
             sum.0 += t.0;
             sum.1 += t.1;
         }
-        lists.push(eager.into_iter());
-        critical_keys.extend(critical);
+        // The chunk's eager keys go now, hottest first, while the source rests: the
+        // first chunks' keys arrive early, and the push is spread over the ranking
+        // instead of one burst after it (see [`PLAN_PAUSE_FACTOR`]).
+        let (moved, ()) = tokio::join!(move_keys(c, m, &list), tokio::time::sleep(pause));
+        pushed += moved?;
     }
     tracing::debug!(
         migration = m.id,
         ms = began.elapsed().as_millis() as u64,
-        "eager keys planned"
+        "eager keys planned, each chunk's pushed"
     );
-    let mut order: KeyList = Vec::new();
-    loop {
-        let before = order.len();
-        order.extend(lists.iter_mut().filter_map(Iterator::next));
-        if order.len() == before {
-            break;
-        }
-    }
-    let outside = fold_hot(&mut order, &critical_keys, &hot, &mut planned);
     let hot_moved = match pushing_hot {
         Some(task) => task.await.map_err(|e| e.to_string())??,
         None => 0,
@@ -123,7 +141,7 @@ pub(super) async fn push_eager<C: Cluster>(
         moved = hot_moved,
         "hot keys pushed"
     );
-    let moved = hot_moved + move_keys(c, m, &order).await?;
+    let moved = hot_moved + pushed;
     let chunks: usize = rankings.iter().map(|(_, n)| n).sum();
     let by_model = rankings
         .iter()
@@ -145,8 +163,8 @@ pub(super) async fn push_eager<C: Cluster>(
     })
 }
 
-/// Folds the hot keys (pushed on their own, [`HOT_KEYS`]) into the eager plan: they
-/// leave `order`, and they come out of the same budget. Those the plan held neither as
+/// Folds the hot keys of a chunk's slots (pushed on their own, [`HOT_KEYS`]) into the
+/// chunk's eager plan: they leave `order`, and they come out of the same budget. Those the plan held neither as
 /// eager nor as critical are eager now (they were counted lazy), and as many of the
 /// order's last, coolest keys as weigh about as much go back to lazy (estimated at the
 /// plan's mean eager key: the plan's reply carries no sizes). Returns how many hot keys
