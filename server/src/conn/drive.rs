@@ -45,6 +45,9 @@ pub(super) async fn drive(
         .await;
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
+        // The topology and leaders this pass routes by: a change from here on wakes a
+        // wait below at once, even one made before the wait begins.
+        let seen = *node.leaders_changed.borrow();
         match process_batch(node, client, out, batch) {
             Step::Done => return,
             Step::Propose {
@@ -70,6 +73,7 @@ pub(super) async fn drive(
                             &applied.out,
                             &retry,
                             deadline,
+                            seen,
                         )
                         .await;
                         batch = rest;
@@ -94,7 +98,7 @@ pub(super) async fn drive(
                         if !retry.is_empty() && tokio::time::Instant::now() < deadline =>
                     {
                         // Nothing was written: run the requests again where the leader is.
-                        wait_leader_change(node, deadline).await;
+                        wait_leader_change(node, deadline, seen).await;
                         batch = retry;
                         batch.extend(rest);
                     }
@@ -117,7 +121,7 @@ pub(super) async fn drive(
                     if node.membership.read().epoch < from.epoch
                         && tokio::time::Instant::now() < deadline
                     {
-                        wait_leader_change(node, deadline).await;
+                        wait_leader_change(node, deadline, seen).await;
                         batch = requests;
                         batch.extend(rest);
                         continue;
@@ -135,7 +139,7 @@ pub(super) async fn drive(
                     // The leader could not be reached: nothing was sent, so the requests
                     // wait for the next leader like during an election.
                     Relayed::NotSent if tokio::time::Instant::now() < deadline => {
-                        wait_leader_change(node, deadline).await;
+                        wait_leader_change(node, deadline, seen).await;
                         batch = requests;
                         batch.extend(rest);
                     }
@@ -154,7 +158,7 @@ pub(super) async fn drive(
                     }
                     batch = rest;
                 } else {
-                    wait_leader_change(node, deadline).await;
+                    wait_leader_change(node, deadline, seen).await;
                     batch = requests;
                     batch.extend(rest);
                 }
@@ -170,7 +174,7 @@ pub(super) async fn drive(
                     }
                     batch = rest;
                 } else {
-                    wait_leader_change(node, deadline).await;
+                    wait_leader_change(node, deadline, seen).await;
                     batch = requests;
                     batch.extend(rest);
                 }
@@ -300,11 +304,27 @@ impl Step {
     }
 }
 
-/// Waits until the group's leader changes, a short while, or `deadline`.
-pub(super) async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant) {
+/// Waits until a group's leader or the topology changes from what `seen` (a value of
+/// `leaders_changed` read before the routing decision) stood for, a short while, or
+/// `deadline`. A change between that decision and this wait returns at once: subscribing
+/// only here missed it, and the request slept the whole nap (a request to a slot sealed
+/// at its source waited 200 ms right after a handover whose topology came meanwhile).
+pub(super) async fn wait_leader_change(node: &Node, deadline: tokio::time::Instant, seen: u64) {
     // Any group of this node (the requests waiting may be for any of them); a group it
     // does not replicate has no signal here, hence the short nap at most.
-    let mut changed = node.leaders_changed.subscribe();
+    wait_changed(&node.leaders_changed, deadline, seen).await;
+}
+
+/// [`wait_leader_change`] on the signal `changes`.
+async fn wait_changed(
+    changes: &tokio::sync::watch::Sender<u64>,
+    deadline: tokio::time::Instant,
+    seen: u64,
+) {
+    let mut changed = changes.subscribe();
+    if *changed.borrow_and_update() != seen {
+        return;
+    }
     let nap = tokio::time::Instant::now() + Duration::from_millis(200);
     let _ = tokio::time::timeout_at(nap.min(deadline), changed.changed()).await;
 }
@@ -459,4 +479,32 @@ pub enum Step {
         argv: Vec<Bytes>,
         rest: Vec<Vec<Bytes>>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// A change made after the routing decision (after `seen` was read) but before the
+    /// wait began ends the wait at once; without one it waits for the next change.
+    #[tokio::test]
+    async fn a_change_before_the_wait_is_not_missed() {
+        let (changes, _keep) = tokio::sync::watch::channel(0u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut cx = Context::from_waker(Waker::noop());
+        let seen = *changes.borrow();
+        changes.send_modify(|n| *n += 1);
+        let early = std::pin::pin!(wait_changed(&changes, deadline, seen));
+        assert!(early.poll(&mut cx).is_ready());
+        // Nothing changed since `seen`: pending until something does.
+        let seen = *changes.borrow();
+        let mut waiting = std::pin::pin!(wait_changed(&changes, deadline, seen));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        changes.send_modify(|n| *n += 1);
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
 }

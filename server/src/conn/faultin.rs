@@ -404,6 +404,7 @@ pub(super) async fn redo_refused(
     applied: &[u8],
     retry: &[Vec<Bytes>],
     deadline: tokio::time::Instant,
+    seen: u64,
 ) {
     let replies = split_replies(applied, out.version);
     let blocking = retry.iter().any(|r| {
@@ -423,7 +424,7 @@ pub(super) async fn redo_refused(
     let refused: Vec<usize> = (0..replies.len())
         .filter(|&i| is_refusal(replies[i]))
         .collect();
-    wait_leader_change(node, deadline).await;
+    wait_leader_change(node, deadline, seen).await;
     let mut sub = ReplyWriter::new(out.version);
     let again: Vec<Vec<Bytes>> = refused.iter().map(|&i| retry[i].clone()).collect();
     Box::pin(drive(node, client, &mut sub, again)).await;

@@ -150,6 +150,7 @@ pub(super) async fn run(
     let began = tokio::time::Instant::now();
     let waited = began + PLANNED_WAIT;
     let migrations = loop {
+        let seen = *node.leaders_changed.borrow();
         let migrations: Vec<MigrationSpec> = node
             .membership
             .read()
@@ -164,7 +165,7 @@ pub(super) async fn run(
         if !planned || tokio::time::Instant::now() >= waited {
             break migrations;
         }
-        wait_leader_change(node, waited).await;
+        wait_leader_change(node, waited, seen).await;
     };
     let mut walk = Walk {
         node,
