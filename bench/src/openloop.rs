@@ -252,6 +252,7 @@ fn worker(
             op,
             port,
         });
+        client.refresh_after_moved();
     }
     samples
 }

@@ -149,7 +149,7 @@ struct Run {
     kelvin: Option<(u64, u64, String)>,
     /// Kelvin: what each source's planner ranked by when the move began.
     planner: String,
-    redirects: [u64; 4],
+    redirects: [u64; 5],
     /// The first failed requests, described.
     failures: Vec<String>,
     /// Loaded sessions that no longer exist after the move.
@@ -582,6 +582,7 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         r.ask.load(Ordering::Relaxed),
         r.tryagain.load(Ordering::Relaxed),
         r.reconnects.load(Ordering::Relaxed),
+        r.refreshes.load(Ordering::Relaxed),
     ];
     let (moved_bytes, kelvin) = match system {
         System::RedisCluster => (redis_moved_bytes(cluster.new.port)?, None),
@@ -806,6 +807,7 @@ fn details(r: &Run) -> Value {
         "redirects": {
             "moved": r.redirects[0], "ask": r.redirects[1],
             "tryagain_or_clusterdown": r.redirects[2], "reconnects": r.redirects[3],
+            "map_reloads": r.redirects[4],
         },
         "kelvin_migrations": r.kelvin.as_ref().map(|k| k.2.clone()),
         "seconds": secs.iter().map(|s| json!({
@@ -823,7 +825,7 @@ fn one_line(r: &Run) -> String {
     };
     format!(
         "handover {} ms, complete {} ms, p99 steady {} ms / during {} ms, errors {}{first}, \
-         lost sessions {}, moved {} B; redirects MOVED {} ASK {} TRYAGAIN {}",
+         lost sessions {}, moved {} B; redirects MOVED {} ASK {} TRYAGAIN {}, map reloads {}",
         v["handover_ms"],
         v["complete_ms"],
         v["p99_steady_ms"],
@@ -833,7 +835,8 @@ fn one_line(r: &Run) -> String {
         v["moved_bytes"],
         r.redirects[0],
         r.redirects[1],
-        r.redirects[2]
+        r.redirects[2],
+        r.redirects[4]
     )
 }
 

@@ -1,9 +1,12 @@
 //! A small Redis Cluster client for `kelvin-bench reshard`: a shared slot map (from
 //! CLUSTER SLOTS, corrected by each `-MOVED`), one connection per node and caller, and
 //! the redirections a cluster client follows while slots move: `-MOVED` (update the map,
-//! resend), `-ASK` (`ASKING` then the command on the node named, once), `-TRYAGAIN` and
-//! `-CLUSTERDOWN` (wait a little, resend). The same client talks to Redis Cluster and to
-//! Kelvin's `--redirect-port`, so both systems are measured through the same code.
+//! resend, then reload the whole map from CLUSTER SLOTS on the node that answered, at most
+//! once per [`MOVED_REFRESH_EVERY`], as redis-rs's cluster client, Jedis, go-redis and
+//! ioredis do: a slot that moved tells that others may have), `-ASK` (`ASKING` then the
+//! command on the node named, once), `-TRYAGAIN` and `-CLUSTERDOWN` (wait a little,
+//! resend). The same client talks to Redis Cluster and to Kelvin's `--redirect-port`, so
+//! both systems are measured through the same code.
 //!
 //! Only loopback addresses are followed: a redirect elsewhere is an error.
 
@@ -30,6 +33,10 @@ const RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// Wait between two tries after `-TRYAGAIN`, `-CLUSTERDOWN` or a lost connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Least time between two reloads of the slot map after a `-MOVED` (every caller shares
+/// the map: one of them reloads it, the others go on with the slot corrected).
+const MOVED_REFRESH_EVERY: Duration = Duration::from_millis(100);
 
 /// Largest bulk string or array a reply may hold (bounds what a bad reply allocates).
 const MAX_REPLY_LEN: i64 = 64 << 20;
@@ -91,6 +98,8 @@ pub struct Redirects {
     pub ask: AtomicU64,
     pub tryagain: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Reloads of the whole map after a `-MOVED`.
+    pub refreshes: AtomicU64,
 }
 
 /// The slot map every caller of one cluster shares: slot -> port on 127.0.0.1.
@@ -98,6 +107,10 @@ pub struct SlotMap {
     ports: RwLock<Vec<u16>>,
     pub redirects: Redirects,
     timeout: Duration,
+    /// When the map was made: the clock of [`Self::last_refresh_ms`].
+    born: Instant,
+    /// Milliseconds from `born` to the last reload after a `-MOVED` started.
+    last_refresh_ms: AtomicU64,
 }
 
 impl SlotMap {
@@ -107,6 +120,8 @@ impl SlotMap {
             ports: RwLock::new(vec![seed; SLOTS]),
             redirects: Redirects::default(),
             timeout,
+            born: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
         });
         map.refresh(seed)?;
         Ok(map)
@@ -115,7 +130,25 @@ impl SlotMap {
     /// Reloads the map from CLUSTER SLOTS on `port`.
     pub fn refresh(&self, port: u16) -> Result<()> {
         let mut conn = Conn::open(port, self.timeout)?;
-        let reply = conn.call(&[b"CLUSTER", b"SLOTS"])?;
+        self.apply_slots(port, conn.call(&[b"CLUSTER", b"SLOTS"])?)
+    }
+
+    /// Whether this caller is the one to reload the map after a `-MOVED` now (none did in
+    /// the last [`MOVED_REFRESH_EVERY`]).
+    fn claim_refresh(&self) -> bool {
+        // Offset by one interval, so that the first reload is never refused.
+        let every = MOVED_REFRESH_EVERY.as_millis() as u64;
+        let now = self.born.elapsed().as_millis() as u64 + every;
+        let last = self.last_refresh_ms.load(Ordering::Relaxed);
+        now >= last + every
+            && self
+                .last_refresh_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Sets the map from a CLUSTER SLOTS reply `port` gave.
+    fn apply_slots(&self, port: u16, reply: Reply) -> Result<()> {
         let Reply::Array(Some(ranges)) = reply else {
             bail!("CLUSTER SLOTS on {port}: unexpected reply {reply:?}");
         };
@@ -258,6 +291,34 @@ fn redirect_target(err: &str, prefix: &str) -> Option<(u16, u16)> {
 pub struct ClusterClient {
     map: Arc<SlotMap>,
     conns: HashMap<u16, Conn>,
+    /// The node that answered a request after a `-MOVED`, whose CLUSTER SLOTS
+    /// [`Self::refresh_after_moved`] reloads the map from.
+    moved_to: Option<u16>,
+}
+
+impl ClusterClient {
+    /// After a request that met a `-MOVED` (called once its reply is handled, as a
+    /// cluster client reloads its map beside the request, not in front of it): reloads
+    /// the shared map from CLUSTER SLOTS on the node that answered, unless another caller
+    /// did in the last [`MOVED_REFRESH_EVERY`]. A failed reload leaves the map as the
+    /// redirects corrected it (the next `-MOVED` tries again).
+    pub fn refresh_after_moved(&mut self) {
+        let Some(port) = self.moved_to.take() else {
+            return;
+        };
+        if !self.map.claim_refresh() {
+            return;
+        }
+        self.map.redirects.refreshes.fetch_add(1, Ordering::Relaxed);
+        let reply = match self.send_on(port, false, &[b"CLUSTER", b"SLOTS"]) {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.conns.remove(&port);
+                return;
+            }
+        };
+        let _ = self.map.apply_slots(port, reply);
+    }
 }
 
 impl ClusterClient {
@@ -265,6 +326,7 @@ impl ClusterClient {
         ClusterClient {
             map,
             conns: HashMap::new(),
+            moved_to: None,
         }
     }
 
@@ -304,6 +366,7 @@ impl ClusterClient {
         let mut port = self.map.port(slot);
         let mut asking = false;
         let mut redirects = 0;
+        let mut moved = false;
         loop {
             let reply = self.send_on(port, asking, args);
             asking = false;
@@ -317,6 +380,7 @@ impl ClusterClient {
                     self.map.set(s, p);
                     port = p;
                     redirects += 1;
+                    moved = true;
                 }
                 Ok(Reply::Error(e)) if e.starts_with("ASK ") => {
                     self.map.redirects.ask.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +402,12 @@ impl ClusterClient {
                     port = self.map.port(slot);
                 }
                 Ok(Reply::Error(_)) => return Err(Failure::ErrorReply),
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    if moved {
+                        self.moved_to = Some(port);
+                    }
+                    return Ok(reply);
+                }
                 Err(e) => {
                     self.conns.remove(&port);
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
@@ -365,6 +434,49 @@ impl ClusterClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn map(port: u16) -> SlotMap {
+        SlotMap {
+            ports: RwLock::new(vec![port; SLOTS]),
+            redirects: Redirects::default(),
+            timeout: Duration::from_secs(1),
+            born: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn one_reload_after_moved_per_interval() {
+        let m = map(7000);
+        assert!(m.claim_refresh(), "the first reload is never refused");
+        assert!(!m.claim_refresh(), "a second one within the interval is");
+        // As if the last reload began one interval ago.
+        let every = MOVED_REFRESH_EVERY.as_millis() as u64;
+        m.last_refresh_ms.fetch_sub(every, Ordering::Relaxed);
+        assert!(m.claim_refresh());
+    }
+
+    #[test]
+    fn cluster_slots_reply_sets_the_map() {
+        let m = map(7000);
+        let range = |a: i64, b: i64, port: i64| {
+            Reply::Array(Some(vec![
+                Reply::Int(a),
+                Reply::Int(b),
+                Reply::Array(Some(vec![
+                    Reply::Bulk(Some(b"127.0.0.1".to_vec())),
+                    Reply::Int(port),
+                ])),
+            ]))
+        };
+        let reply = Reply::Array(Some(vec![range(0, 99, 7001), range(100, 16383, 7002)]));
+        m.apply_slots(7000, reply).unwrap();
+        assert_eq!(
+            (m.port(0), m.port(99), m.port(100), m.port(16383)),
+            (7001, 7001, 7002, 7002)
+        );
+        assert!(m.apply_slots(7000, Reply::Error("ERR no".into())).is_err());
+    }
 
     #[test]
     fn parses_nested_replies() {
