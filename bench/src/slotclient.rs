@@ -297,31 +297,6 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
-    /// After a request that met a `-MOVED` (called once its reply is handled, as a
-    /// cluster client reloads its map beside the request, not in front of it): reloads
-    /// the shared map from CLUSTER SLOTS on the node that answered, unless another caller
-    /// did in the last [`MOVED_REFRESH_EVERY`]. A failed reload leaves the map as the
-    /// redirects corrected it (the next `-MOVED` tries again).
-    pub fn refresh_after_moved(&mut self) {
-        let Some(port) = self.moved_to.take() else {
-            return;
-        };
-        if !self.map.claim_refresh() {
-            return;
-        }
-        self.map.redirects.refreshes.fetch_add(1, Ordering::Relaxed);
-        let reply = match self.send_on(port, false, &[b"CLUSTER", b"SLOTS"]) {
-            Ok(reply) => reply,
-            Err(_) => {
-                self.conns.remove(&port);
-                return;
-            }
-        };
-        let _ = self.map.apply_slots(port, reply);
-    }
-}
-
-impl ClusterClient {
     pub fn new(map: Arc<SlotMap>) -> ClusterClient {
         ClusterClient {
             map,
@@ -352,6 +327,29 @@ impl ClusterClient {
             conn.read()?;
         }
         conn.read()
+    }
+
+    /// After a request that met a `-MOVED` (called once its reply is handled, as a
+    /// cluster client reloads its map beside the request, not in front of it): reloads
+    /// the shared map from CLUSTER SLOTS on the node that answered, unless another caller
+    /// did in the last [`MOVED_REFRESH_EVERY`]. A failed reload leaves the map as the
+    /// redirects corrected it (the next `-MOVED` tries again).
+    pub fn refresh_after_moved(&mut self) {
+        let Some(port) = self.moved_to.take() else {
+            return;
+        };
+        if !self.map.claim_refresh() {
+            return;
+        }
+        self.map.redirects.refreshes.fetch_add(1, Ordering::Relaxed);
+        let reply = match self.send_on(port, false, &[b"CLUSTER", b"SLOTS"]) {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.conns.remove(&port);
+                return;
+            }
+        };
+        let _ = self.map.apply_slots(port, reply);
     }
 
     /// The port the map sends `key` to now.
