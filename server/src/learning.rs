@@ -53,12 +53,20 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut rng = SmallRng::from_entropy();
     let mut tick = tokio::time::interval(sampler::SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch_moves = tokio::time::interval(MOVE_WATCH_EVERY);
+    watch_moves.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_training = Instant::now();
     let mut training: Option<(u64, tokio::sync::oneshot::Receiver<Trained>)> = None;
     publish(&learner, node.settings.read().planner_model);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = watch_moves.tick() => {
+                if migrating(&node) {
+                    stop_trainer();
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -150,11 +158,26 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Whether a group this node hosts takes part in a migration (its replica of the group
-/// holds a migration's state: sealed, importing, or draining).
+/// How often a running trainer is checked against the migrations (the samples are taken
+/// every [`sampler::SAMPLE_EVERY`], 2 s: a trainer was still taking a core 0.5 s into a
+/// move, through the plan and the eager push).
+const MOVE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether a group this node hosts takes part in a migration: the topology plans one
+/// from or to it (from the moment `cluster reshard` writes it, before the plan is asked
+/// for), or its replica of the group holds a migration's state (sealed, importing, or
+/// draining).
 fn migrating(node: &Node) -> bool {
-    node.groups()
-        .is_some_and(|groups| groups.hosted.values().any(|g| g.status.may_migrate()))
+    let Some(groups) = node.groups() else {
+        return false;
+    };
+    groups.hosted.values().any(|g| g.status.may_migrate())
+        || node
+            .membership
+            .read()
+            .migrations
+            .iter()
+            .any(|m| groups.hosted.contains_key(&m.source) || groups.hosted.contains_key(&m.target))
 }
 
 /// The process id of the trainer process running now (0: none). A lock, not an atomic:
