@@ -59,14 +59,18 @@ def test_a_node_learns_which_keys_are_touched_from_its_own_traffic(trio):
         assert all(v == "y" * 100 for v in p.execute())
         infos = [planner_info(n) for n in trio]
         trained = [i for i in infos if i.get("planner_model") == "logistic_regression"]
+        # The polled keys told from the others on keys the training never saw. Not
+        # always by the first model: trained on the first few hundred samples of a busy
+        # machine it once scored every held-out key alike (AUC 0.5); the node retrains
+        # every few seconds on more.
         if trained:
             leader = trained[0]
-            break
+            if float(leader["planner_model_auc"]) > 0.8:
+                break
         time.sleep(max(0.0, 1.0 - (time.monotonic() - round_start)))
     assert leader is not None, infos
     assert int(leader["planner_samples"]) >= 200, leader
     assert 0 < int(leader["planner_touched"]) < int(leader["planner_labelled"]), leader
-    # The polled keys are told from the others on keys the training never saw.
     assert float(leader["planner_model_auc"]) > 0.8, leader
     assert int(leader["planner_window_ms"]) == 2000
     # Trained by the server's own binary in a process of its own, not on a thread of
