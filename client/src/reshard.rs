@@ -331,29 +331,34 @@ fn begin(
     }
     let began = Instant::now();
     let ours: Vec<u16> = plan.iter().flat_map(|p| p.1.iter().copied()).collect();
-    let from_epoch = admin.topology()?.epoch;
+    let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
+    // Whether the lines were proposed yet. A topology that moved on without them does not
+    // tell by itself that they were added (and rejected since): the seed's replica of the
+    // meta group may lag the leader, and a proposal on a stale epoch is refused (CI at
+    // 18c0709 took an epoch read from the seed, one behind add-node's change, for the
+    // lines' and reported every migration rejected, none ever proposed).
+    let proposed = std::cell::Cell::new(false);
     admin.change_topology(&format!("{moving} slots to group {target}"), |t| {
         // Already applied, and maybe already moved on by the cluster's driver (handed
         // over, even finished, or rejected) before this command read it back: nothing
-        // to add. The topology moved on since it was read and the lines are not in it:
-        // they were added and taken out again (a rejection), never added twice.
+        // to add. Proposed and not in the topology: added and taken out again if a
+        // driver recorded a rejection of one of them (recorded before the line goes),
+        // else never applied; never added twice.
         let target_owns = t.groups.iter().find(|g| g.0 == target).is_some_and(|g| {
             ranges(&g.1)
                 .iter()
                 .any(|&(a, b)| ours.iter().any(|s| (a..=b).contains(s)))
         });
         if target_owns
-            || t.epoch > from_epoch
-            || t.migrations
-                .iter()
-                .any(|m| lines.iter().any(|l| l.0 == m.0))
+            || t.migrations.iter().any(|m| ids.contains(&m.0))
+            || (proposed.get() && !rejected_of(admin, t, &ids).is_empty())
         {
             return Ok(());
         }
+        proposed.set(true);
         t.migrations.extend(lines.iter().cloned());
         Ok(())
     })?;
-    let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
     let deadline = Instant::now() + HANDOVER_WAIT;
     let mut last = None;
     let mut given = moving;
@@ -427,8 +432,9 @@ fn figure_rows(admin: &Admin<'_>, t: &Topology) -> Vec<(String, Vec<(String, cra
     out
 }
 
-/// The reasons the drivers recorded for rejecting `ids` (`CLUSTER KELVIN-MIGRATIONS`).
-fn rejections(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)> {
+/// The reasons the drivers recorded for rejecting those of `ids` they rejected
+/// (`CLUSTER KELVIN-MIGRATIONS`).
+fn rejected_of(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     for (_, f) in figure_rows(admin, t) {
         let id = field_text(&f, "id").parse::<u64>().unwrap_or(0);
@@ -436,6 +442,12 @@ fn rejections(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)
             out.push((id, field_text(&f, "reason")));
         }
     }
+    out
+}
+
+/// The reasons the drivers recorded for rejecting `ids`, each.
+fn rejections(admin: &Admin<'_>, t: &Topology, ids: &[u64]) -> Vec<(u64, String)> {
+    let mut out = rejected_of(admin, t, ids);
     let missing: Vec<u64> = ids
         .iter()
         .copied()

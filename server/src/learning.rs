@@ -62,7 +62,9 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = watch_moves.tick() => {
-                if migrating(&node) {
+                // Free when no trainer runs (the common case): the groups and the
+                // topology are read only while one does.
+                if trainer_running() && migrating(&node) {
                     stop_trainer();
                 }
                 continue;
@@ -184,6 +186,11 @@ fn migrating(node: &Node) -> bool {
 /// the pid is cleared under it before the child is reaped, so a kill under it never
 /// reaches a process that took a reaped trainer's pid.
 static TRAINER_PID: parking_lot::Mutex<u32> = parking_lot::Mutex::new(0);
+
+/// Whether a trainer process runs now.
+fn trainer_running() -> bool {
+    *TRAINER_PID.lock() != 0
+}
 
 /// Stops the trainer process if one runs (its training ends as failed, and the next
 /// starts when no migration runs here any more).

@@ -515,6 +515,12 @@ async fn reject<C: Cluster>(
 ) -> Result<(), String> {
     tracing::warn!(migration = m.id, source = m.source, target = m.target, %reason,
         "migration rejected");
+    // Recorded before the line goes: `kelvin-cli cluster reshard` reads the reason once
+    // it sees the line gone, and tells a rejected line from one never added by it.
+    let f = state.figures(m);
+    f.phase = "rejected";
+    f.reason = reason.to_string();
+    c.record(f);
     change_topology(c, |t| {
         let before = t.migrations.len();
         t.migrations
@@ -523,10 +529,6 @@ async fn reject<C: Cluster>(
     })
     .await?;
     state.first_tried.remove(&m.id);
-    let f = state.figures(m);
-    f.phase = "rejected";
-    f.reason = reason.to_string();
-    c.record(f);
     Ok(())
 }
 
