@@ -70,14 +70,14 @@ pub(super) async fn fault_in(
         .keys
         .iter()
         .all(|k| node.absent.surely_absent(fault.migration, fault.db, k));
-    let mut pulling = std::time::Duration::ZERO;
-    let result =
-        match pull_and_write(node, client, out, fault, requests, absent, &mut pulling).await {
-            // The migration finished meanwhile (the target first, then the source): the keys
-            // are ordinary ones of the target now, and the requests run again as such.
-            Err(_) if !importing(node, fault) => Ok(Faulted::Written),
-            result => result,
-        };
+    let mut pulled = Pulled::default();
+    let result = match pull_and_write(node, client, out, fault, requests, absent, &mut pulled).await
+    {
+        // The migration finished meanwhile (the target first, then the source): the keys
+        // are ordinary ones of the target now, and the requests run again as such.
+        Err(_) if !importing(node, fault) => Ok(Faulted::Written),
+        result => result,
+    };
     match absent {
         true => node.migrations.settled_absent(fault.keys.len()),
         false => {
@@ -85,12 +85,14 @@ pub(super) async fn fault_in(
             tracing::debug!(
                 migration = fault.migration,
                 keys = fault.keys.len(),
+                found = pulled.found,
+                first = %String::from_utf8_lossy(fault.keys.first().map_or(&b""[..], |k| &k[..])),
                 us = began.elapsed().as_micros() as u64,
-                pull_us = pulling.as_micros() as u64,
+                pull_us = pulled.took.as_micros() as u64,
                 "faulted in"
             );
             node.migrations
-                .faultin(fault.keys.len(), began.elapsed(), pulling, served)
+                .faultin(fault.keys.len(), began.elapsed(), pulled.took, served)
         }
     }
     result
@@ -112,6 +114,14 @@ fn importing(node: &Node, fault: &Fault) -> bool {
     })
 }
 
+/// What a fault-in's pull took and found (for its debug line: which keys fault in, and
+/// whether the source held them).
+#[derive(Default)]
+struct Pulled {
+    took: std::time::Duration,
+    found: usize,
+}
+
 async fn pull_and_write(
     node: &Arc<Node>,
     client: &mut ClientState,
@@ -119,17 +129,18 @@ async fn pull_and_write(
     fault: &Fault,
     requests: &[Vec<Bytes>],
     absent: bool,
-    pulling: &mut std::time::Duration,
+    pulled: &mut Pulled,
 ) -> Result<Faulted, String> {
     let values = match absent {
         true => vec![None; fault.keys.len()],
         false => {
             let asked = std::time::Instant::now();
             let values = pull(node, client, out.version, fault).await;
-            *pulling = asked.elapsed();
+            pulled.took = asked.elapsed();
             values?
         }
     };
+    pulled.found = values.iter().filter(|v| v.is_some()).count();
     let served = match requests {
         [argv] => serve_pulled(node, client, out, fault, argv, &values),
         _ => false,
