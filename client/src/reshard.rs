@@ -332,31 +332,12 @@ fn begin(
     let began = Instant::now();
     let ours: Vec<u16> = plan.iter().flat_map(|p| p.1.iter().copied()).collect();
     let ids: Vec<u64> = lines.iter().map(|l| l.0).collect();
-    // Whether the lines were proposed yet. A topology that moved on without them does not
-    // tell by itself that they were added (and rejected since): the seed's replica of the
-    // meta group may lag the leader, and a proposal on a stale epoch is refused (CI at
-    // 18c0709 took an epoch read from the seed, one behind add-node's change, for the
-    // lines' and reported every migration rejected, none ever proposed).
     let proposed = std::cell::Cell::new(false);
     admin.change_topology(&format!("{moving} slots to group {target}"), |t| {
-        // Already applied, and maybe already moved on by the cluster's driver (handed
-        // over, even finished, or rejected) before this command read it back: nothing
-        // to add. Proposed and not in the topology: added and taken out again if a
-        // driver recorded a rejection of one of them (recorded before the line goes),
-        // else never applied; never added twice.
-        let target_owns = t.groups.iter().find(|g| g.0 == target).is_some_and(|g| {
-            ranges(&g.1)
-                .iter()
-                .any(|&(a, b)| ours.iter().any(|s| (a..=b).contains(s)))
-        });
-        if target_owns
-            || t.migrations.iter().any(|m| ids.contains(&m.0))
-            || (proposed.get() && !rejected_of(admin, t, &ids).is_empty())
-        {
-            return Ok(());
+        let rejected = |t: &Topology| !rejected_of(admin, t, &ids).is_empty();
+        if add_lines(t, &lines, &ours, proposed.get(), rejected) {
+            proposed.set(true);
         }
-        proposed.set(true);
-        t.migrations.extend(lines.iter().cloned());
         Ok(())
     })?;
     let deadline = Instant::now() + HANDOVER_WAIT;
@@ -406,6 +387,43 @@ fn begin(
         admin.seed
     );
     Ok(ids)
+}
+
+/// Adds the migration `lines` (to one target, moving the slots `ours`) to `t` unless
+/// they are there already or were: in the topology; handed over (the target owns one
+/// of the slots; maybe finished since); or taken out again, which is known only from a
+/// driver's recorded rejection (`rejected`, asked only when the lines were `proposed`
+/// before and are not here; drivers record it before the line goes). A topology that
+/// moved on without them does not tell by itself that they were ever added: the seed's
+/// replica of the meta group may lag the leader, and a proposal on a stale epoch is
+/// refused (CI at 18c0709 took an epoch read from the seed, one behind add-node's
+/// change, for the lines' and reported every migration rejected, none ever proposed).
+/// Returns whether they were added.
+fn add_lines(
+    t: &mut Topology,
+    lines: &[(u64, u64, u64, String, String)],
+    ours: &[u16],
+    proposed: bool,
+    rejected: impl FnOnce(&Topology) -> bool,
+) -> bool {
+    let Some(&(_, _, target, ..)) = lines.first() else {
+        return false;
+    };
+    let target_owns = t.groups.iter().find(|g| g.0 == target).is_some_and(|g| {
+        ranges(&g.1)
+            .iter()
+            .any(|&(a, b)| ours.iter().any(|s| (a..=b).contains(s)))
+    });
+    if target_owns
+        || t.migrations
+            .iter()
+            .any(|m| lines.iter().any(|l| l.0 == m.0))
+        || (proposed && rejected(t))
+    {
+        return false;
+    }
+    t.migrations.extend(lines.iter().cloned());
+    true
 }
 
 /// The slots `group` owns in `t`.
@@ -773,6 +791,48 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_are_added_unless_present_handed_over_or_rejected() {
+        let topology = |epoch: u64| super::Topology {
+            epoch,
+            members: vec![],
+            groups: vec![
+                (1, "0-8191".into(), vec![]),
+                (2, "8192-16383".into(), vec![]),
+                (3, String::new(), vec![]),
+            ],
+            migrations: vec![],
+        };
+        let lines = vec![(7, 1, 3, "0-99".to_string(), "planned".to_string())];
+        let ours: Vec<u16> = (0..100).collect();
+        let never = |_: &super::Topology| -> bool {
+            panic!("a rejection is asked for only after a proposal")
+        };
+        // A topology newer than any epoch the command read, without the lines, none
+        // proposed yet: they are added (the CI failure at 18c0709 took this for a
+        // rejection).
+        let mut t = topology(6);
+        assert!(super::add_lines(&mut t, &lines, &ours, false, never));
+        assert_eq!(t.migrations, lines);
+        // Present: not twice.
+        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        assert_eq!(t.migrations.len(), 1);
+        // Proposed, absent, no rejection recorded (the proposal was refused on a stale
+        // epoch): proposed again.
+        let mut t = topology(7);
+        assert!(super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        // Proposed, absent, a driver recorded the rejection: not again.
+        let mut t = topology(8);
+        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| true));
+        assert!(t.migrations.is_empty());
+        // Handed over (the target owns the slots; the line may be gone, finished).
+        let mut t = topology(9);
+        t.groups[0].1 = "100-8191".into();
+        t.groups[2].1 = "0-99".into();
+        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        assert!(t.migrations.is_empty());
+    }
+
     use super::*;
 
     #[test]
