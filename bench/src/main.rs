@@ -136,6 +136,10 @@ struct ReshardArgs {
     /// (default: the server's own).
     #[arg(long)]
     kelvin_drain_rate: Option<u64>,
+    /// Which sessions the load reads and touches: `zipf` (popularity) or `rhythms`
+    /// (users polling, reading and clicking in bursts that stop).
+    #[arg(long, default_value = "zipf", value_parser = ["zipf", "rhythms"])]
+    load: String,
     /// Only the largest size of the sweep (for one figure at a time; no sweep plot).
     #[arg(long)]
     largest_only: bool,
@@ -428,6 +432,7 @@ fn main() -> Result<()> {
                 kelvin_drain_rate: args.kelvin_drain_rate,
                 // At least half of what the steady phase alone should have sent.
                 min_requests: (rate * phase.as_secs() / 2) as usize,
+                rhythms: args.load == "rhythms",
             };
             let report = reshard::run(&opts)?;
             println!("{report}");

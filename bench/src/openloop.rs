@@ -4,10 +4,12 @@
 //! Request `i` is scheduled at `start + i / rate`; worker `w` of `W` sends the requests
 //! `i ≡ w (mod W)` at their scheduled time or, when it is behind, at once. Latency runs
 //! from the scheduled time, so a stall counts for every request it delays (no
-//! coordinated omission). Keys follow a Zipf law (s = 0.99) over the loaded sessions,
-//! ranks scattered over the key space so the hot set spans every slot range; 80% of the
-//! requests read a session (HGETALL), 15% touch one (HSET last_seen), 5% are new logins
-//! (HSET of a whole session, then EXPIRE so they expire within the run).
+//! coordinated omission). Which session a request reads or touches follows one of two
+//! laws ([`Popularity`]): a Zipf law (s = 0.99) over the loaded sessions, ranks scattered
+//! over the key space so the hot set spans every slot range; or the rhythms of users
+//! ([`Rhythms`]: pollers, readers and bursts of clicks that stop). 80% of the requests
+//! read a session (HGETALL), 15% touch one (HSET last_seen), 5% are new logins (HSET of
+//! a whole session, then EXPIRE so they expire within the run).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,6 +120,104 @@ impl Zipf {
     }
 }
 
+/// Which loaded session each request reads or touches.
+pub enum Popularity {
+    Zipf(Zipf),
+    Rhythms(Rhythms),
+}
+
+impl Popularity {
+    /// The session of request `i` (a read or a touch).
+    fn session(&self, rng: &mut SmallRng, i: u64) -> u64 {
+        match self {
+            Popularity::Zipf(z) => z.sample(rng),
+            Popularity::Rhythms(r) => r.session(i),
+        }
+    }
+}
+
+/// Users with rhythms, at the bench's time scale (minutes of load, not hours): each
+/// arrives at random, takes a loaded session (at random) and comes back to it on its
+/// own schedule until it leaves: a third poll (a tab asking every 2-8 s, for a minute on
+/// average), a third read (a page every 5-20 s on average, irregular, for two minutes),
+/// and the rest click in bursts (about every 0.5 s for 15 s on average, then gone). A
+/// burst touches its session more often than a poll does, and stops: a key's counter
+/// tells how often it was touched, its rhythm against its idle time whether it will be
+/// back ([`crate::reshard`]'s `kelvin` plans with the learned model where that beats the
+/// counter). Request `i` reads or touches the session of the `i`-th access of the users
+/// merged in time (made before the run for [`Rhythms::HORIZON`]; then over again).
+pub struct Rhythms {
+    schedule: Vec<u32>,
+}
+
+impl Rhythms {
+    /// How long a schedule is made for (at the load's rate).
+    pub const HORIZON: Duration = Duration::from_secs(600);
+    /// The users' mean accesses each (for the arrival rate that gives the load's rate):
+    /// a third of 60 s / 5 s, a third of 120 s / 12.5 s, a third of 15 s / 0.5 s.
+    const MEAN_ACCESSES: f64 = (12.0 + 9.6 + 30.0) / 3.0;
+    /// Users arrive this long before the load starts, so that it starts with as many
+    /// under way as later.
+    const LEAD_MS: f64 = 300_000.0;
+
+    /// The schedule of `rate` accesses a second over `sessions` loaded sessions.
+    pub fn new(sessions: u64, rate: u64, seed: u64) -> Rhythms {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let horizon_ms = Self::HORIZON.as_millis() as f64;
+        let arrivals_per_ms = rate as f64 / Self::MEAN_ACCESSES / 1000.0;
+        let exp = |rng: &mut SmallRng, mean: f64| -mean * (1.0 - rng.gen::<f64>()).ln();
+        let mut accesses: Vec<(u32, u32)> = Vec::new();
+        let mut t = -Self::LEAD_MS;
+        loop {
+            t += exp(&mut rng, 1.0 / arrivals_per_ms.max(1e-9));
+            if t >= horizon_ms {
+                break;
+            }
+            let session = rng.gen_range(0..sessions.max(1)) as u32;
+            let kind = rng.gen_range(0..3u8);
+            let (lifetime, period, mean_gap) = match kind {
+                0 => (
+                    exp(&mut rng, 60_000.0),
+                    rng.gen_range(2_000.0..8_000.0),
+                    0.0,
+                ),
+                1 => (
+                    exp(&mut rng, 120_000.0),
+                    0.0,
+                    rng.gen_range(5_000.0..20_000.0),
+                ),
+                _ => (exp(&mut rng, 15_000.0), 0.0, 500.0),
+            };
+            let end = (t + lifetime).min(horizon_ms);
+            let mut at = t;
+            loop {
+                at += match kind {
+                    0 => period * rng.gen_range(0.9..1.1),
+                    _ => exp(&mut rng, mean_gap),
+                };
+                if at >= end {
+                    break;
+                }
+                if at >= 0.0 {
+                    accesses.push((at as u32, session));
+                }
+            }
+        }
+        accesses.sort_unstable_by_key(|a| a.0);
+        Rhythms {
+            schedule: accesses.into_iter().map(|a| a.1).collect(),
+        }
+    }
+
+    /// The session of request `i`.
+    fn session(&self, i: u64) -> u64 {
+        match self.schedule.len() {
+            0 => 0,
+            n => u64::from(self.schedule[(i % n as u64) as usize]),
+        }
+    }
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -169,7 +269,7 @@ pub struct Load {
 const MAX_FAILURE_NOTES: usize = 20;
 
 impl Load {
-    pub fn start(map: Arc<SlotMap>, w: &Workload, zipf: Arc<Zipf>) -> Load {
+    pub fn start(map: Arc<SlotMap>, w: &Workload, zipf: Arc<Popularity>) -> Load {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -213,7 +313,7 @@ fn worker(
     id: u64,
     map: Arc<SlotMap>,
     w: &Workload,
-    zipf: &Zipf,
+    zipf: &Popularity,
     start: Instant,
     stop: &AtomicBool,
     notes: &Mutex<Vec<String>>,
@@ -263,7 +363,7 @@ fn request(
     client: &mut ClusterClient,
     rng: &mut SmallRng,
     w: &Workload,
-    zipf: &Zipf,
+    zipf: &Popularity,
     i: u64,
 ) -> (u8, u16, Result<(), (Failure, String)>) {
     let (op, key, what, result) = session_request(client, rng, w, zipf, i);
@@ -274,7 +374,7 @@ fn session_request(
     client: &mut ClusterClient,
     rng: &mut SmallRng,
     w: &Workload,
-    zipf: &Zipf,
+    zipf: &Popularity,
     i: u64,
 ) -> (u8, String, String, Result<(), Failure>) {
     let roll: u32 = rng.gen_range(0..100);
@@ -283,7 +383,7 @@ fn session_request(
         .map(|d| d.as_millis())
         .unwrap_or(0);
     if roll < 80 {
-        let key = session_key(zipf.sample(rng));
+        let key = session_key(zipf.session(rng, i));
         let result = match client.exec(&[b"HGETALL", key.as_bytes()]) {
             // A loaded session never expires: an empty reply is a lost session.
             Ok(Reply::Array(Some(items))) if !items.is_empty() => Ok(()),
@@ -293,7 +393,7 @@ fn session_request(
         let what = format!("HGETALL {key} (slot port {})", client.port_of(&key));
         (b'r', key, what, result)
     } else if roll < 95 {
-        let key = session_key(zipf.sample(rng));
+        let key = session_key(zipf.session(rng, i));
         let now = now_ms.to_string();
         let result = client
             .exec(&[b"HSET", key.as_bytes(), b"last_seen", now.as_bytes()])
@@ -380,6 +480,29 @@ mod tests {
         }
         assert!(seen.len() > 1000);
         assert!(z.hot_share(0.01) > 0.3);
+    }
+
+    #[test]
+    fn rhythms_run_at_about_the_rate_and_come_back_to_their_sessions() {
+        let rate = 2000;
+        let r = Rhythms::new(100_000, rate, 7);
+        let per_sec = r.schedule.len() as f64 / Rhythms::HORIZON.as_secs_f64();
+        assert!(
+            (per_sec - rate as f64).abs() < rate as f64 * 0.2,
+            "{per_sec} accesses a second"
+        );
+        // Users come back: far fewer sessions than accesses in a minute (11.5k of 120k
+        // with this seed), and many of those touched in one minute are touched again in
+        // the next two (57%: bursts do not come back).
+        let minute = 60 * rate as usize;
+        let first: std::collections::HashSet<u32> = r.schedule[..minute].iter().copied().collect();
+        assert!(first.len() * 4 < minute, "{} sessions", first.len());
+        let next: std::collections::HashSet<u32> =
+            r.schedule[minute..3 * minute].iter().copied().collect();
+        let back = first.iter().filter(|s| next.contains(s)).count();
+        assert!(back * 3 > first.len(), "{back} of {} back", first.len());
+        assert!(r.schedule.iter().all(|&s| s < 100_000));
+        assert_eq!(r.session(3), r.session(3 + r.schedule.len() as u64));
     }
 
     #[test]

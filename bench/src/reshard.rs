@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::group::{cluster_secret, run_with_timeout, Group};
 use crate::openloop::{per_second, quantile_ms, session_fields, session_key, Load, Sample};
-use crate::openloop::{Workload, Zipf};
+use crate::openloop::{Popularity, Rhythms, Workload, Zipf};
 use crate::servers::{command, connect, workspace_root, Kind, Programs, ServerGuard, Spec, HOST};
 use crate::slotclient::{ClusterClient, Conn, Failure, Reply, SlotMap};
 
@@ -58,6 +58,8 @@ pub struct Options {
     pub kelvin_drain_rate: Option<u64>,
     /// Fewer than this many requests in a run proves nothing: the run fails.
     pub min_requests: usize,
+    /// Which sessions the load reads and touches: Zipf popularity, or users' rhythms.
+    pub rhythms: bool,
 }
 
 /// Slots the new node gets (a quarter).
@@ -504,8 +506,11 @@ fn run_one(opts: &Options, system: System, sessions: u64) -> Result<Run> {
         workers: 16,
         max_duration: opts.steady + PLANNER_WAIT + opts.after + MOVE_TIMEOUT,
     };
-    let zipf = Arc::new(Zipf::new(sessions));
-    let load = Load::start(map.clone(), &workload, zipf);
+    let popularity = Arc::new(match opts.rhythms {
+        true => Popularity::Rhythms(Rhythms::new(sessions, opts.rate, sessions ^ opts.rate)),
+        false => Popularity::Zipf(Zipf::new(sessions)),
+    });
+    let load = Load::start(map.clone(), &workload, popularity);
     let mut planner = String::new();
     let outcome = (|| -> Result<(u64, u64, u64)> {
         if system.is_kelvin() {
@@ -843,16 +848,24 @@ fn one_line(r: &Run) -> String {
 /// The markdown table of the runs.
 fn table(opts: &Options, runs: &[Run]) -> String {
     let largest = opts.sizes.iter().copied().max().unwrap_or(1);
+    let keys = match opts.rhythms {
+        true => "sessions by users' rhythms: a third polling every 2-8 s for a minute, a \
+                 third reading every 5-20 s for two, the rest clicking every 0.5 s for 15 s"
+            .to_string(),
+        false => format!(
+            "Zipf keys: the 1% most popular sessions get {:.0}% of the requests at {largest} \
+             sessions",
+            Zipf::new(largest).hot_share(0.01) * 100.0
+        ),
+    };
     let mut s = format!(
         "Open loop at {} req/s (80% HGETALL, 15% HSET, 5% new logins with a {} s TTL; \
-         Zipf keys: the 1% most popular sessions get {:.0}% of the requests at {largest} \
-         sessions), sessions of ~{} B, 4096 of 16384 slots moved to a 4th node; Redis \
+         {keys}), sessions of ~{} B, 4096 of 16384 slots moved to a 4th node; Redis \
          `--cluster-pipeline {}`; `kelvin-r3` keeps three copies of every group (three \
          times the writing); `kelvin-heat` plans the eager push by the heat counter only, \
          `kelvin` with the learned model where it beats the counter.\n\n",
         opts.rate,
         crate::openloop::LOGIN_TTL_SECS,
-        Zipf::new(largest).hot_share(0.01) * 100.0,
         opts.value_bytes,
         opts.redis_pipeline
     );
