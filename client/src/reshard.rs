@@ -791,9 +791,11 @@ pub fn migrations(seed: &str, pass: Option<&str>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn lines_are_added_unless_present_handed_over_or_rejected() {
-        let topology = |epoch: u64| super::Topology {
+        let topology = |epoch: u64| Topology {
             epoch,
             members: vec![],
             groups: vec![
@@ -805,35 +807,32 @@ mod tests {
         };
         let lines = vec![(7, 1, 3, "0-99".to_string(), "planned".to_string())];
         let ours: Vec<u16> = (0..100).collect();
-        let never = |_: &super::Topology| -> bool {
-            panic!("a rejection is asked for only after a proposal")
-        };
+        let never =
+            |_: &Topology| -> bool { panic!("a rejection is asked for only after a proposal") };
         // A topology newer than any epoch the command read, without the lines, none
         // proposed yet: they are added (the CI failure at 18c0709 took this for a
         // rejection).
         let mut t = topology(6);
-        assert!(super::add_lines(&mut t, &lines, &ours, false, never));
+        assert!(add_lines(&mut t, &lines, &ours, false, never));
         assert_eq!(t.migrations, lines);
         // Present: not twice.
-        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        assert!(!add_lines(&mut t, &lines, &ours, true, |_| false));
         assert_eq!(t.migrations.len(), 1);
         // Proposed, absent, no rejection recorded (the proposal was refused on a stale
         // epoch): proposed again.
         let mut t = topology(7);
-        assert!(super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        assert!(add_lines(&mut t, &lines, &ours, true, |_| false));
         // Proposed, absent, a driver recorded the rejection: not again.
         let mut t = topology(8);
-        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| true));
+        assert!(!add_lines(&mut t, &lines, &ours, true, |_| true));
         assert!(t.migrations.is_empty());
         // Handed over (the target owns the slots; the line may be gone, finished).
         let mut t = topology(9);
         t.groups[0].1 = "100-8191".into();
         t.groups[2].1 = "0-99".into();
-        assert!(!super::add_lines(&mut t, &lines, &ours, true, |_| false));
+        assert!(!add_lines(&mut t, &lines, &ours, true, |_| false));
         assert!(t.migrations.is_empty());
     }
-
-    use super::*;
 
     #[test]
     fn slots_are_taken_in_proportion_highest_first() {
