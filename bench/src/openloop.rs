@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::planner::trace::exp;
 use crate::slotclient::{ClusterClient, Failure, Reply, SlotMap};
 
 /// Zipf exponent of the session popularity.
@@ -165,7 +166,6 @@ impl Rhythms {
         let mut rng = SmallRng::seed_from_u64(seed);
         let horizon_ms = Self::HORIZON.as_millis() as f64;
         let arrivals_per_ms = rate as f64 / Self::MEAN_ACCESSES / 1000.0;
-        let exp = |rng: &mut SmallRng, mean: f64| -mean * (1.0 - rng.gen::<f64>()).ln();
         let mut accesses: Vec<(u32, u32)> = Vec::new();
         let mut t = -Self::LEAD_MS;
         loop {
@@ -269,15 +269,16 @@ pub struct Load {
 const MAX_FAILURE_NOTES: usize = 20;
 
 impl Load {
-    pub fn start(map: Arc<SlotMap>, w: &Workload, zipf: Arc<Popularity>) -> Load {
+    pub fn start(map: Arc<SlotMap>, w: &Workload, popularity: Arc<Popularity>) -> Load {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let workers = (0..w.workers)
             .map(|id| {
-                let (map, w, zipf, stop) = (map.clone(), w.clone(), zipf.clone(), stop.clone());
+                let (map, w, popularity, stop) =
+                    (map.clone(), w.clone(), popularity.clone(), stop.clone());
                 let notes = failures.clone();
-                std::thread::spawn(move || worker(id, map, &w, &zipf, start, &stop, &notes))
+                std::thread::spawn(move || worker(id, map, &w, &popularity, start, &stop, &notes))
             })
             .collect();
         Load {
@@ -313,7 +314,7 @@ fn worker(
     id: u64,
     map: Arc<SlotMap>,
     w: &Workload,
-    zipf: &Popularity,
+    popularity: &Popularity,
     start: Instant,
     stop: &AtomicBool,
     notes: &Mutex<Vec<String>>,
@@ -336,7 +337,7 @@ fn worker(
                 break;
             }
         }
-        let (op, port, result) = request(&mut client, &mut rng, w, zipf, i);
+        let (op, port, result) = request(&mut client, &mut rng, w, popularity, i);
         let due_ms = due.duration_since(start).as_millis() as u32;
         let failure = result.as_ref().err().map(|(f, _)| *f);
         if let Err((f, what)) = result {
@@ -363,10 +364,10 @@ fn request(
     client: &mut ClusterClient,
     rng: &mut SmallRng,
     w: &Workload,
-    zipf: &Popularity,
+    popularity: &Popularity,
     i: u64,
 ) -> (u8, u16, Result<(), (Failure, String)>) {
-    let (op, key, what, result) = session_request(client, rng, w, zipf, i);
+    let (op, key, what, result) = session_request(client, rng, w, popularity, i);
     (op, client.port_of(&key), result.map_err(|f| (f, what)))
 }
 
@@ -374,7 +375,7 @@ fn session_request(
     client: &mut ClusterClient,
     rng: &mut SmallRng,
     w: &Workload,
-    zipf: &Popularity,
+    popularity: &Popularity,
     i: u64,
 ) -> (u8, String, String, Result<(), Failure>) {
     let roll: u32 = rng.gen_range(0..100);
@@ -383,7 +384,7 @@ fn session_request(
         .map(|d| d.as_millis())
         .unwrap_or(0);
     if roll < 80 {
-        let key = session_key(zipf.session(rng, i));
+        let key = session_key(popularity.session(rng, i));
         let result = match client.exec(&[b"HGETALL", key.as_bytes()]) {
             // A loaded session never expires: an empty reply is a lost session.
             Ok(Reply::Array(Some(items))) if !items.is_empty() => Ok(()),
@@ -393,7 +394,7 @@ fn session_request(
         let what = format!("HGETALL {key} (slot port {})", client.port_of(&key));
         (b'r', key, what, result)
     } else if roll < 95 {
-        let key = session_key(zipf.session(rng, i));
+        let key = session_key(popularity.session(rng, i));
         let now = now_ms.to_string();
         let result = client
             .exec(&[b"HSET", key.as_bytes(), b"last_seen", now.as_bytes()])

@@ -184,7 +184,7 @@ impl Gen {
 }
 
 /// An exponential draw with mean `mean`.
-fn exp(rng: &mut SmallRng, mean: f64) -> f64 {
+pub(crate) fn exp(rng: &mut SmallRng, mean: f64) -> f64 {
     -mean * (1.0 - rng.gen::<f64>()).ln()
 }
 
